@@ -1,0 +1,1 @@
+//! Configuration for cloudcore and edgecore (work in progress on the config branch).
