@@ -1,1 +1,20 @@
-//! model
+//! The KubeEdge wire model: the [`Message`] envelope exactly as upstream's beehive encodes it,
+//! resource strings in their cloud and edge forms, and the protocol constants (operations,
+//! resource types, groups, module names).
+//!
+//! Every other crate speaks these types. The envelope is what crosses the cloud–edge link
+//! unchanged, so its JSON must match upstream byte for byte where it matters:
+//! `{"header":{…},"route":{…},"content":…}` with millisecond timestamps and Go's `omitempty`
+//! rules. The `content` is kept as the raw JSON text it arrived as (see [`Content`]) and decoded
+//! once, by the module that consumes it.
+
+pub mod constants;
+mod content;
+mod message;
+mod operation;
+mod resource;
+
+pub use content::Content;
+pub use message::{DecodeError, Header, MAX_MESSAGE_SIZE, Message, Route, now_millis};
+pub use operation::Operation;
+pub use resource::{CloudResource, ResourceError, ResourcePath, trim_node_prefix};
