@@ -1,1 +1,36 @@
-//! telemetry
+//! Telemetry shared by the daemons: the tracing subscriber, the Prometheus registry with
+//! process and bus metrics, and the monitor server (`/healthz`, `/readyz`, `/metrics`).
+//!
+//! Libraries never install a subscriber; the binaries call [`init_logging`] once.
+
+mod logging;
+mod metrics;
+mod process;
+mod server;
+
+pub use logging::{LogFormat, init_logging};
+pub use metrics::Metrics;
+pub use server::serve;
+
+/// Errors of telemetry setup.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The log level directive does not parse.
+    #[error("invalid log level {directive:?}")]
+    LogLevel {
+        /// What was given.
+        directive: String,
+        /// The parser's complaint.
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// The log format is neither `text` nor `json`.
+    #[error("invalid log format {0:?}: expected \"text\" or \"json\"")]
+    LogFormat(String),
+    /// A global subscriber is already installed.
+    #[error("a tracing subscriber is already installed")]
+    AlreadyInstalled,
+    /// A metric could not be registered.
+    #[error("registering metrics")]
+    Metrics(#[from] prometheus::Error),
+}
