@@ -8,7 +8,7 @@ mod metrics;
 mod process;
 mod server;
 
-pub use logging::{LogFormat, init_logging};
+pub use logging::{LogFormat, init_logging, parse_filter};
 pub use metrics::Metrics;
 pub use server::serve;
 

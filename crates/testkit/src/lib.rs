@@ -1,0 +1,228 @@
+//! Test harness for process-level tests: start a real daemon binary, learn the addresses it
+//! bound from its log, talk HTTP to it, signal it and wait for its exit with a deadline.
+//!
+//! Synchronous on purpose: a test drives one child process, and std is enough.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long to wait for a daemon to log something before failing a test. Generous: tests
+/// must not depend on the machine's speed. `KUBEEDGE_TEST_PATIENCE_SECS` overrides it.
+pub fn patience() -> Duration {
+    let secs = std::env::var("KUBEEDGE_TEST_PATIENCE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    Duration::from_secs(secs)
+}
+
+/// A running daemon whose stderr is collected line by line.
+pub struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Process {
+    /// Starts `bin` with `args`, capturing stderr (where the daemons log).
+    pub fn spawn(bin: &Path, args: &[&str]) -> std::io::Result<Self> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().ok_or_else(|| std::io::Error::other("no stderr"))?;
+        Ok(Self { child, lines: pump(stderr), seen: Vec::new() })
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a log line containing `needle` and returns it; panics with the log so far
+    /// after [`patience`].
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + patience();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.seen.push(line.clone());
+                    if hit {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line containing {needle:?}; log so far:\n{}", self.log()),
+            }
+        }
+    }
+
+    /// The monitor server's address, from its "Monitor server listening." line.
+    pub fn monitor_addr(&mut self) -> SocketAddr {
+        let line = self.wait_for_line("Monitor server listening");
+        field(&line, "address").parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`…) with the system's `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} {} failed", self.pid());
+    }
+
+    /// Waits for the exit, at most `deadline`; `None` if the process is still running.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.drain();
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything logged so far (after draining what is pending).
+    pub fn log(&mut self) -> String {
+        self.drain();
+        self.seen.join("\n")
+    }
+
+    fn drain(&mut self) {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pump(stderr: ChildStderr) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Runs a binary to completion and returns (exit status, stdout, stderr).
+pub fn run(bin: &Path, args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(bin).args(args).env_remove("RUST_LOG").stdin(Stdio::null()).output().expect("run binary");
+    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The value of `key=value` in a text log line (values end at whitespace).
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let pat = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(pat.as_str()))
+        .map(|v| v.trim_matches('"'))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// A minimal HTTP/1.1 GET: returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(patience()))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad response: {buf:?}")))?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Replaces the value of the first `key: …` line in a YAML text (for tweaking generated
+/// configs in tests).
+pub fn set_yaml_line(yaml: &str, key: &str, value: &str) -> String {
+    let mut done = false;
+    yaml.lines()
+        .map(|l| {
+            let trimmed = l.trim_start();
+            if !done && trimmed.starts_with(&format!("{key}:")) {
+                done = true;
+                let indent = &l[..l.len() - trimmed.len()];
+                format!("{indent}{key}: {value}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Scenarios every daemon must pass, shared by the cloudcore and edgecore process tests.
+pub mod daemon {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use super::{Process, http_get, run, set_yaml_line};
+
+    /// Writes `{dir}/{name}.yaml`: the daemon's own `--defaultconfig` with the monitor server
+    /// moved to an ephemeral loopback port and a short grace period.
+    pub fn test_config(bin: &Path, dir: &Path, name: &str) -> PathBuf {
+        let (status, yaml, err) = run(bin, &["--defaultconfig"]);
+        assert!(status.success(), "--defaultconfig failed: {err}");
+        let yaml = set_yaml_line(&yaml, "bindAddress", "127.0.0.1:0");
+        let yaml = set_yaml_line(&yaml, "shutdownGracePeriod", "5");
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).expect("write config");
+        path
+    }
+
+    /// Starts the daemon on `config`, checks `/healthz`, `/readyz` and `/metrics`, sends
+    /// `signal`, and expects exit 0 within the grace period (plus slack for a loaded machine).
+    pub fn serves_and_stops_on(bin: &Path, config: &Path, daemon: &str, signal: &str) {
+        let mut p = Process::spawn(bin, &["--config", config.to_str().expect("utf-8 path")]).expect("spawn");
+        let addr = p.monitor_addr();
+        p.wait_for_line("Started.");
+        assert_eq!(http_get(addr, "/healthz").expect("healthz"), (200, "ok".to_owned()));
+        assert_eq!(http_get(addr, "/readyz").expect("readyz").0, 200);
+        let (code, body) = http_get(addr, "/metrics").expect("metrics");
+        assert_eq!(code, 200);
+        let info = format!("kubeedge_build_info{{daemon=\"{daemon}\",version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        for want in [info.as_str(), "process_resident_memory_bytes ", "process_open_fds ", "kubeedge_bus_pending_requests 0"] {
+            assert!(body.contains(want), "missing {want:?} in /metrics:\n{body}");
+        }
+        p.signal(signal);
+        let status = p.wait_exit(Duration::from_secs(5) + super::patience());
+        let log = p.log();
+        let status = status.unwrap_or_else(|| panic!("still running after SIG{signal}; log:\n{log}"));
+        assert!(status.success(), "exit {status} after SIG{signal}; log:\n{log}");
+        assert!(log.contains("Stopped."), "no clean stop in log:\n{log}");
+    }
+
+    /// Runs the daemon on a config text and expects exit 64 with every `expected` fragment in
+    /// its stderr.
+    pub fn refuses_config(bin: &Path, dir: &Path, yaml: &str, expected: &[&str]) {
+        let path = dir.join("bad.yaml");
+        std::fs::write(&path, yaml).expect("write config");
+        let (status, _, err) = run(bin, &["--config", path.to_str().expect("utf-8 path")]);
+        assert_eq!(status.code(), Some(64), "stderr: {err}");
+        for e in expected {
+            assert!(err.contains(e), "missing {e:?} in stderr:\n{err}");
+        }
+    }
+}

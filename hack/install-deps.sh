@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing kubeedge-rs needs on a Debian machine. Idempotent: packages
+# already present are not reinstalled and apt is not touched when nothing is missing.
+# Later issues add the container runtime (containerd, runc, CNI plugins), busybox-static and
+# mosquitto to the list below.
+set -euo pipefail
+
+# procps: `kill` and `ps` (process tests signal the daemons); curl: readiness checks in hack/.
+APT_PACKAGES=(procps curl ca-certificates)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo is missing; install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+echo "install-deps: ok ($(cargo --version))"
