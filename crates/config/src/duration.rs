@@ -38,7 +38,10 @@ impl GoDuration {
     /// `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`; a bare `0` is allowed. Negative durations are
     /// rejected because a std [`Duration`] cannot hold them.
     pub fn to_std(&self) -> Result<Duration, DurationError> {
-        parse_go_duration(&self.0).map_err(|reason| DurationError { text: self.0.clone(), reason })
+        parse_go_duration(&self.0).map_err(|reason| DurationError {
+            text: self.0.clone(),
+            reason,
+        })
     }
 }
 
@@ -73,12 +76,16 @@ fn parse_go_duration(text: &str) -> Result<Duration, &'static str> {
     }
     let mut total_nanos: u128 = 0;
     while !s.is_empty() {
-        let num_len = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let num_len = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
         if num_len == 0 {
             return Err("expected a number");
         }
         let (number, rest) = s.split_at(num_len);
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let (unit, rest) = rest.split_at(unit_len);
         let unit_nanos: u128 = match unit {
             "ns" => 1,
@@ -111,7 +118,9 @@ fn parse_go_duration(text: &str) -> Result<Duration, &'static str> {
             }
             part += u128::from(digit - b'0') * scale;
         }
-        total_nanos = total_nanos.checked_add(part).ok_or("duration out of range")?;
+        total_nanos = total_nanos
+            .checked_add(part)
+            .ok_or("duration out of range")?;
         s = rest;
     }
     let secs = u64::try_from(total_nanos / 1_000_000_000).map_err(|_| "duration out of range")?;

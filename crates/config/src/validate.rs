@@ -66,7 +66,10 @@ impl Checker {
     }
 
     pub(crate) fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError { path: path.into(), message: message.into() });
+        self.errors.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     pub(crate) fn check(&mut self, ok: bool, path: &str, message: &str) -> bool {
@@ -91,7 +94,10 @@ impl Checker {
     pub(crate) fn one_of(&mut self, path: &str, value: &str, allowed: &[&str]) -> bool {
         let ok = allowed.contains(&value);
         if !ok {
-            self.error(path, format!("must be one of {}, got {value:?}", allowed.join("|")));
+            self.error(
+                path,
+                format!("must be one of {}, got {value:?}", allowed.join("|")),
+            );
         }
         ok
     }
@@ -134,13 +140,22 @@ impl Checker {
     pub(crate) fn host_port(&mut self, path: &str, value: &str) -> bool {
         let ok = split_host_port(value).is_some();
         if !ok {
-            self.error(path, format!("must be host:port with a non-zero port, got {value:?}"));
+            self.error(
+                path,
+                format!("must be host:port with a non-zero port, got {value:?}"),
+            );
         }
         ok
     }
 
     /// A URL `scheme://host:port` (or `scheme://host`) whose scheme is one of `schemes`.
-    pub(crate) fn url(&mut self, path: &str, value: &str, schemes: &[&str], need_port: bool) -> bool {
+    pub(crate) fn url(
+        &mut self,
+        path: &str,
+        value: &str,
+        schemes: &[&str],
+        need_port: bool,
+    ) -> bool {
         let ok = match value.split_once("://") {
             Some((scheme, rest)) if schemes.contains(&scheme) => {
                 let authority = rest.split('/').next().unwrap_or_default();
@@ -156,7 +171,10 @@ impl Checker {
             let port = if need_port { ":port" } else { "" };
             self.error(
                 path,
-                format!("must be a URL like {}://host{port}, got {value:?}", schemes.join("|")),
+                format!(
+                    "must be a URL like {}://host{port}, got {value:?}",
+                    schemes.join("|")
+                ),
             );
         }
         ok
@@ -174,7 +192,11 @@ impl Checker {
     }
 
     pub(crate) fn finish(self) -> Result<(), ValidationErrors> {
-        if self.errors.is_empty() { Ok(()) } else { Err(ValidationErrors(self.errors)) }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(self.errors))
+        }
     }
 }
 
@@ -203,7 +225,9 @@ pub(crate) fn is_dns1123_subdomain(name: &str) -> bool {
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -216,7 +240,10 @@ mod tests {
     #[test]
     fn host_port_forms() {
         assert_eq!(split_host_port("10.0.0.1:10000"), Some(("10.0.0.1", 10000)));
-        assert_eq!(split_host_port("cloud.example:443"), Some(("cloud.example", 443)));
+        assert_eq!(
+            split_host_port("cloud.example:443"),
+            Some(("cloud.example", 443))
+        );
         assert_eq!(split_host_port("[::1]:10000"), Some(("::1", 10000)));
         assert_eq!(split_host_port("::1:10000"), None);
         assert_eq!(split_host_port("10.0.0.1"), None);
@@ -249,8 +276,14 @@ mod tests {
     #[test]
     fn display_one_per_line() {
         let errs = ValidationErrors(vec![
-            FieldError { path: "a.b".into(), message: "must be > 0".into() },
-            FieldError { path: "c".into(), message: "must not be empty".into() },
+            FieldError {
+                path: "a.b".into(),
+                message: "must be > 0".into(),
+            },
+            FieldError {
+                path: "c".into(),
+                message: "must not be empty".into(),
+            },
         ]);
         assert_eq!(errs.to_string(), "a.b: must be > 0\nc: must not be empty");
     }
