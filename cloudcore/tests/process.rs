@@ -29,7 +29,12 @@ fn stops_on_sigint() {
 fn bad_config_exits_64_listing_every_error() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = "apiVersion: cloudcore.config.kubeedge.io/v1alpha1\nkind: CloudKore\ncommonConfig:\n  monitorServer:\n    bindAddress: not-an-address\n  logging:\n    format: xml\nmodules:\n  cloudHub:\n    enable: false\n  edgeController:\n    enable: false\n  deviceController:\n    enable: false\n  syncController:\n    enable: false\n  iptablesManager:\n    enable: false\n";
-    refuses_config(bin(), dir.path(), yaml, &["kind", "commonConfig.monitorServer.bindAddress", "commonConfig.logging.format"]);
+    refuses_config(
+        bin(),
+        dir.path(),
+        yaml,
+        &["kind", "commonConfig.monitorServer.bindAddress", "commonConfig.logging.format"],
+    );
 }
 
 #[test]

@@ -29,7 +29,12 @@ fn stops_on_sigint() {
 fn bad_config_exits_64_listing_every_error() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = "apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeKore\ncommonConfig:\n  monitorServer:\n    bindAddress: not-an-address\n  logging:\n    format: xml\nmodules:\n  edged:\n    enable: false\n  edgeHub:\n    enable: false\n  eventBus:\n    enable: false\n  metaManager:\n    enable: false\n  deviceTwin:\n    enable: false\n";
-    refuses_config(bin(), dir.path(), yaml, &["kind", "commonConfig.monitorServer.bindAddress", "commonConfig.logging.format"]);
+    refuses_config(
+        bin(),
+        dir.path(),
+        yaml,
+        &["kind", "commonConfig.monitorServer.bindAddress", "commonConfig.logging.format"],
+    );
 }
 
 #[test]
@@ -59,7 +64,7 @@ fn version_defaultconfig_and_minconfig() {
 
     let (status, out, _) = run(bin(), &["--defaultconfig"]);
     assert!(status.success());
-    assert!(out.contains("apiVersion: edgecore.config.kubeedge.io/v1alpha1"), "{out}");
+    assert!(out.contains("apiVersion: edgecore.config.kubeedge.io/v1alpha2"), "{out}");
     assert!(out.contains("bindAddress: 127.0.0.1:9092"), "{out}");
 
     // The minimal config starts (its modules not built yet are switched off).

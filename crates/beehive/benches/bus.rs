@@ -95,7 +95,8 @@ fn bus(c: &mut Criterion) {
     let go = Arc::new(Notify::new());
     let supervisor = rt.block_on(async {
         let mut reg = Registry::new();
-        reg.register(Box::new(Counter { seen: seen.clone(), target: target.clone(), done: done.clone() })).expect("register");
+        reg.register(Box::new(Counter { seen: seen.clone(), target: target.clone(), done: done.clone() }))
+            .expect("register");
         reg.register(Box::new(Producer { count: count.clone(), go: go.clone() })).expect("register");
         reg.register(Box::new(Echo)).expect("register");
         reg.start(RestartPolicy::default())

@@ -124,7 +124,14 @@ impl Registry {
         let states: Arc<Mutex<HashMap<&'static str, ModuleState>>> = Arc::default();
         for (module, inbox, stats) in prepared {
             let name = module.name();
-            let ctx = ModuleContext::new(name, module.group(), bus.for_module(stats.clone()), inbox, token.child_token(), stats.clone());
+            let ctx = ModuleContext::new(
+                name,
+                module.group(),
+                bus.for_module(stats.clone()),
+                inbox,
+                token.child_token(),
+                stats.clone(),
+            );
             states.lock().insert(name, ModuleState::Running);
             let task = supervise(module, ctx, policy.clone(), stats, states.clone());
             tracker.spawn(task.instrument(info_span!("module", module = name)));

@@ -153,7 +153,10 @@ async fn pending_waiters_never_leak() {
     assert_eq!(bus.pending_requests(), 0);
 
     // An unknown destination fails at once without leaving a waiter.
-    assert!(matches!(bus.send_sync("ghost", msg("a/b/c"), Duration::from_secs(1)).await, Err(BusError::UnknownModule(_))));
+    assert!(matches!(
+        bus.send_sync("ghost", msg("a/b/c"), Duration::from_secs(1)).await,
+        Err(BusError::UnknownModule(_))
+    ));
     assert_eq!(bus.pending_requests(), 0);
 
     // Shutdown fails a request that is still waiting.
@@ -184,7 +187,10 @@ async fn duplicate_request_ids_are_refused() {
     while bus.pending_requests() == 0 {
         tokio::task::yield_now().await;
     }
-    assert_eq!(bus.send_sync("silent", m.clone(), Duration::from_secs(5)).await, Err(BusError::DuplicateRequest(m.id().to_owned())));
+    assert_eq!(
+        bus.send_sync("silent", m.clone(), Duration::from_secs(5)).await,
+        Err(BusError::DuplicateRequest(m.id().to_owned()))
+    );
     assert!(matches!(first.await.unwrap(), Err(BusError::Timeout { .. })));
     sup.shutdown(Duration::from_secs(5)).await;
 }

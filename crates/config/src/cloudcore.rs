@@ -107,10 +107,7 @@ pub struct MonitorServer {
 
 impl Default for MonitorServer {
     fn default() -> Self {
-        Self {
-            bind_address: "127.0.0.1:9091".to_owned(),
-            enable_profiling: false,
-        }
+        Self { bind_address: "127.0.0.1:9091".to_owned(), enable_profiling: false }
     }
 }
 
@@ -273,12 +270,7 @@ pub struct CloudHubQuic {
 
 impl Default for CloudHubQuic {
     fn default() -> Self {
-        Self {
-            enable: false,
-            address: "0.0.0.0".to_owned(),
-            port: 10001,
-            max_incoming_streams: 10000,
-        }
+        Self { enable: false, address: "0.0.0.0".to_owned(), port: 10001, max_incoming_streams: 10000 }
     }
 }
 
@@ -294,10 +286,7 @@ pub struct CloudHubUnixSocket {
 
 impl Default for CloudHubUnixSocket {
     fn default() -> Self {
-        Self {
-            enable: true,
-            address: "unix:///var/lib/kubeedge/kubeedge.sock".to_owned(),
-        }
+        Self { enable: true, address: "unix:///var/lib/kubeedge/kubeedge.sock".to_owned() }
     }
 }
 
@@ -315,11 +304,7 @@ pub struct CloudHubWebSocket {
 
 impl Default for CloudHubWebSocket {
     fn default() -> Self {
-        Self {
-            enable: true,
-            address: "0.0.0.0".to_owned(),
-            port: 10000,
-        }
+        Self { enable: true, address: "0.0.0.0".to_owned(), port: 10000 }
     }
 }
 
@@ -337,11 +322,7 @@ pub struct CloudHubHttps {
 
 impl Default for CloudHubHttps {
     fn default() -> Self {
-        Self {
-            enable: true,
-            address: "0.0.0.0".to_owned(),
-            port: 10002,
-        }
+        Self { enable: true, address: "0.0.0.0".to_owned(), port: 10002 }
     }
 }
 
@@ -362,9 +343,7 @@ impl Default for CloudHubAuthorization {
         Self {
             enable: false,
             debug: true,
-            modes: vec![AuthorizationMode {
-                node: Some(NodeAuthorization { enable: true }),
-            }],
+            modes: vec![AuthorizationMode { node: Some(NodeAuthorization { enable: true }) }],
         }
     }
 }
@@ -493,10 +472,7 @@ impl EdgeControllerBuffer {
             ("rulesEvent", self.rules_event),
             ("ruleEndpointsEvent", self.rule_endpoints_event),
             ("queryPersistentVolume", self.query_persistent_volume),
-            (
-                "queryPersistentVolumeClaim",
-                self.query_persistent_volume_claim,
-            ),
+            ("queryPersistentVolumeClaim", self.query_persistent_volume_claim),
             ("queryVolumeAttachment", self.query_volume_attachment),
             ("createNode", self.create_node),
             ("patchNode", self.patch_node),
@@ -508,10 +484,7 @@ impl EdgeControllerBuffer {
             ("queryLease", self.query_lease),
             ("serviceAccountToken", self.service_account_token),
             ("createPod", self.create_pod),
-            (
-                "certificateSigningRequest",
-                self.certificate_signing_request,
-            ),
+            ("certificateSigningRequest", self.certificate_signing_request),
         ]
     }
 }
@@ -586,18 +559,9 @@ impl EdgeControllerLoad {
             ("updateNodeStatusWorkers", self.update_node_status_workers),
             ("queryConfigMapWorkers", self.query_config_map_workers),
             ("querySecretWorkers", self.query_secret_workers),
-            (
-                "queryPersistentVolumeWorkers",
-                self.query_persistent_volume_workers,
-            ),
-            (
-                "queryPersistentVolumeClaimWorkers",
-                self.query_persistent_volume_claim_workers,
-            ),
-            (
-                "queryVolumeAttachmentWorkers",
-                self.query_volume_attachment_workers,
-            ),
+            ("queryPersistentVolumeWorkers", self.query_persistent_volume_workers),
+            ("queryPersistentVolumeClaimWorkers", self.query_persistent_volume_claim_workers),
+            ("queryVolumeAttachmentWorkers", self.query_volume_attachment_workers),
             ("createNodeWorkers", self.create_node_workers),
             ("patchNodeWorkers", self.patch_node_workers),
             ("queryNodeWorkers", self.query_node_workers),
@@ -607,15 +571,9 @@ impl EdgeControllerLoad {
             ("createLeaseWorkers", self.create_lease_workers),
             ("queryLeaseWorkers", self.query_lease_workers),
             ("UpdateRuleStatusWorkers", self.update_rule_status_workers),
-            (
-                "ServiceAccountTokenWorkers",
-                self.service_account_token_workers,
-            ),
+            ("ServiceAccountTokenWorkers", self.service_account_token_workers),
             ("CreatePodWorks", self.create_pod_works),
-            (
-                "certificateSigningRequestWorkers",
-                self.certificate_signing_request_workers,
-            ),
+            ("certificateSigningRequestWorkers", self.certificate_signing_request_workers),
         ]
     }
 }
@@ -640,11 +598,7 @@ pub struct DeviceController {
 
 impl Default for DeviceController {
     fn default() -> Self {
-        Self {
-            enable: true,
-            buffer: DeviceControllerBuffer::default(),
-            load: DeviceControllerLoad::default(),
-        }
+        Self { enable: true, buffer: DeviceControllerBuffer::default(), load: DeviceControllerLoad::default() }
     }
 }
 
@@ -688,9 +642,7 @@ pub struct DeviceControllerLoad {
 
 impl Default for DeviceControllerLoad {
     fn default() -> Self {
-        Self {
-            update_device_status_workers: 1,
-        }
+        Self { update_device_status_workers: 1 }
     }
 }
 
@@ -718,10 +670,7 @@ pub struct TaskManagerBuffer {
 
 impl Default for TaskManagerBuffer {
     fn default() -> Self {
-        Self {
-            task_status: 1024,
-            task_event: 1,
-        }
+        Self { task_status: 1024, task_event: 1 }
     }
 }
 
@@ -819,12 +768,7 @@ pub struct Router {
 
 impl Default for Router {
     fn default() -> Self {
-        Self {
-            enable: false,
-            address: "0.0.0.0".to_owned(),
-            port: 9443,
-            rest_timeout: 60,
-        }
+        Self { enable: false, address: "0.0.0.0".to_owned(), port: 9443, rest_timeout: 60 }
     }
 }
 
@@ -847,10 +791,7 @@ pub struct IptablesManager {
 
 impl Default for IptablesManager {
     fn default() -> Self {
-        Self {
-            enable: true,
-            mode: "internal".to_owned(),
-        }
+        Self { enable: true, mode: "internal".to_owned() }
     }
 }
 
@@ -967,10 +908,7 @@ impl CloudCoreConfig {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut c = Checker::new();
         if self.api_version != API_VERSION {
-            c.error(
-                "apiVersion",
-                format!("must be {API_VERSION:?}, got {:?}", self.api_version),
-            );
+            c.error("apiVersion", format!("must be {API_VERSION:?}, got {:?}", self.api_version));
         }
         if self.kind != KIND {
             c.error("kind", format!("must be {KIND:?}, got {:?}", self.kind));
@@ -978,15 +916,9 @@ impl CloudCoreConfig {
 
         let cc = &self.common_config;
         c.port("commonConfig.tunnelPort", cc.tunnel_port.into());
-        c.socket_addr(
-            "commonConfig.monitorServer.bindAddress",
-            &cc.monitor_server.bind_address,
-        );
+        c.listen_addr("commonConfig.monitorServer.bindAddress", &cc.monitor_server.bind_address);
         cc.logging.validate("commonConfig.logging", &mut c);
-        c.positive(
-            "commonConfig.shutdownGracePeriod",
-            i64::try_from(cc.shutdown_grace_period).unwrap_or(i64::MAX),
-        );
+        c.positive("commonConfig.shutdownGracePeriod", i64::try_from(cc.shutdown_grace_period).unwrap_or(i64::MAX));
 
         let k = &self.kube_api_config;
         c.positive("kubeAPIConfig.qps", k.qps.into());
@@ -1004,10 +936,7 @@ impl CloudCoreConfig {
         let ec = &self.modules.edge_controller;
         if ec.enable {
             let at = "modules.edgeController";
-            c.positive(
-                &format!("{at}.nodeUpdateFrequency"),
-                ec.node_update_frequency.into(),
-            );
+            c.positive(&format!("{at}.nodeUpdateFrequency"), ec.node_update_frequency.into());
             for (key, v) in ec.buffer.fields() {
                 c.non_negative(&format!("{at}.buffer.{key}"), v.into());
             }
@@ -1029,26 +958,14 @@ impl CloudCoreConfig {
             ] {
                 c.non_negative(&format!("{at}.buffer.{key}"), v.into());
             }
-            c.positive(
-                &format!("{at}.load.updateDeviceStatusWorkers"),
-                dc.load.update_device_status_workers.into(),
-            );
+            c.positive(&format!("{at}.load.updateDeviceStatusWorkers"), dc.load.update_device_status_workers.into());
         }
 
         let tm = &self.modules.task_manager;
         if tm.enable {
-            c.non_negative(
-                "modules.taskManager.buffer.taskStatus",
-                tm.buffer.task_status.into(),
-            );
-            c.non_negative(
-                "modules.taskManager.buffer.taskEvent",
-                tm.buffer.task_event.into(),
-            );
-            c.positive(
-                "modules.taskManager.load.taskWorkers",
-                tm.load.task_workers.into(),
-            );
+            c.non_negative("modules.taskManager.buffer.taskStatus", tm.buffer.task_status.into());
+            c.non_negative("modules.taskManager.buffer.taskEvent", tm.buffer.task_event.into());
+            c.positive("modules.taskManager.load.taskWorkers", tm.load.task_workers.into());
         }
 
         let cs = &self.modules.cloud_stream;
@@ -1077,11 +994,7 @@ impl CloudCoreConfig {
 
         let im = &self.modules.iptables_manager;
         if im.enable {
-            c.one_of(
-                "modules.iptablesManager.mode",
-                &im.mode,
-                &["internal", "external"],
-            );
+            c.one_of("modules.iptablesManager.mode", &im.mode, &["internal", "external"]);
         }
         c.finish()
     }
@@ -1092,19 +1005,10 @@ impl CloudCoreConfig {
             return;
         }
         let at = "modules.cloudHub";
-        c.positive(
-            &format!("{at}.keepaliveInterval"),
-            h.keepalive_interval.into(),
-        );
+        c.positive(&format!("{at}.keepaliveInterval"), h.keepalive_interval.into());
         c.positive(&format!("{at}.nodeLimit"), h.node_limit.into());
-        c.positive(
-            &format!("{at}.edgeCertSigningDuration"),
-            h.edge_cert_signing_duration,
-        );
-        c.positive(
-            &format!("{at}.tokenRefreshDuration"),
-            h.token_refresh_duration,
-        );
+        c.positive(&format!("{at}.edgeCertSigningDuration"), h.edge_cert_signing_duration);
+        c.positive(&format!("{at}.tokenRefreshDuration"), h.token_refresh_duration);
         for (key, v) in [
             ("tlsCAFile", &h.tls_ca_file),
             ("tlsCAKeyFile", &h.tls_ca_key_file),
@@ -1114,10 +1018,7 @@ impl CloudCoreConfig {
             c.non_empty(&format!("{at}.{key}"), v);
         }
         if h.advertise_address.is_empty() {
-            c.error(
-                format!("{at}.advertiseAddress"),
-                "must list at least one IP address",
-            );
+            c.error(format!("{at}.advertiseAddress"), "must list at least one IP address");
         }
         for (i, a) in h.advertise_address.iter().enumerate() {
             c.ip(&format!("{at}.advertiseAddress.{i}"), a);
@@ -1130,28 +1031,15 @@ impl CloudCoreConfig {
         c.ip(&format!("{at}.https.address"), &h.https.address);
         c.port(&format!("{at}.https.port"), h.https.port.into());
         if h.quic.enable {
-            c.positive(
-                &format!("{at}.quic.maxIncomingStreams"),
-                h.quic.max_incoming_streams.into(),
-            );
+            c.positive(&format!("{at}.quic.maxIncomingStreams"), h.quic.max_incoming_streams.into());
         }
         if h.unix_socket.enable {
             let addr = &h.unix_socket.address;
-            let ok = addr
-                .get(..7)
-                .is_some_and(|p| p.eq_ignore_ascii_case("unix://"))
-                && addr.len() > 7;
-            c.check(
-                ok,
-                &format!("{at}.unixsocket.address"),
-                "must start with unix:// and name a path",
-            );
+            let ok = addr.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("unix://")) && addr.len() > 7;
+            c.check(ok, &format!("{at}.unixsocket.address"), "must start with unix:// and name a path");
         }
         if !h.websocket.enable && !h.quic.enable {
-            c.error(
-                format!("{at}.websocket.enable"),
-                "at least one of websocket and quic must be enabled",
-            );
+            c.error(format!("{at}.websocket.enable"), "at least one of websocket and quic must be enabled");
         }
     }
 }
@@ -1196,9 +1084,6 @@ mod tests {
         let h = CloudHub::default();
         assert_eq!(h.keepalive_interval(), Duration::from_secs(30));
         assert_eq!(h.token_refresh_duration(), Duration::from_secs(12 * 3600));
-        assert_eq!(
-            h.edge_cert_signing_duration(),
-            Duration::from_secs(365 * 86400)
-        );
+        assert_eq!(h.edge_cert_signing_duration(), Duration::from_secs(365 * 86400));
     }
 }

@@ -38,10 +38,7 @@ impl GoDuration {
     /// `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`; a bare `0` is allowed. Negative durations are
     /// rejected because a std [`Duration`] cannot hold them.
     pub fn to_std(&self) -> Result<Duration, DurationError> {
-        parse_go_duration(&self.0).map_err(|reason| DurationError {
-            text: self.0.clone(),
-            reason,
-        })
+        parse_go_duration(&self.0).map_err(|reason| DurationError { text: self.0.clone(), reason })
     }
 }
 
@@ -76,16 +73,12 @@ fn parse_go_duration(text: &str) -> Result<Duration, &'static str> {
     }
     let mut total_nanos: u128 = 0;
     while !s.is_empty() {
-        let num_len = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
+        let num_len = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         if num_len == 0 {
             return Err("expected a number");
         }
         let (number, rest) = s.split_at(num_len);
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let (unit, rest) = rest.split_at(unit_len);
         let unit_nanos: u128 = match unit {
             "ns" => 1,
@@ -104,11 +97,7 @@ fn parse_go_duration(text: &str) -> Result<Duration, &'static str> {
         if frac_part.contains('.') {
             return Err("malformed number");
         }
-        let int: u128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part.parse().map_err(|_| "number out of range")?
-        };
+        let int: u128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| "number out of range")? };
         let mut part = int.checked_mul(unit_nanos).ok_or("duration out of range")?;
         let mut scale = unit_nanos;
         for digit in frac_part.bytes() {
@@ -118,9 +107,7 @@ fn parse_go_duration(text: &str) -> Result<Duration, &'static str> {
             }
             part += u128::from(digit - b'0') * scale;
         }
-        total_nanos = total_nanos
-            .checked_add(part)
-            .ok_or("duration out of range")?;
+        total_nanos = total_nanos.checked_add(part).ok_or("duration out of range")?;
         s = rest;
     }
     let secs = u64::try_from(total_nanos / 1_000_000_000).map_err(|_| "duration out of range")?;

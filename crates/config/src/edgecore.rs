@@ -95,10 +95,7 @@ pub struct MonitorServer {
 
 impl Default for MonitorServer {
     fn default() -> Self {
-        Self {
-            bind_address: "127.0.0.1:9092".to_owned(),
-            enable_profiling: false,
-        }
+        Self { bind_address: "127.0.0.1:9092".to_owned(), enable_profiling: false }
     }
 }
 
@@ -346,12 +343,7 @@ pub struct TailoredKubeletConfig {
 impl Default for TailoredKubeletConfig {
     fn default() -> Self {
         let d = GoDuration::from;
-        let map = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect()
-        };
+        let map = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Self {
             static_pod_path: "/etc/kubeedge/manifests".to_owned(),
             pod_logs_dir: "/var/log/pods".to_owned(),
@@ -450,40 +442,19 @@ impl TailoredKubeletConfig {
         [
             ("syncFrequency", &self.sync_frequency),
             ("fileCheckFrequency", &self.file_check_frequency),
-            (
-                "streamingConnectionIdleTimeout",
-                &self.streaming_connection_idle_timeout,
-            ),
-            (
-                "nodeStatusUpdateFrequency",
-                &self.node_status_update_frequency,
-            ),
-            (
-                "nodeStatusReportFrequency",
-                &self.node_status_report_frequency,
-            ),
+            ("streamingConnectionIdleTimeout", &self.streaming_connection_idle_timeout),
+            ("nodeStatusUpdateFrequency", &self.node_status_update_frequency),
+            ("nodeStatusReportFrequency", &self.node_status_report_frequency),
             ("imageMinimumGCAge", &self.image_minimum_gc_age),
             ("imageMaximumGCAge", &self.image_maximum_gc_age),
             ("volumeStatsAggPeriod", &self.volume_stats_agg_period),
-            (
-                "cpuManagerReconcilePeriod",
-                &self.cpu_manager_reconcile_period,
-            ),
+            ("cpuManagerReconcilePeriod", &self.cpu_manager_reconcile_period),
             ("runtimeRequestTimeout", &self.runtime_request_timeout),
             ("cpuCFSQuotaPeriod", &self.cpu_cfs_quota_period),
-            (
-                "evictionPressureTransitionPeriod",
-                &self.eviction_pressure_transition_period,
-            ),
-            (
-                "containerLogMonitorInterval",
-                &self.container_log_monitor_interval,
-            ),
+            ("evictionPressureTransitionPeriod", &self.eviction_pressure_transition_period),
+            ("containerLogMonitorInterval", &self.container_log_monitor_interval),
             ("shutdownGracePeriod", &self.shutdown_grace_period),
-            (
-                "shutdownGracePeriodCriticalPods",
-                &self.shutdown_grace_period_critical_pods,
-            ),
+            ("shutdownGracePeriodCriticalPods", &self.shutdown_grace_period_critical_pods),
         ]
     }
 
@@ -598,11 +569,7 @@ impl EdgeHubQuic {
 
     /// `handshakeTimeout`, `readDeadline`, `writeDeadline` as [`Duration`]s.
     pub fn timeouts(&self) -> (Duration, Duration, Duration) {
-        (
-            secs(self.handshake_timeout.into()),
-            secs(self.read_deadline.into()),
-            secs(self.write_deadline.into()),
-        )
+        (secs(self.handshake_timeout.into()), secs(self.read_deadline.into()), secs(self.write_deadline.into()))
     }
 }
 
@@ -641,11 +608,7 @@ impl EdgeHubWebSocket {
 
     /// `handshakeTimeout`, `readDeadline`, `writeDeadline` as [`Duration`]s.
     pub fn timeouts(&self) -> (Duration, Duration, Duration) {
-        (
-            secs(self.handshake_timeout.into()),
-            secs(self.read_deadline.into()),
-            secs(self.write_deadline.into()),
-        )
+        (secs(self.handshake_timeout.into()), secs(self.read_deadline.into()), secs(self.write_deadline.into()))
     }
 }
 
@@ -802,9 +765,7 @@ impl Default for MetaServer {
             tls_ca_file: CA_FILE.to_owned(),
             tls_cert_file: CERT_FILE.to_owned(),
             tls_private_key_file: KEY_FILE.to_owned(),
-            service_account_issuers: vec![
-                "https://kubernetes.default.svc.cluster.local".to_owned(),
-            ],
+            service_account_issuers: vec!["https://kubernetes.default.svc.cluster.local".to_owned()],
             api_audiences: None,
             service_account_key_files: None,
             dummy_server: "169.254.30.10:10550".to_owned(),
@@ -828,12 +789,7 @@ pub struct ServiceBus {
 
 impl Default for ServiceBus {
     fn default() -> Self {
-        Self {
-            enable: false,
-            server: "127.0.0.1".to_owned(),
-            port: 9060,
-            timeout: 60,
-        }
+        Self { enable: false, server: "127.0.0.1".to_owned(), port: 9060, timeout: 60 }
     }
 }
 
@@ -857,10 +813,7 @@ pub struct DeviceTwin {
 
 impl Default for DeviceTwin {
     fn default() -> Self {
-        Self {
-            enable: true,
-            dmi_sock_path: "/etc/kubeedge/".to_owned(),
-        }
+        Self { enable: true, dmi_sock_path: "/etc/kubeedge/".to_owned() }
     }
 }
 
@@ -913,11 +866,7 @@ impl Default for EdgeStream {
 impl EdgeStream {
     /// `handshakeTimeout`, `readDeadline`, `writeDeadline` as [`Duration`]s.
     pub fn timeouts(&self) -> (Duration, Duration, Duration) {
-        (
-            secs(self.handshake_timeout.into()),
-            secs(self.read_deadline.into()),
-            secs(self.write_deadline.into()),
-        )
+        (secs(self.handshake_timeout.into()), secs(self.read_deadline.into()), secs(self.write_deadline.into()))
     }
 }
 
@@ -935,11 +884,7 @@ fn secs(v: i64) -> Duration {
 
 /// `host:port`, bracketing IPv6 literals like Go's `net.JoinHostPort`.
 fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 /// Keys kept by [`EdgeCoreConfig::minimal`]: the key set of upstream's `edgecore --minconfig`.
@@ -984,11 +929,8 @@ impl EdgeCoreConfig {
     /// Upstream defaults for this host: `hostnameOverride` = lower-cased `host.hostname`, edge hub
     /// servers `<host.ip>:10000` / `:10001`, `httpServer` `https://<host.ip>:10002`.
     pub fn default_for(host: &HostInfo) -> Self {
-        let modules = Modules {
-            edged: Edged::default_for(host),
-            edge_hub: EdgeHub::default_for(host),
-            ..Modules::default()
-        };
+        let modules =
+            Modules { edged: Edged::default_for(host), edge_hub: EdgeHub::default_for(host), ..Modules::default() };
         Self {
             api_version: API_VERSION.to_owned(),
             kind: KIND.to_owned(),
@@ -1057,10 +999,7 @@ impl EdgeCoreConfig {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut c = Checker::new();
         if self.api_version != API_VERSION {
-            c.error(
-                "apiVersion",
-                format!("must be {API_VERSION:?}, got {:?}", self.api_version),
-            );
+            c.error("apiVersion", format!("must be {API_VERSION:?}, got {:?}", self.api_version));
         }
         if self.kind != KIND {
             c.error("kind", format!("must be {KIND:?}, got {:?}", self.kind));
@@ -1068,14 +1007,11 @@ impl EdgeCoreConfig {
 
         let cc = &self.common_config;
         let bind = "commonConfig.monitorServer.bindAddress";
-        if let Some(addr) = c.socket_addr(bind, &cc.monitor_server.bind_address) {
+        if let Some(addr) = c.listen_addr(bind, &cc.monitor_server.bind_address) {
             c.check(addr.ip().is_loopback(), bind, "must be a loopback address");
         }
         cc.logging.validate("commonConfig.logging", &mut c);
-        c.positive(
-            "commonConfig.shutdownGracePeriod",
-            i64::try_from(cc.shutdown_grace_period).unwrap_or(i64::MAX),
-        );
+        c.positive("commonConfig.shutdownGracePeriod", i64::try_from(cc.shutdown_grace_period).unwrap_or(i64::MAX));
 
         c.non_empty("database.driverName", &self.database.driver_name);
         c.non_empty("database.dataSource", &self.database.data_source);
@@ -1089,38 +1025,19 @@ impl EdgeCoreConfig {
             if !(0..=2).contains(&eb.mqtt_mode) {
                 c.error(
                     format!("{at}.mqttMode"),
-                    format!(
-                        "must be 0 (internal), 1 (both) or 2 (external), got {}",
-                        eb.mqtt_mode
-                    ),
+                    format!("must be 0 (internal), 1 (both) or 2 (external), got {}", eb.mqtt_mode),
                 );
             }
             if eb.mqtt_qos > 2 {
-                c.error(
-                    format!("{at}.mqttQOS"),
-                    format!("must be 0, 1 or 2, got {}", eb.mqtt_qos),
-                );
+                c.error(format!("{at}.mqttQOS"), format!("must be 0, 1 or 2, got {}", eb.mqtt_qos));
             }
-            c.positive(
-                &format!("{at}.mqttSessionQueueSize"),
-                eb.mqtt_session_queue_size.into(),
-            );
+            c.positive(&format!("{at}.mqttSessionQueueSize"), eb.mqtt_session_queue_size.into());
             let schemes = ["tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"];
             if eb.mqtt_mode <= 1 {
-                c.url(
-                    &format!("{at}.mqttServerInternal"),
-                    &eb.mqtt_server_internal,
-                    &schemes,
-                    true,
-                );
+                c.url(&format!("{at}.mqttServerInternal"), &eb.mqtt_server_internal, &schemes, true);
             }
             if eb.mqtt_mode >= 1 {
-                c.url(
-                    &format!("{at}.mqttServerExternal"),
-                    &eb.mqtt_server_external,
-                    &schemes,
-                    true,
-                );
+                c.url(&format!("{at}.mqttServerExternal"), &eb.mqtt_server_external, &schemes, true);
             }
         }
 
@@ -1129,17 +1046,11 @@ impl EdgeCoreConfig {
             let at = "modules.metaManager";
             c.non_empty(&format!("{at}.contextSendGroup"), &mm.context_send_group);
             c.non_empty(&format!("{at}.contextSendModule"), &mm.context_send_module);
-            c.positive(
-                &format!("{at}.remoteQueryTimeout"),
-                mm.remote_query_timeout.into(),
-            );
+            c.positive(&format!("{at}.remoteQueryTimeout"), mm.remote_query_timeout.into());
             if mm.meta_server.enable {
                 c.host_port(&format!("{at}.metaServer.server"), &mm.meta_server.server);
                 if !mm.meta_server.dummy_server.is_empty() {
-                    c.host_port(
-                        &format!("{at}.metaServer.dummyServer"),
-                        &mm.meta_server.dummy_server,
-                    );
+                    c.host_port(&format!("{at}.metaServer.dummyServer"), &mm.meta_server.dummy_server);
                 }
             }
         }
@@ -1160,10 +1071,7 @@ impl EdgeCoreConfig {
         if es.enable {
             let at = "modules.edgeStream";
             c.host_port(&format!("{at}.server"), &es.server);
-            c.positive(
-                &format!("{at}.handshakeTimeout"),
-                es.handshake_timeout.into(),
-            );
+            c.positive(&format!("{at}.handshakeTimeout"), es.handshake_timeout.into());
             c.positive(&format!("{at}.readDeadline"), es.read_deadline.into());
             c.positive(&format!("{at}.writeDeadline"), es.write_deadline.into());
         }
@@ -1179,10 +1087,7 @@ impl EdgeCoreConfig {
         if !is_dns1123_subdomain(&e.hostname_override) {
             c.error(
                 format!("{at}.hostnameOverride"),
-                format!(
-                    "must be a valid node name (lower-case DNS-1123 subdomain), got {:?}",
-                    e.hostname_override
-                ),
+                format!("must be a valid node name (lower-case DNS-1123 subdomain), got {:?}", e.hostname_override),
             );
         }
         if !e.node_ip.is_empty() {
@@ -1190,65 +1095,33 @@ impl EdgeCoreConfig {
         }
         c.non_empty(&format!("{at}.podSandboxImage"), &e.pod_sandbox_image);
         c.non_empty(&format!("{at}.rootDirectory"), &e.root_directory);
-        c.non_empty(
-            &format!("{at}.registerNodeNamespace"),
-            &e.register_node_namespace,
-        );
+        c.non_empty(&format!("{at}.registerNodeNamespace"), &e.register_node_namespace);
         c.duration(&format!("{at}.minimumGCAge"), &e.minimum_gc_age);
 
         let k = &e.tailored_kubelet_config;
         let at = "modules.edged.tailoredKubeletConfig";
-        c.one_of(
-            &format!("{at}.cgroupDriver"),
-            &k.cgroup_driver,
-            &["cgroupfs", "systemd"],
-        );
+        c.one_of(&format!("{at}.cgroupDriver"), &k.cgroup_driver, &["cgroupfs", "systemd"]);
         for (key, d) in k.durations() {
             c.duration(&format!("{at}.{key}"), d);
         }
         if let Ok(d) = k.node_status_update_frequency.to_std() {
-            c.check(
-                !d.is_zero(),
-                &format!("{at}.nodeStatusUpdateFrequency"),
-                "must be > 0",
-            );
+            c.check(!d.is_zero(), &format!("{at}.nodeStatusUpdateFrequency"), "must be > 0");
         }
         c.ip(&format!("{at}.address"), &k.address);
         if !(0..=65535).contains(&k.read_only_port) {
-            c.error(
-                format!("{at}.readOnlyPort"),
-                "must be 0 (disabled) or a port in 1..=65535",
-            );
+            c.error(format!("{at}.readOnlyPort"), "must be 0 (disabled) or a port in 1..=65535");
         }
         c.positive(&format!("{at}.maxPods"), k.max_pods.into());
-        c.positive(
-            &format!("{at}.nodeLeaseDurationSeconds"),
-            k.node_lease_duration_seconds.into(),
-        );
-        c.non_empty(
-            &format!("{at}.containerRuntimeEndpoint"),
-            &k.container_runtime_endpoint,
-        );
-        let (high, low) = (
-            k.image_gc_high_threshold_percent,
-            k.image_gc_low_threshold_percent,
-        );
-        for (key, v) in [
-            ("imageGCHighThresholdPercent", high),
-            ("imageGCLowThresholdPercent", low),
-        ] {
+        c.positive(&format!("{at}.nodeLeaseDurationSeconds"), k.node_lease_duration_seconds.into());
+        c.non_empty(&format!("{at}.containerRuntimeEndpoint"), &k.container_runtime_endpoint);
+        let (high, low) = (k.image_gc_high_threshold_percent, k.image_gc_low_threshold_percent);
+        for (key, v) in [("imageGCHighThresholdPercent", high), ("imageGCLowThresholdPercent", low)] {
             if !(0..=100).contains(&v) {
-                c.error(
-                    format!("{at}.{key}"),
-                    format!("must be in 0..=100, got {v}"),
-                );
+                c.error(format!("{at}.{key}"), format!("must be in 0..=100, got {v}"));
             }
         }
         if low > high {
-            c.error(
-                format!("{at}.imageGCLowThresholdPercent"),
-                "must not exceed imageGCHighThresholdPercent",
-            );
+            c.error(format!("{at}.imageGCLowThresholdPercent"), "must not exceed imageGCHighThresholdPercent");
         }
         for (i, ip) in k.cluster_dns.iter().enumerate() {
             c.ip(&format!("{at}.clusterDNS.{i}"), ip);
@@ -1262,21 +1135,13 @@ impl EdgeCoreConfig {
         }
         let at = "modules.edgeHub";
         if h.websocket.enable == h.quic.enable {
-            c.error(
-                format!("{at}.websocket.enable"),
-                "exactly one of websocket.enable and quic.enable must be true",
-            );
+            c.error(format!("{at}.websocket.enable"), "exactly one of websocket.enable and quic.enable must be true");
         }
         c.positive(&format!("{at}.heartbeat"), h.heartbeat.into());
         c.positive(&format!("{at}.messageQPS"), h.message_qps.into());
         c.positive(&format!("{at}.messageBurst"), h.message_burst.into());
         c.non_empty(&format!("{at}.projectID"), &h.project_id);
-        c.url(
-            &format!("{at}.httpServer"),
-            &h.http_server,
-            &["https"],
-            true,
-        );
+        c.url(&format!("{at}.httpServer"), &h.http_server, &["https"], true);
         for (key, v) in [
             ("tlsCaFile", &h.tls_ca_file),
             ("tlsCertFile", &h.tls_cert_file),
@@ -1289,21 +1154,13 @@ impl EdgeCoreConfig {
                 "websocket",
                 h.websocket.enable,
                 &h.websocket.server,
-                (
-                    h.websocket.handshake_timeout,
-                    h.websocket.read_deadline,
-                    h.websocket.write_deadline,
-                ),
+                (h.websocket.handshake_timeout, h.websocket.read_deadline, h.websocket.write_deadline),
             ),
             (
                 "quic",
                 h.quic.enable,
                 &h.quic.server,
-                (
-                    h.quic.handshake_timeout,
-                    h.quic.read_deadline,
-                    h.quic.write_deadline,
-                ),
+                (h.quic.handshake_timeout, h.quic.read_deadline, h.quic.write_deadline),
             ),
         ];
         for (name, enabled, server, (hs, rd, wd)) in transports {
@@ -1348,17 +1205,8 @@ mod tests {
         let c = EdgeCoreConfig::default();
         assert_eq!(c.modules.edge_hub.heartbeat(), Duration::from_secs(15));
         let k = &c.modules.edged.tailored_kubelet_config;
-        assert_eq!(
-            k.node_status_update_frequency(),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(
-            k.node_status_report_frequency(),
-            Some(Duration::from_secs(300))
-        );
-        assert_eq!(
-            c.common_config.shutdown_grace_period(),
-            Duration::from_secs(10)
-        );
+        assert_eq!(k.node_status_update_frequency(), Some(Duration::from_secs(10)));
+        assert_eq!(k.node_status_report_frequency(), Some(Duration::from_secs(300)));
+        assert_eq!(c.common_config.shutdown_grace_period(), Duration::from_secs(10));
     }
 }

@@ -76,10 +76,7 @@ pub struct HostInfo {
 impl HostInfo {
     /// Creates a host description.
     pub fn new(hostname: impl Into<String>, ip: impl Into<String>) -> Self {
-        Self {
-            hostname: hostname.into(),
-            ip: ip.into(),
-        }
+        Self { hostname: hostname.into(), ip: ip.into() }
     }
 
     /// The values `Default` uses: hostname `default-edge-node` (upstream's fallback node name)
@@ -101,10 +98,7 @@ pub struct Logging {
 
 impl Default for Logging {
     fn default() -> Self {
-        Self {
-            level: "info".to_owned(),
-            format: "text".to_owned(),
-        }
+        Self { level: "info".to_owned(), format: "text".to_owned() }
     }
 }
 
@@ -132,18 +126,10 @@ mod tests {
     #[test]
     fn logging_checks() {
         let mut c = validate::Checker::new();
-        Logging {
-            level: "info".into(),
-            format: "json".into(),
-        }
-        .validate("l", &mut c);
+        Logging { level: "info".into(), format: "json".into() }.validate("l", &mut c);
         assert!(c.finish().is_ok());
         let mut c = validate::Checker::new();
-        Logging {
-            level: "".into(),
-            format: "xml".into(),
-        }
-        .validate("l", &mut c);
+        Logging { level: "".into(), format: "xml".into() }.validate("l", &mut c);
         let errs = c.finish().unwrap_err();
         assert!(errs.has_path("l.level") && errs.has_path("l.format"));
     }

@@ -104,28 +104,19 @@ pub fn load<T: DeserializeOwned>(yaml: &str) -> Result<Loaded<T>> {
         unknown_keys.push(clean_path(&path.to_string()));
     })
     .map_err(|e| Error::from_yaml(&e))?;
-    Ok(Loaded {
-        config,
-        unknown_keys,
-    })
+    Ok(Loaded { config, unknown_keys })
 }
 
 /// Reads and parses a config file, see [`load`].
 pub fn load_file<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<Loaded<T>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
     load(&text)
 }
 
 /// serde_ignored marks `Option`/newtype levels with `?`; they carry no YAML key.
 fn clean_path(path: &str) -> String {
-    path.split('.')
-        .filter(|seg| *seg != "?")
-        .collect::<Vec<_>>()
-        .join(".")
+    path.split('.').filter(|seg| *seg != "?").collect::<Vec<_>>().join(".")
 }
 
 /// Serialises a config to YAML. Our types only have string map keys, so this cannot fail in
@@ -150,11 +141,7 @@ fn prune(value: &yaml_serde::Value, keep: &[&str], prefix: &str) -> yaml_serde::
     let mut out = yaml_serde::Mapping::new();
     for (k, v) in map {
         let Some(key) = k.as_str() else { continue };
-        let path = if prefix.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{prefix}.{key}")
-        };
+        let path = if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") };
         if keep.contains(&path.as_str()) {
             out.insert(k.clone(), v.clone());
         } else if keep.iter().any(|p| p.starts_with(&format!("{path}."))) {

@@ -66,10 +66,7 @@ impl Checker {
     }
 
     pub(crate) fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.errors.push(FieldError { path: path.into(), message: message.into() });
     }
 
     pub(crate) fn check(&mut self, ok: bool, path: &str, message: &str) -> bool {
@@ -94,10 +91,7 @@ impl Checker {
     pub(crate) fn one_of(&mut self, path: &str, value: &str, allowed: &[&str]) -> bool {
         let ok = allowed.contains(&value);
         if !ok {
-            self.error(
-                path,
-                format!("must be one of {}, got {value:?}", allowed.join("|")),
-            );
+            self.error(path, format!("must be one of {}, got {value:?}", allowed.join("|")));
         }
         ok
     }
@@ -121,14 +115,11 @@ impl Checker {
         }
     }
 
-    /// An `IP:port` socket address with a non-zero port.
-    pub(crate) fn socket_addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
+    /// An `IP:port` socket address to listen on; port 0 asks the OS for a free port (the
+    /// daemon logs the one it got), which tests and side-by-side instances use.
+    pub(crate) fn listen_addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
         match value.parse::<SocketAddr>() {
-            Ok(addr) if addr.port() != 0 => Some(addr),
-            Ok(_) => {
-                self.error(path, format!("port must be non-zero, got {value:?}"));
-                None
-            }
+            Ok(addr) => Some(addr),
             Err(_) => {
                 self.error(path, format!("must be IP:port, got {value:?}"));
                 None
@@ -140,22 +131,13 @@ impl Checker {
     pub(crate) fn host_port(&mut self, path: &str, value: &str) -> bool {
         let ok = split_host_port(value).is_some();
         if !ok {
-            self.error(
-                path,
-                format!("must be host:port with a non-zero port, got {value:?}"),
-            );
+            self.error(path, format!("must be host:port with a non-zero port, got {value:?}"));
         }
         ok
     }
 
     /// A URL `scheme://host:port` (or `scheme://host`) whose scheme is one of `schemes`.
-    pub(crate) fn url(
-        &mut self,
-        path: &str,
-        value: &str,
-        schemes: &[&str],
-        need_port: bool,
-    ) -> bool {
+    pub(crate) fn url(&mut self, path: &str, value: &str, schemes: &[&str], need_port: bool) -> bool {
         let ok = match value.split_once("://") {
             Some((scheme, rest)) if schemes.contains(&scheme) => {
                 let authority = rest.split('/').next().unwrap_or_default();
@@ -169,13 +151,7 @@ impl Checker {
         };
         if !ok {
             let port = if need_port { ":port" } else { "" };
-            self.error(
-                path,
-                format!(
-                    "must be a URL like {}://host{port}, got {value:?}",
-                    schemes.join("|")
-                ),
-            );
+            self.error(path, format!("must be a URL like {}://host{port}, got {value:?}", schemes.join("|")));
         }
         ok
     }
@@ -192,11 +168,7 @@ impl Checker {
     }
 
     pub(crate) fn finish(self) -> Result<(), ValidationErrors> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ValidationErrors(self.errors))
-        }
+        if self.errors.is_empty() { Ok(()) } else { Err(ValidationErrors(self.errors)) }
     }
 }
 
@@ -225,9 +197,7 @@ pub(crate) fn is_dns1123_subdomain(name: &str) -> bool {
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -240,10 +210,7 @@ mod tests {
     #[test]
     fn host_port_forms() {
         assert_eq!(split_host_port("10.0.0.1:10000"), Some(("10.0.0.1", 10000)));
-        assert_eq!(
-            split_host_port("cloud.example:443"),
-            Some(("cloud.example", 443))
-        );
+        assert_eq!(split_host_port("cloud.example:443"), Some(("cloud.example", 443)));
         assert_eq!(split_host_port("[::1]:10000"), Some(("::1", 10000)));
         assert_eq!(split_host_port("::1:10000"), None);
         assert_eq!(split_host_port("10.0.0.1"), None);
@@ -276,14 +243,8 @@ mod tests {
     #[test]
     fn display_one_per_line() {
         let errs = ValidationErrors(vec![
-            FieldError {
-                path: "a.b".into(),
-                message: "must be > 0".into(),
-            },
-            FieldError {
-                path: "c".into(),
-                message: "must not be empty".into(),
-            },
+            FieldError { path: "a.b".into(), message: "must be > 0".into() },
+            FieldError { path: "c".into(), message: "must not be empty".into() },
         ]);
         assert_eq!(errs.to_string(), "a.b: must be > 0\nc: must not be empty");
     }

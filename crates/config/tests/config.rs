@@ -53,25 +53,15 @@ fn edge_tree_without_extensions(c: &EdgeCoreConfig) -> Value {
 #[test]
 fn upstream_cloudcore_loads_validates_and_round_trips() {
     let loaded = load::<CloudCoreConfig>(UPSTREAM_CLOUDCORE).expect("fixture loads");
-    assert!(
-        loaded.unknown_keys.is_empty(),
-        "unknown keys: {:?}",
-        loaded.unknown_keys
-    );
+    assert!(loaded.unknown_keys.is_empty(), "unknown keys: {:?}", loaded.unknown_keys);
     loaded.config.validate().expect("fixture validates");
-    assert_eq!(
-        cloud_tree_without_extensions(&loaded.config),
-        tree(UPSTREAM_CLOUDCORE)
-    );
+    assert_eq!(cloud_tree_without_extensions(&loaded.config), tree(UPSTREAM_CLOUDCORE));
 }
 
 #[test]
 fn cloudcore_defaults_match_upstream_defaultconfig() {
     let ours = CloudCoreConfig::default_for(&cloud_host());
-    assert_eq!(
-        cloud_tree_without_extensions(&ours),
-        tree(UPSTREAM_CLOUDCORE)
-    );
+    assert_eq!(cloud_tree_without_extensions(&ours), tree(UPSTREAM_CLOUDCORE));
     let loaded = load::<CloudCoreConfig>(UPSTREAM_CLOUDCORE).expect("fixture loads");
     assert_eq!(loaded.config, ours);
 }
@@ -79,25 +69,10 @@ fn cloudcore_defaults_match_upstream_defaultconfig() {
 #[test]
 fn upstream_edgecore_loads_validates_and_round_trips() {
     let loaded = load::<EdgeCoreConfig>(UPSTREAM_EDGECORE).expect("fixture loads");
-    assert!(
-        loaded.unknown_keys.is_empty(),
-        "unknown keys: {:?}",
-        loaded.unknown_keys
-    );
+    assert!(loaded.unknown_keys.is_empty(), "unknown keys: {:?}", loaded.unknown_keys);
     loaded.config.validate().expect("fixture validates");
-    assert!(
-        loaded
-            .config
-            .modules
-            .edged
-            .tailored_kubelet_config
-            .other
-            .is_empty()
-    );
-    assert_eq!(
-        edge_tree_without_extensions(&loaded.config),
-        tree(UPSTREAM_EDGECORE)
-    );
+    assert!(loaded.config.modules.edged.tailored_kubelet_config.other.is_empty());
+    assert_eq!(edge_tree_without_extensions(&loaded.config), tree(UPSTREAM_EDGECORE));
 }
 
 #[test]
@@ -123,16 +98,10 @@ fn legacy_edgecore_loads_with_unknown_keys() {
         assert!(unknown.iter().any(|k| k == key), "{key} not in {unknown:?}");
     }
     // Unknown kubelet keys are kept, not reported.
-    assert!(
-        !unknown.iter().any(|k| k.contains("tailoredKubeletConfig")),
-        "{unknown:?}"
-    );
+    assert!(!unknown.iter().any(|k| k.contains("tailoredKubeletConfig")), "{unknown:?}");
     let c = &loaded.config;
     let kubelet = &c.modules.edged.tailored_kubelet_config;
-    assert_eq!(
-        kubelet.other.get("kubeAPIQPS"),
-        Some(&serde_json::json!(50))
-    );
+    assert_eq!(kubelet.other.get("kubeAPIQPS"), Some(&serde_json::json!(50)));
     // Known keys still load, omitted ones take defaults.
     assert_eq!(c.modules.edge_hub.token, "abcdef.0123456789abcdef");
     assert_eq!(c.modules.edged.node_ip, "192.168.1.20");
@@ -151,12 +120,7 @@ fn default_round_trips_through_yaml() {
     assert_eq!(back.config, cloud);
 
     let plain = CloudCoreConfig::default();
-    assert_eq!(
-        load::<CloudCoreConfig>(&plain.to_yaml())
-            .expect("loads")
-            .config,
-        plain
-    );
+    assert_eq!(load::<CloudCoreConfig>(&plain.to_yaml()).expect("loads").config, plain);
 
     let edge = EdgeCoreConfig::default();
     let back = load::<EdgeCoreConfig>(&edge.to_yaml()).expect("edge yaml loads");
@@ -167,18 +131,13 @@ fn default_round_trips_through_yaml() {
 
 #[test]
 fn default_cloudcore_requires_advertise_address() {
-    let errs = CloudCoreConfig::default()
-        .validate()
-        .expect_err("no advertiseAddress");
+    let errs = CloudCoreConfig::default().validate().expect_err("no advertiseAddress");
     assert!(errs.has_path("modules.cloudHub.advertiseAddress"), "{errs}");
     assert_eq!(errs.errors().len(), 1, "{errs}");
     let mut c = CloudCoreConfig::default();
     c.modules.cloud_hub.enable = false;
-    c.validate()
-        .expect("not required when cloudHub is disabled");
-    CloudCoreConfig::default_for(&cloud_host())
-        .validate()
-        .expect("valid with a host IP");
+    c.validate().expect("not required when cloudHub is disabled");
+    CloudCoreConfig::default_for(&cloud_host()).validate().expect("valid with a host IP");
 }
 
 #[test]
@@ -209,10 +168,7 @@ fn unknown_keys_are_dotted_paths() {
     let yaml = "apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\n\
                 modules:\n  edgeHub:\n    fooBar: 1\n    heartbeat: 20\nextraTop: true\n";
     let loaded = load::<EdgeCoreConfig>(yaml).expect("loads");
-    assert_eq!(
-        loaded.unknown_keys,
-        vec!["modules.edgeHub.fooBar", "extraTop"]
-    );
+    assert_eq!(loaded.unknown_keys, vec!["modules.edgeHub.fooBar", "extraTop"]);
     assert_eq!(loaded.config.modules.edge_hub.heartbeat, 20);
     assert_eq!(loaded.config.modules.edge_hub.message_qps, 30);
 }
@@ -271,10 +227,7 @@ modules:
     }
     let text = errs.to_string();
     assert_eq!(text.lines().count(), errs.errors().len());
-    assert!(
-        text.contains("modules.edgeHub.heartbeat: must be > 0"),
-        "{text}"
-    );
+    assert!(text.contains("modules.edgeHub.heartbeat: must be > 0"), "{text}");
 }
 
 #[test]
@@ -303,11 +256,7 @@ modules:
   iptablesManager:
     mode: sideways
 "#;
-    let errs = load::<CloudCoreConfig>(yaml)
-        .expect("loads")
-        .config
-        .validate()
-        .expect_err("invalid");
+    let errs = load::<CloudCoreConfig>(yaml).expect("loads").config.validate().expect_err("invalid");
     for path in [
         "commonConfig.monitorServer.bindAddress",
         "commonConfig.tunnelPort",
@@ -337,61 +286,37 @@ fn wrong_type_names_field_and_line() {
 
 #[test]
 fn malformed_yaml_is_an_error() {
-    for bad in [
-        "modules: [unclosed",
-        "a: b: c",
-        "kind: CloudCore\n  bad indent: 1\n",
-        "\t- x",
-    ] {
+    for bad in ["modules: [unclosed", "a: b: c", "kind: CloudCore\n  bad indent: 1\n", "\t- x"] {
         let err = load::<CloudCoreConfig>(bad).expect_err(bad);
-        assert!(
-            matches!(err, Error::Parse { .. } | Error::NotAMapping),
-            "{bad:?}: {err:?}"
-        );
+        assert!(matches!(err, Error::Parse { .. } | Error::NotAMapping), "{bad:?}: {err:?}");
     }
 }
 
 #[test]
 fn empty_and_non_mapping_files_are_errors() {
     for empty in ["", "   \n", "# only a comment\n", "~\n"] {
-        assert!(
-            matches!(load::<EdgeCoreConfig>(empty), Err(Error::Empty)),
-            "{empty:?}"
-        );
+        assert!(matches!(load::<EdgeCoreConfig>(empty), Err(Error::Empty)), "{empty:?}");
     }
-    assert!(matches!(
-        load::<EdgeCoreConfig>("- a\n- b\n"),
-        Err(Error::NotAMapping)
-    ));
-    assert!(matches!(
-        load::<EdgeCoreConfig>("just a string"),
-        Err(Error::NotAMapping)
-    ));
+    assert!(matches!(load::<EdgeCoreConfig>("- a\n- b\n"), Err(Error::NotAMapping)));
+    assert!(matches!(load::<EdgeCoreConfig>("just a string"), Err(Error::NotAMapping)));
 }
 
 #[test]
 fn api_version_mismatch_is_validation_not_load_error() {
     let loaded = load::<CloudCoreConfig>(UPSTREAM_EDGECORE).expect("loads as cloudcore");
     let errs = loaded.config.validate().expect_err("wrong kind");
-    assert!(
-        errs.has_path("apiVersion") && errs.has_path("kind"),
-        "{errs}"
-    );
+    assert!(errs.has_path("apiVersion") && errs.has_path("kind"), "{errs}");
     assert!(!loaded.unknown_keys.is_empty());
 }
 
 #[test]
 fn partial_nested_structs_keep_other_defaults() {
-    let yaml =
-        "modules:\n  cloudHub:\n    advertiseAddress: [10.0.0.1]\n    quic:\n      enable: true\n";
+    let yaml = "modules:\n  cloudHub:\n    advertiseAddress: [10.0.0.1]\n    quic:\n      enable: true\n";
     let c = load::<CloudCoreConfig>(yaml).expect("loads").config;
     assert!(c.modules.cloud_hub.quic.enable);
     assert_eq!(c.modules.cloud_hub.quic.port, 10001);
     assert_eq!(c.modules.cloud_hub.websocket.port, 10000);
-    assert_eq!(
-        c.common_config.monitor_server.bind_address,
-        "127.0.0.1:9091"
-    );
+    assert_eq!(c.common_config.monitor_server.bind_address, "127.0.0.1:9091");
     c.validate().expect("valid");
 }
 
@@ -401,10 +326,7 @@ fn extension_keys_load() {
     let e = load::<EdgeCoreConfig>(yaml).expect("loads");
     assert!(e.unknown_keys.is_empty());
     let cc = &e.config.common_config;
-    assert_eq!(
-        (cc.logging.level.as_str(), cc.logging.format.as_str()),
-        ("debug", "json")
-    );
+    assert_eq!((cc.logging.level.as_str(), cc.logging.format.as_str()), ("debug", "json"));
     assert_eq!(cc.shutdown_grace_period, 30);
     assert_eq!(cc.monitor_server.bind_address, "127.0.0.1:9092");
     assert!(cc.monitor_server.enable_profiling);

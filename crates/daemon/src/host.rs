@@ -11,10 +11,8 @@ pub fn detect_host() -> HostInfo {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or(fallback.hostname);
-    let ip = std::fs::read_to_string("/proc/net/fib_trie")
-        .ok()
-        .and_then(|t| first_local_ipv4(&t))
-        .unwrap_or(fallback.ip);
+    let ip =
+        std::fs::read_to_string("/proc/net/fib_trie").ok().and_then(|t| first_local_ipv4(&t)).unwrap_or(fallback.ip);
     HostInfo::new(hostname, ip)
 }
 

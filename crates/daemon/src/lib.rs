@@ -182,12 +182,8 @@ impl Daemon {
             return fail(&e);
         }
         let stop_monitor = CancellationToken::new();
-        let monitor = tokio::spawn(kubeedge_telemetry::serve(
-            listener,
-            metrics,
-            Some(supervisor.health()),
-            stop_monitor.clone(),
-        ));
+        let monitor =
+            tokio::spawn(kubeedge_telemetry::serve(listener, metrics, Some(supervisor.health()), stop_monitor.clone()));
         info!(daemon = self.name, version = VERSION, modules = ?modules, "Started.");
 
         let signal = signal::wait_for_shutdown().await;

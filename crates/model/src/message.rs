@@ -58,12 +58,7 @@ pub struct Header {
     #[serde(default, deserialize_with = "null_default", skip_serializing_if = "is_false")]
     pub sync: bool,
     /// `type`: the beehive context type (`""`, `channel`, `unixpacket`).
-    #[serde(
-        rename = "type",
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(rename = "type", default, deserialize_with = "null_default", skip_serializing_if = "String::is_empty")]
     pub message_type: String,
 }
 
@@ -102,10 +97,7 @@ where
 
 /// The current time in milliseconds since the Unix epoch, as upstream stamps messages.
 pub fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 /// Why bytes could not be decoded as a message (or content as a type).
@@ -149,23 +141,13 @@ impl Message {
     /// and `null` content (upstream `NewMessage("")`).
     pub fn new() -> Self {
         Self {
-            header: Header {
-                id: uuid::Uuid::new_v4().to_string(),
-                timestamp: now_millis(),
-                ..Header::default()
-            },
+            header: Header { id: uuid::Uuid::new_v4().to_string(), timestamp: now_millis(), ..Header::default() },
             ..Self::default()
         }
     }
 
     /// A new message with every routing field set (upstream `BuildRouter` + `FillBody`).
-    pub fn build(
-        source: &str,
-        group: &str,
-        resource: impl Into<String>,
-        operation: &str,
-        content: Content,
-    ) -> Self {
+    pub fn build(source: &str, group: &str, resource: impl Into<String>, operation: &str, content: Content) -> Self {
         let mut msg = Self::new();
         msg.router = Route {
             source: source.to_owned(),
@@ -297,14 +279,8 @@ mod tests {
         assert!(matches!(Message::decode(b"{not json", 100), Err(DecodeError::Syntax { .. })));
         assert!(matches!(Message::decode(b"", 100), Err(DecodeError::Syntax { .. })));
         assert!(matches!(Message::decode(b"[1,2]", 100), Err(DecodeError::Shape { .. })));
-        assert!(matches!(
-            Message::decode(br#"{"header":{"timestamp":"x"}}"#, 100),
-            Err(DecodeError::Shape { .. })
-        ));
-        assert!(matches!(
-            Message::decode(&[b' '; 101], 100),
-            Err(DecodeError::TooLarge { len: 101, max: 100 })
-        ));
+        assert!(matches!(Message::decode(br#"{"header":{"timestamp":"x"}}"#, 100), Err(DecodeError::Shape { .. })));
+        assert!(matches!(Message::decode(&[b' '; 101], 100), Err(DecodeError::TooLarge { len: 101, max: 100 })));
     }
 
     #[test]

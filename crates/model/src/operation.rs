@@ -75,11 +75,7 @@ const TABLE: &[(&str, Operation)] = &[
 impl Operation {
     /// Parses an operation string (exact, case-sensitive, as upstream compares them).
     pub fn parse(s: &str) -> Self {
-        TABLE
-            .iter()
-            .find(|(name, _)| *name == s)
-            .map(|(_, o)| o.clone())
-            .unwrap_or_else(|| Self::Other(s.to_owned()))
+        TABLE.iter().find(|(name, _)| *name == s).map(|(_, o)| o.clone()).unwrap_or_else(|| Self::Other(s.to_owned()))
     }
 
     /// The wire string.

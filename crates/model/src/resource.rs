@@ -41,11 +41,7 @@ pub struct ResourceError {
 impl ResourcePath {
     /// A path with a name.
     pub fn new(namespace: &str, resource_type: &str, name: &str) -> Self {
-        Self {
-            namespace: namespace.to_owned(),
-            resource_type: resource_type.to_owned(),
-            name: Some(name.to_owned()),
-        }
+        Self { namespace: namespace.to_owned(), resource_type: resource_type.to_owned(), name: Some(name.to_owned()) }
     }
 
     /// A path for a cluster-scoped object (namespace `null`).
@@ -65,11 +61,7 @@ impl ResourcePath {
         if parts.next().is_some() || ns.is_empty() || ty.is_empty() || name == Some("") {
             return Err(err());
         }
-        Ok(Self {
-            namespace: ns.to_owned(),
-            resource_type: ty.to_owned(),
-            name: name.map(str::to_owned),
-        })
+        Ok(Self { namespace: ns.to_owned(), resource_type: ty.to_owned(), name: name.map(str::to_owned) })
     }
 
     /// The namespace, or `None` for the `null` token.
@@ -101,10 +93,7 @@ impl fmt::Display for ResourcePath {
 impl CloudResource {
     /// Parses `node/{node}/{ns}/{type}[/{name}]`.
     pub fn parse(resource: &str) -> Result<Self, ResourceError> {
-        let err = || ResourceError {
-            resource: resource.to_owned(),
-            expected: "node/{node}/{ns}/{type}[/{name}]",
-        };
+        let err = || ResourceError { resource: resource.to_owned(), expected: "node/{node}/{ns}/{type}[/{name}]" };
         let rest = resource.strip_prefix("node/").ok_or_else(err)?;
         let (node, edge) = rest.split_once('/').ok_or_else(err)?;
         if node.is_empty() {

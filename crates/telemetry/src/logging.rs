@@ -30,9 +30,7 @@ impl FromStr for LogFormat {
 
 /// Checks a level directive (`info`, `debug,kubeedge_beehive=trace`…) without installing it.
 pub fn parse_filter(directive: &str) -> Result<EnvFilter, Error> {
-    EnvFilter::builder()
-        .parse(directive)
-        .map_err(|source| Error::LogLevel { directive: directive.to_owned(), source })
+    EnvFilter::builder().parse(directive).map_err(|source| Error::LogLevel { directive: directive.to_owned(), source })
 }
 
 /// Installs the global subscriber. `RUST_LOG`, when set and valid, overrides `level`.

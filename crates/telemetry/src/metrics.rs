@@ -35,7 +35,8 @@ impl Metrics {
     pub fn new(daemon: &str, version: &str) -> Result<Self, Error> {
         let registry = Registry::new();
         let process = Arc::new(ProcessMetrics::register(&registry)?);
-        let info = IntGaugeVec::new(Opts::new("kubeedge_build_info", "Build information; always 1."), &["daemon", "version"])?;
+        let info =
+            IntGaugeVec::new(Opts::new("kubeedge_build_info", "Build information; always 1."), &["daemon", "version"])?;
         info.with_label_values(&[daemon, version]).set(1);
         registry.register(Box::new(info))?;
         Ok(Self { registry, process, bus: Arc::default() })

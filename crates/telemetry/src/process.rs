@@ -17,12 +17,18 @@ pub(crate) struct ProcessMetrics {
 impl ProcessMetrics {
     pub(crate) fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = Self {
-            cpu_seconds: Counter::with_opts(Opts::new("process_cpu_seconds_total", "Total user and system CPU time spent in seconds."))?,
+            cpu_seconds: Counter::with_opts(Opts::new(
+                "process_cpu_seconds_total",
+                "Total user and system CPU time spent in seconds.",
+            ))?,
             resident: IntGauge::new("process_resident_memory_bytes", "Resident memory size in bytes.")?,
             virtual_mem: IntGauge::new("process_virtual_memory_bytes", "Virtual memory size in bytes.")?,
             open_fds: IntGauge::new("process_open_fds", "Number of open file descriptors.")?,
             threads: IntGauge::new("process_threads", "Number of OS threads in the process.")?,
-            start_time: IntGauge::new("process_start_time_seconds", "Start time of the process since unix epoch in seconds.")?,
+            start_time: IntGauge::new(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+            )?,
         };
         registry.register(Box::new(m.cpu_seconds.clone()))?;
         registry.register(Box::new(m.resident.clone()))?;

@@ -148,7 +148,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
-    let status = buf.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad response: {buf:?}")))?;
+    let status = buf
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {buf:?}")))?;
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Ok((status, body))
 }
@@ -203,7 +206,9 @@ pub mod daemon {
         let (code, body) = http_get(addr, "/metrics").expect("metrics");
         assert_eq!(code, 200);
         let info = format!("kubeedge_build_info{{daemon=\"{daemon}\",version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
-        for want in [info.as_str(), "process_resident_memory_bytes ", "process_open_fds ", "kubeedge_bus_pending_requests 0"] {
+        for want in
+            [info.as_str(), "process_resident_memory_bytes ", "process_open_fds ", "kubeedge_bus_pending_requests 0"]
+        {
             assert!(body.contains(want), "missing {want:?} in /metrics:\n{body}");
         }
         p.signal(signal);
