@@ -76,3 +76,21 @@ fn version_defaultconfig_and_minconfig() {
     std::fs::write(&path, min).unwrap();
     serves_and_stops_on(bin(), &path, "cloudcore", "TERM");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(bin(), dir.path(), "cloudcore");
+    let yaml = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, kubeedge_testkit::set_yaml_line(&yaml, "format", "json")).unwrap();
+    let mut p = kubeedge_testkit::Process::spawn(bin(), &["--config", cfg.to_str().unwrap()]).unwrap();
+    let line = p.wait_for_line("Monitor server listening");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["level"], "INFO");
+    assert!(v["address"].as_str().unwrap().starts_with("127.0.0.1:"), "{v}");
+    p.signal("TERM");
+    assert!(p.wait_exit(kubeedge_testkit::patience()).unwrap().success());
+    for line in p.log().lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+}

@@ -167,7 +167,13 @@ fn bus(c: &mut Criterion) {
     });
     lat.sort_unstable();
     let pct = |p: usize| lat[lat.len() * p / 100];
-    println!("bus/send_sync_round_trip latency over {} calls: p50 {:?} p90 {:?} p99 {:?}", lat.len(), pct(50), pct(90), pct(99));
+    println!(
+        "bus/send_sync_round_trip latency over {} calls: p50 {:?} p90 {:?} p99 {:?}",
+        lat.len(),
+        pct(50),
+        pct(90),
+        pct(99)
+    );
 
     rt.block_on(supervisor.shutdown(Duration::from_secs(5)));
 }
