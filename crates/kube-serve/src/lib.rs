@@ -1,0 +1,1 @@
+//! Kubernetes REST API machinery (work in progress on the kube-serve branch).
