@@ -1,1 +1,14 @@
-//! Kubernetes REST API machinery (work in progress on the kube-serve branch).
+//! Kubernetes REST API machinery shared by apiserver-lite and edgecore's MetaServer.
+//!
+//! Everything here is pure: no I/O, no async, objects are `serde_json::Value`s. The modules
+//! cover request decoding ([`request`]), selectors ([`selector`]), the four patch flavours
+//! ([`patch`]), `Status` errors ([`status`]), server-side tables ([`table`]), discovery
+//! documents ([`discovery`]), watch-event encoding ([`watch`]) and object helpers ([`object`]).
+
+pub mod request;
+pub mod selector;
+pub mod status;
+
+pub use request::{ApiPath, ListOptions, ResourceRequest, Verb, parse_path, parse_query, verb};
+pub use selector::{FieldSelector, LabelSelector, SelectorError};
+pub use status::{ApiError, success_status};
