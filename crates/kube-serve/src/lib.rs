@@ -5,10 +5,12 @@
 //! ([`patch`]), `Status` errors ([`status`]), server-side tables ([`table`]), discovery
 //! documents ([`discovery`]), watch-event encoding ([`watch`]) and object helpers ([`object`]).
 
+pub mod patch;
 pub mod request;
 pub mod selector;
 pub mod status;
 
+pub use patch::{PatchError, PatchType, apply, json_patch, merge_patch, strategic_merge_patch};
 pub use request::{ApiPath, ListOptions, ResourceRequest, Verb, parse_path, parse_query, verb};
 pub use selector::{FieldSelector, LabelSelector, SelectorError};
 pub use status::{ApiError, success_status};
