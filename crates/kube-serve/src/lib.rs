@@ -5,12 +5,17 @@
 //! ([`patch`]), `Status` errors ([`status`]), server-side tables ([`table`]), discovery
 //! documents ([`discovery`]), watch-event encoding ([`watch`]) and object helpers ([`object`]).
 
+pub mod object;
 pub mod patch;
 pub mod request;
 pub mod selector;
 pub mod status;
+pub mod table;
+pub mod watch;
 
 pub use patch::{PatchError, PatchType, apply, json_patch, merge_patch, strategic_merge_patch};
 pub use request::{ApiPath, ListOptions, ResourceRequest, Verb, parse_path, parse_query, verb};
 pub use selector::{FieldSelector, LabelSelector, SelectorError};
 pub use status::{ApiError, success_status};
+pub use table::{AcceptKind, IncludeObject, parse_accept, to_table};
+pub use watch::{EventType, bookmark, encode_event};
