@@ -5,6 +5,7 @@
 //! ([`patch`]), `Status` errors ([`status`]), server-side tables ([`table`]), discovery
 //! documents ([`discovery`]), watch-event encoding ([`watch`]) and object helpers ([`object`]).
 
+pub mod discovery;
 pub mod object;
 pub mod patch;
 pub mod request;
@@ -13,6 +14,9 @@ pub mod status;
 pub mod table;
 pub mod watch;
 
+pub use discovery::{
+    ResourceInfo, aggregated_discovery, api_group, api_group_list, api_resource_list, api_versions, version_info,
+};
 pub use patch::{PatchError, PatchType, apply, json_patch, merge_patch, strategic_merge_patch};
 pub use request::{ApiPath, ListOptions, ResourceRequest, Verb, parse_path, parse_query, verb};
 pub use selector::{FieldSelector, LabelSelector, SelectorError};
