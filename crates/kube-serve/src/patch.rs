@@ -656,6 +656,47 @@ fn fields_of_map(m: &Map<String, Value>, kind: &str, parents: &mut Vec<String>) 
     out
 }
 
+/// Removes from `obj` the fields of `old` (a manager's previous field set) that are missing
+/// from `new` (its current set) and not owned by any of `others` (other managers' sets at the
+/// same level).
+fn prune(obj: &mut Value, old: &Map<String, Value>, new: Option<&Map<String, Value>>, others: &[&Map<String, Value>]) {
+    for (key, old_child) in old {
+        let still_applied = new.is_some_and(|n| n.contains_key(key));
+        let owned_elsewhere = others.iter().any(|o| o.contains_key(key));
+        let new_child = new.and_then(|n| n.get(key)).and_then(Value::as_object);
+        let other_children: Vec<&Map<String, Value>> =
+            others.iter().filter_map(|o| o.get(key).and_then(Value::as_object)).collect();
+        let old_child = old_child.as_object();
+        if let Some(field) = key.strip_prefix("f:") {
+            let Value::Object(m) = obj else { continue };
+            if still_applied {
+                if let (Some(oc), Some(child)) = (old_child, m.get_mut(field)) {
+                    prune(child, oc, new_child, &other_children);
+                }
+            } else if !owned_elsewhere {
+                m.remove(field);
+            }
+        } else if let Some(ident) = key.strip_prefix("k:") {
+            let Value::Array(list) = obj else { continue };
+            let Ok(Value::Object(ident)) = serde_json::from_str::<Value>(ident) else { continue };
+            let matches = |e: &Value| ident.iter().all(|(k, v)| e.get(k) == Some(v));
+            if still_applied {
+                if let (Some(oc), Some(elem)) = (old_child, list.iter_mut().find(|e| matches(e))) {
+                    prune(elem, oc, new_child, &other_children);
+                }
+            } else if !owned_elsewhere {
+                list.retain(|e| !matches(e));
+            }
+        } else if let Some(v) = key.strip_prefix("v:") {
+            let Value::Array(list) = obj else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(v) else { continue };
+            if !still_applied && !owned_elsewhere {
+                list.retain(|e| *e != v);
+            }
+        }
+    }
+}
+
 /// Server-side apply, simplified.
 ///
 /// * `existing == None`: the applied configuration becomes the object (directives stripped).
@@ -667,9 +708,13 @@ fn fields_of_map(m: &Map<String, Value>, kind: &str, parents: &mut Vec<String>) 
 /// Apply entry; other managers' entries are kept). `managedFields` and `resourceVersion` in
 /// the applied configuration are ignored (the server checks preconditions itself).
 ///
+/// Fields this manager applied last time (its previous `fieldsV1`) but no longer applies are
+/// removed from the object, unless another manager's `fieldsV1` also lists them — so dropping
+/// a label, container or finalizer from the configuration deletes it, as upstream.
+///
 /// Simplifications versus upstream: no conflict detection between managers (every apply acts
-/// as `force=true`), fields a manager stops applying are not removed, and other managers'
-/// `fieldsV1` are not trimmed of fields this apply takes over.
+/// as `force=true`), other managers' `fieldsV1` are not trimmed of fields this apply takes
+/// over, and fields set by plain create/update/patch are not tracked (no `Update` entries).
 pub fn apply(
     existing: Option<&Value>,
     applied: &Value,
@@ -694,24 +739,32 @@ pub fn apply(
     }
     let base = existing.cloned().unwrap_or_else(|| json!({}));
     let mut merged = strategic_merge_patch(&base, &clean, kind)?;
-    let mut managed: Vec<Value> = base
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| {
-            !(e.get("manager").and_then(Value::as_str) == Some(field_manager)
-                && e.get("operation").and_then(Value::as_str) == Some("Apply"))
-        })
-        .collect();
+    let is_mine = |e: &Value| {
+        e.get("manager").and_then(Value::as_str) == Some(field_manager)
+            && e.get("operation").and_then(Value::as_str) == Some("Apply")
+    };
+    let previous: Vec<Value> =
+        base.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
+    let new_fields = fields_v1(&clean, kind);
+    if let (Some(old), Some(new)) = (
+        previous.iter().find(|e| is_mine(e)).and_then(|e| e.get("fieldsV1")).and_then(Value::as_object),
+        new_fields.as_object(),
+    ) {
+        let others: Vec<&Map<String, Value>> = previous
+            .iter()
+            .filter(|e| !is_mine(e))
+            .filter_map(|e| e.get("fieldsV1").and_then(Value::as_object))
+            .collect();
+        prune(&mut merged, old, Some(new), &others);
+    }
+    let mut managed: Vec<Value> = previous.iter().filter(|e| !is_mine(e)).cloned().collect();
     managed.push(json!({
         "manager": field_manager,
         "operation": "Apply",
         "apiVersion": api_version,
         "time": now,
         "fieldsType": "FieldsV1",
-        "fieldsV1": fields_v1(&clean, kind),
+        "fieldsV1": new_fields,
     }));
     let Value::Object(root) = &mut merged else {
         return Err(PatchError::Invalid("apply produced a non-object".into()));
@@ -1052,6 +1105,34 @@ mod tests {
             json!({r#"k:{"name":"c"}"#: {".": {}, "f:image": {}, "f:name": {}}})
         );
         assert_eq!(mf[1]["fieldsV1"]["f:metadata"], json!({"f:finalizers": {r#"v:"y""#: {}}}));
+    }
+
+    #[test]
+    fn apply_removes_fields_no_longer_applied() {
+        let v1 = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"a": "1", "b": "2"}, "finalizers": ["x", "y"]},
+            "spec": {"containers": [{"name": "c1", "image": "i", "args": ["q"]}, {"name": "c2", "image": "j"}]}});
+        let mut obj = apply(None, &v1, "Pod", "mgr", "t1").expect("create");
+        // Someone else adds a label without managed fields, and another manager owns label b too.
+        obj["metadata"]["labels"]["z"] = json!("other");
+        if let Some(Value::Array(mf)) = obj.pointer_mut("/metadata/managedFields") {
+            mf.push(json!({"manager": "helper", "operation": "Apply",
+                           "fieldsV1": {"f:metadata": {"f:labels": {"f:b": {}}}}}));
+        }
+        let v2 = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"a": "1"}, "finalizers": ["x"]},
+            "spec": {"containers": [{"name": "c1", "image": "i2"}]}});
+        let out = apply(Some(&obj), &v2, "Pod", "mgr", "t2").expect("update");
+        assert_eq!(out["metadata"]["labels"], json!({"a": "1", "b": "2", "z": "other"}));
+        assert_eq!(out["metadata"]["finalizers"], json!(["x"]));
+        assert_eq!(out["spec"]["containers"], json!([{"name": "c1", "image": "i2"}]));
+        let managers: Vec<&str> = out["metadata"]["managedFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["manager"].as_str())
+            .collect();
+        assert_eq!(managers, vec!["helper", "mgr"]);
     }
 
     #[test]

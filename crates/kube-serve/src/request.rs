@@ -2,6 +2,7 @@
 //! `RequestInfoResolver` recognises), HTTP methods into [`Verb`]s, and list/watch query
 //! strings into [`ListOptions`].
 
+use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 
 /// What a URL path addresses.
@@ -221,6 +222,16 @@ pub struct ListOptions {
     pub send_initial_events: Option<bool>,
 }
 
+impl ListOptions {
+    /// Parses the label and field selectors (absent means everything); a malformed selector is
+    /// a 400 BadRequest.
+    pub fn selectors(&self) -> Result<(LabelSelector, FieldSelector), ApiError> {
+        let labels = LabelSelector::parse(self.label_selector.as_deref().unwrap_or(""))?;
+        let fields = FieldSelector::parse(self.field_selector.as_deref().unwrap_or(""))?;
+        Ok((labels, fields))
+    }
+}
+
 /// Splits a query string into decoded `(key, value)` pairs (`+` is a space).
 pub fn query_pairs(q: &str) -> Vec<(String, String)> {
     q.trim_start_matches('?')
@@ -404,6 +415,18 @@ mod tests {
         assert!(o.allow_watch_bookmarks);
         assert_eq!(o.timeout_seconds, Some(300));
         assert_eq!(o.send_initial_events, Some(true));
+    }
+
+    #[test]
+    fn selectors_from_options() {
+        let o = parse_query("labelSelector=app%3Dweb&fieldSelector=metadata.name%3Dx").expect("q");
+        let (l, f) = o.selectors().expect("valid");
+        assert_eq!(l.to_string(), "app=web");
+        assert_eq!(f.exact_match("metadata.name"), Some("x"));
+        let (l, f) = ListOptions::default().selectors().expect("empty");
+        assert!(l.is_empty() && f.is_empty());
+        let bad = parse_query("labelSelector=a+in+(").expect("q").selectors().map(|_| ()).expect_err("bad");
+        assert_eq!(bad.code, 400);
     }
 
     #[test]

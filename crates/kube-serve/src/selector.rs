@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::status::ApiError;
+
 /// Why a selector could not be parsed or built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectorError {
@@ -31,6 +33,13 @@ pub enum SelectorError {
     /// The operator and values do not fit together (e.g. `in ()`).
     #[error("{0}")]
     Requirement(String),
+}
+
+impl From<SelectorError> for ApiError {
+    /// Invalid selectors are a 400 BadRequest, as kube-apiserver answers.
+    fn from(e: SelectorError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
 }
 
 /// A label selector operator.
@@ -885,6 +894,13 @@ mod tests {
         assert!(
             FieldSelector::parse("involvedObject.kind=Pod,type=Warning,reason=Failed,count=3").expect("v").matches(&ev)
         );
+    }
+
+    #[test]
+    fn errors_become_bad_requests() {
+        let e: ApiError = LabelSelector::parse("a in (").map(|_| ()).expect_err("invalid").into();
+        assert_eq!(e.code, 400);
+        assert!(e.message.starts_with("unable to parse requirement"), "{}", e.message);
     }
 
     #[test]

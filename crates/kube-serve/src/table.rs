@@ -88,6 +88,33 @@ impl AcceptKind {
             _ => None,
         }
     }
+
+    /// The `Content-Type` to answer with. Clients check it: client-go only treats a discovery
+    /// response as aggregated when the content type says so.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            AcceptKind::Yaml => "application/yaml",
+            AcceptKind::Table { version: "v1beta1" } => "application/json;as=Table;v=v1beta1;g=meta.k8s.io",
+            AcceptKind::Table { .. } => "application/json;as=Table;v=v1;g=meta.k8s.io",
+            AcceptKind::PartialObjectMetadata { version: "v1beta1" } => {
+                "application/json;as=PartialObjectMetadata;v=v1beta1;g=meta.k8s.io"
+            }
+            AcceptKind::PartialObjectMetadata { .. } => "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io",
+            AcceptKind::PartialObjectMetadataList { version: "v1beta1" } => {
+                "application/json;as=PartialObjectMetadataList;v=v1beta1;g=meta.k8s.io"
+            }
+            AcceptKind::PartialObjectMetadataList { .. } => {
+                "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
+            }
+            AcceptKind::AggregatedDiscovery { v2: true } => {
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+            }
+            AcceptKind::AggregatedDiscovery { v2: false } => {
+                "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+            }
+            AcceptKind::Json | AcceptKind::Unsupported => "application/json",
+        }
+    }
 }
 
 fn accept_one(media: &str, params: &Map<String, Value>) -> Option<AcceptKind> {
@@ -837,6 +864,12 @@ mod tests {
         assert_eq!(parse_accept("text/html"), AcceptKind::Unsupported);
         assert_eq!(parse_accept("application/json;as=Table;v=v9;g=meta.k8s.io"), AcceptKind::Unsupported);
         assert_eq!(AcceptKind::Table { version: "v1beta1" }.api_version(), Some("meta.k8s.io/v1beta1"));
+        assert_eq!(
+            AcceptKind::AggregatedDiscovery { v2: true }.content_type(),
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        );
+        assert_eq!(AcceptKind::Table { version: "v1" }.content_type(), "application/json;as=Table;v=v1;g=meta.k8s.io");
+        assert_eq!(AcceptKind::Json.content_type(), "application/json");
     }
 
     #[test]
