@@ -7,7 +7,9 @@
 
 pub mod discovery;
 pub mod object;
+pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod request;
 pub mod selector;
 pub mod status;

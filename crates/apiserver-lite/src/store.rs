@@ -1,0 +1,691 @@
+//! The in-memory object store: one global, monotonic resourceVersion, objects by resource type,
+//! namespace and name, a bounded event history for watches that resume from a version, and a
+//! broadcast of every change.
+//!
+//! All state sits behind one mutex, held only for in-memory work (never across an await): a
+//! write, its resourceVersion and its event are one atomic step, so watchers see changes in
+//! version order with no gaps.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use kubeedge_kube_serve::status::ApiError;
+use kubeedge_kube_serve::watch::EventType;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::registry::{self, ResourceType};
+use crate::{defaults, time};
+
+/// Events kept for watches that resume from a resourceVersion; older ones get 410 Gone.
+pub const DEFAULT_HISTORY: usize = 50_000;
+/// Events buffered per watcher before it is considered too slow and closed (it then relists).
+const BROADCAST_CAPACITY: usize = 16_384;
+
+/// A resource type's storage key: (group, plural).
+pub type TypeKey = (String, String);
+
+/// One change.
+#[derive(Debug)]
+pub struct Event {
+    /// The resourceVersion of the change.
+    pub rv: u64,
+    /// Which resource type.
+    pub key: TypeKey,
+    /// The object's namespace (empty for cluster-scoped).
+    pub namespace: String,
+    /// Added, Modified or Deleted.
+    pub kind: EventType,
+    /// The object after the change (for Deleted: its last state, with the new resourceVersion).
+    pub object: Arc<Value>,
+    /// The object before the change, for selector transitions.
+    pub previous: Option<Arc<Value>>,
+}
+
+#[derive(Default)]
+struct State {
+    rv: u64,
+    objects: HashMap<TypeKey, BTreeMap<(String, String), Arc<Value>>>,
+    /// Served types by (group, version, plural).
+    types: HashMap<(String, String, String), Arc<ResourceType>>,
+    history: VecDeque<Arc<Event>>,
+    /// The oldest resourceVersion a watch may resume from.
+    compacted: u64,
+}
+
+/// A watch's beginning: the backlog to send first, the version it starts at, and the live feed.
+pub type WatchStart = (Vec<Arc<Event>>, u64, broadcast::Receiver<Arc<Event>>);
+
+/// Options of a delete.
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOptions {
+    /// `gracePeriodSeconds`.
+    pub grace: Option<i64>,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+}
+
+impl DeleteOptions {
+    /// Reads a DeleteOptions body (if any) and the `gracePeriodSeconds` query parameter.
+    pub fn parse(body: &[u8], query_grace: Option<i64>) -> Result<Self, ApiError> {
+        let mut opts = Self { grace: query_grace, ..Self::default() };
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(opts);
+        }
+        let v: Value = if body.starts_with(b"k8s\0") {
+            kubeedge_kube_serve::protobuf::decode(body)?
+        } else {
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        };
+        if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            opts.grace = Some(g);
+        }
+        let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_owned);
+        opts.uid = s("/preconditions/uid");
+        opts.resource_version = s("/preconditions/resourceVersion");
+        Ok(opts)
+    }
+}
+
+/// The in-memory store. Cheap to share behind an `Arc`.
+pub struct Store {
+    state: Mutex<State>,
+    events: broadcast::Sender<Arc<Event>>,
+    history_limit: usize,
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+/// Five characters as kube-apiserver's `generateName` uses (no vowels, no confusable digits).
+pub fn random_suffix() -> String {
+    use rand::RngExt;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// Whether two objects differ outside `metadata` and `status` (a spec change bumps generation).
+fn spec_changed(a: &Value, b: &Value) -> bool {
+    fn strip(v: &Value) -> BTreeMap<&String, &Value> {
+        match v {
+            Value::Object(m) => m.iter().filter(|(k, _)| *k != "metadata" && *k != "status").collect(),
+            _ => BTreeMap::new(),
+        }
+    }
+    strip(a) != strip(b)
+}
+
+impl Store {
+    /// A store serving the built-in types, with the `default`, `kube-system`, `kube-public` and
+    /// `kube-node-lease` namespaces (each with its `default` service account and
+    /// `kube-root-ca.crt` configmap holding `ca_pem`).
+    pub fn new(history_limit: usize, ca_pem: &str) -> Self {
+        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let store = Self { state: Mutex::new(State::default()), events, history_limit: history_limit.max(1) };
+        {
+            let mut st = store.state.lock();
+            for t in registry::builtins() {
+                st.types.insert((t.group.clone(), t.version.clone(), t.plural.clone()), Arc::new(t));
+            }
+        }
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let _ = store.create_namespace_with_defaults(ns, ca_pem);
+        }
+        store
+    }
+
+    /// Creates a namespace and what the controllers would add to it.
+    pub fn create_namespace_with_defaults(&self, name: &str, ca_pem: &str) -> Result<(), ApiError> {
+        let ns_type = self.resolve("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces"))?;
+        self.create(&ns_type, None, json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":name}}))?;
+        self.namespace_added(name, ca_pem);
+        Ok(())
+    }
+
+    /// What the service-account and root-CA controllers do for a new namespace.
+    pub fn namespace_added(&self, ns: &str, ca_pem: &str) {
+        if let Some(sa) = self.resolve("", "v1", "serviceaccounts") {
+            let _ = self.create(
+                &sa,
+                Some(ns),
+                json!({"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"default"}}),
+            );
+        }
+        if let Some(cm) = self.resolve("", "v1", "configmaps") {
+            let obj = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"kube-root-ca.crt"},"data":{"ca.crt":ca_pem}});
+            let _ = self.create(&cm, Some(ns), obj);
+        }
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.state.lock().rv
+    }
+
+    /// A served type by group, version and plural (or `plural/subresource` is not accepted here).
+    pub fn resolve(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
+        self.state.lock().types.get(&(group.to_owned(), version.to_owned(), plural.to_owned())).cloned()
+    }
+
+    /// Every served type.
+    pub fn types(&self) -> Vec<Arc<ResourceType>> {
+        let mut v: Vec<_> = self.state.lock().types.values().cloned().collect();
+        v.sort_by(|a, b| (&a.group, &a.version, &a.plural).cmp(&(&b.group, &b.version, &b.plural)));
+        v
+    }
+
+    fn key(t: &ResourceType) -> TypeKey {
+        (t.group.clone(), t.plural.clone())
+    }
+
+    fn ns_key(t: &ResourceType, ns: Option<&str>) -> Result<String, ApiError> {
+        match (t.namespaced, ns) {
+            (true, Some(ns)) => Ok(ns.to_owned()),
+            (true, None) => Err(ApiError::bad_request("the namespace of the object does not match the request")),
+            (false, _) => Ok(String::new()),
+        }
+    }
+
+    /// Records a change under the lock: bumps the version, stamps it, stores, and emits.
+    fn commit(
+        &self,
+        st: &mut State,
+        t: &ResourceType,
+        ns: &str,
+        name: &str,
+        kind: EventType,
+        mut obj: Value,
+    ) -> Arc<Value> {
+        st.rv += 1;
+        let rv = st.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let obj = Arc::new(obj);
+        let key = Self::key(t);
+        let slot = st.objects.entry(key.clone()).or_default();
+        let k = (ns.to_owned(), name.to_owned());
+        let previous = if kind == EventType::Deleted { slot.remove(&k) } else { slot.insert(k, obj.clone()) };
+        let event = Arc::new(Event { rv, key, namespace: ns.to_owned(), kind, object: obj.clone(), previous });
+        st.history.push_back(event.clone());
+        while st.history.len() > self.history_limit {
+            if let Some(old) = st.history.pop_front() {
+                st.compacted = old.rv;
+            }
+        }
+        // No receivers is fine.
+        let _ = self.events.send(event);
+        obj
+    }
+
+    /// Reads one object.
+    pub fn get(&self, t: &ResourceType, ns: Option<&str>, name: &str) -> Result<Arc<Value>, ApiError> {
+        let ns = Self::ns_key(t, ns)?;
+        self.state
+            .lock()
+            .objects
+            .get(&Self::key(t))
+            .and_then(|m| m.get(&(ns, name.to_owned())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&t.group_resource(), name))
+    }
+
+    /// Lists objects in `ns` (all namespaces when `None`) that pass `filter`, sorted by
+    /// namespace and name, starting after `after`, at most `limit`. Returns the items, the
+    /// list resourceVersion, and how many matching items remain after the page.
+    pub fn list(
+        &self,
+        t: &ResourceType,
+        ns: Option<&str>,
+        after: Option<&(String, String)>,
+        limit: Option<usize>,
+        filter: &dyn Fn(&Value) -> bool,
+    ) -> (Vec<Arc<Value>>, u64, usize) {
+        let st = self.state.lock();
+        let mut items = Vec::new();
+        let mut remaining = 0;
+        if let Some(m) = st.objects.get(&Self::key(t)) {
+            let range = m.iter().filter(|((o_ns, _), _)| ns.is_none_or(|n| n == o_ns));
+            for (k, v) in range {
+                if after.is_some_and(|a| k <= a) || !filter(v) {
+                    continue;
+                }
+                if limit.is_some_and(|l| items.len() >= l) {
+                    remaining += 1;
+                } else {
+                    items.push(v.clone());
+                }
+            }
+        }
+        (items, st.rv, remaining)
+    }
+
+    /// Creates an object: name or generateName, uid, creationTimestamp, generation, defaults.
+    pub fn create(&self, t: &ResourceType, ns: Option<&str>, mut obj: Value) -> Result<Arc<Value>, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request("the body must be a JSON object"));
+        }
+        let ns_key = Self::ns_key(t, ns)?;
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        if let Some(body_ns) = meta_str(&obj, "namespace")
+            && t.namespaced
+            && !body_ns.is_empty()
+            && body_ns != ns_key
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let mut st = self.state.lock();
+        let name = match meta_str(&obj, "name").filter(|n| !n.is_empty()) {
+            Some(n) => n.to_owned(),
+            None => match meta_str(&obj, "generateName").filter(|n| !n.is_empty()) {
+                Some(prefix) => format!("{prefix}{}", random_suffix()),
+                None => {
+                    return Err(ApiError::invalid(
+                        &t.kind,
+                        "",
+                        vec![("metadata.name".to_owned(), "name or generateName is required".to_owned())],
+                    ));
+                }
+            },
+        };
+        if let Err(msg) = validate_name(&name) {
+            return Err(ApiError::invalid(&t.kind, &name, vec![("metadata.name".to_owned(), msg)]));
+        }
+        if t.namespaced {
+            let ns_exists = st
+                .objects
+                .get(&(String::new(), "namespaces".to_owned()))
+                .and_then(|m| m.get(&(String::new(), ns_key.clone())));
+            match ns_exists {
+                None => return Err(ApiError::not_found("namespaces", &ns_key)),
+                Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+                    return Err(ApiError::forbidden(format!(
+                        "{} \"{name}\" is forbidden: unable to create new content in namespace {ns_key} because it is being terminated",
+                        t.group_resource()
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        if st.objects.get(&Self::key(t)).is_some_and(|m| m.contains_key(&(ns_key.clone(), name.clone()))) {
+            return Err(ApiError::already_exists(&t.group_resource(), &name));
+        }
+        obj["apiVersion"] = json!(t.api_version());
+        obj["kind"] = json!(t.kind);
+        let meta = &mut obj["metadata"];
+        meta["name"] = json!(name);
+        if t.namespaced {
+            meta["namespace"] = json!(ns_key);
+        } else if let Some(m) = meta.as_object_mut() {
+            m.remove("namespace");
+        }
+        meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
+        meta["creationTimestamp"] = json!(time::now());
+        meta["generation"] = json!(1);
+        if let Some(m) = meta.as_object_mut() {
+            m.remove("deletionTimestamp");
+            m.remove("deletionGracePeriodSeconds");
+            m.remove("resourceVersion");
+        }
+        if t.group.is_empty() || t.group == "apiextensions.k8s.io" {
+            defaults::apply(&t.kind, &mut obj);
+        }
+        if t.kind == "CustomResourceDefinition" {
+            let new_types = registry::from_crd(&obj)
+                .map_err(|m| ApiError::invalid(&t.kind, &name, vec![("spec".to_owned(), m)]))?;
+            for nt in new_types {
+                st.types.insert((nt.group.clone(), nt.version.clone(), nt.plural.clone()), Arc::new(nt));
+            }
+            let names = obj["spec"]["names"].clone();
+            obj["status"] = json!({
+                "acceptedNames": names,
+                "storedVersions": obj["spec"]["versions"].as_array().map(|vs| vs.iter().filter(|v| v["storage"] == true).map(|v| v["name"].clone()).collect::<Vec<_>>()).unwrap_or_default(),
+                "conditions": [
+                    {"type":"NamesAccepted","status":"True","reason":"NoConflicts","message":"no conflicts found","lastTransitionTime": time::now()},
+                    {"type":"Established","status":"True","reason":"InitialNamesAccepted","message":"the initial names have been accepted","lastTransitionTime": time::now()}
+                ]
+            });
+        }
+        Ok(self.commit(&mut st, t, &ns_key, &name, EventType::Added, obj))
+    }
+
+    /// Read-modify-write of one object under the lock. `change` gets the current object and
+    /// returns the new one; resourceVersion preconditions, immutable metadata, generation and
+    /// finalizer-driven removal are handled here. `status_only` writes only `.status` (the
+    /// status subresource); otherwise, for types with a status subresource, `.status` is kept.
+    pub fn update(
+        &self,
+        t: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        status_only: bool,
+        change: impl FnOnce(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Arc<Value>, ApiError> {
+        let ns_key = Self::ns_key(t, ns)?;
+        let mut st = self.state.lock();
+        let current = st
+            .objects
+            .get(&Self::key(t))
+            .and_then(|m| m.get(&(ns_key.clone(), name.to_owned())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&t.group_resource(), name))?;
+        let mut new = change(&current)?;
+        if !new.is_object() {
+            return Err(ApiError::bad_request("the body must be a JSON object"));
+        }
+        if let Some(rv) = meta_str(&new, "resourceVersion").filter(|rv| !rv.is_empty())
+            && Some(rv) != meta_str(&current, "resourceVersion")
+        {
+            return Err(ApiError::conflict(
+                &t.group_resource(),
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        if meta_str(&new, "name").is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+        }
+        if status_only {
+            let status = new.get("status").cloned();
+            new = (*current).clone();
+            match status {
+                Some(s) => new["status"] = s,
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+        } else if t.has_status() {
+            match current.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+        }
+        // Immutable and server-owned fields.
+        new["apiVersion"] = current["apiVersion"].clone();
+        new["kind"] = current["kind"].clone();
+        if !new.get("metadata").is_some_and(Value::is_object) {
+            new["metadata"] = json!({});
+        }
+        for f in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match current["metadata"].get(f) {
+                Some(v) => new["metadata"][f] = v.clone(),
+                None => {
+                    if let Some(m) = new["metadata"].as_object_mut() {
+                        m.remove(f);
+                    }
+                }
+            }
+        }
+        if t.kind == "Pod" && !status_only {
+            // Pod specs are mostly immutable; allow what kube-apiserver allows (images,
+            // tolerations additions, activeDeadlineSeconds) and the scheduler's binding.
+            let (old_spec, new_spec) = (&current["spec"], &new["spec"]);
+            let mut a = old_spec.clone();
+            let mut b = new_spec.clone();
+            for s in [&mut a, &mut b] {
+                for list in ["containers", "initContainers"] {
+                    if let Some(cs) = s.get_mut(list).and_then(Value::as_array_mut) {
+                        for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                            c.remove("image");
+                        }
+                    }
+                }
+                if let Some(m) = s.as_object_mut() {
+                    m.remove("tolerations");
+                    m.remove("activeDeadlineSeconds");
+                }
+            }
+            if a != b {
+                return Err(ApiError::invalid(
+                    "Pod",
+                    name,
+                    vec![("spec".to_owned(), "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations)".to_owned())],
+                ));
+            }
+        }
+        if spec_changed(&current, &new) {
+            let g = current["metadata"]["generation"].as_i64().unwrap_or(1);
+            new["metadata"]["generation"] = json!(g + 1);
+        }
+        let unchanged = {
+            let mut a = (*current).clone();
+            a["metadata"]["resourceVersion"] = Value::Null;
+            let mut b = new.clone();
+            b["metadata"]["resourceVersion"] = Value::Null;
+            a == b
+        };
+        if unchanged {
+            // A no-op write does not bump the resourceVersion (as kube-apiserver).
+            return Ok(current);
+        }
+        let terminating = new.pointer("/metadata/deletionTimestamp").is_some();
+        let finalizers_empty =
+            new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+        let grace_done = new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0;
+        if terminating && finalizers_empty && grace_done {
+            return Ok(self.commit(&mut st, t, &ns_key, name, EventType::Deleted, new));
+        }
+        Ok(self.commit(&mut st, t, &ns_key, name, EventType::Modified, new))
+    }
+
+    /// Deletes an object as kube-apiserver does: preconditions, finalizers hold it with a
+    /// deletionTimestamp, a pod bound to a node is given its grace period and removed when the
+    /// node deletes it again with grace 0. Returns the object and whether it is gone.
+    pub fn delete(
+        &self,
+        t: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<(Arc<Value>, bool), ApiError> {
+        let ns_key = Self::ns_key(t, ns)?;
+        let mut st = self.state.lock();
+        let current = st
+            .objects
+            .get(&Self::key(t))
+            .and_then(|m| m.get(&(ns_key.clone(), name.to_owned())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&t.group_resource(), name))?;
+        if opts.uid.as_deref().is_some_and(|u| Some(u) != meta_str(&current, "uid")) {
+            return Err(ApiError::conflict(
+                &t.group_resource(),
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                    opts.uid.as_deref().unwrap_or_default(),
+                    meta_str(&current, "uid").unwrap_or_default()
+                ),
+            ));
+        }
+        if opts.resource_version.as_deref().is_some_and(|rv| Some(rv) != meta_str(&current, "resourceVersion")) {
+            return Err(ApiError::conflict(
+                &t.group_resource(),
+                name,
+                "Precondition failed: resourceVersion does not match",
+            ));
+        }
+        let has_finalizers =
+            current.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        let grace = if t.kind == "Pod" {
+            let bound = current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+            let phase = current.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
+            if !bound || phase == "Succeeded" || phase == "Failed" {
+                0
+            } else {
+                opts.grace
+                    .unwrap_or_else(|| {
+                        current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30)
+                    })
+                    .max(0)
+            }
+        } else {
+            0
+        };
+        let already = current.pointer("/metadata/deletionTimestamp").is_some();
+        if t.kind == "Namespace" {
+            let mut obj = (*current).clone();
+            if !already {
+                obj["metadata"]["deletionTimestamp"] = json!(time::now());
+                obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                obj["status"]["phase"] = json!("Terminating");
+            }
+            let obj = self.commit(&mut st, t, &ns_key, name, EventType::Modified, obj);
+            drop(st);
+            self.drain_namespace(name);
+            let gone = self.finalize_namespace(name);
+            return Ok((obj, gone));
+        }
+        if has_finalizers || grace > 0 {
+            let current_grace = current.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+            if already && current_grace.is_some_and(|g| g <= grace) {
+                return Ok((current, false));
+            }
+            let mut obj = (*current).clone();
+            obj["metadata"]["deletionTimestamp"] = json!(time::in_secs(grace as u64));
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            let obj = self.commit(&mut st, t, &ns_key, name, EventType::Modified, obj);
+            return Ok((obj, false));
+        }
+        let obj = self.commit(&mut st, t, &ns_key, name, EventType::Deleted, (*current).clone());
+        if t.kind == "CustomResourceDefinition"
+            && let Ok(types) = registry::from_crd(&current)
+        {
+            {
+                for ct in &types {
+                    st.types.remove(&(ct.group.clone(), ct.version.clone(), ct.plural.clone()));
+                }
+                if let Some(ct) = types.first() {
+                    let objects: Vec<_> = st
+                        .objects
+                        .get(&Self::key(ct))
+                        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                        .unwrap_or_default();
+                    for ((o_ns, o_name), v) in objects {
+                        self.commit(&mut st, ct, &o_ns, &o_name, EventType::Deleted, (*v).clone());
+                    }
+                }
+            }
+        }
+        Ok((obj, true))
+    }
+
+    /// Deletes everything in a terminating namespace (pods on nodes get their grace period).
+    fn drain_namespace(&self, ns: &str) {
+        let types: Vec<_> = self.types().into_iter().filter(|t| t.namespaced).collect();
+        let mut seen = std::collections::HashSet::new();
+        for t in types {
+            if !seen.insert(Self::key(&t)) {
+                continue;
+            }
+            let (items, _, _) = self.list(&t, Some(ns), None, None, &|_| true);
+            for item in items {
+                if let Some(name) = meta_str(&item, "name") {
+                    let _ = self.delete(&t, Some(ns), name, &DeleteOptions::default());
+                }
+            }
+        }
+    }
+
+    /// Removes a terminating namespace once nothing is left in it. Returns whether it is gone.
+    pub fn finalize_namespace(&self, ns: &str) -> bool {
+        let Some(ns_type) = self.resolve("", "v1", "namespaces") else { return false };
+        let mut st = self.state.lock();
+        let Some(obj) =
+            st.objects.get(&Self::key(&ns_type)).and_then(|m| m.get(&(String::new(), ns.to_owned()))).cloned()
+        else {
+            return true;
+        };
+        if obj.pointer("/metadata/deletionTimestamp").is_none() {
+            return false;
+        }
+        let empty = st
+            .objects
+            .iter()
+            .filter(|((_, plural), _)| plural != "namespaces")
+            .all(|(_, m)| !m.keys().any(|(o_ns, _)| o_ns == ns));
+        if !empty {
+            return false;
+        }
+        self.commit(&mut st, &ns_type, "", ns, EventType::Deleted, (*obj).clone());
+        true
+    }
+
+    /// Forgets the event history, as an etcd compaction does: every watch that resumes from an
+    /// older resourceVersion then gets 410 Gone and must relist.
+    pub fn compact(&self) {
+        let mut st = self.state.lock();
+        st.compacted = st.rv;
+        st.history.clear();
+    }
+
+    /// Starts a watch of one type: the events after `from` still in history (or, with no
+    /// version, synthetic ADDED events for the current objects), and a receiver of later ones.
+    /// A version older than the history gives 410 Gone.
+    pub fn watch(&self, t: &ResourceType, from: Option<u64>) -> Result<WatchStart, ApiError> {
+        let st = self.state.lock();
+        let rx = self.events.subscribe();
+        let key = Self::key(t);
+        let backlog = match from {
+            None => st
+                .objects
+                .get(&key)
+                .map(|m| {
+                    m.iter()
+                        .map(|((ns, _), v)| {
+                            Arc::new(Event {
+                                rv: st.rv,
+                                key: key.clone(),
+                                namespace: ns.clone(),
+                                kind: EventType::Added,
+                                object: v.clone(),
+                                previous: None,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Some(rv) if rv < st.compacted => {
+                return Err(ApiError::gone(format!("too old resource version: {rv} ({})", st.compacted + 1)));
+            }
+            Some(rv) => st.history.iter().filter(|e| e.rv > rv && e.key == key).cloned().collect(),
+        };
+        Ok((backlog, st.rv, rx))
+    }
+}
+
+/// DNS-1123 subdomain rules, which most object names follow.
+fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == ':')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+        ))
+    }
+}
