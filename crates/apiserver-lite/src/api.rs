@@ -15,6 +15,8 @@ use kubeedge_kube_serve::request::{ListOptions, ResourceRequest, Verb, parse_que
 use kubeedge_kube_serve::selector::{FieldSelector, LabelSelector};
 use kubeedge_kube_serve::status::{ApiError, success_status};
 use kubeedge_kube_serve::table::{self, AcceptKind};
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use crate::auth::User;
@@ -306,15 +308,19 @@ fn list(
     } else {
         None
     };
-    let objects: Vec<Value> = items.iter().map(|o| (**o).clone()).collect();
     let remaining = (remaining > 0).then_some(remaining as i64);
-    shaped(ctx, t, Shape::List { objects, rv, continue_token: continue_token.as_deref(), remaining }, StatusCode::OK)
+    shaped(
+        ctx,
+        t,
+        Shape::List { objects: items, rv, continue_token: continue_token.as_deref(), remaining },
+        StatusCode::OK,
+    )
 }
 
 /// What is being returned: one object or a page of a list.
 enum Shape<'a> {
     One(&'a Value),
-    List { objects: Vec<Value>, rv: u64, continue_token: Option<&'a str>, remaining: Option<i64> },
+    List { objects: Vec<Arc<Value>>, rv: u64, continue_token: Option<&'a str>, remaining: Option<i64> },
 }
 
 /// Renders a result in the form the Accept header asks for: the object or list itself, a
@@ -341,7 +347,7 @@ fn shaped(
                     if let Some(r) = remaining {
                         m["remainingItemCount"] = json!(r);
                     }
-                    (objects, m)
+                    (objects.iter().map(|o| (**o).clone()).collect(), m)
                 }
             };
             let mut tbl = render_table(ctx.query, t, &objects)?;
@@ -359,12 +365,12 @@ fn shaped(
                     &rv.to_string(),
                     continue_token,
                     remaining,
-                    objects.iter().map(partial).collect(),
+                    objects.iter().map(|o| partial(o)).collect(),
                 ),
             };
             Ok(typed_response(code, kind.content_type(), &body))
         }
-        _ => {
+        AcceptKind::Yaml => {
             let body = match shape {
                 Shape::One(o) => return Ok(object_response(code, ctx.accept, o)),
                 Shape::List { objects, rv, continue_token, remaining } => kubeedge_kube_serve::object::list(
@@ -373,11 +379,37 @@ fn shaped(
                     &rv.to_string(),
                     continue_token,
                     remaining,
-                    objects,
+                    objects.iter().map(|o| (**o).clone()).collect(),
                 ),
             };
             Ok(object_response(code, ctx.accept, &body))
         }
+        _ => match shape {
+            Shape::One(o) => Ok(object_response(code, ctx.accept, o)),
+            Shape::List { objects, rv, continue_token, remaining } => {
+                // Written straight from the shared objects: a list of 10,000 pods is not
+                // deep-copied to be encoded.
+                let mut meta = json!({"resourceVersion": rv.to_string()});
+                if let Some(c) = continue_token.filter(|c| !c.is_empty()) {
+                    meta["continue"] = json!(c);
+                }
+                if let Some(r) = remaining {
+                    meta["remainingItemCount"] = json!(r);
+                }
+                let head = json!({"kind": t.list_kind(), "apiVersion": t.api_version(), "metadata": meta});
+                let mut out = serde_json::to_vec(&head).unwrap_or_default();
+                out.pop(); // the closing brace
+                out.extend_from_slice(b",\"items\":[");
+                for (i, o) in objects.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    let _ = serde_json::to_writer(&mut out, &**o);
+                }
+                out.extend_from_slice(b"]}");
+                Ok(crate::server::bytes_response(code, "application/json", out))
+            }
+        },
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Event {
     pub object: Arc<Value>,
     /// The object before the change, for selector transitions.
     pub previous: Option<Arc<Value>>,
+    /// The watch line for this event, encoded once for all watchers that see it unchanged.
+    pub encoded: std::sync::OnceLock<bytes::Bytes>,
 }
 
 #[derive(Default)]
@@ -209,7 +211,15 @@ impl Store {
         let slot = st.objects.entry(key.clone()).or_default();
         let k = (ns.to_owned(), name.to_owned());
         let previous = if kind == EventType::Deleted { slot.remove(&k) } else { slot.insert(k, obj.clone()) };
-        let event = Arc::new(Event { rv, key, namespace: ns.to_owned(), kind, object: obj.clone(), previous });
+        let event = Arc::new(Event {
+            rv,
+            key,
+            namespace: ns.to_owned(),
+            kind,
+            object: obj.clone(),
+            previous,
+            encoded: Default::default(),
+        });
         st.history.push_back(event.clone());
         while st.history.len() > self.history_limit {
             if let Some(old) = st.history.pop_front() {
@@ -660,6 +670,7 @@ impl Store {
                                 kind: EventType::Added,
                                 object: v.clone(),
                                 previous: None,
+                                encoded: Default::default(),
                             })
                         })
                         .collect()

@@ -142,6 +142,10 @@ impl StreamState {
             EventType::Added | EventType::Deleted if !now => return true,
             k => k,
         };
+        if !self.as_table && kind == ev.kind {
+            let line = ev.encoded.get_or_init(|| Bytes::from(encode_event(kind, &ev.object))).clone();
+            return tx.send(Ok(Frame::data(line))).await.is_ok();
+        }
         let object = if self.as_table {
             let mut tbl = match render_table(&self.query, &self.t, std::slice::from_ref(&*ev.object)) {
                 Ok(t) => t,
