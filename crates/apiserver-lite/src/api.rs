@@ -151,6 +151,12 @@ async fn handle_inner(ctx: &RequestCtx<'_>, r: &ResourceRequest, body: Bytes) ->
     let v = verb(ctx.method.as_str(), r.name.is_some(), opts.watch)
         .ok_or_else(|| ApiError::method_not_allowed(format!("{} is not supported", ctx.method)))?;
     let name = r.name.as_deref();
+    if !matches!(v, Verb::Get | Verb::List | Verb::Watch)
+        && query_param(ctx.query, "dryRun").is_some_and(|d| !d.is_empty())
+    {
+        // Refused rather than ignored: ignoring it would persist what the caller only tried.
+        return Err(ApiError::bad_request("dry runs (dryRun=All) are not supported by apiserver-lite"));
+    }
     match (v, r.subresource.as_deref(), name) {
         (Verb::List, None, _) => list(ctx, &t, ns, &opts),
         (Verb::Watch, None, _) => watch::serve(ctx, t.clone(), ns, name, &opts),

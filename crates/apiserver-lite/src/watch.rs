@@ -15,7 +15,7 @@ use kubeedge_kube_serve::status::ApiError;
 use kubeedge_kube_serve::table::AcceptKind;
 use kubeedge_kube_serve::watch::{EventType, bookmark, encode_event};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 use crate::api::{RequestCtx, filter, render_table};
 use crate::registry::ResourceType;
@@ -26,8 +26,6 @@ use crate::store::Event;
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 /// A watch with no `timeoutSeconds` ends after this long (kube-apiserver: 30–60 min).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
-/// Encoded events buffered per watch response.
-const STREAM_BUFFER: usize = 256;
 
 /// Starts a watch response.
 pub fn serve(
@@ -67,42 +65,100 @@ pub fn serve(
     };
     let timeout = opts.timeout_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
     let as_table = matches!(ctx.table, AcceptKind::Table { .. });
-    let query = ctx.query.to_owned();
-    let (tx, out) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(STREAM_BUFFER);
-    let shutdown = ctx.shared.shutdown.clone();
-    let reset = ctx.shared.watch_reset.lock().clone();
-    let bookmarks = opts.allow_watch_bookmarks;
-    tokio::spawn(async move {
-        let mut state = StreamState { t, as_table, query, columns_sent: false, last_rv: start_rv };
-        let run = async {
-            for ev in backlog {
-                if !state.send(&tx, &ev, &matches).await {
-                    return;
-                }
-            }
-            if initial_events && bookmarks {
-                let mut b = bookmark(&state.t.kind, &state.t.api_version(), &start_rv.to_string());
-                b["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-                if !send_line(&tx, EventType::Bookmark, &b).await {
-                    return;
-                }
-            }
-            state.follow(&tx, rx, &matches, bookmarks).await;
-        };
-        tokio::select! {
-            _ = run => {}
-            _ = tokio::time::sleep(timeout) => {}
-            _ = shutdown.cancelled() => {}
-            _ = reset.cancelled() => {}
+    let mut first = std::collections::VecDeque::new();
+    let state = StreamState { t, as_table, query: ctx.query.to_owned(), columns_sent: false, last_rv: start_rv };
+    let mut backlog_frames = Vec::new();
+    let mut state = state;
+    for ev in &backlog {
+        if let Some(frame) = state.frame(ev, &matches) {
+            backlog_frames.push(frame);
         }
+    }
+    first.extend(backlog_frames);
+    if initial_events && opts.allow_watch_bookmarks {
+        let mut b = bookmark(&state.t.kind, &state.t.api_version(), &start_rv.to_string());
+        b["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        first.push_back(Bytes::from(encode_event(EventType::Bookmark, &b)));
+    }
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The body polls the broadcast itself: no task or channel per watcher between an event and
+    // the connection that writes it.
+    let live = Live {
+        state,
+        first,
+        rx,
+        matches: Box::new(matches),
+        bookmarks: opts.allow_watch_bookmarks,
+        tick,
+        deadline: Box::pin(tokio::time::sleep(timeout)),
+        shutdown: ctx.shared.shutdown.clone(),
+        reset: ctx.shared.watch_reset.lock().clone(),
+        done: false,
+    };
+    let stream = futures::stream::unfold(live, |mut live| async move {
+        let frame = live.next_frame().await?;
+        Some((Ok::<_, std::io::Error>(Frame::data(frame)), live))
     });
-    let stream = futures::stream::unfold(out, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     let body = StreamBody::new(stream).boxed();
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::OK;
     resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     resp.headers_mut().insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache, private"));
     Ok(resp)
+}
+
+type Matcher = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+
+/// An open watch: what is left of the backlog, then the live feed.
+struct Live {
+    state: StreamState,
+    first: std::collections::VecDeque<Bytes>,
+    rx: broadcast::Receiver<Arc<Event>>,
+    matches: Matcher,
+    bookmarks: bool,
+    tick: tokio::time::Interval,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    shutdown: tokio_util::sync::CancellationToken,
+    reset: tokio_util::sync::CancellationToken,
+    done: bool,
+}
+
+impl Live {
+    /// The next line to write, or `None` when the watch ends.
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        if let Some(f) = self.first.pop_front() {
+            return Some(f);
+        }
+        loop {
+            tokio::select! {
+                ev = self.rx.recv() => match ev {
+                    Ok(ev) => {
+                        if let Some(f) = self.state.frame(&ev, &self.matches) {
+                            return Some(f);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Too slow to keep up: end the watch with 410 so the client relists.
+                        self.done = true;
+                        let err = ApiError::gone("the watch fell too far behind; relist");
+                        return Some(Bytes::from(encode_event(EventType::Error, &err.to_status())));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = self.tick.tick(), if self.bookmarks => {
+                    let b = bookmark(&self.state.t.kind, &self.state.t.api_version(), &self.state.last_rv.to_string());
+                    return Some(Bytes::from(encode_event(EventType::Bookmark, &b)));
+                }
+                _ = &mut self.deadline => return None,
+                _ = self.shutdown.cancelled() => return None,
+                _ = self.reset.cancelled() => return None,
+            }
+        }
+    }
 }
 
 fn single_error(e: &ApiError) -> Response<Body> {
@@ -122,15 +178,11 @@ struct StreamState {
 }
 
 impl StreamState {
-    /// Sends one store event as the watcher should see it; false when the client is gone.
-    async fn send(
-        &mut self,
-        tx: &mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
-        ev: &Event,
-        matches: &(impl Fn(&Value) -> bool + Send + Sync),
-    ) -> bool {
+    /// The line for one store event as this watcher should see it, or `None` when it does not
+    /// concern the watcher.
+    fn frame(&mut self, ev: &Event, matches: &(dyn Fn(&Value) -> bool + Send + Sync)) -> Option<Bytes> {
         if ev.key.0 != self.t.group || ev.key.1 != self.t.plural {
-            return true;
+            return None;
         }
         self.last_rv = self.last_rv.max(ev.rv);
         let now = matches(&ev.object);
@@ -138,21 +190,17 @@ impl StreamState {
         let kind = match ev.kind {
             EventType::Modified if now && !before => EventType::Added,
             EventType::Modified if !now && before => EventType::Deleted,
-            EventType::Modified if !now => return true,
-            EventType::Added | EventType::Deleted if !now => return true,
+            EventType::Modified if !now => return None,
+            EventType::Added | EventType::Deleted if !now => return None,
             k => k,
         };
         if !self.as_table && kind == ev.kind {
-            let line = ev.encoded.get_or_init(|| Bytes::from(encode_event(kind, &ev.object))).clone();
-            return tx.send(Ok(Frame::data(line))).await.is_ok();
+            return Some(ev.encoded.get_or_init(|| Bytes::from(encode_event(kind, &ev.object))).clone());
         }
         let object = if self.as_table {
             let mut tbl = match render_table(&self.query, &self.t, std::slice::from_ref(&*ev.object)) {
                 Ok(t) => t,
-                Err(e) => {
-                    send_line(tx, EventType::Error, &e.to_status()).await;
-                    return false;
-                }
+                Err(e) => return Some(Bytes::from(encode_event(EventType::Error, &e.to_status()))),
             };
             if self.columns_sent {
                 tbl["columnDefinitions"] = json!([]);
@@ -162,46 +210,6 @@ impl StreamState {
         } else {
             (*ev.object).clone()
         };
-        send_line(tx, kind, &object).await
+        Some(Bytes::from(encode_event(kind, &object)))
     }
-
-    async fn follow(
-        &mut self,
-        tx: &mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
-        mut rx: broadcast::Receiver<Arc<Event>>,
-        matches: &(impl Fn(&Value) -> bool + Send + Sync),
-        bookmarks: bool,
-    ) {
-        let mut tick = tokio::time::interval(BOOKMARK_EVERY);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                ev = rx.recv() => match ev {
-                    Ok(ev) => {
-                        if !self.send(tx, &ev, matches).await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Too slow to keep up: end the watch with 410 so the client relists.
-                        let err = ApiError::gone("the watch fell too far behind; relist");
-                        let _ = send_line(tx, EventType::Error, &err.to_status()).await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = tick.tick(), if bookmarks => {
-                    let b = bookmark(&self.t.kind, &self.t.api_version(), &self.last_rv.to_string());
-                    if !send_line(tx, EventType::Bookmark, &b).await {
-                        return;
-                    }
-                }
-                _ = tx.closed() => return,
-            }
-        }
-    }
-}
-
-async fn send_line(tx: &mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>, kind: EventType, object: &Value) -> bool {
-    tx.send(Ok(Frame::data(Bytes::from(encode_event(kind, object))))).await.is_ok()
 }
