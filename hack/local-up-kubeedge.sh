@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds cloudcore and edgecore and runs them locally with generated configs until Ctrl-C.
+# Builds cloudcore, edgecore and apiserver-lite and runs them locally until Ctrl-C.
 #
 # Configs come from each daemon's own `--defaultconfig` (modules this build does not have yet
 # are switched off there). Work files go to _output/local-up/ (override with LOCAL_UP_DIR).
-# Monitor ports: CLOUDCORE_MONITOR (127.0.0.1:9091) and EDGECORE_MONITOR (127.0.0.1:9092).
+# Monitor ports: CLOUDCORE_MONITOR (127.0.0.1:9091) and EDGECORE_MONITOR (127.0.0.1:9092);
+# the Kubernetes API (apiserver-lite): APISERVER_LISTEN (127.0.0.1:6443), kubeconfig in $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,8 @@ PROFILE=${PROFILE:-release}
 
 bash hack/install-deps.sh
 echo "local-up: building cloudcore and edgecore ($PROFILE)"
-if [ "$PROFILE" = release ]; then cargo build --release --locked -p cloudcore -p edgecore; else cargo build --locked -p cloudcore -p edgecore; fi
+PKGS=(-p cloudcore -p edgecore -p apiserver-lite)
+if [ "$PROFILE" = release ]; then cargo build --release --locked "${PKGS[@]}"; else cargo build --locked "${PKGS[@]}"; fi
 BIN=target/$PROFILE
 mkdir -p "$OUT"
 
@@ -36,6 +38,15 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+APISERVER=${APISERVER_LISTEN:-127.0.0.1:6443}
+rm -f "$OUT/kubeconfig"
+"$BIN/apiserver-lite" --listen "$APISERVER" --kubeconfig-out "$OUT/kubeconfig" > "$OUT/apiserver-lite.out" 2> "$OUT/apiserver-lite.log" & pids+=($!)
+for _ in $(seq 1 100); do [ -s "$OUT/kubeconfig" ] && break; sleep 0.1; done
+if [ ! -s "$OUT/kubeconfig" ]; then
+  echo "local-up: apiserver-lite did not start; see $OUT/apiserver-lite.log" >&2
+  exit 1
+fi
+echo "local-up: apiserver-lite on https://$APISERVER; use it with: export KUBECONFIG=$PWD/$OUT/kubeconfig"
 "$BIN/cloudcore" --config "$OUT/cloudcore.yaml" 2> "$OUT/cloudcore.log" & pids+=($!)
 "$BIN/edgecore" --config "$OUT/edgecore.yaml" 2> "$OUT/edgecore.log" & pids+=($!)
 
