@@ -1,0 +1,330 @@
+//! KubeEdge's PKI, wire-compatible with upstream (`pkg/security/certs`, `pkg/security/token`,
+//! `edge/pkg/edgehub/certificate`; `reference/kubeedge-protocols.md` §3):
+//!
+//! - [`Ca`]: ECDSA P-256, self-signed, CN `KubeEdge`, serial 1024, valid 100×364 days; it issues
+//!   CloudCore's serving certificate (SANs from `advertiseAddress` and `dnsNames`) and signs
+//!   edge CSRs, copying their subject and SANs.
+//! - Keys are **SEC1** DER (`EC PRIVATE KEY`), as upstream stores them in Secrets and files;
+//!   [`key_from_pem`] also accepts upstream's SEC1 bytes under a `PRIVATE KEY` label, and PKCS#8.
+//! - [`edge_csr`]: the CSR an edge sends, O=`system:nodes`, CN=`system:node:{node}`.
+//! - The join token: `hex(sha256(CA DER)) + "." + JWT(HS256, key = CA key SEC1 DER, {"exp"})`
+//!   ([`Ca::token`], [`Ca::verify_jwt`], [`split_token`]).
+
+mod der;
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+};
+use time::OffsetDateTime;
+
+pub use der::{pkcs8_to_sec1, sec1_to_pkcs8};
+
+/// Upstream's CA and server certificate validity: 100 × 364 days.
+pub const LONG_VALIDITY: Duration = Duration::from_secs(100 * 364 * 86_400);
+
+/// Errors of the PKI.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Certificate or CSR generation or signing failed.
+    #[error("certificate operation failed")]
+    Rcgen(#[from] rcgen::Error),
+    /// A certificate could not be parsed.
+    #[error("invalid certificate: {0}")]
+    Certificate(String),
+    /// A key could not be parsed.
+    #[error("invalid private key: {0}")]
+    Key(String),
+    /// A PEM block is missing or malformed.
+    #[error("invalid PEM: {0}")]
+    Pem(String),
+    /// The token is malformed, forged or expired.
+    #[error("invalid token: {0}")]
+    Token(String),
+}
+
+/// A result with this crate's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A certificate and its key, both DER (the key as SEC1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertAndKey {
+    /// The certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The private key, SEC1 DER.
+    pub key_sec1: Vec<u8>,
+}
+
+/// The cluster CA.
+pub struct Ca {
+    cert_der: Vec<u8>,
+    key_sec1: Vec<u8>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn kubeedge_dn() -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "KubeEdge");
+    dn
+}
+
+fn key_pair_from_sec1(sec1: &[u8]) -> Result<KeyPair> {
+    let pkcs8 = sec1_to_pkcs8(sec1).map_err(Error::Key)?;
+    KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.as_slice().into(), &PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| Error::Key(e.to_string()))
+}
+
+fn new_key() -> Result<(KeyPair, Vec<u8>)> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let sec1 = pkcs8_to_sec1(&key.serialize_der()).map_err(Error::Key)?;
+    Ok((key, sec1))
+}
+
+fn random_serial() -> SerialNumber {
+    // Below 2^63, as upstream's `rand.Int(rand.Reader, new(big.Int).SetInt64(math.MaxInt64))`.
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    bytes[0] &= 0x7f;
+    SerialNumber::from_slice(&bytes)
+}
+
+impl Ca {
+    /// A new CA as upstream makes it.
+    pub fn generate() -> Result<Self> {
+        let (key, key_sec1) = new_key()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = kubeedge_dn();
+        params.serial_number = Some(SerialNumber::from(1024u64));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = now();
+        params.not_after = now() + LONG_VALIDITY;
+        let cert = params.self_signed(&key)?;
+        Ok(Self { cert_der: cert.der().to_vec(), key_sec1, issuer: Issuer::new(params, key) })
+    }
+
+    /// Loads a CA from its certificate and SEC1 key (as stored in `casecret` or the files).
+    pub fn from_der(cert_der: &[u8], key_sec1: &[u8]) -> Result<Self> {
+        let key = key_pair_from_sec1(key_sec1)?;
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(cert_der).map_err(|e| Error::Certificate(e.to_string()))?;
+        if parsed.public_key().subject_public_key.data.as_ref() != rcgen::PublicKeyData::der_bytes(&key) {
+            return Err(Error::Key("the key does not belong to the CA certificate".into()));
+        }
+        let issuer = Issuer::from_ca_cert_der(&cert_der.into(), key).map_err(|e| Error::Certificate(e.to_string()))?;
+        Ok(Self { cert_der: cert_der.to_vec(), key_sec1: key_sec1.to_vec(), issuer })
+    }
+
+    /// The CA certificate, DER (what `GET /ca.crt` serves).
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> String {
+        pem("CERTIFICATE", &self.cert_der)
+    }
+
+    /// The CA key, SEC1 DER (what `casecret.cakeydata` holds; also the token's HMAC key).
+    pub fn key_sec1(&self) -> &[u8] {
+        &self.key_sec1
+    }
+
+    /// Lowercase hex SHA-256 of the CA certificate DER (the token's first part).
+    pub fn hash(&self) -> String {
+        ca_hash(&self.cert_der)
+    }
+
+    /// CloudCore's serving certificate: CN and O `KubeEdge`, EKU ServerAuth, SANs from the
+    /// advertise addresses and DNS names, valid 100×364 days.
+    pub fn issue_server(&self, ips: &[IpAddr], dns_names: &[String]) -> Result<CertAndKey> {
+        let (key, key_sec1) = new_key()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "KubeEdge");
+        dn.push(DnType::CommonName, "KubeEdge");
+        params.distinguished_name = dn;
+        params.serial_number = Some(random_serial());
+        params.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+        for name in dns_names {
+            params.subject_alt_names.push(SanType::DnsName(name.clone().try_into()?));
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = now();
+        params.not_after = now() + LONG_VALIDITY;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(CertAndKey { cert_der: cert.der().to_vec(), key_sec1 })
+    }
+
+    /// Signs an edge's CSR (DER): subject and SANs copied, a random serial, validity `days`
+    /// (`edgeCertSigningDuration`), KeyUsage DigitalSignature + KeyEncipherment, the given
+    /// extended key usages (upstream default: ClientAuth). The CSR's signature is verified.
+    pub fn sign_csr(&self, csr_der: &[u8], days: u32, usages: &[ExtendedKeyUsagePurpose]) -> Result<Vec<u8>> {
+        let mut csr = CertificateSigningRequestParams::from_der(&csr_der.into())?;
+        csr.params.serial_number = Some(random_serial());
+        csr.params.not_before = now();
+        csr.params.not_after = now() + Duration::from_secs(u64::from(days) * 86_400);
+        csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        csr.params.extended_key_usages = usages.to_vec();
+        csr.params.is_ca = IsCa::NoCa;
+        Ok(csr.signed_by(&self.issuer)?.der().to_vec())
+    }
+
+    /// A join token valid for `valid_for` from now: `{hash}.{jwt}`.
+    pub fn token(&self, valid_for: Duration) -> String {
+        let exp = SystemTime::now().checked_add(valid_for).unwrap_or(SystemTime::now());
+        let exp = exp.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        format!("{}.{}", self.hash(), jwt_hs256(&self.key_sec1, exp))
+    }
+
+    /// Checks a bearer JWT (the token without its CA hash): HS256 with the CA key, not expired.
+    pub fn verify_jwt(&self, jwt: &str) -> Result<()> {
+        verify_jwt_at(&self.key_sec1, jwt, SystemTime::now())
+    }
+}
+
+/// Lowercase hex SHA-256 of DER bytes.
+pub fn ca_hash(cert_der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, cert_der).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Splits a join token into the CA hash and the JWT (`hash.header.claims.signature`).
+pub fn split_token(token: &str) -> Result<(&str, &str)> {
+    let token = token.trim();
+    let (hash, jwt) = token.split_once('.').ok_or_else(|| Error::Token("expected caHash.JWT".into()))?;
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) || jwt.split('.').count() != 3 {
+        return Err(Error::Token("expected a 64-digit hex CA hash and a three-part JWT".into()));
+    }
+    Ok((hash, jwt))
+}
+
+fn b64url(data: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+fn jwt_hs256(key: &[u8], exp: u64) -> String {
+    let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = b64url(format!(r#"{{"exp":{exp}}}"#).as_bytes());
+    let signing_input = format!("{header}.{claims}");
+    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), signing_input.as_bytes());
+    format!("{signing_input}.{}", b64url(tag.as_ref()))
+}
+
+/// Verifies an HS256 JWT against `key` at `now`.
+pub fn verify_jwt_at(key: &[u8], jwt: &str, now: SystemTime) -> Result<()> {
+    let bad = |m: &str| Error::Token(m.to_owned());
+    let mut parts = jwt.trim().split('.');
+    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(bad("expected three parts"));
+    };
+    let dec = |p: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p.trim_end_matches('='));
+    let header: serde_json::Value = serde_json::from_slice(&dec(h).map_err(|_| bad("header is not base64url"))?)
+        .map_err(|_| bad("header is not JSON"))?;
+    if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
+        return Err(bad("the algorithm must be HS256"));
+    }
+    let sig = dec(s).map_err(|_| bad("signature is not base64url"))?;
+    ring::hmac::verify(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), format!("{h}.{c}").as_bytes(), &sig)
+        .map_err(|_| bad("signature mismatch"))?;
+    let claims: serde_json::Value = serde_json::from_slice(&dec(c).map_err(|_| bad("claims are not base64url"))?)
+        .map_err(|_| bad("claims are not JSON"))?;
+    let exp = claims.get("exp").and_then(|e| e.as_f64()).ok_or_else(|| bad("no exp claim"))?;
+    let now = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    if exp <= now {
+        return Err(bad("expired"));
+    }
+    Ok(())
+}
+
+/// The CSR an edge sends to `/edge.crt`, with a fresh key: C=CN, ST=Zhejiang, L=Hangzhou,
+/// O=system:nodes, CN=system:node:{node}. Returns (CSR DER, key SEC1 DER).
+pub fn edge_csr(node: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    let (key, key_sec1) = new_key()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, "CN");
+    dn.push(DnType::StateOrProvinceName, "Zhejiang");
+    dn.push(DnType::LocalityName, "Hangzhou");
+    dn.push(DnType::OrganizationName, "system:nodes");
+    dn.push(DnType::CommonName, format!("system:node:{node}"));
+    params.distinguished_name = dn;
+    let csr = params.serialize_request(&key)?;
+    Ok((csr.der().to_vec(), key_sec1))
+}
+
+/// The subject of a certificate: (CN, O values).
+pub fn subject(cert_der: &[u8]) -> Result<(String, Vec<String>)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| Error::Certificate(e.to_string()))?;
+    let s = cert.subject();
+    let cn = s.iter_common_name().next().and_then(|c| c.as_str().ok()).unwrap_or_default().to_owned();
+    let orgs = s.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_owned)).collect();
+    Ok((cn, orgs))
+}
+
+/// A certificate's validity: (not before, not after) as Unix seconds.
+pub fn validity(cert_der: &[u8]) -> Result<(i64, i64)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| Error::Certificate(e.to_string()))?;
+    Ok((cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()))
+}
+
+/// PEM-encodes DER under a label.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The first PEM block: (label, DER).
+pub fn parse_pem(text: &str) -> Result<(String, Vec<u8>)> {
+    let begin = text.find("-----BEGIN ").ok_or_else(|| Error::Pem("no BEGIN line".into()))?;
+    let rest = &text[begin + 11..];
+    let label_end = rest.find("-----").ok_or_else(|| Error::Pem("unterminated BEGIN line".into()))?;
+    let label = rest[..label_end].to_owned();
+    let body_start = label_end + 5;
+    let end_marker = format!("-----END {label}-----");
+    let end = rest.find(&end_marker).ok_or_else(|| Error::Pem(format!("no END {label} line")))?;
+    let body: String = rest[body_start..end].chars().filter(|c| !c.is_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(body).map_err(|e| Error::Pem(e.to_string()))?;
+    Ok((label, der))
+}
+
+/// Reads a P-256 private key from PEM as SEC1 DER. Accepts `EC PRIVATE KEY` (SEC1), upstream's
+/// SEC1 bytes mislabelled `PRIVATE KEY`, and real PKCS#8 under `PRIVATE KEY`.
+pub fn key_from_pem(text: &str) -> Result<Vec<u8>> {
+    let (label, der) = parse_pem(text)?;
+    match label.as_str() {
+        "EC PRIVATE KEY" => Ok(der),
+        "PRIVATE KEY" => match pkcs8_to_sec1(&der) {
+            Ok(sec1) => Ok(sec1),
+            // Upstream writes SEC1 under this label.
+            Err(_) => sec1_to_pkcs8(&der).map(|_| der).map_err(Error::Key),
+        },
+        other => Err(Error::Key(format!("unsupported PEM label {other:?}"))),
+    }
+}
+
+/// A rustls private key from SEC1 DER.
+pub fn rustls_key(sec1: &[u8]) -> rustls_pki_types::PrivateKeyDer<'static> {
+    rustls_pki_types::PrivateKeyDer::Sec1(sec1.to_vec().into())
+}
+
+/// Extended key usages for [`Ca::sign_csr`].
+pub use rcgen::ExtendedKeyUsagePurpose as ExtKeyUsage;
+/// The key and certificate types rcgen and rustls share.
+pub use rustls_pki_types;
