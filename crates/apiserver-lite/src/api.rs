@@ -290,7 +290,7 @@ fn list(
                 .map_err(|_| ApiError::bad_request("invalid continue token"))?;
             let tok: ContinueToken =
                 serde_json::from_slice(&raw).map_err(|_| ApiError::bad_request("invalid continue token"))?;
-            Some((tok.ns, tok.name))
+            Some((tok.ns, tok.name, tok.rv))
         }
         None => None,
     };
@@ -301,7 +301,21 @@ fn list(
         return Err(ApiError::gone(format!("too old resource version: {rv} ({})", store.resource_version())));
     }
     let limit = opts.limit.filter(|l| *l > 0).map(|l| l as usize);
-    let (items, rv, remaining) = store.list(t, ns, after.as_ref(), limit, &|o| filter(o));
+    let after_key = after.as_ref().map(|(ns, name, _)| (ns.clone(), name.clone()));
+    let (items, current_rv, remaining) = store.list(t, ns, after_key.as_ref(), limit, &|o| filter(o));
+    // Every page of a paged list reports the first page's version, as kube-apiserver does;
+    // clients start their watch from it, so changes between pages are not missed.
+    let rv = match &after {
+        Some((_, _, first_rv)) => {
+            if *first_rv < store.compacted() {
+                return Err(ApiError::gone(format!(
+                    "the provided continue parameter is too old to display a consistent list result ({first_rv})"
+                )));
+            }
+            *first_rv
+        }
+        None => current_rv,
+    };
     let continue_token = if remaining > 0 {
         items.last().map(|last| {
             let tok = ContinueToken {
@@ -454,6 +468,9 @@ fn patch_object(
         let now = time::now();
         match store.get(t, ns, name) {
             Err(e) if e.code == 404 && !status_only => {
+                if patch_doc.pointer("/metadata/name").and_then(Value::as_str).is_some_and(|n| n != name) {
+                    return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+                }
                 let obj = patch::apply(None, &patch_doc, &t.kind, &manager, &now).map_err(|e| e.to_api_error())?;
                 let created = store.create(t, ns, obj)?;
                 return Ok(render_one(ctx, t, &created, StatusCode::CREATED));
@@ -524,7 +541,17 @@ fn token(
 ) -> Result<Response<Body>, ApiError> {
     ctx.shared.store.get(t, ns, name)?;
     let mut req = decode_body(ctx.content_type, body)?;
-    let secs = req.pointer("/spec/expirationSeconds").and_then(Value::as_u64).unwrap_or(3600).max(600);
+    let secs = req.pointer("/spec/expirationSeconds").and_then(Value::as_u64).unwrap_or(3600);
+    if !(600..=1 << 32).contains(&secs) {
+        return Err(ApiError::invalid(
+            "TokenRequest",
+            name,
+            vec![(
+                "spec.expirationSeconds".to_owned(),
+                "may not specify a duration less than 10 minutes or longer than 2^32 seconds".to_owned(),
+            )],
+        ));
+    }
     let ns = ns.unwrap_or_default();
     let user = User {
         name: format!("system:serviceaccount:{ns}:{name}"),

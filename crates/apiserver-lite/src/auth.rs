@@ -37,8 +37,12 @@ impl Authenticator {
     /// Mints a random token for `user`, valid for `ttl`.
     pub fn mint(&self, user: User, ttl: Duration) -> (String, SystemTime) {
         let token = random_token();
-        let expires = SystemTime::now() + ttl;
-        self.tokens.write().insert(token.clone(), Token { user, expires: Some(expires) });
+        let now = SystemTime::now();
+        let expires = now.checked_add(ttl).unwrap_or(now);
+        let mut tokens = self.tokens.write();
+        // Expired tokens are dropped as new ones are minted, so the table stays bounded.
+        tokens.retain(|_, t| t.expires.is_none_or(|e| e > now));
+        tokens.insert(token.clone(), Token { user, expires: Some(expires) });
         (token, expires)
     }
 

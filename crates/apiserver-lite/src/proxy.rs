@@ -115,14 +115,26 @@ pub async fn to_kubelet(
 
 /// The container a log/exec request names, or the pod's only container.
 fn container_name(pod: &Value, query: &str) -> Result<String, ApiError> {
-    if let Some((_, c)) = query_pairs(query).into_iter().find(|(k, _)| k == "container") {
-        return Ok(c);
-    }
     let names: Vec<&str> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
         .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
         .unwrap_or_default();
+    if let Some((_, c)) = query_pairs(query).into_iter().find(|(k, _)| k == "container") {
+        let all = ["initContainers", "containers", "ephemeralContainers"];
+        let known = all.iter().any(|l| {
+            pod.pointer(&format!("/spec/{l}"))
+                .and_then(Value::as_array)
+                .is_some_and(|cs| cs.iter().any(|x| x["name"].as_str() == Some(c.as_str())))
+        });
+        if !known {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {}",
+                pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+            )));
+        }
+        return Ok(c);
+    }
     match names.as_slice() {
         [only] => Ok((*only).to_owned()),
         _ => Err(ApiError::bad_request(format!(
@@ -202,6 +214,8 @@ mod tests {
         assert_eq!(container_name(&one, "follow=true").unwrap(), "c");
         let two = json!({"metadata":{"name":"p"},"spec":{"containers":[{"name":"a"},{"name":"b"}]}});
         assert_eq!(container_name(&two, "container=b").unwrap(), "b");
+        let bad = container_name(&two, "container=..%2F..%2Fexec").unwrap_err();
+        assert!(bad.message.contains("is not valid for pod p"), "{}", bad.message);
         let err = container_name(&two, "").unwrap_err();
         assert!(err.message.contains("choose one of: [a b]"), "{}", err.message);
         assert_eq!(enc("echo hi"), "echo%20hi");

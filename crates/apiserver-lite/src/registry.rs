@@ -148,9 +148,7 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
         if v.pointer("/subresources/status").is_some() {
             subresources.push("status".to_owned());
         }
-        if v.pointer("/subresources/scale").is_some() {
-            subresources.push("scale".to_owned());
-        }
+        // The scale subresource is not served, so it is not advertised.
         out.push(ResourceType {
             group: group.to_owned(),
             version: version.to_owned(),

@@ -20,6 +20,8 @@ use crate::{defaults, time};
 
 /// Events kept for watches that resume from a resourceVersion; older ones get 410 Gone.
 pub const DEFAULT_HISTORY: usize = 50_000;
+/// The longest grace period honoured (a year); larger requests are cut to it.
+const MAX_GRACE_SECONDS: i64 = 365 * 86_400;
 /// Events buffered per watcher before it is considered too slow and closed (it then relists).
 const BROADCAST_CAPACITY: usize = 16_384;
 
@@ -84,6 +86,9 @@ impl DeleteOptions {
         };
         if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
             opts.grace = Some(g);
+        }
+        if v.get("dryRun").and_then(Value::as_array).is_some_and(|d| !d.is_empty()) {
+            return Err(ApiError::bad_request("dry runs (dryRun=All) are not supported by apiserver-lite"));
         }
         let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_owned);
         opts.uid = s("/preconditions/uid");
@@ -344,6 +349,16 @@ impl Store {
             m.remove("deletionGracePeriodSeconds");
             m.remove("resourceVersion");
         }
+        // Status is the server's (or a controller's) to write: dropped on create, as
+        // kube-apiserver's create strategies do, except for nodes (the kubelet registers with
+        // its status) and namespaces (defaulted below).
+        if t.has_status()
+            && t.kind != "Node"
+            && t.kind != "Namespace"
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
+        }
         if t.group.is_empty() || t.group == "apiextensions.k8s.io" {
             defaults::apply(&t.kind, &mut obj);
         }
@@ -401,6 +416,18 @@ impl Store {
         }
         if meta_str(&new, "name").is_some_and(|n| n != name) {
             return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+        }
+        if let Some(uid) = meta_str(&new, "uid").filter(|u| !u.is_empty())
+            && Some(uid) != meta_str(&current, "uid")
+        {
+            return Err(ApiError::conflict(
+                &t.group_resource(),
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&current, "uid").unwrap_or_default()
+                ),
+            ));
         }
         if status_only {
             let status = new.get("status").cloned();
@@ -466,6 +493,15 @@ impl Store {
                     m.remove("activeDeadlineSeconds");
                 }
             }
+            // Binding (pods/binding) sets the node once.
+            if old_spec.get("nodeName").and_then(Value::as_str).is_none_or(str::is_empty)
+                && let Some(m) = a.as_object_mut()
+            {
+                m.remove("nodeName");
+                if let Some(n) = b.as_object_mut() {
+                    n.remove("nodeName");
+                }
+            }
             if a != b {
                 return Err(ApiError::invalid(
                     "Pod",
@@ -493,8 +529,19 @@ impl Store {
         let finalizers_empty =
             new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
         let grace_done = new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0;
-        if terminating && finalizers_empty && grace_done {
-            return Ok(self.commit(&mut st, t, &ns_key, name, EventType::Deleted, new));
+        // A namespace goes only when it is empty (finalize_namespace decides).
+        if terminating && finalizers_empty && grace_done && t.kind != "Namespace" {
+            let obj = self.commit(&mut st, t, &ns_key, name, EventType::Deleted, new);
+            if t.kind == "CustomResourceDefinition" {
+                self.crd_changed(&mut st, Some(&current), None);
+            }
+            drop(st);
+            self.after_delete(&ns_key);
+            return Ok(obj);
+        }
+        if t.kind == "CustomResourceDefinition" {
+            registry::from_crd(&new).map_err(|m| ApiError::invalid(&t.kind, name, vec![("spec".to_owned(), m)]))?;
+            self.crd_changed(&mut st, Some(&current), Some(&new));
         }
         Ok(self.commit(&mut st, t, &ns_key, name, EventType::Modified, new))
     }
@@ -547,20 +594,22 @@ impl Store {
                     .unwrap_or_else(|| {
                         current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30)
                     })
-                    .max(0)
+                    .clamp(0, MAX_GRACE_SECONDS)
             }
         } else {
             0
         };
         let already = current.pointer("/metadata/deletionTimestamp").is_some();
         if t.kind == "Namespace" {
-            let mut obj = (*current).clone();
-            if !already {
+            let obj = if already {
+                current.clone()
+            } else {
+                let mut obj = (*current).clone();
                 obj["metadata"]["deletionTimestamp"] = json!(time::now());
                 obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
                 obj["status"]["phase"] = json!("Terminating");
-            }
-            let obj = self.commit(&mut st, t, &ns_key, name, EventType::Modified, obj);
+                self.commit(&mut st, t, &ns_key, name, EventType::Modified, obj)
+            };
             drop(st);
             self.drain_namespace(name);
             let gone = self.finalize_namespace(name);
@@ -578,26 +627,44 @@ impl Store {
             return Ok((obj, false));
         }
         let obj = self.commit(&mut st, t, &ns_key, name, EventType::Deleted, (*current).clone());
-        if t.kind == "CustomResourceDefinition"
-            && let Ok(types) = registry::from_crd(&current)
+        if t.kind == "CustomResourceDefinition" {
+            self.crd_changed(&mut st, Some(&current), None);
+        }
+        drop(st);
+        self.after_delete(&ns_key);
+        Ok((obj, true))
+    }
+
+    /// After an object is gone: its namespace may now be empty and terminating.
+    fn after_delete(&self, ns: &str) {
+        if !ns.is_empty() {
+            self.finalize_namespace(ns);
+        }
+    }
+
+    /// Keeps the served types in step with a CRD: `old` → `new` (None: deleted, which also
+    /// deletes every custom object of versions no longer served).
+    fn crd_changed(&self, st: &mut State, old: Option<&Value>, new: Option<&Value>) {
+        let old_types = old.and_then(|o| registry::from_crd(o).ok()).unwrap_or_default();
+        let new_types = new.and_then(|n| registry::from_crd(n).ok()).unwrap_or_default();
+        for ot in &old_types {
+            st.types.remove(&(ot.group.clone(), ot.version.clone(), ot.plural.clone()));
+        }
+        for nt in &new_types {
+            st.types.insert((nt.group.clone(), nt.version.clone(), nt.plural.clone()), Arc::new(nt.clone()));
+        }
+        if new_types.is_empty()
+            && let Some(ct) = old_types.first()
         {
-            {
-                for ct in &types {
-                    st.types.remove(&(ct.group.clone(), ct.version.clone(), ct.plural.clone()));
-                }
-                if let Some(ct) = types.first() {
-                    let objects: Vec<_> = st
-                        .objects
-                        .get(&Self::key(ct))
-                        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                        .unwrap_or_default();
-                    for ((o_ns, o_name), v) in objects {
-                        self.commit(&mut st, ct, &o_ns, &o_name, EventType::Deleted, (*v).clone());
-                    }
-                }
+            let objects: Vec<_> = st
+                .objects
+                .get(&Self::key(ct))
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            for ((o_ns, o_name), v) in objects {
+                self.commit(st, ct, &o_ns, &o_name, EventType::Deleted, (*v).clone());
             }
         }
-        Ok((obj, true))
     }
 
     /// Deletes everything in a terminating namespace (pods on nodes get their grace period).
@@ -639,6 +706,11 @@ impl Store {
         }
         self.commit(&mut st, &ns_type, "", ns, EventType::Deleted, (*obj).clone());
         true
+    }
+
+    /// The oldest resourceVersion a watch or a continued list may resume from.
+    pub fn compacted(&self) -> u64 {
+        self.state.lock().compacted
     }
 
     /// Forgets the event history, as an etcd compaction does: every watch that resumes from an

@@ -17,7 +17,8 @@ pub fn now() -> String {
 
 /// `now + secs`, formatted.
 pub fn in_secs(secs: u64) -> String {
-    rfc3339(SystemTime::now() + Duration::from_secs(secs))
+    let now = SystemTime::now();
+    rfc3339(now.checked_add(Duration::from_secs(secs)).unwrap_or(now))
 }
 
 /// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.

@@ -47,6 +47,13 @@ pub fn serve(
             && selector(obj)
     };
     let initial_events = opts.send_initial_events == Some(true);
+    if initial_events && !opts.allow_watch_bookmarks {
+        return Err(ApiError::invalid(
+            "ListOptions",
+            "",
+            vec![("sendInitialEvents".to_owned(), "sendInitialEvents requires allowWatchBookmarks=true".to_owned())],
+        ));
+    }
     // With sendInitialEvents the current state comes first whatever the version; without it,
     // "" and "0" mean "from now, with the current state", and a number resumes from history.
     let from = match opts.resource_version.as_deref() {
@@ -191,7 +198,8 @@ impl StreamState {
             EventType::Modified if now && !before => EventType::Added,
             EventType::Modified if !now && before => EventType::Deleted,
             EventType::Modified if !now => return None,
-            EventType::Added | EventType::Deleted if !now => return None,
+            EventType::Deleted if !now && !before => return None,
+            EventType::Added if !now => return None,
             k => k,
         };
         if !self.as_table && kind == ev.kind {

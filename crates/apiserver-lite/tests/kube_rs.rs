@@ -236,3 +236,59 @@ fn unauthenticated_and_malformed_requests() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
     }
 }
+
+#[test]
+fn binding_and_namespace_termination_with_a_node_held_pod() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let c = Cluster::start();
+    let client = c.client();
+    c.rt.block_on(async {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata":{"name":"team"}})).unwrap()).await.unwrap();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "team");
+        let pod: Pod = serde_json::from_value(json!({"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"busybox"}]}})).unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        // The scheduler binds it.
+        let binding = json!({"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"kind":"Node","name":"edge-1"}});
+        let req = http::Request::post("/api/v1/namespaces/team/pods/p/binding")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&binding).unwrap())
+            .unwrap();
+        client.request_text(req).await.unwrap();
+        let bound = pods.get("p").await.unwrap();
+        assert_eq!(bound.spec.unwrap().node_name.as_deref(), Some("edge-1"));
+        let uid = bound.metadata.uid.unwrap();
+
+        // Deleting the namespace waits for the node to finish the pod.
+        namespaces.delete("team", &DeleteParams::default()).await.unwrap();
+        let ns = namespaces.get("team").await.unwrap();
+        assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+        assert!(pods.get("p").await.unwrap().metadata.deletion_timestamp.is_some());
+        // A relabel while terminating does not drop the namespace early.
+        namespaces.patch("team", &PatchParams::default(), &Patch::Merge(json!({"metadata":{"labels":{"x":"y"}}}))).await.unwrap();
+        assert!(namespaces.get("team").await.is_ok());
+        // The node deletes the pod with grace 0 and a UID precondition, as a kubelet does.
+        let dp = DeleteParams { grace_period_seconds: Some(0), preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
+        pods.delete("p", &dp).await.unwrap();
+        assert!(matches!(pods.get("p").await, Err(kube::Error::Api(s)) if s.code == 404));
+        assert!(matches!(namespaces.get("team").await, Err(kube::Error::Api(s)) if s.code == 404), "the empty namespace goes");
+    });
+}
+
+#[test]
+fn every_page_of_a_list_reports_the_first_pages_version() {
+    let c = Cluster::start();
+    let client = c.client();
+    c.rt.block_on(async {
+        let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+        for i in 0..6 {
+            cms.create(&PostParams::default(), &cm(&format!("l{i}"), "x")).await.unwrap();
+        }
+        let first = cms.list(&ListParams::default().limit(2)).await.unwrap();
+        let rv = first.metadata.resource_version.clone().unwrap();
+        cms.create(&PostParams::default(), &cm("between", "x")).await.unwrap();
+        let token = first.metadata.continue_.unwrap();
+        let second = cms.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
+        assert_eq!(second.metadata.resource_version.unwrap(), rv);
+    });
+}

@@ -700,11 +700,11 @@ impl FieldSelector {
 
 /// Finds the first unescaped operator (`!=`, `==`, `=`), as `fields.splitTerm`.
 fn split_term(term: &str) -> Option<(&str, FieldOp, &str)> {
-    let bytes = term.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            i += 2;
+    let mut chars = term.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == '\\' {
+            // Skip the escaped character, whatever its width.
+            chars.next();
             continue;
         }
         for (op, kind) in [("!=", FieldOp::NotEquals), ("==", FieldOp::Equals), ("=", FieldOp::Equals)] {
@@ -712,7 +712,6 @@ fn split_term(term: &str) -> Option<(&str, FieldOp, &str)> {
                 return Some((&term[..i], kind, &term[i + op.len()..]));
             }
         }
-        i += 1;
     }
     None
 }
@@ -737,6 +736,16 @@ impl fmt::Display for FieldSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_selectors_with_non_ascii_text_do_not_panic() {
+        assert!(FieldSelector::parse("é").is_err(), "no operator");
+        let s = FieldSelector::parse("metadata.name=café,spec.nodeName!=é").unwrap();
+        assert!(s.matches(&serde_json::json!({"metadata":{"name":"café"}})));
+        // An escaped multi-byte character before the operator used to slice inside it.
+        let escaped = FieldSelector::parse("a\\é=x");
+        assert_eq!(escaped.unwrap().requirements(), vec!["a\\é"]);
+    }
     use serde_json::json;
 
     fn labels(v: Value) -> Map<String, Value> {
