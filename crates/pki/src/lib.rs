@@ -250,14 +250,28 @@ pub fn verify_jwt_at(key: &[u8], jwt: &str, now: SystemTime) -> Result<()> {
 /// The CSR an edge sends to `/edge.crt`, with a fresh key: C=CN, ST=Zhejiang, L=Hangzhou,
 /// O=system:nodes, CN=system:node:{node}. Returns (CSR DER, key SEC1 DER).
 pub fn edge_csr(node: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    let cn = format!("system:node:{node}");
+    csr_with_subject(&[("C", "CN"), ("ST", "Zhejiang"), ("L", "Hangzhou"), ("O", "system:nodes"), ("CN", &cn)])
+}
+
+/// A CSR with a fresh key and the given subject attributes (`C`, `ST`, `L`, `O`, `OU`, `CN`),
+/// in order. Returns (CSR DER, key SEC1 DER).
+pub fn csr_with_subject(attrs: &[(&str, &str)]) -> Result<(Vec<u8>, Vec<u8>)> {
     let (key, key_sec1) = new_key()?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CountryName, "CN");
-    dn.push(DnType::StateOrProvinceName, "Zhejiang");
-    dn.push(DnType::LocalityName, "Hangzhou");
-    dn.push(DnType::OrganizationName, "system:nodes");
-    dn.push(DnType::CommonName, format!("system:node:{node}"));
+    for (k, v) in attrs {
+        let ty = match *k {
+            "C" => DnType::CountryName,
+            "ST" => DnType::StateOrProvinceName,
+            "L" => DnType::LocalityName,
+            "O" => DnType::OrganizationName,
+            "OU" => DnType::OrganizationalUnitName,
+            "CN" => DnType::CommonName,
+            other => return Err(Error::Certificate(format!("unsupported subject attribute {other}"))),
+        };
+        dn.push(ty, *v);
+    }
     params.distinguished_name = dn;
     let csr = params.serialize_request(&key)?;
     Ok((csr.der().to_vec(), key_sec1))

@@ -1,0 +1,322 @@
+//! viaduct: the cloud–edge transport, wire-compatible with upstream KubeEdge's WebSocket mode
+//! (`pkg/viaduct`, `reference/kubeedge-protocols.md` §2.1, §15.2–15.3).
+//!
+//! - Mutual TLS (≥ 1.2): the server requires a client certificate signed by the cluster CA.
+//! - The edge dials `wss://{server}/{projectID}/{node}/events` with headers `node_id`,
+//!   `project_id` and `ConnectionUse: msg`. Header names are matched case-insensitively (Go
+//!   sends `Node_id`, `Connectionuse`), repeated `Connectionuse` headers are accepted, and the
+//!   path is not trusted: identity comes from the headers and the certificate.
+//! - In [`AuthMode::Strict`] (our default) the client certificate's CN must be
+//!   `system:node:{node_id}`; [`AuthMode::Permissive`] restores upstream's default, which does not
+//!   tie the certificate to the node (needed for v1.15 edges, whose CN is `kubeedge.io`).
+//! - One JSON [`Message`] per frame: written as text, read from text or binary, a trailing
+//!   newline tolerated, frames and messages capped (32 MiB by default). A malformed frame is a
+//!   per-message error; the connection stays usable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use kubeedge_model::{DecodeError, MAX_MESSAGE_SIZE, Message};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message as Frame};
+use tracing::debug;
+
+/// Header carrying the node name.
+pub const HEADER_NODE_ID: &str = "node_id";
+/// Header carrying the project id.
+pub const HEADER_PROJECT_ID: &str = "project_id";
+/// Header telling message connections from stream connections.
+pub const HEADER_CONNECTION_USE: &str = "ConnectionUse";
+
+/// Errors of the transport.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// TCP or TLS failed.
+    #[error("connection failed")]
+    Io(#[from] std::io::Error),
+    /// The WebSocket handshake or framing failed.
+    #[error("websocket")]
+    WebSocket(#[from] tungstenite::Error),
+    /// The peer was refused during the handshake (status and reason).
+    #[error("handshake refused: {0}")]
+    Refused(String),
+    /// The TLS configuration is invalid.
+    #[error("TLS configuration")]
+    Tls(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("TLS client verifier")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// A frame did not hold a valid message; the connection is still usable.
+    #[error("malformed message")]
+    Malformed(#[source] DecodeError),
+    /// The handshake took too long.
+    #[error("handshake timed out")]
+    Timeout,
+}
+
+impl Error {
+    /// Whether the connection is still usable after this error.
+    pub fn is_recoverable(&self) -> bool {
+        matches!(self, Error::Malformed(_))
+    }
+}
+
+/// How the server ties a certificate to the node it claims to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// The certificate's CN must be `system:node:{node_id}`.
+    #[default]
+    Strict,
+    /// Upstream's default: any certificate signed by the CA may claim any node.
+    Permissive,
+}
+
+/// Server-side options.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The largest message accepted.
+    pub max_message: usize,
+    /// How long TLS plus the WebSocket handshake may take.
+    pub handshake_timeout: Duration,
+    /// Certificate-to-node check.
+    pub auth: AuthMode,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self { max_message: MAX_MESSAGE_SIZE, handshake_timeout: Duration::from_secs(30), auth: AuthMode::Strict }
+    }
+}
+
+/// Who connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// From the `node_id` header (checked against the certificate in strict mode).
+    pub node_id: String,
+    /// From the `project_id` header.
+    pub project_id: String,
+    /// The client certificate's CN.
+    pub cert_cn: String,
+}
+
+fn ws_config(max: usize) -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
+    c.max_message_size = Some(max);
+    c.max_frame_size = Some(max);
+    c
+}
+
+/// A TLS server config for CloudHub: the serving certificate, TLS ≥ 1.2, HTTP/1.1, and a
+/// client certificate required and verified against the CA.
+pub fn server_tls(ca_der: &[u8], cert_der: &[u8], key_sec1: &[u8]) -> Result<rustls::ServerConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca_der.to_vec()))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![CertificateDer::from(cert_der.to_vec())], kubeedge_pki::rustls_key(key_sec1))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A TLS client config for EdgeHub: trusts the CA, presents the node's certificate.
+pub fn client_tls(ca_der: &[u8], cert_der: &[u8], key_sec1: &[u8]) -> Result<rustls::ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca_der.to_vec()))?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![CertificateDer::from(cert_der.to_vec())], kubeedge_pki::rustls_key(key_sec1))?)
+}
+
+/// Accepts one edge on an accepted TCP stream: TLS, the WebSocket handshake with the identity
+/// checks, all within the handshake timeout.
+pub async fn accept(
+    tcp: TcpStream,
+    tls: tokio_rustls::TlsAcceptor,
+    opts: &ServerOptions,
+) -> Result<(Identity, Connection<tokio_rustls::server::TlsStream<TcpStream>>), Error> {
+    let run = async {
+        let stream = tls.accept(tcp).await?;
+        let cert_cn = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| kubeedge_pki::subject(c).ok())
+            .map(|(cn, _)| cn)
+            .unwrap_or_default();
+        let auth = opts.auth;
+        let mut identity = None;
+        // The callback's signature is tungstenite's.
+        #[allow(clippy::result_large_err)]
+        let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+            match check_handshake(req, &cert_cn, auth) {
+                Ok(id) => {
+                    identity = Some(id);
+                    Ok(resp)
+                }
+                Err((status, why)) => {
+                    debug!(reason = %why, "Refused an edge handshake.");
+                    let mut err = ErrorResponse::new(Some(why));
+                    *err.status_mut() = status;
+                    Err(err)
+                }
+            }
+        };
+        let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config(opts.max_message)))
+            .await?;
+        let identity = identity.ok_or_else(|| Error::Refused("no identity".into()))?;
+        Ok((identity, Connection { ws, max: opts.max_message }))
+    };
+    tokio::time::timeout(opts.handshake_timeout, run).await.map_err(|_| Error::Timeout)?
+}
+
+/// The identity a handshake claims, or the status and reason to refuse it with.
+fn check_handshake(req: &Request, cert_cn: &str, auth: AuthMode) -> Result<Identity, (http::StatusCode, String)> {
+    let headers = req.headers();
+    // http::HeaderMap compares names case-insensitively: `Node_id` and `node_id` alike.
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default();
+    let uses_msg = headers.get_all(HEADER_CONNECTION_USE).iter().any(|v| v.to_str().is_ok_and(|v| v.trim() == "msg"));
+    if !uses_msg {
+        return Err((http::StatusCode::BAD_REQUEST, "ConnectionUse: msg is required".into()));
+    }
+    let node_id = get(HEADER_NODE_ID);
+    if !valid_node_name(node_id) {
+        return Err((http::StatusCode::BAD_REQUEST, format!("invalid node_id {node_id:?}")));
+    }
+    if auth == AuthMode::Strict && cert_cn != format!("system:node:{node_id}") {
+        return Err((
+            http::StatusCode::FORBIDDEN,
+            format!("certificate CN {cert_cn:?} may not connect as node {node_id:?}"),
+        ));
+    }
+    Ok(Identity {
+        node_id: node_id.to_owned(),
+        project_id: get(HEADER_PROJECT_ID).to_owned(),
+        cert_cn: cert_cn.to_owned(),
+    })
+}
+
+/// A DNS-1123 subdomain, as node names are.
+fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Client-side options.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `host:port` of CloudHub's WebSocket server.
+    pub server: String,
+    /// The node name.
+    pub node_id: String,
+    /// The project id (`e632aba927ea4ac2b575ec1603d56f10` upstream).
+    pub project_id: String,
+    /// The largest message accepted.
+    pub max_message: usize,
+    /// How long TCP, TLS and the handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+/// Dials CloudHub as an edge node.
+pub async fn connect(
+    opts: &ClientOptions,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<Connection<tokio_rustls::client::TlsStream<TcpStream>>, Error> {
+    let run = async {
+        let tcp = TcpStream::connect(&opts.server).await?;
+        let host = opts.server.rsplit_once(':').map(|(h, _)| h).unwrap_or(&opts.server);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name =
+            ServerName::try_from(host.to_owned()).map_err(|_| Error::Refused(format!("bad server name {host}")))?;
+        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+        let request = http::Request::builder()
+            .uri(format!("wss://{}/{}/{}/events", opts.server, opts.project_id, opts.node_id))
+            .header("Host", &opts.server)
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", tungstenite::handshake::client::generate_key())
+            .header(HEADER_NODE_ID, &opts.node_id)
+            .header(HEADER_PROJECT_ID, &opts.project_id)
+            .header(HEADER_CONNECTION_USE, "msg")
+            .body(())
+            .map_err(|e| Error::Refused(e.to_string()))?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config(opts.max_message)))
+            .await
+            .map_err(|e| match e {
+                tungstenite::Error::Http(resp) => Error::Refused(format!(
+                    "{} {}",
+                    resp.status(),
+                    resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default()
+                )),
+                other => Error::WebSocket(other),
+            })?;
+        Ok(Connection { ws, max: opts.max_message })
+    };
+    tokio::time::timeout(opts.handshake_timeout, run).await.map_err(|_| Error::Timeout)?
+}
+
+/// An established message connection.
+pub struct Connection<S> {
+    ws: WebSocketStream<S>,
+    max: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// The next message; `Ok(None)` when the peer closed. A frame that is not a valid message
+    /// gives [`Error::Malformed`], after which the connection is still usable.
+    pub async fn recv(&mut self) -> Result<Option<Message>, Error> {
+        loop {
+            let frame = match self.ws.next().await {
+                None => return Ok(None),
+                Some(f) => f?,
+            };
+            let bytes: &[u8] = match &frame {
+                Frame::Text(t) => t.as_bytes(),
+                Frame::Binary(b) => b,
+                Frame::Close(_) => return Ok(None),
+                // Pings are answered by the WebSocket layer; pongs need nothing.
+                _ => continue,
+            };
+            return Message::decode(bytes, self.max).map(Some).map_err(Error::Malformed);
+        }
+    }
+
+    /// Sends one message as a text frame. `header.sync` is cleared, as upstream's writer does.
+    pub async fn send(&mut self, msg: &Message) -> Result<(), Error> {
+        let mut out = msg.clone();
+        out.header.sync = false;
+        let text = String::from_utf8(out.encode()).map_err(|e| Error::Refused(e.to_string()))?;
+        self.ws.send(Frame::text(text)).await?;
+        Ok(())
+    }
+
+    /// Sends a raw frame (tests and fault injection).
+    pub async fn send_raw(&mut self, frame: Frame) -> Result<(), Error> {
+        self.ws.send(frame).await?;
+        Ok(())
+    }
+
+    /// Closes the connection with a normal close frame.
+    pub async fn close(mut self) -> Result<(), Error> {
+        self.ws.close(None).await?;
+        Ok(())
+    }
+}
+
+pub use tokio_tungstenite::tungstenite::Message as RawFrame;
