@@ -286,6 +286,28 @@ pub fn subject(cert_der: &[u8]) -> Result<(String, Vec<String>)> {
     Ok((cn, orgs))
 }
 
+/// Whether `cert_der` carries a valid signature by the CA certificate `ca_der`.
+pub fn verify_signed_by(cert_der: &[u8], ca_der: &[u8]) -> bool {
+    let (Ok((_, cert)), Ok((_, ca))) =
+        (x509_parser::parse_x509_certificate(cert_der), x509_parser::parse_x509_certificate(ca_der))
+    else {
+        return false;
+    };
+    cert.verify_signature(Some(ca.public_key())).is_ok()
+}
+
+/// The subject of a CSR (CN, O values); the CSR's signature is checked.
+pub fn csr_subject(csr_der: &[u8]) -> Result<(String, Vec<String>)> {
+    use x509_parser::prelude::FromDer;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der)
+        .map_err(|e| Error::Certificate(e.to_string()))?;
+    csr.verify_signature().map_err(|_| Error::Certificate("the CSR signature does not verify".into()))?;
+    let s = &csr.certification_request_info.subject;
+    let cn = s.iter_common_name().next().and_then(|c| c.as_str().ok()).unwrap_or_default().to_owned();
+    let orgs = s.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_owned)).collect();
+    Ok((cn, orgs))
+}
+
 /// A certificate's validity: (not before, not after) as Unix seconds.
 pub fn validity(cert_der: &[u8]) -> Result<(i64, i64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| Error::Certificate(e.to_string()))?;

@@ -1,0 +1,10 @@
+//! CloudHub: where edges join and connect.
+//!
+//! - [`certs`]: the CA, CloudCore's serving certificate and the join token, loaded from files,
+//!   else from Secrets in namespace `kubeedge`, else generated and stored there — so every
+//!   cloudcore replica uses the same CA (create-if-absent; a replica that loses the race adopts
+//!   the winner's, unlike upstream #5922).
+//! - [`https`]: the join API on :10002.
+
+pub mod certs;
+pub mod https;

@@ -1,0 +1,181 @@
+//! CloudHub's PKI in the Kubernetes API and its join API on a real TLS socket, with
+//! apiserver-lite as the cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cloudcore::cloudhub::certs::{self, Sources};
+use cloudcore::cloudhub::https::{self, JoinApi};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::{Api, PostParams};
+use kubeedge_pki::{Ca, edge_csr};
+use tokio_util::sync::CancellationToken;
+
+async fn cluster() -> (apiserver_lite::ApiServer, kube::Client) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = apiserver_lite::ApiServer::start(listener, Default::default()).await.unwrap();
+    let kc = kube::config::Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let client = kube::Client::try_from(cfg).unwrap();
+    (server, client)
+}
+
+fn sources() -> Sources {
+    Sources { advertise: vec!["127.0.0.1".parse().unwrap()], ..Default::default() }
+}
+
+#[tokio::test]
+async fn two_cloudcores_starting_together_share_one_ca() {
+    let (_server, client) = cluster().await;
+    let src = sources();
+    let (a, b) = tokio::join!(certs::load_or_create(&client, &src), certs::load_or_create(&client, &src));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.ca.hash(), b.ca.hash(), "one CA, whoever won the race");
+    assert_eq!(a.server.cert_der, b.server.cert_der);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kubeedge");
+    let stored = secrets.get("casecret").await.unwrap();
+    assert_eq!(stored.data.unwrap()["cadata"].0, a.ca.cert_der());
+    // A restart loads the same CA from the Secret.
+    let again = certs::load_or_create(&client, &sources()).await.unwrap();
+    assert_eq!(again.ca.hash(), a.ca.hash());
+    let token = certs::refresh_token(&client, &a.ca, Duration::from_secs(12 * 3600)).await.unwrap();
+    let stored = secrets.get("tokensecret").await.unwrap();
+    assert_eq!(stored.data.unwrap()["tokendata"].0, token.as_bytes());
+    let (hash, _) = kubeedge_pki::split_token(&token).unwrap();
+    assert_eq!(hash, a.ca.hash());
+}
+
+struct Join {
+    addr: String,
+    ca: Arc<Ca>,
+    token: String,
+    stop: CancellationToken,
+    client: kube::Client,
+    _server: apiserver_lite::ApiServer,
+}
+
+async fn join_api(permissive: bool) -> Join {
+    let (server, client) = cluster().await;
+    let pki = certs::load_or_create(&client, &sources()).await.unwrap();
+    let token = certs::refresh_token(&client, &pki.ca, Duration::from_secs(3600)).await.unwrap();
+    let tls = https::tls_config(&pki.ca, &pki.server).unwrap();
+    let ca = Arc::new(pki.ca);
+    let api = Arc::new(JoinApi { ca: ca.clone(), signing_days: 365, permissive, client: client.clone() });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = CancellationToken::new();
+    tokio::spawn(https::serve(listener, tls, api, stop.clone()));
+    Join { addr, ca, token, stop, client, _server: server }
+}
+
+/// A GET (with an optional body, as upstream's `/edge.crt` is) over TLS trusting the CA,
+/// optionally presenting a client certificate.
+async fn get(
+    j: &Join,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    cert: Option<(&[u8], &[u8])>,
+) -> (u16, Vec<u8>) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(j.ca.cert_der().to_vec().into()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match cert {
+        Some((c, k)) => builder.with_client_auth_cert(vec![c.to_vec().into()], kubeedge_pki::rustls_key(k)).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(&j.addr).await.unwrap();
+    let tls =
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect("127.0.0.1".try_into().unwrap(), tcp).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::get(path).header("host", &j.addr);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send.send_request(req.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
+}
+
+#[tokio::test]
+async fn ca_edge_cert_and_node_check() {
+    let j = join_api(false).await;
+    let (code, body) = get(&j, "/ca.crt", &[], vec![], None).await;
+    assert_eq!((code, body.as_slice()), (200, j.ca.cert_der()));
+
+    let (_, jwt) = kubeedge_pki::split_token(&j.token).unwrap();
+    let bearer = format!("Bearer {jwt}");
+    let (csr, key) = edge_csr("edge-1").unwrap();
+    // Go's canonical spelling of the header, as a v1.15 edge sends it.
+    let (code, cert) =
+        get(&j, "/edge.crt", &[("Nodename", "edge-1"), ("Authorization", &bearer)], csr.clone(), None).await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&cert));
+    assert_eq!(kubeedge_pki::subject(&cert).unwrap().0, "system:node:edge-1");
+    assert!(kubeedge_pki::verify_signed_by(&cert, j.ca.cert_der()));
+
+    // No credentials, a forged token, a CSR for another node, a huge body.
+    assert_eq!(get(&j, "/edge.crt", &[("NodeName", "edge-1")], csr.clone(), None).await.0, 401);
+    let forged =
+        format!("Bearer {}", Ca::generate().unwrap().token(Duration::from_secs(60)).split_once('.').unwrap().1);
+    assert_eq!(
+        get(&j, "/edge.crt", &[("NodeName", "edge-1"), ("Authorization", &forged)], csr.clone(), None).await.0,
+        401
+    );
+    assert_eq!(
+        get(&j, "/edge.crt", &[("NodeName", "edge-2"), ("Authorization", &bearer)], csr.clone(), None).await.0,
+        403
+    );
+    let huge = vec![0u8; https::MAX_BODY + 1];
+    assert_eq!(get(&j, "/edge.crt", &[("NodeName", "edge-1"), ("Authorization", &bearer)], huge, None).await.0, 413);
+    assert_eq!(
+        get(&j, "/edge.crt", &[("NodeName", "edge-1"), ("Authorization", &bearer)], b"junk".to_vec(), None).await.0,
+        400
+    );
+
+    // Rotation: the current certificate authenticates; it cannot renew another node.
+    let (csr2, _) = edge_csr("edge-1").unwrap();
+    let (code, _) = get(&j, "/edge.crt", &[("NodeName", "edge-1")], csr2, Some((&cert, &key))).await;
+    assert_eq!(code, 200);
+    let (csr3, _) = edge_csr("edge-3").unwrap();
+    assert_eq!(get(&j, "/edge.crt", &[("NodeName", "edge-3")], csr3, Some((&cert, &key))).await.0, 403);
+
+    // keadm's pre-join check.
+    assert_eq!(get(&j, "/node/edge-1", &[], vec![], None).await.0, 404);
+    let nodes: Api<Node> = Api::all(j.client.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata":{"name":"edge-1"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(get(&j, "/node/edge-1", &[], vec![], None).await, (200, b"Node found".to_vec()));
+    assert_eq!(get(&j, "/nope", &[], vec![], None).await.0, 404);
+    j.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_v1_15_edge_joins_in_permissive_mode_only() {
+    use base64::Engine;
+    let req: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/upstream/edge-crt-request.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let csr = base64::engine::general_purpose::STANDARD.decode(req["csr"]["der_base64"].as_str().unwrap()).unwrap();
+    for (permissive, want) in [(false, 403), (true, 200)] {
+        let j = join_api(permissive).await;
+        let bearer = format!("Bearer {}", kubeedge_pki::split_token(&j.token).unwrap().1);
+        let (code, _) =
+            get(&j, "/edge.crt", &[("Nodename", "edge-capture"), ("Authorization", &bearer)], csr.clone(), None).await;
+        assert_eq!(code, want, "permissive={permissive}");
+        j.stop.cancel();
+    }
+}
