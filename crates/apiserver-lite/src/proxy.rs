@@ -12,9 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use kubeedge_kube_serve::request::query_pairs;
 use kubeedge_kube_serve::status::ApiError;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tracing::debug;
 
@@ -70,12 +68,8 @@ pub async fn to_kubelet(
     let tcp = tokio::net::TcpStream::connect(&host)
         .await
         .map_err(|e| ApiError::service_unavailable(format!("error dialing the node {node_name} at {host}: {e}")))?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCert))
-        .with_no_client_auth();
+    // kube-apiserver does not verify the kubelet's certificate unless given a kubelet CA.
+    let config = kubeedge_pki::insecure_client_config().map_err(|e| ApiError::internal(e.to_string()))?;
     let server_name = ServerName::try_from(ip.clone()).map_err(|_| ApiError::internal("bad server name"))?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(server_name, tcp)
@@ -152,55 +146,6 @@ fn enc(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// Accepts any kubelet certificate, as kube-apiserver does without `--kubelet-certificate-authority`.
-#[derive(Debug)]
-struct AnyServerCert;
-
-impl ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

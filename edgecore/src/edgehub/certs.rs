@@ -1,0 +1,203 @@
+//! Certificate bootstrap from the join token, as upstream's `edgehub/certificate` does it:
+//!
+//! 1. split the token into the CA hash and the JWT;
+//! 2. `GET {httpServer}/ca.crt` without verifying the server (there is no CA yet) and check the
+//!    CA's SHA-256 against the token's hash — this is what makes the unverified fetch safe;
+//! 3. `GET {httpServer}/edge.crt` with a fresh CSR (`CN=system:node:{node}`, `O=system:nodes`),
+//!    `NodeName` and `Authorization: Bearer {jwt}`, now verifying the server against that CA;
+//! 4. write the CA (PEM), the certificate (PEM) and the key (`EC PRIVATE KEY`, mode 0600).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tracing::info;
+
+/// The largest response accepted from the join API.
+const MAX_RESPONSE: usize = 64 * 1024;
+
+/// Errors of the bootstrap.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The token is malformed.
+    #[error("the join token is invalid")]
+    Token(#[source] kubeedge_pki::Error),
+    /// The CA served does not match the token: the server is not the cloud the token is for.
+    #[error("the CA at {server} does not match the token's hash (got {got}, want {want})")]
+    CaMismatch {
+        /// The join server.
+        server: String,
+        /// The served CA's hash.
+        got: String,
+        /// The token's hash.
+        want: String,
+    },
+    /// `httpServer` is not an `https://host:port` URL.
+    #[error("httpServer {0:?} must be https://host:port")]
+    Url(String),
+    /// The join API refused the request.
+    #[error("{path} answered {status}: {body}")]
+    Refused {
+        /// The path requested.
+        path: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// What it said.
+        body: String,
+    },
+    /// Networking or TLS failed.
+    #[error("talking to {server}")]
+    Io {
+        /// The join server.
+        server: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// HTTP failed.
+    #[error("HTTP to {server}: {message}")]
+    Http {
+        /// The join server.
+        server: String,
+        /// Why.
+        message: String,
+    },
+    /// A certificate or key could not be made or read.
+    #[error("certificate")]
+    Pki(#[from] kubeedge_pki::Error),
+    /// A file could not be written.
+    #[error("writing {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where the edge keeps its credentials (`tlsCaFile`, `tlsCertFile`, `tlsPrivateKeyFile`).
+#[derive(Debug, Clone)]
+pub struct CertPaths {
+    /// The CA, PEM.
+    pub ca: PathBuf,
+    /// The node certificate, PEM.
+    pub cert: PathBuf,
+    /// The node key, `EC PRIVATE KEY` PEM.
+    pub key: PathBuf,
+}
+
+/// Whether the edge must (re)join: a file is missing or unreadable, or the certificate is not
+/// this node's (upstream re-applies when the CN is not `system:node:{node}`).
+pub async fn needs_bootstrap(paths: &CertPaths, node: &str) -> bool {
+    let Ok(cert_pem) = tokio::fs::read_to_string(&paths.cert).await else { return true };
+    if tokio::fs::metadata(&paths.ca).await.is_err() || tokio::fs::metadata(&paths.key).await.is_err() {
+        return true;
+    }
+    let Ok((_, der)) = kubeedge_pki::parse_pem(&cert_pem) else { return true };
+    !kubeedge_pki::subject(&der).is_ok_and(|(cn, _)| cn == format!("system:node:{node}"))
+}
+
+/// Joins with the token: fetches and checks the CA, gets a certificate, writes the files.
+pub async fn bootstrap(http_server: &str, token: &str, node: &str, paths: &CertPaths) -> Result<(), Error> {
+    let (want, jwt) = kubeedge_pki::split_token(token).map_err(Error::Token)?;
+    let target = Target::parse(http_server)?;
+    let insecure = kubeedge_pki::insecure_client_config()
+        .map_err(|e| Error::Http { server: target.addr.clone(), message: e.to_string() })?;
+    let ca_der = target.get(Arc::new(insecure), "/ca.crt", &[], Vec::new()).await?;
+    let got = kubeedge_pki::ca_hash(&ca_der);
+    if got != want {
+        return Err(Error::CaMismatch { server: target.addr.clone(), got, want: want.to_owned() });
+    }
+    let (csr, key_sec1) = kubeedge_pki::edge_csr(node)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca_der.clone()))
+        .map_err(|e| Error::Http { server: target.addr.clone(), message: e.to_string() })?;
+    let verified = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Http { server: target.addr.clone(), message: e.to_string() })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let bearer = format!("Bearer {jwt}");
+    let cert_der =
+        target.get(Arc::new(verified), "/edge.crt", &[("NodeName", node), ("Authorization", &bearer)], csr).await?;
+    write(&paths.ca, kubeedge_pki::pem("CERTIFICATE", &ca_der).as_bytes(), 0o644).await?;
+    write(&paths.cert, kubeedge_pki::pem("CERTIFICATE", &cert_der).as_bytes(), 0o644).await?;
+    write(&paths.key, kubeedge_pki::pem("EC PRIVATE KEY", &key_sec1).as_bytes(), 0o600).await?;
+    info!(node, server = %target.addr, "Joined: certificate written.");
+    Ok(())
+}
+
+async fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| Error::Write { path: path.to_owned(), source };
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(err)?;
+    }
+    // Written beside, then renamed: a crash never leaves half a key.
+    let tmp = path.with_extension("tmp");
+    tokio::fs::write(&tmp, data).await.map_err(err)?;
+    tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).await.map_err(err)?;
+    tokio::fs::rename(&tmp, path).await.map_err(err)
+}
+
+struct Target {
+    addr: String,
+    host: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, Error> {
+        let rest = url.strip_prefix("https://").ok_or_else(|| Error::Url(url.to_owned()))?;
+        let addr = rest.trim_end_matches('/').to_owned();
+        let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(&addr).trim_matches(['[', ']']).to_owned();
+        if host.is_empty() || addr.contains('/') {
+            return Err(Error::Url(url.to_owned()));
+        }
+        let addr = if addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+            addr
+        } else {
+            format!("{addr}:443")
+        };
+        Ok(Self { addr, host })
+    }
+
+    /// A GET (with a body when given, as `/edge.crt` takes one) returning a capped body.
+    async fn get(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+        path: &'static str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
+        let io = |source| Error::Io { server: self.addr.clone(), source };
+        let http = |e: &dyn std::fmt::Display| Error::Http { server: self.addr.clone(), message: e.to_string() };
+        let tcp = tokio::net::TcpStream::connect(&self.addr).await.map_err(io)?;
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| http(&e))?;
+        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(io)?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| http(&e))?;
+        tokio::spawn(conn);
+        let mut req = http::Request::get(path).header("host", &self.addr);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| http(&e))?;
+        let resp = send.send_request(req).await.map_err(|e| http(&e))?;
+        let status = resp.status().as_u16();
+        let bytes =
+            Limited::new(resp.into_body(), MAX_RESPONSE).collect().await.map_err(|e| http(&*e))?.to_bytes().to_vec();
+        if status != 200 {
+            return Err(Error::Refused {
+                path,
+                status,
+                body: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            });
+        }
+        Ok(bytes)
+    }
+}
