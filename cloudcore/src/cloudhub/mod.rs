@@ -5,6 +5,8 @@
 //!   cloudcore replica uses the same CA (create-if-absent; a replica that loses the race adopts
 //!   the winner's, unlike upstream #5922).
 //! - [`https`]: the join API on :10002.
+//! - [`queue`]: one node's downstream queues (ACK rules, one in flight, resends, dedup).
 
 pub mod certs;
 pub mod https;
+pub mod queue;
