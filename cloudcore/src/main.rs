@@ -2,17 +2,18 @@
 //! edge nodes (CloudHub), syncing pods, configmaps, secrets and devices to them.
 //!
 //! This binary is thin: flags, config and process lifecycle come from `kubeedge-daemon`; the
-//! modules live in this crate as they are built. Modules not yet built in this version are
-//! refused at start (and shown disabled by `--defaultconfig`).
+//! modules live in this crate's library. Modules not built yet are refused at start (and shown
+//! disabled by `--defaultconfig`).
 
 use std::process::ExitCode;
 
+use cloudcore::cloudhub::module::CloudHubModule;
 use kubeedge_beehive::RestartPolicy;
 use kubeedge_config::cloudcore::CloudCoreConfig;
 use kubeedge_daemon::Daemon;
 
 /// Config keys (under `modules`) of the modules this build implements.
-const AVAILABLE_MODULES: &[&str] = &[];
+const AVAILABLE_MODULES: &[&str] = &["cloudHub"];
 
 fn main() -> ExitCode {
     let daemon = Daemon {
@@ -22,5 +23,13 @@ fn main() -> ExitCode {
         // Upstream's cloud modules have no restart policy; ours restart with backoff on failure.
         restart_policy: RestartPolicy::default,
     };
-    daemon.main::<CloudCoreConfig>(|_cfg, _registry, _metrics| Ok(()))
+    daemon.main::<CloudCoreConfig>(|cfg, registry, metrics| {
+        let hub = &cfg.modules.cloud_hub;
+        if hub.enable {
+            let module = CloudHubModule::new(hub.clone(), cfg.kube_api_config.clone(), Some(metrics.registry()))
+                .map_err(|e| e.to_string())?;
+            registry.register(Box::new(module)).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
 }

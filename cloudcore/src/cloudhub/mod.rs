@@ -9,4 +9,6 @@
 
 pub mod certs;
 pub mod https;
+pub mod module;
 pub mod queue;
+pub mod session;

@@ -206,6 +206,10 @@ pub struct CloudHub {
     pub token_refresh_duration: i64,
     /// Authorization of edge requests.
     pub authorization: CloudHubAuthorization,
+    /// Extension (ours): require an edge's certificate to be its own (`CN=system:node:{node}`)
+    /// on the WebSocket and for `/edge.crt`. Default true; false restores upstream's permissive
+    /// behaviour, which v1.15 edges (certificate CN `kubeedge.io`) need.
+    pub node_identity_check: bool,
 }
 
 impl Default for CloudHub {
@@ -228,6 +232,7 @@ impl Default for CloudHub {
             edge_cert_signing_duration: 365,
             token_refresh_duration: 12,
             authorization: CloudHubAuthorization::default(),
+            node_identity_check: true,
         }
     }
 }

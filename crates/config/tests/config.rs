@@ -41,6 +41,7 @@ fn cloud_tree_without_extensions(c: &CloudCoreConfig) -> Value {
     let mut v = tree(&c.to_yaml());
     remove(&mut v, &["commonConfig", "logging"]);
     remove(&mut v, &["commonConfig", "shutdownGracePeriod"]);
+    remove(&mut v, &["modules", "cloudHub", "nodeIdentityCheck"]);
     v
 }
 

@@ -156,6 +156,28 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     Ok((status, body))
 }
 
+/// Sets a value at a path in a YAML document (creating mappings as needed), e.g.
+/// `set_yaml_path(yaml, &["modules", "cloudHub", "enable"], "false")`; the value is parsed as
+/// YAML.
+pub fn set_yaml_path(yaml: &str, path: &[&str], value: &str) -> String {
+    use yaml_serde::{Mapping, Value};
+    let mut doc: Value = yaml_serde::from_str(yaml).expect("valid YAML");
+    let new: Value = yaml_serde::from_str(value).expect("valid YAML value");
+    let mut node = &mut doc;
+    for (i, key) in path.iter().enumerate() {
+        if !node.is_mapping() {
+            *node = Value::Mapping(Mapping::new());
+        }
+        let map = node.as_mapping_mut().expect("mapping");
+        if i == path.len() - 1 {
+            map.insert(Value::from(*key), new);
+            break;
+        }
+        node = map.entry(Value::from(*key)).or_insert_with(|| Value::Mapping(Mapping::new()));
+    }
+    yaml_serde::to_string(&doc).expect("serialisable")
+}
+
 /// Replaces the value of the first `key: …` line in a YAML text (for tweaking generated
 /// configs in tests).
 pub fn set_yaml_line(yaml: &str, key: &str, value: &str) -> String {
@@ -181,7 +203,7 @@ pub mod daemon {
     use std::path::{Path, PathBuf};
     use std::time::Duration;
 
-    use super::{Process, http_get, run, set_yaml_line};
+    use super::{Process, http_get, run, set_yaml_line, set_yaml_path};
 
     /// Writes `{dir}/{name}.yaml`: the daemon's own `--defaultconfig` with the monitor server
     /// moved to an ephemeral loopback port and a short grace period.
@@ -190,6 +212,9 @@ pub mod daemon {
         assert!(status.success(), "--defaultconfig failed: {err}");
         let yaml = set_yaml_line(&yaml, "bindAddress", "127.0.0.1:0");
         let yaml = set_yaml_line(&yaml, "shutdownGracePeriod", "5");
+        // The lifecycle tests run the daemon alone: its link module has no peer here.
+        let module = if name == "cloudcore" { "cloudHub" } else { "edgeHub" };
+        let yaml = set_yaml_path(&yaml, &["modules", module, "enable"], "false");
         let path = dir.join(format!("{name}.yaml"));
         std::fs::write(&path, yaml).expect("write config");
         path

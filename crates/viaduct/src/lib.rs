@@ -177,7 +177,7 @@ pub async fn accept(
         let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config(opts.max_message)))
             .await?;
         let identity = identity.ok_or_else(|| Error::Refused("no identity".into()))?;
-        Ok((identity, Connection { ws, max: opts.max_message }))
+        Ok((identity, Connection { ws, max: opts.max_message, last_activity: std::time::Instant::now() }))
     };
     tokio::time::timeout(opts.handshake_timeout, run).await.map_err(|_| Error::Timeout)?
 }
@@ -266,7 +266,7 @@ pub async fn connect(
                 )),
                 other => Error::WebSocket(other),
             })?;
-        Ok(Connection { ws, max: opts.max_message })
+        Ok(Connection { ws, max: opts.max_message, last_activity: std::time::Instant::now() })
     };
     tokio::time::timeout(opts.handshake_timeout, run).await.map_err(|_| Error::Timeout)?
 }
@@ -275,6 +275,7 @@ pub async fn connect(
 pub struct Connection<S> {
     ws: WebSocketStream<S>,
     max: usize,
+    last_activity: std::time::Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -286,6 +287,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 None => return Ok(None),
                 Some(f) => f?,
             };
+            self.last_activity = std::time::Instant::now();
             let bytes: &[u8] = match &frame {
                 Frame::Text(t) => t.as_bytes(),
                 Frame::Binary(b) => b,
@@ -295,6 +297,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             };
             return Message::decode(bytes, self.max).map(Some).map_err(Error::Malformed);
         }
+    }
+
+    /// When a frame (message, ping or pong) last arrived: a silent partition shows here, since
+    /// the peer answers pings even when it has nothing to say.
+    pub fn last_activity(&self) -> std::time::Instant {
+        self.last_activity
     }
 
     /// Sends one message as a text frame. `header.sync` is cleared, as upstream's writer does.
@@ -309,6 +317,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Sends a raw frame (tests and fault injection).
     pub async fn send_raw(&mut self, frame: Frame) -> Result<(), Error> {
         self.ws.send(frame).await?;
+        Ok(())
+    }
+
+    /// Closes the connection with a close code and reason (e.g. 1013 "node limit reached").
+    pub async fn close_with(mut self, code: u16, reason: &str) -> Result<(), Error> {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let frame = CloseFrame { code: code.into(), reason: reason.to_owned().into() };
+        self.ws.close(Some(frame)).await?;
+        Ok(())
+    }
+
+    /// Sends a WebSocket ping (the edge's liveness probe; the peer's pong counts as activity).
+    pub async fn ping(&mut self) -> Result<(), Error> {
+        self.ws.send(Frame::Ping(Vec::new().into())).await?;
         Ok(())
     }
 

@@ -4,3 +4,4 @@
 //!   CSR, write the CA, certificate and key files.
 
 pub mod certs;
+pub mod module;

@@ -1,0 +1,136 @@
+//! The CloudHub module: the PKI, the join API (:10002), the edge sessions (:10000), and the
+//! bus inbox through which cloud modules send to edges (resource `node/{node}/…`).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
+use kubeedge_config::cloudcore::{CloudHub, KubeApiConfig};
+use kubeedge_viaduct::{AuthMode, ServerOptions};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use super::session::{Hub, HubMetrics};
+use super::{certs, https};
+
+/// CloudHub as a bus module (`cloudhub`/`cloudhub`).
+pub struct CloudHubModule {
+    cfg: CloudHub,
+    kube: KubeApiConfig,
+    metrics: Option<HubMetrics>,
+}
+
+impl CloudHubModule {
+    /// A module for this config; `metrics` registers CloudHub's series.
+    pub fn new(
+        cfg: CloudHub,
+        kube: KubeApiConfig,
+        registry: Option<&prometheus::Registry>,
+    ) -> Result<Self, prometheus::Error> {
+        let metrics = registry.map(HubMetrics::register).transpose()?;
+        Ok(Self { cfg, kube, metrics })
+    }
+}
+
+/// A Kubernetes client from `kubeAPIConfig`: the kubeconfig file when set (with `master`
+/// overriding its server), else the in-cluster or default configuration.
+pub async fn kube_client(cfg: &KubeApiConfig) -> Result<kube::Client, ModuleError> {
+    let mut config = if cfg.kube_config.is_empty() {
+        kube::Config::infer().await?
+    } else {
+        let kc = kube::config::Kubeconfig::read_from(&cfg.kube_config)?;
+        kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+    };
+    if !cfg.master.is_empty() {
+        config.cluster_url = cfg.master.parse()?;
+    }
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn bind(address: &str, port: u32) -> Result<TcpListener, ModuleError> {
+    let addr = if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") };
+    TcpListener::bind(&addr).await.map_err(|e| format!("binding {addr}: {e}").into())
+}
+
+impl Module for CloudHubModule {
+    fn name(&self) -> &'static str {
+        kubeedge_model::constants::module::CLOUDHUB
+    }
+
+    fn group(&self) -> &'static str {
+        kubeedge_model::constants::module::CLOUDHUB
+    }
+
+    fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            let cfg = &self.cfg;
+            if cfg.quic.enable {
+                return Err("modules.cloudHub.quic is not supported: upstream's QUIC is pre-standard gQUIC (see docs/compatibility.md); use websocket".into());
+            }
+            if cfg.unix_socket.enable {
+                warn!(
+                    "modules.cloudHub.unixsocket (the CSI helper socket) is not available in this build yet; ignoring it."
+                );
+            }
+            let client = kube_client(&self.kube).await?;
+            let sources = certs::Sources {
+                ca_files: Some((cfg.tls_ca_file.clone(), cfg.tls_ca_key_file.clone())),
+                cert_files: Some((cfg.tls_cert_file.clone(), cfg.tls_private_key_file.clone())),
+                advertise: cfg.advertise_address.iter().filter_map(|a| a.parse::<IpAddr>().ok()).collect(),
+                dns_names: cfg.dns_names.iter().filter(|d| !d.is_empty()).cloned().collect(),
+            };
+            let pki = certs::load_or_create(&client, &sources).await?;
+            info!(ca = %pki.ca.hash(), "CloudHub PKI ready.");
+            let refresh = cfg.token_refresh_duration();
+            certs::refresh_token(&client, &pki.ca, refresh).await?;
+            let shutdown = ctx.shutdown().clone();
+            let ca = Arc::new(pki.ca);
+            let permissive = !cfg.node_identity_check;
+
+            {
+                let (client, ca, shutdown) = (client.clone(), ca.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(refresh) => {}
+                        }
+                        if let Err(e) = certs::refresh_token(&client, &ca, refresh).await {
+                            warn!(error = %e, "Token refresh failed; retrying next period.");
+                        }
+                    }
+                });
+            }
+            if cfg.https.enable {
+                let listener = bind(&cfg.https.address, cfg.https.port).await?;
+                let tls = https::tls_config(&ca, &pki.server)?;
+                let api = Arc::new(https::JoinApi {
+                    ca: ca.clone(),
+                    signing_days: u32::try_from(cfg.edge_cert_signing_duration).unwrap_or(365),
+                    permissive,
+                    client: client.clone(),
+                });
+                tokio::spawn(https::serve(listener, tls, api, shutdown.clone()));
+            }
+            let hub = Hub::new(
+                ctx.bus.clone(),
+                usize::try_from(cfg.node_limit).unwrap_or(0),
+                cfg.keepalive_interval(),
+                self.metrics.clone(),
+            );
+            if cfg.websocket.enable {
+                let listener = bind(&cfg.websocket.address, cfg.websocket.port).await?;
+                let tls = kubeedge_viaduct::server_tls(ca.cert_der(), &pki.server.cert_der, &pki.server.key_sec1)?;
+                let opts = ServerOptions {
+                    auth: if permissive { AuthMode::Permissive } else { AuthMode::Strict },
+                    ..ServerOptions::default()
+                };
+                tokio::spawn(hub.clone().serve(listener, tls, opts, shutdown.clone()));
+            }
+            while let Some(msg) = ctx.recv().await {
+                hub.dispatch(msg);
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,294 @@
+//! Edge sessions on CloudHub's WebSocket server (:10000): one task per connected node, holding
+//! the node's [`NodeQueue`]. A new session for a node replaces the old one at once; a node
+//! silent for longer than the keepalive interval is dropped; sessions beyond `nodeLimit` are
+//! refused with a close frame saying so.
+//!
+//! Upstream (edge → cloud) messages get the `node/{node}/` prefix from the authenticated
+//! connection — never from the message — and go to the bus group upstream's dispatcher picks:
+//! `twin` → devicecontroller, `metaserver` → dynamiccontroller, everything else → edgecontroller.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kubeedge_beehive::Bus;
+use kubeedge_model::constants::operation;
+use kubeedge_model::{Message, Operation};
+use kubeedge_viaduct::{Connection, Identity, ServerOptions};
+use parking_lot::Mutex;
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::queue::NodeQueue;
+
+/// Downstream messages buffered per node session before new ones are dropped (and counted):
+/// the SyncController re-sends what a node misses.
+const SESSION_INBOX: usize = 1024;
+
+/// CloudHub's metrics, with upstream's gauge kept as named.
+#[derive(Clone)]
+pub struct HubMetrics {
+    connected: IntGauge,
+    queue_depth: IntGaugeVec,
+    resends: IntCounterVec,
+    dropped: IntCounterVec,
+}
+
+impl HubMetrics {
+    /// Registers `KubeEdge_CloudHub_connected_nodes` and the per-node series.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            connected: IntGauge::new("KubeEdge_CloudHub_connected_nodes", "Number of connected edge nodes.")?,
+            queue_depth: IntGaugeVec::new(
+                Opts::new("kubeedge_cloudhub_queue_depth", "Messages waiting for a node."),
+                &["node"],
+            )?,
+            resends: IntCounterVec::new(
+                Opts::new("kubeedge_cloudhub_resends_total", "Messages re-sent for lack of an ACK."),
+                &["node"],
+            )?,
+            dropped: IntCounterVec::new(
+                Opts::new("kubeedge_cloudhub_dropped_total", "Messages for a node that were dropped."),
+                &["node"],
+            )?,
+        };
+        registry.register(Box::new(m.connected.clone()))?;
+        registry.register(Box::new(m.queue_depth.clone()))?;
+        registry.register(Box::new(m.resends.clone()))?;
+        registry.register(Box::new(m.dropped.clone()))?;
+        Ok(m)
+    }
+}
+
+struct Entry {
+    id: u64,
+    tx: mpsc::Sender<Message>,
+    cancel: CancellationToken,
+}
+
+/// The sessions of all connected nodes.
+pub struct Hub {
+    sessions: Mutex<HashMap<String, Entry>>,
+    next_id: AtomicU64,
+    node_limit: usize,
+    keepalive: Duration,
+    bus: Bus,
+    metrics: Option<HubMetrics>,
+}
+
+impl Hub {
+    /// A hub that admits at most `node_limit` nodes and drops a node silent for `keepalive`.
+    pub fn new(bus: Bus, node_limit: usize, keepalive: Duration, metrics: Option<HubMetrics>) -> Arc<Self> {
+        Arc::new(Self { sessions: Mutex::default(), next_id: AtomicU64::new(1), node_limit, keepalive, bus, metrics })
+    }
+
+    /// Nodes connected now.
+    pub fn connected(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.sessions.lock().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Hands a downstream message (resource `node/{node}/…`) to that node's session. Returns
+    /// false when the node is not connected or its session inbox is full (the message is
+    /// dropped and counted; SyncController repairs it).
+    pub fn dispatch(&self, msg: Message) -> bool {
+        let Some(node) = node_of(&msg.router.resource) else {
+            debug!(resource = %msg.router.resource, "Dropped a downstream message without a node.");
+            return false;
+        };
+        let tx = self.sessions.lock().get(node).map(|e| e.tx.clone());
+        let delivered = tx.is_some_and(|tx| tx.try_send(msg.clone()).is_ok());
+        if !delivered {
+            if let Some(m) = &self.metrics {
+                m.dropped.with_label_values(&[node]).inc();
+            }
+            debug!(node, msg.id = %msg.header.id, "Dropped a downstream message: node not connected or busy.");
+        }
+        delivered
+    }
+
+    /// Accepts edges until `shutdown`.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: rustls::ServerConfig,
+        opts: ServerOptions,
+        shutdown: CancellationToken,
+    ) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        if let Ok(addr) = listener.local_addr() {
+            info!(address = %addr, "CloudHub WebSocket server listening.");
+        }
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(error = %e, "Accept failed.");
+                        continue;
+                    }
+                },
+            };
+            let (hub, acceptor, opts, shutdown) = (self.clone(), acceptor.clone(), opts.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                match kubeedge_viaduct::accept(tcp, acceptor, &opts).await {
+                    Ok((id, conn)) => hub.run_session(id, conn, shutdown).await,
+                    Err(e) => debug!(%peer, error = %e, "Edge handshake failed."),
+                }
+            });
+        }
+        // Stop every session.
+        for (_, e) in self.sessions.lock().drain() {
+            e.cancel.cancel();
+        }
+    }
+
+    async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
+        self: Arc<Self>,
+        id: Identity,
+        mut conn: Connection<S>,
+        shutdown: CancellationToken,
+    ) {
+        let node = id.node_id.clone();
+        let (tx, mut rx) = mpsc::channel(SESSION_INBOX);
+        let cancel = shutdown.child_token();
+        let session_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Decided under the lock, acted on after it: no guard lives across an await.
+        let admitted = {
+            let mut sessions = self.sessions.lock();
+            let replacing = sessions.contains_key(&node);
+            if !replacing && sessions.len() >= self.node_limit {
+                false
+            } else {
+                // A new session replaces the old one atomically.
+                if let Some(old) = sessions.insert(node.clone(), Entry { id: session_id, tx, cancel: cancel.clone() }) {
+                    info!(node, "Replacing the node's previous session.");
+                    old.cancel.cancel();
+                }
+                if let Some(m) = &self.metrics {
+                    m.connected.set(sessions.len() as i64);
+                }
+                true
+            }
+        };
+        if !admitted {
+            warn!(node, limit = self.node_limit, "Refused an edge: node limit reached.");
+            let _ = conn.close_with(1013, "node limit reached").await;
+            return;
+        }
+        info!(node, cert = %id.cert_cn, "Edge connected.");
+        let mut queue = NodeQueue::default();
+        let mut last_seen = tokio::time::Instant::now();
+        let reason = loop {
+            let now = Instant::now();
+            let mut write_failed = false;
+            while let Some(out) = queue.next_to_send(now) {
+                if let Err(e) = conn.send(&out).await {
+                    debug!(node, error = %e, "Write failed.");
+                    write_failed = true;
+                    break;
+                }
+            }
+            if write_failed {
+                break "write failed";
+            }
+            if let Some(m) = &self.metrics {
+                m.queue_depth.with_label_values(&[&node]).set(queue.depth() as i64);
+            }
+            let wake = queue.next_deadline().map(tokio::time::Instant::from_std);
+            let silent_until = last_seen + self.keepalive;
+            tokio::select! {
+                _ = cancel.cancelled() => break "replaced or shutting down",
+                _ = tokio::time::sleep_until(silent_until) => break "keepalive timeout",
+                _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
+                    if let Some(m) = &self.metrics {
+                        m.resends.with_label_values(&[&node]).inc();
+                    }
+                }
+                down = rx.recv() => match down {
+                    Some(msg) => { queue.enqueue(msg); }
+                    None => break "session closed",
+                },
+                up = conn.recv() => match up {
+                    Ok(Some(msg)) => {
+                        last_seen = tokio::time::Instant::now();
+                        self.upstream(&node, msg, &mut queue).await;
+                    }
+                    Ok(None) => break "edge closed the connection",
+                    Err(e) if e.is_recoverable() => warn!(node, error = %e, "Dropped a malformed message from the edge."),
+                    Err(e) => {
+                        debug!(node, error = %e, "Read failed.");
+                        break "read failed";
+                    }
+                },
+            }
+        };
+        {
+            let mut sessions = self.sessions.lock();
+            if sessions.get(&node).is_some_and(|e| e.id == session_id) {
+                sessions.remove(&node);
+            }
+            if let Some(m) = &self.metrics {
+                m.connected.set(sessions.len() as i64);
+            }
+        }
+        info!(node, reason, "Edge disconnected.");
+    }
+
+    async fn upstream(&self, node: &str, mut msg: Message, queue: &mut NodeQueue) {
+        if msg.is_empty_frame() {
+            // A v1.15 edge writes a zero-value message as it shuts down.
+            return;
+        }
+        match msg.operation() {
+            Operation::Keepalive => return,
+            Operation::Response if msg.parent_id().is_some() => {
+                let parent = msg.header.parent_id.clone();
+                if queue.ack(&parent).is_some() {
+                    debug!(node, msg.parent_id = %parent, "ACK.");
+                    return;
+                }
+                // Not an ACK of ours: a reply to a cloud request, for a waiting module.
+                if let Err(m) = self.bus.try_send_resp(msg) {
+                    debug!(node, msg.parent_id = %m.header.parent_id, "A response answers nothing waiting.");
+                }
+                return;
+            }
+            Operation::Error => {
+                warn!(node, resource = %msg.router.resource, content = ?msg.content, "The edge reported an error.");
+                return;
+            }
+            _ => {}
+        }
+        // The node comes from the authenticated connection, never from the message.
+        msg.router.resource = format!("node/{node}/{}", msg.router.resource);
+        let group = match msg.router.source.as_str() {
+            "twin" => "devicecontroller",
+            "metaserver" => "dynamiccontroller",
+            _ => "edgecontroller",
+        };
+        if msg.router.operation == operation::UPLOAD && msg.router.group == "user" {
+            let _ = self.bus.try_send("router", msg);
+            return;
+        }
+        if self.bus.group_members(group).is_empty() {
+            debug!(node, group, "No module for an upstream message; dropped.");
+            return;
+        }
+        let _ = self.bus.send_to_group(group, msg).await;
+    }
+}
+
+/// The node of a cloud-form resource (`node/{node}/…`).
+pub fn node_of(resource: &str) -> Option<&str> {
+    let rest = resource.strip_prefix("node/")?;
+    let node = rest.split('/').next()?;
+    (!node.is_empty()).then_some(node)
+}

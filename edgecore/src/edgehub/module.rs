@@ -1,0 +1,246 @@
+//! The EdgeHub module (`websocket`/`hub`): joins with the token when the node has no
+//! certificate, keeps one WebSocket session to CloudHub, and moves messages both ways.
+//!
+//! - Keepalive: a `keepalive` message (content `ping`) at once and every `heartbeat`, plus a
+//!   WebSocket ping; the cloud's pongs count as activity, so a silent partition is noticed after
+//!   two heartbeats without any frame (upstream noticed only at its next failed write).
+//! - Reconnect: jittered exponential backoff, 2 s doubling to 30 s, reset once a session has
+//!   lasted a minute.
+//! - Upstream messages from modules are paced by `messageQPS`/`messageBurst`.
+//! - Cloud messages: a reply to a waiting request goes to it; the rest go by group as upstream
+//!   routes them (`resource`, `func` → meta; `twin` → twin; `user` → bus).
+//! - Connection changes are announced to the twin, meta, bus and taskmanager groups
+//!   (resource `node/connection`, content `connected` / `disconnected`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError};
+use kubeedge_config::edgecore::EdgeHub;
+use kubeedge_model::constants::{group, module, operation};
+use kubeedge_model::{Content, Message, Operation};
+use kubeedge_viaduct::ClientOptions;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::certs::{self, CertPaths};
+
+/// Groups told about connection changes.
+const NOTIFY_GROUPS: [&str; 4] = [group::TWIN, group::META, group::BUS, group::TASKMANAGER];
+const BACKOFF_START: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// EdgeHub as a bus module.
+pub struct EdgeHubModule {
+    cfg: EdgeHub,
+    node: String,
+}
+
+impl EdgeHubModule {
+    /// A module for `node` with this config.
+    pub fn new(cfg: EdgeHub, node: String) -> Self {
+        Self { cfg, node }
+    }
+
+    fn paths(&self) -> CertPaths {
+        CertPaths {
+            ca: PathBuf::from(&self.cfg.tls_ca_file),
+            cert: PathBuf::from(&self.cfg.tls_cert_file),
+            key: PathBuf::from(&self.cfg.tls_private_key_file),
+        }
+    }
+}
+
+/// A token bucket: `burst` messages at once, `qps` per second after.
+struct Pace {
+    tokens: f64,
+    burst: f64,
+    qps: f64,
+    at: Instant,
+}
+
+impl Pace {
+    fn new(qps: i32, burst: i32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self { tokens: burst, burst, qps: f64::from(qps.max(1)), at: Instant::now() }
+    }
+
+    /// Waits for a token.
+    async fn take(&mut self) {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.qps).min(self.burst);
+        self.at = now;
+        if self.tokens < 1.0 {
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.qps);
+            tokio::time::sleep(wait).await;
+            self.tokens = 1.0;
+            self.at = Instant::now();
+        }
+        self.tokens -= 1.0;
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    // ±20 %, from the clock's low bits: no RNG needed for spreading reconnects.
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    let factor = 0.8 + f64::from(nanos % 1000) / 2500.0;
+    d.mul_f64(factor)
+}
+
+async fn notify(bus: &Bus, content: &str) {
+    for g in NOTIFY_GROUPS {
+        if bus.group_members(g).is_empty() {
+            continue;
+        }
+        let msg = Message::build("edgehub", g, "node/connection", operation::CONNECT, Content::string(content));
+        let _ = bus.send_to_group(g, msg).await;
+    }
+}
+
+/// Where a cloud message goes on the edge (upstream EdgeHub's dispatch).
+fn route(bus: &Bus, msg: Message) {
+    let target = match msg.router.group.as_str() {
+        "resource" | "func" => group::META,
+        "twin" => group::TWIN,
+        "user" => group::BUS,
+        other => other,
+    };
+    let members = bus.group_members(target);
+    if members.is_empty() {
+        debug!(group = target, resource = %msg.router.resource, "No module for a cloud message; dropped.");
+        return;
+    }
+    for m in members {
+        let _ = bus.try_send(m, msg.clone());
+    }
+}
+
+impl Module for EdgeHubModule {
+    fn name(&self) -> &'static str {
+        module::EDGEHUB
+    }
+
+    fn group(&self) -> &'static str {
+        group::HUB
+    }
+
+    fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            let heartbeat = self.cfg.heartbeat().max(Duration::from_secs(1));
+            let paths = self.paths();
+            let mut backoff = BACKOFF_START;
+            let mut pace = Pace::new(self.cfg.message_qps, self.cfg.message_burst);
+            let shutdown = ctx.shutdown().clone();
+            loop {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                let attempt = async {
+                    if certs::needs_bootstrap(&paths, &self.node).await {
+                        if self.cfg.token.is_empty() {
+                            return Err::<_, ModuleError>(
+                                "no certificate and no token: set modules.edgeHub.token".into(),
+                            );
+                        }
+                        certs::bootstrap(&self.cfg.http_server, &self.cfg.token, &self.node, &paths).await?;
+                    }
+                    let ca = kubeedge_pki::parse_pem(&tokio::fs::read_to_string(&paths.ca).await?)?.1;
+                    let cert = kubeedge_pki::parse_pem(&tokio::fs::read_to_string(&paths.cert).await?)?.1;
+                    let key = kubeedge_pki::key_from_pem(&tokio::fs::read_to_string(&paths.key).await?)?;
+                    let tls = Arc::new(kubeedge_viaduct::client_tls(&ca, &cert, &key)?);
+                    let opts = ClientOptions {
+                        server: self.cfg.websocket.server.clone(),
+                        node_id: self.node.clone(),
+                        project_id: self.cfg.project_id.clone(),
+                        max_message: kubeedge_model::MAX_MESSAGE_SIZE,
+                        handshake_timeout: Duration::from_secs(
+                            u64::try_from(self.cfg.websocket.handshake_timeout).unwrap_or(30).max(1),
+                        ),
+                    };
+                    Ok(kubeedge_viaduct::connect(&opts, tls).await?)
+                };
+                let mut conn = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    r = attempt => match r {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let wait = jitter(backoff);
+                            warn!(error = %e, retry_in = ?wait, "Connecting to CloudHub failed.");
+                            backoff = (backoff * 2).min(BACKOFF_MAX);
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return Ok(()),
+                                _ = tokio::time::sleep(wait) => continue,
+                            }
+                        }
+                    },
+                };
+                info!(server = %self.cfg.websocket.server, node = %self.node, "Connected to CloudHub.");
+                let connected_at = Instant::now();
+                notify(&ctx.bus, "connected").await;
+                let keepalive = || {
+                    Message::build(
+                        module::EDGEHUB,
+                        group::RESOURCE,
+                        "node",
+                        operation::KEEPALIVE,
+                        Content::string("ping"),
+                    )
+                };
+                let mut tick = tokio::time::interval(heartbeat);
+                let reason = loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            let _ = conn.close().await;
+                            notify(&ctx.bus, "disconnected").await;
+                            return Ok(());
+                        }
+                        _ = tick.tick() => {
+                            if conn.last_activity().elapsed() > heartbeat * 2 {
+                                break "no frame from the cloud for two heartbeats";
+                            }
+                            if conn.send(&keepalive()).await.is_err() || conn.ping().await.is_err() {
+                                break "write failed";
+                            }
+                        }
+                        out = ctx.recv() => {
+                            let Some(msg) = out else { break "bus closed" };
+                            pace.take().await;
+                            if conn.send(&msg).await.is_err() {
+                                break "write failed";
+                            }
+                        }
+                        incoming = conn.recv() => match incoming {
+                            Ok(Some(msg)) => {
+                                if msg.parent_id().is_some() && msg.operation() != Operation::Keepalive {
+                                    match ctx.bus.try_send_resp(msg) {
+                                        Ok(()) => {}
+                                        Err(m) => route(&ctx.bus, m),
+                                    }
+                                } else {
+                                    route(&ctx.bus, msg);
+                                }
+                            }
+                            Ok(None) => break "the cloud closed the connection",
+                            Err(e) if e.is_recoverable() => warn!(error = %e, "Dropped a malformed message from the cloud."),
+                            Err(_) => break "read failed",
+                        },
+                    }
+                };
+                notify(&ctx.bus, "disconnected").await;
+                if connected_at.elapsed() >= STABLE_AFTER {
+                    backoff = BACKOFF_START;
+                }
+                let wait = jitter(backoff);
+                warn!(reason, retry_in = ?wait, "Disconnected from CloudHub.");
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        })
+    }
+}
