@@ -159,6 +159,7 @@ impl Daemon {
         cfg: C,
         register: impl FnOnce(&C, &mut Registry, &Metrics) -> Result<(), String>,
     ) -> ExitCode {
+        let mut signals = signal::Signals::install();
         let metrics = match Metrics::new(self.name, VERSION) {
             Ok(m) => m,
             Err(e) => return fail(&e),
@@ -186,11 +187,11 @@ impl Daemon {
             tokio::spawn(kubeedge_telemetry::serve(listener, metrics, Some(supervisor.health()), stop_monitor.clone()));
         info!(daemon = self.name, version = VERSION, modules = ?modules, "Started.");
 
-        let signal = signal::wait_for_shutdown().await;
+        let signal = signals.recv().await;
         info!(signal, "Shutting down.");
         // A second signal while stopping exits at once.
-        tokio::spawn(async {
-            let second = signal::wait_for_shutdown().await;
+        tokio::spawn(async move {
+            let second = signals.recv().await;
             eprintln!("received {second} again while stopping; exiting now");
             std::process::exit(i32::from(EXIT_FAILURE));
         });

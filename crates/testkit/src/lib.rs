@@ -126,6 +126,28 @@ fn pump(stderr: ChildStderr) -> mpsc::Receiver<String> {
     rx
 }
 
+/// The path of another workspace binary (`cloudcore`, `edgecore`, `apiserver-lite`), next to
+/// the running test's target directory. `cargo test --workspace` builds every binary first;
+/// a single-package run may need `cargo build -p NAME`.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/test-xxxx → target/debug/NAME
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built; run `cargo build -p {name}` (or test the whole workspace)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1 for a daemon config (bound once and released: for daemons
+/// whose peers must be told the port before they start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
 /// Runs a binary to completion and returns (exit status, stdout, stderr).
 pub fn run(bin: &Path, args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(bin).args(args).env_remove("RUST_LOG").stdin(Stdio::null()).output().expect("run binary");
