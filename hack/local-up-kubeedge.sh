@@ -8,6 +8,9 @@
 # CLOUDHUB_HTTPS_PORT 10002, CLOUDCORE_MONITOR 127.0.0.1:9091, EDGECORE_MONITOR 127.0.0.1:9092.
 # EDGE_NODE_NAME names the edge node (default: edge-local). PROFILE=debug skips the release build.
 set -euo pipefail
+# Job control: each daemon gets its own process group, so Ctrl-C reaches only this script,
+# which then stops the daemons in order (edge, cloud, API server) with one SIGTERM each.
+set -m
 cd "$(dirname "$0")/.."
 
 OUT=${LOCAL_UP_DIR:-_output/local-up}

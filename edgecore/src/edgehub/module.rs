@@ -206,7 +206,12 @@ impl Module for EdgeHubModule {
                             }
                         }
                         out = ctx.recv() => {
-                            let Some(msg) = out else { break "bus closed" };
+                            let Some(msg) = out else {
+                                // Shutdown: say goodbye properly.
+                                let _ = conn.close().await;
+                                notify(&ctx.bus, "disconnected").await;
+                                return Ok(());
+                            };
                             pace.take().await;
                             if conn.send(&msg).await.is_err() {
                                 break "write failed";
