@@ -1,0 +1,186 @@
+//! CloudHub's edge sessions on real mTLS sockets: upstream messages reach the controllers with
+//! the node from the connection, unACKed messages are re-sent, a new session replaces the old,
+//! the node limit refuses politely, and one bad edge does not disturb the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudcore::cloudhub::session::Hub;
+use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError, Registry, RestartPolicy};
+use kubeedge_model::{Content, Message};
+use kubeedge_pki::{Ca, ExtKeyUsage, edge_csr};
+use kubeedge_viaduct::{ClientOptions, RawFrame, ServerOptions, client_tls, connect};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Stands in for EdgeController: hands what it receives to the test.
+struct Controller(mpsc::UnboundedSender<Message>);
+
+impl Module for Controller {
+    fn name(&self) -> &'static str {
+        "edgecontroller"
+    }
+    fn group(&self) -> &'static str {
+        "edgecontroller"
+    }
+    fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            while let Some(m) = ctx.recv().await {
+                let _ = self.0.send(m);
+            }
+            Ok(())
+        })
+    }
+}
+
+struct Setup {
+    ca: Ca,
+    addr: String,
+    hub: Arc<Hub>,
+    upstream: mpsc::UnboundedReceiver<Message>,
+    stop: CancellationToken,
+}
+
+async fn setup(node_limit: usize, max_message: usize) -> Setup {
+    let ca = Ca::generate().unwrap();
+    let server = ca.issue_server(&["127.0.0.1".parse().unwrap()], &[]).unwrap();
+    let (tx, upstream) = mpsc::unbounded_channel();
+    let mut reg = Registry::new();
+    reg.register(Box::new(Controller(tx))).unwrap();
+    let sup = reg.start(RestartPolicy::default());
+    let hub = Hub::new(sup.bus(), node_limit, Duration::from_secs(30), None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let tls = kubeedge_viaduct::server_tls(ca.cert_der(), &server.cert_der, &server.key_sec1).unwrap();
+    let stop = CancellationToken::new();
+    let opts = ServerOptions { max_message, ..Default::default() };
+    tokio::spawn(hub.clone().serve(listener, tls, opts, stop.clone()));
+    std::mem::forget(sup); // Lives as long as the test.
+    Setup { ca, addr, hub, upstream, stop }
+}
+
+async fn edge(
+    s: &Setup,
+    node: &str,
+) -> kubeedge_viaduct::Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let (csr, key) = edge_csr(node).unwrap();
+    let cert = s.ca.sign_csr(&csr, 365, &[ExtKeyUsage::ClientAuth]).unwrap();
+    let tls = Arc::new(client_tls(s.ca.cert_der(), &cert, &key).unwrap());
+    let opts = ClientOptions {
+        server: s.addr.clone(),
+        node_id: node.to_owned(),
+        project_id: "p".to_owned(),
+        max_message: kubeedge_model::MAX_MESSAGE_SIZE,
+        handshake_timeout: PATIENCE,
+    };
+    connect(&opts, tls).await.unwrap()
+}
+
+async fn until_connected(hub: &Hub, nodes: &[&str]) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while hub.connected() != nodes {
+        assert!(tokio::time::Instant::now() < deadline, "connected: {:?}", hub.connected());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn pod_insert(node: &str, uid: &str, rv: &str) -> Message {
+    let mut m = Message::build(
+        "edgecontroller",
+        "resource",
+        format!("node/{node}/default/pod/web"),
+        "insert",
+        Content::json(
+            &json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","uid":uid,"resourceVersion":rv}}),
+        )
+        .unwrap(),
+    );
+    m.header.resource_version = rv.to_owned();
+    m
+}
+
+#[tokio::test]
+async fn upstream_goes_to_the_controllers_with_the_connections_node() {
+    let mut s = setup(10, kubeedge_model::MAX_MESSAGE_SIZE).await;
+    let mut e = edge(&s, "edge-1").await;
+    until_connected(&s.hub, &["edge-1"]).await;
+    // The message claims another node in its resource: the connection's node wins.
+    let patch = Message::build("edged", "meta", "default/podpatch/web", "patch", Content::string("{}"));
+    e.send(&patch).await.unwrap();
+    let got = tokio::time::timeout(PATIENCE, s.upstream.recv()).await.unwrap().unwrap();
+    assert_eq!(got.router.resource, "node/edge-1/default/podpatch/web");
+    assert_eq!(got.header.id, patch.header.id);
+    // Keepalives and the v1.15 shutdown frame are not forwarded.
+    e.send(&Message::build("websocket", "resource", "node", "keepalive", Content::string("ping"))).await.unwrap();
+    e.send_raw(RawFrame::text(r#"{"header":{"msg_id":"","timestamp":0},"route":{},"content":null}"#)).await.unwrap();
+    let next = Message::build("edged", "meta", "default/podpatch/web2", "patch", Content::string("{}"));
+    e.send(&next).await.unwrap();
+    let got = tokio::time::timeout(PATIENCE, s.upstream.recv()).await.unwrap().unwrap();
+    assert_eq!(got.header.id, next.header.id, "nothing else came first");
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn an_edge_that_withholds_acks_sees_resends() {
+    let s = setup(10, kubeedge_model::MAX_MESSAGE_SIZE).await;
+    let mut e = edge(&s, "edge-1").await;
+    until_connected(&s.hub, &["edge-1"]).await;
+    assert!(s.hub.dispatch(pod_insert("edge-1", "u1", "7")));
+    let first = tokio::time::timeout(PATIENCE, e.recv()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.router.resource, "default/pod/web", "the edge sees the edge form");
+    // No ACK: the same message comes again (after 5 s).
+    let again = tokio::time::timeout(PATIENCE, e.recv()).await.unwrap().unwrap().unwrap();
+    assert_eq!(again.header.id, first.header.id);
+    // ACK it as MetaManager would; the next object follows, the first is not re-sent.
+    e.send(&Message::response_to(&again, Content::string("OK"))).await.unwrap();
+    assert!(s.hub.dispatch(pod_insert("edge-1", "u2", "8")));
+    let second = tokio::time::timeout(PATIENCE, e.recv()).await.unwrap().unwrap().unwrap();
+    assert_eq!(second.header.resource_version, "8");
+    assert!(!s.hub.dispatch(pod_insert("edge-9", "u3", "9")), "not connected: dropped");
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_new_session_replaces_the_old_and_the_limit_refuses() {
+    let s = setup(1, kubeedge_model::MAX_MESSAGE_SIZE).await;
+    let mut old = edge(&s, "edge-1").await;
+    until_connected(&s.hub, &["edge-1"]).await;
+    let mut new = edge(&s, "edge-1").await;
+    // The old session ends.
+    let ended = tokio::time::timeout(PATIENCE, old.recv()).await.unwrap();
+    assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");
+    until_connected(&s.hub, &["edge-1"]).await;
+    assert!(s.hub.dispatch(pod_insert("edge-1", "u1", "1")));
+    assert!(tokio::time::timeout(PATIENCE, new.recv()).await.unwrap().unwrap().is_some());
+    // The limit is 1: another node is refused with a close frame.
+    let mut other = edge(&s, "edge-2").await;
+    let refused = tokio::time::timeout(PATIENCE, other.recv()).await.unwrap();
+    assert!(matches!(refused, Ok(None)), "{refused:?}");
+    assert_eq!(s.hub.connected(), ["edge-1"]);
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_bad_edge_only_hurts_itself() {
+    let mut s = setup(10, 64 * 1024).await;
+    let mut good = edge(&s, "good").await;
+    let mut bad = edge(&s, "bad").await;
+    until_connected(&s.hub, &["bad", "good"]).await;
+    // Garbage is logged and dropped; the session lives on.
+    bad.send_raw(RawFrame::text("this is not json\n")).await.unwrap();
+    let ok = Message::build("edged", "meta", "default/podpatch/x", "patch", Content::string("{}"));
+    bad.send(&ok).await.unwrap();
+    let got = tokio::time::timeout(PATIENCE, s.upstream.recv()).await.unwrap().unwrap();
+    assert_eq!(got.header.id, ok.header.id);
+    // An oversized frame ends that session only.
+    let _ = bad.send_raw(RawFrame::text("x".repeat(100 * 1024))).await;
+    until_connected(&s.hub, &["good"]).await;
+    let fine = Message::build("edged", "meta", "default/podpatch/y", "patch", Content::string("{}"));
+    good.send(&fine).await.unwrap();
+    let got = tokio::time::timeout(PATIENCE, s.upstream.recv()).await.unwrap().unwrap();
+    assert_eq!(got.router.resource, "node/good/default/podpatch/y");
+    s.stop.cancel();
+}
