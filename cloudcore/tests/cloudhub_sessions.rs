@@ -2,65 +2,16 @@
 //! the node from the connection, unACKed messages are re-sent, a new session replaces the old,
 //! the node limit refuses politely, and one bad edge does not disturb the others.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use cloudcore::cloudhub::session::Hub;
-use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError, Registry, RestartPolicy};
+use common::{PATIENCE, Setup, pod_insert, setup};
 use kubeedge_model::{Content, Message};
-use kubeedge_pki::{Ca, ExtKeyUsage, edge_csr};
-use kubeedge_viaduct::{ClientOptions, RawFrame, ServerOptions, client_tls, connect};
-use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Stands in for EdgeController: hands what it receives to the test.
-struct Controller(mpsc::UnboundedSender<Message>);
-
-impl Module for Controller {
-    fn name(&self) -> &'static str {
-        "edgecontroller"
-    }
-    fn group(&self) -> &'static str {
-        "edgecontroller"
-    }
-    fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
-        Box::pin(async move {
-            while let Some(m) = ctx.recv().await {
-                let _ = self.0.send(m);
-            }
-            Ok(())
-        })
-    }
-}
-
-struct Setup {
-    ca: Ca,
-    addr: String,
-    hub: Arc<Hub>,
-    upstream: mpsc::UnboundedReceiver<Message>,
-    stop: CancellationToken,
-}
-
-async fn setup(node_limit: usize, max_message: usize) -> Setup {
-    let ca = Ca::generate().unwrap();
-    let server = ca.issue_server(&["127.0.0.1".parse().unwrap()], &[]).unwrap();
-    let (tx, upstream) = mpsc::unbounded_channel();
-    let mut reg = Registry::new();
-    reg.register(Box::new(Controller(tx))).unwrap();
-    let sup = reg.start(RestartPolicy::default());
-    let hub = Hub::new(sup.bus(), node_limit, Duration::from_secs(30), None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let tls = kubeedge_viaduct::server_tls(ca.cert_der(), &server.cert_der, &server.key_sec1).unwrap();
-    let stop = CancellationToken::new();
-    let opts = ServerOptions { max_message, ..Default::default() };
-    tokio::spawn(hub.clone().serve(listener, tls, opts, stop.clone()));
-    std::mem::forget(sup); // Lives as long as the test.
-    Setup { ca, addr, hub, upstream, stop }
-}
+use kubeedge_pki::{ExtKeyUsage, edge_csr};
+use kubeedge_viaduct::{ClientOptions, RawFrame, client_tls, connect};
 
 async fn edge(
     s: &Setup,
@@ -85,21 +36,6 @@ async fn until_connected(hub: &Hub, nodes: &[&str]) {
         assert!(tokio::time::Instant::now() < deadline, "connected: {:?}", hub.connected());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-fn pod_insert(node: &str, uid: &str, rv: &str) -> Message {
-    let mut m = Message::build(
-        "edgecontroller",
-        "resource",
-        format!("node/{node}/default/pod/web"),
-        "insert",
-        Content::json(
-            &json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","uid":uid,"resourceVersion":rv}}),
-        )
-        .unwrap(),
-    );
-    m.header.resource_version = rv.to_owned();
-    m
 }
 
 #[tokio::test]

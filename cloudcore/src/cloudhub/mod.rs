@@ -6,8 +6,11 @@
 //!   the winner's, unlike upstream #5922).
 //! - [`https`]: the join API on :10002.
 //! - [`queue`]: one node's downstream queues (ACK rules, one in flight, resends, dedup).
+//! - [`session`]: the edge sessions on :10000; [`module`]: CloudHub as a bus module.
+//! - [`fleet`]: an in-process fleet of edge clients, for tests and benchmarks only.
 
 pub mod certs;
+pub mod fleet;
 pub mod https;
 pub mod module;
 pub mod queue;
