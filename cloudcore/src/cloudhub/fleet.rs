@@ -17,7 +17,7 @@ pub enum FleetEvent {
     /// Connected.
     Connected(String),
     /// Received (and ACKed) a message.
-    Received(String, Message),
+    Received(String, Box<Message>),
 }
 
 /// Connects `nodes` edges (at most `parallel` handshakes at a time) to CloudHub at `addr`.
@@ -58,7 +58,7 @@ pub async fn connect_fleet(
                     if conn.send(&ack).await.is_err() {
                         return;
                     }
-                    if tx.send(FleetEvent::Received(node.clone(), msg)).is_err() {
+                    if tx.send(FleetEvent::Received(node.clone(), Box::new(msg))).is_err() {
                         return;
                     }
                 }

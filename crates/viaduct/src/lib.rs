@@ -106,10 +106,16 @@ pub struct Identity {
     pub cert_cn: String,
 }
 
+/// Frame buffers start small: an idle edge costs little, and buffers grow with the messages
+/// actually sent (tungstenite's 128 KiB defaults would cost ~256 KiB per idle connection).
+const IO_BUFFER: usize = 4 * 1024;
+
 fn ws_config(max: usize) -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
     c.max_message_size = Some(max);
     c.max_frame_size = Some(max);
+    c.read_buffer_size = IO_BUFFER;
+    c.write_buffer_size = IO_BUFFER;
     c
 }
 
