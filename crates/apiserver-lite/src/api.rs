@@ -48,23 +48,7 @@ pub fn no_such_path() -> ApiError {
 
 /// Discovery descriptions of the types served in one group version.
 pub fn infos(store: &Store, group: &str, version: &str) -> Vec<ResourceInfo> {
-    store.types().iter().filter(|t| t.group == group && t.version == version).map(|t| info(t)).collect()
-}
-
-fn info(t: &ResourceType) -> ResourceInfo {
-    let verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
-    ResourceInfo {
-        group: t.group.clone(),
-        version: t.version.clone(),
-        kind: t.kind.clone(),
-        plural: t.plural.clone(),
-        singular: t.singular.clone(),
-        namespaced: t.namespaced,
-        short_names: t.short_names.clone(),
-        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-        subresources: t.subresources.clone(),
-        categories: t.categories.clone(),
-    }
+    store.types().iter().filter(|t| t.group == group && t.version == version).map(|t| t.info.clone()).collect()
 }
 
 /// `/openapi/v3` (`rest` empty) or one group version's document (`rest` = `api/v1`,

@@ -1,42 +1,30 @@
 //! The resource types served: the built-in ones kubectl, kube-rs, cloudcore and edgecore use, and
 //! those CustomResourceDefinitions add at run time.
 
+use kubeedge_kube_serve::discovery::ResourceInfo;
 use serde_json::Value;
 
-/// One served resource type.
+/// One served resource type: its discovery description plus what only this server needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceType {
-    /// API group (`""` for core).
-    pub group: String,
-    /// Version (`v1`).
-    pub version: String,
-    /// Kind (`Pod`).
-    pub kind: String,
-    /// Plural, the URL segment (`pods`).
-    pub plural: String,
-    /// Singular (`pod`).
-    pub singular: String,
-    /// Namespaced or cluster-scoped.
-    pub namespaced: bool,
-    /// kubectl short names (`po`).
-    pub short_names: Vec<String>,
-    /// Subresources (`status`, `binding`, `log`, `exec`, `token`, `approval`).
-    pub subresources: Vec<String>,
-    /// Categories (`all`).
-    pub categories: Vec<String>,
+    /// Group, version, kind, names, scope, verbs, subresources, categories.
+    pub info: ResourceInfo,
     /// Columns for `kubectl get` from a CRD's `additionalPrinterColumns`.
     pub printer_columns: Vec<Value>,
+}
+
+impl std::ops::Deref for ResourceType {
+    type Target = ResourceInfo;
+
+    fn deref(&self) -> &ResourceInfo {
+        &self.info
+    }
 }
 
 impl ResourceType {
     /// `group/version`, or `version` for the core group.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
-    }
-
-    /// `plural.group`, or `plural` for the core group (how errors name a resource).
-    pub fn group_resource(&self) -> String {
-        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+        self.info.group_version()
     }
 
     /// Whether `status` is a subresource (then the main resource ignores status writes).
@@ -61,18 +49,10 @@ fn builtin(
     subs: &[&str],
     all: bool,
 ) -> ResourceType {
-    ResourceType {
-        group: group.to_owned(),
-        version: version.to_owned(),
-        kind: kind.to_owned(),
-        plural: plural.to_owned(),
-        singular: kind.to_lowercase(),
-        namespaced,
-        short_names: short.iter().map(|s| (*s).to_owned()).collect(),
-        subresources: subs.iter().map(|s| (*s).to_owned()).collect(),
-        categories: if all { vec!["all".to_owned()] } else { Vec::new() },
-        printer_columns: Vec::new(),
-    }
+    let info =
+        ResourceInfo::new(group, version, kind, plural, namespaced).with_short_names(short).with_subresources(subs);
+    let info = if all { info.with_categories(&["all"]) } else { info };
+    ResourceType { info, printer_columns: Vec::new() }
 }
 
 /// The built-in resource types.
@@ -149,16 +129,13 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             subresources.push("status".to_owned());
         }
         // The scale subresource is not served, so it is not advertised.
+        let mut info = ResourceInfo::new(group, version, &kind, &plural, namespaced);
+        info.singular = singular.clone();
+        info.short_names = strings(names.get("shortNames"));
+        info.subresources = subresources;
+        info.categories = strings(names.get("categories"));
         out.push(ResourceType {
-            group: group.to_owned(),
-            version: version.to_owned(),
-            kind: kind.clone(),
-            plural: plural.clone(),
-            singular: singular.clone(),
-            namespaced,
-            short_names: strings(names.get("shortNames")),
-            subresources,
-            categories: strings(names.get("categories")),
+            info,
             printer_columns: v.get("additionalPrinterColumns").and_then(Value::as_array).cloned().unwrap_or_default(),
         });
     }

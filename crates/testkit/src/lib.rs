@@ -220,6 +220,37 @@ pub fn set_yaml_line(yaml: &str, key: &str, value: &str) -> String {
         + "\n"
 }
 
+/// A scratch directory under the system temp dir, removed on drop.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory.
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kubeedge-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Scenarios every daemon must pass, shared by the cloudcore and edgecore process tests.
 pub mod daemon {
     use std::path::{Path, PathBuf};
@@ -264,6 +295,100 @@ pub mod daemon {
         let status = status.unwrap_or_else(|| panic!("still running after SIG{signal}; log:\n{log}"));
         assert!(status.success(), "exit {status} after SIG{signal}; log:\n{log}");
         assert!(log.contains("Stopped."), "no clean stop in log:\n{log}");
+    }
+
+    /// What the shared daemon scenarios need to know about one daemon.
+    pub struct Spec {
+        /// The binary.
+        pub bin: &'static str,
+        /// `cloudcore` or `edgecore`.
+        pub name: &'static str,
+        /// Its config `apiVersion`.
+        pub api_version: &'static str,
+        /// Its default monitor address.
+        pub monitor_default: &'static str,
+        /// Its cloud–edge link module's config key (switched off when it runs alone).
+        pub link_module: &'static str,
+        /// A numeric key of the link module, for a wrong-type test.
+        pub numeric_key: &'static str,
+        /// A module upstream enables by default that this build does not have.
+        pub unbuilt_module: &'static str,
+        /// Upstream's default config (fixture).
+        pub upstream_config: PathBuf,
+    }
+
+    impl Spec {
+        fn path(&self) -> &Path {
+            Path::new(self.bin)
+        }
+
+        /// Starts on its own default config, serves, and stops on `signal`.
+        pub fn serves_and_stops(&self, signal: &str) {
+            let dir = tempfile_dir();
+            let cfg = test_config(self.path(), dir.path(), self.name);
+            serves_and_stops_on(self.path(), &cfg, self.name, signal);
+        }
+
+        /// Several errors at once: every one is listed, exit 64.
+        pub fn lists_every_config_error(&self) {
+            let dir = tempfile_dir();
+            let yaml = format!(
+                "apiVersion: {}\nkind: Nonsense\ncommonConfig:\n  monitorServer:\n    bindAddress: not-an-address\n  logging:\n    format: xml\n",
+                self.api_version
+            );
+            refuses_config(
+                self.path(),
+                dir.path(),
+                &yaml,
+                &["kind", "commonConfig.monitorServer.bindAddress", "commonConfig.logging.format"],
+            );
+        }
+
+        /// Wrong types, broken YAML and empty files exit 64 naming the problem.
+        pub fn refuses_wrong_types_and_broken_yaml(&self) {
+            let dir = tempfile_dir();
+            let yaml = format!("modules:\n  {}:\n    {}: lots\n", self.link_module, self.numeric_key);
+            refuses_config(self.path(), dir.path(), &yaml, &[self.numeric_key]);
+            refuses_config(self.path(), dir.path(), "modules: [\n", &["invalid config"]);
+            refuses_config(self.path(), dir.path(), "", &["empty"]);
+        }
+
+        /// Upstream's own default config names a module this build does not have.
+        pub fn refuses_unbuilt_modules_by_name(&self) {
+            let dir = tempfile_dir();
+            let upstream = std::fs::read_to_string(&self.upstream_config).expect("upstream config fixture");
+            refuses_config(
+                self.path(),
+                dir.path(),
+                &upstream,
+                &[self.unbuilt_module, "not available in this build yet"],
+            );
+        }
+
+        /// `--version`, `--defaultconfig`, and a `--minconfig` that starts.
+        pub fn version_defaultconfig_and_minconfig(&self) {
+            let (status, out, _) = run(self.path(), &["--version"]);
+            assert!(status.success());
+            assert!(out.starts_with(&format!("{} {}", self.name, env!("CARGO_PKG_VERSION"))), "{out}");
+            let (status, out, _) = run(self.path(), &["--defaultconfig"]);
+            assert!(status.success());
+            assert!(out.contains(&format!("apiVersion: {}", self.api_version)), "{out}");
+            assert!(out.contains(&format!("bindAddress: {}", self.monitor_default)), "{out}");
+            let dir = tempfile_dir();
+            let (status, min, _) = run(self.path(), &["--minconfig"]);
+            assert!(status.success());
+            let min = set_yaml_line(&min, "bindAddress", "127.0.0.1:0");
+            // Alone here, the link module would have no peer: the minimal config runs without it.
+            let min = set_yaml_path(&min, &["modules", self.link_module, "enable"], "false");
+            let path = dir.path().join("min.yaml");
+            std::fs::write(&path, min).expect("write config");
+            serves_and_stops_on(self.path(), &path, self.name, "TERM");
+        }
+    }
+
+    /// A scratch directory removed on drop.
+    fn tempfile_dir() -> super::TempDir {
+        super::TempDir::new()
     }
 
     /// Runs the daemon on a config text and expects exit 64 with every `expected` fragment in
