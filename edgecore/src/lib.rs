@@ -1,7 +1,7 @@
 //! edgecore's modules. The binary (`main.rs`) wires them into the daemon; integration tests use
 //! them directly.
 //!
-//! Built so far: EdgeHub's certificate bootstrap from the join token. EdgeHub's connection
-//! comes next; until then the module cannot be enabled.
+//! Built so far: EdgeHub — joining with the token alone, and the session to CloudHub
+//! (keepalive, liveness deadline, reconnect with backoff, routing by group).
 
 pub mod edgehub;
