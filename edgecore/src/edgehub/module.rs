@@ -31,6 +31,17 @@ const NOTIFY_GROUPS: [&str; 4] = [group::TWIN, group::META, group::BUS, group::T
 const BACKOFF_START: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Where `keadm join` leaves the token for edgecore's first start (upstream's path).
+pub const BOOTSTRAP_TOKEN_FILE: &str = "/etc/kubeedge/bootstrap-edgecore.conf";
+
+/// The join token: `modules.edgeHub.token`, else the trimmed content of the bootstrap file.
+pub async fn resolve_token(configured: &str, bootstrap_file: &std::path::Path) -> Option<String> {
+    if !configured.trim().is_empty() {
+        return Some(configured.trim().to_owned());
+    }
+    let text = tokio::fs::read_to_string(bootstrap_file).await.ok()?;
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+}
 
 /// EdgeHub as a bus module.
 pub struct EdgeHubModule {
@@ -247,5 +258,32 @@ impl Module for EdgeHubModule {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_token_comes_from_the_config_else_the_bootstrap_file() {
+        let dir = std::env::temp_dir().join(format!("edgehub-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bootstrap-edgecore.conf");
+        assert_eq!(resolve_token("", &file).await, None);
+        std::fs::write(&file, "  abc.def.ghi.jkl\n").unwrap();
+        assert_eq!(resolve_token("", &file).await.as_deref(), Some("abc.def.ghi.jkl"));
+        assert_eq!(resolve_token(" cfg ", &file).await.as_deref(), Some("cfg"));
+        std::fs::write(&file, "\n").unwrap();
+        assert_eq!(resolve_token("", &file).await, None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn backoff_jitter_stays_within_twenty_percent() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_secs(10));
+            assert!(j >= Duration::from_secs(8) && j <= Duration::from_secs(12), "{j:?}");
+        }
     }
 }
