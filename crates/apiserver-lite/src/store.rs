@@ -236,16 +236,19 @@ impl Store {
         obj
     }
 
-    /// Reads one object.
-    pub fn get(&self, t: &ResourceType, ns: Option<&str>, name: &str) -> Result<Arc<Value>, ApiError> {
-        let ns = Self::ns_key(t, ns)?;
-        self.state
-            .lock()
-            .objects
+    /// The stored object, or 404.
+    fn current(st: &State, t: &ResourceType, ns_key: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+        st.objects
             .get(&Self::key(t))
-            .and_then(|m| m.get(&(ns, name.to_owned())))
+            .and_then(|m| m.get(&(ns_key.to_owned(), name.to_owned())))
             .cloned()
             .ok_or_else(|| ApiError::not_found(&t.group_resource(), name))
+    }
+
+    /// Reads one object.
+    pub fn get(&self, t: &ResourceType, ns: Option<&str>, name: &str) -> Result<Arc<Value>, ApiError> {
+        let ns_key = Self::ns_key(t, ns)?;
+        Self::current(&self.state.lock(), t, &ns_key, name)
     }
 
     /// Lists objects in `ns` (all namespaces when `None`) that pass `filter`, sorted by
@@ -395,12 +398,7 @@ impl Store {
     ) -> Result<Arc<Value>, ApiError> {
         let ns_key = Self::ns_key(t, ns)?;
         let mut st = self.state.lock();
-        let current = st
-            .objects
-            .get(&Self::key(t))
-            .and_then(|m| m.get(&(ns_key.clone(), name.to_owned())))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&t.group_resource(), name))?;
+        let current = Self::current(&st, t, &ns_key, name)?;
         let mut new = change(&current)?;
         if !new.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
@@ -558,12 +556,7 @@ impl Store {
     ) -> Result<(Arc<Value>, bool), ApiError> {
         let ns_key = Self::ns_key(t, ns)?;
         let mut st = self.state.lock();
-        let current = st
-            .objects
-            .get(&Self::key(t))
-            .and_then(|m| m.get(&(ns_key.clone(), name.to_owned())))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&t.group_resource(), name))?;
+        let current = Self::current(&st, t, &ns_key, name)?;
         if opts.uid.as_deref().is_some_and(|u| Some(u) != meta_str(&current, "uid")) {
             return Err(ApiError::conflict(
                 &t.group_resource(),

@@ -104,8 +104,8 @@ impl Pki {
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .allow_unauthenticated()
             .build()?;
-        let chain = vec![pem_to_der(&pair.cert_pem)];
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pem_to_der(&pair.key_pem).to_vec()));
+        let chain = vec![CertificateDer::from(pem_der(&pair.cert_pem)?)];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pem_der(&pair.key_pem)?));
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
@@ -124,20 +124,16 @@ fn dn(cn: &str, orgs: &[&str]) -> DistinguishedName {
     dn
 }
 
-/// Decodes the first PEM block (the certificates we generate ourselves).
-fn pem_to_der(pem: &str) -> CertificateDer<'static> {
-    use base64::Engine;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    CertificateDer::from(base64::engine::general_purpose::STANDARD.decode(body).unwrap_or_default())
+/// The DER of a PEM block we generated ourselves.
+fn pem_der(pem: &str) -> Result<Vec<u8>, TlsError> {
+    kubeedge_pki::parse_pem(pem)
+        .map(|(_, der)| der)
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))
 }
 
 /// The user and groups named by a client certificate (CN and O), as kube-apiserver reads them.
 pub fn identity_from_cert(der: &[u8]) -> Option<(String, Vec<String>)> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject();
-    let cn = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
-    let orgs = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_owned)).collect();
-    Some((cn, orgs))
+    kubeedge_pki::subject(der).ok().filter(|(cn, _)| !cn.is_empty())
 }
 
 #[cfg(test)]
@@ -148,7 +144,7 @@ mod tests {
     fn client_certs_carry_user_and_groups() {
         let pki = Pki::generate().unwrap();
         let pair = pki.issue_client("system:node:edge-1", &["system:nodes"]).unwrap();
-        let der = pem_to_der(&pair.cert_pem);
+        let der = pem_der(&pair.cert_pem).unwrap();
         assert_eq!(identity_from_cert(&der), Some(("system:node:edge-1".to_owned(), vec!["system:nodes".to_owned()])));
         assert!(pki.issue_server(&["127.0.0.1", "localhost"]).is_ok());
         assert!(identity_from_cert(b"junk").is_none());

@@ -72,16 +72,9 @@ pub fn serve(
     };
     let timeout = opts.timeout_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
     let as_table = matches!(ctx.table, AcceptKind::Table { .. });
-    let mut first = std::collections::VecDeque::new();
-    let state = StreamState { t, as_table, query: ctx.query.to_owned(), columns_sent: false, last_rv: start_rv };
-    let mut backlog_frames = Vec::new();
-    let mut state = state;
-    for ev in &backlog {
-        if let Some(frame) = state.frame(ev, &matches) {
-            backlog_frames.push(frame);
-        }
-    }
-    first.extend(backlog_frames);
+    let mut state = StreamState { t, as_table, query: ctx.query.to_owned(), columns_sent: false, last_rv: start_rv };
+    let mut first: std::collections::VecDeque<Bytes> =
+        backlog.iter().filter_map(|ev| state.frame(ev, &matches)).collect();
     if initial_events && opts.allow_watch_bookmarks {
         let mut b = bookmark(&state.t.kind, &state.t.api_version(), &start_rv.to_string());
         b["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});

@@ -93,9 +93,7 @@ fn logs_and_exec_go_to_the_node() {
     let token = server.admin_token().to_owned();
     c.rt.block_on(async move {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile(&ca) {
-            roots.add(cert).unwrap();
-        }
+        roots.add(kubeedge_pki::parse_pem(&ca).unwrap().1.into()).unwrap();
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -137,10 +135,4 @@ fn logs_and_exec_go_to_the_node() {
     );
     let out = c.kubectl(&["logs", "idle"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not have a host assigned"));
-}
-
-fn rustls_pemfile(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use base64::Engine;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    vec![rustls::pki_types::CertificateDer::from(base64::engine::general_purpose::STANDARD.decode(body).unwrap())]
 }

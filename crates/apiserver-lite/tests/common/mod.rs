@@ -62,20 +62,16 @@ impl Cluster {
 
     /// Runs kubectl and expects success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {} failed:\nstdout: {}\nstderr: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.expect_ok(args, None)
     }
 
     /// Runs kubectl with a manifest on stdin and expects success.
     pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.kubectl_stdin(args, Some(stdin));
+        self.expect_ok(args, Some(stdin))
+    }
+
+    fn expect_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_stdin(args, stdin);
         assert!(
             out.status.success(),
             "kubectl {} failed:\nstdout: {}\nstderr: {}",
