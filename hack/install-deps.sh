@@ -5,8 +5,10 @@
 # mosquitto to the list below.
 set -euo pipefail
 
-# procps: `kill` and `ps` (process tests signal the daemons); curl: readiness checks in hack/.
-APT_PACKAGES=(procps curl ca-certificates)
+# procps: `kill` and `ps` (process tests signal the daemons); curl: readiness checks in hack/;
+# iproute2 and iptables: the partition tests put cloud and edge in network namespaces and cut
+# the link between them.
+APT_PACKAGES=(procps curl ca-certificates iproute2 iptables)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -1,11 +1,14 @@
-//! The real daemons: cloudcore (CloudHub, with apiserver-lite as its cluster) and an edgecore
-//! that has nothing but the token. The edge joins, connects, shows up in cloudcore's
-//! `KubeEdge_CloudHub_connected_nodes`, and both stop cleanly.
+//! The real daemons: cloudcore (CloudHub, with apiserver-lite as its cluster) and an edgecore.
+//! - An edge that has nothing but the token joins, connects, shows up in cloudcore's
+//!   `KubeEdge_CloudHub_connected_nodes`, and both stop cleanly.
+//! - An edge whose certificate is near the end of its validity renews it over mTLS (no token)
+//!   and reconnects with the new one.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kubeedge_testkit::{Process, free_port, http_get, run, set_yaml_line, set_yaml_path, workspace_bin};
+use kubeedge_testkit::link::{self, Cloud};
+use kubeedge_testkit::{Process, free_port, http_get, workspace_bin};
 
 fn connected_nodes(addr: std::net::SocketAddr) -> Option<i64> {
     let (_, body) = http_get(addr, "/metrics").ok()?;
@@ -20,88 +23,136 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// apiserver-lite in-process and a cloudcore process on loopback.
+struct CloudSide {
+    rt: tokio::runtime::Runtime,
+    api: apiserver_lite::ApiServer,
+    proc: Process,
+    monitor: std::net::SocketAddr,
+    kubeconfig: std::path::PathBuf,
+    ws_port: u16,
+    https_port: u16,
+}
+
+impl CloudSide {
+    fn start(dir: &Path) -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let api = rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            apiserver_lite::ApiServer::start(l, Default::default()).await.unwrap()
+        });
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+        let (ws_port, https_port) = (free_port(), free_port());
+        let bin = workspace_bin("cloudcore");
+        let cfg = link::cloudcore(&bin, dir, &Cloud { kubeconfig: &kubeconfig, ip: "127.0.0.1", ws_port, https_port });
+        let mut proc = Process::spawn(&bin, &["--config", cfg.to_str().unwrap()]).unwrap();
+        let monitor = proc.monitor_addr();
+        proc.wait_for_line("CloudHub WebSocket server listening");
+        Self { rt, api, proc, monitor, kubeconfig, ws_port, https_port }
+    }
+
+    fn link(&self) -> Cloud<'_> {
+        Cloud { kubeconfig: &self.kubeconfig, ip: "127.0.0.1", ws_port: self.ws_port, https_port: self.https_port }
+    }
+
+    /// The token, as `keadm gettoken` reads it.
+    fn token(&self) -> String {
+        self.rt.block_on(async {
+            use k8s_openapi::api::core::v1::Secret;
+            let kc = kube::config::Kubeconfig::from_yaml(&self.api.kubeconfig()).unwrap();
+            let client =
+                kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap())
+                    .unwrap();
+            let secrets: kube::Api<Secret> = kube::Api::namespaced(client, "kubeedge");
+            let s = secrets.get("tokensecret").await.unwrap();
+            String::from_utf8(s.data.unwrap()["tokendata"].0.clone()).unwrap()
+        })
+    }
+
+    fn stop(mut self) {
+        self.proc.signal("TERM");
+        let status = self.proc.wait_exit(kubeedge_testkit::patience());
+        assert!(status.is_some_and(|s| s.success()), "{}", self.proc.log());
+        self.rt.block_on(self.api.shutdown());
+    }
+}
+
 #[test]
 fn an_edge_joins_with_the_token_only_and_connects() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let api = rt.block_on(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        apiserver_lite::ApiServer::start(l, Default::default()).await.unwrap()
-    });
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
-
-    let cloud_bin = workspace_bin("cloudcore");
-    let (ws_port, https_port) = (free_port(), free_port());
-    let (_, yaml, _) = run(&cloud_bin, &["--defaultconfig"]);
-    let mut yaml = set_yaml_line(&yaml, "bindAddress", "127.0.0.1:0");
-    let p = |dir: &Path, f: &str| format!("\"{}\"", dir.join(f).display());
-    for (path, value) in [
-        (&["kubeAPIConfig", "kubeConfig"][..], format!("\"{}\"", kubeconfig.display())),
-        (&["modules", "cloudHub", "advertiseAddress"][..], "[\"127.0.0.1\"]".to_owned()),
-        (&["modules", "cloudHub", "websocket", "address"][..], "127.0.0.1".to_owned()),
-        (&["modules", "cloudHub", "websocket", "port"][..], ws_port.to_string()),
-        (&["modules", "cloudHub", "https", "address"][..], "127.0.0.1".to_owned()),
-        (&["modules", "cloudHub", "https", "port"][..], https_port.to_string()),
-        (&["modules", "cloudHub", "tlsCAFile"][..], p(dir.path(), "cloud/ca.crt")),
-        (&["modules", "cloudHub", "tlsCAKeyFile"][..], p(dir.path(), "cloud/ca.key")),
-        (&["modules", "cloudHub", "tlsCertFile"][..], p(dir.path(), "cloud/server.crt")),
-        (&["modules", "cloudHub", "tlsPrivateKeyFile"][..], p(dir.path(), "cloud/server.key")),
-        (&["modules", "cloudHub", "unixsocket", "enable"][..], "false".to_owned()),
-    ] {
-        yaml = set_yaml_path(&yaml, path, &value);
-    }
-    let cloud_cfg = dir.path().join("cloudcore.yaml");
-    std::fs::write(&cloud_cfg, &yaml).unwrap();
-    let mut cloud = Process::spawn(&cloud_bin, &["--config", cloud_cfg.to_str().unwrap()]).unwrap();
-    let cloud_monitor = cloud.monitor_addr();
-    cloud.wait_for_line("CloudHub WebSocket server listening");
-
-    // The token, as `keadm gettoken` reads it.
-    let token = rt.block_on(async {
-        use k8s_openapi::api::core::v1::Secret;
-        let kc = kube::config::Kubeconfig::from_yaml(&api.kubeconfig()).unwrap();
-        let client =
-            kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap())
-                .unwrap();
-        let secrets: kube::Api<Secret> = kube::Api::namespaced(client, "kubeedge");
-        let s = secrets.get("tokensecret").await.unwrap();
-        String::from_utf8(s.data.unwrap()["tokendata"].0.clone()).unwrap()
-    });
-
+    let mut cloud = CloudSide::start(dir.path());
+    let token = cloud.token();
     let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
-    let (_, yaml) = {
-        let (_, y, _) = run(edge_bin, &["--defaultconfig"]);
-        ((), y)
-    };
-    let mut yaml = set_yaml_line(&yaml, "bindAddress", "127.0.0.1:0");
-    for (path, value) in [
-        (&["modules", "edged", "hostnameOverride"][..], "edge-1".to_owned()),
-        (&["modules", "edgeHub", "token"][..], format!("\"{token}\"")),
-        (&["modules", "edgeHub", "heartbeat"][..], "1".to_owned()),
-        (&["modules", "edgeHub", "httpServer"][..], format!("https://127.0.0.1:{https_port}")),
-        (&["modules", "edgeHub", "websocket", "server"][..], format!("127.0.0.1:{ws_port}")),
-        (&["modules", "edgeHub", "tlsCaFile"][..], p(dir.path(), "edge/ca/rootCA.crt")),
-        (&["modules", "edgeHub", "tlsCertFile"][..], p(dir.path(), "edge/certs/server.crt")),
-        (&["modules", "edgeHub", "tlsPrivateKeyFile"][..], p(dir.path(), "edge/certs/server.key")),
-    ] {
-        yaml = set_yaml_path(&yaml, path, &value);
-    }
-    let edge_cfg = dir.path().join("edgecore.yaml");
-    std::fs::write(&edge_cfg, &yaml).unwrap();
+    let edge_cfg = link::edgecore(
+        edge_bin,
+        dir.path(),
+        "edge-1",
+        &token,
+        &cloud.link(),
+        &[(&["modules", "edgeHub", "heartbeat"], "1".into())],
+    );
     let mut edge = Process::spawn(edge_bin, &["--config", edge_cfg.to_str().unwrap()]).unwrap();
     edge.wait_for_line("Joined: certificate written.");
     edge.wait_for_line("Connected to CloudHub.");
-    wait_until("the node to count as connected", || connected_nodes(cloud_monitor) == Some(1));
-    cloud.wait_for_line("Edge connected.");
+    wait_until("the node to count as connected", || connected_nodes(cloud.monitor) == Some(1));
+    cloud.proc.wait_for_line("Edge connected.");
     assert!(dir.path().join("edge/certs/server.key").is_file());
 
     // The edge stops: the cloud sees it go.
     edge.signal("TERM");
     assert!(edge.wait_exit(kubeedge_testkit::patience()).unwrap().success(), "{}", edge.log());
-    wait_until("the node to count as gone", || connected_nodes(cloud_monitor) == Some(0));
-    cloud.signal("TERM");
-    let status = cloud.wait_exit(kubeedge_testkit::patience());
-    assert!(status.is_some_and(|s| s.success()), "{}", cloud.log());
-    rt.block_on(api.shutdown());
+    wait_until("the node to count as gone", || connected_nodes(cloud.monitor) == Some(0));
+    cloud.stop();
+}
+
+#[test]
+fn an_edge_renews_its_certificate_before_it_expires_and_reconnects_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The cluster CA is ours, so the test can issue the edge a certificate that lives 20 s.
+    let ca = kubeedge_pki::Ca::generate().unwrap();
+    std::fs::create_dir_all(dir.path().join("cloud")).unwrap();
+    std::fs::write(dir.path().join("cloud/ca.crt"), ca.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("cloud/ca.key"), kubeedge_pki::pem("EC PRIVATE KEY", ca.key_sec1())).unwrap();
+    let cloud = CloudSide::start(dir.path());
+    let [ca_path, cert_path, key_path] = link::edge_cert_paths(dir.path());
+    let (csr, key) = kubeedge_pki::edge_csr("edge-r").unwrap();
+    let short = ca.sign_csr_for(&csr, Duration::from_secs(20), &[kubeedge_pki::ExtKeyUsage::ClientAuth]).unwrap();
+    for (path, text) in [
+        (&ca_path, ca.cert_pem()),
+        (&cert_path, kubeedge_pki::pem("CERTIFICATE", &short)),
+        (&key_path, kubeedge_pki::pem("EC PRIVATE KEY", &key)),
+    ] {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    // No usable token: renewal must authenticate with the certificate alone.
+    let edge_cfg = link::edgecore(
+        edge_bin,
+        dir.path(),
+        "edge-r",
+        "0000.none",
+        &cloud.link(),
+        &[(&["modules", "edgeHub", "heartbeat"], "1".into())],
+    );
+    let mut edge = Process::spawn(edge_bin, &["--config", edge_cfg.to_str().unwrap()]).unwrap();
+    edge.wait_for_line("Connected to CloudHub.");
+    let mark = edge.mark();
+    edge.wait_for_line_since(mark, "Certificate rotated.");
+    edge.wait_for_line_since(mark, "Reconnecting with the rotated certificate.");
+    edge.wait_for_line_since(mark, "Connected to CloudHub.");
+
+    let renewed = kubeedge_pki::parse_pem(&std::fs::read_to_string(&cert_path).unwrap()).unwrap().1;
+    assert_ne!(renewed, short);
+    assert!(kubeedge_pki::verify_signed_by(&renewed, ca.cert_der()));
+    let (nb, na) = kubeedge_pki::validity(&renewed).unwrap();
+    assert!(na - nb > 86_400, "renewed for edgeCertSigningDuration days, not seconds: {nb}..{na}");
+    assert_eq!(kubeedge_pki::subject(&renewed).unwrap().0, "system:node:edge-r");
+    let new_key = kubeedge_pki::key_from_pem(&std::fs::read_to_string(&key_path).unwrap()).unwrap();
+    assert_ne!(new_key, key, "a fresh key comes with the new certificate");
+    wait_until("the node to count as connected", || connected_nodes(cloud.monitor) == Some(1));
+    drop(edge);
+    cloud.stop();
 }

@@ -173,10 +173,20 @@ impl Ca {
     /// (`edgeCertSigningDuration`), KeyUsage DigitalSignature + KeyEncipherment, the given
     /// extended key usages (upstream default: ClientAuth). The CSR's signature is verified.
     pub fn sign_csr(&self, csr_der: &[u8], days: u32, usages: &[ExtendedKeyUsagePurpose]) -> Result<Vec<u8>> {
+        self.sign_csr_for(csr_der, Duration::from_secs(u64::from(days) * 86_400), usages)
+    }
+
+    /// [`Ca::sign_csr`] with a validity of any length (tests use seconds).
+    pub fn sign_csr_for(
+        &self,
+        csr_der: &[u8],
+        valid_for: Duration,
+        usages: &[ExtendedKeyUsagePurpose],
+    ) -> Result<Vec<u8>> {
         let mut csr = CertificateSigningRequestParams::from_der(&csr_der.into())?;
         csr.params.serial_number = Some(random_serial());
         csr.params.not_before = now();
-        csr.params.not_after = now() + Duration::from_secs(u64::from(days) * 86_400);
+        csr.params.not_after = now() + valid_for;
         csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         csr.params.extended_key_usages = usages.to_vec();
         csr.params.is_ca = IsCa::NoCa;

@@ -47,7 +47,18 @@ impl Process {
     /// Waits for a log line containing `needle` and returns it; panics with the log so far
     /// after [`patience`].
     pub fn wait_for_line(&mut self, needle: &str) -> String {
-        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+        self.wait_for_line_since(0, needle)
+    }
+
+    /// How many lines have been read so far: a mark for [`Process::wait_for_line_since`].
+    pub fn mark(&mut self) -> usize {
+        self.drain();
+        self.seen.len()
+    }
+
+    /// Like [`Process::wait_for_line`], ignoring the first `mark` lines.
+    pub fn wait_for_line_since(&mut self, mark: usize, needle: &str) -> String {
+        if let Some(l) = self.seen.iter().skip(mark).find(|l| l.contains(needle)) {
             return l.clone();
         }
         let deadline = Instant::now() + patience();
@@ -251,6 +262,8 @@ impl Drop for TempDir {
     }
 }
 
+pub mod netns;
+
 /// Scenarios every daemon must pass, shared by the cloudcore and edgecore process tests.
 pub mod daemon {
     use std::path::{Path, PathBuf};
@@ -401,5 +414,88 @@ pub mod daemon {
         for e in expected {
             assert!(err.contains(e), "missing {e:?} in stderr:\n{err}");
         }
+    }
+}
+
+/// Config files for a cloudcore and an edgecore that talk to each other, made from the
+/// daemons' own `--defaultconfig` with only the addresses, ports and files changed.
+pub mod link {
+    use std::path::{Path, PathBuf};
+
+    use super::{run, set_yaml_line, set_yaml_path};
+
+    /// Where a cloudcore listens and what it uses.
+    pub struct Cloud<'a> {
+        /// The kubeconfig of the cluster.
+        pub kubeconfig: &'a Path,
+        /// The address CloudHub binds and advertises.
+        pub ip: &'a str,
+        /// The WebSocket port (upstream 10000).
+        pub ws_port: u16,
+        /// The join API port (upstream 10002).
+        pub https_port: u16,
+    }
+
+    fn quoted(path: &Path) -> String {
+        format!("\"{}\"", path.display())
+    }
+
+    fn write(bin: &Path, dir: &Path, file: &str, settings: &[(&[&str], String)]) -> PathBuf {
+        let (status, yaml, err) = run(bin, &["--defaultconfig"]);
+        assert!(status.success(), "--defaultconfig failed: {err}");
+        let mut yaml = set_yaml_line(&yaml, "bindAddress", "127.0.0.1:0");
+        for (path, value) in settings {
+            yaml = set_yaml_path(&yaml, path, value);
+        }
+        let out = dir.join(file);
+        std::fs::write(&out, yaml).expect("write config");
+        out
+    }
+
+    /// Writes `{dir}/cloudcore.yaml`; the PKI files go under `{dir}/cloud/`.
+    pub fn cloudcore(bin: &Path, dir: &Path, c: &Cloud<'_>) -> PathBuf {
+        let settings: Vec<(&[&str], String)> = vec![
+            (&["kubeAPIConfig", "kubeConfig"], quoted(c.kubeconfig)),
+            (&["modules", "cloudHub", "advertiseAddress"], format!("[\"{}\"]", c.ip)),
+            (&["modules", "cloudHub", "websocket", "address"], c.ip.to_owned()),
+            (&["modules", "cloudHub", "websocket", "port"], c.ws_port.to_string()),
+            (&["modules", "cloudHub", "https", "address"], c.ip.to_owned()),
+            (&["modules", "cloudHub", "https", "port"], c.https_port.to_string()),
+            (&["modules", "cloudHub", "tlsCAFile"], quoted(&dir.join("cloud/ca.crt"))),
+            (&["modules", "cloudHub", "tlsCAKeyFile"], quoted(&dir.join("cloud/ca.key"))),
+            (&["modules", "cloudHub", "tlsCertFile"], quoted(&dir.join("cloud/server.crt"))),
+            (&["modules", "cloudHub", "tlsPrivateKeyFile"], quoted(&dir.join("cloud/server.key"))),
+            (&["modules", "cloudHub", "unixsocket", "enable"], "false".to_owned()),
+        ];
+        write(bin, dir, "cloudcore.yaml", &settings)
+    }
+
+    /// The files an edge keeps its credentials in, under `{dir}/edge/`.
+    pub fn edge_cert_paths(dir: &Path) -> [PathBuf; 3] {
+        [dir.join("edge/ca/rootCA.crt"), dir.join("edge/certs/server.crt"), dir.join("edge/certs/server.key")]
+    }
+
+    /// Writes `{dir}/edgecore.yaml` for node `node` joining `c` with `token`, plus `extra`
+    /// settings (e.g. the heartbeat).
+    pub fn edgecore(
+        bin: &Path,
+        dir: &Path,
+        node: &str,
+        token: &str,
+        c: &Cloud<'_>,
+        extra: &[(&[&str], String)],
+    ) -> PathBuf {
+        let [ca, cert, key] = edge_cert_paths(dir);
+        let mut settings: Vec<(&[&str], String)> = vec![
+            (&["modules", "edged", "hostnameOverride"], node.to_owned()),
+            (&["modules", "edgeHub", "token"], format!("\"{token}\"")),
+            (&["modules", "edgeHub", "httpServer"], format!("https://{}:{}", c.ip, c.https_port)),
+            (&["modules", "edgeHub", "websocket", "server"], format!("{}:{}", c.ip, c.ws_port)),
+            (&["modules", "edgeHub", "tlsCaFile"], quoted(&ca)),
+            (&["modules", "edgeHub", "tlsCertFile"], quoted(&cert)),
+            (&["modules", "edgeHub", "tlsPrivateKeyFile"], quoted(&key)),
+        ];
+        settings.extend(extra.iter().cloned());
+        write(bin, dir, "edgecore.yaml", &settings)
     }
 }

@@ -68,6 +68,15 @@ pub enum Error {
     /// A certificate or key could not be made or read.
     #[error("certificate")]
     Pki(#[from] kubeedge_pki::Error),
+    /// A credentials file could not be read.
+    #[error("reading {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A file could not be written.
     #[error("writing {path}")]
     Write {
@@ -130,6 +139,55 @@ pub async fn bootstrap(http_server: &str, token: &str, node: &str, paths: &CertP
     write(&paths.key, kubeedge_pki::pem("EC PRIVATE KEY", &key_sec1).as_bytes(), 0o600).await?;
     info!(node, server = %target.addr, "Joined: certificate written.");
     Ok(())
+}
+
+/// Renews the node certificate before it expires (upstream's rotation): a fresh key and CSR,
+/// authenticated with the current client certificate and no token, then the new certificate
+/// and key replace the files. The CA is kept.
+pub async fn rotate(http_server: &str, node: &str, paths: &CertPaths) -> Result<(), Error> {
+    let target = Target::parse(http_server)?;
+    let http = |e: &dyn std::fmt::Display| Error::Http { server: target.addr.clone(), message: e.to_string() };
+    let ca_der = read_pem(&paths.ca).await?;
+    let cert_der = read_pem(&paths.cert).await?;
+    let key_pem = tokio::fs::read_to_string(&paths.key)
+        .await
+        .map_err(|source| Error::Read { path: paths.key.clone(), source })?;
+    let key = kubeedge_pki::key_from_pem(&key_pem)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca_der)).map_err(|e| http(&e))?;
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| http(&e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![CertificateDer::from(cert_der)], kubeedge_pki::rustls_key(&key))
+        .map_err(|e| http(&e))?;
+    let (csr, key_sec1) = kubeedge_pki::edge_csr(node)?;
+    let new_cert = target.get(Arc::new(tls), "/edge.crt", &[("NodeName", node)], csr).await?;
+    // The key first: a crash between the two leaves a new key with the old certificate, which
+    // `needs_bootstrap` cannot see; the certificate first would be worse (a key that does not
+    // match). Either way the next start re-joins or the old pair is still valid.
+    write(&paths.key, kubeedge_pki::pem("EC PRIVATE KEY", &key_sec1).as_bytes(), 0o600).await?;
+    write(&paths.cert, kubeedge_pki::pem("CERTIFICATE", &new_cert).as_bytes(), 0o644).await?;
+    let (_, not_after) = kubeedge_pki::validity(&new_cert)?;
+    info!(node, not_after, "Certificate rotated.");
+    Ok(())
+}
+
+/// When the certificate at `path` should be renewed: NotBefore + U[0.7, 0.9) × validity, as
+/// upstream (Unix seconds); `None` if it cannot be read.
+pub async fn rotation_deadline(path: &Path) -> Option<f64> {
+    let der = read_pem(path).await.ok()?;
+    let (nb, na) = kubeedge_pki::validity(&der).ok()?;
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    let fraction = 0.7 + 0.2 * f64::from(nanos % 10_000) / 10_000.0;
+    #[allow(clippy::cast_precision_loss)]
+    Some(nb as f64 + (na - nb) as f64 * fraction)
+}
+
+async fn read_pem(path: &Path) -> Result<Vec<u8>, Error> {
+    let text = tokio::fs::read_to_string(path).await.map_err(|source| Error::Read { path: path.to_owned(), source })?;
+    Ok(kubeedge_pki::parse_pem(&text)?.1)
 }
 
 async fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {

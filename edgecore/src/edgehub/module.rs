@@ -5,7 +5,10 @@
 //!   WebSocket ping; the cloud's pongs count as activity, so a silent partition is noticed after
 //!   two heartbeats without any frame (upstream noticed only at its next failed write).
 //! - Reconnect: jittered exponential backoff, 2 s doubling to 30 s, reset once a session has
-//!   lasted a minute.
+//!   lasted a minute. While CloudHub is unreachable (partition, cloudcore restarting) a TCP probe
+//!   every second cuts the wait short the moment it answers again.
+//! - Certificate rotation (`rotateCertificates`): at 70–90 % of the certificate's validity a new
+//!   one is requested with the current one as credentials; the session then reconnects with it.
 //! - Upstream messages from modules are paced by `messageQPS`/`messageBurst`.
 //! - Cloud messages: a reply to a waiting request goes to it; the rest go by group as upstream
 //!   routes them (`resource`, `func` → meta; `twin` → twin; `user` → bus).
@@ -31,6 +34,10 @@ const NOTIFY_GROUPS: [&str; 4] = [group::TWIN, group::META, group::BUS, group::T
 const BACKOFF_START: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// How often an unreachable CloudHub is probed while waiting to reconnect.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How often a failing certificate rotation is retried after its first five attempts.
+const ROTATION_POLL: Duration = Duration::from_secs(32);
 /// Where `keadm join` leaves the token for edgecore's first start (upstream's path).
 pub const BOOTSTRAP_TOKEN_FILE: &str = "/etc/kubeedge/bootstrap-edgecore.conf";
 
@@ -99,6 +106,60 @@ fn jitter(d: Duration) -> Duration {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
     let factor = 0.8 + f64::from(nanos % 1000) / 2500.0;
     d.mul_f64(factor)
+}
+
+/// Waits before the next attempt. A reachable server that ended or refused the session gets
+/// the full backoff `wait`. An unreachable one (partition, cloudcore restarting) is probed with a
+/// TCP connect every second instead, and the next attempt starts as soon as it answers: a node
+/// is connected again within seconds of the link healing, not at the end of a 30 s backoff or
+/// of a TCP connect stuck in SYN retransmits. Probes are one SYN each and log nothing.
+async fn pause_before_retry(server: &str, wait: Duration) {
+    let until = Instant::now() + wait;
+    if reachable(server).await {
+        tokio::time::sleep_until(until).await;
+        return;
+    }
+    debug!(server, "CloudHub is unreachable; probing every second.");
+    loop {
+        tokio::time::sleep(jitter(PROBE_EVERY)).await;
+        if reachable(server).await {
+            debug!(server, "CloudHub is reachable again.");
+            return;
+        }
+    }
+}
+
+const ROTATED: &str = "certificate rotated";
+
+/// Sleeps until the node certificate is due for renewal (70–90 % of its validity), then renews
+/// it, retrying after 2 s doubling for five steps and then every 32 s, as upstream. Completes
+/// once the new certificate is written; never completes if the certificate cannot be read.
+async fn rotate_when_due(http_server: &str, node: &str, paths: &CertPaths) {
+    let Some(due) = certs::rotation_deadline(&paths.cert).await else {
+        return std::future::pending().await;
+    };
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    if due > now {
+        debug!(in_secs = due - now, "Certificate rotation scheduled.");
+        tokio::time::sleep(Duration::from_secs_f64((due - now).min(1e9))).await;
+    }
+    let mut retry = BACKOFF_START;
+    for attempt in 1.. {
+        match certs::rotate(http_server, node, paths).await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?retry, "Certificate rotation failed.");
+                tokio::time::sleep(retry).await;
+                retry = if attempt < 5 { retry * 2 } else { ROTATION_POLL };
+            }
+        }
+    }
+}
+
+/// Whether a TCP connection to `server` opens within [`PROBE_EVERY`].
+async fn reachable(server: &str) -> bool {
+    matches!(tokio::time::timeout(PROBE_EVERY, tokio::net::TcpStream::connect(server)).await, Ok(Ok(_)))
 }
 
 async fn notify(bus: &Bus, content: &str) {
@@ -183,7 +244,7 @@ impl Module for EdgeHubModule {
                             backoff = (backoff * 2).min(BACKOFF_MAX);
                             tokio::select! {
                                 _ = shutdown.cancelled() => return Ok(()),
-                                _ = tokio::time::sleep(wait) => continue,
+                                _ = pause_before_retry(&self.cfg.websocket.server, wait) => continue,
                             }
                         }
                     },
@@ -201,17 +262,25 @@ impl Module for EdgeHubModule {
                     )
                 };
                 let mut tick = tokio::time::interval(heartbeat);
+                let rotation = rotate_when_due(&self.cfg.http_server, &self.node, &paths);
+                tokio::pin!(rotation);
+                let rotate = self.cfg.rotate_certificates;
                 let reason = loop {
+                    // A silent partition: nothing (not even a pong) for two heartbeats.
+                    let silent_after = Instant::from_std(conn.last_activity()) + heartbeat * 2;
                     tokio::select! {
                         _ = shutdown.cancelled() => {
                             let _ = conn.close().await;
                             notify(&ctx.bus, "disconnected").await;
                             return Ok(());
                         }
-                        _ = tick.tick() => {
-                            if conn.last_activity().elapsed() > heartbeat * 2 {
+                        _ = tokio::time::sleep_until(silent_after) => {
+                            if conn.last_activity().elapsed() >= heartbeat * 2 {
                                 break "no frame from the cloud for two heartbeats";
                             }
+                        }
+                        () = &mut rotation, if rotate => break ROTATED,
+                        _ = tick.tick() => {
                             if conn.send(&keepalive()).await.is_err() || conn.ping().await.is_err() {
                                 break "write failed";
                             }
@@ -246,6 +315,12 @@ impl Module for EdgeHubModule {
                     }
                 };
                 notify(&ctx.bus, "disconnected").await;
+                if reason == ROTATED {
+                    // Reconnect at once with the new certificate.
+                    let _ = conn.close().await;
+                    info!("Reconnecting with the rotated certificate.");
+                    continue;
+                }
                 if connected_at.elapsed() >= STABLE_AFTER {
                     backoff = BACKOFF_START;
                 }
@@ -254,7 +329,7 @@ impl Module for EdgeHubModule {
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = pause_before_retry(&self.cfg.websocket.server, wait) => {}
                 }
             }
         })
