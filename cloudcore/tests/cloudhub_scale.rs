@@ -14,7 +14,7 @@ const EDGES: usize = 1000;
 async fn a_thousand_edges_connect_and_ack() {
     let s = setup(EDGES, kubeedge_model::MAX_MESSAGE_SIZE).await;
     let nodes: Vec<String> = (0..EDGES).map(|i| format!("edge-{i:04}")).collect();
-    let mut events = connect_fleet(&s.ca, &s.addr, &nodes, 32).await;
+    let mut events = connect_fleet(&s.ca, &s.addr, &nodes, 32, s.stop.clone()).await;
     until_connected(&s.hub, EDGES).await;
     for (i, n) in nodes.iter().enumerate() {
         assert!(s.hub.dispatch(pod_insert(n, &format!("uid-{i}"), "1")), "{n}");
@@ -27,6 +27,7 @@ async fn a_thousand_edges_connect_and_ack() {
                 got.insert(node);
             }
             Some(FleetEvent::Connected(_)) => {}
+            Some(FleetEvent::Disconnected(n)) => panic!("{n} lost its session"),
             None => panic!("the fleet stopped"),
         }
     }

@@ -1,6 +1,7 @@
 //! An in-process fleet of edge clients for tests and benchmarks: each with its own certificate
 //! signed by the CA, speaking the real protocol over mTLS WebSockets, ACKing what it receives
-//! as MetaManager would. Never used by the daemon itself.
+//! as MetaManager would. When its session ends an edge reconnects the way EdgeHub does while
+//! CloudHub is away: a new attempt about every second (±20 %). Never used by the daemon itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,39 +11,54 @@ use kubeedge_model::{Content, Message};
 use kubeedge_pki::{Ca, ExtKeyUsage};
 use kubeedge_viaduct::{ClientOptions, client_tls, connect};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// What an edge of the fleet reports.
 #[derive(Debug)]
 pub enum FleetEvent {
-    /// Connected.
+    /// Connected (again).
     Connected(String),
+    /// Its session ended; it is reconnecting.
+    Disconnected(String),
     /// Received (and ACKed) a message.
     Received(String, Box<Message>),
 }
 
-/// Connects `nodes` edges (at most `parallel` handshakes at a time) to CloudHub at `addr`.
-/// Each edge ACKs every message it receives and reports it on the returned channel.
+const RETRY: Duration = Duration::from_secs(1);
+
+fn jittered(d: Duration, salt: usize) -> Duration {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    let spread = (u64::from(nanos) + salt as u64 * 7919) % 1000;
+    #[allow(clippy::cast_precision_loss)]
+    d.mul_f64(0.8 + spread as f64 / 2500.0)
+}
+
+/// Connects `nodes` edges (at most `parallel` first handshakes at a time) to CloudHub at
+/// `addr`. Each edge ACKs every message it receives, reports it on the returned channel, and
+/// reconnects when its session ends, until `stop`.
 pub async fn connect_fleet(
     ca: &Ca,
     addr: &str,
     nodes: &[String],
     parallel: usize,
+    stop: CancellationToken,
 ) -> mpsc::UnboundedReceiver<FleetEvent> {
     let (tx, rx) = mpsc::unbounded_channel();
     let ca_der = ca.cert_der().to_vec();
-    let certs: Vec<(String, Vec<u8>, Vec<u8>)> = nodes
+    let edges: Vec<(usize, String, Arc<rustls::ClientConfig>)> = nodes
         .iter()
-        .filter_map(|n| {
+        .enumerate()
+        .filter_map(|(i, n)| {
             let (csr, key) = kubeedge_pki::edge_csr(n).ok()?;
             let cert = ca.sign_csr(&csr, 365, &[ExtKeyUsage::ClientAuth]).ok()?;
-            Some((n.clone(), cert, key))
+            Some((i, n.clone(), Arc::new(client_tls(&ca_der, &cert, &key).ok()?)))
         })
         .collect();
     let addr = addr.to_owned();
-    tokio::spawn(futures::stream::iter(certs).for_each_concurrent(parallel.max(1), move |(node, cert, key)| {
-        let (tx, ca_der, addr) = (tx.clone(), ca_der.clone(), addr.clone());
+    tokio::spawn(futures::stream::iter(edges).for_each_concurrent(parallel.max(1), move |(i, node, tls)| {
+        let (tx, addr, stop) = (tx.clone(), addr.clone(), stop.clone());
         async move {
-            let Ok(tls) = client_tls(&ca_der, &cert, &key) else { return };
             let opts = ClientOptions {
                 server: addr,
                 node_id: node.clone(),
@@ -50,17 +66,34 @@ pub async fn connect_fleet(
                 max_message: kubeedge_model::MAX_MESSAGE_SIZE,
                 handshake_timeout: Duration::from_secs(60),
             };
-            let Ok(mut conn) = connect(&opts, Arc::new(tls)).await else { return };
-            let _ = tx.send(FleetEvent::Connected(node.clone()));
+            // The first connection inside the concurrency limit; the edge then lives on its own.
+            let first = connect(&opts, tls.clone()).await;
             tokio::spawn(async move {
-                while let Ok(Some(msg)) = conn.recv().await {
-                    let ack = Message::response_to(&msg, Content::string("OK"));
-                    if conn.send(&ack).await.is_err() {
-                        return;
+                let mut conn = first;
+                loop {
+                    if let Ok(mut c) = conn {
+                        let _ = tx.send(FleetEvent::Connected(node.clone()));
+                        loop {
+                            let msg = tokio::select! {
+                                _ = stop.cancelled() => return,
+                                m = c.recv() => m,
+                            };
+                            let Ok(Some(msg)) = msg else { break };
+                            let ack = Message::response_to(&msg, Content::string("OK"));
+                            if c.send(&ack).await.is_err() {
+                                break;
+                            }
+                            if tx.send(FleetEvent::Received(node.clone(), Box::new(msg))).is_err() {
+                                return;
+                            }
+                        }
+                        let _ = tx.send(FleetEvent::Disconnected(node.clone()));
                     }
-                    if tx.send(FleetEvent::Received(node.clone(), Box::new(msg))).is_err() {
-                        return;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(jittered(RETRY, i)) => {}
                     }
+                    conn = connect(&opts, tls.clone()).await;
                 }
             });
         }

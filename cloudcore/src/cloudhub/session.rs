@@ -186,6 +186,11 @@ impl Hub {
         info!(node, cert = %id.cert_cn, "Edge connected.");
         let mut queue = NodeQueue::default();
         let mut last_seen = tokio::time::Instant::now();
+        // This node's series, looked up once: not a labelled lookup per message.
+        let gauges = self
+            .metrics
+            .as_ref()
+            .map(|m| (m.queue_depth.with_label_values(&[&node]), m.resends.with_label_values(&[&node])));
         let reason = loop {
             let now = Instant::now();
             let mut write_failed = false;
@@ -199,8 +204,8 @@ impl Hub {
             if write_failed {
                 break "write failed";
             }
-            if let Some(m) = &self.metrics {
-                m.queue_depth.with_label_values(&[&node]).set(queue.depth() as i64);
+            if let Some((depth, _)) = &gauges {
+                depth.set(queue.depth() as i64);
             }
             let wake = queue.next_deadline().map(tokio::time::Instant::from_std);
             let silent_until = last_seen + self.keepalive;
@@ -208,8 +213,8 @@ impl Hub {
                 _ = cancel.cancelled() => break "replaced or shutting down",
                 _ = tokio::time::sleep_until(silent_until) => break "keepalive timeout",
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
-                    if let Some(m) = &self.metrics {
-                        m.resends.with_label_values(&[&node]).inc();
+                    if let Some((_, resends)) = &gauges {
+                        resends.inc();
                     }
                 }
                 down = rx.recv() => match down {
@@ -238,6 +243,9 @@ impl Hub {
             if let Some(m) = &self.metrics {
                 m.connected.set(sessions.len() as i64);
             }
+        }
+        if let Some((depth, _)) = &gauges {
+            depth.set(0);
         }
         info!(node, reason, "Edge disconnected.");
     }
