@@ -1,0 +1,111 @@
+//! The CRD manifests under `manifests/crds/` are generated from the types, and the CRDs keep
+//! upstream's names, group, scope and subresources.
+//!
+//! To regenerate the manifests after changing a type: `UPDATE_CRDS=1 cargo test -p kubeedge-apis --test crds`.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kubeedge_apis::{crd_manifests, crds};
+
+const REGENERATE: &str = "UPDATE_CRDS=1 cargo test -p kubeedge-apis --test crds";
+
+fn crds_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/crds")
+}
+
+fn render(crd: &CustomResourceDefinition) -> String {
+    let yaml = yaml_serde::to_string(crd).expect("a CRD serializes to YAML");
+    format!(
+        "# Generated from the Rust types in crates/apis. Do not edit; regenerate with:\n#   {REGENERATE}\n---\n{yaml}"
+    )
+}
+
+#[test]
+fn committed_manifests_match_the_types() {
+    let update = std::env::var_os("UPDATE_CRDS").is_some_and(|v| v == "1");
+    let dir = crds_dir();
+    let mut stale = Vec::new();
+    for manifest in crd_manifests() {
+        let path = dir.join(manifest.path);
+        let want = render(&manifest.crd);
+        if update {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &want).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(have) if have == want => {}
+            Ok(_) => stale.push(format!("{} differs from what the types generate", manifest.path)),
+            Err(e) => stale.push(format!("{} cannot be read: {e}", manifest.path)),
+        }
+    }
+    assert!(stale.is_empty(), "stale CRD manifests:\n  {}\nregenerate them with: {REGENERATE}", stale.join("\n  "));
+}
+
+#[test]
+fn every_manifest_file_comes_from_a_type() {
+    let known: Vec<PathBuf> = crd_manifests().iter().map(|m| crds_dir().join(m.path)).collect();
+    let mut pending = vec![crds_dir()];
+    let mut orphans = Vec::new();
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") && !known.contains(&path) {
+                orphans.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(orphans.is_empty(), "manifests with no type in kubeedge_apis::crd_manifests(): {orphans:?}");
+}
+
+#[test]
+fn manifests_parse_back_to_the_definitions() {
+    for manifest in crd_manifests() {
+        let parsed: CustomResourceDefinition = yaml_serde::from_str(&render(&manifest.crd)).unwrap();
+        assert_eq!(parsed, manifest.crd, "{}", manifest.path);
+    }
+}
+
+/// Names, group, scope, versions and subresources as in upstream's `build/crds/reliablesyncs/`.
+#[test]
+fn reliablesyncs_crds_are_named_as_upstream() {
+    let all = crds();
+    assert_eq!(all.len(), 2);
+    for (name, kind, plural, singular, scope) in [
+        ("objectsyncs.reliablesyncs.kubeedge.io", "ObjectSync", "objectsyncs", "objectsync", "Namespaced"),
+        (
+            "clusterobjectsyncs.reliablesyncs.kubeedge.io",
+            "ClusterObjectSync",
+            "clusterobjectsyncs",
+            "clusterobjectsync",
+            "Cluster",
+        ),
+    ] {
+        let crd = all.iter().find(|c| c.metadata.name.as_deref() == Some(name)).unwrap_or_else(|| panic!("{name}"));
+        let spec = &crd.spec;
+        assert_eq!(spec.group, "reliablesyncs.kubeedge.io");
+        assert_eq!(spec.scope, scope);
+        assert_eq!(spec.names.kind, kind);
+        assert_eq!(spec.names.plural, plural);
+        assert_eq!(spec.names.singular.as_deref(), Some(singular));
+        assert_eq!(spec.names.list_kind, Some(format!("{kind}List")));
+        // Upstream declares no short names and no categories.
+        assert_eq!(spec.names.short_names, None);
+        assert_eq!(spec.names.categories, None);
+        assert_eq!(spec.versions.len(), 1);
+        let v = &spec.versions[0];
+        assert_eq!((v.name.as_str(), v.served, v.storage), ("v1alpha1", true, true));
+        let subresources = v.subresources.as_ref().expect("subresources");
+        assert!(subresources.status.is_some() && subresources.scale.is_none());
+
+        let schema = serde_json::to_value(v.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap();
+        for key in ["objectAPIVersion", "objectKind", "objectName"] {
+            assert_eq!(schema["properties"]["spec"]["properties"][key]["type"], "string", "{name} spec.{key}");
+        }
+        assert_eq!(schema["properties"]["status"]["properties"]["objectResourceVersion"]["type"], "string");
+    }
+}
