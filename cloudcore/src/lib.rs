@@ -3,6 +3,10 @@
 //!
 //! Built so far: CloudHub — its PKI (CA, serving certificate and join token kept in the
 //! Kubernetes API), the join API on :10002 (`/ca.crt`, `/edge.crt`, `/node/{name}`), and the
-//! edge sessions on :10000 with upstream's ACK queues.
+//! edge sessions on :10000 with upstream's ACK queues; EdgeController (pods, configmaps,
+//! secrets and nodes to edges, their reports back); SyncController (ObjectSync records and the
+//! reconcile loop).
 
 pub mod cloudhub;
+pub mod edgecontroller;
+pub mod synccontroller;

@@ -8,12 +8,14 @@
 use std::process::ExitCode;
 
 use cloudcore::cloudhub::module::CloudHubModule;
+use cloudcore::edgecontroller::module::EdgeControllerModule;
+use cloudcore::synccontroller::{SyncControllerModule, Syncs};
 use kubeedge_beehive::RestartPolicy;
 use kubeedge_config::cloudcore::CloudCoreConfig;
 use kubeedge_daemon::Daemon;
 
 /// Config keys (under `modules`) of the modules this build implements.
-const AVAILABLE_MODULES: &[&str] = &["cloudHub"];
+const AVAILABLE_MODULES: &[&str] = &["cloudHub", "edgeController", "syncController"];
 
 fn main() -> ExitCode {
     let daemon = Daemon {
@@ -29,6 +31,22 @@ fn main() -> ExitCode {
             let module = CloudHubModule::new(hub.clone(), cfg.kube_api_config.clone(), Some(metrics.registry()))
                 .map_err(|e| e.to_string())?;
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
+        }
+        let (ec, sc) = (&cfg.modules.edge_controller, &cfg.modules.sync_controller);
+        if sc.enable && !ec.enable {
+            return Err("modules.syncController needs modules.edgeController: it reconciles edges against \
+                        EdgeController's view"
+                .into());
+        }
+        if ec.enable {
+            let syncs = sc.enable.then(Syncs::default);
+            let module = EdgeControllerModule::new(cfg.kube_api_config.clone(), syncs.clone());
+            let view = module.view();
+            registry.register(Box::new(module)).map_err(|e| e.to_string())?;
+            if let Some(syncs) = syncs {
+                let module = SyncControllerModule::new(cfg.kube_api_config.clone(), view, syncs);
+                registry.register(Box::new(module)).map_err(|e| e.to_string())?;
+            }
         }
         Ok(())
     })

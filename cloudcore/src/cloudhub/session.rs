@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kubeedge_beehive::Bus;
-use kubeedge_model::constants::operation;
-use kubeedge_model::{Message, Operation};
+use kubeedge_model::constants::{module, operation};
+use kubeedge_model::{Content, Message, Operation};
 use kubeedge_viaduct::{Connection, Identity, ServerOptions};
 use parking_lot::Mutex;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
@@ -184,6 +184,7 @@ impl Hub {
             return;
         }
         info!(node, cert = %id.cert_cn, "Edge connected.");
+        self.notify_sync(&node, operation::CONNECTED).await;
         let mut queue = NodeQueue::default();
         let mut last_seen = tokio::time::Instant::now();
         // This node's series, looked up once: not a labelled lookup per message.
@@ -235,19 +236,34 @@ impl Hub {
                 },
             }
         };
-        {
+        let still_current = {
             let mut sessions = self.sessions.lock();
-            if sessions.get(&node).is_some_and(|e| e.id == session_id) {
+            let current = sessions.get(&node).is_some_and(|e| e.id == session_id);
+            if current {
                 sessions.remove(&node);
             }
             if let Some(m) = &self.metrics {
                 m.connected.set(sessions.len() as i64);
             }
-        }
+            current
+        };
         if let Some((depth, _)) = &gauges {
             depth.set(0);
         }
+        if still_current {
+            self.notify_sync(&node, operation::DISCONNECTED).await;
+        }
         info!(node, reason, "Edge disconnected.");
+    }
+
+    /// Tells SyncController a node connected (it then resumes the node from its ObjectSyncs at
+    /// once) or went away.
+    async fn notify_sync(&self, node: &str, op: &str) {
+        if self.bus.group_members(module::SYNCCONTROLLER).is_empty() {
+            return;
+        }
+        let msg = Message::build(module::CLOUDHUB, module::SYNCCONTROLLER, format!("node/{node}"), op, Content::null());
+        let _ = self.bus.send(module::SYNCCONTROLLER, msg).await;
     }
 
     async fn upstream(&self, node: &str, mut msg: Message, queue: &mut NodeQueue) {
@@ -259,8 +275,15 @@ impl Hub {
             Operation::Keepalive => return,
             Operation::Response if msg.parent_id().is_some() => {
                 let parent = msg.header.parent_id.clone();
-                if queue.ack(&parent).is_some() {
+                if let Some(acked) = queue.ack(&parent) {
                     debug!(node, msg.parent_id = %parent, "ACK.");
+                    if acked.router.source == module::EDGECONTROLLER {
+                        // SyncController records it (dropped when busy: its loop resends,
+                        // and the edge ACKs again).
+                        let mut note = acked;
+                        note.router.source = module::CLOUDHUB.to_owned();
+                        let _ = self.bus.try_send(module::SYNCCONTROLLER, note);
+                    }
                     return;
                 }
                 // Not an ACK of ours: a reply to a cloud request, for a waiting module.

@@ -1,0 +1,296 @@
+//! Kubernetes → edges (upstream `downstream.go`): watches on edge nodes, pods, configmaps and
+//! secrets, turned into `insert`/`update`/`delete` messages for CloudHub (source
+//! `edgecontroller`, group `resource`, `resourceversion` = the object's).
+//!
+//! - Nodes labelled `node-role.kubernetes.io/edge`: added or modified → `update` of
+//!   `node/{n}/null/node/{n}` when labels, annotations or spec changed (upstream also echoes
+//!   status-only changes; the edge ignores them); deleted → `delete`.
+//! - Pods bound to an edge node: `insert`, `update` when metadata or spec changed (a pod
+//!   already terminating is sent as `update`), `delete`; a pod that leaves its node is deleted
+//!   there.
+//! - ConfigMaps and Secrets go to every edge node running a pod that uses them; secrets are
+//!   always sent as `update`, as upstream.
+//! - After a re-list (a watch that expired), objects that vanished meanwhile are deleted.
+//! - A message an edge already acknowledged at this resourceVersion (its ObjectSync says so) is
+//!   not sent again, so a cloudcore restart does not resend every pod.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kubeedge_beehive::Bus;
+use kubeedge_model::constants::{group, module, operation, resource_type};
+use kubeedge_model::{Content, Message};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::view::{Obj, PodChange, View, pod_spec, refs_of, spec_hash};
+use crate::synccontroller::Syncs;
+
+/// The label that makes a node an edge node.
+pub const EDGE_NODE_LABEL: &str = "node-role.kubernetes.io/edge";
+
+/// Where downstream messages go and what decides whether to send them.
+#[derive(Clone)]
+pub struct Sender {
+    /// The bus (messages go to CloudHub).
+    pub bus: Bus,
+    /// Acknowledged versions, when SyncController runs.
+    pub syncs: Option<Syncs>,
+}
+
+impl Sender {
+    /// Sends one object message to `node` unless the node already acknowledged this version.
+    pub async fn object(&self, node: &str, obj: &Obj, op: &str) {
+        if op != operation::DELETE && self.syncs.as_ref().is_some_and(|s| s.is_current(node, &obj.uid, obj.rv)) {
+            debug!(node, uid = %obj.uid, rv = obj.rv, "Already acknowledged; not sent.");
+            return;
+        }
+        let msg = object_message(node, obj, op);
+        let _ = self.bus.send(module::CLOUDHUB, msg).await;
+    }
+
+    /// Sends a message as is.
+    pub async fn raw(&self, msg: Message) {
+        let _ = self.bus.send(module::CLOUDHUB, msg).await;
+    }
+}
+
+/// The message carrying `obj` to `node`.
+pub fn object_message(node: &str, obj: &Obj, op: &str) -> Message {
+    let mut m = Message::build(
+        module::EDGECONTROLLER,
+        group::RESOURCE,
+        format!("node/{node}/{}/{}/{}", obj.namespace, obj.ty, obj.name),
+        op,
+        obj.content.clone(),
+    );
+    m.header.resource_version = obj.rv.to_string();
+    m
+}
+
+/// A delete for an object known only by identity (upstream sends an unstructured object with
+/// namespace, name and uid).
+pub fn delete_message(node: &str, ty: &str, api_version: &str, kind: &str, ns: &str, name: &str, uid: &str) -> Message {
+    let content = Content::json(&serde_json::json!({
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"namespace": ns, "name": name, "uid": uid},
+    }))
+    .unwrap_or_else(|_| Content::null());
+    Message::build(
+        module::EDGECONTROLLER,
+        group::RESOURCE,
+        format!("node/{node}/{ns}/{ty}/{name}"),
+        operation::DELETE,
+        content,
+    )
+}
+
+fn node_meta_hash(n: &Node) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut meta = n.metadata.clone();
+    meta.resource_version = None;
+    meta.generation = None;
+    meta.managed_fields = None;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&meta).unwrap_or_default().hash(&mut h);
+    serde_json::to_string(&n.spec).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+/// Watches edge nodes until `stop`. Node deletions are also told to SyncController, which
+/// collects that node's ObjectSyncs.
+/// `nodes_listed` fires once the first list is in, so pods are only judged against a complete
+/// set of edge nodes.
+pub async fn watch_nodes(
+    client: kube::Client,
+    view: View,
+    tx: Sender,
+    stop: CancellationToken,
+    nodes_listed: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut nodes_listed = Some(nodes_listed);
+    let api: Api<Node> = Api::all(client);
+    let cfg = watcher::Config::default().labels(EDGE_NODE_LABEL);
+    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut known: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => return,
+            ev = stream.next() => match ev { Some(e) => e, None => return },
+        };
+        match ev {
+            Ok(Event::Init) => seen.clear(),
+            Ok(Event::InitApply(n) | Event::Apply(n)) => {
+                let Some(name) = n.metadata.name.clone() else { continue };
+                seen.insert(name.clone());
+                let hash = node_meta_hash(&n);
+                view.set_edge_node(&name, true);
+                if known.insert(name.clone(), hash) == Some(hash) {
+                    continue;
+                }
+                let mut n = n;
+                n.metadata.managed_fields = None;
+                let Ok(mut value) = serde_json::to_value(&n) else { continue };
+                value["apiVersion"] = "v1".into();
+                value["kind"] = "Node".into();
+                let Ok(content) = Content::json(&value) else { continue };
+                let mut m = Message::build(
+                    module::EDGECONTROLLER,
+                    group::RESOURCE,
+                    format!("node/{name}/null/node/{name}"),
+                    operation::UPDATE,
+                    content,
+                );
+                m.header.resource_version = n.metadata.resource_version.clone().unwrap_or_default();
+                tx.raw(m).await;
+            }
+            Ok(Event::Delete(n)) => {
+                let Some(name) = n.metadata.name.clone() else { continue };
+                node_gone(&view, &tx, &mut known, &name).await;
+            }
+            Ok(Event::InitDone) => {
+                let gone: Vec<String> = known.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+                for name in gone {
+                    node_gone(&view, &tx, &mut known, &name).await;
+                }
+                view.mark_synced("nodes");
+                if let Some(tx) = nodes_listed.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Err(e) => warn!(error = %e, "Watching edge nodes failed; retrying."),
+        }
+    }
+}
+
+async fn node_gone(view: &View, tx: &Sender, known: &mut std::collections::HashMap<String, u64>, name: &str) {
+    known.remove(name);
+    view.set_edge_node(name, false);
+    info!(node = name, "Edge node deleted.");
+    let m = Message::build(
+        module::EDGECONTROLLER,
+        group::RESOURCE,
+        format!("node/{name}/null/node/{name}"),
+        operation::DELETE,
+        Content::null(),
+    );
+    tx.raw(m).await;
+    let note = Message::build(
+        module::EDGECONTROLLER,
+        module::SYNCCONTROLLER,
+        format!("node/{name}"),
+        operation::DELETE,
+        Content::null(),
+    );
+    let _ = tx.bus.try_send(module::SYNCCONTROLLER, note);
+}
+
+/// Watches pods until `stop`.
+pub async fn watch_pods(client: kube::Client, view: View, tx: Sender, stop: CancellationToken) {
+    let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::erase::<Pod>(&()));
+    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut seen: HashSet<String> = HashSet::new();
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => return,
+            ev = stream.next() => match ev { Some(e) => e, None => return },
+        };
+        match ev {
+            Ok(Event::Init) => seen.clear(),
+            Ok(Event::InitApply(p) | Event::Apply(p)) => {
+                if let Some(uid) = &p.metadata.uid {
+                    seen.insert(uid.clone());
+                }
+                apply_pod(&view, &tx, p).await;
+            }
+            Ok(Event::Delete(p)) => {
+                let Some(obj) = Obj::from_dynamic(p, resource_type::POD, "v1", "Pod") else { continue };
+                if let Some(node) = view.remove_pod(&obj.uid) {
+                    tx.object(&node, &obj, operation::DELETE).await;
+                }
+            }
+            Ok(Event::InitDone) => {
+                // Deleted while the watch was down: SyncController deletes them on the edge
+                // (their ObjectSyncs now point at nothing).
+                for uid in view.pod_uids().into_iter().filter(|u| !seen.contains(u)) {
+                    if let Some(node) = view.remove_pod(&uid) {
+                        debug!(node, uid, "A pod vanished during a re-list.");
+                    }
+                }
+                view.mark_synced("pods");
+            }
+            Err(e) => warn!(error = %e, "Watching pods failed; retrying."),
+        }
+    }
+}
+
+async fn apply_pod(view: &View, tx: &Sender, p: DynamicObject) {
+    let node = p.data.pointer("/spec/nodeName").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let terminating = p.metadata.deletion_timestamp.is_some();
+    let namespace = p.metadata.namespace.clone().unwrap_or_default();
+    let refs = refs_of(&namespace, &pod_spec(&p));
+    let hash = spec_hash(&p);
+    let mut p = p;
+    p.metadata.managed_fields = None;
+    let Some(obj) = Obj::from_dynamic(p, resource_type::POD, "v1", "Pod") else { return };
+    match view.apply_pod(obj.clone(), &node, hash, refs) {
+        PodChange::Added if terminating => tx.object(&node, &obj, operation::UPDATE).await,
+        PodChange::Added => tx.object(&node, &obj, operation::INSERT).await,
+        PodChange::Updated => tx.object(&node, &obj, operation::UPDATE).await,
+        PodChange::Left { from } => tx.object(&from, &obj, operation::DELETE).await,
+        PodChange::Unchanged | PodChange::Ignored => {}
+    }
+}
+
+/// Watches configmaps (`ty` = `configmap`) or secrets (`secret`) until `stop`.
+pub async fn watch_objects(client: kube::Client, ty: &'static str, view: View, tx: Sender, stop: CancellationToken) {
+    let (ar, kind) = if ty == resource_type::SECRET {
+        (ApiResource::erase::<Secret>(&()), "Secret")
+    } else {
+        (ApiResource::erase::<ConfigMap>(&()), "ConfigMap")
+    };
+    let api: Api<DynamicObject> = Api::all_with(client, &ar);
+    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => return,
+            ev = stream.next() => match ev { Some(e) => e, None => return },
+        };
+        match ev {
+            Ok(Event::Init) => seen.clear(),
+            Ok(Event::InitApply(o) | Event::Apply(o)) => {
+                let mut o = o;
+                o.metadata.managed_fields = None;
+                let Some(obj) = Obj::from_dynamic(o, ty, "v1", kind) else { continue };
+                seen.insert((obj.namespace.clone(), obj.name.clone()));
+                let known = view.object(&(ty, obj.namespace.clone(), obj.name.clone())).is_some();
+                let op = if ty == resource_type::SECRET || known { operation::UPDATE } else { operation::INSERT };
+                for node in view.apply_object(obj.clone()) {
+                    tx.object(&node, &obj, op).await;
+                }
+            }
+            Ok(Event::Delete(o)) => {
+                let Some(obj) = Obj::from_dynamic(o, ty, "v1", kind) else { continue };
+                for node in view.remove_object(ty, &obj.namespace, &obj.name) {
+                    tx.object(&node, &obj, operation::DELETE).await;
+                }
+            }
+            Ok(Event::InitDone) => {
+                for (t, ns, name) in view.object_keys(ty) {
+                    if !seen.contains(&(ns.clone(), name.clone())) {
+                        view.remove_object(t, &ns, &name);
+                    }
+                }
+                view.mark_synced(if ty == resource_type::SECRET { "secrets" } else { "configmaps" });
+            }
+            Err(e) => warn!(error = %e, "Watching {ty}s failed; retrying."),
+        }
+    }
+}

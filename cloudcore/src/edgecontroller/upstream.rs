@@ -1,0 +1,374 @@
+//! Edges → Kubernetes (upstream `upstream.go`): node registration and status, pod status, pod
+//! deletion, leases, events, and the queries edged makes through MetaManager (configmaps,
+//! secrets, volumes, service-account tokens). The resource's `node/{node}/` prefix was put
+//! there by CloudHub from the authenticated connection.
+//!
+//! Replies go back through CloudHub with `parent_msg_id` = the request's id, source
+//! `edgecontroller`, group `resource`, operation `response`:
+//! - node insert, nodepatch, podpatch and leases: `{"Object": <object or null>, "Err": <Go
+//!   StatusError or null>}`;
+//! - node update, nodestatus, podstatus and pod delete: `"OK"` (or the error);
+//! - queries: the object itself with its resourceversion (ACKed by the edge), or on error the
+//!   Go error value `{"ErrStatus": {…}}`.
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event as KubeEvent, Node, Pod, ServiceAccount};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
+use kubeedge_model::constants::{group, module, operation, resource_type};
+use kubeedge_model::{CloudResource, Content, Message};
+use serde_json::{Value, json};
+use tracing::{debug, warn};
+
+use super::downstream::{Sender, delete_message};
+
+/// Handles upstream messages for one node at a time (the caller keeps per-node order).
+#[derive(Clone)]
+pub struct Upstream {
+    /// The cluster.
+    pub client: kube::Client,
+    /// Where replies go.
+    pub tx: Sender,
+}
+
+/// A Kubernetes error as Go's `StatusError` marshals: `{"ErrStatus": <Status>}`.
+fn status_error(e: &kube::Error) -> Value {
+    let (code, reason, message) = match e {
+        kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone()),
+        other => (500, "InternalError".to_owned(), other.to_string()),
+    };
+    json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}})
+}
+
+fn object_resp(obj: Option<Value>, err: Option<Value>) -> Content {
+    Content::json(&json!({"Object": obj, "Err": err})).unwrap_or_else(|_| Content::null())
+}
+
+fn with_types(mut v: Value, api_version: &str, kind: &str) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        m.insert("apiVersion".into(), api_version.into());
+        m.insert("kind".into(), kind.into());
+    }
+    v
+}
+
+/// The content as a JSON value: nested JSON, or JSON inside a string (upstream sends both).
+fn content_value(msg: &Message) -> Option<Value> {
+    if let Some(s) = msg.content.as_str() {
+        return serde_json::from_str(&s).ok();
+    }
+    msg.content.decode().ok()
+}
+
+/// A 400 in Go's `StatusError` shape, for content the cloud cannot use.
+fn bad_request(what: &str) -> Value {
+    json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": what, "reason": "BadRequest", "code": 400}})
+}
+
+impl Upstream {
+    fn reply(&self, req: &Message, content: Content) -> Message {
+        let mut m = Message::response_to(req, content);
+        m.router.source = module::EDGECONTROLLER.to_owned();
+        m.router.group = group::RESOURCE.to_owned();
+        m
+    }
+
+    /// Handles one message; malformed ones are logged and dropped.
+    pub async fn handle(&self, msg: Message) {
+        let Ok(res) = CloudResource::parse(&msg.router.resource) else {
+            warn!(resource = %msg.router.resource, "Dropped an upstream message with a malformed resource.");
+            return;
+        };
+        let node = res.node.clone();
+        let ns = res.path.namespace().unwrap_or_default().to_owned();
+        let name = res.path.name.clone().unwrap_or_default();
+        let op = msg.router.operation.as_str();
+        let ty = res.path.resource_type.as_str();
+        let reply = match (ty, op) {
+            (resource_type::NODE, operation::INSERT) => Some(self.node_insert(&msg, &node).await),
+            (resource_type::NODE, operation::UPDATE) => Some(self.node_update(&msg, &name).await),
+            (resource_type::NODE, operation::QUERY) => {
+                Some(self.get_object(&msg, "", "v1", "Node", "nodes", &name).await)
+            }
+            (resource_type::NODE_PATCH, operation::PATCH) => Some(self.status_patch(&msg, None, &name).await),
+            (resource_type::NODE_STATUS, operation::UPDATE) => Some(self.node_status(&msg, &name).await),
+            (resource_type::POD_PATCH, operation::PATCH) => Some(self.status_patch(&msg, Some(&ns), &name).await),
+            (resource_type::POD_STATUS, operation::UPDATE) => Some(self.pod_status(&msg, &node, &ns).await),
+            (resource_type::POD, operation::DELETE) => Some(self.pod_delete(&msg, &ns, &name).await),
+            (resource_type::POD, operation::INSERT) => {
+                self.pod_insert(&msg, &ns).await;
+                None
+            }
+            (resource_type::CONFIGMAP, operation::QUERY) => {
+                Some(self.get_object(&msg, &ns, "v1", "ConfigMap", "configmaps", &name).await)
+            }
+            (resource_type::SECRET, operation::QUERY) => {
+                Some(self.get_object(&msg, &ns, "v1", "Secret", "secrets", &name).await)
+            }
+            (resource_type::PERSISTENT_VOLUME, operation::QUERY) => {
+                Some(self.get_object(&msg, "", "v1", "PersistentVolume", "persistentvolumes", &name).await)
+            }
+            (resource_type::PERSISTENT_VOLUME_CLAIM, operation::QUERY) => {
+                Some(self.get_object(&msg, &ns, "v1", "PersistentVolumeClaim", "persistentvolumeclaims", &name).await)
+            }
+            (resource_type::VOLUME_ATTACHMENT, operation::QUERY) => Some(
+                self.get_object(&msg, "", "storage.k8s.io/v1", "VolumeAttachment", "volumeattachments", &name).await,
+            ),
+            (resource_type::SERVICE_ACCOUNT_TOKEN, operation::QUERY) => Some(self.token(&msg, &ns, &name).await),
+            (resource_type::LEASE, operation::INSERT | operation::UPDATE) => Some(self.lease_write(&msg, &ns).await),
+            (resource_type::LEASE, operation::QUERY) => {
+                Some(self.get_object(&msg, &ns, "coordination.k8s.io/v1", "Lease", "leases", &name).await)
+            }
+            (resource_type::EVENT, operation::INSERT | operation::UPDATE | operation::PATCH) => {
+                self.event(&msg, &ns).await;
+                None
+            }
+            _ => {
+                debug!(node, resource = %msg.router.resource, op, "No handler for an upstream message; dropped.");
+                None
+            }
+        };
+        if let Some(r) = reply {
+            self.tx.raw(r).await;
+        }
+    }
+
+    async fn node_insert(&self, msg: &Message, node: &str) -> Message {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let result = match content_value(msg).map(serde_json::from_value::<Node>) {
+            Some(Ok(mut n)) => {
+                if n.metadata.name.as_deref().is_none_or(|x| x != node) {
+                    // A node registers itself only.
+                    n.metadata.name = Some(node.to_owned());
+                }
+                n.metadata.resource_version = None;
+                n.metadata.uid = None;
+                api.create(&PostParams::default(), &n).await
+            }
+            _ => return self.reply(msg, object_resp(None, Some(bad_request("node insert content is not a Node")))),
+        };
+        let result = result.map_err(|e| status_error(&e));
+        match result {
+            Ok(n) => self.reply(msg, object_resp(serde_json::to_value(&n).ok(), None)),
+            Err(e) => {
+                debug!(node, error = %e, "Node registration failed.");
+                self.reply(msg, object_resp(None, Some(e)))
+            }
+        }
+    }
+
+    async fn node_update(&self, msg: &Message, name: &str) -> Message {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let Some(v) = content_value(msg) else {
+            return self
+                .reply(msg, Content::json(&bad_request("node update content is not JSON")).unwrap_or(Content::null()));
+        };
+        // Labels and annotations from the edge are merged in; nothing else is taken.
+        let patch = json!({"metadata": {
+            "labels": v.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
+            "annotations": v.pointer("/metadata/annotations").cloned().unwrap_or(json!({})),
+        }});
+        match api.patch(name, &PatchParams::default(), &Patch::Strategic(patch)).await {
+            Ok(_) => self.reply(msg, Content::string("OK")),
+            Err(e) => self.reply(msg, Content::json(&status_error(&e)).unwrap_or(Content::null())),
+        }
+    }
+
+    /// A strategic-merge patch of `nodes/{name}/status` or `pods/{name}/status` (the content is
+    /// the patch, usually as a JSON string); the reply carries the patched object.
+    async fn status_patch(&self, msg: &Message, ns: Option<&str>, name: &str) -> Message {
+        let Some(patch) = content_value(msg) else {
+            return self.reply(msg, object_resp(None, Some(bad_request("the patch is not JSON"))));
+        };
+        let pp = PatchParams::default();
+        let result = match ns {
+            None => {
+                let api: Api<Node> = Api::all(self.client.clone());
+                api.patch_status(name, &pp, &Patch::Strategic(patch)).await.map(|o| serde_json::to_value(o).ok())
+            }
+            Some(ns) => {
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+                api.patch_status(name, &pp, &Patch::Strategic(patch)).await.map(|o| serde_json::to_value(o).ok())
+            }
+        };
+        match result {
+            Ok(obj) => self.reply(msg, object_resp(obj, None)),
+            Err(e) => {
+                debug!(name, error = %e, "Status patch failed.");
+                self.reply(msg, object_resp(None, Some(status_error(&e))))
+            }
+        }
+    }
+
+    async fn node_status(&self, msg: &Message, name: &str) -> Message {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let status = content_value(msg).and_then(|v| v.get("Status").cloned());
+        let Some(status) = status else {
+            return self.reply(
+                msg,
+                Content::json(&bad_request("nodestatus content has no Status")).unwrap_or(Content::null()),
+            );
+        };
+        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await {
+            Ok(_) => self.reply(msg, Content::string("OK")),
+            Err(e) => self.reply(msg, Content::json(&status_error(&e)).unwrap_or(Content::null())),
+        }
+    }
+
+    async fn pod_status(&self, msg: &Message, node: &str, ns: &str) -> Message {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let list = content_value(msg).and_then(|v| v.as_array().cloned()).unwrap_or_default();
+        for item in list {
+            let (Some(uid), Some(name)) =
+                (item.get("UID").and_then(Value::as_str), item.get("Name").and_then(Value::as_str))
+            else {
+                continue;
+            };
+            match api.get_opt(name).await {
+                Ok(Some(p)) if p.metadata.uid.as_deref() == Some(uid) => {
+                    let status = item.get("Status").cloned().unwrap_or(json!({}));
+                    if let Err(e) =
+                        api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await
+                    {
+                        warn!(node, pod = name, error = %e, "Pod status update failed.");
+                    }
+                }
+                Ok(_) => {
+                    // Gone or replaced: the edge should delete its copy.
+                    let m = delete_message(node, resource_type::POD, "v1", "Pod", ns, name, uid);
+                    self.tx.raw(m).await;
+                }
+                Err(e) => warn!(node, pod = name, error = %e, "Reading a pod for its status failed."),
+            }
+        }
+        self.reply(msg, Content::string("OK"))
+    }
+
+    async fn pod_delete(&self, msg: &Message, ns: &str, name: &str) -> Message {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let mut dp = DeleteParams::default();
+        match content_value(msg) {
+            // A UID string: grace 0 with a UID precondition.
+            Some(Value::String(uid)) => {
+                dp.grace_period_seconds = Some(0);
+                dp.preconditions = Some(Preconditions { uid: Some(uid), resource_version: None });
+            }
+            Some(v @ Value::Object(_)) => {
+                dp.grace_period_seconds = v.get("gracePeriodSeconds").and_then(Value::as_u64).map(|g| g as u32);
+                if let Some(uid) = v.pointer("/preconditions/uid").and_then(Value::as_str) {
+                    dp.preconditions = Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None });
+                }
+            }
+            _ => {
+                if let Some(uid) = msg.content.as_str().filter(|s| !s.is_empty()) {
+                    dp.grace_period_seconds = Some(0);
+                    dp.preconditions = Some(Preconditions { uid: Some(uid.into_owned()), resource_version: None });
+                }
+            }
+        }
+        match api.delete(name, &dp).await {
+            Ok(_) => self.reply(msg, Content::string("OK")),
+            Err(kube::Error::Api(s)) if s.code == 404 => self.reply(msg, Content::string("OK")),
+            Err(e) => self.reply(msg, Content::json(&status_error(&e)).unwrap_or(Content::null())),
+        }
+    }
+
+    async fn pod_insert(&self, msg: &Message, ns: &str) {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        if let Some(Ok(mut p)) = content_value(msg).map(serde_json::from_value::<Pod>) {
+            p.metadata.resource_version = None;
+            if let Err(e) = api.create(&PostParams::default(), &p).await {
+                debug!(error = %e, "Creating a pod from the edge failed.");
+            }
+        }
+    }
+
+    async fn get_object(
+        &self,
+        msg: &Message,
+        ns: &str,
+        api_version: &str,
+        kind: &str,
+        plural: &str,
+        name: &str,
+    ) -> Message {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let ar = ApiResource {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            plural: plural.to_owned(),
+        };
+        let api: Api<DynamicObject> = if ns.is_empty() {
+            Api::all_with(self.client.clone(), &ar)
+        } else {
+            Api::namespaced_with(self.client.clone(), ns, &ar)
+        };
+        match api.get(name).await {
+            Ok(mut o) => {
+                o.metadata.managed_fields = None;
+                let rv = o.metadata.resource_version.clone().unwrap_or_default();
+                let value = with_types(serde_json::to_value(&o).unwrap_or(Value::Null), api_version, kind);
+                let mut r = self.reply(msg, Content::json(&value).unwrap_or(Content::null()));
+                r.header.resource_version = rv;
+                r
+            }
+            Err(e) => self.reply(msg, Content::json(&status_error(&e)).unwrap_or(Content::null())),
+        }
+    }
+
+    async fn token(&self, msg: &Message, ns: &str, sa: &str) -> Message {
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
+        let body = content_value(msg).unwrap_or(json!({}));
+        let body = with_types(body, "authentication.k8s.io/v1", "TokenRequest");
+        let result: Result<Value, kube::Error> =
+            api.create_subresource("token", sa, &PostParams::default(), &body).await;
+        match result {
+            Ok(v) => self.reply(msg, Content::json(&v).unwrap_or(Content::null())),
+            Err(e) => self.reply(msg, Content::json(&status_error(&e)).unwrap_or(Content::null())),
+        }
+    }
+
+    async fn lease_write(&self, msg: &Message, ns: &str) -> Message {
+        let ns = if ns.is_empty() { "kube-node-lease" } else { ns };
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), ns);
+        let Some(Ok(mut lease)) = content_value(msg).map(serde_json::from_value::<Lease>) else {
+            return self.reply(msg, object_resp(None, Some(bad_request("lease content is not a Lease"))));
+        };
+        let name = lease.metadata.name.clone().unwrap_or_default();
+        let result = if msg.router.operation == operation::INSERT {
+            lease.metadata.resource_version = None;
+            api.create(&PostParams::default(), &lease).await
+        } else {
+            api.replace(&name, &PostParams::default(), &lease).await
+        };
+        match result {
+            Ok(l) => self.reply(msg, object_resp(serde_json::to_value(&l).ok(), None)),
+            Err(e) => self.reply(msg, object_resp(None, Some(status_error(&e)))),
+        }
+    }
+
+    async fn event(&self, msg: &Message, ns: &str) {
+        let Some(v) = content_value(msg) else { return };
+        let (ev, patch) = match msg.router.operation.as_str() {
+            operation::PATCH => (v.get("event").cloned().unwrap_or(Value::Null), v.get("patchData").cloned()),
+            _ => (v, None),
+        };
+        let Ok(ev) = serde_json::from_value::<KubeEvent>(ev) else { return };
+        let ns = ev.metadata.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| ns.to_owned());
+        let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), &ns);
+        let name = ev.metadata.name.clone().unwrap_or_default();
+        let result = match patch.as_ref().and_then(Value::as_str).and_then(|p| serde_json::from_str::<Value>(p).ok()) {
+            Some(p) => api.patch(&name, &PatchParams::default(), &Patch::Strategic(p)).await.map(|_| ()),
+            None => match api.create(&PostParams::default(), &ev).await {
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    api.replace(&name, &PostParams::default(), &ev).await.map(|_| ())
+                }
+                other => other.map(|_| ()),
+            },
+        };
+        if let Err(e) = result {
+            debug!(error = %e, "Recording an event from the edge failed.");
+        }
+    }
+}

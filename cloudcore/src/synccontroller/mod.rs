@@ -1,0 +1,378 @@
+//! SyncController: the record of what each edge node has acknowledged, kept in ObjectSync
+//! objects (`reliablesyncs.kubeedge.io/v1alpha1`, named `{node}.{uid}` in the object's
+//! namespace), and the loop that makes every connected node converge on it.
+//!
+//! - CloudHub tells this module about every ACK of an EdgeController message: an insert or
+//!   update sets the ObjectSync's `status.objectResourceVersion` (creating it first), a delete
+//!   removes it. EdgeController reads the same record so it does not resend what a node has.
+//! - Every 5 s, and at once when a node (re)connects — upstream waits for the next loop — each
+//!   connected node is reconciled against EdgeController's view: objects newer than their
+//!   ObjectSync are sent as `update`, objects it should have but never acknowledged as
+//!   `insert`, and ObjectSyncs whose object vanished (or was replaced under the same name)
+//!   become a `delete` carrying namespace, name and uid.
+//! - ObjectSyncs of nodes that no longer exist are deleted at start and when a node is deleted.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kubeedge_apis::reliablesyncs::v1alpha1::{ObjectSync, ObjectSyncSpec};
+use kubeedge_apis::reliablesyncs::{object_sync_name, parse_object_sync_name};
+use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
+use kubeedge_config::cloudcore::KubeApiConfig;
+use kubeedge_model::constants::{module, operation, resource_type};
+use kubeedge_model::{CloudResource, Message};
+use parking_lot::Mutex;
+use tracing::{debug, info, warn};
+
+use crate::cloudhub::module::kube_client;
+use crate::edgecontroller::downstream::{Sender, delete_message, object_message};
+use crate::edgecontroller::view::{View, kind_of};
+
+/// How often connected nodes are reconciled.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+
+/// What a node acknowledged of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synced {
+    /// The acknowledged resourceVersion.
+    pub rv: u64,
+    /// The edge resource type (`pod`, `configmap`, `secret`).
+    pub ty: String,
+    /// The object's namespace.
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+}
+
+/// Acknowledged versions per (node, uid), shared with EdgeController. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Syncs(Arc<Mutex<HashMap<(String, String), Synced>>>);
+
+impl Syncs {
+    /// Whether `node` acknowledged `uid` at `rv` or newer.
+    pub fn is_current(&self, node: &str, uid: &str, rv: u64) -> bool {
+        self.0.lock().get(&(node.to_owned(), uid.to_owned())).is_some_and(|s| s.rv >= rv)
+    }
+
+    /// The record for (node, uid).
+    pub fn get(&self, node: &str, uid: &str) -> Option<Synced> {
+        self.0.lock().get(&(node.to_owned(), uid.to_owned())).cloned()
+    }
+
+    /// Sets the record.
+    pub fn set(&self, node: &str, uid: &str, s: Synced) {
+        self.0.lock().insert((node.to_owned(), uid.to_owned()), s);
+    }
+
+    /// Removes the record.
+    pub fn remove(&self, node: &str, uid: &str) -> Option<Synced> {
+        self.0.lock().remove(&(node.to_owned(), uid.to_owned()))
+    }
+
+    /// Every record of `node`: (uid, record).
+    pub fn for_node(&self, node: &str) -> Vec<(String, Synced)> {
+        self.0.lock().iter().filter(|((n, _), _)| n == node).map(|((_, u), s)| (u.clone(), s.clone())).collect()
+    }
+
+    /// Every (node, uid, namespace) recorded.
+    pub fn all(&self) -> Vec<(String, String, String)> {
+        self.0.lock().iter().map(|((n, u), s)| (n.clone(), u.clone(), s.namespace.clone())).collect()
+    }
+}
+
+/// The types whose delivery is recorded in ObjectSyncs.
+fn tracked(ty: &str) -> bool {
+    matches!(ty, resource_type::POD | resource_type::CONFIGMAP | resource_type::SECRET)
+}
+
+/// The SyncController module (`synccontroller`).
+pub struct SyncControllerModule {
+    kube: KubeApiConfig,
+    view: View,
+    syncs: Syncs,
+}
+
+impl SyncControllerModule {
+    /// A module reading EdgeController's `view` and keeping `syncs`.
+    pub fn new(kube: KubeApiConfig, view: View, syncs: Syncs) -> Self {
+        Self { kube, view, syncs }
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Meta {
+    #[serde(default)]
+    uid: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Identity {
+    #[serde(default, rename = "apiVersion")]
+    api_version: String,
+    #[serde(default)]
+    metadata: Meta,
+}
+
+struct Controller {
+    client: kube::Client,
+    view: View,
+    syncs: Syncs,
+    tx: Sender,
+    connected: HashSet<String>,
+}
+
+impl Controller {
+    fn api(&self, ns: &str) -> Api<ObjectSync> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    /// Loads every ObjectSync into the shared record.
+    async fn load(&self) -> Result<(), kube::Error> {
+        let all: Api<ObjectSync> = Api::all(self.client.clone());
+        let list = all.list(&ListParams::default()).await?;
+        let mut n = 0;
+        for os in list.items {
+            let (Some(name), Some(ns)) = (os.metadata.name.as_deref(), os.metadata.namespace.as_deref()) else {
+                continue;
+            };
+            let Some((node, uid)) = parse_object_sync_name(name) else { continue };
+            let rv = os.status.as_ref().and_then(|s| s.object_resource_version.parse().ok()).unwrap_or(0);
+            let ty = os.spec.object_kind.to_lowercase();
+            if !tracked(&ty) {
+                continue;
+            }
+            let s = Synced { rv, ty, namespace: ns.to_owned(), name: os.spec.object_name.clone() };
+            self.syncs.set(node, uid, s);
+            n += 1;
+        }
+        info!(objectsyncs = n, "Loaded what edge nodes have acknowledged.");
+        Ok(())
+    }
+
+    /// Deletes the ObjectSyncs of nodes that do not exist (upstream: 5 attempts, 1 s apart).
+    async fn collect_deleted_nodes(&self, only: Option<&str>) {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        for (node, uid, ns) in self.syncs.all() {
+            if only.is_some_and(|o| o != node) {
+                continue;
+            }
+            if only.is_none() && matches!(nodes.get_opt(&node).await, Ok(Some(_)) | Err(_)) {
+                continue;
+            }
+            let name = object_sync_name(&node, &uid);
+            for attempt in 1..=5 {
+                match self.api(&ns).delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => break,
+                    Err(kube::Error::Api(s)) if s.code == 404 => break,
+                    Err(e) if attempt == 5 => warn!(objectsync = name, error = %e, "Could not delete an ObjectSync."),
+                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+            }
+            self.syncs.remove(&node, &uid);
+            debug!(objectsync = name, "Collected the ObjectSync of a deleted node.");
+        }
+    }
+
+    /// An edge acknowledged an EdgeController message.
+    async fn record_ack(&self, msg: &Message) {
+        let Ok(res) = CloudResource::parse(&msg.router.resource) else { return };
+        let ty = res.path.resource_type.as_str();
+        if !tracked(ty) {
+            return;
+        }
+        let Some(ns) = res.path.namespace().map(str::to_owned) else { return };
+        let name = res.path.name.clone().unwrap_or_default();
+        let id: Identity = msg.content.decode().unwrap_or_default();
+        let uid = id.metadata.uid;
+        if uid.is_empty() {
+            return;
+        }
+        let node = res.node.as_str();
+        let os_name = object_sync_name(node, &uid);
+        if msg.router.operation == operation::DELETE {
+            self.syncs.remove(node, &uid);
+            match self.api(&ns).delete(&os_name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => warn!(objectsync = os_name, error = %e, "Deleting an ObjectSync failed."),
+            }
+            return;
+        }
+        let Ok(rv) = msg.header.resource_version.parse::<u64>() else { return };
+        let before = self.syncs.get(node, &uid);
+        if before.as_ref().is_some_and(|s| s.rv >= rv) {
+            return;
+        }
+        let synced = Synced { rv, ty: ty.to_owned(), namespace: ns.clone(), name: name.clone() };
+        self.syncs.set(node, &uid, synced);
+        let api = self.api(&ns);
+        if before.is_none() {
+            let api_version = if id.api_version.is_empty() { "v1".to_owned() } else { id.api_version };
+            let os = ObjectSync::new(
+                &os_name,
+                ObjectSyncSpec {
+                    object_api_version: api_version,
+                    object_kind: kind_of(ty).to_owned(),
+                    object_name: name.clone(),
+                },
+            );
+            match api.create(&PostParams::default(), &os).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => {
+                    warn!(objectsync = os_name, error = %e, "Creating an ObjectSync failed.");
+                    self.syncs.remove(node, &uid);
+                    return;
+                }
+            }
+        }
+        let status = serde_json::json!({"status": {"objectResourceVersion": rv.to_string()}});
+        if let Err(e) = api.patch_status(&os_name, &PatchParams::default(), &Patch::Merge(status)).await {
+            warn!(objectsync = os_name, error = %e, "Recording an ACK failed; the next loop resends.");
+            self.syncs.remove(node, &uid);
+        }
+    }
+
+    /// Brings `node` to what it should have.
+    async fn reconcile(&self, node: &str) {
+        if !self.view.is_synced() {
+            return;
+        }
+        let desired = self.view.desired(node);
+        let mut present: HashSet<String> = HashSet::new();
+        let (mut sent, mut deleted) = (0, 0);
+        for obj in &desired {
+            present.insert(obj.uid.clone());
+            let op = match self.syncs.get(node, &obj.uid) {
+                None => operation::INSERT,
+                Some(s) if s.rv < obj.rv => operation::UPDATE,
+                Some(_) => continue,
+            };
+            self.tx.raw(object_message(node, obj, op)).await;
+            sent += 1;
+        }
+        for (uid, s) in self.syncs.for_node(node) {
+            if present.contains(&uid) {
+                continue;
+            }
+            // Not wanted on this node any more. Configmaps and secrets stay while they exist
+            // (upstream keeps them too); pods and vanished objects are deleted.
+            let still_exists = s.ty != resource_type::POD
+                && self
+                    .view
+                    .object(&(kind_static(&s.ty), s.namespace.clone(), s.name.clone()))
+                    .is_some_and(|o| o.uid == uid);
+            if still_exists {
+                continue;
+            }
+            let kind = kind_of(&s.ty);
+            self.tx.raw(delete_message(node, &s.ty, "v1", kind, &s.namespace, &s.name, &uid)).await;
+            deleted += 1;
+        }
+        if sent + deleted > 0 {
+            info!(node, sent, deleted, "Reconciled an edge node.");
+        }
+    }
+}
+
+/// Creates the reliablesyncs CRDs when they are missing (keadm and the Helm chart normally
+/// install them) and waits until they are served.
+async fn install_crds(client: &kube::Client) -> Result<(), ModuleError> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::runtime::wait::{await_condition, conditions};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in kubeedge_apis::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        match api.get_opt(&name).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => return Err(format!("reading CRD {name}: {e}").into()),
+        }
+        match api.create(&PostParams::default(), &crd).await {
+            Ok(_) => info!(crd = name, "Installed a missing CRD."),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => {
+                return Err(format!(
+                    "CRD {name} is missing and could not be created (install manifests/crds/reliablesyncs): {e}"
+                )
+                .into());
+            }
+        }
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .map_err(|_| format!("CRD {name} was not established within 30 s"))?
+        .map_err(|e| format!("waiting for CRD {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn kind_static(ty: &str) -> &'static str {
+    match ty {
+        resource_type::CONFIGMAP => resource_type::CONFIGMAP,
+        resource_type::SECRET => resource_type::SECRET,
+        _ => resource_type::POD,
+    }
+}
+
+impl Module for SyncControllerModule {
+    fn name(&self) -> &'static str {
+        module::SYNCCONTROLLER
+    }
+
+    fn group(&self) -> &'static str {
+        module::SYNCCONTROLLER
+    }
+
+    fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            let client = kube_client(&self.kube).await?;
+            let mut c = Controller {
+                client,
+                view: self.view.clone(),
+                syncs: self.syncs.clone(),
+                tx: Sender { bus: ctx.bus.clone(), syncs: None },
+                connected: HashSet::new(),
+            };
+            install_crds(&c.client).await?;
+            c.load().await.map_err(|e| format!("listing ObjectSyncs failed: {e}"))?;
+            c.collect_deleted_nodes(None).await;
+            let mut tick = tokio::time::interval(RECONCILE_EVERY);
+            let shutdown = ctx.shutdown().clone();
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tick.tick() => {
+                        let nodes: Vec<String> = c.connected.iter().cloned().collect();
+                        for node in nodes {
+                            c.reconcile(&node).await;
+                        }
+                    }
+                    msg = ctx.recv() => {
+                        let Some(msg) = msg else { return Ok(()) };
+                        let node = msg.router.resource.strip_prefix("node/").unwrap_or_default();
+                        match (msg.router.source.as_str(), msg.router.operation.as_str()) {
+                            (module::CLOUDHUB, operation::CONNECTED) => {
+                                let node = node.to_owned();
+                                c.connected.insert(node.clone());
+                                c.reconcile(&node).await;
+                            }
+                            (module::CLOUDHUB, operation::DISCONNECTED) => {
+                                c.connected.remove(node);
+                            }
+                            (module::EDGECONTROLLER, operation::DELETE) if !node.contains('/') => {
+                                c.collect_deleted_nodes(Some(node)).await;
+                            }
+                            (module::CLOUDHUB, _) => c.record_ack(&msg).await,
+                            _ => debug!(resource = %msg.router.resource, "SyncController ignored a message."),
+                        }
+                    }
+                }
+            }
+        })
+    }
+}

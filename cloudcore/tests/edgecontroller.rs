@@ -1,0 +1,242 @@
+//! The cloudcore binary with CloudHub, EdgeController and SyncController against apiserver-lite,
+//! and a scripted edge speaking the wire protocol over mTLS (as MetaManager and edged would):
+//!
+//! - the edge registers its node (node insert) and gets the Node back;
+//! - a pod bound to it arrives as `insert`, is ACKed, and its ObjectSync records the version;
+//!   a configmap it uses follows; updates and the delete propagate; the delete ACK removes
+//!   the ObjectSync;
+//! - a pod status patch and a configmap query from the edge reach the API and are answered;
+//! - while the edge is away the pod changes; when it reconnects the update comes at once
+//!   (not at the next 5 s loop);
+//! - garbage content is dropped and the session lives on.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kubeedge_apis::reliablesyncs::v1alpha1::ObjectSync;
+use kubeedge_model::{Content, Message};
+use kubeedge_pki::{Ca, ExtKeyUsage};
+use kubeedge_testkit::link::{self, Cloud};
+use kubeedge_testkit::{Process, free_port};
+use kubeedge_viaduct::{ClientOptions, Connection};
+use serde_json::json;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+type Conn = Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+struct Edge {
+    conn: Conn,
+}
+
+impl Edge {
+    async fn connect(ca: &Ca, addr: &str, node: &str) -> Self {
+        let (csr, key) = kubeedge_pki::edge_csr(node).unwrap();
+        let cert = ca.sign_csr(&csr, 1, &[ExtKeyUsage::ClientAuth]).unwrap();
+        let tls = kubeedge_viaduct::client_tls(ca.cert_der(), &cert, &key).unwrap();
+        let opts = ClientOptions {
+            server: addr.to_owned(),
+            node_id: node.to_owned(),
+            project_id: "e632aba927ea4ac2b575ec1603d56f10".into(),
+            max_message: kubeedge_model::MAX_MESSAGE_SIZE,
+            handshake_timeout: PATIENCE,
+        };
+        Self { conn: kubeedge_viaduct::connect(&opts, Arc::new(tls)).await.unwrap() }
+    }
+
+    /// The next message matching `want`, ACKing every message on the way as MetaManager does.
+    async fn expect(&mut self, what: &str, want: impl Fn(&Message) -> bool) -> Message {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = tokio::time::timeout(left, self.conn.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("connection closed waiting for {what}"));
+            if msg.router.operation != "response" || !msg.header.resource_version.is_empty() {
+                self.conn.send(&Message::response_to(&msg, Content::string("OK"))).await.unwrap();
+            }
+            if want(&msg) {
+                return msg;
+            }
+        }
+    }
+
+    async fn send(&mut self, msg: &Message) {
+        self.conn.send(msg).await.unwrap();
+    }
+}
+
+fn upstream(resource: &str, op: &str, content: Content) -> Message {
+    Message::build("edged", "meta", resource, op, content)
+}
+
+async fn until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        apiserver_lite::ApiServer::start(l, Default::default()).await.unwrap()
+    };
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let kc = kube::config::Kubeconfig::from_yaml(&api.kubeconfig()).unwrap();
+    let client =
+        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap();
+
+    // The cluster CA is the test's, so the scripted edge can have a certificate.
+    let ca = Ca::generate().unwrap();
+    std::fs::create_dir_all(dir.path().join("cloud")).unwrap();
+    std::fs::write(dir.path().join("cloud/ca.crt"), ca.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("cloud/ca.key"), kubeedge_pki::pem("EC PRIVATE KEY", ca.key_sec1())).unwrap();
+    let (ws_port, https_port) = (free_port(), free_port());
+    let bin = Path::new(env!("CARGO_BIN_EXE_cloudcore"));
+    let cfg =
+        link::cloudcore(bin, dir.path(), &Cloud { kubeconfig: &kubeconfig, ip: "127.0.0.1", ws_port, https_port });
+    let mut cloud = Process::spawn(bin, &["--config", cfg.to_str().unwrap()]).unwrap();
+    cloud.wait_for_line("CloudHub WebSocket server listening");
+    cloud.wait_for_line("EdgeController started.");
+    cloud.wait_for_line("Loaded what edge nodes have acknowledged.");
+    let addr = format!("127.0.0.1:{ws_port}");
+
+    let mut edge = Edge::connect(&ca, &addr, "edge-1").await;
+    // Registration, as edged does it: the reply carries the created Node.
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "edge-1",
+        "labels": {"node-role.kubernetes.io/edge": "", "node-role.kubernetes.io/agent": ""}}});
+    let insert = upstream("null/node/edge-1", "insert", Content::json(&node).unwrap());
+    edge.send(&insert).await;
+    let reply = edge.expect("the node insert reply", |m| m.header.parent_id == insert.header.id).await;
+    let body: serde_json::Value = reply.content.decode().unwrap();
+    assert_eq!(body["Object"]["metadata"]["name"], "edge-1", "{body}");
+    assert!(body["Err"].is_null(), "{body}");
+    assert_eq!(reply.router.source, "edgecontroller");
+    let nodes: Api<Node> = Api::all(client.clone());
+    assert!(nodes.get("edge-1").await.is_ok());
+    edge.expect("the node update", |m| m.router.resource == "null/node/edge-1" && m.router.operation == "update").await;
+
+    // A configmap and a pod that uses it.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "web-config"}, "data": {"index.html": "hi"}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web", "labels": {"app": "web"}}, "spec": {
+        "nodeName": "edge-1",
+        "containers": [{"name": "web", "image": "busybox", "envFrom": [{"configMapRef": {"name": "web-config"}}]}]}}))
+    .unwrap();
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    let msg = edge.expect("the pod insert", |m| m.router.resource == "default/pod/web").await;
+    assert_eq!(msg.router.operation, "insert");
+    assert_eq!(msg.router.source, "edgecontroller");
+    assert_eq!(msg.router.group, "resource");
+    let content: serde_json::Value = msg.content.decode().unwrap();
+    assert_eq!(content["kind"], "Pod");
+    assert_eq!(content["apiVersion"], "v1");
+    assert_eq!(msg.header.resource_version, created.metadata.resource_version.clone().unwrap());
+    let cm_msg =
+        edge.expect("the configmap the pod uses", |m| m.router.resource == "default/configmap/web-config").await;
+    let cm_content: serde_json::Value = cm_msg.content.decode().unwrap();
+    assert_eq!(cm_content["data"]["index.html"], "hi");
+
+    // The ACK is recorded.
+    let syncs: Api<ObjectSync> = Api::namespaced(client.clone(), "default");
+    let os_name = format!("edge-1.{uid}");
+    let rv = msg.header.resource_version.clone();
+    until("the ObjectSync to record the ACK", || {
+        let (syncs, os_name, rv) = (syncs.clone(), os_name.clone(), rv.clone());
+        async move {
+            syncs.get_opt(&os_name).await.ok().flatten().and_then(|o| o.status).map(|s| s.object_resource_version)
+                == Some(rv)
+        }
+    })
+    .await;
+    let os = syncs.get(&os_name).await.unwrap();
+    assert_eq!((os.spec.object_kind.as_str(), os.spec.object_name.as_str()), ("Pod", "web"));
+
+    // Status from the edge (a strategic-merge patch in a JSON string, as edged sends it).
+    let patch = upstream(
+        "default/podpatch/web",
+        "patch",
+        Content::string(&json!({"status": {"phase": "Running", "podIP": "10.0.0.9"}}).to_string()),
+    );
+    edge.send(&patch).await;
+    let reply = edge.expect("the podpatch reply", |m| m.header.parent_id == patch.header.id).await;
+    let body: serde_json::Value = reply.content.decode().unwrap();
+    assert_eq!(body["Object"]["status"]["phase"], "Running", "{body}");
+    assert_eq!(pods.get("web").await.unwrap().status.unwrap().phase.as_deref(), Some("Running"));
+
+    // A query, answered with the object.
+    let query = upstream("default/configmap/web-config", "query", Content::null());
+    edge.send(&query).await;
+    let reply = edge.expect("the configmap query reply", |m| m.header.parent_id == query.header.id).await;
+    let body: serde_json::Value = reply.content.decode().unwrap();
+    assert_eq!(body["data"]["index.html"], "hi", "{body}");
+    // An unknown one: Go's StatusError.
+    let query = upstream("default/secret/nope", "query", Content::null());
+    edge.send(&query).await;
+    let reply = edge.expect("the missing secret reply", |m| m.header.parent_id == query.header.id).await;
+    let body: serde_json::Value = reply.content.decode().unwrap();
+    assert_eq!(body["ErrStatus"]["code"], 404, "{body}");
+
+    // Garbage content: dropped, the session lives on.
+    edge.send(&upstream("default/podpatch/web", "patch", Content::string("{not json"))).await;
+    edge.send(&upstream("nonsense", "insert", Content::null())).await;
+
+    // An update while connected: only metadata/spec changes are sent.
+    pods.patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"v": "2"}}})))
+        .await
+        .unwrap();
+    let msg = edge.expect("the pod update", |m| m.router.resource == "default/pod/web").await;
+    assert_eq!(msg.router.operation, "update");
+
+    // Away: the pod changes; back: the change arrives at once.
+    drop(edge);
+    let mark = cloud.mark();
+    cloud.wait_for_line_since(mark, "Edge disconnected.");
+    let changed = pods
+        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"v": "3"}}})))
+        .await
+        .unwrap();
+    let mut edge = Edge::connect(&ca, &addr, "edge-1").await;
+    let msg = edge
+        .expect("the missed update", |m| {
+            m.router.resource == "default/pod/web"
+                && m.header.resource_version == *changed.metadata.resource_version.as_ref().unwrap()
+        })
+        .await;
+    assert_eq!(msg.router.operation, "update");
+
+    // Delete: the edge gets it, and its ACK removes the ObjectSync.
+    pods.delete("web", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    let msg = edge
+        .expect("the pod delete", |m| m.router.resource == "default/pod/web" && m.router.operation == "delete")
+        .await;
+    let content: serde_json::Value = msg.content.decode().unwrap();
+    assert_eq!(content["metadata"]["uid"], uid.as_str());
+    until("the ObjectSync to go", || {
+        let (syncs, os_name) = (syncs.clone(), os_name.clone());
+        async move { syncs.get_opt(&os_name).await.ok().flatten().is_none() }
+    })
+    .await;
+
+    cloud.signal("TERM");
+    assert!(cloud.wait_exit(PATIENCE).is_some_and(|s| s.success()), "{}", cloud.log());
+    api.shutdown().await;
+}
