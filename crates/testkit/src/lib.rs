@@ -271,6 +271,12 @@ pub mod daemon {
 
     use super::{Process, http_get, run, set_yaml_line, set_yaml_path};
 
+    /// The modules of daemon `name` that cannot run alone: they need the other side of the
+    /// link or a Kubernetes API.
+    pub fn peer_modules(name: &str) -> &'static [&'static str] {
+        if name == "cloudcore" { &["cloudHub", "edgeController", "syncController"] } else { &["edgeHub"] }
+    }
+
     /// Writes `{dir}/{name}.yaml`: the daemon's own `--defaultconfig` with the monitor server
     /// moved to an ephemeral loopback port and a short grace period.
     pub fn test_config(bin: &Path, dir: &Path, name: &str) -> PathBuf {
@@ -278,9 +284,12 @@ pub mod daemon {
         assert!(status.success(), "--defaultconfig failed: {err}");
         let yaml = set_yaml_line(&yaml, "bindAddress", "127.0.0.1:0");
         let yaml = set_yaml_line(&yaml, "shutdownGracePeriod", "5");
-        // The lifecycle tests run the daemon alone: its link module has no peer here.
-        let module = if name == "cloudcore" { "cloudHub" } else { "edgeHub" };
-        let yaml = set_yaml_path(&yaml, &["modules", module, "enable"], "false");
+        // The lifecycle tests run the daemon alone: modules that need a peer (the edge, the
+        // cloud, a cluster) are switched off.
+        let mut yaml = yaml;
+        for module in peer_modules(name) {
+            yaml = set_yaml_path(&yaml, &["modules", module, "enable"], "false");
+        }
         let path = dir.join(format!("{name}.yaml"));
         std::fs::write(&path, yaml).expect("write config");
         path
@@ -391,8 +400,11 @@ pub mod daemon {
             let (status, min, _) = run(self.path(), &["--minconfig"]);
             assert!(status.success());
             let min = set_yaml_line(&min, "bindAddress", "127.0.0.1:0");
-            // Alone here, the link module would have no peer: the minimal config runs without it.
-            let min = set_yaml_path(&min, &["modules", self.link_module, "enable"], "false");
+            // Alone here, the modules that need a peer run without it.
+            let mut min = min;
+            for module in peer_modules(self.name) {
+                min = set_yaml_path(&min, &["modules", module, "enable"], "false");
+            }
             let path = dir.path().join("min.yaml");
             std::fs::write(&path, min).expect("write config");
             serves_and_stops_on(self.path(), &path, self.name, "TERM");
