@@ -74,6 +74,9 @@ pub const STORE_QUEUE_CAP: usize = 1024;
 /// Default for [`Options::batch_max`]: requests served per round, so per commit at most.
 pub const DEFAULT_BATCH_MAX: usize = 256;
 
+/// Prepared statements kept per connection: the store uses about 15.
+const STATEMENT_CACHE_CAP: usize = 32;
+
 /// Default for [`Options::busy_timeout`].
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -318,6 +321,8 @@ fn configure(conn: &Connection, opts: &Options) -> rusqlite::Result<String> {
         warn!(db.journal_mode = %mode, "SQLite refused WAL mode.");
     }
     conn.pragma_update(None, "synchronous", opts.synchronous.as_str())?;
+    // Every statement the store runs, with room to spare (rusqlite's default is 16).
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAP);
     Ok(mode)
 }
 

@@ -11,7 +11,7 @@
 //! upstream created, and upstream's `AutoMigrate` finds nothing to change in ours.
 //!
 //! Before v1.23 (beego ORM, v1.15–v1.22) `meta_v2` had columns `groupversionresource` and
-//! `resourceversion`. [`prepare`] adds the two current columns to such a table, exactly as GORM's
+//! `resourceversion`. Opening a store adds the two current columns to such a table, exactly as GORM's
 //! `AddColumn` would (`ALTER TABLE ... ADD`), and copies the old values over, so an old node's
 //! database opens in place. Nothing else of an existing table is touched.
 
