@@ -5,3 +5,4 @@
 //! (keepalive, liveness deadline, reconnect with backoff, routing by group).
 
 pub mod edgehub;
+pub mod metamanager;
