@@ -1,0 +1,1 @@
+//! The MetaManager module (being built).
