@@ -16,3 +16,22 @@ pub struct Remote {
     /// This node's name.
     pub node: String,
 }
+
+/// Why MetaServer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not available in this build yet.
+    #[error("MetaServer is not available in this build yet")]
+    NotBuilt,
+}
+
+/// Serves the local API until `shutdown`.
+pub async fn serve(
+    _listener: tokio::net::TcpListener,
+    _store: kubeedge_metastore::Store,
+    _changes: super::Changes,
+    _remote: Remote,
+    _shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), Error> {
+    Err(Error::NotBuilt)
+}
