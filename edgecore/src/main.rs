@@ -34,7 +34,8 @@ fn main() -> ExitCode {
         if meta.enable {
             let path = std::path::Path::new(&cfg.database.data_source);
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| format!("database.dataSource: creating {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("database.dataSource: creating {}: {e}", dir.display()))?;
             }
             let store = kubeedge_metastore::Store::open(path, Default::default())
                 .map_err(|e| format!("database.dataSource: opening {}: {e}", path.display()))?;

@@ -291,7 +291,11 @@ pub mod daemon {
             yaml = set_yaml_path(&yaml, &["modules", module, "enable"], "false");
         }
         if name == "edgecore" {
-            yaml = set_yaml_path(&yaml, &["database", "dataSource"], &format!("\"{}\"", dir.join("edgecore.db").display()));
+            yaml = set_yaml_path(
+                &yaml,
+                &["database", "dataSource"],
+                &format!("\"{}\"", dir.join("edgecore.db").display()),
+            );
         }
         let path = dir.join(format!("{name}.yaml"));
         std::fs::write(&path, yaml).expect("write config");

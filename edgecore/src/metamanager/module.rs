@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kubeedge_beehive::{Bus, BoxFuture, Module, ModuleContext, ModuleError};
+use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError};
 use kubeedge_metastore::{MetaRow, MetaV2Row, Op, Store};
 use kubeedge_model::constants::{group, module, operation, resource_type};
 use kubeedge_model::{Content, Message, ResourcePath};
@@ -223,7 +223,11 @@ impl Worker {
         let local = if path.name.is_some() {
             self.store.get(&msg.router.resource).await.ok().flatten().map(|r| vec![r.value])
         } else {
-            self.store.list_by_type(&path.resource_type).await.ok().map(|rows| rows.into_iter().map(|r| r.value).collect())
+            self.store
+                .list_by_type(&path.resource_type)
+                .await
+                .ok()
+                .map(|rows| rows.into_iter().map(|r| r.value).collect())
         };
         let ty = path.resource_type.as_str();
         let remote_ok = REMOTE_QUERY_TYPES.contains(&ty) && self.connected.load(Ordering::Relaxed);
@@ -355,7 +359,8 @@ impl Module for MetaManagerModule {
                 let listener =
                     TcpListener::bind(addr).await.map_err(|e| format!("MetaServer cannot bind {addr}: {e}"))?;
                 info!(address = %listener.local_addr()?, "MetaServer listening.");
-                let remote = Remote { bus: ctx.bus.clone(), connected: self.connected.clone(), node: self.node.clone() };
+                let remote =
+                    Remote { bus: ctx.bus.clone(), connected: self.connected.clone(), node: self.node.clone() };
                 let (store, changes, stop) = (self.store.clone(), self.changes.clone(), stop.clone());
                 tokio::spawn(async move {
                     if let Err(e) = super::metaserver::serve(listener, store, changes, remote, stop).await {
