@@ -8,6 +8,18 @@
 //!   MetaServer store, keys from [`v2_key`] and GVRs from [`gvr_string`].
 //! - The DeviceTwin, EventBus and ServiceBus tables, created only when asked for ([`Tables`]).
 //!
+//! ```no_run
+//! use kubeedge_metastore::{MetaRow, Op, Options, Store};
+//!
+//! # async fn demo() -> Result<(), kubeedge_metastore::Error> {
+//! let store = Store::open("/var/lib/kubeedge/edgecore.db", Options::default())?;
+//! let pod = MetaRow { key: "default/pod/nginx".into(), ty: "pod".into(), value: r#"{"metadata":{}}"#.into() };
+//! store.apply(vec![Op::UpsertMeta(pod)]).await?; // committed: now ACK the cloud
+//! let pods = store.list_by_type("pod").await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Threading
 //!
 //! One OS thread (`metastore`) owns the `rusqlite::Connection`; nothing blocks the async runtime.
