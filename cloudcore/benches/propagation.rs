@@ -83,7 +83,8 @@ fn main() {
     std::fs::write(dir.path().join("cloud/ca.key"), kubeedge_pki::pem("EC PRIVATE KEY", ca.key_sec1())).expect("key");
     let (ws_port, https_port) = (free_port(), free_port());
     let bin = Path::new(env!("CARGO_BIN_EXE_cloudcore"));
-    let cfg = link::cloudcore(bin, dir.path(), &Cloud { kubeconfig: &kubeconfig, ip: "127.0.0.1", ws_port, https_port });
+    let cfg =
+        link::cloudcore(bin, dir.path(), &Cloud { kubeconfig: &kubeconfig, ip: "127.0.0.1", ws_port, https_port });
     let yaml = std::fs::read_to_string(&cfg).expect("cfg");
     std::fs::write(&cfg, kubeedge_testkit::set_yaml_path(&yaml, &["modules", "cloudHub", "nodeLimit"], "1000"))
         .expect("cfg");

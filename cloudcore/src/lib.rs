@@ -8,5 +8,6 @@
 //! reconcile loop).
 
 pub mod cloudhub;
+pub mod dynamiccontroller;
 pub mod edgecontroller;
 pub mod synccontroller;

@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 use cloudcore::cloudhub::module::CloudHubModule;
+use cloudcore::dynamiccontroller::DynamicControllerModule;
 use cloudcore::edgecontroller::module::EdgeControllerModule;
 use cloudcore::synccontroller::{SyncControllerModule, Syncs};
 use kubeedge_beehive::RestartPolicy;
@@ -15,7 +16,7 @@ use kubeedge_config::cloudcore::CloudCoreConfig;
 use kubeedge_daemon::Daemon;
 
 /// Config keys (under `modules`) of the modules this build implements.
-const AVAILABLE_MODULES: &[&str] = &["cloudHub", "edgeController", "syncController"];
+const AVAILABLE_MODULES: &[&str] = &["cloudHub", "edgeController", "syncController", "dynamicController"];
 
 fn main() -> ExitCode {
     let daemon = Daemon {
@@ -47,6 +48,10 @@ fn main() -> ExitCode {
                 let module = SyncControllerModule::new(cfg.kube_api_config.clone(), view, syncs);
                 registry.register(Box::new(module)).map_err(|e| e.to_string())?;
             }
+        }
+        if cfg.modules.dynamic_controller.enable {
+            let module = DynamicControllerModule::new(cfg.kube_api_config.clone());
+            registry.register(Box::new(module)).map_err(|e| e.to_string())?;
         }
         Ok(())
     })

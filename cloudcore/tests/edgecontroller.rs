@@ -8,7 +8,8 @@
 //! - a pod status patch and a configmap query from the edge reach the API and are answered;
 //! - while the edge is away the pod changes; when it reconnects the update comes at once
 //!   (not at the next 5 s loop);
-//! - garbage content is dropped and the session lives on.
+//! - garbage content is dropped and the session lives on;
+//! - deleting the node sends it a delete and ends its session.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ type Conn = Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 struct Edge {
     conn: Conn,
+    /// Messages read while waiting for another one: later waits look here first.
+    backlog: std::collections::VecDeque<Message>,
 }
 
 impl Edge {
@@ -44,25 +47,30 @@ impl Edge {
             max_message: kubeedge_model::MAX_MESSAGE_SIZE,
             handshake_timeout: PATIENCE,
         };
-        Self { conn: kubeedge_viaduct::connect(&opts, Arc::new(tls)).await.unwrap() }
+        Self { conn: kubeedge_viaduct::connect(&opts, Arc::new(tls)).await.unwrap(), backlog: Default::default() }
     }
 
-    /// The next message matching `want`, ACKing every message on the way as MetaManager does.
-    async fn expect(&mut self, what: &str, want: impl Fn(&Message) -> bool) -> Message {
+    /// The next message matching `want` (messages arrive in any order: others are kept for
+    /// later waits), ACKing every message as it is read, as MetaManager does.
+    async fn expect(&mut self, what: &str, want: impl Fn(&Message) -> bool) -> Result<Message, String> {
+        if let Some(i) = self.backlog.iter().position(&want) {
+            return Ok(self.backlog.remove(i).expect("present"));
+        }
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let msg = tokio::time::timeout(left, self.conn.recv())
                 .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-                .unwrap()
-                .unwrap_or_else(|| panic!("connection closed waiting for {what}"));
+                .map_err(|_| format!("timed out waiting for {what}"))?
+                .map_err(|e| format!("connection failed waiting for {what}: {e}"))?
+                .ok_or_else(|| format!("connection closed waiting for {what}"))?;
             if msg.router.operation != "response" || !msg.header.resource_version.is_empty() {
                 self.conn.send(&Message::response_to(&msg, Content::string("OK"))).await.unwrap();
             }
             if want(&msg) {
-                return msg;
+                return Ok(msg);
             }
+            self.backlog.push_back(msg);
         }
     }
 
@@ -121,14 +129,19 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
         "labels": {"node-role.kubernetes.io/edge": "", "node-role.kubernetes.io/agent": ""}}});
     let insert = upstream("null/node/edge-1", "insert", Content::json(&node).unwrap());
     edge.send(&insert).await;
-    let reply = edge.expect("the node insert reply", |m| m.header.parent_id == insert.header.id).await;
+    let reply = edge
+        .expect("the node insert reply", |m| m.header.parent_id == insert.header.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
     let body: serde_json::Value = reply.content.decode().unwrap();
     assert_eq!(body["Object"]["metadata"]["name"], "edge-1", "{body}");
     assert!(body["Err"].is_null(), "{body}");
     assert_eq!(reply.router.source, "edgecontroller");
     let nodes: Api<Node> = Api::all(client.clone());
     assert!(nodes.get("edge-1").await.is_ok());
-    edge.expect("the node update", |m| m.router.resource == "null/node/edge-1" && m.router.operation == "update").await;
+    edge.expect("the node update", |m| m.router.resource == "null/node/edge-1" && m.router.operation == "update")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
 
     // A configmap and a pod that uses it.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
@@ -142,7 +155,10 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
     .unwrap();
     let created = pods.create(&PostParams::default(), &pod).await.unwrap();
     let uid = created.metadata.uid.clone().unwrap();
-    let msg = edge.expect("the pod insert", |m| m.router.resource == "default/pod/web").await;
+    let msg = edge
+        .expect("the pod insert", |m| m.router.resource == "default/pod/web")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
     assert_eq!(msg.router.operation, "insert");
     assert_eq!(msg.router.source, "edgecontroller");
     assert_eq!(msg.router.group, "resource");
@@ -150,8 +166,10 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
     assert_eq!(content["kind"], "Pod");
     assert_eq!(content["apiVersion"], "v1");
     assert_eq!(msg.header.resource_version, created.metadata.resource_version.clone().unwrap());
-    let cm_msg =
-        edge.expect("the configmap the pod uses", |m| m.router.resource == "default/configmap/web-config").await;
+    let cm_msg = edge
+        .expect("the configmap the pod uses", |m| m.router.resource == "default/configmap/web-config")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
     let cm_content: serde_json::Value = cm_msg.content.decode().unwrap();
     assert_eq!(cm_content["data"]["index.html"], "hi");
 
@@ -177,7 +195,10 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
         Content::string(&json!({"status": {"phase": "Running", "podIP": "10.0.0.9"}}).to_string()),
     );
     edge.send(&patch).await;
-    let reply = edge.expect("the podpatch reply", |m| m.header.parent_id == patch.header.id).await;
+    let reply = edge
+        .expect("the podpatch reply", |m| m.header.parent_id == patch.header.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
     let body: serde_json::Value = reply.content.decode().unwrap();
     assert_eq!(body["Object"]["status"]["phase"], "Running", "{body}");
     assert_eq!(pods.get("web").await.unwrap().status.unwrap().phase.as_deref(), Some("Running"));
@@ -185,13 +206,19 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
     // A query, answered with the object.
     let query = upstream("default/configmap/web-config", "query", Content::null());
     edge.send(&query).await;
-    let reply = edge.expect("the configmap query reply", |m| m.header.parent_id == query.header.id).await;
+    let reply = edge
+        .expect("the configmap query reply", |m| m.header.parent_id == query.header.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
     let body: serde_json::Value = reply.content.decode().unwrap();
     assert_eq!(body["data"]["index.html"], "hi", "{body}");
     // An unknown one: Go's StatusError.
     let query = upstream("default/secret/nope", "query", Content::null());
     edge.send(&query).await;
-    let reply = edge.expect("the missing secret reply", |m| m.header.parent_id == query.header.id).await;
+    let reply = edge
+        .expect("the missing secret reply", |m| m.header.parent_id == query.header.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
     let body: serde_json::Value = reply.content.decode().unwrap();
     assert_eq!(body["ErrStatus"]["code"], 404, "{body}");
 
@@ -203,12 +230,15 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
     pods.patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"v": "2"}}})))
         .await
         .unwrap();
-    let msg = edge.expect("the pod update", |m| m.router.resource == "default/pod/web").await;
+    let msg = edge
+        .expect("the pod update", |m| m.router.resource == "default/pod/web")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
     assert_eq!(msg.router.operation, "update");
 
     // Away: the pod changes; back: the change arrives at once.
-    drop(edge);
     let mark = cloud.mark();
+    let _ = edge.conn.close().await;
     cloud.wait_for_line_since(mark, "Edge disconnected.");
     let changed = pods
         .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"v": "3"}}})))
@@ -220,14 +250,16 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
             m.router.resource == "default/pod/web"
                 && m.header.resource_version == *changed.metadata.resource_version.as_ref().unwrap()
         })
-        .await;
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
     assert_eq!(msg.router.operation, "update");
 
     // Delete: the edge gets it, and its ACK removes the ObjectSync.
     pods.delete("web", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
     let msg = edge
         .expect("the pod delete", |m| m.router.resource == "default/pod/web" && m.router.operation == "delete")
-        .await;
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
     let content: serde_json::Value = msg.content.decode().unwrap();
     assert_eq!(content["metadata"]["uid"], uid.as_str());
     until("the ObjectSync to go", || {
@@ -235,6 +267,21 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
         async move { syncs.get_opt(&os_name).await.ok().flatten().is_none() }
     })
     .await;
+
+    // Deleting the node tells the edge and ends its session (upstream's IsNodeStopped).
+    nodes.delete("edge-1", &DeleteParams::default()).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let mut saw_delete = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, edge.conn.recv()).await.expect("the session to end") {
+            Ok(Some(m)) => {
+                saw_delete |= m.router.resource == "null/node/edge-1" && m.router.operation == "delete";
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert!(saw_delete, "the node delete was not sent before the session ended");
 
     cloud.signal("TERM");
     assert!(cloud.wait_exit(PATIENCE).is_some_and(|s| s.success()), "{}", cloud.log());

@@ -64,9 +64,13 @@ pub fn no_ack_required(msg: &Message) -> bool {
     false
 }
 
-/// Go marshals an `error` value as `{}`; a response carrying one is not acknowledged.
+/// A Go `error` value: a plain error marshals as `{}`, a `StatusError` as `{"ErrStatus": …}`.
+/// A response carrying one is not acknowledged.
 fn is_go_error(content: &kubeedge_model::Content) -> bool {
-    content.raw() == "{}"
+    let raw = content.raw().trim_start();
+    raw == "{}"
+        || (raw.starts_with("{\"ErrStatus\"")
+            && content.decode::<serde_json::Map<String, Value>>().is_ok_and(|m| m.len() == 1))
 }
 
 /// What became of an enqueued message.
@@ -282,6 +286,14 @@ mod tests {
             "response",
             Content::null()
         )));
+        // Go error values as query replies: a plain error, a StatusError.
+        let err = |c: &str| {
+            m("edgecontroller", "resource", "node/e/default/secret/s", "response", Content::from_raw_json(c).unwrap())
+        };
+        assert!(no_ack_required(&err("{}")));
+        assert!(no_ack_required(&err(r#"{"ErrStatus":{"code":404,"reason":"NotFound"}}"#)));
+        assert!(!no_ack_required(&err(r#"{"ErrStatus":{"code":404},"data":{}}"#)));
+        assert!(!no_ack_required(&err(r#"{"kind":"Secret","metadata":{"name":"s"}}"#)));
     }
 
     #[test]

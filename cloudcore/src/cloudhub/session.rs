@@ -195,15 +195,23 @@ impl Hub {
         let reason = loop {
             let now = Instant::now();
             let mut write_failed = false;
+            let mut node_deleted = false;
             while let Some(out) = queue.next_to_send(now) {
                 if let Err(e) = conn.send(&out).await {
                     debug!(node, error = %e, "Write failed.");
                     write_failed = true;
                     break;
                 }
+                // Upstream's IsNodeStopped: the node's own delete ends its session.
+                node_deleted |= out.router.operation == operation::DELETE
+                    && out.router.resource.strip_suffix(node.as_str()).is_some_and(|p| p.ends_with("/node/"));
             }
             if write_failed {
                 break "write failed";
+            }
+            if node_deleted {
+                let _ = conn.close().await;
+                break "the node was deleted";
             }
             if let Some((depth, _)) = &gauges {
                 depth.set(queue.depth() as i64);

@@ -8,8 +8,9 @@
 //! - Pods bound to an edge node: `insert`, `update` when metadata or spec changed (a pod
 //!   already terminating is sent as `update`), `delete`; a pod that leaves its node is deleted
 //!   there.
-//! - ConfigMaps and Secrets go to every edge node running a pod that uses them; secrets are
-//!   always sent as `update`, as upstream.
+//! - ConfigMaps and Secrets go to every edge node running a pod that uses them (secrets always
+//!   as `update`, as upstream), and along with the pod when it is added — upstream waits for
+//!   edged to query them.
 //! - After a re-list (a watch that expired), objects that vanished meanwhile are deleted.
 //! - A message an edge already acknowledged at this resourceVersion (its ObjectSync says so) is
 //!   not sent again, so a cloudcore restart does not resend every pod.
@@ -239,7 +240,18 @@ async fn apply_pod(view: &View, tx: &Sender, p: DynamicObject) {
     let mut p = p;
     p.metadata.managed_fields = None;
     let Some(obj) = Obj::from_dynamic(p, resource_type::POD, "v1", "Pod") else { return };
-    match view.apply_pod(obj.clone(), &node, hash, refs) {
+    let change = view.apply_pod(obj.clone(), &node, hash, refs.clone());
+    if change == PodChange::Added || change == PodChange::Updated {
+        // What the pod uses goes with it (upstream waits for edged to ask): the edge then has
+        // it before it is needed, also offline. Nothing is resent that the node has.
+        for r in &refs {
+            if let Some(o) = view.object(r) {
+                let op = if r.0 == resource_type::SECRET { operation::UPDATE } else { operation::INSERT };
+                tx.object(&node, &o, op).await;
+            }
+        }
+    }
+    match change {
         PodChange::Added if terminating => tx.object(&node, &obj, operation::UPDATE).await,
         PodChange::Added => tx.object(&node, &obj, operation::INSERT).await,
         PodChange::Updated => tx.object(&node, &obj, operation::UPDATE).await,

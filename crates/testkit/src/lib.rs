@@ -274,7 +274,11 @@ pub mod daemon {
     /// The modules of daemon `name` that cannot run alone: they need the other side of the
     /// link or a Kubernetes API.
     pub fn peer_modules(name: &str) -> &'static [&'static str] {
-        if name == "cloudcore" { &["cloudHub", "edgeController", "syncController"] } else { &["edgeHub"] }
+        if name == "cloudcore" {
+            &["cloudHub", "edgeController", "syncController", "dynamicController"]
+        } else {
+            &["edgeHub"]
+        }
     }
 
     /// Writes `{dir}/{name}.yaml`: the daemon's own `--defaultconfig` with the monitor server

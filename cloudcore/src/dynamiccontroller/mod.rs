@@ -1,0 +1,320 @@
+//! DynamicController, the cloud end of MetaServer's writes and reads (upstream
+//! `cloud/pkg/dynamiccontroller/application`): an edge's MetaServer sends an **Application**
+//! (source `metaserver`, content = the Application JSON with Go field names and `[]byte`
+//! fields in base64); this module performs its verb with a dynamic client and answers with
+//! the Application (operation `applicationResponse`, resource
+//! `node/{node}/ignore/Application/ignore`, parent = the request): `Approved` with `RespBody`,
+//! or `Rejected` with `Error` = Go's `StatusError` (`{"ErrStatus": …}`) or a `Reason`.
+//!
+//! Verbs: get, list, create, update, updatestatus, patch (upstream's `PatchInfo` in `Option`),
+//! delete; a `Key` that is not an object key (`/version`, `/apis/…`) is a pass-through GET.
+//! `watch` applications are approved but no cloud-side watch is kept yet: edges serve watches
+//! from their own database, fed by EdgeController.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
+use kubeedge_config::cloudcore::KubeApiConfig;
+use kubeedge_model::constants::{group, module};
+use kubeedge_model::{Content, Message};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+
+use crate::cloudhub::module::kube_client;
+
+/// Operation of the reply.
+pub const APPLICATION_RESPONSE: &str = "applicationResponse";
+
+/// Upstream's `Application` as it crosses the wire (Go field names; `[]byte` as base64).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Application {
+    /// sha256 of the request's parts.
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    /// The `meta_v2` key form: `/{group|core}/{version}/{plural}/{ns|null}/{name|null}`.
+    #[serde(default)]
+    pub key: String,
+    /// get, list, watch, create, delete, update, updatestatus, patch.
+    #[serde(default)]
+    pub verb: String,
+    /// The node asking.
+    #[serde(default)]
+    pub nodename: String,
+    /// Options JSON, base64.
+    #[serde(default, with = "b64")]
+    pub option: Vec<u8>,
+    /// Request body JSON, base64.
+    #[serde(default, with = "b64")]
+    pub req_body: Vec<u8>,
+    /// Subresource (`status`…).
+    #[serde(default)]
+    pub subresource: String,
+    /// Response body JSON, base64.
+    #[serde(default, with = "b64")]
+    pub resp_body: Vec<u8>,
+    /// PreApplying, InApplying, InProcessing, Approved, Rejected, Failed, Completed.
+    #[serde(default)]
+    pub status: String,
+    /// Why, for errors that are not API errors.
+    #[serde(default)]
+    pub reason: String,
+    /// Go's `StatusError`: `{"ErrStatus": <Status>}`.
+    #[serde(default)]
+    pub error: Value,
+    /// Go's `time.Time`.
+    #[serde(default = "zero_time")]
+    pub timestamp: Value,
+}
+
+fn zero_time() -> Value {
+    Value::String("0001-01-01T00:00:00Z".into())
+}
+
+mod b64 {
+    use super::{B64, Engine};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        if v.is_empty() { s.serialize_none() } else { s.serialize_str(&B64.encode(v)) }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        match s {
+            None => Ok(Vec::new()),
+            Some(s) => B64.decode(s.as_bytes()).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// An object key parsed: (group, version, plural, namespace, name); `None` for other paths.
+pub fn parse_key(key: &str) -> Option<(String, String, String, String, String)> {
+    let parts: Vec<&str> = key.strip_prefix('/')?.split('/').collect();
+    if parts.len() != 5 || parts.iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    let un = |s: &str| if s == "null" { String::new() } else { s.to_owned() };
+    let group = if parts[0] == "core" { String::new() } else { parts[0].to_owned() };
+    Some((group, parts[1].to_owned(), parts[2].to_owned(), un(parts[3]), un(parts[4])))
+}
+
+/// The DynamicController module.
+pub struct DynamicControllerModule {
+    kube: KubeApiConfig,
+}
+
+impl DynamicControllerModule {
+    /// A module for this cluster.
+    pub fn new(kube: KubeApiConfig) -> Self {
+        Self { kube }
+    }
+}
+
+enum Outcome {
+    Ok(Option<Value>),
+    Err(kube::Error),
+    Bad(String),
+}
+
+async fn process(client: &kube::Client, app: &Application) -> Outcome {
+    let Some((group, version, plural, ns, name)) = parse_key(&app.key) else {
+        if app.verb != "get" {
+            return Outcome::Bad(format!("{} of {} is not supported", app.verb, app.key));
+        }
+        // Pass-through: discovery and friends.
+        let req = match http::Request::get(app.key.as_str()).body(Vec::new()) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Bad(e.to_string()),
+        };
+        return match client.request_text(req).await {
+            Ok(text) => Outcome::Ok(serde_json::from_str(&text).ok()),
+            Err(e) => Outcome::Err(e),
+        };
+    };
+    let api_version = if group.is_empty() { version.clone() } else { format!("{group}/{version}") };
+    let ar = ApiResource { group, version, api_version, kind: String::new(), plural };
+    let api: Api<DynamicObject> =
+        if ns.is_empty() { Api::all_with(client.clone(), &ar) } else { Api::namespaced_with(client.clone(), &ns, &ar) };
+    let option: Value = serde_json::from_slice(&app.option).unwrap_or(Value::Null);
+    let body = || serde_json::from_slice::<DynamicObject>(&app.req_body).map_err(|e| format!("request body: {e}"));
+    let to_value = |o: DynamicObject| Outcome::Ok(serde_json::to_value(o).ok());
+    match app.verb.as_str() {
+        "get" => match api.get(&name).await {
+            Ok(o) => to_value(o),
+            Err(e) => Outcome::Err(e),
+        },
+        "list" => {
+            let mut lp = ListParams::default();
+            if let Some(l) = option.get("labelSelector").and_then(Value::as_str) {
+                lp = lp.labels(l);
+            }
+            if let Some(f) = option.get("fieldSelector").and_then(Value::as_str) {
+                lp = lp.fields(f);
+            }
+            match api.list(&lp).await {
+                Ok(l) => Outcome::Ok(serde_json::to_value(l).ok()),
+                Err(e) => Outcome::Err(e),
+            }
+        }
+        "watch" => Outcome::Ok(None),
+        "create" => match body() {
+            Ok(o) => match api.create(&PostParams::default(), &o).await {
+                Ok(o) => to_value(o),
+                Err(e) => Outcome::Err(e),
+            },
+            Err(e) => Outcome::Bad(e),
+        },
+        "update" | "updatestatus" => match body() {
+            Ok(o) => {
+                let name = o.metadata.name.clone().unwrap_or(name);
+                let r = if app.verb == "updatestatus" || app.subresource == "status" {
+                    api.replace_status(&name, &PostParams::default(), &o).await
+                } else {
+                    api.replace(&name, &PostParams::default(), &o).await
+                };
+                match r {
+                    Ok(o) => to_value(o),
+                    Err(e) => Outcome::Err(e),
+                }
+            }
+            Err(e) => Outcome::Bad(e),
+        },
+        "patch" => {
+            let pname = option.get("Name").and_then(Value::as_str).unwrap_or(&name).to_owned();
+            let ptype = option.get("PatchType").and_then(Value::as_str).unwrap_or_default();
+            let data = option
+                .get("Data")
+                .and_then(Value::as_str)
+                .and_then(|d| B64.decode(d).ok())
+                .and_then(|d| serde_json::from_slice::<Value>(&d).ok())
+                .unwrap_or(Value::Null);
+            let patch = match ptype {
+                "application/json-patch+json" => match serde_json::from_value(data) {
+                    Ok(p) => Patch::Json(p),
+                    Err(e) => return Outcome::Bad(format!("JSON patch: {e}")),
+                },
+                "application/merge-patch+json" => Patch::Merge(data),
+                "application/apply-patch+yaml" => Patch::Apply(data),
+                _ => Patch::Strategic(data),
+            };
+            let status = option
+                .get("Subresources")
+                .and_then(Value::as_array)
+                .is_some_and(|s| s.iter().any(|v| v.as_str() == Some("status")));
+            let pp = PatchParams::default();
+            let r =
+                if status { api.patch_status(&pname, &pp, &patch).await } else { api.patch(&pname, &pp, &patch).await };
+            match r {
+                Ok(o) => to_value(o),
+                Err(e) => Outcome::Err(e),
+            }
+        }
+        "delete" => {
+            let mut dp = DeleteParams::default();
+            if let Some(g) = option.get("gracePeriodSeconds").and_then(Value::as_u64) {
+                dp.grace_period_seconds = u32::try_from(g).ok();
+            }
+            match api.delete(&name, &dp).await {
+                Ok(_) => Outcome::Ok(None),
+                Err(e) => Outcome::Err(e),
+            }
+        }
+        other => Outcome::Bad(format!("unsupported Application verb {other:?}")),
+    }
+}
+
+fn status_error(e: &kube::Error) -> Value {
+    match e {
+        kube::Error::Api(s) => {
+            json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": s.message, "reason": s.reason, "code": s.code}})
+        }
+        other => json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": other.to_string(),
+            "reason": "InternalError", "code": 500}}),
+    }
+}
+
+impl Module for DynamicControllerModule {
+    fn name(&self) -> &'static str {
+        "dynamiccontroller"
+    }
+
+    fn group(&self) -> &'static str {
+        "dynamiccontroller"
+    }
+
+    fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            let client = kube_client(&self.kube).await?;
+            info!("DynamicController started.");
+            while let Some(msg) = ctx.recv().await {
+                let node = msg.router.resource.strip_prefix("node/").and_then(|r| r.split('/').next()).unwrap_or("");
+                if node.is_empty() {
+                    continue;
+                }
+                let Ok(mut app) = msg.content.decode::<Application>() else {
+                    warn!(node, "Dropped an Application that does not decode.");
+                    continue;
+                };
+                let (client, bus, node) = (client.clone(), ctx.bus.clone(), node.to_owned());
+                tokio::spawn(async move {
+                    match process(&client, &app).await {
+                        Outcome::Ok(resp) => {
+                            app.status = "Approved".into();
+                            app.resp_body =
+                                resp.map(|v| serde_json::to_vec(&v).unwrap_or_default()).unwrap_or_default();
+                        }
+                        Outcome::Err(e) => {
+                            debug!(node, key = %app.key, verb = %app.verb, error = %e, "Application rejected.");
+                            app.status = "Rejected".into();
+                            app.error = status_error(&e);
+                        }
+                        Outcome::Bad(reason) => {
+                            app.status = "Rejected".into();
+                            app.reason = reason;
+                        }
+                    }
+                    let Ok(content) = Content::json(&app) else { return };
+                    let mut reply = Message::response_to(&msg, content);
+                    reply.router.source = "dynamiccontroller".into();
+                    reply.router.group = group::RESOURCE.into();
+                    reply.router.resource = format!("node/{node}/ignore/Application/ignore");
+                    reply.router.operation = APPLICATION_RESPONSE.into();
+                    let _ = bus.send(module::CLOUDHUB, reply).await;
+                });
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_as_upstream_writes_them() {
+        assert_eq!(
+            parse_key("/core/v1/pods/default/web"),
+            Some(("".into(), "v1".into(), "pods".into(), "default".into(), "web".into()))
+        );
+        assert_eq!(
+            parse_key("/apps/v1/deployments/null/null"),
+            Some(("apps".into(), "v1".into(), "deployments".into(), "".into(), "".into()))
+        );
+        assert_eq!(parse_key("/version"), None);
+    }
+
+    #[test]
+    fn applications_round_trip_with_go_field_names_and_base64_bytes() {
+        let wire = r#"{"ID":"abc","Key":"/core/v1/configmaps/default/c","Verb":"create","Nodename":"edge-1","Option":"e30=","ReqBody":"eyJhIjoxfQ==","Subresource":"","RespBody":null,"Status":"InApplying","Reason":"","Error":{"ErrStatus":{"metadata":{}}},"Timestamp":"0001-01-01T00:00:00Z"}"#;
+        let app: Application = serde_json::from_str(wire).unwrap();
+        assert_eq!(app.option, b"{}");
+        assert_eq!(app.req_body, br#"{"a":1}"#);
+        assert!(app.resp_body.is_empty());
+        let back: Value = serde_json::to_value(&app).unwrap();
+        assert_eq!(back, serde_json::from_str::<Value>(wire).unwrap());
+    }
+}
