@@ -101,7 +101,13 @@ fn get_nodes_and_configmaps() {
     let cms = env.ok(&["get", "cm"]);
     assert!(cms.contains("settings") && cms.contains("DATA"), "{cms}");
     let leases = env.ok(&["get", "leases", "-A"]);
-    assert!(leases.is_empty() || leases.contains("No resources"), "{leases}");
+    assert!(leases.contains("kube-node-lease") && leases.contains("HOLDER"), "{leases}");
+    let svc = env.ok(&["get", "svc", "-o", "wide"]);
+    assert!(svc.contains("10.96.0.20") && svc.contains("80/TCP"), "{svc}");
+    let none = env.ok(&["get", "secrets,pvc,endpoints"]);
+    assert!(none.is_empty(), "{none}");
+    let err = env.fails(&["get", "deployments"]);
+    assert!(err.contains("the server doesn't have a resource type"), "{err}");
 }
 
 #[test]

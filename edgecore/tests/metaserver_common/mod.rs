@@ -90,6 +90,22 @@ pub fn approve_echo() -> Answer {
     })
 }
 
+/// Leaves every application unanswered.
+pub fn never_answer() -> Answer {
+    Arc::new(|_: &Application| None)
+}
+
+/// Answers every application with this status and reason.
+pub fn answer_status(status: Status, reason: &str) -> Answer {
+    let reason = reason.to_owned();
+    Arc::new(move |app: &Application| {
+        let mut answer = app.clone();
+        answer.status = status;
+        answer.reason = reason.clone();
+        Some(answer)
+    })
+}
+
 /// Rejects every application with this Kubernetes Status.
 pub fn reject_with(status: Value) -> Answer {
     Arc::new(move |app: &Application| {
@@ -125,6 +141,11 @@ impl Env {
 
     /// A server with these options and a change channel of `changes_cap`.
     pub fn start_with(opts: Options, changes_cap: usize) -> Self {
+        Self::start_custom(opts, changes_cap, true)
+    }
+
+    /// As [`Env::start_with`]; without `cloud`, no module stands in for EdgeHub on the bus.
+    pub fn start_custom(opts: Options, changes_cap: usize, cloud: bool) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(
@@ -136,9 +157,11 @@ impl Env {
         let answer: Arc<Mutex<Answer>> = Arc::new(Mutex::new(approve_echo()));
         let received = Arc::new(Mutex::new(Vec::new()));
         let mut registry = Registry::new();
-        registry
-            .register(Box::new(FakeCloud { answer: answer.clone(), received: received.clone() }))
-            .expect("register");
+        if cloud {
+            registry
+                .register(Box::new(FakeCloud { answer: answer.clone(), received: received.clone() }))
+                .expect("register");
+        }
         let supervisor = rt.block_on(async { registry.start(RestartPolicy::never()) });
         let connected = Arc::new(AtomicBool::new(false));
         let mut env = Self {
@@ -219,6 +242,20 @@ impl Env {
                     "creationTimestamp": "2024-01-01T00:00:00Z"},
                 "data": {"mode": "edge", "level": "3"}}),
             103,
+        );
+        self.store_only(
+            "service",
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "web", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+                "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "ports": [{"port": 80, "protocol": "TCP"}]}}),
+            90,
+        );
+        self.store_only(
+            "lease",
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "edge-1", "namespace": "kube-node-lease", "creationTimestamp": "2024-01-01T00:00:00Z"},
+                "spec": {"holderIdentity": "edge-1", "leaseDurationSeconds": 40}}),
+            91,
         );
         // As cloud inserts of nodes arrive from older peers: no apiVersion or kind.
         self.store_only(

@@ -26,6 +26,24 @@
 //! authentication (upstream's default, without the `requireAuthorization` feature gate), hence
 //! loopback only unless configured otherwise. Not served: `pods/log`, `pods/exec` and the
 //! special `POST` paths (restart, unhold-upgrade, confirm-upgrade).
+//!
+//! ```no_run
+//! # async fn demo(
+//! #     store: kubeedge_metastore::Store,
+//! #     changes: edgecore::metamanager::Changes,
+//! #     bus: kubeedge_beehive::Bus,
+//! #     cfg: kubeedge_config::edgecore::MetaServer,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
+//! use edgecore::metamanager::metaserver::{self, Options, Remote};
+//!
+//! // `connected` is the flag MetaManager flips on EdgeHub's connection notices.
+//! let remote = Remote::new(bus, Default::default(), "edge-1");
+//! let listener = tokio::net::TcpListener::bind(metaserver::bind_address(&cfg)?).await?;
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! metaserver::serve_with(listener, store, changes, remote, shutdown, Options::for_config(&cfg)?).await?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod application;
 mod catalog;

@@ -22,8 +22,8 @@ use kubeedge_metastore::Store;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::catalog::Catalog;
@@ -60,40 +60,46 @@ pub(crate) struct Shared {
     pub(crate) opts: Options,
 }
 
-/// Accepts connections until `shutdown`, then waits (a while) for open ones to finish.
+/// Accepts connections until `shutdown`, then waits (a while) for open ones to finish; those
+/// still open after [`SHUTDOWN_GRACE`] are aborted.
 pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let tracker = TaskTracker::new();
+    let mut connections = JoinSet::new();
     let slots = Arc::new(Semaphore::new(shared.opts.max_connections.max(1)));
     loop {
         // A connection slot first: past the limit, new clients wait in the listen backlog.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+        // Both waits are cancel-safe, so losing the race to a finished connection loses nothing.
+        let next = async {
+            let permit = slots.clone().acquire_owned().await;
+            (permit, listener.accept().await)
         };
-        let (stream, peer) = tokio::select! {
+        let (permit, accepted) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "MetaServer could not accept a connection.");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            n = next => n,
+        };
+        let Ok(permit) = permit else { break };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "MetaServer could not accept a connection.");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
-        tracker.spawn(async move {
+        connections.spawn(async move {
             connection(stream, peer, shared, shutdown).await;
             drop(permit);
         });
     }
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
-        warn!(connections = tracker.len(), "MetaServer connections still open after the shutdown grace period.");
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} });
+    if drained.await.is_err() {
+        warn!(
+            connections = connections.len(),
+            "MetaServer connections still open after the shutdown grace period; aborting them."
+        );
+        connections.shutdown().await;
     }
 }
 
