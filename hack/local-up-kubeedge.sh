@@ -78,9 +78,9 @@ modules:
     unixsocket: {enable: false}
     websocket: {enable: true, address: 127.0.0.1, port: $WS_PORT}
     https: {enable: true, address: 127.0.0.1, port: $HTTPS_PORT}
-  edgeController: {enable: false}
+  edgeController: {enable: true}
   deviceController: {enable: false}
-  syncController: {enable: false}
+  syncController: {enable: true}
   iptablesManager: {enable: false}
 YAML
 "$BIN/cloudcore" --config "$OUT/cloudcore.yaml" 2> "$OUT/cloudcore.log" & pids+=($!)
@@ -113,7 +113,7 @@ modules:
     tlsCertFile: $OUT/edge/certs/server.crt
     tlsPrivateKeyFile: $OUT/edge/certs/server.key
   eventBus: {enable: false}
-  metaManager: {enable: false}
+  metaManager: {enable: true}
   deviceTwin: {enable: false}
 YAML
 "$BIN/edgecore" --config "$OUT/edgecore.yaml" 2> "$OUT/edgecore.log" & pids+=($!)

@@ -7,6 +7,10 @@
 //! - The edge is connected again within 5 s of the link healing: while CloudHub is unreachable
 //!   it probes every second instead of sleeping out a 30 s backoff.
 //!
+//! - Pods and configmaps that change during a partition reach the edge after it heals: the
+//!   edge's database ends with exactly the cluster's pods and the newest configmap, nothing
+//!   missed, nothing left over.
+//!
 //! Needs root, iproute2 and iptables (`hack/install-deps.sh`); CI runs as root.
 
 use std::path::Path;
@@ -14,10 +18,105 @@ use std::time::{Duration, Instant};
 
 use kubeedge_testkit::link::{self, Cloud};
 use kubeedge_testkit::netns::{self, CLOUD_IP};
-use kubeedge_testkit::workspace_bin;
+use kubeedge_testkit::{Process, workspace_bin};
 
 const HEARTBEAT: Duration = Duration::from_secs(15);
 const PARTITION: Duration = Duration::from_secs(60);
+
+/// The two hosts with their daemons: apiserver-lite and cloudcore on the cloud side, an
+/// edgecore joined by token on the edge side.
+struct Net {
+    // Dropped last: the processes go before their namespaces.
+    edge: Process,
+    cloud: Process,
+    api: Process,
+    kubeconfig: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    pair: netns::Pair,
+}
+
+impl Net {
+    fn start(node: &str, heartbeat: Duration) -> Self {
+        let pair = netns::Pair::new().expect("network namespaces");
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        let api_bin = workspace_bin("apiserver-lite");
+        let kc = kubeconfig.to_str().unwrap();
+        let mut api =
+            pair.spawn(pair.cloud(), &api_bin, &["--listen", "127.0.0.1:6443", "--kubeconfig-out", kc]).unwrap();
+        let deadline = Instant::now() + kubeedge_testkit::patience();
+        while !std::fs::read_to_string(&kubeconfig).is_ok_and(|k| k.contains("current-context")) {
+            assert!(Instant::now() < deadline, "apiserver-lite wrote no kubeconfig: {}", api.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let cloud_link = Cloud { kubeconfig: &kubeconfig, ip: CLOUD_IP, ws_port: 10000, https_port: 10002 };
+        let cloud_bin = workspace_bin("cloudcore");
+        let cloud_cfg = link::cloudcore(&cloud_bin, dir.path(), &cloud_link);
+        let mut cloud = pair.spawn(pair.cloud(), &cloud_bin, &["--config", cloud_cfg.to_str().unwrap()]).unwrap();
+        cloud.wait_for_line("CloudHub WebSocket server listening");
+        // The token, as `keadm gettoken` prints it, read on the cloud host.
+        let (ok, token, err) = pair.run(
+            pair.cloud(),
+            "kubectl",
+            &[
+                "--kubeconfig",
+                kc,
+                "-n",
+                "kubeedge",
+                "get",
+                "secret",
+                "tokensecret",
+                "-o",
+                "go-template={{.data.tokendata | base64decode}}",
+            ],
+        );
+        assert!(ok && !token.is_empty(), "reading the token failed: {err}");
+        let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+        let hb = heartbeat.as_secs().to_string();
+        let edge_cfg = link::edgecore(
+            edge_bin,
+            dir.path(),
+            node,
+            &token,
+            &cloud_link,
+            &[(&["modules", "edgeHub", "heartbeat"], hb)],
+        );
+        let mut edge = pair.spawn(pair.edge(), edge_bin, &["--config", edge_cfg.to_str().unwrap()]).unwrap();
+        edge.wait_for_line("Joined: certificate written.");
+        edge.wait_for_line("Connected to CloudHub.");
+        cloud.wait_for_line("Edge connected.");
+        Self { edge, cloud, api, kubeconfig, dir, pair }
+    }
+
+    /// kubectl on the cloud host; panics with its stderr on failure.
+    fn kubectl(&self, args: &[&str]) -> String {
+        let mut full = vec!["--kubeconfig", self.kubeconfig.to_str().unwrap()];
+        full.extend_from_slice(args);
+        let (ok, out, err) = self.pair.run(self.pair.cloud(), "kubectl", &full);
+        assert!(ok, "kubectl {args:?} failed: {err}");
+        out
+    }
+
+    /// `kubectl apply` of a manifest.
+    fn apply(&self, name: &str, yaml: &str) {
+        let file = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, yaml).unwrap();
+        self.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    }
+
+    fn stop(mut self) {
+        self.edge.signal("TERM");
+        assert!(self.edge.wait_exit(kubeedge_testkit::patience()).is_some_and(|s| s.success()), "{}", self.edge.log());
+        self.cloud.signal("TERM");
+        assert!(
+            self.cloud.wait_exit(kubeedge_testkit::patience()).is_some_and(|s| s.success()),
+            "{}",
+            self.cloud.log()
+        );
+        self.api.signal("TERM");
+        let _ = self.api.wait_exit(kubeedge_testkit::patience());
+    }
+}
 
 #[test]
 fn a_silent_partition_is_noticed_within_two_heartbeats_and_healed_within_five_seconds() {
@@ -26,90 +125,107 @@ fn a_silent_partition_is_noticed_within_two_heartbeats_and_healed_within_five_se
         eprintln!("SKIPPED partition test: {why}");
         return;
     }
-    let pair = netns::Pair::new().expect("network namespaces");
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-
-    // The cloud host: the cluster and cloudcore.
-    let api_bin = workspace_bin("apiserver-lite");
-    let mut api = pair
-        .spawn(
-            pair.cloud(),
-            &api_bin,
-            &["--listen", "127.0.0.1:6443", "--kubeconfig-out", kubeconfig.to_str().unwrap()],
-        )
-        .unwrap();
-    let deadline = Instant::now() + kubeedge_testkit::patience();
-    while !std::fs::read_to_string(&kubeconfig).is_ok_and(|k| k.contains("current-context")) {
-        assert!(Instant::now() < deadline, "apiserver-lite wrote no kubeconfig: {}", api.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let cloud_link = Cloud { kubeconfig: &kubeconfig, ip: CLOUD_IP, ws_port: 10000, https_port: 10002 };
-    let cloud_bin = workspace_bin("cloudcore");
-    let cloud_cfg = link::cloudcore(&cloud_bin, dir.path(), &cloud_link);
-    let mut cloud = pair.spawn(pair.cloud(), &cloud_bin, &["--config", cloud_cfg.to_str().unwrap()]).unwrap();
-    cloud.wait_for_line("CloudHub WebSocket server listening");
-
-    // The token, as `keadm gettoken` prints it, read on the cloud host.
-    let (ok, token, err) = pair.run(
-        pair.cloud(),
-        "kubectl",
-        &[
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "-n",
-            "kubeedge",
-            "get",
-            "secret",
-            "tokensecret",
-            "-o",
-            "go-template={{.data.tokendata | base64decode}}",
-        ],
-    );
-    assert!(ok && !token.is_empty(), "reading the token failed: {err}");
-
-    // The edge host.
-    let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
-    let heartbeat = HEARTBEAT.as_secs().to_string();
-    let edge_cfg = link::edgecore(
-        edge_bin,
-        dir.path(),
-        "edge-p",
-        &token,
-        &cloud_link,
-        &[(&["modules", "edgeHub", "heartbeat"], heartbeat)],
-    );
-    let mut edge = pair.spawn(pair.edge(), edge_bin, &["--config", edge_cfg.to_str().unwrap()]).unwrap();
-    edge.wait_for_line("Joined: certificate written.");
-    edge.wait_for_line("Connected to CloudHub.");
-    cloud.wait_for_line("Edge connected.");
+    let mut net = Net::start("edge-p", HEARTBEAT);
 
     // Cut.
-    let (edge_mark, cloud_mark) = (edge.mark(), cloud.mark());
-    pair.cut().unwrap();
+    let (edge_mark, cloud_mark) = (net.edge.mark(), net.cloud.mark());
+    net.pair.cut().unwrap();
     let cut_at = Instant::now();
-    let line = edge.wait_for_line_since(edge_mark, "Disconnected from CloudHub.");
+    let line = net.edge.wait_for_line_since(edge_mark, "Disconnected from CloudHub.");
     let noticed = cut_at.elapsed();
     assert!(line.contains("two heartbeats"), "the edge left for another reason: {line}");
     // Two heartbeats, plus a second for the log line and process scheduling.
-    assert!(noticed <= HEARTBEAT * 2 + Duration::from_secs(1), "noticed after {noticed:?}\n{}", edge.log());
-    let line = cloud.wait_for_line_since(cloud_mark, "Edge disconnected.");
+    assert!(noticed <= HEARTBEAT * 2 + Duration::from_secs(1), "noticed after {noticed:?}\n{}", net.edge.log());
+    let line = net.cloud.wait_for_line_since(cloud_mark, "Edge disconnected.");
     assert!(line.contains("edge-p"), "{line}");
 
     // Heal after 60 s.
     std::thread::sleep(PARTITION.saturating_sub(cut_at.elapsed()));
-    let edge_mark = edge.mark();
-    pair.heal().unwrap();
+    let edge_mark = net.edge.mark();
+    net.pair.heal().unwrap();
     let healed_at = Instant::now();
-    edge.wait_for_line_since(edge_mark, "Connected to CloudHub.");
+    net.edge.wait_for_line_since(edge_mark, "Connected to CloudHub.");
     let back = healed_at.elapsed();
-    assert!(back <= Duration::from_secs(5), "connected again only {back:?} after healing\n{}", edge.log());
+    assert!(back <= Duration::from_secs(5), "connected again only {back:?} after healing\n{}", net.edge.log());
     eprintln!("partition: noticed after {noticed:?}, connected {back:?} after healing");
+    net.stop();
+}
 
-    edge.signal("TERM");
-    assert!(edge.wait_exit(kubeedge_testkit::patience()).is_some_and(|s| s.success()), "{}", edge.log());
-    cloud.signal("TERM");
-    assert!(cloud.wait_exit(kubeedge_testkit::patience()).is_some_and(|s| s.success()), "{}", cloud.log());
-    api.signal("TERM");
-    let _ = api.wait_exit(kubeedge_testkit::patience());
+fn pod_yaml(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  nodeName: {node}\n  \
+         containers: [{{name: c, image: busybox, envFrom: [{{configMapRef: {{name: settings}}}}]}}]\n"
+    )
+}
+
+fn edge_rows(db: &Path, ty: &str) -> Vec<(String, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let Ok(store) = kubeedge_metastore::Store::open(db, Default::default()) else { return Vec::new() };
+        store.list_by_type(ty).await.unwrap_or_default().into_iter().map(|r| (r.key, r.value)).collect()
+    })
+}
+
+#[test]
+fn what_changes_during_a_partition_reaches_the_edge_after_it_heals() {
+    if let Some(why) = netns::unavailable() {
+        eprintln!("SKIPPED partition test: {why}");
+        return;
+    }
+    let node = "edge-c";
+    let mut net = Net::start(node, Duration::from_secs(5));
+    net.apply(
+        "node",
+        &format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels: {{node-role.kubernetes.io/edge: \"\"}}\n"
+        ),
+    );
+    net.apply(
+        "settings",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: default}\ndata: {v: \"1\"}\n",
+    );
+    for name in ["keep", "gone"] {
+        net.apply(name, &pod_yaml(name, node));
+    }
+    let db = net.dir.path().join("edge/edgecore.db");
+    let wait_rows = |what: &str, ty: &str, want: &dyn Fn(&[(String, String)]) -> bool| {
+        let deadline = Instant::now() + kubeedge_testkit::patience();
+        loop {
+            let rows = edge_rows(&db, ty);
+            if want(&rows) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; rows: {rows:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_rows("both pods on the edge", "pod", &|r| r.len() == 2);
+
+    // Cut; change things; heal after the cloud has dropped the session too (keepalive 30 s).
+    let mark = net.cloud.mark();
+    net.pair.cut().unwrap();
+    for name in ["new-1", "new-2", "new-3"] {
+        net.apply(name, &pod_yaml(name, node));
+    }
+    net.kubectl(&["delete", "pod", "gone", "--grace-period=0", "--force"]);
+    net.apply(
+        "settings",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: default}\ndata: {v: \"2\"}\n",
+    );
+    net.cloud.wait_for_line_since(mark, "Edge disconnected.");
+    let mark = net.edge.mark();
+    net.pair.heal().unwrap();
+    net.edge.wait_for_line_since(mark, "Connected to CloudHub.");
+
+    // Exactly the cluster's pods, and the newest configmap.
+    let want: Vec<String> = ["keep", "new-1", "new-2", "new-3"].iter().map(|n| format!("default/pod/{n}")).collect();
+    wait_rows("the edge to converge on the cluster's pods", "pod", &|r| {
+        let mut keys: Vec<String> = r.iter().map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        keys == want
+    });
+    wait_rows("the newest configmap", "configmap", &|r| {
+        r.iter().any(|(k, v)| k == "default/configmap/settings" && v.contains("\"v\":\"2\""))
+    });
+    net.stop();
 }

@@ -7,9 +7,11 @@
 //! append and, with `synchronous=FULL`, one fsync for the whole round) every writer is answered;
 //! then the round's reads run, so they see the round's writes.
 //!
-//! If the transaction as a whole fails (`BEGIN` or `COMMIT` fails, or an error such as
+//! If the shared transaction fails after it began (`COMMIT` fails, or an error such as
 //! `SQLITE_FULL` makes SQLite roll the transaction back itself), nothing of the round is committed
-//! and each call is retried alone in its own transaction, so one call can never fail another.
+//! and each call is retried alone in its own transaction, so one call can never fail another. If
+//! it cannot even begin (the lock stayed busy for the whole busy timeout), every call of the round
+//! gets that error at once rather than waiting out the timeout once per call.
 
 use std::time::Instant;
 
@@ -166,8 +168,8 @@ fn run_ops(conn: &Connection, ops: &[Op]) -> Result<Vec<usize>> {
 // Upserts update a conflicting row in place rather than `INSERT OR REPLACE` it. On these tables
 // (one key, no other constraint, no triggers) the rows that result are the same, but REPLACE
 // deletes the old row and appends a new one under a new rowid, dirtying about three pages (old
-// leaf, new leaf, key index) where an in-place update dirties one: measured, 2.5-3× the upserts
-// per second. For `meta_v2` this is also upstream's own statement (GORM `OnConflict{UpdateAll}`).
+// leaf, new leaf, key index) where an in-place update dirties one: measured, about twice the
+// upserts per second. For `meta_v2` this is also upstream's own statement (GORM `OnConflict{UpdateAll}`).
 const UPSERT_META: &str = "INSERT INTO meta (key, type, value) VALUES (?1, ?2, ?3) \
      ON CONFLICT (key) DO UPDATE SET type = excluded.type, value = excluded.value";
 const UPSERT_V2: &str = "INSERT INTO meta_v2 (key, group_version_resource, namespace, name, resource_version, value) \

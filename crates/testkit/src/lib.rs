@@ -290,6 +290,13 @@ pub mod daemon {
         for module in peer_modules(name) {
             yaml = set_yaml_path(&yaml, &["modules", module, "enable"], "false");
         }
+        if name == "edgecore" {
+            yaml = set_yaml_path(
+                &yaml,
+                &["database", "dataSource"],
+                &format!("\"{}\"", dir.join("edgecore.db").display()),
+            );
+        }
         let path = dir.join(format!("{name}.yaml"));
         std::fs::write(&path, yaml).expect("write config");
         path
@@ -405,6 +412,10 @@ pub mod daemon {
             for module in peer_modules(self.name) {
                 min = set_yaml_path(&min, &["modules", module, "enable"], "false");
             }
+            if self.name == "edgecore" {
+                let db = format!("\"{}\"", dir.path().join("edgecore.db").display());
+                min = set_yaml_path(&min, &["database", "dataSource"], &db);
+            }
             let path = dir.path().join("min.yaml");
             std::fs::write(&path, min).expect("write config");
             serves_and_stops_on(self.path(), &path, self.name, "TERM");
@@ -506,6 +517,7 @@ pub mod link {
             (&["modules", "edgeHub", "tlsCaFile"], quoted(&ca)),
             (&["modules", "edgeHub", "tlsCertFile"], quoted(&cert)),
             (&["modules", "edgeHub", "tlsPrivateKeyFile"], quoted(&key)),
+            (&["database", "dataSource"], quoted(&dir.join("edge/edgecore.db"))),
         ];
         settings.extend(extra.iter().cloned());
         write(bin, dir, "edgecore.yaml", &settings)

@@ -1,1 +1,413 @@
-//! The MetaManager module (being built).
+//! The MetaManager module (`metamanager`/`meta`), as upstream's `process.go`:
+//!
+//! - **From the cloud** (insert, update, delete from edgecontroller, dynamiccontroller,
+//!   devicecontroller): the row in `meta` (key = the edge resource, e.g. `default/pod/web`) and
+//!   the MetaServer row in `meta_v2` are written in one transaction; **after the commit** the
+//!   change is published to MetaServer's watches, the message is forwarded to edged (or to twin
+//!   for devicecontroller), and only then is the cloud ACKed with `"OK"` — never the reverse,
+//!   so nothing ACKed can be missing after a crash. Node updates are stored, not forwarded. A
+//!   pod delete only removes the row if it holds that pod's UID (a recreated pod survives an
+//!   old delete), and removes the pod's stored status patch.
+//! - **From edged**: queries are answered from the local database first; a key absent locally
+//!   is asked of the cloud when connected (`remoteQueryTimeout`), stored and ACKed. Inserts
+//!   (node, pod, lease) go to the cloud and the reply's object is stored. Patches (podpatch,
+//!   nodepatch) are stored and sent up under the same message id, so the cloud's answer
+//!   reaches edged directly; offline they fail at once. Deletes and events go up as they are.
+//! - Connection notices from EdgeHub (`node/connection`) say whether the cloud is reachable.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError};
+use kubeedge_metastore::{MetaRow, MetaV2Row, Op, Store};
+use kubeedge_model::constants::{group, module, operation, resource_type};
+use kubeedge_model::{Content, Message, ResourcePath};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use super::metaserver::Remote;
+use super::{Change, ChangeKind, Changes, gvr_of};
+
+/// Sources whose insert/update/delete messages are cloud objects to store.
+const CLOUD_SOURCES: [&str; 4] = ["edgecontroller", "dynamiccontroller", "devicecontroller", "policycontroller"];
+/// Query types that may be fetched from the cloud when absent locally.
+const REMOTE_QUERY_TYPES: [&str; 8] = [
+    resource_type::CONFIGMAP,
+    resource_type::SECRET,
+    resource_type::PERSISTENT_VOLUME,
+    resource_type::PERSISTENT_VOLUME_CLAIM,
+    resource_type::VOLUME_ATTACHMENT,
+    resource_type::SERVICE_ACCOUNT_TOKEN,
+    resource_type::LEASE,
+    resource_type::CA_CRT,
+];
+
+/// MetaManager as a bus module.
+pub struct MetaManagerModule {
+    store: Store,
+    changes: Changes,
+    connected: Arc<AtomicBool>,
+    node: String,
+    remote_timeout: Duration,
+    metaserver: Option<String>,
+}
+
+impl MetaManagerModule {
+    /// A module over `store`; `metaserver` is MetaServer's bind address when it is enabled.
+    pub fn new(store: Store, node: String, remote_timeout: Duration, metaserver: Option<String>) -> Self {
+        let (changes, _) = tokio::sync::broadcast::channel(super::CHANGES_CAP);
+        Self { store, changes, connected: Arc::new(AtomicBool::new(false)), node, remote_timeout, metaserver }
+    }
+
+    /// The change feed (tests subscribe to it).
+    pub fn changes(&self) -> Changes {
+        self.changes.clone()
+    }
+}
+
+/// The content as text to store: JSON-in-a-string unwrapped, nested JSON as is.
+fn stored_value(content: &Content) -> String {
+    match content.as_str() {
+        Some(s) if content.is_string() => s.into_owned(),
+        _ => content.raw().to_owned(),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Meta {
+    #[serde(default)]
+    uid: String,
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Head {
+    #[serde(default)]
+    metadata: Meta,
+}
+
+fn head(value: &str) -> Head {
+    serde_json::from_str(value).unwrap_or_default()
+}
+
+fn ack(msg: &Message) -> Message {
+    let mut a = Message::response_to(msg, Content::string("OK"));
+    a.router.source = module::METAMANAGER.to_owned();
+    a.router.group = group::RESOURCE.to_owned();
+    a
+}
+
+fn error_to(msg: &Message, text: &str) -> Message {
+    let mut e = Message::error_response_to(msg, text);
+    e.router.source = module::METAMANAGER.to_owned();
+    e
+}
+
+/// Upstream-bound sends go to EdgeHub's group.
+async fn up(bus: &Bus, msg: Message) {
+    if bus.send_to_group(group::HUB, msg).await.is_err() {
+        debug!("No EdgeHub to send upstream.");
+    }
+}
+
+struct Worker {
+    store: Store,
+    changes: Changes,
+    connected: Arc<AtomicBool>,
+    bus: Bus,
+    remote_timeout: Duration,
+}
+
+impl Worker {
+    /// The `meta` and `meta_v2` writes for a cloud object, and the change they make.
+    async fn object_ops(&self, path: &ResourcePath, op: &str, value: &str) -> (Vec<Op>, Option<Change>) {
+        let key = path.to_string();
+        let ty = path.resource_type.as_str();
+        let h = head(value);
+        let gvr = gvr_of(ty);
+        let name = path.name.clone().unwrap_or_else(|| h.metadata.name.clone());
+        let ns = path.namespace().map(str::to_owned).unwrap_or_else(|| h.metadata.namespace.clone());
+        let v2_key = gvr.map(|g| g.key(&ns, &name));
+        let before = match &v2_key {
+            Some(k) => self.store.get_v2(k).await.ok().flatten(),
+            None => None,
+        };
+        let mut ops = Vec::new();
+        let mut change = None;
+        if op == operation::DELETE {
+            if ty == resource_type::POD && !h.metadata.uid.is_empty() {
+                ops.push(Op::DeleteMetaIfValueContains { key: key.clone(), needle: h.metadata.uid.clone() });
+                ops.push(Op::DeleteMeta { key: format!("{}/{}/{name}", path.namespace, resource_type::POD_PATCH) });
+            } else {
+                ops.push(Op::DeleteMeta { key: key.clone() });
+            }
+            if let (Some(k), Some(row)) = (v2_key, before) {
+                let same = h.metadata.uid.is_empty() || head(&row.value).metadata.uid == h.metadata.uid;
+                if same {
+                    ops.push(Op::DeleteV2 { key: k });
+                    change = Some(Change { kind: ChangeKind::Deleted, row });
+                }
+            }
+            return (ops, change);
+        }
+        ops.push(Op::UpsertMeta(MetaRow { key, ty: ty.to_owned(), value: value.to_owned() }));
+        if let (Some(g), Some(k)) = (gvr, v2_key) {
+            let mut v: Value = serde_json::from_str(value).unwrap_or(Value::Null);
+            if let Some(m) = v.as_object_mut() {
+                m.entry("apiVersion").or_insert_with(|| g.api_version().into());
+                m.entry("kind").or_insert_with(|| g.kind.into());
+            }
+            let row = MetaV2Row {
+                key: k,
+                gvr: g.column(),
+                namespace: if g.namespaced { ns } else { String::new() },
+                name,
+                resource_version: h.metadata.resource_version.parse().unwrap_or(0),
+                value: v.to_string(),
+            };
+            let kind = if before.is_some() { ChangeKind::Modified } else { ChangeKind::Added };
+            ops.push(Op::UpsertV2(row.clone()));
+            change = Some(Change { kind, row });
+        }
+        (ops, change)
+    }
+
+    /// An object from the cloud: commit, publish, forward, then ACK.
+    async fn from_cloud(&self, msg: Message) {
+        let Ok(path) = ResourcePath::parse(&msg.router.resource) else {
+            warn!(resource = %msg.router.resource, "Dropped a cloud message with a malformed resource.");
+            return;
+        };
+        let value = stored_value(&msg.content);
+        if msg.router.operation != operation::DELETE && serde_json::from_str::<Value>(&value).is_err() {
+            warn!(resource = %msg.router.resource, "Dropped a cloud message whose content is not JSON.");
+            return;
+        }
+        let (ops, change) = self.object_ops(&path, &msg.router.operation, &value).await;
+        if let Err(e) = self.store.apply(ops).await {
+            // Not ACKed: the cloud sends it again.
+            warn!(resource = %msg.router.resource, error = %e, "Storing a cloud message failed; not ACKed.");
+            return;
+        }
+        if let Some(c) = change {
+            let _ = self.changes.send(Arc::new(c));
+        }
+        let ty = path.resource_type.as_str();
+        if ty != resource_type::NODE {
+            let target = if msg.router.source == "devicecontroller" { group::TWIN } else { group::EDGED };
+            if !self.bus.group_members(target).is_empty() {
+                let mut fwd = msg.clone();
+                fwd.router.source = module::METAMANAGER.to_owned();
+                if target == group::TWIN {
+                    fwd.router.group = group::TWIN.to_owned();
+                }
+                let _ = self.bus.send_to_group(target, fwd).await;
+            }
+        }
+        up(&self.bus, ack(&msg)).await;
+    }
+
+    /// A query from a local module: the database first, then the cloud.
+    async fn query(&self, msg: Message) {
+        let Ok(path) = ResourcePath::parse(&msg.router.resource) else {
+            let _ = self.bus.send_resp(error_to(&msg, "malformed resource"));
+            return;
+        };
+        let local = if path.name.is_some() {
+            self.store.get(&msg.router.resource).await.ok().flatten().map(|r| vec![r.value])
+        } else {
+            self.store
+                .list_by_type(&path.resource_type)
+                .await
+                .ok()
+                .map(|rows| rows.into_iter().map(|r| r.value).collect())
+        };
+        let ty = path.resource_type.as_str();
+        let remote_ok = REMOTE_QUERY_TYPES.contains(&ty) && self.connected.load(Ordering::Relaxed);
+        match local {
+            Some(values) if !values.is_empty() || !remote_ok => {
+                let mut r = Message::response_to(&msg, Content::json(&values).unwrap_or_else(|_| Content::null()));
+                r.router.source = module::METAMANAGER.to_owned();
+                let _ = self.bus.send_resp(r);
+            }
+            None if !remote_ok => {
+                let _ = self.bus.send_resp(error_to(&msg, "not found locally and the cloud is not reachable"));
+            }
+            _ => self.remote(msg, true).await,
+        }
+    }
+
+    /// Asks the cloud under a fresh id; stores what comes back; answers the local caller.
+    async fn remote(&self, msg: Message, store_reply: bool) {
+        if !self.connected.load(Ordering::Relaxed) {
+            let _ = self.bus.send_resp(error_to(&msg, "the cloud is not reachable"));
+            return;
+        }
+        let mut req = Message::build(
+            module::METAMANAGER,
+            group::RESOURCE,
+            msg.router.resource.clone(),
+            &msg.router.operation,
+            msg.content.clone(),
+        );
+        req.header.resource_version = msg.header.resource_version.clone();
+        let reply = match self.bus.send_sync(module::EDGEHUB, req, self.remote_timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.bus.send_resp(error_to(&msg, &format!("the cloud did not answer: {e}")));
+                return;
+            }
+        };
+        if store_reply && let Ok(path) = ResourcePath::parse(&msg.router.resource) {
+            let v: Value = reply.content.decode().unwrap_or(Value::Null);
+            // An ObjectResp's object, or the object itself; never an error.
+            let obj = match v.get("Object") {
+                Some(o) if v.get("Err").is_none_or(Value::is_null) => Some(o.clone()),
+                Some(_) => None,
+                None if v.get("ErrStatus").is_none() && v.is_object() => Some(v.clone()),
+                None => None,
+            };
+            if let Some(obj) = obj.filter(|o| !o.is_null()) {
+                let (ops, change) = self.object_ops(&path, operation::UPDATE, &obj.to_string()).await;
+                if self.store.apply(ops).await.is_ok()
+                    && let Some(c) = change
+                {
+                    let _ = self.changes.send(Arc::new(c));
+                }
+            }
+        }
+        if !reply.header.resource_version.is_empty() {
+            // It came through the cloud's ACK path.
+            up(&self.bus, ack(&reply)).await;
+        }
+        let mut answer = Message::response_to(&msg, reply.content.clone());
+        answer.router.source = module::METAMANAGER.to_owned();
+        answer.header.resource_version = reply.header.resource_version.clone();
+        let _ = self.bus.send_resp(answer);
+    }
+
+    /// A status patch: stored, then sent up under the same id.
+    async fn patch(&self, msg: Message) {
+        if !self.connected.load(Ordering::Relaxed) {
+            let _ = self.bus.send_resp(error_to(&msg, "the cloud is not reachable"));
+            return;
+        }
+        let ty = ResourcePath::parse(&msg.router.resource).map(|p| p.resource_type).unwrap_or_default();
+        let row = MetaRow { key: msg.router.resource.clone(), ty, value: stored_value(&msg.content) };
+        if let Err(e) = self.store.apply(vec![Op::UpsertMeta(row)]).await {
+            warn!(error = %e, "Storing a status patch failed.");
+        }
+        let mut fwd = msg;
+        fwd.router.source = module::METAMANAGER.to_owned();
+        fwd.router.group = group::RESOURCE.to_owned();
+        up(&self.bus, fwd).await;
+    }
+
+    /// A local update that is kept here and reported up.
+    async fn local_update(&self, msg: Message) {
+        if let Ok(path) = ResourcePath::parse(&msg.router.resource) {
+            let (ops, change) = self.object_ops(&path, operation::UPDATE, &stored_value(&msg.content)).await;
+            if self.store.apply(ops).await.is_ok()
+                && let Some(c) = change
+            {
+                let _ = self.changes.send(Arc::new(c));
+            }
+        }
+        let mut fwd = msg.clone();
+        fwd.header.id = uuid_like();
+        fwd.router.source = module::METAMANAGER.to_owned();
+        fwd.router.group = group::RESOURCE.to_owned();
+        up(&self.bus, fwd).await;
+        let mut r = Message::response_to(&msg, Content::string("OK"));
+        r.router.source = module::METAMANAGER.to_owned();
+        let _ = self.bus.send_resp(r);
+    }
+}
+
+fn uuid_like() -> String {
+    Message::new().header.id
+}
+
+impl Module for MetaManagerModule {
+    fn name(&self) -> &'static str {
+        module::METAMANAGER
+    }
+
+    fn group(&self) -> &'static str {
+        group::META
+    }
+
+    fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            let w = Arc::new(Worker {
+                store: self.store.clone(),
+                changes: self.changes.clone(),
+                connected: self.connected.clone(),
+                bus: ctx.bus.clone(),
+                remote_timeout: self.remote_timeout,
+            });
+            let stop = ctx.shutdown().child_token();
+            let _guard = stop.clone().drop_guard();
+            if let Some(addr) = &self.metaserver {
+                let listener =
+                    TcpListener::bind(addr).await.map_err(|e| format!("MetaServer cannot bind {addr}: {e}"))?;
+                info!(address = %listener.local_addr()?, "MetaServer listening.");
+                let remote =
+                    Remote { bus: ctx.bus.clone(), connected: self.connected.clone(), node: self.node.clone() };
+                let (store, changes, stop) = (self.store.clone(), self.changes.clone(), stop.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = super::metaserver::serve(listener, store, changes, remote, stop).await {
+                        warn!(error = %e, "MetaServer stopped.");
+                    }
+                });
+            }
+            while let Some(msg) = ctx.recv().await {
+                if msg.router.resource == resource_type::NODE_CONNECTION {
+                    let up = msg.content.as_str().as_deref() == Some("connected");
+                    self.connected.store(up, Ordering::Relaxed);
+                    debug!(connected = up, "Cloud connection changed.");
+                    continue;
+                }
+                let op = msg.router.operation.clone();
+                let from_cloud = CLOUD_SOURCES.contains(&msg.router.source.as_str());
+                let ty = ResourcePath::parse(&msg.router.resource).map(|p| p.resource_type).unwrap_or_default();
+                if ty == resource_type::EVENT && !from_cloud {
+                    up(&w.bus, msg).await;
+                    continue;
+                }
+                match op.as_str() {
+                    operation::INSERT | operation::UPDATE | operation::DELETE if from_cloud => {
+                        w.from_cloud(msg).await;
+                    }
+                    operation::QUERY => {
+                        let w = w.clone();
+                        tokio::spawn(async move { w.query(msg).await });
+                    }
+                    operation::INSERT => {
+                        let w = w.clone();
+                        tokio::spawn(async move { w.remote(msg, true).await });
+                    }
+                    operation::UPDATE => {
+                        let w = w.clone();
+                        if ty == resource_type::LEASE {
+                            tokio::spawn(async move { w.remote(msg, true).await });
+                        } else {
+                            w.local_update(msg).await;
+                        }
+                    }
+                    operation::PATCH => w.patch(msg).await,
+                    operation::DELETE => up(&w.bus, msg).await,
+                    _ => debug!(op, resource = %msg.router.resource, "MetaManager ignored a message."),
+                }
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! Shared by the edgecore process tests: apiserver-lite in-process and a cloudcore process.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kubeedge_testkit::link::{self, Cloud};
+use kubeedge_testkit::{Process, free_port, http_get, workspace_bin};
+
+pub fn connected_nodes(addr: std::net::SocketAddr) -> Option<i64> {
+    let (_, body) = http_get(addr, "/metrics").ok()?;
+    body.lines().find_map(|l| l.strip_prefix("KubeEdge_CloudHub_connected_nodes ")).and_then(|v| v.trim().parse().ok())
+}
+
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + kubeedge_testkit::patience();
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// apiserver-lite in-process and a cloudcore process on loopback.
+pub struct CloudSide {
+    pub rt: tokio::runtime::Runtime,
+    pub api: apiserver_lite::ApiServer,
+    pub proc: Process,
+    pub monitor: std::net::SocketAddr,
+    pub kubeconfig: std::path::PathBuf,
+    pub ws_port: u16,
+    pub https_port: u16,
+}
+
+impl CloudSide {
+    pub fn start(dir: &Path) -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let api = rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            apiserver_lite::ApiServer::start(l, Default::default()).await.unwrap()
+        });
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+        let (ws_port, https_port) = (free_port(), free_port());
+        let bin = workspace_bin("cloudcore");
+        let cfg = link::cloudcore(&bin, dir, &Cloud { kubeconfig: &kubeconfig, ip: "127.0.0.1", ws_port, https_port });
+        let mut proc = Process::spawn(&bin, &["--config", cfg.to_str().unwrap()]).unwrap();
+        let monitor = proc.monitor_addr();
+        proc.wait_for_line("CloudHub WebSocket server listening");
+        Self { rt, api, proc, monitor, kubeconfig, ws_port, https_port }
+    }
+
+    pub fn link(&self) -> Cloud<'_> {
+        Cloud { kubeconfig: &self.kubeconfig, ip: "127.0.0.1", ws_port: self.ws_port, https_port: self.https_port }
+    }
+
+    /// The token, as `keadm gettoken` reads it.
+    pub fn token(&self) -> String {
+        self.rt.block_on(async {
+            use k8s_openapi::api::core::v1::Secret;
+            let kc = kube::config::Kubeconfig::from_yaml(&self.api.kubeconfig()).unwrap();
+            let client =
+                kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap())
+                    .unwrap();
+            let secrets: kube::Api<Secret> = kube::Api::namespaced(client, "kubeedge");
+            let s = secrets.get("tokensecret").await.unwrap();
+            String::from_utf8(s.data.unwrap()["tokendata"].0.clone()).unwrap()
+        })
+    }
+
+    pub fn stop(mut self) {
+        self.proc.signal("TERM");
+        let status = self.proc.wait_exit(kubeedge_testkit::patience());
+        assert!(status.is_some_and(|s| s.success()), "{}", self.proc.log());
+        self.rt.block_on(self.api.shutdown());
+    }
+}
