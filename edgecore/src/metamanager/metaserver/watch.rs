@@ -77,6 +77,8 @@ struct History {
 
 /// The change feed with its replay history.
 pub(crate) struct Hub {
+    /// The served resources by their `meta_v2` GVR column.
+    columns: Vec<(String, Gvr)>,
     history: Mutex<History>,
     tx: broadcast::Sender<HubEvent>,
     cap: usize,
@@ -88,7 +90,9 @@ impl Hub {
     /// a watcher more than `feed_cap` events behind is ended.
     pub(crate) fn new(floor: u64, cap: usize, bytes_cap: usize, feed_cap: usize) -> Arc<Self> {
         let (tx, _) = broadcast::channel(feed_cap.max(1));
-        Arc::new(Self { history: Mutex::new(History { events: VecDeque::new(), bytes: 0, floor }), tx, cap, bytes_cap })
+        let columns = GVRS.iter().map(|(_, g)| (g.column(), *g)).collect();
+        let history = Mutex::new(History { events: VecDeque::new(), bytes: 0, floor });
+        Arc::new(Self { columns, history, tx, cap, bytes_cap })
     }
 
     /// Follows MetaManager's changes until shutdown (or until MetaManager's channel closes).
@@ -127,7 +131,7 @@ impl Hub {
 
     fn publish(&self, change: &Change) {
         let row = &change.row;
-        let Some(gvr) = GVRS.iter().map(|(_, g)| *g).find(|g| g.column() == row.gvr) else {
+        let Some(gvr) = self.columns.iter().find(|(c, _)| *c == row.gvr).map(|(_, g)| *g) else {
             return;
         };
         let Some(object) = from_row(&gvr, row) else {
@@ -322,10 +326,13 @@ impl Live {
 
     /// The line for one change as this watcher should see it, or `None`.
     fn frame(&mut self, ev: &Event) -> Option<Bytes> {
+        // Every change of every resource passes here in order, so a bookmark may claim all of
+        // them: a quiet resource's watcher then resumes from a recent version, not one the
+        // history has long forgotten.
+        self.last_rv = self.last_rv.max(ev.rv);
         if ev.gvr != self.selection.gvr {
             return None;
         }
-        self.last_rv = self.last_rv.max(ev.rv);
         let ty = self.selection.classify(ev.kind, &ev.key, &ev.namespace, &ev.name, ev.rv, &ev.object)?;
         if matches!(self.format, Format::Json) && ty == event_type(ev.kind) {
             return Some(ev.line.get_or_init(|| Bytes::from(encode_event(ty, &ev.object))).clone());
@@ -629,6 +636,12 @@ mod tests {
         assert_eq!(seen(ChangeKind::Deleted, 8, "web"), Some(json!("DELETED")));
         assert!(live.selection.seen.is_empty(), "nothing remembered once gone");
         assert_eq!(live.last_rv, 8);
+        // Another resource's change is not shown, but bookmarks may claim it.
+        let node = crate::metamanager::gvr_of("node").expect("nodes");
+        hub.publish(&change(ChangeKind::Added, &node, "n", 9, "web"));
+        let Ok(HubEvent::Change(ev)) = live.rx.try_recv() else { panic!("no event") };
+        assert!(live.frame(&ev).is_none());
+        assert_eq!(live.last_rv, 9);
     }
 
     #[test]
