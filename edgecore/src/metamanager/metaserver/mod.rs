@@ -1,10 +1,87 @@
-//! MetaServer: a local Kubernetes API on 127.0.0.1:10550 over MetaManager's SQLite store.
-//! (Being built: get/list/watch from `meta_v2`, writes proxied to the cloud.)
+//! MetaServer: edgecore's local Kubernetes API (upstream `edge/pkg/metamanager/metaserver`,
+//! `reference/kubeedge-protocols.md` §5.3), plain HTTP on `127.0.0.1:10550`.
+//!
+//! Pods on the node (and kubectl run on it) talk to this server instead of the cloud's
+//! kube-apiserver, so they keep working while the link is down:
+//!
+//! - **Reads** (`get`, `list`, `watch`) are served from MetaManager's SQLite store (`meta_v2`
+//!   rows, [`kubeedge_metastore::Store`]); watches follow MetaManager's committed changes
+//!   ([`super::Changes`]) through a small replay history, so a client that resumes from a
+//!   resourceVersion misses nothing, and one that asks for a version the history no longer holds
+//!   gets `410 Gone` and re-lists, as with kube-apiserver.
+//! - **Writes** (`create`, `update`, `updatestatus`, `patch`, `delete`) are proxied to the cloud's
+//!   DynamicController with upstream's *Application* protocol ([`application`]) and nothing is
+//!   written locally: the change comes back down through the cloud's normal sync. While the edge
+//!   is offline a write fails at once with `503`.
+//! - Discovery (`/api`, `/apis`, aggregated discovery, `/version`, `/openapi/v3`) describes the
+//!   resources MetaManager stores ([`super::GVRS`]); `/healthz`, `/livez`, `/readyz` answer `ok`.
+//!
+//! The Kubernetes REST machinery (paths, selectors, Status errors, tables, discovery documents)
+//! comes from `kubeedge-kube-serve`, shared with apiserver-lite.
+//!
+//! Deliberate differences from upstream: reads never ask the cloud first (upstream tries a
+//! cloud `get`/`list` before its local store; serving locally is what makes the API usable
+//! offline and fast, and MetaManager's store is kept current by the cloud's sync); no
+//! pass-through of discovery to the cloud; no watch applications registered with the cloud; no
+//! authentication (upstream's default, without the `requireAuthorization` feature gate), hence
+//! loopback only unless configured otherwise. Not served: `pods/log`, `pods/exec` and the
+//! special `POST` paths (restart, unhold-upgrade, confirm-upgrade).
+//!
+//! ```no_run
+//! # async fn demo(
+//! #     store: kubeedge_metastore::Store,
+//! #     changes: edgecore::metamanager::Changes,
+//! #     bus: kubeedge_beehive::Bus,
+//! #     cfg: kubeedge_config::edgecore::MetaServer,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
+//! use edgecore::metamanager::metaserver::{self, Options, Remote};
+//!
+//! // `connected` is the flag MetaManager flips on EdgeHub's connection notices.
+//! let remote = Remote::new(bus, Default::default(), "edge-1");
+//! let listener = tokio::net::TcpListener::bind(metaserver::bind_address(&cfg)?).await?;
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! metaserver::serve_with(listener, store, changes, remote, shutdown, Options::for_config(&cfg)?).await?;
+//! # Ok(())
+//! # }
+//! ```
 
+pub mod application;
+mod catalog;
+mod objects;
+mod read;
+mod server;
+mod watch;
+mod write;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use kubeedge_beehive::Bus;
+use kubeedge_metastore::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Changes;
+
+/// The largest request body accepted (kube-apiserver's limit for objects is about 3 MiB);
+/// larger bodies are answered `413`.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// How long a write waits for the cloud's answer (upstream's `SendSync` timeout).
+pub const APPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default for [`Options::history`]: committed changes kept for watches that resume from a
+/// resourceVersion.
+pub const DEFAULT_HISTORY: usize = 1024;
+
+/// Default for [`Options::history_bytes`]: the most object JSON the replay history holds.
+pub const DEFAULT_HISTORY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Default for [`Options::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// The way to the cloud for writes: the bus (EdgeHub) and whether the link is up.
 #[derive(Clone)]
@@ -17,21 +94,144 @@ pub struct Remote {
     pub node: String,
 }
 
-/// Why MetaServer stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Not available in this build yet.
-    #[error("MetaServer is not available in this build yet")]
-    NotBuilt,
+impl Remote {
+    /// A handle on the bus for `node`, with the shared connection flag.
+    pub fn new(bus: Bus, connected: Arc<AtomicBool>, node: impl Into<String>) -> Self {
+        Self { bus, connected, node: node.into() }
+    }
 }
 
-/// Serves the local API until `shutdown`.
+/// Tuning of a MetaServer; [`Options::default`] is what upstream does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Serve on a non-loopback address. The server has no authentication (as upstream without
+    /// the `requireAuthorization` feature gate), so it refuses such a listener unless this is
+    /// set; [`Options::for_config`] sets it when the configured address is not loopback.
+    pub allow_non_loopback: bool,
+    /// Request body cap; default [`MAX_BODY`].
+    pub max_body: usize,
+    /// How long a write waits for the cloud; default [`APPLICATION_TIMEOUT`].
+    pub application_timeout: Duration,
+    /// Committed changes kept for resuming watches; default [`DEFAULT_HISTORY`].
+    pub history: usize,
+    /// Byte budget of the kept changes; default [`DEFAULT_HISTORY_BYTES`].
+    pub history_bytes: usize,
+    /// How often an idle watch that allows bookmarks gets one; default 30 s.
+    pub bookmark_interval: Duration,
+    /// Connections served at once; more wait to be accepted. Default [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            allow_non_loopback: false,
+            max_body: MAX_BODY,
+            application_timeout: APPLICATION_TIMEOUT,
+            history: DEFAULT_HISTORY,
+            history_bytes: DEFAULT_HISTORY_BYTES,
+            bookmark_interval: Duration::from_secs(30),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl Options {
+    /// Options for the configured `modules.metaManager.metaServer`: a non-loopback `server`
+    /// address is an explicit choice of the operator, so it is allowed.
+    pub fn for_config(cfg: &kubeedge_config::edgecore::MetaServer) -> Result<Self, Error> {
+        let addr = bind_address(cfg)?;
+        Ok(Self { allow_non_loopback: !addr.ip().is_loopback(), ..Self::default() })
+    }
+}
+
+/// The address to bind from `modules.metaManager.metaServer.server` (`host:port`, the host an
+/// IP address or `localhost`).
+pub fn bind_address(cfg: &kubeedge_config::edgecore::MetaServer) -> Result<SocketAddr, Error> {
+    let bad = || Error::BadAddress(cfg.server.clone());
+    if let Ok(addr) = cfg.server.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = cfg.server.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    Err(bad())
+}
+
+/// Why MetaServer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listener is on a non-loopback address and [`Options::allow_non_loopback`] is off.
+    #[error(
+        "refusing to serve the unauthenticated MetaServer on non-loopback address {0}; configure \
+         modules.metaManager.metaServer.server explicitly to allow it"
+    )]
+    NotLoopback(SocketAddr),
+    /// The configured address is not `ip:port` or `localhost:port`.
+    #[error("modules.metaManager.metaServer.server {0:?} is not an ip:port address")]
+    BadAddress(String),
+    /// The listener's address could not be read.
+    #[error("reading the listener's address")]
+    LocalAddr(#[source] std::io::Error),
+    /// The meta store did not answer.
+    #[error("reading the meta store")]
+    Store(#[source] kubeedge_metastore::Error),
+}
+
+/// Serves MetaServer on `listener` until `shutdown` is cancelled, with default [`Options`]
+/// (so only on a loopback address).
 pub async fn serve(
-    _listener: tokio::net::TcpListener,
-    _store: kubeedge_metastore::Store,
-    _changes: super::Changes,
-    _remote: Remote,
-    _shutdown: tokio_util::sync::CancellationToken,
+    listener: TcpListener,
+    store: Store,
+    changes: Changes,
+    remote: Remote,
+    shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    Err(Error::NotBuilt)
+    serve_with(listener, store, changes, remote, shutdown, Options::default()).await
+}
+
+/// Serves MetaServer on `listener` until `shutdown` is cancelled.
+///
+/// Returns after shutdown once open connections have finished (watches end at once), or after
+/// a short grace period.
+pub async fn serve_with(
+    listener: TcpListener,
+    store: Store,
+    changes: Changes,
+    remote: Remote,
+    shutdown: CancellationToken,
+    opts: Options,
+) -> Result<(), Error> {
+    let address = listener.local_addr().map_err(Error::LocalAddr)?;
+    if !address.ip().is_loopback() {
+        if !opts.allow_non_loopback {
+            return Err(Error::NotLoopback(address));
+        }
+        warn!(%address, "MetaServer serves without authentication on a non-loopback address.");
+    }
+    // Subscribe before reading the store's version: every change committed after the read is
+    // then certain to reach the replay history.
+    let rx = changes.subscribe();
+    drop(changes);
+    let floor = store.max_resource_version().await.map_err(Error::Store)?;
+    let hub = watch::Hub::new(floor, opts.history, opts.history_bytes, super::CHANGES_CAP);
+    info!(%address, resource_version = floor, "MetaServer is serving.");
+    let shared = Arc::new(server::Shared {
+        store: store.clone(),
+        remote,
+        hub: hub.clone(),
+        catalog: catalog::Catalog::new(),
+        address,
+        shutdown: shutdown.clone(),
+        opts,
+    });
+    let hub_task = tokio::spawn(hub.run(rx, store, shutdown.clone()));
+    server::run(listener, shared, shutdown).await;
+    if let Err(e) = hub_task.await {
+        warn!(error = %e, "MetaServer's change feed task failed.");
+    }
+    info!(%address, "MetaServer stopped.");
+    Ok(())
 }
