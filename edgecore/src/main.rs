@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             }
             let store = kubeedge_metastore::Store::open(path, Default::default())
                 .map_err(|e| format!("database.dataSource: opening {}: {e}", path.display()))?;
-            let server = meta.meta_server.enable.then(|| meta.meta_server.server.clone());
+            let server = meta.meta_server.enable.then(|| meta.meta_server.clone());
             let node = cfg.modules.edged.hostname_override.clone();
             let module = MetaManagerModule::new(store, node, meta.remote_query_timeout(), server);
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;

@@ -158,7 +158,10 @@ fn pod_yaml(name: &str, node: &str) -> String {
     )
 }
 
-fn edge_rows(db: &Path, ty: &str) -> Vec<(String, String)> {
+/// A `meta` row: (key, value).
+type Row = (String, String);
+
+fn edge_rows(db: &Path, ty: &str) -> Vec<Row> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let Ok(store) = kubeedge_metastore::Store::open(db, Default::default()) else { return Vec::new() };
@@ -188,7 +191,7 @@ fn what_changes_during_a_partition_reaches_the_edge_after_it_heals() {
         net.apply(name, &pod_yaml(name, node));
     }
     let db = net.dir.path().join("edge/edgecore.db");
-    let wait_rows = |what: &str, ty: &str, want: &dyn Fn(&[(String, String)]) -> bool| {
+    let wait_rows = |what: &str, ty: &str, want: &dyn Fn(&[Row]) -> bool| {
         let deadline = Instant::now() + kubeedge_testkit::patience();
         loop {
             let rows = edge_rows(&db, ty);

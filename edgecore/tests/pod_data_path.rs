@@ -157,7 +157,7 @@ fn nothing_acked_is_lost_when_edgecore_is_killed_and_the_edge_converges_after_re
     let acked = rt.block_on(syncs.list(&ListParams::default())).unwrap().items;
     assert!(!acked.is_empty());
     for os in &acked {
-        let key = format!("default/pod/{}", os.spec.object_name);
+        let key = format!("default/{}/{}", os.spec.object_kind.to_lowercase(), os.spec.object_name);
         assert!(db_value(rt, &s.db, &key).is_some(), "{key} was ACKed but is not in edgecore.db");
     }
 
@@ -176,4 +176,101 @@ fn nothing_acked_is_lost_when_edgecore_is_killed_and_the_edge_converges_after_re
     edge.signal("TERM");
     assert!(edge.wait_exit(kubeedge_testkit::patience()).is_some_and(|st| st.success()), "{}", edge.log());
     s.cloud.stop();
+}
+
+fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", home)
+        .args(args)
+        .output()
+        .expect("kubectl on PATH")
+}
+
+fn metaserver_kubeconfig(dir: &Path, port: u16) -> std::path::PathBuf {
+    let kc = dir.join("metaserver.kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: edge\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\n\
+             contexts:\n- name: edge\n  context: {{cluster: edge, user: edge}}\ncurrent-context: edge\nusers:\n- name: edge\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    kc
+}
+
+#[test]
+fn metaserver_keeps_serving_list_and_watch_while_the_cloud_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(dir.path());
+    let port = kubeedge_testkit::free_port();
+    let yaml = std::fs::read_to_string(&s.edge_cfg).unwrap();
+    let yaml = kubeedge_testkit::set_yaml_path(&yaml, &["modules", "metaManager", "metaServer", "enable"], "true");
+    let yaml = kubeedge_testkit::set_yaml_path(
+        &yaml,
+        &["modules", "metaManager", "metaServer", "server"],
+        &format!("\"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&s.edge_cfg, yaml).unwrap();
+    let rt = &s.cloud.rt;
+    let mut edge = start_edge(&s);
+    edge.wait_for_line("MetaServer listening.");
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
+    rt.block_on(pods.create(&PostParams::default(), &pod("web", "edge-1"))).unwrap();
+    until("the pod in edgecore.db", || db_value(rt, &s.db, "default/pod/web"));
+    // Its Node too: it was created before the edge first connected and is sent on connect.
+    until("the node in edgecore.db", || db_value(rt, &s.db, "null/node/edge-1"));
+
+    // The cloud goes away.
+    s.cloud.proc.signal("TERM");
+    assert!(s.cloud.proc.wait_exit(kubeedge_testkit::patience()).is_some_and(|st| st.success()));
+    edge.wait_for_line("Disconnected from CloudHub.");
+    let kc = metaserver_kubeconfig(dir.path(), port);
+    let out = kubectl(&kc, dir.path(), &["get", "pods", "-A"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("web"), "{text}");
+    let out = kubectl(&kc, dir.path(), &["get", "nodes", "-o", "name"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("node/edge-1"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A watch opens and lists what is there.
+    let out = kubectl(&kc, dir.path(), &["get", "pods", "-w", "--request-timeout=2s", "-o", "name"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pod/web"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Writes need the cloud: a clear error, at once.
+    let out = kubectl(&kc, dir.path(), &["label", "pod", "web", "x=y"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("offline") || err.contains("ServiceUnavailable"), "{err}");
+    edge.signal("TERM");
+    assert!(edge.wait_exit(kubeedge_testkit::patience()).is_some_and(|st| st.success()), "{}", edge.log());
+    rt.block_on(s.cloud.api.shutdown());
+}
+
+#[test]
+fn an_upstream_edgecore_db_opens_in_place_and_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edgecore.db");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/metastore/tests/fixtures/upstream-edgecore.db");
+    std::fs::copy(fixture, &db).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let cfg = kubeedge_testkit::daemon::test_config(bin, dir.path(), "edgecore");
+    let port = kubeedge_testkit::free_port();
+    let mut yaml = std::fs::read_to_string(&cfg).unwrap();
+    for (path, value) in [
+        (&["database", "dataSource"][..], format!("\"{}\"", db.display())),
+        (&["modules", "metaManager", "metaServer", "enable"][..], "true".to_owned()),
+        (&["modules", "metaManager", "metaServer", "server"][..], format!("\"127.0.0.1:{port}\"")),
+    ] {
+        yaml = kubeedge_testkit::set_yaml_path(&yaml, path, &value);
+    }
+    std::fs::write(&cfg, yaml).unwrap();
+    let mut edge = Process::spawn(bin, &["--config", cfg.to_str().unwrap()]).unwrap();
+    edge.wait_for_line("MetaServer listening.");
+    let kc = metaserver_kubeconfig(dir.path(), port);
+    let out = kubectl(&kc, dir.path(), &["get", "pods", "-n", "default", "-o", "name"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pod/nginx"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kubectl(&kc, dir.path(), &["get", "configmap", "nginx-conf", "-n", "default", "-o", "name"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    edge.signal("TERM");
+    assert!(edge.wait_exit(kubeedge_testkit::patience()).is_some_and(|st| st.success()), "{}", edge.log());
 }

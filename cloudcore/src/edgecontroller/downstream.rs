@@ -149,6 +149,7 @@ pub async fn watch_nodes(
                     content,
                 );
                 m.header.resource_version = n.metadata.resource_version.clone().unwrap_or_default();
+                view.set_node_message(&name, Some(m.clone()));
                 tx.raw(m).await;
             }
             Ok(Event::Delete(n)) => {
@@ -173,6 +174,7 @@ pub async fn watch_nodes(
 async fn node_gone(view: &View, tx: &Sender, known: &mut std::collections::HashMap<String, u64>, name: &str) {
     known.remove(name);
     view.set_edge_node(name, false);
+    view.set_node_message(name, None);
     info!(node = name, "Edge node deleted.");
     let m = Message::build(
         module::EDGECONTROLLER,

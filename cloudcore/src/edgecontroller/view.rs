@@ -152,6 +152,8 @@ struct Inner {
     users: HashMap<Ref, HashMap<String, usize>>,
     /// The watches whose first list is complete.
     synced: HashSet<&'static str>,
+    /// The last message sent for each edge node's own Node object.
+    node_messages: HashMap<String, kubeedge_model::Message>,
 }
 
 /// The watches the view is built from; it is complete once each has listed once.
@@ -205,6 +207,21 @@ impl View {
         } else {
             g.edge_nodes.remove(node);
         }
+    }
+
+    /// Remembers the latest `update` message of an edge node's Node, to resend it when the
+    /// node reconnects (it may have been offline when it was sent).
+    pub fn set_node_message(&self, node: &str, msg: Option<kubeedge_model::Message>) {
+        let mut g = self.0.lock();
+        match msg {
+            Some(m) => g.node_messages.insert(node.to_owned(), m),
+            None => g.node_messages.remove(node),
+        };
+    }
+
+    /// The latest `update` message of `node`'s Node, if any.
+    pub fn node_message(&self, node: &str) -> Option<kubeedge_model::Message> {
+        self.0.lock().node_messages.get(node).cloned()
     }
 
     /// The edge nodes known now.

@@ -5,6 +5,7 @@
 //! - CloudHub tells this module about every ACK of an EdgeController message: an insert or
 //!   update sets the ObjectSync's `status.objectResourceVersion` (creating it first), a delete
 //!   removes it. EdgeController reads the same record so it does not resend what a node has.
+//! - When a node (re)connects its own Node object is sent again (as `update`).
 //! - Every 5 s, and at once when a node (re)connects — upstream waits for the next loop — each
 //!   connected node is reconciled against EdgeController's view: objects newer than their
 //!   ObjectSync are sent as `update`, objects it should have but never acknowledged as
@@ -359,6 +360,11 @@ impl Module for SyncControllerModule {
                             (module::CLOUDHUB, operation::CONNECTED) => {
                                 let node = node.to_owned();
                                 c.connected.insert(node.clone());
+                                // Its Node object too: it may have changed while it was away.
+                                if let Some(mut m) = c.view.node_message(&node) {
+                                    m.header.id = Message::new().header.id;
+                                    c.tx.raw(m).await;
+                                }
                                 c.reconcile(&node).await;
                             }
                             (module::CLOUDHUB, operation::DISCONNECTED) => {

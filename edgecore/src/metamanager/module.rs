@@ -51,12 +51,17 @@ pub struct MetaManagerModule {
     connected: Arc<AtomicBool>,
     node: String,
     remote_timeout: Duration,
-    metaserver: Option<String>,
+    metaserver: Option<kubeedge_config::edgecore::MetaServer>,
 }
 
 impl MetaManagerModule {
-    /// A module over `store`; `metaserver` is MetaServer's bind address when it is enabled.
-    pub fn new(store: Store, node: String, remote_timeout: Duration, metaserver: Option<String>) -> Self {
+    /// A module over `store`; `metaserver` is MetaServer's config when it is enabled.
+    pub fn new(
+        store: Store,
+        node: String,
+        remote_timeout: Duration,
+        metaserver: Option<kubeedge_config::edgecore::MetaServer>,
+    ) -> Self {
         let (changes, _) = tokio::sync::broadcast::channel(super::CHANGES_CAP);
         Self { store, changes, connected: Arc::new(AtomicBool::new(false)), node, remote_timeout, metaserver }
     }
@@ -180,7 +185,7 @@ impl Worker {
     }
 
     /// An object from the cloud: commit, publish, forward, then ACK.
-    async fn from_cloud(&self, msg: Message) {
+    async fn store_cloud_object(&self, msg: Message) {
         let Ok(path) = ResourcePath::parse(&msg.router.resource) else {
             warn!(resource = %msg.router.resource, "Dropped a cloud message with a malformed resource.");
             return;
@@ -355,15 +360,16 @@ impl Module for MetaManagerModule {
             });
             let stop = ctx.shutdown().child_token();
             let _guard = stop.clone().drop_guard();
-            if let Some(addr) = &self.metaserver {
+            if let Some(cfg) = &self.metaserver {
+                let opts = super::metaserver::Options::for_config(cfg).map_err(|e| format!("metaServer: {e}"))?;
+                let addr = super::metaserver::bind_address(cfg).map_err(|e| format!("metaServer.server: {e}"))?;
                 let listener =
                     TcpListener::bind(addr).await.map_err(|e| format!("MetaServer cannot bind {addr}: {e}"))?;
                 info!(address = %listener.local_addr()?, "MetaServer listening.");
-                let remote =
-                    Remote { bus: ctx.bus.clone(), connected: self.connected.clone(), node: self.node.clone() };
+                let remote = Remote::new(ctx.bus.clone(), self.connected.clone(), self.node.clone());
                 let (store, changes, stop) = (self.store.clone(), self.changes.clone(), stop.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = super::metaserver::serve(listener, store, changes, remote, stop).await {
+                    if let Err(e) = super::metaserver::serve_with(listener, store, changes, remote, stop, opts).await {
                         warn!(error = %e, "MetaServer stopped.");
                     }
                 });
@@ -384,7 +390,7 @@ impl Module for MetaManagerModule {
                 }
                 match op.as_str() {
                     operation::INSERT | operation::UPDATE | operation::DELETE if from_cloud => {
-                        w.from_cloud(msg).await;
+                        w.store_cloud_object(msg).await;
                     }
                     operation::QUERY => {
                         let w = w.clone();

@@ -44,6 +44,13 @@ impl CloudSide {
         let (ws_port, https_port) = (free_port(), free_port());
         let bin = workspace_bin("cloudcore");
         let cfg = link::cloudcore(&bin, dir, &Cloud { kubeconfig: &kubeconfig, ip: "127.0.0.1", ws_port, https_port });
+        // Debugging aid: `KE_CLOUD_LOG=info,cloudcore=debug cargo test …` sets cloudcore's log level.
+        if let Ok(level) = std::env::var("KE_CLOUD_LOG") {
+            let yaml = std::fs::read_to_string(&cfg).unwrap();
+            let yaml =
+                kubeedge_testkit::set_yaml_path(&yaml, &["commonConfig", "logging", "level"], &format!("\"{level}\""));
+            std::fs::write(&cfg, yaml).unwrap();
+        }
         let mut proc = Process::spawn(&bin, &["--config", cfg.to_str().unwrap()]).unwrap();
         let monitor = proc.monitor_addr();
         proc.wait_for_line("CloudHub WebSocket server listening");
