@@ -57,6 +57,10 @@
 //! | 256 concurrent, batched    | 10.8k–19.4k |             |
 //! | one at a time              | 0.4k–4.4k   | 12.8k–13.2k |
 //!
+//! With a checkpoint every 4,000 WAL pages instead of SQLite's 1,000 and a 16 MiB page cache
+//! (quiet machine): 64 batched callers 24.9k/s (`FULL`) and 34.4k/s (`NORMAL`), 256 batched
+//! 26.2k/s (`FULL`), one at a time 5.0k/s (`FULL`) and 14.2k/s (`NORMAL`).
+//!
 //! Batched, `FULL` costs from a few percent to half of the throughput, depending on the fsync
 //! latency of the moment; alone, a caller pays a whole fsync per call. `FULL` is the default
 //! because losing ACKed objects silently is worse than a lower peak: even its worst batched
@@ -99,6 +103,9 @@ pub const STORE_QUEUE_CAP: usize = 1024;
 
 /// Default for [`Options::batch_max`]: requests served per round, so per commit at most.
 pub const DEFAULT_BATCH_MAX: usize = 256;
+
+/// WAL pages between automatic checkpoints (SQLite's default is 1000).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 4000;
 
 /// Prepared statements kept per connection: the store uses about 15.
 const STATEMENT_CACHE_CAP: usize = 32;
@@ -347,6 +354,11 @@ fn configure(conn: &Connection, opts: &Options) -> rusqlite::Result<String> {
         warn!(db.journal_mode = %mode, "SQLite refused WAL mode.");
     }
     conn.pragma_update(None, "synchronous", opts.synchronous.as_str())?;
+    // Checkpoint every ~16 MiB of WAL instead of SQLite's 4 MiB: fewer, larger checkpoints on
+    // the write thread. The WAL file is truncated back to that size after each checkpoint.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_AUTOCHECKPOINT_PAGES * 4096)?;
+    conn.pragma_update(None, "cache_size", -16_384)?;
     // Every statement the store runs, with room to spare (rusqlite's default is 16).
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAP);
     Ok(mode)
