@@ -190,3 +190,23 @@ async fn queries_are_local_first_then_remote_and_offline_answers_from_the_databa
     let ack = next(&mut s.hub, "the ACK of the reply").await;
     assert_eq!(ack.content.as_str().as_deref(), Some("OK"));
 }
+
+#[tokio::test]
+async fn the_ack_of_an_upstream_pod_update_has_the_shape_a_v1_15_edge_sends() {
+    let mut s = setup();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/upstream");
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let update =
+        Message::decode(&read("cloud-pod-update-deletiontimestamp.json"), kubeedge_model::MAX_MESSAGE_SIZE).unwrap();
+    let want = Message::decode(&read("edge-ack-pod-update.json"), kubeedge_model::MAX_MESSAGE_SIZE).unwrap();
+    s.bus.send("metamanager", update.clone()).await.unwrap();
+    let ack = next(&mut s.hub, "ACK").await;
+    assert_eq!(ack.header.parent_id, update.header.id);
+    assert_eq!(want.header.parent_id, update.header.id, "the fixture pair belongs together");
+    assert_eq!(
+        (&ack.router.source, &ack.router.group, &ack.router.operation, &ack.router.resource),
+        (&want.router.source, &want.router.group, &want.router.operation, &want.router.resource)
+    );
+    assert_eq!(ack.content.raw(), want.content.raw());
+    assert!(s.store.get("default/pod/capture-pod").await.unwrap().is_some());
+}

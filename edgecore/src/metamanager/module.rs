@@ -102,11 +102,10 @@ fn head(value: &str) -> Head {
     serde_json::from_str(value).unwrap_or_default()
 }
 
+/// The ACK of a cloud message: upstream's `NewRespByMessage`, so it keeps the message's source
+/// and group (v1.15's edge sends `edgecontroller`/`resource` back), content `"OK"`.
 fn ack(msg: &Message) -> Message {
-    let mut a = Message::response_to(msg, Content::string("OK"));
-    a.router.source = module::METAMANAGER.to_owned();
-    a.router.group = group::RESOURCE.to_owned();
-    a
+    Message::response_to(msg, Content::string("OK"))
 }
 
 fn error_to(msg: &Message, text: &str) -> Message {
@@ -255,9 +254,11 @@ impl Worker {
             let _ = self.bus.send_resp(error_to(&msg, "the cloud is not reachable"));
             return;
         }
+        // Sent up as edged wrote it (source and group kept, as upstream's edge does), under a
+        // fresh id.
         let mut req = Message::build(
-            module::METAMANAGER,
-            group::RESOURCE,
+            &msg.router.source,
+            &msg.router.group,
             msg.router.resource.clone(),
             &msg.router.operation,
             msg.content.clone(),
@@ -309,10 +310,7 @@ impl Worker {
         if let Err(e) = self.store.apply(vec![Op::UpsertMeta(row)]).await {
             warn!(error = %e, "Storing a status patch failed.");
         }
-        let mut fwd = msg;
-        fwd.router.source = module::METAMANAGER.to_owned();
-        fwd.router.group = group::RESOURCE.to_owned();
-        up(&self.bus, fwd).await;
+        up(&self.bus, msg).await;
     }
 
     /// A local update that is kept here and reported up.
@@ -327,8 +325,6 @@ impl Worker {
         }
         let mut fwd = msg.clone();
         fwd.header.id = uuid_like();
-        fwd.router.source = module::METAMANAGER.to_owned();
-        fwd.router.group = group::RESOURCE.to_owned();
         up(&self.bus, fwd).await;
         let mut r = Message::response_to(&msg, Content::string("OK"));
         r.router.source = module::METAMANAGER.to_owned();
