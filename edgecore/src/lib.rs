@@ -4,5 +4,6 @@
 //! Built so far: EdgeHub — joining with the token alone, and the session to CloudHub
 //! (keepalive, liveness deadline, reconnect with backoff, routing by group).
 
+pub mod edged;
 pub mod edgehub;
 pub mod metamanager;

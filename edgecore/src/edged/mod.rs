@@ -1,0 +1,192 @@
+//! Edged, the edge's kubelet. Built so far: the node's side of the contract with the cloud —
+//! registration, the node lease and node status — in upstream's message shapes, through
+//! MetaManager. Running pods through CRI is not built yet, so the daemon still refuses
+//! `modules.edged.enable` (see `main.rs`); tests drive [`NodeAgent`] directly.
+
+pub mod node;
+
+use std::time::Duration;
+
+use kubeedge_beehive::Bus;
+use kubeedge_model::constants::{group, module, operation, resource_type};
+use kubeedge_model::{Content, Message};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use node::{HostInfo, LEASE_NAMESPACE, NodeSpec};
+
+/// How long one request through MetaManager may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Timings of the node agent (upstream kubelet's).
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// `nodeLeaseDurationSeconds`; the lease is renewed every quarter of it.
+    pub lease_duration: Duration,
+    /// `nodeStatusReportFrequency`: a status heartbeat is sent at least this often.
+    pub status_report: Duration,
+    /// Wait between registration attempts while the cloud is not reachable.
+    pub retry: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            lease_duration: Duration::from_secs(40),
+            status_report: Duration::from_secs(300),
+            retry: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Registers the node and keeps its lease and status fresh.
+pub struct NodeAgent {
+    /// The bus (requests go to MetaManager).
+    pub bus: Bus,
+    /// What the Node says.
+    pub spec: NodeSpec,
+    /// `registerNodeNamespace` (upstream's default `default`).
+    pub namespace: String,
+    /// How often.
+    pub timings: Timings,
+}
+
+/// The object of an `{"Object","Err"}` reply, or the error's reason and code.
+fn object_resp(reply: &Message) -> Result<Value, (String, i64)> {
+    if reply.router.operation == operation::ERROR {
+        return Err((reply.content.as_str().map(|s| s.into_owned()).unwrap_or_default(), 0));
+    }
+    let v: Value = reply.content.decode().unwrap_or(Value::Null);
+    let err = v.get("Err").filter(|e| !e.is_null()).or_else(|| v.get("ErrStatus").map(|_| &v));
+    if let Some(e) = err {
+        let status = e.get("ErrStatus").unwrap_or(e);
+        let code = status.get("code").and_then(Value::as_i64).unwrap_or(0);
+        let reason = status.get("reason").and_then(Value::as_str).unwrap_or("Unknown").to_owned();
+        return Err((reason, code));
+    }
+    Ok(v.get("Object").cloned().unwrap_or(v))
+}
+
+impl NodeAgent {
+    fn message(&self, resource: String, op: &str, content: Content) -> Message {
+        Message::build(module::EDGED, group::META, resource, op, content)
+    }
+
+    async fn request(&self, msg: Message) -> Result<Message, String> {
+        self.bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await.map_err(|e| e.to_string())
+    }
+
+    /// Registers the node: `insert` of the Node (an existing node is fine), then a status
+    /// patch with the current status. Returns the Node's uid.
+    pub async fn register(&self, host: &HostInfo) -> Result<String, String> {
+        let (now, _) = node::now_strings();
+        let object = node::node_object(&self.spec, host, &now);
+        let name = &self.spec.name;
+        let res = format!("{}/{}/{name}", self.namespace, resource_type::NODE);
+        let reply = self
+            .request(self.message(res, operation::INSERT, Content::json(&object).map_err(|e| e.to_string())?))
+            .await?;
+        let uid = match object_resp(&reply) {
+            Ok(n) => n.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            Err((reason, code)) if code == 409 || reason == "AlreadyExists" => String::new(),
+            Err((reason, code)) => return Err(format!("node registration refused: {reason} ({code})")),
+        };
+        // The node may have existed: bring its status up to date.
+        let status = serde_json::json!({"status": object["status"]});
+        let patched = self.patch_status(&status).await?;
+        let uid = if uid.is_empty() {
+            patched.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned()
+        } else {
+            uid
+        };
+        info!(node = %name, uid, "Node registered.");
+        Ok(uid)
+    }
+
+    /// A strategic-merge patch of the node's status (content: the patch as a JSON string, as
+    /// upstream's edge sends it). Returns the patched Node.
+    pub async fn patch_status(&self, patch: &Value) -> Result<Value, String> {
+        let res = format!("{}/{}/{}", self.namespace, resource_type::NODE_PATCH, self.spec.name);
+        let reply = self.request(self.message(res, operation::PATCH, Content::string(&patch.to_string()))).await?;
+        object_resp(&reply).map_err(|(reason, code)| format!("node status patch refused: {reason} ({code})"))
+    }
+
+    /// Creates or renews the lease; returns the stored Lease (with its resourceVersion).
+    pub async fn renew_lease(&self, current: Option<Value>, node_uid: &str) -> Result<Value, String> {
+        let (_, micro) = node::now_strings();
+        let secs = i32::try_from(self.timings.lease_duration.as_secs()).unwrap_or(40);
+        let res = format!("{LEASE_NAMESPACE}/{}/{}", resource_type::LEASE, self.spec.name);
+        let (op, body) = match current {
+            Some(mut lease) => {
+                lease["spec"]["renewTime"] = Value::String(micro);
+                (operation::UPDATE, lease)
+            }
+            None => (operation::INSERT, node::lease_object(&self.spec.name, node_uid, secs, &micro)),
+        };
+        let reply = self.request(self.message(res, op, Content::json(&body).map_err(|e| e.to_string())?)).await?;
+        match object_resp(&reply) {
+            Ok(l) => Ok(l),
+            Err((reason, _)) if op == operation::INSERT && reason == "AlreadyExists" => {
+                // Left from an earlier run: read it, then renew it.
+                let res = format!("{LEASE_NAMESPACE}/{}/{}", resource_type::LEASE, self.spec.name);
+                let reply = self.request(self.message(res, operation::QUERY, Content::null())).await?;
+                let existing = object_resp(&reply).map_err(|(r, c)| format!("reading the lease: {r} ({c})"))?;
+                let existing = match existing {
+                    Value::Array(mut v) if !v.is_empty() => {
+                        let first = v.swap_remove(0);
+                        first.as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(first)
+                    }
+                    other => other,
+                };
+                Box::pin(self.renew_lease(Some(existing), node_uid)).await
+            }
+            Err((reason, code)) => Err(format!("lease {op} refused: {reason} ({code})")),
+        }
+    }
+
+    /// Registers (retrying while the cloud is away), then renews the lease every quarter of its
+    /// duration and sends a status heartbeat every `status_report`, until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        let host = HostInfo::detect();
+        let uid = loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.register(&host) => match r {
+                    Ok(uid) => break uid,
+                    Err(e) => {
+                        debug!(error = %e, "Node registration failed; retrying.");
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(self.timings.retry) => {}
+                        }
+                    }
+                },
+            }
+        };
+        let mut lease: Option<Value> = None;
+        let mut renew = tokio::time::interval(self.timings.lease_duration / 4);
+        let mut report = tokio::time::interval(self.timings.status_report);
+        report.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = renew.tick() => match self.renew_lease(lease.clone(), &uid).await {
+                    Ok(l) => lease = Some(l),
+                    Err(e) => {
+                        warn!(error = %e, "Renewing the node lease failed.");
+                        if e.contains("Conflict") || e.contains("NotFound") {
+                            lease = None;
+                        }
+                    }
+                },
+                _ = report.tick() => {
+                    let (now, _) = node::now_strings();
+                    if let Err(e) = self.patch_status(&node::heartbeat_patch(&now)).await {
+                        warn!(error = %e, "Node status heartbeat failed.");
+                    }
+                }
+            }
+        }
+    }
+}

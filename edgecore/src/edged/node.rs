@@ -1,0 +1,269 @@
+//! The edge node as the cloud sees it: the Node object edged registers (labels, capacity and
+//! allocatable read from the host, conditions, addresses, the kubelet endpoint, nodeInfo) and
+//! its Lease, in the shapes upstream's edged sends (`tests/fixtures/upstream/edge-node-insert.json`,
+//! `edge-lease-insert.json`).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+/// The port of edged's kubelet-style server, announced as `daemonEndpoints.kubeletEndpoint`.
+pub const KUBELET_PORT: u16 = 10350;
+/// The namespace of node leases.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+/// Memory kept back from allocatable by default (upstream's eviction threshold, 100Mi).
+const RESERVED_MEMORY_KI: u64 = 100 * 1024;
+
+/// Facts about the host, read once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInfo {
+    /// Logical CPUs.
+    pub cpus: u64,
+    /// `MemTotal`, KiB.
+    pub memory_ki: u64,
+    /// `/etc/machine-id`.
+    pub machine_id: String,
+    /// `/sys/class/dmi/id/product_uuid` when readable, else the machine id.
+    pub system_uuid: String,
+    /// `/proc/sys/kernel/random/boot_id`.
+    pub boot_id: String,
+    /// `/proc/sys/kernel/osrelease`.
+    pub kernel_version: String,
+    /// `PRETTY_NAME` of `/etc/os-release`.
+    pub os_image: String,
+    /// Go's `runtime.GOARCH` spelling of the architecture.
+    pub architecture: String,
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+impl HostInfo {
+    /// Reads the host. Missing files give empty strings, never an error.
+    pub fn detect() -> Self {
+        let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+        let memory_ki = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(0);
+        let machine_id = read_trim("/etc/machine-id");
+        let system_uuid = Some(read_trim("/sys/class/dmi/id/product_uuid"))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| machine_id.clone());
+        let os_image = std::fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_owned()))
+            })
+            .unwrap_or_else(|| "Linux".to_owned());
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "arm" => "arm",
+            other => other,
+        }
+        .to_owned();
+        Self {
+            cpus,
+            memory_ki,
+            machine_id,
+            system_uuid,
+            boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
+            kernel_version: read_trim("/proc/sys/kernel/osrelease"),
+            os_image,
+            architecture,
+        }
+    }
+}
+
+/// What goes into the Node besides the host facts.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// The node name.
+    pub name: String,
+    /// `modules.edged.nodeIP` (or the detected address).
+    pub node_ip: String,
+    /// `modules.edged.nodeLabels`, added to the standard ones.
+    pub labels: BTreeMap<String, String>,
+    /// `maxPods`.
+    pub max_pods: i32,
+    /// `containerRuntimeVersion`, e.g. `containerd://1.6.20`.
+    pub runtime_version: String,
+    /// Whether the node accepts pods (`registerSchedulable`).
+    pub schedulable: bool,
+}
+
+/// The version this edged reports as `kubeletVersion`, upstream's form
+/// `v{kubernetes}-kubeedge-v{ours}`.
+pub fn kubelet_version() -> String {
+    format!("v1.30.0-kubeedge-v{}", env!("CARGO_PKG_VERSION"))
+}
+
+fn condition(kind: &str, status: &str, reason: &str, message: &str, now: &str) -> Value {
+    json!({"type": kind, "status": status, "lastHeartbeatTime": now, "lastTransitionTime": now,
+        "reason": reason, "message": message})
+}
+
+/// The node's labels: upstream's standard set, the edge roles, then the configured ones.
+pub fn labels(spec: &NodeSpec, host: &HostInfo) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    l.insert("beta.kubernetes.io/arch".to_owned(), host.architecture.clone());
+    l.insert("beta.kubernetes.io/os".to_owned(), "linux".to_owned());
+    l.insert("kubernetes.io/arch".to_owned(), host.architecture.clone());
+    l.insert("kubernetes.io/hostname".to_owned(), spec.name.clone());
+    l.insert("kubernetes.io/os".to_owned(), "linux".to_owned());
+    l.insert("node-role.kubernetes.io/agent".to_owned(), String::new());
+    l.insert("node-role.kubernetes.io/edge".to_owned(), String::new());
+    l.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    l
+}
+
+/// The node's status at `now` (RFC 3339, seconds).
+pub fn status(spec: &NodeSpec, host: &HostInfo, now: &str) -> Value {
+    let allocatable_mem = host.memory_ki.saturating_sub(RESERVED_MEMORY_KI);
+    json!({
+        "capacity": {"cpu": host.cpus.to_string(), "hugepages-1Gi": "0", "hugepages-2Mi": "0",
+            "memory": format!("{}Ki", host.memory_ki), "pods": spec.max_pods.to_string()},
+        "allocatable": {"cpu": host.cpus.to_string(), "hugepages-1Gi": "0", "hugepages-2Mi": "0",
+            "memory": format!("{allocatable_mem}Ki"), "pods": spec.max_pods.to_string()},
+        "conditions": [
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available", now),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure", now),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available", now),
+            condition("Ready", "True", "EdgeReady", "edge is posting ready status", now),
+        ],
+        "addresses": [{"type": "InternalIP", "address": spec.node_ip}, {"type": "Hostname", "address": spec.name}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
+        "nodeInfo": {
+            "machineID": host.machine_id, "systemUUID": host.system_uuid, "bootID": host.boot_id,
+            "kernelVersion": host.kernel_version, "osImage": host.os_image,
+            "containerRuntimeVersion": spec.runtime_version, "kubeletVersion": kubelet_version(),
+            "kubeProxyVersion": format!("v{}", env!("CARGO_PKG_VERSION")),
+            "operatingSystem": "linux", "architecture": host.architecture,
+        },
+    })
+}
+
+/// The Node edged registers (no TypeMeta, as upstream's edge sends it).
+pub fn node_object(spec: &NodeSpec, host: &HostInfo, now: &str) -> Value {
+    let mut node = json!({
+        "metadata": {"name": spec.name, "creationTimestamp": null, "labels": labels(spec, host),
+            "annotations": {"volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+        "spec": {},
+        "status": status(spec, host, now),
+    });
+    if !spec.schedulable {
+        node["spec"] = json!({"unschedulable": true});
+    }
+    node
+}
+
+/// The node's Lease at `renew_time` (RFC 3339 with microseconds), owned by the Node.
+pub fn lease_object(node: &str, node_uid: &str, duration_secs: i32, renew_time: &str) -> Value {
+    json!({
+        "metadata": {"name": node, "namespace": LEASE_NAMESPACE, "creationTimestamp": null,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}]},
+        "spec": {"holderIdentity": node, "leaseDurationSeconds": duration_secs, "renewTime": renew_time},
+    })
+}
+
+/// A strategic-merge patch of the node's status that refreshes the condition heartbeats (what
+/// upstream's periodic nodepatch carries when nothing else changed).
+pub fn heartbeat_patch(now: &str) -> Value {
+    let types = ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"];
+    json!({"status": {
+        "$setElementOrder/conditions": types.iter().map(|t| json!({"type": t})).collect::<Vec<_>>(),
+        "conditions": types.iter().map(|t| json!({"lastHeartbeatTime": now, "type": t})).collect::<Vec<_>>(),
+    }})
+}
+
+/// Now, as Kubernetes writes times: seconds (`…Z`) and microseconds (`MicroTime`).
+pub fn now_strings() -> (String, String) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    let (hh, mm, ss) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    let base = format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}");
+    (format!("{base}Z"), format!("{base}.{:06}Z", now.subsec_micros()))
+}
+
+/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> NodeSpec {
+        NodeSpec {
+            name: "edge-capture".into(),
+            node_ip: "192.0.2.2".into(),
+            labels: BTreeMap::from([("site".to_owned(), "a".to_owned())]),
+            max_pods: 110,
+            runtime_version: "containerd://1.6.20".into(),
+            schedulable: true,
+        }
+    }
+
+    #[test]
+    fn the_node_has_the_shape_and_keys_of_upstreams_registration() {
+        let host = HostInfo::detect();
+        assert!(host.cpus >= 1);
+        let ours = node_object(&spec(), &host, "2026-11-25T19:54:28Z");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/upstream");
+        let fixture: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("edge-node-insert.json")).unwrap()).unwrap();
+        let theirs = &fixture["content"];
+        let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        assert_eq!(keys(&ours), keys(theirs));
+        assert_eq!(keys(&ours["metadata"]), keys(&theirs["metadata"]));
+        assert_eq!(keys(&ours["status"]), keys(&theirs["status"]));
+        assert_eq!(keys(&ours["status"]["nodeInfo"]), keys(&theirs["status"]["nodeInfo"]));
+        assert_eq!(keys(&ours["status"]["capacity"]), keys(&theirs["status"]["capacity"]));
+        assert_eq!(ours["status"]["conditions"][3], theirs["status"]["conditions"][3]);
+        assert_eq!(ours["status"]["daemonEndpoints"], theirs["status"]["daemonEndpoints"]);
+        assert_eq!(ours["status"]["addresses"], theirs["status"]["addresses"]);
+        assert_eq!(ours["metadata"]["annotations"], theirs["metadata"]["annotations"]);
+        let mut their_labels = theirs["metadata"]["labels"].as_object().unwrap().clone();
+        their_labels.insert("site".into(), "a".into());
+        assert_eq!(ours["metadata"]["labels"], Value::Object(their_labels));
+    }
+
+    #[test]
+    fn lease_and_heartbeat_patch_match_upstream() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/upstream");
+        let read = |f: &str| -> Value { serde_json::from_slice(&std::fs::read(dir.join(f)).unwrap()).unwrap() };
+        let lease = lease_object("edge-capture", "", 40, "2026-11-25T19:54:28.876201Z");
+        assert_eq!(lease, read("edge-lease-insert.json")["content"]);
+        let patch = heartbeat_patch("2026-11-25T20:01:52Z");
+        let theirs: Value = serde_json::from_str(read("edge-nodepatch.json")["content"].as_str().unwrap()).unwrap();
+        assert_eq!(patch, theirs);
+    }
+
+    #[test]
+    fn times_are_formatted_as_kubernetes_does() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_417), (2025, 11, 25));
+        let (s, us) = now_strings();
+        assert_eq!(s.len(), 20, "{s}");
+        assert_eq!(us.len(), 27, "{us}");
+        assert!(s.ends_with('Z') && us.ends_with('Z'));
+    }
+}
