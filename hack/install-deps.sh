@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Installs what building and testing kubeedge-rs needs on a Debian machine. Idempotent: packages
 # already present are not reinstalled and apt is not touched when nothing is missing.
-# Later issues add the container runtime (containerd, runc, CNI plugins), busybox-static and
-# mosquitto to the list below.
 set -euo pipefail
 
 # procps: `kill` and `ps` (process tests signal the daemons); curl: readiness checks in hack/;
 # iproute2 and iptables: the partition tests put cloud and edge in network namespaces and cut
 # the link between them.
-APT_PACKAGES=(procps curl ca-certificates iproute2 iptables)
+# containerd, runc and containernetworking-plugins: Edged's container runtime, driven over CRI
+# (a private containerd per test; CNI plugins in /usr/lib/cni give pods loopback and bridge
+# networking). busybox-static: the one binary inside the locally built images (hack/images.sh;
+# there is no registry). mosquitto and mosquitto-clients: the external MQTT broker (upstream's
+# default mode) for EventBus and the mappers.
+APT_PACKAGES=(procps curl ca-certificates iproute2 iptables
+  containerd runc containernetworking-plugins busybox-static
+  mosquitto mosquitto-clients)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -262,6 +262,7 @@ impl Drop for TempDir {
     }
 }
 
+pub mod containerd;
 pub mod netns;
 
 /// Scenarios every daemon must pass, shared by the cloudcore and edgecore process tests.
