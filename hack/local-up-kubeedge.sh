@@ -19,6 +19,7 @@ WS_PORT=${CLOUDHUB_WS_PORT:-10000}
 HTTPS_PORT=${CLOUDHUB_HTTPS_PORT:-10002}
 CLOUD_MON=${CLOUDCORE_MONITOR:-127.0.0.1:9091}
 EDGE_MON=${EDGECORE_MONITOR:-127.0.0.1:9092}
+META_PORT=${METASERVER_PORT:-10550}
 NODE=${EDGE_NODE_NAME:-edge-local}
 PROFILE=${PROFILE:-release}
 
@@ -113,13 +114,16 @@ modules:
     tlsCertFile: $OUT/edge/certs/server.crt
     tlsPrivateKeyFile: $OUT/edge/certs/server.key
   eventBus: {enable: false}
-  metaManager: {enable: true}
+  metaManager:
+    enable: true
+    metaServer: {enable: true, server: "127.0.0.1:$META_PORT"}
   deviceTwin: {enable: false}
 YAML
 "$BIN/edgecore" --config "$OUT/edgecore.yaml" 2> "$OUT/edgecore.log" & pids+=($!)
 connected() { curl -fsS "http://$CLOUD_MON/metrics" | grep -q '^KubeEdge_CloudHub_connected_nodes 1'; }
 wait_for "the edge to connect" connected
 echo "local-up: edge node $NODE joined with the token and is connected (edgecore metrics http://$EDGE_MON/metrics)"
+echo "local-up: the edge's local Kubernetes API (MetaServer): kubectl --server http://127.0.0.1:$META_PORT get pods -A"
 echo "local-up: configs, certificates and logs in $OUT; Ctrl-C stops everything"
 wait -n "${pids[@]}" || true
 echo "local-up: a process exited on its own; see $OUT/*.log" >&2
