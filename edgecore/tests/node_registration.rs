@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::CloudSide;
+use common::{CloudSide, until};
 use edgecore::edged::node::NodeSpec;
 use edgecore::edged::{NodeAgent, Timings};
 use edgecore::edgehub::module::EdgeHubModule;
@@ -21,17 +21,6 @@ use kubeedge_config::edgecore::EdgeCoreConfig;
 use kubeedge_metastore::Store;
 use kubeedge_testkit::link;
 use tokio_util::sync::CancellationToken;
-
-fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + kubeedge_testkit::patience();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn the_node_registers_itself_and_keeps_its_lease_fresh() {

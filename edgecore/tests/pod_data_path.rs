@@ -14,7 +14,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::CloudSide;
+use common::{CloudSide, until};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -22,17 +22,6 @@ use kubeedge_apis::reliablesyncs::v1alpha1::ObjectSync;
 use kubeedge_metastore::Store;
 use kubeedge_testkit::{Process, link};
 use serde_json::json;
-
-fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + kubeedge_testkit::patience();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn pod(name: &str, node: &str) -> Pod {
     serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": "web"}}, "spec": {

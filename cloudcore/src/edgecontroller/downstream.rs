@@ -91,6 +91,14 @@ pub fn delete_message(node: &str, ty: &str, api_version: &str, kind: &str, ns: &
     )
 }
 
+/// The next item of a watch stream; `None` once `stop` fires or the stream ends.
+async fn next_event<S: futures::Stream + Unpin>(stream: &mut S, stop: &CancellationToken) -> Option<S::Item> {
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        ev = stream.next() => ev,
+    }
+}
+
 fn node_meta_hash(n: &Node) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut meta = n.metadata.clone();
@@ -121,10 +129,7 @@ pub async fn watch_nodes(
     let mut known: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let mut seen: HashSet<String> = HashSet::new();
     loop {
-        let ev = tokio::select! {
-            _ = stop.cancelled() => return,
-            ev = stream.next() => match ev { Some(e) => e, None => return },
-        };
+        let Some(ev) = next_event(&mut stream, &stop).await else { return };
         match ev {
             Ok(Event::Init) => seen.clear(),
             Ok(Event::InitApply(n) | Event::Apply(n)) => {
@@ -200,10 +205,7 @@ pub async fn watch_pods(client: kube::Client, view: View, tx: Sender, stop: Canc
     let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
     let mut seen: HashSet<String> = HashSet::new();
     loop {
-        let ev = tokio::select! {
-            _ = stop.cancelled() => return,
-            ev = stream.next() => match ev { Some(e) => e, None => return },
-        };
+        let Some(ev) = next_event(&mut stream, &stop).await else { return };
         match ev {
             Ok(Event::Init) => seen.clear(),
             Ok(Event::InitApply(p) | Event::Apply(p)) => {
@@ -273,10 +275,7 @@ pub async fn watch_objects(client: kube::Client, ty: &'static str, view: View, t
     let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
     let mut seen: HashSet<(String, String)> = HashSet::new();
     loop {
-        let ev = tokio::select! {
-            _ = stop.cancelled() => return,
-            ev = stream.next() => match ev { Some(e) => e, None => return },
-        };
+        let Some(ev) = next_event(&mut stream, &stop).await else { return };
         match ev {
             Ok(Event::Init) => seen.clear(),
             Ok(Event::InitApply(o) | Event::Apply(o)) => {

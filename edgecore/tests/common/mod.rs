@@ -13,6 +13,18 @@ pub fn connected_nodes(addr: std::net::SocketAddr) -> Option<i64> {
     body.lines().find_map(|l| l.strip_prefix("KubeEdge_CloudHub_connected_nodes ")).and_then(|v| v.trim().parse().ok())
 }
 
+/// Polls `f` until it yields a value; panics naming `what` after [`kubeedge_testkit::patience`].
+pub fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + kubeedge_testkit::patience();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + kubeedge_testkit::patience();
     while !f() {
