@@ -12,7 +12,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::{CloudSide, until};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
