@@ -4,6 +4,7 @@
 //! `modules.edged.enable` (see `main.rs`); tests drive [`NodeAgent`] directly.
 
 pub mod node;
+pub mod pods;
 
 use std::time::Duration;
 

@@ -184,7 +184,16 @@ pub fn heartbeat_patch(now: &str) -> Value {
 
 /// Now, as Kubernetes writes times: seconds (`…Z`) and microseconds (`MicroTime`).
 pub fn now_strings() -> (String, String) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    times(std::time::SystemTime::now())
+}
+
+/// A time as Kubernetes writes it (seconds, `…Z`).
+pub fn rfc3339_at(t: std::time::SystemTime) -> String {
+    times(t).0
+}
+
+fn times(t: std::time::SystemTime) -> (String, String) {
+    let now = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(0));
