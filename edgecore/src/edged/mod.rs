@@ -3,13 +3,14 @@
 //! MetaManager. Running pods through CRI is not built yet, so the daemon still refuses
 //! `modules.edged.enable` (see `main.rs`); tests drive [`NodeAgent`] directly.
 
+pub mod module;
 pub mod node;
 pub mod pods;
 
 use std::time::Duration;
 
 use kubeedge_beehive::Bus;
-use kubeedge_model::constants::{group, module, operation, resource_type};
+use kubeedge_model::constants::{group, module as modules, operation, resource_type};
 use kubeedge_model::{Content, Message};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -71,11 +72,11 @@ fn object_resp(reply: &Message) -> Result<Value, (String, i64)> {
 
 impl NodeAgent {
     fn message(&self, resource: String, op: &str, content: Content) -> Message {
-        Message::build(module::EDGED, group::META, resource, op, content)
+        Message::build(modules::EDGED, group::META, resource, op, content)
     }
 
     async fn request(&self, msg: Message) -> Result<Message, String> {
-        self.bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await.map_err(|e| e.to_string())
+        self.bus.send_sync(modules::METAMANAGER, msg, REQUEST_TIMEOUT).await.map_err(|e| e.to_string())
     }
 
     /// Registers the node: `insert` of the Node (an existing node is fine), then a status

@@ -1,0 +1,223 @@
+//! The Edged module (`edged`): runs the pods MetaManager forwards through CRI and reports
+//! their status, as upstream's edged does over the bus:
+//!
+//! - `insert`/`update` of a pod: started if it has no sandbox yet; an `update` carrying a
+//!   deletionTimestamp stops it within its grace period, reports it terminated and asks the
+//!   cloud to delete it (`delete` with grace 0 and a UID precondition, as upstream's edge);
+//! - `delete` of a pod: whatever is left of it is removed from the runtime;
+//! - every `sync` interval, and after each change, each pod's status is read from CRI and sent
+//!   as a `podpatch` (a strategic-merge patch, as a JSON string) when it changed;
+//! - the node agent registers the node and keeps its lease fresh.
+//!
+//! Not built yet (so the daemon still refuses `modules.edged.enable`): init containers, restart
+//! policy, volumes, env from configmaps and secrets, probes, static pods, adoption after a
+//! restart, the :10350 server.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError};
+use kubeedge_model::constants::{group, module, operation, resource_type};
+use kubeedge_model::{Content, Message, ResourcePath};
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+
+use super::NodeAgent;
+use super::pods::PodRuntime;
+
+/// How long a status patch or delete through MetaManager may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Edged as a bus module.
+pub struct EdgedModule {
+    runtime: PodRuntime,
+    agent: Option<NodeAgent>,
+    host_ip: String,
+    sync_every: Duration,
+}
+
+impl EdgedModule {
+    /// A module driving `runtime`; `agent` registers the node (its bus is replaced by the
+    /// module's own at start).
+    pub fn new(runtime: PodRuntime, agent: Option<NodeAgent>, host_ip: String, sync_every: Duration) -> Self {
+        Self { runtime, agent, host_ip, sync_every }
+    }
+}
+
+struct Tracked {
+    pod: Pod,
+    last_status: Value,
+}
+
+struct State {
+    runtime: PodRuntime,
+    bus: Bus,
+    host_ip: String,
+    pods: HashMap<String, Tracked>,
+}
+
+fn content_pod(msg: &Message) -> Option<Pod> {
+    let v: Value = match msg.content.as_str() {
+        Some(s) if msg.content.is_string() => serde_json::from_str(&s).ok()?,
+        _ => msg.content.decode().ok()?,
+    };
+    serde_json::from_value(v).ok()
+}
+
+impl State {
+    async fn request(&self, msg: Message) -> Result<Message, String> {
+        self.bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await.map_err(|e| e.to_string())
+    }
+
+    async fn report(&mut self, uid: &str) {
+        let Some(t) = self.pods.get(uid) else { return };
+        let status = match self.runtime.status(&t.pod, &self.host_ip).await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(uid, error = %e, "Reading a pod's status failed.");
+                return;
+            }
+        };
+        if status == t.last_status {
+            return;
+        }
+        let (ns, name) =
+            (t.pod.metadata.namespace.clone().unwrap_or_default(), t.pod.metadata.name.clone().unwrap_or_default());
+        let patch = json!({"metadata": {"uid": uid}, "status": status});
+        let msg = Message::build(
+            module::EDGED,
+            group::META,
+            format!("{ns}/{}/{name}", resource_type::POD_PATCH),
+            operation::PATCH,
+            Content::string(&patch.to_string()),
+        );
+        match self.request(msg).await {
+            Ok(_) => {
+                if let Some(t) = self.pods.get_mut(uid) {
+                    t.last_status = status;
+                }
+            }
+            Err(e) => debug!(uid, error = %e, "Pod status patch not sent; retrying at the next sync."),
+        }
+    }
+
+    async fn apply(&mut self, pod: Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else { return };
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+        if terminating {
+            let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+            let grace = Duration::from_secs(u64::try_from(grace.max(0)).unwrap_or(0));
+            if let Err(e) = self.runtime.kill(&uid, grace).await {
+                warn!(uid, error = %e, "Stopping a pod failed.");
+                return;
+            }
+            self.pods.insert(uid.clone(), Tracked { pod: pod.clone(), last_status: Value::Null });
+            self.report(&uid).await;
+            let (ns, name) =
+                (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
+            let del = Message::build(
+                module::EDGED,
+                group::META,
+                format!("{ns}/{}/{name}", resource_type::POD),
+                operation::DELETE,
+                Content::json(&json!({"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}))
+                    .unwrap_or(Content::null()),
+            );
+            let _ = self.bus.send(module::METAMANAGER, del).await;
+            self.pods.remove(&uid);
+            return;
+        }
+        let running = self.runtime.sandboxes_of(&uid).await.map(|s| !s.is_empty()).unwrap_or(false);
+        self.pods.insert(uid.clone(), Tracked { pod: pod.clone(), last_status: Value::Null });
+        if !running {
+            match self.runtime.start(&pod).await {
+                Ok(s) => info!(uid, sandbox = %s.sandbox, "Pod started."),
+                Err(e) => {
+                    warn!(uid, error = %e, "Starting a pod failed.");
+                    let reason = json!({"phase": "Pending", "reason": "RuntimeError", "message": e.to_string()});
+                    self.patch_raw(&pod, reason).await;
+                    return;
+                }
+            }
+        }
+        self.report(&uid).await;
+    }
+
+    async fn patch_raw(&self, pod: &Pod, status: Value) {
+        let (ns, name) =
+            (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
+        let patch = json!({"metadata": {"uid": pod.metadata.uid}, "status": status});
+        let msg = Message::build(
+            module::EDGED,
+            group::META,
+            format!("{ns}/{}/{name}", resource_type::POD_PATCH),
+            operation::PATCH,
+            Content::string(&patch.to_string()),
+        );
+        let _ = self.request(msg).await;
+    }
+
+    async fn remove(&mut self, uid: &str) {
+        self.pods.remove(uid);
+        if let Err(e) = self.runtime.kill(uid, Duration::from_secs(0)).await {
+            warn!(uid, error = %e, "Removing a deleted pod failed.");
+        }
+    }
+}
+
+impl Module for EdgedModule {
+    fn name(&self) -> &'static str {
+        module::EDGED
+    }
+
+    fn group(&self) -> &'static str {
+        group::EDGED
+    }
+
+    fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            let stop = ctx.shutdown().child_token();
+            let _guard = stop.clone().drop_guard();
+            if let Some(mut agent) = self.agent.take() {
+                agent.bus = ctx.bus.clone();
+                if let Ok(v) = self.runtime.cri.version().await {
+                    agent.spec.runtime_version = format!("{}://{}", v.runtime_name, v.runtime_version);
+                }
+                tokio::spawn(agent.run(stop.clone()));
+            }
+            let mut st = State {
+                runtime: self.runtime.clone(),
+                bus: ctx.bus.clone(),
+                host_ip: self.host_ip.clone(),
+                pods: HashMap::new(),
+            };
+            let mut tick = tokio::time::interval(self.sync_every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let uids: Vec<String> = st.pods.keys().cloned().collect();
+                        for uid in uids {
+                            st.report(&uid).await;
+                        }
+                    }
+                    msg = ctx.recv() => {
+                        let Some(msg) = msg else { return Ok(()) };
+                        let is_pod = ResourcePath::parse(&msg.router.resource).is_ok_and(|p| p.resource_type == resource_type::POD);
+                        if !is_pod {
+                            continue;
+                        }
+                        match (msg.router.operation.as_str(), content_pod(&msg)) {
+                            (operation::INSERT | operation::UPDATE, Some(pod)) => st.apply(pod).await,
+                            (operation::DELETE, Some(pod)) => {
+                                if let Some(uid) = pod.metadata.uid { st.remove(&uid).await; }
+                            }
+                            (op, None) => warn!(op, resource = %msg.router.resource, "Dropped a pod message whose content is not a Pod."),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        })
+    }
+}

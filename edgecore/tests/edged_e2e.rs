@@ -1,0 +1,109 @@
+//! Edged end to end, with a real private containerd: apiserver-lite and the real cloudcore, and
+//! an edge (EdgeHub, MetaManager, Edged) in this process. The node registers itself; a pod
+//! created with the API runs in containerd and shows Running with a pod IP and Ready in the
+//! API; deleted, its containers go and it leaves the API.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{CloudSide, until};
+use edgecore::edged::module::EdgedModule;
+use edgecore::edged::node::NodeSpec;
+use edgecore::edged::pods::PodRuntime;
+use edgecore::edged::{NodeAgent, Timings};
+use edgecore::edgehub::module::EdgeHubModule;
+use edgecore::metamanager::module::MetaManagerModule;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use kubeedge_beehive::{Registry, RestartPolicy};
+use kubeedge_config::edgecore::EdgeCoreConfig;
+use kubeedge_cri::Cri;
+use kubeedge_metastore::Store;
+use kubeedge_testkit::containerd::{self, PrivateContainerd};
+use kubeedge_testkit::link;
+use serde_json::json;
+
+#[test]
+fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
+    if let Some(why) = containerd::unavailable() {
+        eprintln!("SKIPPED edged e2e: {why}");
+        return;
+    }
+    let ctrd = PrivateContainerd::start().unwrap_or_else(|e| panic!("private containerd: {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cloud = CloudSide::start(dir.path());
+    cloud.proc.wait_for_line("Loaded what edge nodes have acknowledged.");
+    let token = cloud.token();
+    let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let cfg_path = link::edgecore(edge_bin, dir.path(), "edge-k", &token, &cloud.link(), &[]);
+    let cfg: EdgeCoreConfig = kubeedge_config::load_file(&cfg_path).unwrap().config;
+    let client = cloud.rt.block_on(async {
+        let kc = kube::config::Kubeconfig::from_yaml(&cloud.api.kubeconfig()).unwrap();
+        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap()
+    });
+
+    std::fs::create_dir_all(dir.path().join("edge")).unwrap();
+    let sup = {
+        let _guard = cloud.rt.enter();
+        let store = Store::open(dir.path().join("edge/edgecore.db"), Default::default()).unwrap();
+        let cri = cloud.rt.block_on(Cri::connect(ctrd.socket())).unwrap();
+        let runtime = PodRuntime { cri, log_root: ctrd.pod_log_root() };
+        let mut reg = Registry::new();
+        reg.register(Box::new(EdgeHubModule::new(cfg.modules.edge_hub.clone(), "edge-k".into()))).unwrap();
+        reg.register(Box::new(MetaManagerModule::new(store, "edge-k".into(), Duration::from_secs(30), None))).unwrap();
+        let agent = NodeAgent {
+            bus: Registry::new().start(RestartPolicy::default()).bus(),
+            spec: NodeSpec {
+                name: "edge-k".into(),
+                node_ip: "127.0.0.1".into(),
+                labels: BTreeMap::new(),
+                max_pods: 110,
+                runtime_version: String::new(),
+                schedulable: true,
+            },
+            namespace: "default".into(),
+            timings: Timings::default(),
+        };
+        let edged = EdgedModule::new(runtime, Some(agent), "127.0.0.1".into(), Duration::from_secs(1));
+        reg.register(Box::new(edged)).unwrap();
+        reg.start(RestartPolicy::default())
+    };
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = until("the node to register", || cloud.rt.block_on(nodes.get_opt("edge-k")).ok().flatten());
+    let runtime_version = node.status.unwrap().node_info.unwrap().container_runtime_version;
+    assert!(runtime_version.starts_with("containerd://"), "{runtime_version}");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"nodeName": "edge-k",
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "web", "image": ctrd.busybox_image(), "command": ["sh", "-c", "echo up; sleep 3600"]}]}}))
+    .unwrap();
+    let created = cloud.rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    let running = until("the pod to be Running in the API", || {
+        let p = cloud.rt.block_on(pods.get_opt("web")).ok().flatten()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
+    });
+    let status = running.status.unwrap();
+    assert!(status.pod_ip.as_deref().is_some_and(|ip| !ip.is_empty()), "{status:?}");
+    let ready = status.conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True");
+    let cs = &status.container_statuses.unwrap()[0];
+    assert!(cs.ready && cs.state.as_ref().unwrap().running.is_some(), "{cs:?}");
+
+    // Delete with a grace period: the edge stops it and the pod leaves the API.
+    cloud.rt.block_on(pods.delete("web", &DeleteParams::default())).unwrap();
+    until("the pod to leave the API", || cloud.rt.block_on(pods.get_opt("web")).ok()?.is_none().then_some(()));
+    let runtime = cloud.rt.block_on(Cri::connect(ctrd.socket())).unwrap();
+    let left =
+        cloud.rt.block_on(PodRuntime { cri: runtime, log_root: ctrd.pod_log_root() }.sandboxes_of(&uid)).unwrap();
+    assert!(left.is_empty(), "sandboxes left: {left:?}");
+
+    cloud.rt.block_on(sup.shutdown(Duration::from_secs(10)));
+    cloud.stop();
+}
