@@ -1,6 +1,7 @@
 //! Edged's pod runtime against a real, private containerd (CRI v1): a Kubernetes Pod becomes a
 //! sandbox and containers, its status reads back as Running with a pod IP and ready
-//! conditions, its logs are in kubelet's layout, and a kill leaves nothing behind.
+//! conditions, its logs are in kubelet's layout, crashing containers restart as restartPolicy
+//! says, and a kill leaves nothing behind.
 
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,39 @@ fn pods_run_report_running_with_ip_and_are_killed_cleanly() {
             rt.kill(&format!("uid-{name}"), Duration::from_secs(1)).await.expect("a second kill is a no-op");
             assert_eq!(rt.status(&p, "192.0.2.10").await.unwrap()["phase"], "Pending");
         }
+        // Crash loops: restartPolicy Always restarts with backoff, counting restarts and keeping
+        // the last exit in lastState; Never leaves it Failed.
+        for (name, policy) in [("crashy", "Always"), ("oneshot", "Never")] {
+            let p: Pod = serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+                "spec": {"hostNetwork": true, "restartPolicy": policy, "containers": [{"name": "c",
+                    "image": ctrd.busybox_image(), "command": ["sh", "-c", "echo bye; exit 1"]}]}
+            }))
+            .unwrap();
+            rt.start(&p).await.unwrap();
+            let mut backoffs = edgecore::edged::pods::Backoffs::new();
+            let deadline = Instant::now() + kubeedge_testkit::patience();
+            let st = loop {
+                rt.restart_exited(&p, &mut backoffs, Duration::from_millis(100)).await.unwrap();
+                let st = rt.status(&p, "192.0.2.10").await.unwrap();
+                let restarts = st["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(0);
+                let done = if policy == "Always" { restarts >= 2 } else { st["phase"] == "Failed" };
+                if done {
+                    break st;
+                }
+                assert!(Instant::now() < deadline, "{name}: {st}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            if policy == "Always" {
+                assert_eq!(st["phase"], "Running", "{st}");
+                assert_eq!(st["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 1, "{st}");
+            } else {
+                assert_eq!(st["containerStatuses"][0]["restartCount"], 0, "{st}");
+                assert_eq!(st["containerStatuses"][0]["state"]["terminated"]["exitCode"], 1, "{st}");
+            }
+            rt.kill(&format!("uid-{name}"), Duration::from_secs(1)).await.unwrap();
+        }
+
         // A pod the runtime cannot start: a clear error naming the image, nothing crashes.
         let bad = pod("bad", "localhost/missing:0", true);
         let err = rt.start(&bad).await.expect_err("missing image");

@@ -5,12 +5,13 @@
 //!   deletionTimestamp stops it within its grace period, reports it terminated and asks the
 //!   cloud to delete it (`delete` with grace 0 and a UID precondition, as upstream's edge);
 //! - `delete` of a pod: whatever is left of it is removed from the runtime;
-//! - every `sync` interval, and after each change, each pod's status is read from CRI and sent
-//!   as a `podpatch` (a strategic-merge patch, as a JSON string) when it changed;
+//! - every `sync` interval, exited containers are restarted as the pod's `restartPolicy` says,
+//!   with kubelet's crash-loop backoff (10 s doubling to 5 min), and each pod's status is read
+//!   from CRI and sent as a `podpatch` (a strategic-merge patch, as a JSON string) when it
+//!   changed (restartCount and lastState included);
 //! - the node agent registers the node and keeps its lease fresh.
 //!
-//! Not built yet (so the daemon still refuses `modules.edged.enable`): init containers, restart
-//! policy, volumes, env from configmaps and secrets, probes, static pods, adoption after a
+//! Not built yet (so the daemon still refuses `modules.edged.enable`): init containers, volumes, env from configmaps and secrets, probes, static pods, adoption after a
 //! restart, the :10350 server.
 
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
 use super::NodeAgent;
-use super::pods::PodRuntime;
+use super::pods::{Backoffs, PodRuntime};
 
 /// How long a status patch or delete through MetaManager may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,15 +36,25 @@ pub struct EdgedModule {
     agent: Option<NodeAgent>,
     host_ip: String,
     sync_every: Duration,
+    restart_backoff: Duration,
 }
 
 impl EdgedModule {
     /// A module driving `runtime`; `agent` registers the node (its bus is replaced by the
     /// module's own at start).
     pub fn new(runtime: PodRuntime, agent: Option<NodeAgent>, host_ip: String, sync_every: Duration) -> Self {
-        Self { runtime, agent, host_ip, sync_every }
+        Self { runtime, agent, host_ip, sync_every, restart_backoff: RESTART_BACKOFF }
+    }
+
+    /// The first crash-loop backoff (kubelet's 10 s; tests use less).
+    pub fn with_restart_backoff(mut self, base: Duration) -> Self {
+        self.restart_backoff = base;
+        self
     }
 }
+
+/// kubelet's first crash-loop backoff.
+pub const RESTART_BACKOFF: Duration = Duration::from_secs(10);
 
 struct Tracked {
     pod: Pod,
@@ -55,6 +66,8 @@ struct State {
     bus: Bus,
     host_ip: String,
     pods: HashMap<String, Tracked>,
+    backoffs: Backoffs,
+    restart_backoff: Duration,
 }
 
 fn content_pod(msg: &Message) -> Option<Pod> {
@@ -191,6 +204,8 @@ impl Module for EdgedModule {
                 bus: ctx.bus.clone(),
                 host_ip: self.host_ip.clone(),
                 pods: HashMap::new(),
+                backoffs: Backoffs::new(),
+                restart_backoff: self.restart_backoff,
             };
             let mut tick = tokio::time::interval(self.sync_every);
             loop {
@@ -198,6 +213,12 @@ impl Module for EdgedModule {
                     _ = tick.tick() => {
                         let uids: Vec<String> = st.pods.keys().cloned().collect();
                         for uid in uids {
+                            if let Some(pod) = st.pods.get(&uid).map(|t| t.pod.clone()) {
+                                let base = st.restart_backoff;
+                                if let Err(e) = st.runtime.restart_exited(&pod, &mut st.backoffs, base).await {
+                                    warn!(uid, error = %e, "Restarting a container failed.");
+                                }
+                            }
                             st.report(&uid).await;
                         }
                     }

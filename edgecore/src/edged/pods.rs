@@ -153,8 +153,9 @@ pub fn log_dir(log_root: &std::path::Path, key: &PodKey) -> PathBuf {
     log_root.join(format!("{}_{}_{}", key.namespace, key.name, key.uid))
 }
 
-/// The config of one container of `pod`.
-pub fn container_config(pod: &Pod, c: &Container) -> Result<v1::ContainerConfig, Error> {
+/// The config of one container of `pod`, for its `attempt`-th run (0 first; each restart adds
+/// one, and its log is `{name}/{attempt}.log` as kubelet names it).
+pub fn container_config(pod: &Pod, c: &Container, attempt: u32) -> Result<v1::ContainerConfig, Error> {
     {
         let key = PodKey::of(pod)?;
         let image = c
@@ -173,13 +174,13 @@ pub fn container_config(pod: &Pod, c: &Container) -> Result<v1::ContainerConfig,
             })
             .collect();
         Ok(v1::ContainerConfig {
-            metadata: Some(v1::ContainerMetadata { name: c.name.clone(), attempt: 0 }),
+            metadata: Some(v1::ContainerMetadata { name: c.name.clone(), attempt }),
             image: Some(v1::ImageSpec { image, ..Default::default() }),
             command: c.command.clone().unwrap_or_default(),
             args: c.args.clone().unwrap_or_default(),
             working_dir: c.working_dir.clone().unwrap_or_default(),
             envs,
-            log_path: format!("{}/0.log", c.name),
+            log_path: format!("{}/{attempt}.log", c.name),
             labels,
             linux: Some(v1::LinuxContainerConfig {
                 security_context: Some(v1::LinuxContainerSecurityContext {
@@ -203,7 +204,7 @@ impl PodRuntime {
         let sandbox = self.cri.run_pod_sandbox(&sandbox_cfg, "").await.map_err(cri("RunPodSandbox"))?;
         let mut containers = Vec::new();
         for c in pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default() {
-            let cfg = container_config(pod, c)?;
+            let cfg = container_config(pod, c, 0)?;
             let image = cfg.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
             if self.cri.image_status(&image).await.map_err(cri(format!("ImageStatus {image}")))?.is_none() {
                 self.cri
@@ -220,6 +221,61 @@ impl PodRuntime {
             containers.push((c.name.clone(), id));
         }
         Ok(Started { sandbox, containers })
+    }
+
+    /// The containers of a sandbox by name, each name's runs ordered by attempt.
+    async fn containers_by_name(&self, sandbox: &str) -> Result<HashMap<String, Vec<v1::Container>>, Error> {
+        let filter = v1::ContainerFilter { pod_sandbox_id: sandbox.to_owned(), ..Default::default() };
+        let mut by_name: HashMap<String, Vec<v1::Container>> = HashMap::new();
+        for c in self.cri.list_containers(Some(filter)).await.map_err(cri("ListContainers"))? {
+            let name = c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+            by_name.entry(name).or_default().push(c);
+        }
+        for runs in by_name.values_mut() {
+            runs.sort_by_key(|c| c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0));
+        }
+        Ok(by_name)
+    }
+
+    /// Restarts the pod's exited containers its `restartPolicy` says to restart (Always; or
+    /// OnFailure after a non-zero exit), each after its crash-loop backoff: `base` doubling per
+    /// restart up to five minutes, as kubelet. Keeps one dead run for `lastState` and logs.
+    /// Returns how many were restarted.
+    pub async fn restart_exited(&self, pod: &Pod, backoff: &mut Backoffs, base: Duration) -> Result<usize, Error> {
+        let key = PodKey::of(pod)?;
+        let Some(sb) = self.sandboxes_of(&key.uid).await?.into_iter().max_by_key(|s| s.created_at) else {
+            return Ok(0);
+        };
+        let sandbox_cfg = sandbox_config(&self.log_root, pod)?;
+        let by_name = self.containers_by_name(&sb.id).await?;
+        let mut restarted = 0;
+        for spec in pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default() {
+            let Some(runs) = by_name.get(spec.name.as_str()) else { continue };
+            let Some(current) = runs.last() else { continue };
+            let st = self.cri.container_status(&current.id).await.map_err(cri("ContainerStatus"))?;
+            if ContainerState::try_from(st.state) != Ok(ContainerState::ContainerExited) || !restarts(pod, st.exit_code)
+            {
+                continue;
+            }
+            let attempt = current.metadata.as_ref().map(|m| m.attempt).unwrap_or(0) + 1;
+            let delay = base.saturating_mul(1 << (attempt - 1).min(16)).min(MAX_BACKOFF);
+            let finished =
+                std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(st.finished_at.max(0)).unwrap_or(0));
+            let entry = backoff.entry(format!("{}/{}", key.uid, spec.name)).or_insert(finished);
+            if std::time::SystemTime::now() < *entry + delay {
+                continue;
+            }
+            for old in runs.iter().take(runs.len().saturating_sub(1)) {
+                let _ = ok_if_gone(self.cri.remove_container(&old.id).await);
+            }
+            let cfg = container_config(pod, spec, attempt)?;
+            let id =
+                self.cri.create_container(&sb.id, cfg, &sandbox_cfg).await.map_err(cri("CreateContainer (restart)"))?;
+            self.cri.start_container(&id).await.map_err(cri("StartContainer (restart)"))?;
+            backoff.insert(format!("{}/{}", key.uid, spec.name), std::time::SystemTime::now());
+            restarted += 1;
+        }
+        Ok(restarted)
     }
 
     /// The sandboxes of pod `uid` (usually one).
@@ -258,18 +314,34 @@ impl PodRuntime {
         } else {
             sb_status.network.as_ref().map(|n| n.ip.clone()).unwrap_or_default()
         };
-        let filter = v1::ContainerFilter { pod_sandbox_id: sb.id.clone(), ..Default::default() };
         let mut statuses = Vec::new();
-        let (mut running, mut exited_ok, mut failed) = (0, 0, 0);
+        let (mut running, mut restarting, mut exited_ok, mut failed) = (0, 0, 0, 0);
         let specs = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
-        for c in self.cri.list_containers(Some(filter)).await.map_err(cri("ListContainers"))? {
-            let st = self.cri.container_status(&c.id).await.map_err(cri("ContainerStatus"))?;
-            let name = st.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
-            let image = specs.iter().find(|s| s.name == name).and_then(|s| s.image.clone()).unwrap_or_default();
+        let by_name = self.containers_by_name(&sb.id).await?;
+        for spec in &specs {
+            let name = &spec.name;
+            let runs = by_name.get(name.as_str()).cloned().unwrap_or_default();
+            let Some(current) = runs.last() else {
+                statuses.push(json!({"name": name, "state": {"waiting": {"reason": "ContainerCreating"}},
+                    "lastState": {}, "ready": false, "restartCount": 0, "image": spec.image, "imageID": "", "started": false}));
+                continue;
+            };
+            let st = self.cri.container_status(&current.id).await.map_err(cri("ContainerStatus"))?;
+            let attempt = current.metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
+            let terminated = |st: &v1::ContainerStatus| {
+                json!({"terminated": {"exitCode": st.exit_code, "reason": st.reason,
+                    "startedAt": rfc3339(st.started_at), "finishedAt": rfc3339(st.finished_at),
+                    "containerID": format!("containerd://{}", st.id)}})
+            };
             let state = match ContainerState::try_from(st.state).unwrap_or(ContainerState::ContainerUnknown) {
                 ContainerState::ContainerRunning => {
                     running += 1;
                     json!({"running": {"startedAt": rfc3339(st.started_at)}})
+                }
+                ContainerState::ContainerExited if restarts(pod, st.exit_code) => {
+                    // Restarting: the pod stays Running, as kubelet reports it.
+                    restarting += 1;
+                    json!({"waiting": {"reason": "CrashLoopBackOff"}})
                 }
                 ContainerState::ContainerExited => {
                     if st.exit_code == 0 {
@@ -277,19 +349,25 @@ impl PodRuntime {
                     } else {
                         failed += 1
                     }
-                    json!({"terminated": {"exitCode": st.exit_code, "reason": st.reason,
-                        "startedAt": rfc3339(st.started_at), "finishedAt": rfc3339(st.finished_at),
-                        "containerID": format!("containerd://{}", st.id)}})
+                    terminated(&st)
                 }
                 _ => json!({"waiting": {"reason": "ContainerCreating"}}),
             };
+            let last_state = match runs.len().checked_sub(2).and_then(|i| runs.get(i)) {
+                Some(prev) => match self.cri.container_status(&prev.id).await {
+                    Ok(p) => terminated(&p),
+                    Err(_) => json!({}),
+                },
+                None if state.get("waiting").is_some() && st.finished_at > 0 => terminated(&st),
+                None => json!({}),
+            };
             let ready = state.get("running").is_some();
-            statuses.push(json!({"name": name, "state": state, "lastState": {}, "ready": ready,
-                "restartCount": 0, "image": image, "imageID": st.image_ref,
+            statuses.push(json!({"name": name, "state": state, "lastState": last_state, "ready": ready,
+                "restartCount": attempt, "image": spec.image, "imageID": st.image_ref,
                 "containerID": format!("containerd://{}", st.id), "started": ready}));
         }
         let total = specs.len();
-        let phase = if total > 0 && running == total {
+        let phase = if total > 0 && running + restarting == total && running + restarting > 0 {
             "Running"
         } else if total > 0 && exited_ok == total {
             "Succeeded"
@@ -311,6 +389,22 @@ impl PodRuntime {
             "startTime": rfc3339(sb.created_at),
             "containerStatuses": statuses,
         }))
+    }
+}
+
+/// The longest crash-loop backoff (kubelet's).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// When each container last exited or was restarted, for its crash-loop backoff
+/// (`{uid}/{container}` → time).
+pub type Backoffs = HashMap<String, std::time::SystemTime>;
+
+/// Whether the pod's restartPolicy restarts a container that exited with `code`.
+pub fn restarts(pod: &Pod, code: i32) -> bool {
+    match pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always") {
+        "Never" => false,
+        "OnFailure" => code != 0,
+        _ => true,
     }
 }
 
@@ -355,7 +449,7 @@ mod tests {
         let net = sandbox_config(root, &pod(false)).unwrap();
         assert_eq!(net.hostname, "web");
         let p = pod(false);
-        let c = container_config(&p, &p.spec.as_ref().unwrap().containers[0]).unwrap();
+        let c = container_config(&p, &p.spec.as_ref().unwrap().containers[0], 0).unwrap();
         assert_eq!(
             (c.command.clone(), c.args.clone(), c.working_dir.clone()),
             (vec!["sh".into()], vec!["-c".into(), "sleep 1".into()], "/tmp".into())
