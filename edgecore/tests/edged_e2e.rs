@@ -1,7 +1,8 @@
 //! Edged end to end, with a real private containerd: apiserver-lite and the real cloudcore, and
 //! an edge (EdgeHub, MetaManager, Edged) in this process. The node registers itself; a pod
 //! created with the API runs in containerd and shows Running with a pod IP and Ready in the
-//! API; deleted, its containers go and it leaves the API.
+//! API; deleted, its containers go and it leaves the API. With the cloud stopped, a restarted
+//! edge takes its pods up from SQLite and adopts their running containers.
 
 mod common;
 
@@ -47,7 +48,7 @@ fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
     });
 
     std::fs::create_dir_all(dir.path().join("edge")).unwrap();
-    let sup = {
+    let start_edge = || {
         let _guard = cloud.rt.enter();
         let store = Store::open(dir.path().join("edge/edgecore.db"), Default::default()).unwrap();
         let cri = cloud.rt.block_on(Cri::connect(ctrd.socket())).unwrap();
@@ -72,6 +73,7 @@ fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
         reg.register(Box::new(edged)).unwrap();
         reg.start(RestartPolicy::default())
     };
+    let sup = start_edge();
 
     let nodes: Api<Node> = Api::all(client.clone());
     let node = until("the node to register", || cloud.rt.block_on(nodes.get_opt("edge-k")).ok().flatten());
@@ -104,6 +106,42 @@ fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
         cloud.rt.block_on(PodRuntime { cri: runtime, log_root: ctrd.pod_log_root() }.sandboxes_of(&uid)).unwrap();
     assert!(left.is_empty(), "sandboxes left: {left:?}");
 
+    // Another pod; then the cloud goes away and edgecore restarts: the pod is taken up from
+    // the local database and its containers are adopted, not recreated.
+    let keep: Pod = serde_json::from_value(json!({"metadata": {"name": "keep"}, "spec": {"nodeName": "edge-k",
+        "containers": [{"name": "c", "image": ctrd.busybox_image(), "command": ["sh", "-c", "sleep 3600"]}]}}))
+    .unwrap();
+    let keep_uid = cloud.rt.block_on(pods.create(&PostParams::default(), &keep)).unwrap().metadata.uid.unwrap();
+    let container_id = until("keep to run", || {
+        let p = cloud.rt.block_on(pods.get_opt("keep")).ok().flatten()?;
+        let cs = p.status?.container_statuses?.into_iter().next()?;
+        cs.ready.then_some(cs.container_id?)
+    });
+    cloud.proc.signal("TERM");
+    assert!(cloud.proc.wait_exit(kubeedge_testkit::patience()).is_some_and(|s| s.success()));
     cloud.rt.block_on(sup.shutdown(Duration::from_secs(10)));
-    cloud.stop();
+    let sup = start_edge();
+    let check =
+        PodRuntime { cri: cloud.rt.block_on(Cri::connect(ctrd.socket())).unwrap(), log_root: ctrd.pod_log_root() };
+    let status = until("the pod to be taken up after the restart", || {
+        let st = cloud.rt.block_on(check.status(&keep_with_uid(&keep, &keep_uid), "127.0.0.1")).ok()?;
+        (st["phase"] == "Running").then_some(st)
+    });
+    assert_eq!(
+        status["containerStatuses"][0]["containerID"],
+        container_id.as_str(),
+        "the same container keeps running"
+    );
+    assert_eq!(cloud.rt.block_on(check.sandboxes_of(&keep_uid)).unwrap().len(), 1, "no second sandbox");
+
+    cloud.rt.block_on(sup.shutdown(Duration::from_secs(10)));
+    cloud.rt.block_on(check.kill(&keep_uid, Duration::from_secs(1))).unwrap();
+    cloud.rt.block_on(cloud.api.shutdown());
+}
+
+fn keep_with_uid(p: &Pod, uid: &str) -> Pod {
+    let mut p = p.clone();
+    p.metadata.namespace = Some("default".into());
+    p.metadata.uid = Some(uid.into());
+    p
 }

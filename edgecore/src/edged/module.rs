@@ -11,8 +11,11 @@
 //!   changed (restartCount and lastState included);
 //! - the node agent registers the node and keeps its lease fresh.
 //!
-//! Not built yet (so the daemon still refuses `modules.edged.enable`): init containers, volumes, env from configmaps and secrets, probes, static pods, adoption after a
-//! restart, the :10350 server.
+//! - at start, the pods in the local database are taken up: running ones are adopted, not
+//!   recreated (also with the cloud away), and sandboxes of pods the node no longer has go.
+//!
+//! Not built yet (so the daemon still refuses `modules.edged.enable`): init containers, volumes,
+//! env from configmaps and secrets, probes, static pods, the :10350 server.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -171,6 +174,46 @@ impl State {
         let _ = self.request(msg).await;
     }
 
+    /// Takes up the pods stored locally: running ones are adopted as they are, missing ones
+    /// are started. Sandboxes of pods that are no longer stored are removed.
+    async fn adopt(&mut self) {
+        let q = Message::build(
+            module::EDGED,
+            group::META,
+            format!("default/{}", resource_type::POD),
+            operation::QUERY,
+            Content::null(),
+        );
+        let stored: Vec<Pod> = match self.request(q).await {
+            Ok(r) => r
+                .content
+                .decode::<Vec<String>>()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| serde_json::from_str(v).ok())
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "Reading the stored pods failed; none adopted.");
+                return;
+            }
+        };
+        let known: std::collections::HashSet<String> = stored.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        let count = stored.len();
+        for pod in stored {
+            self.apply(pod).await;
+        }
+        if let Ok(all) = self.runtime.cri.list_pod_sandbox(None).await {
+            for sb in all {
+                let uid = sb.labels.get(super::pods::LABEL_POD_UID).cloned().unwrap_or_default();
+                if !uid.is_empty() && !known.contains(&uid) {
+                    info!(uid, "Removing the sandbox of a pod this node no longer has.");
+                    let _ = self.runtime.kill(&uid, Duration::from_secs(0)).await;
+                }
+            }
+        }
+        info!(pods = count, "Pods taken up from the local database.");
+    }
+
     async fn remove(&mut self, uid: &str) {
         self.pods.remove(uid);
         if let Err(e) = self.runtime.kill(uid, Duration::from_secs(0)).await {
@@ -207,6 +250,9 @@ impl Module for EdgedModule {
                 backoffs: Backoffs::new(),
                 restart_backoff: self.restart_backoff,
             };
+            // After a restart (also offline): the pods MetaManager has are adopted — their
+            // sandboxes are still running in the runtime, so nothing is recreated.
+            st.adopt().await;
             let mut tick = tokio::time::interval(self.sync_every);
             loop {
                 tokio::select! {
