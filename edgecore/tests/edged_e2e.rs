@@ -52,7 +52,7 @@ fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
         let _guard = cloud.rt.enter();
         let store = Store::open(dir.path().join("edge/edgecore.db"), Default::default()).unwrap();
         let cri = cloud.rt.block_on(Cri::connect(ctrd.socket())).unwrap();
-        let runtime = PodRuntime { cri, log_root: ctrd.pod_log_root() };
+        let runtime = PodRuntime { cri, log_root: ctrd.pod_log_root(), pods_root: ctrd.dir().join("pods") };
         let mut reg = Registry::new();
         reg.register(Box::new(EdgeHubModule::new(cfg.modules.edge_hub.clone(), "edge-k".into()))).unwrap();
         reg.register(Box::new(MetaManagerModule::new(store, "edge-k".into(), Duration::from_secs(30), None))).unwrap();
@@ -102,8 +102,13 @@ fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
     cloud.rt.block_on(pods.delete("web", &DeleteParams::default())).unwrap();
     until("the pod to leave the API", || cloud.rt.block_on(pods.get_opt("web")).ok()?.is_none().then_some(()));
     let runtime = cloud.rt.block_on(Cri::connect(ctrd.socket())).unwrap();
-    let left =
-        cloud.rt.block_on(PodRuntime { cri: runtime, log_root: ctrd.pod_log_root() }.sandboxes_of(&uid)).unwrap();
+    let left = cloud
+        .rt
+        .block_on(
+            PodRuntime { cri: runtime, log_root: ctrd.pod_log_root(), pods_root: ctrd.dir().join("pods") }
+                .sandboxes_of(&uid),
+        )
+        .unwrap();
     assert!(left.is_empty(), "sandboxes left: {left:?}");
 
     // Another pod; then the cloud goes away and edgecore restarts: the pod is taken up from
@@ -121,8 +126,11 @@ fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
     assert!(cloud.proc.wait_exit(kubeedge_testkit::patience()).is_some_and(|s| s.success()));
     cloud.rt.block_on(sup.shutdown(Duration::from_secs(10)));
     let sup = start_edge();
-    let check =
-        PodRuntime { cri: cloud.rt.block_on(Cri::connect(ctrd.socket())).unwrap(), log_root: ctrd.pod_log_root() };
+    let check = PodRuntime {
+        cri: cloud.rt.block_on(Cri::connect(ctrd.socket())).unwrap(),
+        log_root: ctrd.pod_log_root(),
+        pods_root: ctrd.dir().join("pods"),
+    };
     let status = until("the pod to be taken up after the restart", || {
         let st = cloud.rt.block_on(check.status(&keep_with_uid(&keep, &keep_uid), "127.0.0.1")).ok()?;
         (st["phase"] == "Running").then_some(st)

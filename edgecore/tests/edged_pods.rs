@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use edgecore::edged::pods::{PodKey, PodRuntime, log_dir};
+use edgecore::edged::volumes::ObjectSource;
 use k8s_openapi::api::core::v1::Pod;
 use kubeedge_cri::Cri;
 use kubeedge_testkit::containerd::{self, PrivateContainerd};
@@ -19,6 +20,19 @@ fn pod(name: &str, image: &str, host_network: bool) -> Pod {
             "env": [{"name": "GREETING", "value": "hello"}]}]}
     }))
     .unwrap()
+}
+
+/// Configmaps, secrets and tokens from a map, as MetaManager would give them.
+#[derive(Default)]
+struct MapSource(std::collections::HashMap<String, Value>);
+
+impl ObjectSource for MapSource {
+    fn object<'a>(&'a self, ty: &'a str, ns: &'a str, name: &'a str) -> futures::future::BoxFuture<'a, Option<Value>> {
+        Box::pin(async move { self.0.get(&format!("{ns}/{ty}/{name}")).cloned() })
+    }
+    fn token<'a>(&'a self, _ns: &'a str, sa: &'a str, _req: Value) -> futures::future::BoxFuture<'a, Option<String>> {
+        Box::pin(async move { Some(format!("token-for-{sa}")) })
+    }
 }
 
 async fn eventually(what: &str, rt: &PodRuntime, p: &Pod, want: impl Fn(&Value) -> bool) -> Value {
@@ -42,10 +56,16 @@ fn pods_run_report_running_with_ip_and_are_killed_cleanly() {
     let ctrd = PrivateContainerd::start().unwrap_or_else(|e| panic!("private containerd: {e}"));
     let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     tokio_rt.block_on(async {
-        let rt = PodRuntime { cri: Cri::connect(ctrd.socket()).await.unwrap(), log_root: ctrd.pod_log_root() };
+        let rt = PodRuntime {
+            cri: Cri::connect(ctrd.socket()).await.unwrap(),
+            log_root: ctrd.pod_log_root(),
+            pods_root: ctrd.dir().join("pods"),
+        };
+        let src = MapSource::default();
         for (name, host) in [("hostnet", true), ("bridged", false)] {
             let p = pod(name, ctrd.busybox_image(), host);
-            let started = rt.start(&p).await.unwrap_or_else(|e| panic!("{name}: {e:#}\n{}", ctrd.log()));
+            let started =
+                rt.start(&p, &src, "192.0.2.10").await.unwrap_or_else(|e| panic!("{name}: {e:#}\n{}", ctrd.log()));
             assert_eq!(started.containers.len(), 1);
             let st = eventually("Running", &rt, &p, |s| s["phase"] == "Running").await;
             assert_eq!(st["containerStatuses"][0]["name"], "web");
@@ -86,11 +106,11 @@ fn pods_run_report_running_with_ip_and_are_killed_cleanly() {
                     "image": ctrd.busybox_image(), "command": ["sh", "-c", "echo bye; exit 1"]}]}
             }))
             .unwrap();
-            rt.start(&p).await.unwrap();
+            rt.start(&p, &src, "192.0.2.10").await.unwrap();
             let mut backoffs = edgecore::edged::pods::Backoffs::new();
             let deadline = Instant::now() + kubeedge_testkit::patience();
             let st = loop {
-                rt.restart_exited(&p, &mut backoffs, Duration::from_millis(100)).await.unwrap();
+                rt.restart_exited(&p, &mut backoffs, Duration::from_millis(100), &src, "192.0.2.10").await.unwrap();
                 let st = rt.status(&p, "192.0.2.10").await.unwrap();
                 let restarts = st["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(0);
                 let done = if policy == "Always" { restarts >= 2 } else { st["phase"] == "Failed" };
@@ -112,9 +132,80 @@ fn pods_run_report_running_with_ip_and_are_killed_cleanly() {
 
         // A pod the runtime cannot start: a clear error naming the image, nothing crashes.
         let bad = pod("bad", "localhost/missing:0", true);
-        let err = rt.start(&bad).await.expect_err("missing image");
+        let err = rt.start(&bad, &src, "192.0.2.10").await.expect_err("missing image");
         let text = format!("{err:#}");
         assert!(text.contains("localhost/missing:0"), "{text}");
         rt.kill("uid-bad", Duration::from_secs(1)).await.unwrap();
+    });
+}
+
+#[test]
+fn volumes_and_env_come_from_configmaps_secrets_and_the_downward_api() {
+    if let Some(why) = containerd::unavailable() {
+        eprintln!("SKIPPED edged volume test: {why}");
+        return;
+    }
+    let ctrd = PrivateContainerd::start().unwrap_or_else(|e| panic!("private containerd: {e}"));
+    let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tokio_rt.block_on(async {
+        let rt = PodRuntime {
+            cri: Cri::connect(ctrd.socket()).await.unwrap(),
+            log_root: ctrd.pod_log_root(),
+            pods_root: ctrd.dir().join("pods"),
+        };
+        let mut src = MapSource::default();
+        src.0.insert("default/configmap/web-config".into(), json!({"data": {"index.html": "hello from a configmap"}}));
+        src.0.insert("default/configmap/env-config".into(), json!({"data": {"GREETING": "hi from envFrom"}}));
+        src.0.insert("default/secret/creds".into(), json!({"data": {"password": "czNjcjN0"}})); // "s3cr3t"
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "vols", "namespace": "default", "uid": "uid-vols", "labels": {"app": "web"}},
+            "spec": {"hostNetwork": true, "serviceAccountName": "builder",
+                "containers": [{"name": "c", "image": ctrd.busybox_image(), "command": ["sh", "-c", "sleep 3600"],
+                    "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                    "envFrom": [{"configMapRef": {"name": "env-config"}, "prefix": "CM_"}],
+                    "volumeMounts": [{"name": "site", "mountPath": "/www", "readOnly": true},
+                                     {"name": "scratch", "mountPath": "/scratch"},
+                                     {"name": "info", "mountPath": "/etc/podinfo"},
+                                     {"name": "token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
+                "volumes": [{"name": "site", "configMap": {"name": "web-config"}},
+                            {"name": "scratch", "emptyDir": {}},
+                            {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                            {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}},
+                                {"configMap": {"name": "web-config", "items": [{"key": "index.html", "path": "ca.crt"}]}}]}}]}
+        }))
+        .unwrap();
+        let started = rt.start(&p, &src, "192.0.2.10").await.unwrap_or_else(|e| panic!("{e:#}"));
+        let id = started.containers[0].1.clone();
+        eventually("Running", &rt, &p, |s| s["phase"] == "Running").await;
+        let exec = |cmd: &str| {
+            let (cri, id, cmd) = (rt.cri.clone(), id.clone(), cmd.to_owned());
+            async move {
+                let r = cri.exec_sync(&id, vec!["sh".into(), "-c".into(), cmd], Duration::from_secs(10)).await.unwrap();
+                String::from_utf8_lossy(&r.stdout).trim().to_owned()
+            }
+        };
+        assert_eq!(exec("cat /www/index.html").await, "hello from a configmap");
+        assert_eq!(exec("echo $PASSWORD").await, "s3cr3t");
+        assert_eq!(exec("echo $POD").await, "vols");
+        assert_eq!(exec("echo $CM_GREETING").await, "hi from envFrom");
+        assert_eq!(exec("cat /etc/podinfo/labels").await, "app=\"web\"");
+        assert_eq!(exec("cat /var/run/secrets/kubernetes.io/serviceaccount/token").await, "token-for-builder");
+        assert_eq!(exec("echo hi > /scratch/f && cat /scratch/f").await, "hi");
+        assert!(!exec("touch /www/x 2>&1; echo rc=$?").await.ends_with("rc=0"), "read-only mount");
+
+        // A pod whose configmap does not exist: a clear error, nothing started.
+        let missing: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "nocm", "namespace": "default", "uid": "uid-nocm"},
+            "spec": {"hostNetwork": true, "containers": [{"name": "c", "image": ctrd.busybox_image()}],
+                "volumes": [{"name": "v", "configMap": {"name": "absent"}}]}
+        }))
+        .unwrap();
+        let err = rt.start(&missing, &src, "192.0.2.10").await.expect_err("missing configmap");
+        assert!(err.to_string().contains("configmap default/absent"), "{err}");
+        assert!(rt.sandboxes_of("uid-nocm").await.unwrap().is_empty());
+
+        rt.kill("uid-vols", Duration::from_secs(1)).await.unwrap();
+        assert!(!ctrd.dir().join("pods/uid-vols").exists(), "volumes cleaned up");
     });
 }

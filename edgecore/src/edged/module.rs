@@ -14,8 +14,9 @@
 //! - at start, the pods in the local database are taken up: running ones are adopted, not
 //!   recreated (also with the cloud away), and sandboxes of pods the node no longer has go.
 //!
-//! Not built yet (so the daemon still refuses `modules.edged.enable`): init containers, volumes,
-//! env from configmaps and secrets, probes, static pods, the :10350 server.
+//! Volumes and env come from configmaps, secrets and tokens through MetaManager (its database
+//! first, then the cloud). Not built yet (so the daemon still refuses `modules.edged.enable`):
+//! init containers, probes, resources, static pods, dead-container GC, the :10350 server.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,6 +30,54 @@ use tracing::{debug, info, warn};
 
 use super::NodeAgent;
 use super::pods::{Backoffs, PodRuntime};
+use super::volumes::ObjectSource;
+
+/// Configmaps, secrets and tokens through MetaManager: its database first, then the cloud.
+pub struct MetaSource {
+    /// The bus.
+    pub bus: Bus,
+}
+
+impl MetaSource {
+    async fn query(&self, resource: String, content: Content) -> Option<Value> {
+        let q = Message::build(module::EDGED, group::META, resource, operation::QUERY, content);
+        let reply = self.bus.send_sync(module::METAMANAGER, q, REQUEST_TIMEOUT).await.ok()?;
+        if reply.router.operation == operation::ERROR {
+            return None;
+        }
+        let v: Value = reply.content.decode().ok()?;
+        match v {
+            // Local answers are a list of stored JSON strings.
+            Value::Array(items) => items.first().and_then(|i| i.as_str()).and_then(|t| serde_json::from_str(t).ok()),
+            Value::Object(ref m) if m.contains_key("ErrStatus") => None,
+            other => Some(other),
+        }
+    }
+}
+
+impl ObjectSource for MetaSource {
+    fn object<'a>(
+        &'a self,
+        ty: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> futures::future::BoxFuture<'a, Option<Value>> {
+        Box::pin(self.query(format!("{namespace}/{ty}/{name}"), Content::null()))
+    }
+
+    fn token<'a>(
+        &'a self,
+        namespace: &'a str,
+        sa: &'a str,
+        request: Value,
+    ) -> futures::future::BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let content = Content::json(&request).ok()?;
+            let v = self.query(format!("{namespace}/{}/{sa}", resource_type::SERVICE_ACCOUNT_TOKEN), content).await?;
+            v.pointer("/status/token").and_then(Value::as_str).map(str::to_owned)
+        })
+    }
+}
 
 /// How long a status patch or delete through MetaManager may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -147,7 +196,8 @@ impl State {
         let running = self.runtime.sandboxes_of(&uid).await.map(|s| !s.is_empty()).unwrap_or(false);
         self.pods.insert(uid.clone(), Tracked { pod: pod.clone(), last_status: Value::Null });
         if !running {
-            match self.runtime.start(&pod).await {
+            let src = MetaSource { bus: self.bus.clone() };
+            match self.runtime.start(&pod, &src, &self.host_ip).await {
                 Ok(s) => info!(uid, sandbox = %s.sandbox, "Pod started."),
                 Err(e) => {
                     warn!(uid, error = %e, "Starting a pod failed.");
@@ -261,7 +311,9 @@ impl Module for EdgedModule {
                         for uid in uids {
                             if let Some(pod) = st.pods.get(&uid).map(|t| t.pod.clone()) {
                                 let base = st.restart_backoff;
-                                if let Err(e) = st.runtime.restart_exited(&pod, &mut st.backoffs, base).await {
+                                let src = MetaSource { bus: st.bus.clone() };
+                                let host_ip = st.host_ip.clone();
+                                if let Err(e) = st.runtime.restart_exited(&pod, &mut st.backoffs, base, &src, &host_ip).await {
                                     warn!(uid, error = %e, "Restarting a container failed.");
                                 }
                             }

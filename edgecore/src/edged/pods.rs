@@ -17,6 +17,8 @@ use kubeedge_cri::v1::{self, ContainerState, NamespaceMode};
 use kubeedge_cri::{Cri, Error as CriError};
 use serde_json::{Value, json};
 
+use super::volumes::ObjectSource;
+
 /// Labels kubelet puts on sandboxes and containers; how pods are found again in CRI.
 pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
 /// The pod's namespace label.
@@ -109,6 +111,8 @@ pub struct PodRuntime {
     pub cri: Cri,
     /// Where pod log directories go (kubelet's `/var/log/pods`).
     pub log_root: PathBuf,
+    /// Where pod directories (volumes) go: `{rootDirectory}/pods`.
+    pub pods_root: PathBuf,
 }
 
 /// A started pod: the sandbox and its containers by name.
@@ -195,16 +199,34 @@ pub fn container_config(pod: &Pod, c: &Container, attempt: u32) -> Result<v1::Co
 }
 
 impl PodRuntime {
-    /// Starts `pod`: the sandbox, then each container (its image pulled if absent).
-    pub async fn start(&self, pod: &Pod) -> Result<Started, Error> {
+    /// A container's full config: its spec, environment and mounts.
+    async fn full_config(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        volumes: &std::collections::BTreeMap<String, PathBuf>,
+        src: &dyn ObjectSource,
+        host_ip: &str,
+    ) -> Result<v1::ContainerConfig, Error> {
+        let mut cfg = container_config(pod, c, attempt)?;
+        cfg.envs = super::volumes::env(pod, c, src, host_ip).await?;
+        cfg.mounts = super::volumes::mounts(c, volumes)?;
+        Ok(cfg)
+    }
+
+    /// Starts `pod`: its volumes, the sandbox, then each container (its image pulled if
+    /// absent). Configmaps, secrets and tokens come from `src`.
+    pub async fn start(&self, pod: &Pod, src: &dyn ObjectSource, host_ip: &str) -> Result<Started, Error> {
         let key = PodKey::of(pod)?;
         let dir = log_dir(&self.log_root, &key);
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+        let volumes = super::volumes::prepare(&self.pods_root, pod, src, host_ip).await?;
         let sandbox_cfg = sandbox_config(&self.log_root, pod)?;
         let sandbox = self.cri.run_pod_sandbox(&sandbox_cfg, "").await.map_err(cri("RunPodSandbox"))?;
         let mut containers = Vec::new();
         for c in pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default() {
-            let cfg = container_config(pod, c, 0)?;
+            let cfg = self.full_config(pod, c, 0, &volumes, src, host_ip).await?;
             let image = cfg.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
             if self.cri.image_status(&image).await.map_err(cri(format!("ImageStatus {image}")))?.is_none() {
                 self.cri
@@ -241,7 +263,14 @@ impl PodRuntime {
     /// OnFailure after a non-zero exit), each after its crash-loop backoff: `base` doubling per
     /// restart up to five minutes, as kubelet. Keeps one dead run for `lastState` and logs.
     /// Returns how many were restarted.
-    pub async fn restart_exited(&self, pod: &Pod, backoff: &mut Backoffs, base: Duration) -> Result<usize, Error> {
+    pub async fn restart_exited(
+        &self,
+        pod: &Pod,
+        backoff: &mut Backoffs,
+        base: Duration,
+        src: &dyn ObjectSource,
+        host_ip: &str,
+    ) -> Result<usize, Error> {
         let key = PodKey::of(pod)?;
         let Some(sb) = self.sandboxes_of(&key.uid).await?.into_iter().max_by_key(|s| s.created_at) else {
             return Ok(0);
@@ -268,7 +297,8 @@ impl PodRuntime {
             for old in runs.iter().take(runs.len().saturating_sub(1)) {
                 let _ = ok_if_gone(self.cri.remove_container(&old.id).await);
             }
-            let cfg = container_config(pod, spec, attempt)?;
+            let volumes = super::volumes::prepare(&self.pods_root, pod, src, host_ip).await?;
+            let cfg = self.full_config(pod, spec, attempt, &volumes, src, host_ip).await?;
             let id =
                 self.cri.create_container(&sb.id, cfg, &sandbox_cfg).await.map_err(cri("CreateContainer (restart)"))?;
             self.cri.start_container(&id).await.map_err(cri("StartContainer (restart)"))?;
@@ -298,6 +328,7 @@ impl PodRuntime {
             ok_if_gone(self.cri.stop_pod_sandbox(&sb.id).await).map_err(cri("StopPodSandbox"))?;
             ok_if_gone(self.cri.remove_pod_sandbox(&sb.id).await).map_err(cri("RemovePodSandbox"))?;
         }
+        super::volumes::cleanup(&self.pods_root, uid);
         Ok(())
     }
 
