@@ -69,7 +69,8 @@ fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
             namespace: "default".into(),
             timings: Timings::default(),
         };
-        let edged = EdgedModule::new(runtime, Some(agent), "127.0.0.1".into(), Duration::from_secs(1));
+        let edged = EdgedModule::new(runtime, Some(agent), "127.0.0.1".into(), Duration::from_secs(1))
+            .with_restart_backoff(Duration::from_millis(200));
         reg.register(Box::new(edged)).unwrap();
         reg.start(RestartPolicy::default())
     };
@@ -97,6 +98,32 @@ fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
     assert_eq!(ready.status, "True");
     let cs = &status.container_statuses.unwrap()[0];
     assert!(cs.ready && cs.state.as_ref().unwrap().running.is_some(), "{cs:?}");
+
+    // Probes: a liveness probe that starts failing restarts the container (the count shows in
+    // the API); a readiness probe that never passes keeps the pod Running but not Ready.
+    let probed: Pod = serde_json::from_value(json!({"metadata": {"name": "probed"}, "spec": {"nodeName": "edge-k",
+        "terminationGracePeriodSeconds": 1,
+        "containers": [
+            {"name": "live", "image": ctrd.busybox_image(),
+             "command": ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600"],
+             "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 1}},
+            {"name": "unready", "image": ctrd.busybox_image(), "command": ["sh", "-c", "sleep 3600"],
+             "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1}}]}}))
+    .unwrap();
+    cloud.rt.block_on(pods.create(&PostParams::default(), &probed)).unwrap();
+    let st = until("a liveness restart to show in the API", || {
+        let p = cloud.rt.block_on(pods.get_opt("probed")).ok().flatten()?;
+        let st = p.status?;
+        let live = st.container_statuses.as_ref()?.iter().find(|c| c.name == "live")?.clone();
+        (live.restart_count >= 1).then_some(st)
+    });
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    let unready = st.container_statuses.as_ref().unwrap().iter().find(|c| c.name == "unready").unwrap().clone();
+    assert!(!unready.ready, "{unready:?}");
+    let ready = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    cloud.rt.block_on(pods.delete("probed", &DeleteParams::default())).unwrap();
+    until("probed to leave the API", || cloud.rt.block_on(pods.get_opt("probed")).ok()?.is_none().then_some(()));
 
     // Delete with a grace period: the edge stops it and the pod leaves the API.
     cloud.rt.block_on(pods.delete("web", &DeleteParams::default())).unwrap();

@@ -16,7 +16,8 @@
 //!
 //! Volumes and env come from configmaps, secrets and tokens through MetaManager (its database
 //! first, then the cloud). Not built yet (so the daemon still refuses `modules.edged.enable`):
-//! init containers, probes, resources, static pods, dead-container GC, the :10350 server.
+//! init containers, resources, static pods, dead-container GC, the :10350 server. Probes
+//! (`probes.rs`) run every sync: liveness failures restart containers, readiness sets Ready.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -114,6 +115,8 @@ struct Tracked {
 }
 
 struct State {
+    prober: super::probes::Prober,
+    readiness: HashMap<String, HashMap<String, bool>>,
     runtime: PodRuntime,
     bus: Bus,
     host_ip: String,
@@ -137,7 +140,8 @@ impl State {
 
     async fn report(&mut self, uid: &str) {
         let Some(t) = self.pods.get(uid) else { return };
-        let status = match self.runtime.status(&t.pod, &self.host_ip).await {
+        let readiness = self.readiness.get(uid).cloned().unwrap_or_default();
+        let status = match self.runtime.status_with(&t.pod, &self.host_ip, &readiness).await {
             Ok(s) => s,
             Err(e) => {
                 debug!(uid, error = %e, "Reading a pod's status failed.");
@@ -264,7 +268,41 @@ impl State {
         info!(pods = count, "Pods taken up from the local database.");
     }
 
+    /// Runs the pod's due probes: a failed liveness probe stops its container (the restart
+    /// policy brings it back); readiness is kept for the status.
+    async fn probe(&mut self, pod: &Pod) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let has_probes = pod.spec.as_ref().is_some_and(|s| {
+            s.containers
+                .iter()
+                .any(|c| c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some())
+        });
+        if !has_probes {
+            return;
+        }
+        let ip = self.runtime.pod_ip(pod, &self.host_ip).await.unwrap_or_default();
+        let running = self.runtime.running_containers(&uid).await.unwrap_or_default();
+        let mut ready = HashMap::new();
+        for (name, id) in running {
+            let v = self.prober.check(&self.runtime.cri, pod, &name, &id, &ip).await;
+            ready.insert(name.clone(), v.ready);
+            if v.kill {
+                info!(uid, container = %name, "Liveness probe failed; restarting the container.");
+                let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+                let grace = Duration::from_secs(u64::try_from(grace.max(0)).unwrap_or(0));
+                // In the background: a grace period must not hold up every other pod.
+                let cri = self.runtime.cri.clone();
+                tokio::spawn(async move {
+                    let _ = cri.stop_container(&id, grace).await;
+                });
+            }
+        }
+        self.readiness.insert(uid, ready);
+    }
+
     async fn remove(&mut self, uid: &str) {
+        self.prober.forget(uid);
+        self.readiness.remove(uid);
         self.pods.remove(uid);
         if let Err(e) = self.runtime.kill(uid, Duration::from_secs(0)).await {
             warn!(uid, error = %e, "Removing a deleted pod failed.");
@@ -293,6 +331,8 @@ impl Module for EdgedModule {
                 tokio::spawn(agent.run(stop.clone()));
             }
             let mut st = State {
+                prober: super::probes::Prober::default(),
+                readiness: HashMap::new(),
                 runtime: self.runtime.clone(),
                 bus: ctx.bus.clone(),
                 host_ip: self.host_ip.clone(),
@@ -316,6 +356,7 @@ impl Module for EdgedModule {
                                 if let Err(e) = st.runtime.restart_exited(&pod, &mut st.backoffs, base, &src, &host_ip).await {
                                     warn!(uid, error = %e, "Restarting a container failed.");
                                 }
+                                st.probe(&pod).await;
                             }
                             st.report(&uid).await;
                         }

@@ -334,6 +334,47 @@ impl PodRuntime {
 
     /// The pod's status in the Kubernetes shape, from what CRI reports now.
     pub async fn status(&self, pod: &Pod, host_ip: &str) -> Result<Value, Error> {
+        self.status_with(pod, host_ip, &HashMap::new()).await
+    }
+
+    /// The running containers of the pod's current sandbox: (name, id).
+    pub async fn running_containers(&self, uid: &str) -> Result<Vec<(String, String)>, Error> {
+        let Some(sb) = self.sandboxes_of(uid).await?.into_iter().max_by_key(|s| s.created_at) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (name, runs) in self.containers_by_name(&sb.id).await? {
+            if let Some(c) = runs.last()
+                && ContainerState::try_from(c.state) == Ok(ContainerState::ContainerRunning)
+            {
+                out.push((name, c.id.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The address probes reach the pod at: the host's for a host-network pod, else the
+    /// sandbox's IP.
+    pub async fn pod_ip(&self, pod: &Pod, host_ip: &str) -> Result<String, Error> {
+        if host_network(pod) {
+            return Ok(host_ip.to_owned());
+        }
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let Some(sb) = self.sandboxes_of(&uid).await?.into_iter().max_by_key(|s| s.created_at) else {
+            return Ok(String::new());
+        };
+        let st = self.cri.pod_sandbox_status(&sb.id).await.map_err(cri("PodSandboxStatus"))?;
+        Ok(st.network.map(|n| n.ip).unwrap_or_default())
+    }
+
+    /// [`PodRuntime::status`] with the readiness probes' verdicts (container name → ready;
+    /// absent means no readiness probe).
+    pub async fn status_with(
+        &self,
+        pod: &Pod,
+        host_ip: &str,
+        readiness: &HashMap<String, bool>,
+    ) -> Result<Value, Error> {
         let key = PodKey::of(pod)?;
         let sandboxes = self.sandboxes_of(&key.uid).await?;
         let Some(sb) = sandboxes.iter().max_by_key(|s| s.created_at) else {
@@ -346,7 +387,7 @@ impl PodRuntime {
             sb_status.network.as_ref().map(|n| n.ip.clone()).unwrap_or_default()
         };
         let mut statuses = Vec::new();
-        let (mut running, mut restarting, mut exited_ok, mut failed) = (0, 0, 0, 0);
+        let (mut running, mut restarting, mut exited_ok, mut failed, mut ready_count) = (0, 0, 0, 0, 0);
         let specs = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
         let by_name = self.containers_by_name(&sb.id).await?;
         for spec in &specs {
@@ -392,10 +433,13 @@ impl PodRuntime {
                 None if state.get("waiting").is_some() && st.finished_at > 0 => terminated(&st),
                 None => json!({}),
             };
-            let ready = state.get("running").is_some();
+            let ready = state.get("running").is_some() && readiness.get(name.as_str()).copied().unwrap_or(true);
+            if ready {
+                ready_count += 1;
+            }
             statuses.push(json!({"name": name, "state": state, "lastState": last_state, "ready": ready,
                 "restartCount": attempt, "image": spec.image, "imageID": st.image_ref,
-                "containerID": format!("containerd://{}", st.id), "started": ready}));
+                "containerID": format!("containerd://{}", st.id), "started": state.get("running").is_some()}));
         }
         let total = specs.len();
         let phase = if total > 0 && running + restarting == total && running + restarting > 0 {
@@ -409,7 +453,7 @@ impl PodRuntime {
         } else {
             "Pending"
         };
-        let all_ready = total > 0 && running == total;
+        let all_ready = total > 0 && ready_count == total;
         let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }});
         Ok(json!({
             "phase": phase,
