@@ -222,6 +222,16 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
     let body: serde_json::Value = reply.content.decode().unwrap();
     assert_eq!(body["ErrStatus"]["code"], 404, "{body}");
 
+    // An edge may not touch another node or a pod bound elsewhere: 403, as Go's StatusError.
+    let foreign = upstream("null/nodepatch/other-node", "patch", Content::string("{}"));
+    edge.send(&foreign).await;
+    let reply = edge
+        .expect("the refusal", |m| m.header.parent_id == foreign.header.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
+    let body: serde_json::Value = reply.content.decode().unwrap();
+    assert_eq!(body["ErrStatus"]["code"], 403, "{body}");
+
     // Garbage content: dropped, the session lives on.
     edge.send(&upstream("default/podpatch/web", "patch", Content::string("{not json"))).await;
     edge.send(&upstream("nonsense", "insert", Content::null())).await;

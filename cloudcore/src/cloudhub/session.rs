@@ -184,7 +184,7 @@ impl Hub {
             return;
         }
         info!(node, cert = %id.cert_cn, "Edge connected.");
-        self.notify_sync(&node, operation::CONNECTED).await;
+        self.notify_sync(&node, operation::CONNECTED, session_id).await;
         let mut queue = NodeQueue::default();
         let mut last_seen = tokio::time::Instant::now();
         // This node's series, looked up once: not a labelled lookup per message.
@@ -259,18 +259,26 @@ impl Hub {
             depth.set(0);
         }
         if still_current {
-            self.notify_sync(&node, operation::DISCONNECTED).await;
+            self.notify_sync(&node, operation::DISCONNECTED, session_id).await;
         }
         info!(node, reason, "Edge disconnected.");
     }
 
     /// Tells SyncController a node connected (it then resumes the node from its ObjectSyncs at
     /// once) or went away.
-    async fn notify_sync(&self, node: &str, op: &str) {
+    /// The content is the session's id, so a late notice of an old session can be told from
+    /// the current one.
+    async fn notify_sync(&self, node: &str, op: &str, session: u64) {
         if self.bus.group_members(module::SYNCCONTROLLER).is_empty() {
             return;
         }
-        let msg = Message::build(module::CLOUDHUB, module::SYNCCONTROLLER, format!("node/{node}"), op, Content::null());
+        let msg = Message::build(
+            module::CLOUDHUB,
+            module::SYNCCONTROLLER,
+            format!("node/{node}"),
+            op,
+            Content::string(&session.to_string()),
+        );
         let _ = self.bus.send(module::SYNCCONTROLLER, msg).await;
     }
 

@@ -90,6 +90,18 @@ mod b64 {
     }
 }
 
+/// The paths an edge may read raw, as upstream's pass-through list: discovery, version and
+/// health. Anything else must be an object key.
+pub fn pass_through(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or_default();
+    matches!(path, "/api" | "/apis" | "/version" | "/healthz" | "/livez" | "/readyz" | "/openapi/v2" | "/openapi/v3")
+        || path.strip_prefix("/api/").is_some_and(|v| !v.is_empty() && !v.contains('/'))
+        || path.strip_prefix("/apis/").is_some_and(|gv| !gv.is_empty() && gv.split('/').count() <= 2)
+}
+
+/// Applications processed at once; more wait (backpressure on the module's inbox).
+const MAX_IN_FLIGHT: usize = 16;
+
 /// An object key parsed: (group, version, plural, namespace, name); `None` for other paths.
 pub fn parse_key(key: &str) -> Option<(String, String, String, String, String)> {
     let parts: Vec<&str> = key.strip_prefix('/')?.split('/').collect();
@@ -121,7 +133,7 @@ enum Outcome {
 
 async fn process(client: &kube::Client, app: &Application) -> Outcome {
     let Some((group, version, plural, ns, name)) = parse_key(&app.key) else {
-        if app.verb != "get" {
+        if app.verb != "get" || !pass_through(&app.key) {
             return Outcome::Bad(format!("{} of {} is not supported", app.verb, app.key));
         }
         // Pass-through: discovery and friends.
@@ -248,6 +260,7 @@ impl Module for DynamicControllerModule {
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
         Box::pin(async move {
             let client = kube_client(&self.kube).await?;
+            let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
             info!("DynamicController started.");
             while let Some(msg) = ctx.recv().await {
                 let node = msg.router.resource.strip_prefix("node/").and_then(|r| r.split('/').next()).unwrap_or("");
@@ -258,8 +271,14 @@ impl Module for DynamicControllerModule {
                     warn!(node, "Dropped an Application that does not decode.");
                     continue;
                 };
+                if !app.nodename.is_empty() && app.nodename != node {
+                    warn!(node, claimed = %app.nodename, "Dropped an Application made for another node.");
+                    continue;
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else { return Ok(()) };
                 let (client, bus, node) = (client.clone(), ctx.bus.clone(), node.to_owned());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match process(&client, &app).await {
                         Outcome::Ok(resp) => {
                             app.status = "Approved".into();
@@ -305,6 +324,16 @@ mod tests {
             Some(("apps".into(), "v1".into(), "deployments".into(), "".into(), "".into()))
         );
         assert_eq!(parse_key("/version"), None);
+    }
+
+    #[test]
+    fn only_discovery_passes_through() {
+        for ok in ["/version", "/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/healthz"] {
+            assert!(pass_through(ok), "{ok}");
+        }
+        for no in ["/api/v1/secrets", "/apis/apps/v1/deployments", "/api/v1/namespaces/x/secrets/y", "/metrics"] {
+            assert!(!pass_through(no), "{no}");
+        }
     }
 
     #[test]

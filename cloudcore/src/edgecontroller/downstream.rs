@@ -136,7 +136,9 @@ pub async fn watch_nodes(
                 let Some(name) = n.metadata.name.clone() else { continue };
                 seen.insert(name.clone());
                 let hash = node_meta_hash(&n);
-                view.set_edge_node(&name, true);
+                for pod in view.set_edge_node(&name, true) {
+                    tx.object(&name, &pod, operation::INSERT).await;
+                }
                 if known.insert(name.clone(), hash) == Some(hash) {
                     continue;
                 }
@@ -196,7 +198,8 @@ async fn node_gone(view: &View, tx: &Sender, known: &mut std::collections::HashM
         operation::DELETE,
         Content::null(),
     );
-    let _ = tx.bus.try_send(module::SYNCCONTROLLER, note);
+    // Not dropped when busy: a lost notice would leave the node's ObjectSyncs behind.
+    let _ = tx.bus.send(module::SYNCCONTROLLER, note).await;
 }
 
 /// Watches pods until `stop`.

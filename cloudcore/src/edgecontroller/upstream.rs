@@ -59,6 +59,11 @@ fn content_value(msg: &Message) -> Option<Value> {
     msg.content.decode().ok()
 }
 
+/// A 403 in Go's `StatusError` shape.
+fn forbidden(why: &str) -> Value {
+    json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": why, "reason": "Forbidden", "code": 403}})
+}
+
 /// A 400 in Go's `StatusError` shape, for content the cloud cannot use.
 fn bad_request(what: &str) -> Value {
     json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": what, "reason": "BadRequest", "code": 400}})
@@ -83,6 +88,12 @@ impl Upstream {
         let name = res.path.name.clone().unwrap_or_default();
         let op = msg.router.operation.as_str();
         let ty = res.path.resource_type.as_str();
+        if let Err(why) = self.allowed(&node, ty, &ns, &name).await {
+            warn!(node, resource = %msg.router.resource, op, why, "Refused an upstream message.");
+            let reply = self.reply(&msg, Content::json(&forbidden(&why)).unwrap_or_else(|_| Content::null()));
+            self.tx.raw(reply).await;
+            return;
+        }
         let reply = match (ty, op) {
             (resource_type::NODE, operation::INSERT) => Some(self.node_insert(&msg, &node).await),
             (resource_type::NODE, operation::UPDATE) => Some(self.node_update(&msg, &name).await),
@@ -129,6 +140,34 @@ impl Upstream {
         };
         if let Some(r) = reply {
             self.tx.raw(r).await;
+        }
+    }
+
+    /// What an edge may touch: its own Node (and its status), leases in `kube-node-lease`
+    /// named after it, and pods bound to it (deletes and status). The node identity comes from
+    /// the authenticated connection.
+    async fn allowed(&self, node: &str, ty: &str, ns: &str, name: &str) -> Result<(), String> {
+        match ty {
+            resource_type::NODE | resource_type::NODE_PATCH | resource_type::NODE_STATUS
+                if !name.is_empty() && name != node =>
+            {
+                Err(format!("node {node} may not change node {name}"))
+            }
+            resource_type::LEASE
+                if !(ns == "kube-node-lease" || ns.is_empty()) || (!name.is_empty() && name != node) =>
+            {
+                Err(format!("node {node} may only renew its own lease (kube-node-lease/{node})"))
+            }
+            resource_type::POD_PATCH | resource_type::POD if !name.is_empty() => {
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+                match api.get_opt(name).await {
+                    Ok(Some(p)) if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) => {
+                        Err(format!("pod {ns}/{name} is not bound to node {node}"))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            _ => Ok(()),
         }
     }
 

@@ -152,6 +152,8 @@ struct Inner {
     users: HashMap<Ref, HashMap<String, usize>>,
     /// The watches whose first list is complete.
     synced: HashSet<&'static str>,
+    /// Pods bound to nodes that are not (yet) edge nodes: node → uid → pod.
+    pending: HashMap<String, HashMap<String, PodEntry>>,
     /// The last message sent for each edge node's own Node object.
     node_messages: HashMap<String, kubeedge_model::Message>,
 }
@@ -199,14 +201,26 @@ impl View {
         self.0.lock().edge_nodes.contains(node)
     }
 
-    /// Marks `node` as an edge node or not.
-    pub fn set_edge_node(&self, node: &str, edge: bool) {
+    /// Marks `node` as an edge node or not. A node that becomes one gets the pods already
+    /// bound to it (seen while it was not an edge node, or before its own watch event): they
+    /// are returned, to be sent.
+    pub fn set_edge_node(&self, node: &str, edge: bool) -> Vec<Obj> {
         let mut g = self.0.lock();
-        if edge {
-            g.edge_nodes.insert(node.to_owned());
-        } else {
+        if !edge {
             g.edge_nodes.remove(node);
+            return Vec::new();
         }
+        if !g.edge_nodes.insert(node.to_owned()) {
+            return Vec::new();
+        }
+        let waiting = g.pending.remove(node).unwrap_or_default();
+        let mut out = Vec::new();
+        for (uid, p) in waiting {
+            g.link(&uid, node, &p.refs);
+            out.push(p.obj.clone());
+            g.pods.insert(uid, p);
+        }
+        out
     }
 
     /// Remembers the latest `update` message of an edge node's Node, to resend it when the
@@ -234,11 +248,16 @@ impl View {
         let mut g = self.0.lock();
         let on_edge = !node.is_empty() && g.edge_nodes.contains(node);
         let uid = obj.uid.clone();
+        g.forget_pending(&uid);
         let previous = g.pods.remove(&uid);
         if let Some(p) = &previous {
             g.unlink(&uid, &p.node, &p.refs);
         }
         if !on_edge {
+            if !node.is_empty() {
+                let entry = PodEntry { obj, node: node.to_owned(), hash, refs };
+                g.pending.entry(node.to_owned()).or_default().insert(uid, entry);
+            }
             return match previous {
                 Some(p) => PodChange::Left { from: p.node },
                 None => PodChange::Ignored,
@@ -258,6 +277,7 @@ impl View {
     /// Forgets a pod; returns the edge node it was on.
     pub fn remove_pod(&self, uid: &str) -> Option<String> {
         let mut g = self.0.lock();
+        g.forget_pending(uid);
         let p = g.pods.remove(uid)?;
         g.unlink(uid, &p.node, &p.refs);
         Some(p.node)
@@ -265,7 +285,8 @@ impl View {
 
     /// The uids of every pod known, for a re-list to find what vanished.
     pub fn pod_uids(&self) -> Vec<String> {
-        self.0.lock().pods.keys().cloned().collect()
+        let g = self.0.lock();
+        g.pods.keys().chain(g.pending.values().flat_map(|p| p.keys())).cloned().collect()
     }
 
     /// Records a configmap or secret; returns the nodes whose pods use it.
@@ -321,6 +342,13 @@ impl View {
 }
 
 impl Inner {
+    fn forget_pending(&mut self, uid: &str) {
+        self.pending.retain(|_, pods| {
+            pods.remove(uid);
+            !pods.is_empty()
+        });
+    }
+
     fn link(&mut self, uid: &str, node: &str, refs: &[Ref]) {
         self.pods_by_node.entry(node.to_owned()).or_default().insert(uid.to_owned());
         for r in refs {
@@ -422,6 +450,12 @@ mod tests {
         assert_eq!(v.remove_pod("a").as_deref(), Some("e1"));
         assert!(v.desired("e1").is_empty());
         assert!(v.remove_object(resource_type::CONFIGMAP, "default", "cm").is_empty());
+        // A pod bound before its node is an edge node is sent when the node becomes one.
+        assert_eq!(v.apply_pod(pod("early", 1), "e2", 1, vec![]), PodChange::Ignored);
+        let sent: Vec<String> = v.set_edge_node("e2", true).into_iter().map(|o| o.uid).collect();
+        assert_eq!(sent, ["early"]);
+        assert!(v.set_edge_node("e2", true).is_empty(), "only on the change");
+        assert_eq!(v.desired("e2").len(), 1);
         // A node that stops being an edge node takes its pods with it.
         assert_eq!(v.apply_pod(pod("b", 1), "e1", 1, vec![]), PodChange::Added);
         v.set_edge_node("e1", false);

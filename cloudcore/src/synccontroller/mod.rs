@@ -122,6 +122,8 @@ struct Controller {
     syncs: Syncs,
     tx: Sender,
     connected: HashSet<String>,
+    /// The current session of each connected node.
+    sessions: HashMap<String, u64>,
 }
 
 impl Controller {
@@ -312,6 +314,11 @@ async fn install_crds(client: &kube::Client) -> Result<(), ModuleError> {
     Ok(())
 }
 
+/// The session id a CloudHub notice carries (0 if absent).
+fn session_of(msg: &Message) -> u64 {
+    msg.content.as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
 fn kind_static(ty: &str) -> &'static str {
     match ty {
         resource_type::CONFIGMAP => resource_type::CONFIGMAP,
@@ -338,6 +345,7 @@ impl Module for SyncControllerModule {
                 syncs: self.syncs.clone(),
                 tx: Sender { bus: ctx.bus.clone(), syncs: None },
                 connected: HashSet::new(),
+                sessions: HashMap::new(),
             };
             install_crds(&c.client).await?;
             c.load().await.map_err(|e| format!("listing ObjectSyncs failed: {e}"))?;
@@ -360,6 +368,7 @@ impl Module for SyncControllerModule {
                             (module::CLOUDHUB, operation::CONNECTED) => {
                                 let node = node.to_owned();
                                 c.connected.insert(node.clone());
+                                c.sessions.insert(node.clone(), session_of(&msg));
                                 // Its Node object too: it may have changed while it was away.
                                 if let Some(mut m) = c.view.node_message(&node) {
                                     m.header.id = Message::new().header.id;
@@ -368,7 +377,11 @@ impl Module for SyncControllerModule {
                                 c.reconcile(&node).await;
                             }
                             (module::CLOUDHUB, operation::DISCONNECTED) => {
-                                c.connected.remove(node);
+                                // A late notice of a session already replaced is ignored.
+                                if c.sessions.get(node).is_none_or(|s| *s == session_of(&msg)) {
+                                    c.connected.remove(node);
+                                    c.sessions.remove(node);
+                                }
                             }
                             (module::EDGECONTROLLER, operation::DELETE) if !node.contains('/') => {
                                 c.collect_deleted_nodes(Some(node)).await;

@@ -238,16 +238,22 @@ impl State {
             operation::QUERY,
             Content::null(),
         );
+        // Only a real list may decide what is an orphan: an error or an answer that does not
+        // decode adopts nothing and removes nothing.
         let stored: Vec<Pod> = match self.request(q).await {
-            Ok(r) => r
-                .content
-                .decode::<Vec<String>>()
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|v| serde_json::from_str(v).ok())
-                .collect(),
+            Ok(r) if r.router.operation != operation::ERROR => match r.content.decode::<Vec<String>>() {
+                Ok(values) => values.iter().filter_map(|v| serde_json::from_str(v).ok()).collect(),
+                Err(e) => {
+                    warn!(error = %e, "The stored pods did not decode; none adopted, nothing removed.");
+                    return;
+                }
+            },
+            Ok(r) => {
+                warn!(reason = ?r.content.as_str(), "Reading the stored pods failed; none adopted, nothing removed.");
+                return;
+            }
             Err(e) => {
-                warn!(error = %e, "Reading the stored pods failed; none adopted.");
+                warn!(error = %e, "Reading the stored pods failed; none adopted, nothing removed.");
                 return;
             }
         };

@@ -280,7 +280,16 @@ impl Worker {
                 None if v.get("ErrStatus").is_none() && v.is_object() => Some(v.clone()),
                 None => None,
             };
-            if let Some(obj) = obj.filter(|o| !o.is_null()) {
+            // Never over a newer copy: the cloud may have pushed a later version while this
+            // answer was on its way.
+            let incoming: Option<u64> =
+                obj.as_ref().and_then(|o| o.pointer("/metadata/resourceVersion")?.as_str()?.parse().ok());
+            let stored: Option<u64> = match self.store.get(&msg.router.resource).await {
+                Ok(Some(row)) => head(&row.value).metadata.resource_version.parse().ok(),
+                _ => None,
+            };
+            let stale = matches!((incoming, stored), (Some(i), Some(s)) if i < s);
+            if let Some(obj) = obj.filter(|o| !o.is_null() && !stale) {
                 let (ops, change) = self.object_ops(&path, operation::UPDATE, &obj.to_string()).await;
                 if self.store.apply(ops).await.is_ok()
                     && let Some(c) = change
