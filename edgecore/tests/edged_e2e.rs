@@ -125,6 +125,29 @@ fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
     cloud.rt.block_on(pods.delete("probed", &DeleteParams::default())).unwrap();
     until("probed to leave the API", || cloud.rt.block_on(pods.get_opt("probed")).ok()?.is_none().then_some(()));
 
+    // A pod whose configmap does not exist yet waits, reported Pending, and starts once the
+    // configmap is created (it reaches the edge because the pod uses it).
+    let waits: Pod = serde_json::from_value(json!({"metadata": {"name": "waits"}, "spec": {"nodeName": "edge-k",
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "c", "image": ctrd.busybox_image(), "command": ["sh", "-c", "sleep 3600"],
+            "envFrom": [{"configMapRef": {"name": "late"}}]}]}}))
+    .unwrap();
+    cloud.rt.block_on(pods.create(&PostParams::default(), &waits)).unwrap();
+    until("waits to be reported Pending with the reason", || {
+        let st = cloud.rt.block_on(pods.get_opt("waits")).ok().flatten()?.status?;
+        (st.reason.as_deref() == Some("RuntimeError")).then_some(())
+    });
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "default");
+    let late: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "late"}, "data": {"K": "v"}})).unwrap();
+    cloud.rt.block_on(cms.create(&PostParams::default(), &late)).unwrap();
+    until("waits to run once its configmap exists", || {
+        let st = cloud.rt.block_on(pods.get_opt("waits")).ok().flatten()?.status?;
+        (st.phase.as_deref() == Some("Running")).then_some(())
+    });
+    cloud.rt.block_on(pods.delete("waits", &DeleteParams::default())).unwrap();
+    until("waits to leave the API", || cloud.rt.block_on(pods.get_opt("waits")).ok()?.is_none().then_some(()));
+
     // Delete with a grace period: the edge stops it and the pod leaves the API.
     cloud.rt.block_on(pods.delete("web", &DeleteParams::default())).unwrap();
     until("the pod to leave the API", || cloud.rt.block_on(pods.get_opt("web")).ok()?.is_none().then_some(()));

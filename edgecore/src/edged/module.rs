@@ -123,6 +123,8 @@ struct State {
     pods: HashMap<String, Tracked>,
     backoffs: Backoffs,
     restart_backoff: Duration,
+    /// Pods whose start failed, and when: retried after the restart backoff.
+    failed: HashMap<String, std::time::Instant>,
 }
 
 fn content_pod(msg: &Message) -> Option<Pod> {
@@ -175,26 +177,12 @@ impl State {
         let Some(uid) = pod.metadata.uid.clone() else { return };
         let terminating = pod.metadata.deletion_timestamp.is_some();
         if terminating {
-            let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
-            let grace = Duration::from_secs(u64::try_from(grace.max(0)).unwrap_or(0));
-            if let Err(e) = self.runtime.kill(&uid, grace).await {
-                warn!(uid, error = %e, "Stopping a pod failed.");
-                return;
-            }
-            self.pods.insert(uid.clone(), Tracked { pod: pod.clone(), last_status: Value::Null });
-            self.report(&uid).await;
-            let (ns, name) =
-                (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
-            let del = Message::build(
-                module::EDGED,
-                group::META,
-                format!("{ns}/{}/{name}", resource_type::POD),
-                operation::DELETE,
-                Content::json(&json!({"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}))
-                    .unwrap_or(Content::null()),
-            );
-            let _ = self.bus.send(module::METAMANAGER, del).await;
+            // In the background: a grace period must not hold up the other pods (nor
+            // MetaManager, which forwards to this module).
             self.pods.remove(&uid);
+            self.failed.remove(&uid);
+            let (runtime, bus, host_ip) = (self.runtime.clone(), self.bus.clone(), self.host_ip.clone());
+            tokio::spawn(terminate(runtime, bus, host_ip, pod));
             return;
         }
         let running = self.runtime.sandboxes_of(&uid).await.map(|s| !s.is_empty()).unwrap_or(false);
@@ -204,7 +192,10 @@ impl State {
             match self.runtime.start(&pod, &src, &self.host_ip).await {
                 Ok(s) => info!(uid, sandbox = %s.sandbox, "Pod started."),
                 Err(e) => {
-                    warn!(uid, error = %e, "Starting a pod failed.");
+                    warn!(uid, error = %e, "Starting a pod failed; retrying.");
+                    // Whatever was made goes, so the retry starts clean.
+                    let _ = self.runtime.kill(&uid, Duration::ZERO).await;
+                    self.failed.insert(uid.clone(), std::time::Instant::now());
                     let reason = json!({"phase": "Pending", "reason": "RuntimeError", "message": e.to_string()});
                     self.patch_raw(&pod, reason).await;
                     return;
@@ -307,6 +298,7 @@ impl State {
     }
 
     async fn remove(&mut self, uid: &str) {
+        self.failed.remove(uid);
         self.prober.forget(uid);
         self.readiness.remove(uid);
         self.pods.remove(uid);
@@ -314,6 +306,39 @@ impl State {
             warn!(uid, error = %e, "Removing a deleted pod failed.");
         }
     }
+}
+
+/// Stops a terminating pod within its grace period, reports its final status, then asks the
+/// cloud to delete it (grace 0 with a UID precondition, as upstream's edge does).
+async fn terminate(runtime: PodRuntime, bus: Bus, host_ip: String, pod: Pod) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+    let grace = Duration::from_secs(u64::try_from(grace.max(0)).unwrap_or(0));
+    if let Err(e) = runtime.kill(&uid, grace).await {
+        warn!(uid, error = %e, "Stopping a pod failed.");
+        return;
+    }
+    let (ns, name) =
+        (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
+    if let Ok(status) = runtime.status(&pod, &host_ip).await {
+        let patch = json!({"metadata": {"uid": uid}, "status": status});
+        let msg = Message::build(
+            module::EDGED,
+            group::META,
+            format!("{ns}/{}/{name}", resource_type::POD_PATCH),
+            operation::PATCH,
+            Content::string(&patch.to_string()),
+        );
+        let _ = bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await;
+    }
+    let del = Message::build(
+        module::EDGED,
+        group::META,
+        format!("{ns}/{}/{name}", resource_type::POD),
+        operation::DELETE,
+        Content::json(&json!({"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})).unwrap_or(Content::null()),
+    );
+    let _ = bus.send(module::METAMANAGER, del).await;
 }
 
 impl Module for EdgedModule {
@@ -345,6 +370,7 @@ impl Module for EdgedModule {
                 pods: HashMap::new(),
                 backoffs: Backoffs::new(),
                 restart_backoff: self.restart_backoff,
+                failed: HashMap::new(),
             };
             // After a restart (also offline): the pods MetaManager has are adopted — their
             // sandboxes are still running in the runtime, so nothing is recreated.
@@ -353,7 +379,20 @@ impl Module for EdgedModule {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        let uids: Vec<String> = st.pods.keys().cloned().collect();
+                        // Starts that failed are tried again.
+                        let due: Vec<Pod> = st
+                            .failed
+                            .iter()
+                            .filter(|(_, at)| at.elapsed() >= st.restart_backoff)
+                            .filter_map(|(uid, _)| st.pods.get(uid).map(|t| t.pod.clone()))
+                            .collect();
+                        for pod in due {
+                            if let Some(uid) = &pod.metadata.uid {
+                                st.failed.remove(uid);
+                            }
+                            st.apply(pod).await;
+                        }
+                        let uids: Vec<String> = st.pods.keys().filter(|u| !st.failed.contains_key(*u)).cloned().collect();
                         for uid in uids {
                             if let Some(pod) = st.pods.get(&uid).map(|t| t.pod.clone()) {
                                 let base = st.restart_backoff;
