@@ -47,10 +47,10 @@ async fn eventually(what: &str, rt: &PodRuntime, p: &Pod, want: impl Fn(&Value) 
     }
 }
 
-#[test]
-fn pods_run_report_running_with_ip_and_are_killed_cleanly() {
+/// Runs `body` with a private containerd and a pod runtime on it; skips loudly without root.
+fn with_runtime(test: &str, body: impl AsyncFnOnce(&PrivateContainerd, PodRuntime)) {
     if let Some(why) = containerd::unavailable() {
-        eprintln!("SKIPPED edged pod test: {why}");
+        eprintln!("SKIPPED {test}: {why}");
         return;
     }
     let ctrd = PrivateContainerd::start().unwrap_or_else(|e| panic!("private containerd: {e}"));
@@ -61,6 +61,13 @@ fn pods_run_report_running_with_ip_and_are_killed_cleanly() {
             log_root: ctrd.pod_log_root(),
             pods_root: ctrd.dir().join("pods"),
         };
+        body(&ctrd, rt).await;
+    });
+}
+
+#[test]
+fn pods_run_report_running_with_ip_and_are_killed_cleanly() {
+    with_runtime("edged pod test", async |ctrd, rt| {
         let src = MapSource::default();
         for (name, host) in [("hostnet", true), ("bridged", false)] {
             let p = pod(name, ctrd.busybox_image(), host);
@@ -141,18 +148,7 @@ fn pods_run_report_running_with_ip_and_are_killed_cleanly() {
 
 #[test]
 fn volumes_and_env_come_from_configmaps_secrets_and_the_downward_api() {
-    if let Some(why) = containerd::unavailable() {
-        eprintln!("SKIPPED edged volume test: {why}");
-        return;
-    }
-    let ctrd = PrivateContainerd::start().unwrap_or_else(|e| panic!("private containerd: {e}"));
-    let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    tokio_rt.block_on(async {
-        let rt = PodRuntime {
-            cri: Cri::connect(ctrd.socket()).await.unwrap(),
-            log_root: ctrd.pod_log_root(),
-            pods_root: ctrd.dir().join("pods"),
-        };
+    with_runtime("edged volume test", async |ctrd, rt| {
         let mut src = MapSource::default();
         src.0.insert("default/configmap/web-config".into(), json!({"data": {"index.html": "hello from a configmap"}}));
         src.0.insert("default/configmap/env-config".into(), json!({"data": {"GREETING": "hi from envFrom"}}));

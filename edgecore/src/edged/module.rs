@@ -153,16 +153,7 @@ impl State {
         if status == t.last_status {
             return;
         }
-        let (ns, name) =
-            (t.pod.metadata.namespace.clone().unwrap_or_default(), t.pod.metadata.name.clone().unwrap_or_default());
-        let patch = json!({"metadata": {"uid": uid}, "status": status});
-        let msg = Message::build(
-            module::EDGED,
-            group::META,
-            format!("{ns}/{}/{name}", resource_type::POD_PATCH),
-            operation::PATCH,
-            Content::string(&patch.to_string()),
-        );
+        let msg = podpatch(&t.pod, status.clone());
         match self.request(msg).await {
             Ok(_) => {
                 if let Some(t) = self.pods.get_mut(uid) {
@@ -206,16 +197,7 @@ impl State {
     }
 
     async fn patch_raw(&self, pod: &Pod, status: Value) {
-        let (ns, name) =
-            (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
-        let patch = json!({"metadata": {"uid": pod.metadata.uid}, "status": status});
-        let msg = Message::build(
-            module::EDGED,
-            group::META,
-            format!("{ns}/{}/{name}", resource_type::POD_PATCH),
-            operation::PATCH,
-            Content::string(&patch.to_string()),
-        );
+        let msg = podpatch(pod, status);
         let _ = self.request(msg).await;
     }
 
@@ -308,6 +290,21 @@ impl State {
     }
 }
 
+/// A pod status patch as edged sends it: a strategic-merge patch with the UID, as a JSON
+/// string, to `{ns}/podpatch/{name}`.
+fn podpatch(pod: &Pod, status: Value) -> Message {
+    let (ns, name) =
+        (pod.metadata.namespace.as_deref().unwrap_or_default(), pod.metadata.name.as_deref().unwrap_or_default());
+    let patch = json!({"metadata": {"uid": pod.metadata.uid}, "status": status});
+    Message::build(
+        module::EDGED,
+        group::META,
+        format!("{ns}/{}/{name}", resource_type::POD_PATCH),
+        operation::PATCH,
+        Content::string(&patch.to_string()),
+    )
+}
+
 /// Stops a terminating pod within its grace period, reports its final status, then asks the
 /// cloud to delete it (grace 0 with a UID precondition, as upstream's edge does).
 async fn terminate(runtime: PodRuntime, bus: Bus, host_ip: String, pod: Pod) {
@@ -321,14 +318,7 @@ async fn terminate(runtime: PodRuntime, bus: Bus, host_ip: String, pod: Pod) {
     let (ns, name) =
         (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
     if let Ok(status) = runtime.status(&pod, &host_ip).await {
-        let patch = json!({"metadata": {"uid": uid}, "status": status});
-        let msg = Message::build(
-            module::EDGED,
-            group::META,
-            format!("{ns}/{}/{name}", resource_type::POD_PATCH),
-            operation::PATCH,
-            Content::string(&patch.to_string()),
-        );
+        let msg = podpatch(&pod, status);
         let _ = bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await;
     }
     let del = Message::build(
