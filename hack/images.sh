@@ -11,7 +11,7 @@
 #   --out DIR         where the tarballs go (default _output/images); also writes DIR/images.env
 #                     with BUSYBOX_IMAGE=... and PAUSE_IMAGE=...
 #   --address SOCKET  also import both images into the containerd at SOCKET (namespace k8s.io)
-#                     with `ctr images import`
+#                     with `ctr images import`, and tag busybox as localhost/busybox:latest too
 #   --force           rebuild even when DIR already holds images of the same busybox binary
 #
 # Idempotent: the tarballs are rebuilt only when missing or made from another busybox binary, and
@@ -140,5 +140,7 @@ if [ -n "$address" ]; then
       exit 1
     fi
   done
-  echo "images: imported $busybox_image and $pause_image into $address (namespace k8s.io)"
+  # A stable name for examples: localhost/busybox:latest is the same image.
+  ctr --address "$address" --namespace k8s.io images tag --force "$busybox_image" localhost/busybox:latest >/dev/null
+  echo "images: imported $busybox_image (also tagged localhost/busybox:latest) and $pause_image into $address (namespace k8s.io)"
 fi

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # The local cluster demo: builds apiserver-lite (our in-memory Kubernetes API server), cloudcore
-# and edgecore, starts them, and joins the edge to the cloud with nothing but the token — as
-# `keadm join` would. Runs until Ctrl-C, which stops everything cleanly.
+# and edgecore, starts a private containerd with locally built images, then the three daemons,
+# and joins the edge to the cloud with nothing but the token — as `keadm join` would. Edged
+# registers the node and runs its pods in containerd. Runs until Ctrl-C, which stops everything
+# cleanly (pods, containerd, daemons).
 #
-# Work files (configs, logs, certificates, kubeconfig) go to _output/local-up/ (LOCAL_UP_DIR).
+# Work files (configs, logs, certificates, kubeconfig) go to _output/local-up/ (LOCAL_UP_DIR);
+# containerd's root, state and socket to /tmp/kubeedge-local-up (LOCAL_UP_CONTAINERD_DIR).
 # Ports (loopback): APISERVER_LISTEN 127.0.0.1:6443, CLOUDHUB_WS_PORT 10000,
-# CLOUDHUB_HTTPS_PORT 10002, CLOUDCORE_MONITOR 127.0.0.1:9091, EDGECORE_MONITOR 127.0.0.1:9092.
-# EDGE_NODE_NAME names the edge node (default: edge-local). PROFILE=debug skips the release build.
+# CLOUDHUB_HTTPS_PORT 10002, CLOUDCORE_MONITOR 127.0.0.1:9091, EDGECORE_MONITOR 127.0.0.1:9092,
+# METASERVER_PORT 10550, KUBELET_PORT 10350 (Edged's logs/exec server).
+# EDGE_NODE_NAME names the edge node (default: edge-local). POD_CIDR is the pod network
+# (default 10.215.0.0/24, bridge kelocal0). PROFILE=debug skips the release build.
+#
+# Try: kubectl apply -f examples/web.yaml; kubectl get pods -o wide; curl http://<pod IP>:8080/
 set -euo pipefail
 # Job control: each daemon gets its own process group, so Ctrl-C reaches only this script,
 # which then stops the daemons in order (edge, cloud, API server) with one SIGTERM each.
@@ -22,6 +29,10 @@ EDGE_MON=${EDGECORE_MONITOR:-127.0.0.1:9092}
 META_PORT=${METASERVER_PORT:-10550}
 NODE=${EDGE_NODE_NAME:-edge-local}
 PROFILE=${PROFILE:-release}
+CTRD=${LOCAL_UP_CONTAINERD_DIR:-/tmp/kubeedge-local-up}
+POD_CIDR=${POD_CIDR:-10.215.0.0/24}
+KUBELET_PORT=${KUBELET_PORT:-10350}
+BRIDGE=kelocal0
 
 bash hack/install-deps.sh
 echo "local-up: building apiserver-lite, cloudcore and edgecore ($PROFILE)"
@@ -33,13 +44,30 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
 pids=()
+ctrd_pid=""
+ctr() { command ctr -a "$CTRD/containerd.sock" -n k8s.io "$@"; }
+stop_containerd() {
+  [ -n "$ctrd_pid" ] || return 0
+  # The pods go with the cluster: their tasks, their network namespaces, then containerd.
+  local netns=()
+  for id in $(ctr containers ls -q 2>/dev/null); do
+    for ns in $(ctr containers info "$id" 2>/dev/null | grep -o '/var/run/netns/cni-[0-9a-f-]*' | sort -u); do netns+=("$ns"); done
+    ctr tasks delete --force "$id" >/dev/null 2>&1 || true
+  done
+  kill -TERM "$ctrd_pid" 2>/dev/null || true
+  wait "$ctrd_pid" 2>/dev/null || true
+  for ns in "${netns[@]}"; do umount "$ns" 2>/dev/null || true; rm -f "$ns"; done
+  grep -o " $CTRD/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  ip link delete "$BRIDGE" 2>/dev/null || true
+}
 stop() {
   trap - INT TERM EXIT
   echo; echo "local-up: stopping"
-  # Edge first, then cloud, then the API server.
+  # Edge first, then cloud, then the API server; then the pods and containerd.
   for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
   status=0
   for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+  stop_containerd
   echo "local-up: stopped (exit $status)"
   exit "$status"
 }
@@ -54,6 +82,37 @@ wait_for() { # description command...
   echo "local-up: timed out waiting for $what" >&2
   return 1
 }
+
+# A private containerd: its own root, state, socket and CNI config (bridge + host-local), the
+# pause and busybox images built from busybox-static and imported before any sandbox.
+if [ -S "$CTRD/containerd.sock" ] && pgrep -f "containerd --config $CTRD/config.toml" >/dev/null; then
+  echo "local-up: a containerd from an earlier run still uses $CTRD; stop it first" >&2; exit 1
+fi
+rm -rf "$CTRD"; mkdir -p "$CTRD/cni" "$CTRD/cni-ipam"
+cat > "$CTRD/config.toml" <<TOML
+version = 2
+root = "$CTRD/root"
+state = "$CTRD/state"
+[grpc]
+  address = "$CTRD/containerd.sock"
+[ttrpc]
+  address = "$CTRD/containerd.sock.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "localhost/pause:busybox"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$CTRD/cni"
+TOML
+cat > "$CTRD/cni/10-bridge.conflist" <<JSON
+{"cniVersion": "0.4.0", "name": "$BRIDGE", "plugins": [{"type": "bridge", "bridge": "$BRIDGE",
+  "isGateway": true, "ipMasq": false,
+  "ipam": {"type": "host-local", "dataDir": "$CTRD/cni-ipam", "ranges": [[{"subnet": "$POD_CIDR"}]]}}]}
+JSON
+containerd --config "$CTRD/config.toml" > "$OUT/containerd.log" 2>&1 & ctrd_pid=$!
+wait_for "containerd" grep -q "Start streaming server" "$OUT/containerd.log"
+bash hack/images.sh --address "$CTRD/containerd.sock" > "$OUT/images.log" 2>&1 || { cat "$OUT/images.log" >&2; exit 1; }
+echo "local-up: containerd $(containerd --version | awk '{print $3}') on $CTRD/containerd.sock (pods on $POD_CIDR), images: $(ctr images ls -q | grep '^localhost/' | tr '\n' ' ')"
 
 "$BIN/apiserver-lite" --listen "$APISERVER" --kubeconfig-out "$OUT/kubeconfig" > "$OUT/apiserver-lite.out" 2> "$OUT/apiserver-lite.log" & pids+=($!)
 wait_for "apiserver-lite" test -s "$OUT/kubeconfig"
@@ -103,8 +162,16 @@ database:
   dataSource: $OUT/edge/edgecore.db
 modules:
   edged:
-    enable: false
+    enable: true
     hostnameOverride: $NODE
+    nodeIP: 127.0.0.1
+    rootDirectory: $OUT/edge/kubelet
+    tailoredKubeletConfig:
+      containerRuntimeEndpoint: unix://$CTRD/containerd.sock
+      podLogsDir: $OUT/edge/pods-logs
+      staticPodPath: $OUT/edge/manifests
+      address: 127.0.0.1
+      readOnlyPort: $KUBELET_PORT
   edgeHub:
     enable: true
     token: "$TOKEN"
@@ -123,7 +190,12 @@ YAML
 connected() { curl -fsS "http://$CLOUD_MON/metrics" | grep -q '^KubeEdge_CloudHub_connected_nodes 1'; }
 wait_for "the edge to connect" connected
 echo "local-up: edge node $NODE joined with the token and is connected (edgecore metrics http://$EDGE_MON/metrics)"
+ready() { [ "$(kubectl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+wait_for "node $NODE to be Ready" ready
+kubectl get nodes -o wide
+echo "local-up: run pods on the edge: kubectl apply -f examples/web.yaml && kubectl get pods -o wide"
+echo "local-up: container logs from Edged: curl http://127.0.0.1:$KUBELET_PORT/containerLogs/default/web/httpd"
 echo "local-up: the edge's local Kubernetes API (MetaServer): kubectl --server http://127.0.0.1:$META_PORT get pods -A"
-echo "local-up: configs, certificates and logs in $OUT; Ctrl-C stops everything"
-wait -n "${pids[@]}" || true
+echo "local-up: KUBECONFIG=$KUBECONFIG; configs, certificates and logs in $OUT; Ctrl-C stops everything"
+wait -n "${pids[@]}" "$ctrd_pid" || true
 echo "local-up: a process exited on its own; see $OUT/*.log" >&2

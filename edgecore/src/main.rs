@@ -8,6 +8,12 @@
 
 use std::process::ExitCode;
 
+use std::time::Duration;
+
+use edgecore::edged::Timings;
+use edgecore::edged::module::EdgedModule;
+use edgecore::edged::node::NodeSpec;
+use edgecore::edged::pods::GcPolicy;
 use edgecore::edgehub::module::EdgeHubModule;
 use edgecore::metamanager::module::MetaManagerModule;
 use kubeedge_beehive::RestartPolicy;
@@ -15,7 +21,7 @@ use kubeedge_config::edgecore::EdgeCoreConfig;
 use kubeedge_daemon::Daemon;
 
 /// Config keys (under `modules`) of the modules this build implements.
-const AVAILABLE_MODULES: &[&str] = &["edgeHub", "metaManager"];
+const AVAILABLE_MODULES: &[&str] = &["edgeHub", "metaManager", "edged"];
 
 fn main() -> ExitCode {
     let daemon = Daemon {
@@ -44,6 +50,90 @@ fn main() -> ExitCode {
             let module = MetaManagerModule::new(store, node, meta.remote_query_timeout(), server);
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
         }
+        let edged = &cfg.modules.edged;
+        if edged.enable {
+            if !meta.enable {
+                return Err(
+                    "modules.edged.enable: Edged needs modules.metaManager (it reaches the cloud through it)".into()
+                );
+            }
+            registry.register(Box::new(edged_module(cfg)?)).map_err(|e| e.to_string())?;
+        }
         Ok(())
     })
+}
+
+/// The Edged module as edgecore.yaml describes it.
+fn edged_module(cfg: &EdgeCoreConfig) -> Result<EdgedModule, String> {
+    let e = &cfg.modules.edged;
+    let k = &e.tailored_kubelet_config;
+    let at = "modules.edged.tailoredKubeletConfig";
+    let socket =
+        k.container_runtime_endpoint.strip_prefix("unix://").filter(|p| p.starts_with('/')).ok_or_else(|| {
+            format!(
+                "{at}.containerRuntimeEndpoint: must be unix:///path/to.sock, got {:?}",
+                k.container_runtime_endpoint
+            )
+        })?;
+    let dur = |key: &str, d: &kubeedge_config::GoDuration| d.to_std().map_err(|err| format!("{at}.{key}: {err}"));
+    let node_ip =
+        if e.node_ip.is_empty() { detect_node_ip(&cfg.modules.edge_hub.websocket.server) } else { e.node_ip.clone() };
+    let spec = NodeSpec {
+        name: e.hostname_override.clone(),
+        node_ip: node_ip.clone(),
+        labels: e.node_labels.clone(),
+        max_pods: k.max_pods,
+        runtime_version: "remote://unknown".into(),
+        schedulable: e.register_schedulable,
+    };
+    let timings = Timings {
+        lease_duration: Duration::from_secs(u64::try_from(k.node_lease_duration_seconds.max(1)).unwrap_or(40)),
+        status_report: dur("nodeStatusReportFrequency", &k.node_status_report_frequency)?,
+        ..Timings::default()
+    };
+    let gc = GcPolicy {
+        min_age: e.minimum_gc_age.to_std().map_err(|err| format!("modules.edged.minimumGCAge: {err}"))?,
+        max_per_container: e.max_per_pod_container_count,
+        max_total: e.max_container_count,
+    };
+    let root = std::path::Path::new(&e.root_directory);
+    let mut module = EdgedModule::connecting(
+        socket.into(),
+        k.pod_logs_dir.clone().into(),
+        root.join("pods"),
+        None,
+        node_ip,
+        SYNC_EVERY,
+    )
+    .with_node(spec, e.register_node_namespace.clone(), timings)
+    .with_gc(gc, edgecore::edged::module::GC_EVERY);
+    if !k.static_pod_path.is_empty() {
+        let every = dur("fileCheckFrequency", &k.file_check_frequency)?.max(Duration::from_secs(1));
+        module = module.with_static_pods(k.static_pod_path.clone().into(), every, e.hostname_override.clone());
+    }
+    if k.read_only_port > 0 {
+        let ip: std::net::IpAddr =
+            k.address.parse().map_err(|err| format!("{at}.address: {:?} is not an IP: {err}", k.address))?;
+        let port = u16::try_from(k.read_only_port).map_err(|_| format!("{at}.readOnlyPort: out of range"))?;
+        module = module.with_server(std::net::SocketAddr::new(ip, port));
+    }
+    Ok(module)
+}
+
+/// How often Edged relists the runtime (kubelet's PLEG period).
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// The address this host uses to reach CloudHub (`host:port`): the node IP when `nodeIP` is
+/// not set. Nothing is sent; a UDP socket is only connected. Loopback when it cannot be found.
+fn detect_node_ip(server: &str) -> String {
+    let probe = || -> std::io::Result<std::net::IpAddr> {
+        let target = std::net::ToSocketAddrs::to_socket_addrs(server)?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let bind = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let sock = std::net::UdpSocket::bind(bind)?;
+        sock.connect(target)?;
+        Ok(sock.local_addr()?.ip())
+    };
+    probe().map(|ip| ip.to_string()).unwrap_or_else(|_| "127.0.0.1".to_owned())
 }

@@ -117,7 +117,7 @@ fn pods_run_report_running_with_ip_and_are_killed_cleanly() {
             let mut backoffs = edgecore::edged::pods::Backoffs::new();
             let deadline = Instant::now() + kubeedge_testkit::patience();
             let st = loop {
-                rt.restart_exited(&p, &mut backoffs, Duration::from_millis(100), &src, "192.0.2.10").await.unwrap();
+                rt.sync_containers(&p, &mut backoffs, Duration::from_millis(100), &src, "192.0.2.10").await.unwrap();
                 let st = rt.status(&p, "192.0.2.10").await.unwrap();
                 let restarts = st["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(0);
                 let done = if policy == "Always" { restarts >= 2 } else { st["phase"] == "Failed" };

@@ -13,7 +13,7 @@ fn spec() -> Spec {
         monitor_default: "127.0.0.1:9092",
         link_module: "edgeHub",
         numeric_key: "heartbeat",
-        unbuilt_module: "edged",
+        unbuilt_module: "deviceTwin",
         upstream_config: Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../crates/config/tests/fixtures/upstream-edgecore.yaml"),
     }

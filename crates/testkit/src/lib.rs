@@ -278,7 +278,8 @@ pub mod daemon {
         if name == "cloudcore" {
             &["cloudHub", "edgeController", "syncController", "dynamicController"]
         } else {
-            &["edgeHub"]
+            // Edged needs a container runtime.
+            &["edgeHub", "edged"]
         }
     }
 
@@ -515,6 +516,8 @@ pub mod link {
     ) -> PathBuf {
         let [ca, cert, key] = edge_cert_paths(dir);
         let mut settings: Vec<(&[&str], String)> = vec![
+            // Off unless `extra` switches it on (it needs a container runtime).
+            (&["modules", "edged", "enable"], "false".to_owned()),
             (&["modules", "edged", "hostnameOverride"], node.to_owned()),
             (&["modules", "edgeHub", "token"], format!("\"{token}\"")),
             (&["modules", "edgeHub", "httpServer"], format!("https://{}:{}", c.ip, c.https_port)),

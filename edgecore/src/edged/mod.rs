@@ -7,6 +7,8 @@ pub mod module;
 pub mod node;
 pub mod pods;
 pub mod probes;
+pub mod resources;
+pub mod static_pods;
 pub mod volumes;
 
 use std::time::Duration;

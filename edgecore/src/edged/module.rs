@@ -20,6 +20,7 @@
 //! (`probes.rs`) run every sync: liveness failures restart containers, readiness sets Ready.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -27,10 +28,12 @@ use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError};
 use kubeedge_model::constants::{group, module, operation, resource_type};
 use kubeedge_model::{Content, Message, ResourcePath};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::NodeAgent;
-use super::pods::{Backoffs, PodRuntime};
+use super::pods::{Backoffs, GcPolicy, PodRuntime};
+use super::static_pods;
 use super::volumes::ObjectSource;
 
 /// Configmaps, secrets and tokens through MetaManager: its database first, then the cloud.
@@ -83,26 +86,150 @@ impl ObjectSource for MetaSource {
 /// How long a status patch or delete through MetaManager may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Where the module's runtime comes from.
+enum RuntimeSource {
+    /// Connected already.
+    Ready(Box<PodRuntime>),
+    /// Connected at start, waiting for the runtime's socket to answer.
+    Connect {
+        /// The runtime's unix socket.
+        socket: PathBuf,
+        /// kubelet's `/var/log/pods`.
+        log_root: PathBuf,
+        /// `{rootDirectory}/pods`.
+        pods_root: PathBuf,
+    },
+}
+
 /// Edged as a bus module.
 pub struct EdgedModule {
-    runtime: PodRuntime,
+    runtime: RuntimeSource,
     agent: Option<NodeAgent>,
     host_ip: String,
     sync_every: Duration,
     restart_backoff: Duration,
+    gc: GcPolicy,
+    gc_every: Duration,
+    server: Option<std::net::SocketAddr>,
+    static_pods: Option<(PathBuf, Duration, String)>,
+    node: Option<(super::node::NodeSpec, String, super::Timings)>,
 }
 
 impl EdgedModule {
     /// A module driving `runtime`; `agent` registers the node (its bus is replaced by the
     /// module's own at start).
     pub fn new(runtime: PodRuntime, agent: Option<NodeAgent>, host_ip: String, sync_every: Duration) -> Self {
-        Self { runtime, agent, host_ip, sync_every, restart_backoff: RESTART_BACKOFF }
+        Self {
+            runtime: RuntimeSource::Ready(Box::new(runtime)),
+            agent,
+            host_ip,
+            sync_every,
+            restart_backoff: RESTART_BACKOFF,
+            gc: GcPolicy::default(),
+            gc_every: GC_EVERY,
+            server: None,
+            static_pods: None,
+            node: None,
+        }
+    }
+
+    /// A module that connects to the runtime at `socket` when it starts (retrying until the
+    /// runtime answers, as kubelet waits for it), with pod logs under `log_root` and pod
+    /// directories under `pods_root`.
+    pub fn connecting(
+        socket: PathBuf,
+        log_root: PathBuf,
+        pods_root: PathBuf,
+        agent: Option<NodeAgent>,
+        host_ip: String,
+        sync_every: Duration,
+    ) -> Self {
+        let mut m = Self::new_unconnected(agent, host_ip, sync_every);
+        m.runtime = RuntimeSource::Connect { socket, log_root, pods_root };
+        m
+    }
+
+    fn new_unconnected(agent: Option<NodeAgent>, host_ip: String, sync_every: Duration) -> Self {
+        Self {
+            runtime: RuntimeSource::Connect {
+                socket: PathBuf::new(),
+                log_root: PathBuf::new(),
+                pods_root: PathBuf::new(),
+            },
+            agent,
+            host_ip,
+            sync_every,
+            restart_backoff: RESTART_BACKOFF,
+            gc: GcPolicy::default(),
+            gc_every: GC_EVERY,
+            server: None,
+            static_pods: None,
+            node: None,
+        }
     }
 
     /// The first crash-loop backoff (kubelet's 10 s; tests use less).
     pub fn with_restart_backoff(mut self, base: Duration) -> Self {
         self.restart_backoff = base;
         self
+    }
+
+    /// Dead-container garbage collection by `policy`, every `every` (kubelet: every minute).
+    pub fn with_gc(mut self, policy: GcPolicy, every: Duration) -> Self {
+        self.gc = policy;
+        self.gc_every = every;
+        self
+    }
+
+    /// Registers node `spec` (its lease in `namespace`) and keeps it fresh at `timings`.
+    pub fn with_node(mut self, spec: super::node::NodeSpec, namespace: String, timings: super::Timings) -> Self {
+        self.node = Some((spec, namespace, timings));
+        self
+    }
+
+    /// Serves container logs and exec (the kubelet-style server) on `addr`.
+    pub fn with_server(mut self, addr: std::net::SocketAddr) -> Self {
+        self.server = Some(addr);
+        self
+    }
+
+    /// Runs the static pods of the manifests in `dir` (kubelet's `staticPodPath`), read every
+    /// `every` (`fileCheckFrequency`), on node `node`.
+    pub fn with_static_pods(mut self, dir: PathBuf, every: Duration, node: String) -> Self {
+        self.static_pods = Some((dir, every, node));
+        self
+    }
+}
+
+/// How often dead containers are collected (kubelet's `ContainerGCPeriod`).
+pub const GC_EVERY: Duration = Duration::from_secs(60);
+
+/// Connects to the runtime at `socket`, retrying every two seconds until it answers or `stop`.
+async fn connect_runtime(socket: &std::path::Path, stop: &CancellationToken) -> Option<kubeedge_cri::Cri> {
+    let mut warned = false;
+    loop {
+        match kubeedge_cri::Cri::connect(socket).await {
+            Ok(c) => match c.version().await {
+                Ok(v) => {
+                    info!(runtime = %v.runtime_name, version = %v.runtime_version, socket = %socket.display(), "Connected to the container runtime.");
+                    return Some(c);
+                }
+                Err(e) if !warned => {
+                    warn!(socket = %socket.display(), error = %e, "The container runtime does not answer yet; retrying.");
+                    warned = true;
+                }
+                Err(_) => {}
+            },
+            Err(e) if !warned => {
+                warn!(socket = %socket.display(), error = %e, "Cannot reach the container runtime yet; retrying.");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
     }
 }
 
@@ -125,7 +252,24 @@ struct State {
     restart_backoff: Duration,
     /// Pods whose start failed, and when: retried after the restart backoff.
     failed: HashMap<String, std::time::Instant>,
+    /// Static pods by UID (hash).
+    statics: HashMap<String, StaticEntry>,
+    /// Manifests already warned about (path → the error), so each is logged once.
+    bad_manifests: HashMap<PathBuf, String>,
 }
+
+/// A static pod's bookkeeping.
+struct StaticEntry {
+    /// Its manifest.
+    path: PathBuf,
+    /// The UID of its mirror pod in the API, once the cloud sent it.
+    mirror_uid: Option<String>,
+    /// When its mirror pod was last asked for.
+    mirror_asked: Option<std::time::Instant>,
+}
+
+/// How long to wait for a mirror pod before asking for it again.
+const MIRROR_RETRY: Duration = Duration::from_secs(30);
 
 fn content_pod(msg: &Message) -> Option<Pod> {
     let v: Value = match msg.content.as_str() {
@@ -153,7 +297,19 @@ impl State {
         if status == t.last_status {
             return;
         }
-        let msg = podpatch(&t.pod, status.clone());
+        // A static pod's status goes to its mirror pod, once there is one.
+        let target = match self.statics.get(uid) {
+            Some(e) => match &e.mirror_uid {
+                Some(m) => {
+                    let mut p = t.pod.clone();
+                    p.metadata.uid = Some(m.clone());
+                    p
+                }
+                None => return,
+            },
+            None => t.pod.clone(),
+        };
+        let msg = podpatch(&target, status.clone());
         match self.request(msg).await {
             Ok(_) => {
                 if let Some(t) = self.pods.get_mut(uid) {
@@ -166,6 +322,10 @@ impl State {
 
     async fn apply(&mut self, pod: Pod) {
         let Some(uid) = pod.metadata.uid.clone() else { return };
+        if static_pods::is_mirror(&pod) {
+            self.mirror_seen(pod, false).await;
+            return;
+        }
         let terminating = pod.metadata.deletion_timestamp.is_some();
         if terminating {
             // In the background: a grace period must not hold up the other pods (nor
@@ -230,7 +390,9 @@ impl State {
                 return;
             }
         };
-        let known: std::collections::HashSet<String> = stored.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        let mut known: std::collections::HashSet<String> =
+            stored.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        known.extend(self.statics.keys().cloned());
         let count = stored.len();
         for pod in stored {
             self.apply(pod).await;
@@ -267,8 +429,7 @@ impl State {
             ready.insert(name.clone(), v.ready);
             if v.kill {
                 info!(uid, container = %name, "Liveness probe failed; restarting the container.");
-                let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
-                let grace = Duration::from_secs(u64::try_from(grace.max(0)).unwrap_or(0));
+                let grace = grace_of(pod);
                 // In the background: a grace period must not hold up every other pod.
                 let cri = self.runtime.cri.clone();
                 tokio::spawn(async move {
@@ -277,6 +438,115 @@ impl State {
             }
         }
         self.readiness.insert(uid, ready);
+    }
+
+    /// A mirror pod from the cloud: remembered for its static pod's status; one being
+    /// deleted (or `deleted`) is let go and asked for again; one whose static pod is gone is
+    /// deleted.
+    async fn mirror_seen(&mut self, mirror: Pod, deleted: bool) {
+        let Some(uid) = mirror.metadata.uid.clone() else { return };
+        let hash = static_pods::mirrored_hash(&mirror).unwrap_or_default().to_owned();
+        let terminating = mirror.metadata.deletion_timestamp.is_some();
+        match self.statics.get_mut(&hash) {
+            Some(e) if deleted || terminating => {
+                if e.mirror_uid.as_deref() == Some(uid.as_str()) {
+                    e.mirror_uid = None;
+                    e.mirror_asked = None;
+                }
+                if terminating {
+                    self.delete_in_cloud(&mirror).await;
+                }
+                if let Some(t) = self.pods.get_mut(&hash) {
+                    t.last_status = Value::Null;
+                }
+            }
+            Some(e) if e.mirror_uid.as_deref() != Some(uid.as_str()) => {
+                debug!(pod = ?mirror.metadata.name, "Mirror pod seen.");
+                e.mirror_uid = Some(uid);
+                if let Some(t) = self.pods.get_mut(&hash) {
+                    t.last_status = Value::Null;
+                }
+            }
+            Some(_) => {}
+            None if !deleted => {
+                info!(pod = ?mirror.metadata.name, "Deleting a mirror pod whose static pod is gone.");
+                self.delete_in_cloud(&mirror).await;
+            }
+            None => {}
+        }
+    }
+
+    /// Asks the cloud to delete `pod` (grace 0, UID precondition), without waiting.
+    async fn delete_in_cloud(&self, pod: &Pod) {
+        let _ = self.bus.send(module::METAMANAGER, delete_message(pod)).await;
+    }
+
+    /// Reads the manifests folder: new static pods start, removed or changed ones stop (and
+    /// their mirror pods go), and mirror pods still missing are asked for.
+    async fn sync_static(&mut self, dir: &std::path::Path, node: &str) {
+        let (d, n) = (dir.to_path_buf(), node.to_owned());
+        let Ok(manifests) = tokio::task::spawn_blocking(move || static_pods::read_dir(&d, &n)).await else { return };
+        let mut current = std::collections::HashSet::new();
+        let mut new_pods = Vec::new();
+        for (path, pod) in manifests {
+            match pod {
+                Ok(pod) => {
+                    self.bad_manifests.remove(&path);
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    current.insert(uid.clone());
+                    if let std::collections::hash_map::Entry::Vacant(slot) = self.statics.entry(uid) {
+                        info!(pod = ?pod.metadata.name, manifest = %path.display(), "Static pod found.");
+                        slot.insert(StaticEntry { path, mirror_uid: None, mirror_asked: None });
+                        new_pods.push(pod);
+                    }
+                }
+                Err(e) => {
+                    if self.bad_manifests.get(&path) != Some(&e) {
+                        warn!(manifest = %path.display(), error = %e, "Skipping a static pod manifest.");
+                        self.bad_manifests.insert(path, e);
+                    }
+                }
+            }
+        }
+        let gone: Vec<String> = self.statics.keys().filter(|u| !current.contains(*u)).cloned().collect();
+        for uid in gone {
+            let Some(entry) = self.statics.remove(&uid) else { continue };
+            info!(manifest = %entry.path.display(), "Static pod removed; stopping it.");
+            if let Some(t) = self.pods.remove(&uid) {
+                if let Some(m) = entry.mirror_uid {
+                    let mut mirror = t.pod.clone();
+                    mirror.metadata.uid = Some(m);
+                    self.delete_in_cloud(&mirror).await;
+                }
+                let grace = grace_of(&t.pod);
+                let runtime = self.runtime.clone();
+                tokio::spawn(async move {
+                    let _ = runtime.kill(&uid, grace).await;
+                });
+            }
+        }
+        for pod in new_pods {
+            self.apply(pod).await;
+        }
+        for (uid, e) in &mut self.statics {
+            if e.mirror_uid.is_none() && e.mirror_asked.is_none_or(|t| t.elapsed() >= MIRROR_RETRY) {
+                let Some(t) = self.pods.get(uid) else { continue };
+                let mirror = static_pods::mirror_of(&t.pod);
+                let (ns, name) = (
+                    t.pod.metadata.namespace.clone().unwrap_or_default(),
+                    t.pod.metadata.name.clone().unwrap_or_default(),
+                );
+                let msg = Message::build(
+                    module::EDGED,
+                    group::META,
+                    format!("{ns}/{}/{name}", resource_type::POD),
+                    operation::INSERT,
+                    Content::json(&mirror).unwrap_or(Content::null()),
+                );
+                let _ = self.bus.send(module::METAMANAGER, msg).await;
+                e.mirror_asked = Some(std::time::Instant::now());
+            }
+        }
     }
 
     async fn remove(&mut self, uid: &str) {
@@ -305,30 +575,39 @@ fn podpatch(pod: &Pod, status: Value) -> Message {
     )
 }
 
-/// Stops a terminating pod within its grace period, reports its final status, then asks the
-/// cloud to delete it (grace 0 with a UID precondition, as upstream's edge does).
-async fn terminate(runtime: PodRuntime, bus: Bus, host_ip: String, pod: Pod) {
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
-    let grace = Duration::from_secs(u64::try_from(grace.max(0)).unwrap_or(0));
-    if let Err(e) = runtime.kill(&uid, grace).await {
-        warn!(uid, error = %e, "Stopping a pod failed.");
-        return;
-    }
+/// The delete edged sends for `pod`: grace 0 with a UID precondition, as upstream's edge.
+fn delete_message(pod: &Pod) -> Message {
     let (ns, name) =
-        (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
-    if let Ok(status) = runtime.status(&pod, &host_ip).await {
-        let msg = podpatch(&pod, status);
-        let _ = bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await;
-    }
-    let del = Message::build(
+        (pod.metadata.namespace.as_deref().unwrap_or_default(), pod.metadata.name.as_deref().unwrap_or_default());
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    Message::build(
         module::EDGED,
         group::META,
         format!("{ns}/{}/{name}", resource_type::POD),
         operation::DELETE,
         Content::json(&json!({"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})).unwrap_or(Content::null()),
-    );
-    let _ = bus.send(module::METAMANAGER, del).await;
+    )
+}
+
+/// The pod's termination grace period (30 s when unset).
+fn grace_of(pod: &Pod) -> Duration {
+    let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+    Duration::from_secs(u64::try_from(grace.max(0)).unwrap_or(0))
+}
+
+/// Stops a terminating pod within its grace period, reports its final status, then asks the
+/// cloud to delete it (grace 0 with a UID precondition, as upstream's edge does).
+async fn terminate(runtime: PodRuntime, bus: Bus, host_ip: String, pod: Pod) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if let Err(e) = runtime.kill(&uid, grace_of(&pod)).await {
+        warn!(uid, error = %e, "Stopping a pod failed.");
+        return;
+    }
+    if let Ok(status) = runtime.status(&pod, &host_ip).await {
+        let msg = podpatch(&pod, status);
+        let _ = bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await;
+    }
+    let _ = bus.send(module::METAMANAGER, delete_message(&pod)).await;
 }
 
 impl Module for EdgedModule {
@@ -344,9 +623,21 @@ impl Module for EdgedModule {
         Box::pin(async move {
             let stop = ctx.shutdown().child_token();
             let _guard = stop.clone().drop_guard();
+            let runtime = match &self.runtime {
+                RuntimeSource::Ready(r) => (**r).clone(),
+                RuntimeSource::Connect { socket, log_root, pods_root } => {
+                    let Some(cri) = connect_runtime(socket, &stop).await else { return Ok(()) };
+                    let r = PodRuntime { cri, log_root: log_root.clone(), pods_root: pods_root.clone() };
+                    self.runtime = RuntimeSource::Ready(Box::new(r.clone()));
+                    r
+                }
+            };
+            if let Some((spec, namespace, timings)) = self.node.take() {
+                self.agent = Some(NodeAgent { bus: ctx.bus.clone(), spec, namespace, timings });
+            }
             if let Some(mut agent) = self.agent.take() {
                 agent.bus = ctx.bus.clone();
-                if let Ok(v) = self.runtime.cri.version().await {
+                if let Ok(v) = runtime.cri.version().await {
                     agent.spec.runtime_version = format!("{}://{}", v.runtime_name, v.runtime_version);
                 }
                 tokio::spawn(agent.run(stop.clone()));
@@ -354,20 +645,44 @@ impl Module for EdgedModule {
             let mut st = State {
                 prober: super::probes::Prober::default(),
                 readiness: HashMap::new(),
-                runtime: self.runtime.clone(),
+                runtime,
                 bus: ctx.bus.clone(),
                 host_ip: self.host_ip.clone(),
                 pods: HashMap::new(),
                 backoffs: Backoffs::new(),
                 restart_backoff: self.restart_backoff,
                 failed: HashMap::new(),
+                statics: HashMap::new(),
+                bad_manifests: HashMap::new(),
             };
+            let static_dir = self.static_pods.clone();
+            if let Some((dir, _, node)) = &static_dir {
+                st.sync_static(dir, node).await;
+            }
             // After a restart (also offline): the pods MetaManager has are adopted — their
             // sandboxes are still running in the runtime, so nothing is recreated.
             st.adopt().await;
             let mut tick = tokio::time::interval(self.sync_every);
+            let mut gc_tick = tokio::time::interval(self.gc_every);
+            gc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let file_every = static_dir.as_ref().map_or(Duration::from_secs(3600), |(_, every, _)| *every);
+            let mut file_tick = tokio::time::interval(file_every.max(Duration::from_millis(100)));
+            file_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    _ = gc_tick.tick() => {
+                        match st.runtime.collect_garbage(&self.gc).await {
+                            Ok(0) => {}
+                            Ok(n) => info!(removed = n, "Dead containers collected."),
+                            Err(e) => warn!(error = %e, "Container garbage collection failed."),
+                        }
+                    }
+                    _ = file_tick.tick(), if static_dir.is_some() => {
+                        if let Some((dir, _, node)) = &static_dir {
+                            st.sync_static(dir, node).await;
+                        }
+                    }
                     _ = tick.tick() => {
                         // Starts that failed are tried again.
                         let due: Vec<Pod> = st
@@ -388,7 +703,7 @@ impl Module for EdgedModule {
                                 let base = st.restart_backoff;
                                 let src = MetaSource { bus: st.bus.clone() };
                                 let host_ip = st.host_ip.clone();
-                                if let Err(e) = st.runtime.restart_exited(&pod, &mut st.backoffs, base, &src, &host_ip).await {
+                                if let Err(e) = st.runtime.sync_containers(&pod, &mut st.backoffs, base, &src, &host_ip).await {
                                     warn!(uid, error = %e, "Restarting a container failed.");
                                 }
                                 st.probe(&pod).await;
@@ -404,8 +719,14 @@ impl Module for EdgedModule {
                         }
                         match (msg.router.operation.as_str(), content_pod(&msg)) {
                             (operation::INSERT | operation::UPDATE, Some(pod)) => st.apply(pod).await,
+                            (operation::DELETE, Some(pod)) if static_pods::is_mirror(&pod) => st.mirror_seen(pod, true).await,
                             (operation::DELETE, Some(pod)) => {
-                                if let Some(uid) = pod.metadata.uid { st.remove(&uid).await; }
+                                if let Some(uid) = pod.metadata.uid {
+                                    if st.statics.contains_key(&uid) {
+                                        continue;
+                                    }
+                                    st.remove(&uid).await;
+                                }
                             }
                             (op, None) => warn!(op, resource = %msg.router.resource, "Dropped a pod message whose content is not a Pod."),
                             _ => {}

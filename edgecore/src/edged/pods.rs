@@ -212,36 +212,86 @@ impl PodRuntime {
         let mut cfg = container_config(pod, c, attempt)?;
         cfg.envs = super::volumes::env(pod, c, src, host_ip).await?;
         cfg.mounts = super::volumes::mounts(c, volumes)?;
+        let resources =
+            super::resources::linux_resources(pod, c, super::resources::memory_capacity()).map_err(Error::Invalid)?;
+        if let Some(linux) = cfg.linux.as_mut() {
+            linux.resources = Some(resources);
+        }
         Ok(cfg)
     }
 
-    /// Starts `pod`: its volumes, the sandbox, then each container (its image pulled if
-    /// absent). Configmaps, secrets and tokens come from `src`.
+    /// Creates and starts one run (`attempt`) of container `spec` in `sandbox`, its image
+    /// pulled first when absent.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_container(
+        &self,
+        sandbox: &str,
+        sandbox_cfg: &v1::PodSandboxConfig,
+        pod: &Pod,
+        spec: &Container,
+        attempt: u32,
+        volumes: &std::collections::BTreeMap<String, PathBuf>,
+        src: &dyn ObjectSource,
+        host_ip: &str,
+    ) -> Result<String, Error> {
+        let cfg = self.full_config(pod, spec, attempt, volumes, src, host_ip).await?;
+        let image = cfg.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        // imagePullPolicy as the API defaults it: Always for `:latest` or no tag, else
+        // IfNotPresent.
+        let policy = spec.image_pull_policy.clone().unwrap_or_else(|| {
+            let tag = image.rsplit('/').next().and_then(|last| last.split_once(':')).map(|(_, t)| t);
+            if image.contains('@') || tag.is_some_and(|t| t != "latest") { "IfNotPresent" } else { "Always" }.to_owned()
+        });
+        let present = self.cri.image_status(&image).await.map_err(cri(format!("ImageStatus {image}")))?.is_some();
+        match policy.as_str() {
+            "Never" if !present => {
+                return Err(Error::Invalid(format!(
+                    "container {}: image {image} is not present and imagePullPolicy is Never (ErrImageNeverPull)",
+                    spec.name
+                )));
+            }
+            "Never" => {}
+            "IfNotPresent" if present => {}
+            _ => {
+                self.cri
+                    .pull_image(&image, None, Some(sandbox_cfg))
+                    .await
+                    .map_err(cri(format!("PullImage {image} (ErrImagePull)")))?;
+            }
+        }
+        let id = self
+            .cri
+            .create_container(sandbox, cfg, sandbox_cfg)
+            .await
+            .map_err(cri(format!("CreateContainer {}", spec.name)))?;
+        self.cri.start_container(&id).await.map_err(cri(format!("StartContainer {}", spec.name)))?;
+        Ok(id)
+    }
+
+    /// Starts `pod`: its volumes, the sandbox, then its first init container, or — without
+    /// init containers — every container (images pulled if absent). Configmaps, secrets and
+    /// tokens come from `src`. The rest of an init sequence is driven by
+    /// [`PodRuntime::sync_containers`].
     pub async fn start(&self, pod: &Pod, src: &dyn ObjectSource, host_ip: &str) -> Result<Started, Error> {
         let key = PodKey::of(pod)?;
         let dir = log_dir(&self.log_root, &key);
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+        tokio::fs::create_dir_all(&dir).await.map_err(|source| Error::Io { path: dir.clone(), source })?;
         let volumes = super::volumes::prepare(&self.pods_root, pod, src, host_ip).await?;
         let sandbox_cfg = sandbox_config(&self.log_root, pod)?;
         let sandbox = self.cri.run_pod_sandbox(&sandbox_cfg, "").await.map_err(cri("RunPodSandbox"))?;
-        let mut containers = Vec::new();
-        for c in pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default() {
-            let cfg = self.full_config(pod, c, 0, &volumes, src, host_ip).await?;
-            let image = cfg.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
-            if self.cri.image_status(&image).await.map_err(cri(format!("ImageStatus {image}")))?.is_none() {
-                self.cri
-                    .pull_image(&image, None, Some(&sandbox_cfg))
-                    .await
-                    .map_err(cri(format!("PullImage {image}")))?;
-            }
-            let id = self
-                .cri
-                .create_container(&sandbox, cfg, &sandbox_cfg)
-                .await
-                .map_err(cri(format!("CreateContainer {}", c.name)))?;
-            self.cri.start_container(&id).await.map_err(cri(format!("StartContainer {}", c.name)))?;
-            containers.push((c.name.clone(), id));
-        }
+        let containers = self
+            .advance(
+                pod,
+                &sandbox,
+                &sandbox_cfg,
+                &HashMap::new(),
+                &mut Backoffs::new(),
+                Duration::ZERO,
+                Some(volumes),
+                src,
+                host_ip,
+            )
+            .await?;
         Ok(Started { sandbox, containers })
     }
 
@@ -259,53 +309,104 @@ impl PodRuntime {
         Ok(by_name)
     }
 
-    /// Restarts the pod's exited containers its `restartPolicy` says to restart (Always; or
-    /// OnFailure after a non-zero exit), each after its crash-loop backoff: `base` doubling per
-    /// restart up to five minutes, as kubelet. Keeps one dead run for `lastState` and logs.
-    /// Returns how many were restarted.
-    pub async fn restart_exited(
+    /// Drives the pod's containers one step, as kubelet's sync does:
+    ///
+    /// - init containers run one at a time, in order; the next starts when the previous
+    ///   exited 0; a failed one is run again (after its backoff) unless `restartPolicy` is
+    ///   Never, which fails the pod;
+    /// - once every init container succeeded, app containers not created yet are started;
+    /// - exited app containers the `restartPolicy` restarts (Always; OnFailure after a
+    ///   non-zero exit) are run again, each after its crash-loop backoff: `base` doubling per
+    ///   restart up to five minutes. One dead run is kept for `lastState` and logs.
+    ///
+    /// Returns the containers it started: (name, id).
+    pub async fn sync_containers(
         &self,
         pod: &Pod,
         backoff: &mut Backoffs,
         base: Duration,
         src: &dyn ObjectSource,
         host_ip: &str,
-    ) -> Result<usize, Error> {
+    ) -> Result<Vec<(String, String)>, Error> {
         let key = PodKey::of(pod)?;
         let Some(sb) = self.sandboxes_of(&key.uid).await?.into_iter().max_by_key(|s| s.created_at) else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         let sandbox_cfg = sandbox_config(&self.log_root, pod)?;
         let by_name = self.containers_by_name(&sb.id).await?;
-        let mut restarted = 0;
-        for spec in pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default() {
-            let Some(runs) = by_name.get(spec.name.as_str()) else { continue };
-            let Some(current) = runs.last() else { continue };
+        self.advance(pod, &sb.id, &sandbox_cfg, &by_name, backoff, base, None, src, host_ip).await
+    }
+
+    /// One step of [`PodRuntime::sync_containers`] on a known sandbox and its containers.
+    #[allow(clippy::too_many_arguments)]
+    async fn advance(
+        &self,
+        pod: &Pod,
+        sandbox: &str,
+        sandbox_cfg: &v1::PodSandboxConfig,
+        by_name: &HashMap<String, Vec<v1::Container>>,
+        backoff: &mut Backoffs,
+        base: Duration,
+        mut volumes: Option<std::collections::BTreeMap<String, PathBuf>>,
+        src: &dyn ObjectSource,
+        host_ip: &str,
+    ) -> Result<Vec<(String, String)>, Error> {
+        let key = PodKey::of(pod)?;
+        let spec = pod.spec.clone().unwrap_or_default();
+        let never = spec.restart_policy.as_deref() == Some("Never");
+        // What to run: (container, attempt, old runs to remove first).
+        let mut todo: Vec<(&Container, u32, Vec<String>)> = Vec::new();
+        let mut initialized = true;
+        for c in spec.init_containers.iter().flatten() {
+            let runs = by_name.get(c.name.as_str()).map(Vec::as_slice).unwrap_or_default();
+            let Some(current) = runs.last() else {
+                todo.push((c, 0, Vec::new()));
+                initialized = false;
+                break;
+            };
             let st = self.cri.container_status(&current.id).await.map_err(cri("ContainerStatus"))?;
-            if ContainerState::try_from(st.state) != Ok(ContainerState::ContainerExited) || !restarts(pod, st.exit_code)
-            {
+            let exited = ContainerState::try_from(st.state) == Ok(ContainerState::ContainerExited);
+            if exited && st.exit_code == 0 {
                 continue;
             }
-            let attempt = current.metadata.as_ref().map(|m| m.attempt).unwrap_or(0) + 1;
-            let delay = base.saturating_mul(1 << (attempt - 1).min(16)).min(MAX_BACKOFF);
-            let finished =
-                std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(st.finished_at.max(0)).unwrap_or(0));
-            let entry = backoff.entry(format!("{}/{}", key.uid, spec.name)).or_insert(finished);
-            if std::time::SystemTime::now() < *entry + delay {
-                continue;
+            initialized = false;
+            if exited && !never && due(backoff, &key.uid, c, current, &st, base) {
+                todo.push((c, attempt_of(current) + 1, older_runs(runs)));
             }
-            for old in runs.iter().take(runs.len().saturating_sub(1)) {
-                let _ = ok_if_gone(self.cri.remove_container(&old.id).await);
-            }
-            let volumes = super::volumes::prepare(&self.pods_root, pod, src, host_ip).await?;
-            let cfg = self.full_config(pod, spec, attempt, &volumes, src, host_ip).await?;
-            let id =
-                self.cri.create_container(&sb.id, cfg, &sandbox_cfg).await.map_err(cri("CreateContainer (restart)"))?;
-            self.cri.start_container(&id).await.map_err(cri("StartContainer (restart)"))?;
-            backoff.insert(format!("{}/{}", key.uid, spec.name), std::time::SystemTime::now());
-            restarted += 1;
+            break;
         }
-        Ok(restarted)
+        if initialized {
+            for c in &spec.containers {
+                let runs = by_name.get(c.name.as_str()).map(Vec::as_slice).unwrap_or_default();
+                let Some(current) = runs.last() else {
+                    todo.push((c, 0, Vec::new()));
+                    continue;
+                };
+                let st = self.cri.container_status(&current.id).await.map_err(cri("ContainerStatus"))?;
+                let exited = ContainerState::try_from(st.state) == Ok(ContainerState::ContainerExited);
+                if exited && restarts(pod, st.exit_code) && due(backoff, &key.uid, c, current, &st, base) {
+                    todo.push((c, attempt_of(current) + 1, older_runs(runs)));
+                }
+            }
+        }
+        let mut started = Vec::new();
+        for (c, attempt, old) in todo {
+            for id in old {
+                let _ = ok_if_gone(self.cri.remove_container(&id).await);
+            }
+            let vols = match volumes.take() {
+                Some(v) => v,
+                None => super::volumes::prepare(&self.pods_root, pod, src, host_ip).await?,
+            };
+            let run = self.run_container(sandbox, sandbox_cfg, pod, c, attempt, &vols, src, host_ip).await;
+            volumes = Some(vols);
+            let id = run?;
+            if attempt > 0 {
+                backoff.insert(format!("{}/{}", key.uid, c.name), std::time::SystemTime::now());
+            }
+            started.push((c.name.clone(), id));
+        }
+        Ok(started)
     }
 
     /// The sandboxes of pod `uid` (usually one).
@@ -386,84 +487,241 @@ impl PodRuntime {
         } else {
             sb_status.network.as_ref().map(|n| n.ip.clone()).unwrap_or_default()
         };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let never = spec.restart_policy.as_deref() == Some("Never");
+        let by_name = self.containers_by_name(&sb.id).await?;
+
+        // Init containers: done when each exited 0, in order.
+        let mut init_statuses = Vec::new();
+        let (mut init_done, mut init_failed) = (true, false);
+        for c in spec.init_containers.iter().flatten() {
+            let runs = by_name.get(c.name.as_str()).map(Vec::as_slice).unwrap_or_default();
+            let mut s = self.one_status(c, runs, |code| !never && code != 0, false, "PodInitializing").await?;
+            let succeeded = s.0 == Run::Succeeded;
+            // A completed init container counts as ready, as kubelet reports it.
+            s.1["ready"] = json!(succeeded);
+            init_failed |= s.0 == Run::Failed;
+            init_done &= succeeded;
+            init_statuses.push(s.1);
+        }
+
         let mut statuses = Vec::new();
         let (mut running, mut restarting, mut exited_ok, mut failed, mut ready_count) = (0, 0, 0, 0, 0);
-        let specs = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
-        let by_name = self.containers_by_name(&sb.id).await?;
-        for spec in &specs {
-            let name = &spec.name;
-            let runs = by_name.get(name.as_str()).cloned().unwrap_or_default();
-            let Some(current) = runs.last() else {
-                statuses.push(json!({"name": name, "state": {"waiting": {"reason": "ContainerCreating"}},
-                    "lastState": {}, "ready": false, "restartCount": 0, "image": spec.image, "imageID": "", "started": false}));
-                continue;
-            };
-            let st = self.cri.container_status(&current.id).await.map_err(cri("ContainerStatus"))?;
-            let attempt = current.metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
-            let terminated = |st: &v1::ContainerStatus| {
-                json!({"terminated": {"exitCode": st.exit_code, "reason": st.reason,
-                    "startedAt": rfc3339(st.started_at), "finishedAt": rfc3339(st.finished_at),
-                    "containerID": format!("containerd://{}", st.id)}})
-            };
-            let state = match ContainerState::try_from(st.state).unwrap_or(ContainerState::ContainerUnknown) {
-                ContainerState::ContainerRunning => {
-                    running += 1;
-                    json!({"running": {"startedAt": rfc3339(st.started_at)}})
-                }
-                ContainerState::ContainerExited if restarts(pod, st.exit_code) => {
-                    // Restarting: the pod stays Running, as kubelet reports it.
-                    restarting += 1;
-                    json!({"waiting": {"reason": "CrashLoopBackOff"}})
-                }
-                ContainerState::ContainerExited => {
-                    if st.exit_code == 0 {
-                        exited_ok += 1
-                    } else {
-                        failed += 1
-                    }
-                    terminated(&st)
-                }
-                _ => json!({"waiting": {"reason": "ContainerCreating"}}),
-            };
-            let last_state = match runs.len().checked_sub(2).and_then(|i| runs.get(i)) {
-                Some(prev) => match self.cri.container_status(&prev.id).await {
-                    Ok(p) => terminated(&p),
-                    Err(_) => json!({}),
-                },
-                None if state.get("waiting").is_some() && st.finished_at > 0 => terminated(&st),
-                None => json!({}),
-            };
-            let ready = state.get("running").is_some() && readiness.get(name.as_str()).copied().unwrap_or(true);
-            if ready {
+        let waiting = if init_done { "ContainerCreating" } else { "PodInitializing" };
+        for c in &spec.containers {
+            let runs = by_name.get(c.name.as_str()).map(Vec::as_slice).unwrap_or_default();
+            let ready_probe = readiness.get(c.name.as_str()).copied().unwrap_or(true);
+            let (run, status) = self.one_status(c, runs, |code| restarts(pod, code), ready_probe, waiting).await?;
+            match run {
+                Run::Running => running += 1,
+                Run::Restarting => restarting += 1,
+                Run::Succeeded => exited_ok += 1,
+                Run::Failed => failed += 1,
+                Run::Waiting => {}
+            }
+            if status["ready"] == true {
                 ready_count += 1;
             }
-            statuses.push(json!({"name": name, "state": state, "lastState": last_state, "ready": ready,
-                "restartCount": attempt, "image": spec.image, "imageID": st.image_ref,
-                "containerID": format!("containerd://{}", st.id), "started": state.get("running").is_some()}));
+            statuses.push(status);
         }
-        let total = specs.len();
-        let phase = if total > 0 && running + restarting == total && running + restarting > 0 {
+        let total = spec.containers.len();
+        let phase = if init_failed && never {
+            "Failed"
+        } else if !init_done {
+            "Pending"
+        } else if total > 0 && running + restarting == total {
             "Running"
         } else if total > 0 && exited_ok == total {
             "Succeeded"
-        } else if failed > 0 && running == 0 {
+        } else if failed > 0 && running == 0 && restarting == 0 {
             "Failed"
         } else if running > 0 {
             "Running"
         } else {
             "Pending"
         };
-        let all_ready = total > 0 && ready_count == total;
-        let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }});
-        Ok(json!({
+        let all_ready = init_done && total > 0 && ready_count == total;
+        let cond = |t: &str, ok: bool, reason: &str| {
+            let mut c = json!({"type": t, "status": if ok { "True" } else { "False" }});
+            if !ok && !reason.is_empty() {
+                c["reason"] = json!(reason);
+            }
+            c
+        };
+        let not_ready = if init_done { "ContainersNotReady" } else { "ContainersNotInitialized" };
+        let mut out = json!({
             "phase": phase,
-            "conditions": [cond("Initialized", true), cond("Ready", all_ready), cond("ContainersReady", all_ready), cond("PodScheduled", true)],
+            "conditions": [
+                cond("Initialized", init_done, "ContainersNotInitialized"),
+                cond("Ready", all_ready, not_ready),
+                cond("ContainersReady", all_ready, not_ready),
+                cond("PodScheduled", true, ""),
+            ],
             "hostIP": host_ip,
             "podIP": pod_ip,
             "podIPs": if pod_ip.is_empty() { json!([]) } else { json!([{"ip": pod_ip}]) },
             "startTime": rfc3339(sb.created_at),
+            "qosClass": super::resources::qos(pod).as_str(),
             "containerStatuses": statuses,
-        }))
+        });
+        if !init_statuses.is_empty() {
+            out["initContainerStatuses"] = json!(init_statuses);
+        }
+        Ok(out)
+    }
+
+    /// One container's status from its runs (oldest first): what it is doing and its
+    /// `containerStatuses` entry. `restarts(exit code)` says whether an exited run will be run
+    /// again; `waiting` is the reason shown before its first run.
+    async fn one_status(
+        &self,
+        spec: &Container,
+        runs: &[v1::Container],
+        restarts: impl Fn(i32) -> bool,
+        ready_probe: bool,
+        waiting: &str,
+    ) -> Result<(Run, Value), Error> {
+        let name = &spec.name;
+        let Some(current) = runs.last() else {
+            let s = json!({"name": name, "state": {"waiting": {"reason": waiting}}, "lastState": {}, "ready": false,
+                "restartCount": 0, "image": spec.image, "imageID": "", "started": false});
+            return Ok((Run::Waiting, s));
+        };
+        let st = self.cri.container_status(&current.id).await.map_err(cri("ContainerStatus"))?;
+        let terminated = |st: &v1::ContainerStatus| {
+            let mut t = json!({"exitCode": st.exit_code, "reason": st.reason,
+                "startedAt": rfc3339(st.started_at), "finishedAt": rfc3339(st.finished_at),
+                "containerID": format!("containerd://{}", st.id)});
+            if !st.message.is_empty() {
+                t["message"] = json!(st.message);
+            }
+            json!({ "terminated": t })
+        };
+        let (run, state) = match ContainerState::try_from(st.state).unwrap_or(ContainerState::ContainerUnknown) {
+            ContainerState::ContainerRunning => {
+                (Run::Running, json!({"running": {"startedAt": rfc3339(st.started_at)}}))
+            }
+            // Restarting: a pod in crash loop stays Running, as kubelet reports it.
+            ContainerState::ContainerExited if restarts(st.exit_code) => {
+                (Run::Restarting, json!({"waiting": {"reason": "CrashLoopBackOff"}}))
+            }
+            ContainerState::ContainerExited if st.exit_code == 0 => (Run::Succeeded, terminated(&st)),
+            ContainerState::ContainerExited => (Run::Failed, terminated(&st)),
+            _ => (Run::Waiting, json!({"waiting": {"reason": "ContainerCreating"}})),
+        };
+        let last_state = match runs.len().checked_sub(2).and_then(|i| runs.get(i)) {
+            Some(prev) => match self.cri.container_status(&prev.id).await {
+                Ok(p) => terminated(&p),
+                Err(_) => json!({}),
+            },
+            None if state.get("waiting").is_some() && st.finished_at > 0 => terminated(&st),
+            None => json!({}),
+        };
+        let ready = run == Run::Running && ready_probe;
+        let status = json!({"name": name, "state": state, "lastState": last_state, "ready": ready,
+            "restartCount": attempt_of(current), "image": spec.image, "imageID": st.image_ref,
+            "containerID": format!("containerd://{}", st.id), "started": run == Run::Running});
+        Ok((run, status))
+    }
+}
+
+/// What a container is doing, for the pod's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// Not run yet, or being created.
+    Waiting,
+    /// Running.
+    Running,
+    /// Exited and will be run again.
+    Restarting,
+    /// Exited 0 for good.
+    Succeeded,
+    /// Exited non-zero for good.
+    Failed,
+}
+
+/// Which dead containers garbage collection keeps (kubelet's `minimumGCAge`,
+/// `maxPerPodContainerCount`, `maxContainerCount`).
+#[derive(Debug, Clone)]
+pub struct GcPolicy {
+    /// A dead container younger than this is kept.
+    pub min_age: Duration,
+    /// Dead runs kept per container of a pod (besides the current run); negative: no limit.
+    pub max_per_container: i32,
+    /// Dead containers kept on the node in total; negative: no limit.
+    pub max_total: i32,
+}
+
+impl Default for GcPolicy {
+    fn default() -> Self {
+        Self { min_age: Duration::ZERO, max_per_container: 1, max_total: -1 }
+    }
+}
+
+impl PodRuntime {
+    /// Removes dead containers as kubelet's container GC does: per container of a pod, the
+    /// current run always stays and at most `max_per_container` earlier dead runs older than
+    /// `min_age` are kept; then, past `max_total` dead containers on the node, the oldest go.
+    /// Dead sandboxes that are not their pod's newest go too. Returns how many were removed.
+    pub async fn collect_garbage(&self, policy: &GcPolicy) -> Result<usize, Error> {
+        let now = i64::try_from(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+        )
+        .unwrap_or(i64::MAX);
+        let min_age = i64::try_from(policy.min_age.as_nanos()).unwrap_or(i64::MAX);
+        let all = self.cri.list_containers(None).await.map_err(cri("ListContainers"))?;
+        let mut groups: HashMap<(String, String), Vec<v1::Container>> = HashMap::new();
+        for c in all {
+            let name = c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+            groups.entry((c.pod_sandbox_id.clone(), name)).or_default().push(c);
+        }
+        let mut evictable: Vec<v1::Container> = Vec::new();
+        let mut remove: Vec<String> = Vec::new();
+        for runs in groups.values_mut() {
+            runs.sort_by_key(attempt_of);
+            runs.pop(); // the current run stays
+            let mut dead: Vec<v1::Container> = runs
+                .drain(..)
+                .filter(|c| ContainerState::try_from(c.state) == Ok(ContainerState::ContainerExited))
+                .filter(|c| now.saturating_sub(c.created_at) >= min_age)
+                .collect();
+            if let Ok(keep) = usize::try_from(policy.max_per_container) {
+                let extra = dead.len().saturating_sub(keep);
+                remove.extend(dead.drain(..extra).map(|c| c.id));
+            }
+            evictable.extend(dead);
+        }
+        if let Ok(max) = usize::try_from(policy.max_total) {
+            evictable.sort_by_key(|c| c.created_at);
+            let extra = evictable.len().saturating_sub(max);
+            remove.extend(evictable.drain(..extra).map(|c| c.id));
+        }
+        let mut removed = 0;
+        for id in remove {
+            ok_if_gone(self.cri.remove_container(&id).await).map_err(cri("RemoveContainer (GC)"))?;
+            removed += 1;
+        }
+        // Sandboxes: a dead one that is not its pod's newest.
+        let sandboxes = self.cri.list_pod_sandbox(None).await.map_err(cri("ListPodSandbox"))?;
+        let mut newest: HashMap<String, i64> = HashMap::new();
+        for sb in &sandboxes {
+            let uid = sb.labels.get(LABEL_POD_UID).cloned().unwrap_or_default();
+            let e = newest.entry(uid).or_insert(sb.created_at);
+            *e = (*e).max(sb.created_at);
+        }
+        for sb in sandboxes {
+            let uid = sb.labels.get(LABEL_POD_UID).cloned().unwrap_or_default();
+            let ready = v1::PodSandboxState::try_from(sb.state) == Ok(v1::PodSandboxState::SandboxReady);
+            if !ready && newest.get(&uid).is_some_and(|n| *n > sb.created_at) {
+                let filter = v1::ContainerFilter { pod_sandbox_id: sb.id.clone(), ..Default::default() };
+                for c in self.cri.list_containers(Some(filter)).await.map_err(cri("ListContainers"))? {
+                    ok_if_gone(self.cri.remove_container(&c.id).await).map_err(cri("RemoveContainer (GC)"))?;
+                }
+                ok_if_gone(self.cri.remove_pod_sandbox(&sb.id).await).map_err(cri("RemovePodSandbox (GC)"))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 
@@ -473,6 +731,34 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// When each container last exited or was restarted, for its crash-loop backoff
 /// (`{uid}/{container}` → time).
 pub type Backoffs = HashMap<String, std::time::SystemTime>;
+
+/// The attempt number of a container run.
+fn attempt_of(c: &v1::Container) -> u32 {
+    c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0)
+}
+
+/// The ids of every run but the newest.
+fn older_runs(runs: &[v1::Container]) -> Vec<String> {
+    runs.iter().take(runs.len().saturating_sub(1)).map(|c| c.id.clone()).collect()
+}
+
+/// Whether the exited run `current` of `c` may be run again now: its crash-loop backoff
+/// (`base` doubling per attempt, at most [`MAX_BACKOFF`]) has passed since it finished or was
+/// last restarted.
+fn due(
+    backoff: &mut Backoffs,
+    uid: &str,
+    c: &Container,
+    current: &v1::Container,
+    st: &v1::ContainerStatus,
+    base: Duration,
+) -> bool {
+    let attempt = attempt_of(current) + 1;
+    let delay = base.saturating_mul(1 << (attempt - 1).min(16)).min(MAX_BACKOFF);
+    let finished = std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(st.finished_at.max(0)).unwrap_or(0));
+    let entry = backoff.entry(format!("{uid}/{}", c.name)).or_insert(finished);
+    std::time::SystemTime::now() >= *entry + delay
+}
 
 /// Whether the pod's restartPolicy restarts a container that exited with `code`.
 pub fn restarts(pod: &Pod, code: i32) -> bool {
