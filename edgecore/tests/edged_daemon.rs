@@ -189,6 +189,29 @@ fn edgecore_runs_pods_in_containerd_from_its_config() {
     assert_eq!(ann["kubernetes.io/config.source"], "file");
     assert_eq!(ann["kubernetes.io/config.mirror"], ann["kubernetes.io/config.hash"]);
 
+    // A pod deleted just before the link goes down: the edge stops it within its grace
+    // period, and its request to delete it from the API, made while the cloud is away, is
+    // repeated until the cloud is back.
+    let bye = pod(json!({"metadata": {"name": "bye"}, "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 4,
+        "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}}));
+    cloud.rt.block_on(pods.create(&PostParams::default(), &bye)).unwrap();
+    until("bye to run", || {
+        let st = cloud.rt.block_on(pods.get_opt("bye")).ok().flatten()?.status?;
+        (st.phase.as_deref() == Some("Running")).then_some(())
+    });
+    cloud.rt.block_on(pods.delete("bye", &Default::default())).unwrap();
+    edge.wait_for_line("Stopping a pod being deleted.");
+    cloud.proc.signal("TERM");
+    assert!(cloud.proc.wait_exit(kubeedge_testkit::patience()).is_some_and(|s| s.success()));
+    edge.wait_for_line("it will be retried");
+    let cloud_cfg = dir.path().join("cloudcore.yaml");
+    cloud.proc =
+        Process::spawn(&kubeedge_testkit::workspace_bin("cloudcore"), &["--config", cloud_cfg.to_str().unwrap()])
+            .unwrap();
+    until("bye to leave the API once the cloud is back", || {
+        cloud.rt.block_on(pods.get_opt("bye")).ok()?.is_none().then_some(())
+    });
+
     // The cloud goes away. A crashed container is restarted by the edge alone.
     cloud.proc.signal("TERM");
     assert!(cloud.proc.wait_exit(kubeedge_testkit::patience()).is_some_and(|s| s.success()));

@@ -74,6 +74,14 @@ fn object_resp(reply: &Message) -> Result<Value, (String, i64)> {
     Ok(v.get("Object").cloned().unwrap_or(v))
 }
 
+/// `lease` without its resourceVersion: an update of it applies whatever the stored version.
+fn unconditional(mut lease: Value) -> Value {
+    if let Some(m) = lease.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    lease
+}
+
 impl NodeAgent {
     fn message(&self, resource: String, op: &str, content: Content) -> Message {
         Message::build(modules::EDGED, group::META, resource, op, content)
@@ -145,7 +153,9 @@ impl NodeAgent {
                     }
                     other => other,
                 };
-                Box::pin(self.renew_lease(Some(existing), node_uid)).await
+                // The copy read may be MetaManager's and older than the cloud's: renew it
+                // unconditionally (the node owns its lease).
+                Box::pin(self.renew_lease(Some(unconditional(existing)), node_uid)).await
             }
             Err((reason, code)) => Err(format!("lease {op} refused: {reason} ({code})")),
         }
@@ -181,8 +191,12 @@ impl NodeAgent {
                     Ok(l) => lease = Some(l),
                     Err(e) => {
                         warn!(error = %e, "Renewing the node lease failed.");
-                        if e.contains("Conflict") || e.contains("NotFound") {
+                        if e.contains("NotFound") {
                             lease = None;
+                        } else if e.contains("Conflict") {
+                            // Our copy is stale (e.g. a reply was lost): the next renewal is
+                            // unconditional rather than stuck on a version that never matches.
+                            lease = lease.take().map(unconditional);
                         }
                     }
                 },

@@ -254,6 +254,8 @@ struct State {
     failed: HashMap<String, std::time::Instant>,
     /// Static pods by UID (hash).
     statics: HashMap<String, StaticEntry>,
+    /// The module's shutdown.
+    stop: CancellationToken,
     /// Manifests already warned about (path → the error), so each is logged once.
     bad_manifests: HashMap<PathBuf, String>,
 }
@@ -330,10 +332,9 @@ impl State {
         if terminating {
             // In the background: a grace period must not hold up the other pods (nor
             // MetaManager, which forwards to this module).
-            self.pods.remove(&uid);
-            self.failed.remove(&uid);
+            self.forget(&uid);
             let (runtime, bus, host_ip) = (self.runtime.clone(), self.bus.clone(), self.host_ip.clone());
-            tokio::spawn(terminate(runtime, bus, host_ip, pod));
+            tokio::spawn(terminate(runtime, bus, host_ip, pod, self.stop.clone()));
             return;
         }
         let running = self.runtime.sandboxes_of(&uid).await.map(|s| !s.is_empty()).unwrap_or(false);
@@ -549,11 +550,18 @@ impl State {
         }
     }
 
-    async fn remove(&mut self, uid: &str) {
+    /// Drops everything kept about pod `uid`.
+    fn forget(&mut self, uid: &str) {
         self.failed.remove(uid);
         self.prober.forget(uid);
         self.readiness.remove(uid);
         self.pods.remove(uid);
+        let prefix = format!("{uid}/");
+        self.backoffs.retain(|k, _| !k.starts_with(&prefix));
+    }
+
+    async fn remove(&mut self, uid: &str) {
+        self.forget(uid);
         if let Err(e) = self.runtime.kill(uid, Duration::from_secs(0)).await {
             warn!(uid, error = %e, "Removing a deleted pod failed.");
         }
@@ -597,8 +605,9 @@ fn grace_of(pod: &Pod) -> Duration {
 
 /// Stops a terminating pod within its grace period, reports its final status, then asks the
 /// cloud to delete it (grace 0 with a UID precondition, as upstream's edge does).
-async fn terminate(runtime: PodRuntime, bus: Bus, host_ip: String, pod: Pod) {
+async fn terminate(runtime: PodRuntime, bus: Bus, host_ip: String, pod: Pod, stop: CancellationToken) {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
+    info!(uid, pod = ?pod.metadata.name, grace = ?grace_of(&pod), "Stopping a pod being deleted.");
     if let Err(e) = runtime.kill(&uid, grace_of(&pod)).await {
         warn!(uid, error = %e, "Stopping a pod failed.");
         return;
@@ -607,8 +616,52 @@ async fn terminate(runtime: PodRuntime, bus: Bus, host_ip: String, pod: Pod) {
         let msg = podpatch(&pod, status);
         let _ = bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await;
     }
-    let _ = bus.send(module::METAMANAGER, delete_message(&pod)).await;
+    delete_until_done(&bus, &pod, &stop).await;
 }
+
+/// Asks the cloud to delete `pod` until it says done (deleted, already gone, or replaced by
+/// another pod of that name): offline or on a server error the request is repeated, 2 s
+/// doubling to 30 s apart, until `stop`.
+async fn delete_until_done(bus: &Bus, pod: &Pod, stop: &CancellationToken) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let mut wait = Duration::from_secs(2);
+    let mut first = true;
+    loop {
+        let mut failed = |why: &str| {
+            if std::mem::take(&mut first) {
+                info!(uid, why, "Deleting the pod in the cloud failed; it will be retried.");
+            } else {
+                debug!(uid, why, "Deleting the pod in the cloud failed again; retrying.");
+            }
+        };
+        match bus.send_sync(module::METAMANAGER, delete_message(pod), DELETE_TIMEOUT).await {
+            Ok(reply) if reply.router.operation != operation::ERROR => {
+                let v: Value = reply.content.decode().unwrap_or(Value::Null);
+                let code = v.pointer("/ErrStatus/code").and_then(Value::as_i64);
+                match code {
+                    None => return,
+                    // Gone already, or the UID precondition failed: another pod now.
+                    Some(404 | 409) => return,
+                    Some(c) if (400..500).contains(&c) && c != 429 => {
+                        warn!(uid, code = c, reply = %v, "The cloud refused to delete the pod.");
+                        return;
+                    }
+                    Some(c) => failed(&format!("code {c}")),
+                }
+            }
+            Ok(reply) => failed(&reply.content.as_str().unwrap_or_default()),
+            Err(e) => failed(&e.to_string()),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// How long one delete request may wait for the cloud's answer.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Module for EdgedModule {
     fn name(&self) -> &'static str {
@@ -654,6 +707,7 @@ impl Module for EdgedModule {
                 failed: HashMap::new(),
                 statics: HashMap::new(),
                 bad_manifests: HashMap::new(),
+                stop: stop.clone(),
             };
             let static_dir = self.static_pods.clone();
             if let Some((dir, _, node)) = &static_dir {

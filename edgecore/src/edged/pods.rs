@@ -429,7 +429,7 @@ impl PodRuntime {
             ok_if_gone(self.cri.stop_pod_sandbox(&sb.id).await).map_err(cri("StopPodSandbox"))?;
             ok_if_gone(self.cri.remove_pod_sandbox(&sb.id).await).map_err(cri("RemovePodSandbox"))?;
         }
-        super::volumes::cleanup(&self.pods_root, uid);
+        super::volumes::cleanup(&self.pods_root, uid).await;
         Ok(())
     }
 

@@ -77,22 +77,7 @@ async fn run_once(
         return matches!(cri.exec_sync(container_id, cmd, timeout).await, Ok(r) if r.exit_code == 0);
     }
     if let Some(h) = &probe.http_get {
-        let Some(port) = port_of(&h.port, c) else { return false };
-        let host = h.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| ip.to_owned());
-        let path = h.path.clone().unwrap_or_else(|| "/".into());
-        let attempt = async {
-            let mut s = tokio::net::TcpStream::connect((host.as_str(), port)).await.ok()?;
-            let req = format!(
-                "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.30\r\nConnection: close\r\n\r\n"
-            );
-            s.write_all(req.as_bytes()).await.ok()?;
-            let mut buf = vec![0u8; 64];
-            let n = s.read(&mut buf).await.ok()?;
-            let line = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let code: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some((200..400).contains(&code))
-        };
-        return matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)));
+        return http_get(h, c, ip, timeout).await;
     }
     if let Some(t) = &probe.tcp_socket {
         let Some(port) = port_of(&t.port, c) else { return false };
@@ -104,6 +89,54 @@ async fn run_once(
     }
     // A probe with no handler (e.g. gRPC, not built): treated as passing, as if absent.
     true
+}
+
+/// An `httpGet` probe: HTTP/1.1 GET (HTTPS without verifying the certificate, as kubelet),
+/// 200–399 within `timeout` is success.
+pub async fn http_get(
+    h: &k8s_openapi::api::core::v1::HTTPGetAction,
+    c: &k8s_openapi::api::core::v1::Container,
+    ip: &str,
+    timeout: Duration,
+) -> bool {
+    let Some(port) = port_of(&h.port, c) else { return false };
+    let host = h.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| ip.to_owned());
+    let path = h.path.clone().unwrap_or_else(|| "/".into());
+    let https = h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+    let mut headers = String::new();
+    for hd in h.http_headers.iter().flatten() {
+        // Header names and values from the spec; CR/LF would split the request.
+        if !hd.name.contains(['\r', '\n', ':']) && !hd.value.contains(['\r', '\n']) {
+            headers.push_str(&format!("{}: {}\r\n", hd.name, hd.value));
+        }
+    }
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.ok()?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.30\r\n{headers}Connection: close\r\n\r\n"
+        );
+        let line = if https {
+            // As kubelet: HTTPS probes do not verify the certificate.
+            let cfg = kubeedge_pki::insecure_client_config().ok()?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone()).ok()?;
+            let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.ok()?;
+            exchange(&mut s, &req).await?
+        } else {
+            let mut s = tcp;
+            exchange(&mut s, &req).await?
+        };
+        let code: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some((200..400).contains(&code))
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+/// Sends `req` and reads the start of the response (its status line).
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S, req: &str) -> Option<String> {
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = vec![0u8; 64];
+    let n = s.read(&mut buf).await.ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 impl Prober {
@@ -186,5 +219,79 @@ impl Prober {
     /// Forgets a pod's probes.
     pub fn forget(&mut self, uid: &str) {
         self.tracks.retain(|(u, _, _), _| u != uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::core::v1::{Container, HTTPGetAction};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Answers every connection with `status`, over TLS when `tls` is given.
+    async fn server(status: u16, tls: Option<tokio_rustls::TlsAcceptor>) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                    let mut buf = [0u8; 1024];
+                    match tls {
+                        Some(acc) => {
+                            let Ok(mut s) = acc.accept(tcp).await else { return };
+                            let _ = s.read(&mut buf).await;
+                            let _ = s.write_all(reply.as_bytes()).await;
+                            let _ = s.shutdown().await;
+                        }
+                        None => {
+                            let mut s = tcp;
+                            let _ = s.read(&mut buf).await;
+                            let _ = s.write_all(reply.as_bytes()).await;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn action(port: u16, scheme: &str) -> HTTPGetAction {
+        HTTPGetAction {
+            port: IntOrString::Int(i32::from(port)),
+            scheme: Some(scheme.into()),
+            path: Some("/healthz".into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn http_get_probes_speak_http_and_https_without_verifying() {
+        let ca = kubeedge_pki::Ca::generate().unwrap();
+        let cert = ca.issue_server(&["127.0.0.1".parse().unwrap()], &[]).unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert_der.clone().into()], kubeedge_pki::rustls_key(&cert.key_sec1))
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let c = Container::default();
+        let t = Duration::from_secs(5);
+
+        let ok = server(200, None).await;
+        let bad = server(500, None).await;
+        let tls_ok = server(204, Some(acceptor.clone())).await;
+        let tls_bad = server(503, Some(acceptor)).await;
+        assert!(http_get(&action(ok, "HTTP"), &c, "127.0.0.1", t).await);
+        assert!(!http_get(&action(bad, "HTTP"), &c, "127.0.0.1", t).await);
+        assert!(http_get(&action(tls_ok, "HTTPS"), &c, "127.0.0.1", t).await, "HTTPS, a certificate nobody trusts");
+        assert!(!http_get(&action(tls_bad, "HTTPS"), &c, "127.0.0.1", t).await);
+        // Plain HTTP to a TLS port fails, as it should.
+        assert!(!http_get(&action(tls_ok, "HTTP"), &c, "127.0.0.1", Duration::from_secs(1)).await);
     }
 }

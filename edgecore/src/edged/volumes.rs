@@ -124,7 +124,23 @@ fn write_downward(dir: &Path, pod: &Pod, items: &[DownwardAPIVolumeFile], host_i
     Ok(())
 }
 
-/// Prepares every volume of `pod`; returns volume name → host path.
+/// One file-system step of [`prepare`], run off the async runtime.
+type Step = Box<dyn FnOnce() -> Result<(), Error> + Send>;
+
+fn mkdir(p: PathBuf) -> Step {
+    Box::new(move || std::fs::create_dir_all(&p).map_err(io(&p)))
+}
+
+fn items_step(d: PathBuf, files: BTreeMap<String, Vec<u8>>, items: Option<Vec<KeyToPath>>) -> Step {
+    Box::new(move || write_items(&d, &files, items.as_ref()))
+}
+
+fn downward_step(d: PathBuf, pod: Pod, items: Vec<DownwardAPIVolumeFile>, host_ip: String) -> Step {
+    Box::new(move || write_downward(&d, &pod, &items, &host_ip))
+}
+
+/// Prepares every volume of `pod`; returns volume name → host path. Configmaps, secrets and
+/// tokens are fetched first; the directories and files are then written on a blocking thread.
 pub async fn prepare(
     pods_root: &Path,
     pod: &Pod,
@@ -135,6 +151,7 @@ pub async fn prepare(
     let ns = key.namespace.as_str();
     let base = pods_root.join(&key.uid).join("volumes");
     let mut out = BTreeMap::new();
+    let mut steps: Vec<Step> = Vec::new();
     for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
         let dir = |plugin: &str| base.join(plugin).join(&v.name);
         let path = if v.empty_dir.is_some() {
@@ -142,7 +159,7 @@ pub async fn prepare(
         } else if let Some(h) = &v.host_path {
             let p = PathBuf::from(&h.path);
             if h.type_.as_deref() == Some("DirectoryOrCreate") {
-                std::fs::create_dir_all(&p).map_err(io(&p))?;
+                steps.push(mkdir(p.clone()));
             }
             out.insert(v.name.clone(), p);
             continue;
@@ -150,8 +167,8 @@ pub async fn prepare(
             let d = dir("kubernetes.io~configmap");
             match src.object("configmap", ns, &cm.name).await {
                 Some(obj) => {
-                    std::fs::create_dir_all(&d).map_err(io(&d))?;
-                    write_items(&d, &files_of(&obj, false), cm.items.as_ref())?;
+                    steps.push(mkdir(d.clone()));
+                    steps.push(items_step(d.clone(), files_of(&obj, false), cm.items.clone()));
                 }
                 None if cm.optional == Some(true) => {}
                 None => return Err(invalid(format!("configmap {ns}/{} (volume {}) not found", cm.name, v.name))),
@@ -162,8 +179,8 @@ pub async fn prepare(
             let name = sec.secret_name.clone().unwrap_or_default();
             match src.object("secret", ns, &name).await {
                 Some(obj) => {
-                    std::fs::create_dir_all(&d).map_err(io(&d))?;
-                    write_items(&d, &files_of(&obj, true), sec.items.as_ref())?;
+                    steps.push(mkdir(d.clone()));
+                    steps.push(items_step(d.clone(), files_of(&obj, true), sec.items.clone()));
                 }
                 None if sec.optional == Some(true) => {}
                 None => return Err(invalid(format!("secret {ns}/{name} (volume {}) not found", v.name))),
@@ -171,25 +188,26 @@ pub async fn prepare(
             d
         } else if let Some(da) = &v.downward_api {
             let d = dir("kubernetes.io~downward-api");
-            std::fs::create_dir_all(&d).map_err(io(&d))?;
-            write_downward(&d, pod, da.items.as_deref().unwrap_or_default(), host_ip)?;
+            steps.push(mkdir(d.clone()));
+            steps.push(downward_step(d.clone(), pod.clone(), da.items.clone().unwrap_or_default(), host_ip.to_owned()));
             d
         } else if let Some(pr) = &v.projected {
             let d = dir("kubernetes.io~projected");
-            std::fs::create_dir_all(&d).map_err(io(&d))?;
+            steps.push(mkdir(d.clone()));
             for s in pr.sources.iter().flatten() {
                 if let Some(cm) = &s.config_map
                     && let Some(obj) = src.object("configmap", ns, &cm.name).await
                 {
-                    write_items(&d, &files_of(&obj, false), cm.items.as_ref())?;
+                    steps.push(items_step(d.clone(), files_of(&obj, false), cm.items.clone()));
                 }
                 if let Some(sec) = &s.secret
                     && let Some(obj) = src.object("secret", ns, &sec.name).await
                 {
-                    write_items(&d, &files_of(&obj, true), sec.items.as_ref())?;
+                    steps.push(items_step(d.clone(), files_of(&obj, true), sec.items.clone()));
                 }
                 if let Some(da) = &s.downward_api {
-                    write_downward(&d, pod, da.items.as_deref().unwrap_or_default(), host_ip)?;
+                    let items = da.items.clone().unwrap_or_default();
+                    steps.push(downward_step(d.clone(), pod.clone(), items, host_ip.to_owned()));
                 }
                 if let Some(t) = &s.service_account_token {
                     let sa = field(pod, "spec.serviceAccountName", host_ip).unwrap_or_else(|| "default".into());
@@ -200,7 +218,8 @@ pub async fn prepare(
                     // Without the cloud there is no token: the file is left out, as a kubelet
                     // that cannot reach its API server would.
                     if let Some(token) = src.token(ns, &sa, request).await {
-                        write_file(&d, &t.path, token.as_bytes())?;
+                        let (d, rel) = (d.clone(), t.path.clone());
+                        steps.push(Box::new(move || write_file(&d, &rel, token.as_bytes())));
                     }
                 }
             }
@@ -208,9 +227,12 @@ pub async fn prepare(
         } else {
             return Err(invalid(format!("volume {} has a type this edged does not support yet", v.name)));
         };
-        std::fs::create_dir_all(&path).map_err(io(&path))?;
+        steps.push(mkdir(path.clone()));
         out.insert(v.name.clone(), path);
     }
+    tokio::task::spawn_blocking(move || steps.into_iter().try_for_each(|step| step()))
+        .await
+        .map_err(|e| invalid(format!("writing the volumes: {e}")))??;
     Ok(out)
 }
 
@@ -297,9 +319,11 @@ pub async fn env(pod: &Pod, c: &Container, src: &dyn ObjectSource, host_ip: &str
     Ok(out)
 }
 
-/// Removes a pod's volume directories (emptyDirs and the written configmaps, secrets, tokens).
-pub fn cleanup(pods_root: &Path, uid: &str) {
-    if !uid.is_empty() && !uid.contains('/') {
-        let _ = std::fs::remove_dir_all(pods_root.join(uid));
+/// Removes a pod's volume directories (emptyDirs and the written configmaps, secrets, tokens),
+/// on a blocking thread.
+pub async fn cleanup(pods_root: &Path, uid: &str) {
+    if !uid.is_empty() && !uid.contains('/') && uid != "." && uid != ".." {
+        let dir = pods_root.join(uid);
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     }
 }

@@ -414,6 +414,10 @@ impl Module for MetaManagerModule {
                         }
                     }
                     operation::PATCH => w.patch(msg).await,
+                    // Offline, the sender hears so at once (Edged retries its deletes).
+                    operation::DELETE if !w.connected.load(Ordering::Relaxed) => {
+                        let _ = w.bus.send_resp(error_to(&msg, "the cloud is not reachable"));
+                    }
                     operation::DELETE => up(&w.bus, msg).await,
                     _ => debug!(op, resource = %msg.router.resource, "MetaManager ignored a message."),
                 }
