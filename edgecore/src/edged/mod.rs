@@ -7,6 +7,7 @@ pub mod module;
 pub mod node;
 pub mod pods;
 pub mod probes;
+pub mod server;
 pub mod volumes;
 
 use std::time::Duration;
