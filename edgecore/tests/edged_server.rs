@@ -9,7 +9,7 @@ use bytes::Bytes;
 use edgecore::edged::pods::{PodRuntime, container_config, sandbox_config};
 use edgecore::edged::server;
 use edgecore::edged::volumes::ObjectSource;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -149,6 +149,19 @@ async fn next_data(body: &mut Incoming) -> Option<String> {
     }
 }
 
+/// How many of this process's open files have a path ending in `suffix`.
+fn open_files_ending_with(suffix: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return 0 };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .count()
+}
+
+/// Reads a streaming body to its end.
+async fn drain(mut body: Incoming) {
+    while let Some(Ok(_)) = body.frame().await {}
+}
+
 /// Parses the `N` of each `tick N` line.
 fn ticks(text: &str) -> Vec<u64> {
     text.lines().filter_map(|l| l.strip_prefix("tick ")).map(|n| n.trim().parse().unwrap()).collect()
@@ -202,7 +215,14 @@ fn container_logs_serve_tail_timestamps_follow_and_previous() {
         }
         let got = ticks(&seen);
         assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "consecutive ticks: {seen:?}");
+        assert_eq!(open_files_ending_with("/ticker/0.log"), 1, "the server follows the file");
         drop(body);
+        // The server notices the client left and closes the file it was following.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while open_files_ending_with("/ticker/0.log") > 0 {
+            assert!(Instant::now() < deadline, "the followed log is still open after the client left");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
 
         // Unknown pods and containers, bad queries.
         let (status, text) = env.get("/containerLogs/default/nope/main").await;
@@ -234,20 +254,24 @@ fn container_logs_serve_tail_timestamps_follow_and_previous() {
         let id = env.rt.cri.create_container(&sandbox.id, cfg, &sandbox_cfg).await.unwrap();
         env.rt.cri.start_container(&id).await.unwrap();
         env.get_until("/containerLogs/default/prev/c", |b| b == "second run\n").await;
-        assert_eq!(env.get("/containerLogs/default/prev/c?previous=true").await, (200, "first run\nfirst end\n".into()));
+        assert_eq!(
+            env.get("/containerLogs/default/prev/c?previous=true").await,
+            (200, "first run\nfirst end\n".into())
+        );
         assert_eq!(env.get("/containerLogs/default/prev/c?previous=1&tailLines=1").await, (200, "first end\n".into()));
 
         // A followed log ends once its container is gone…
         let follow_to_end = async |path: &str| {
             let mut body = env.open(path).await.into_body();
             assert!(next_data(&mut body).await.is_some());
-            tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} })
+            body
         };
-        let drained = follow_to_end("/containerLogs/default/prev/c?follow=true").await;
+        let drained = tokio::spawn(drain(follow_to_end("/containerLogs/default/prev/c?follow=true").await));
         env.rt.kill("uid-prev", Duration::from_secs(1)).await.unwrap();
         tokio::time::timeout(Duration::from_secs(10), drained).await.expect("stream ends with its container").unwrap();
         // …and at shutdown (with_server then checks that the server task ends).
-        let drained = follow_to_end("/containerLogs/default/logs/ticker?follow=true&tailLines=0").await;
+        let drained =
+            tokio::spawn(drain(follow_to_end("/containerLogs/default/logs/ticker?follow=true&tailLines=0").await));
         env.stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), drained).await.expect("stream ends at shutdown").unwrap();
         env.rt.kill("uid-logs", Duration::from_secs(1)).await.unwrap();
@@ -361,7 +385,9 @@ fn exec_is_proxied_to_the_runtimes_streaming_server() {
         }
         // The 4-segment form with the right uid works.
         let [_, stdout, ..] =
-            websocket_exec(env.addr, "/exec/default/shell/uid-shell/main?command=echo&command=hi&output=1").await.unwrap();
+            websocket_exec(env.addr, "/exec/default/shell/uid-shell/main?command=echo&command=hi&output=1")
+                .await
+                .unwrap();
         assert_eq!(String::from_utf8_lossy(&stdout), "hi\n");
 
         env.rt.kill("uid-shell", Duration::from_secs(1)).await.unwrap();

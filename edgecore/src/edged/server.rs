@@ -428,11 +428,7 @@ impl LogOptions {
         {
             return Err(invalid());
         }
-        let since = since_seconds
-            .map(|s| now - i128::from(s) * 1_000_000_000)
-            .into_iter()
-            .chain(since_time)
-            .max();
+        let since = since_seconds.map(|s| now - i128::from(s) * 1_000_000_000).into_iter().chain(since_time).max();
         Ok(Self {
             follow: flag("follow"),
             previous: flag("previous"),
@@ -464,15 +460,10 @@ async fn container_logs(shared: &Shared, target: &Target, query: &str) -> Result
         )));
     }
     let follow = opts.follow;
-    let reader = LogReader::open(
-        PathBuf::from(&status.log_path),
-        opts,
-        shared.cri.clone(),
-        run.id.clone(),
-        shared.stop.clone(),
-    )
-    .await
-    .map_err(|e| HttpError::bad_request(format!("failed to open log file {:?}: {e}", status.log_path)))?;
+    let reader =
+        LogReader::open(PathBuf::from(&status.log_path), opts, shared.cri.clone(), run.id.clone(), shared.stop.clone())
+            .await
+            .map_err(|e| HttpError::bad_request(format!("failed to open log file {:?}: {e}", status.log_path)))?;
     debug!(container.id = %run.id, follow, "Streaming container log.");
     let chunks = futures::stream::unfold(reader, |mut r| async move {
         r.next_chunk().await.map(|chunk| (Ok::<_, std::io::Error>(Frame::data(chunk)), r))
@@ -511,7 +502,12 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 impl Timestamp {
     fn parse(s: &str) -> Option<Self> {
         let b = s.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':'
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || !matches!(b[10], b'T' | b't')
+            || b[13] != b':'
+            || b[16] != b':'
         {
             return None;
         }
@@ -634,10 +630,10 @@ impl LineWriter {
         if let Some(n) = self.remaining_lines.as_mut() {
             *n -= 1;
         }
-        let wanted = match (self.streams, rec.stream) {
-            (Streams::All, _) | (Streams::Stdout, LogStream::Stdout) | (Streams::Stderr, LogStream::Stderr) => true,
-            _ => false,
-        };
+        let wanted = matches!(
+            (self.streams, rec.stream),
+            (Streams::All, _) | (Streams::Stdout, LogStream::Stdout) | (Streams::Stderr, LogStream::Stderr)
+        );
         if self.since.is_some_and(|since| rec.timestamp.unix_nanos < since) || !wanted {
             return self.open();
         }
@@ -950,7 +946,10 @@ async fn exec(
     }
     let runs = container_runs(&shared.cri, target).await?;
     let Some(current) = runs.last() else {
-        return Err(HttpError::not_found(format!("container {:?} not found in pod {:?}", target.container, target.pod)));
+        return Err(HttpError::not_found(format!(
+            "container {:?} not found in pod {:?}",
+            target.container, target.pod
+        )));
     };
     let request = v1::ExecRequest {
         container_id: current.id.clone(),
@@ -1176,11 +1175,22 @@ mod tests {
         let t = Timestamp::parse("2016-10-06T00:17:09.5Z").unwrap();
         assert_eq!(t.fixed, "2016-10-06T00:17:09.500000000Z");
         let t = Timestamp::parse("2016-10-06T02:17:09+02:00").unwrap();
-        assert_eq!((t.fixed.as_str(), t.unix_nanos), ("2016-10-06T02:17:09.000000000+02:00", 1_475_713_029_000_000_000));
+        assert_eq!(
+            (t.fixed.as_str(), t.unix_nanos),
+            ("2016-10-06T02:17:09.000000000+02:00", 1_475_713_029_000_000_000)
+        );
         assert_eq!(Timestamp::parse("2016-10-06T00:17:09+00:00").unwrap().fixed, "2016-10-06T00:17:09.000000000Z");
         assert_eq!(Timestamp::parse("1970-01-01T00:00:00Z").unwrap().unix_nanos, 0);
         assert_eq!(Timestamp::parse("2000-03-01T00:00:00Z").unwrap().unix_nanos, 951_868_800 * 1_000_000_000);
-        for bad in ["", "2016-10-06", "2016-13-06T00:17:09Z", "2016-10-06T00:17:09", "2016-10-06T00:17:09.Z", "x016-10-06T00:17:09Z", "2016-10-06T00:17:09.1234567890Z"] {
+        for bad in [
+            "",
+            "2016-10-06",
+            "2016-13-06T00:17:09Z",
+            "2016-10-06T00:17:09",
+            "2016-10-06T00:17:09.Z",
+            "x016-10-06T00:17:09Z",
+            "2016-10-06T00:17:09.1234567890Z",
+        ] {
             assert_eq!(Timestamp::parse(bad), None, "{bad}");
         }
     }
