@@ -224,6 +224,33 @@ fn container_logs_serve_tail_timestamps_follow_and_previous() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
 
+        // Rotation as kubelet's log manager does it (rename, then CRI ReopenContainerLog), then
+        // truncation in place: a follower goes on with the new lines.
+        let running = env.rt.running_containers("uid-logs").await.unwrap();
+        let ticker = running.into_iter().find(|(n, _)| n == "ticker").unwrap().1;
+        let log_path = env.rt.cri.container_status(&ticker).await.unwrap().log_path;
+        let mut body = env.open("/containerLogs/default/logs/ticker?follow=true&tailLines=0").await.into_body();
+        let mut seen = next_data(&mut body).await.unwrap();
+        std::fs::rename(&log_path, format!("{log_path}.1")).unwrap();
+        let reopen = kubeedge_cri::v1::ReopenContainerLogRequest { container_id: ticker.clone() };
+        env.rt.cri.runtime.clone().reopen_container_log(reopen).await.unwrap();
+        assert!(std::path::Path::new(&log_path).exists(), "the runtime made a new file");
+        let before = ticks(&seen).len();
+        while ticks(&seen).len() < before + 4 {
+            seen.push_str(&next_data(&mut body).await.expect("the stream goes on after rotation"));
+        }
+        let got = ticks(&seen);
+        assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "no tick lost or repeated across the rotation: {seen:?}");
+        let last = *got.last().unwrap();
+        std::fs::OpenOptions::new().write(true).open(&log_path).unwrap().set_len(0).unwrap();
+        let mut after = String::new();
+        while ticks(&after).len() < 3 {
+            after.push_str(&next_data(&mut body).await.expect("the stream goes on after truncation"));
+        }
+        let got = ticks(&after);
+        assert!(got[0] > last && got.windows(2).all(|w| w[1] == w[0] + 1), "after {last}: {after:?}");
+        drop(body);
+
         // Unknown pods and containers, bad queries.
         let (status, text) = env.get("/containerLogs/default/nope/main").await;
         assert_eq!((status, text.as_str()), (404, "pod \"nope\" does not exist"));

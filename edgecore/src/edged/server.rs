@@ -782,6 +782,10 @@ impl LogReader {
                 return None;
             }
             if self.reopen_if_rotated().await {
+                let out = self.drain(false);
+                if !out.is_empty() {
+                    return Some(Bytes::from(out));
+                }
                 continue;
             }
             if self.last_running_check.is_none_or(|t| t.elapsed() >= RUNNING_CHECK) {
@@ -824,15 +828,26 @@ impl LogReader {
         out
     }
 
-    /// At end of file while following: when the path now names a new file (rotated) it is
-    /// opened from its start; when the file shrank (truncated in place) reading restarts at 0.
-    /// True when reading should go on at once.
+    /// At end of file while following: when the path now names a new file (rotated, as
+    /// kubelet's log manager does: rename, then CRI `ReopenContainerLog`), the rest of the old
+    /// file is read and then the new one from its start; when the file shrank (truncated in
+    /// place) reading restarts at 0. True when reading should go on at once (`pending` may
+    /// have grown).
     async fn reopen_if_rotated(&mut self) -> bool {
         let Ok(meta) = tokio::fs::metadata(&self.path).await else {
             // Renamed away and not yet recreated: keep waiting.
             return false;
         };
         if identity(&meta) != self.id {
+            // Lines the runtime wrote to the old file before it switched come first.
+            let mut rest = Vec::new();
+            if let Ok(n) = (&mut self.file).take(MAX_LINE as u64).read_to_end(&mut rest).await
+                && n > 0
+            {
+                self.offset += n as u64;
+                self.pending.extend_from_slice(&rest);
+                return true;
+            }
             match tokio::fs::File::open(&self.path).await {
                 Ok(f) => {
                     debug!(path = %self.path.display(), "Container log rotated; following the new file.");
