@@ -9,7 +9,7 @@ use bytes::Bytes;
 use edgecore::edged::pods::{PodRuntime, container_config, sandbox_config};
 use edgecore::edged::server;
 use edgecore::edged::volumes::ObjectSource;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -366,6 +366,27 @@ fn exec_is_proxied_to_the_runtimes_streaming_server() {
         assert_eq!(status["status"], "Failure", "{status}");
         assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
         assert_eq!(status["details"]["causes"][0]["message"], "3", "{status}");
+
+        // stdin flows the other way: channel 0 in, the line echoed back on stdout.
+        let mut req = format!("ws://{}/exec/default/shell/main?command=head&command=-n1&input=1&output=1", env.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("Sec-WebSocket-Protocol", "v4.channel.k8s.io".parse().unwrap());
+        let tcp = tokio::net::TcpStream::connect(env.addr).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        ws.send(Message::Binary(Bytes::from_static(b"\x00ping\n"))).await.unwrap();
+        let mut out = Vec::new();
+        let session = async {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Binary(b) = msg
+                    && b.first() == Some(&1)
+                {
+                    out.extend_from_slice(&b[1..]);
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), session).await.expect("the stdin session ends");
+        assert_eq!(String::from_utf8_lossy(&out), "ping\n");
 
         // SPDY: the upgrade is forwarded and the runtime's 101 relayed (no SPDY client here, so
         // the session itself is not driven).
