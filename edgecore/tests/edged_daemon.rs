@@ -5,6 +5,7 @@
 //! - a pod with an init container, a configMap volume, env from a secret and resource limits
 //!   runs: the init container completed first, the content and env are visible inside the
 //!   container, the memory limit is in its cgroup, and the API shows Running with a pod IP;
+//! - Edged's kubelet-style server (`readOnlyPort`) serves the containers' logs;
 //! - pods the runtime rejects (a missing image, a command that does not exist) are reported
 //!   with a clear reason and nothing crashes;
 //! - a static pod from the manifests folder runs and shows in the API as a mirror pod;
@@ -117,7 +118,7 @@ fn edgecore_runs_pods_in_containerd_from_its_config() {
     let image = ctrd.busybox_image();
     let full = pod(json!({"metadata": {"name": "full"}, "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1,
         "initContainers": [{"name": "prepare", "image": image,
-            "command": ["sh", "-c", "echo prepared > /work/ready"],
+            "command": ["sh", "-c", "echo prepared | tee /work/ready"],
             "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}},
             "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
         "containers": [{"name": "main", "image": image, "command": ["sh", "-c", "sleep 3600"],
@@ -152,6 +153,13 @@ fn edgecore_runs_pods_in_containerd_from_its_config() {
     if let Ok(limit) = limit {
         assert_eq!(limit.trim(), (64 * 1024 * 1024).to_string(), "the memory limit is in the cgroup");
     }
+
+    // Edged's kubelet-style server has the container logs.
+    let kubelet: std::net::SocketAddr = format!("127.0.0.1:{kubelet_port}").parse().unwrap();
+    let (code, body) = kubeedge_testkit::http_get(kubelet, "/containerLogs/default/full/prepare").unwrap();
+    assert_eq!((code, body.trim()), (200, "prepared"), "the init container's log");
+    let (code, _) = kubeedge_testkit::http_get(kubelet, "/containerLogs/default/nope/main").unwrap();
+    assert_eq!(code, 404);
 
     // Pods the runtime rejects: a clear reason in the API, and Edged keeps going.
     for (name, container) in [

@@ -233,6 +233,14 @@ impl Cri {
         call("ExecSync", deadline, fut).await
     }
 
+    /// Prepares a streaming exec session (CRI `Exec`): returns the URL on the runtime's
+    /// streaming server that the client's upgrade request (SPDY or WebSocket) must be sent to.
+    /// The command only runs once that URL is dialled; an unused URL expires in the runtime.
+    pub async fn exec(&self, req: v1::ExecRequest) -> Result<String> {
+        let resp = call("Exec", self.options.request_timeout, self.runtime.clone().exec(req)).await?;
+        Ok(resp.url)
+    }
+
     // === ImageService ===
 
     /// Pulls an image (with registry credentials, and the sandbox config the runtime may use

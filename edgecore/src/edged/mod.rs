@@ -1,13 +1,14 @@
-//! Edged, the edge's kubelet. Built so far: the node's side of the contract with the cloud —
-//! registration, the node lease and node status — in upstream's message shapes, through
-//! MetaManager. Running pods through CRI is not built yet, so the daemon still refuses
-//! `modules.edged.enable` (see `main.rs`); tests drive [`NodeAgent`] directly.
+//! Edged, the edge's kubelet: the node's side of the contract with the cloud (registration,
+//! lease and status, here in [`NodeAgent`]), pods through CRI (`pods`, `volumes`, `probes`,
+//! `resources`), static pods (`static_pods`), the bus module that ties them together
+//! (`module`) and the kubelet-style logs/exec server (`server`).
 
 pub mod module;
 pub mod node;
 pub mod pods;
 pub mod probes;
 pub mod resources;
+pub mod server;
 pub mod static_pods;
 pub mod volumes;
 

@@ -685,6 +685,12 @@ impl Module for EdgedModule {
                     r
                 }
             };
+            if let Some(addr) = self.server {
+                match super::server::serve(runtime.cri.clone(), addr, stop.clone()).await {
+                    Ok((bound, _task)) => info!(address = %bound, "Serving container logs and exec."),
+                    Err(e) => return Err(ModuleError::from(format!("kubelet server: {e}"))),
+                }
+            }
             if let Some((spec, namespace, timings)) = self.node.take() {
                 self.agent = Some(NodeAgent { bus: ctx.bus.clone(), spec, namespace, timings });
             }
