@@ -89,7 +89,10 @@ fn main() {
         (&["modules", "edged", "tailoredKubeletConfig", "podLogsDir"], q(&ctrd.pod_log_root())),
         (&["modules", "edged", "tailoredKubeletConfig", "staticPodPath"], q(&dir.path().join("edge/manifests"))),
         (&["modules", "edged", "tailoredKubeletConfig", "readOnlyPort"], kubeedge_testkit::free_port().to_string()),
-        (&["modules", "metaManager", "metaServer", "server"], format!("\"127.0.0.1:{}\"", kubeedge_testkit::free_port())),
+        (
+            &["modules", "metaManager", "metaServer", "server"],
+            format!("\"127.0.0.1:{}\"", kubeedge_testkit::free_port()),
+        ),
     ];
     let cfg = link::edgecore(edge_bin, dir.path(), NODE, &token, &cloud.link(), &settings);
     let mut edge = Process::spawn(edge_bin, &["--config", cfg.to_str().unwrap()]).unwrap();
@@ -166,7 +169,11 @@ fn main() {
     for bin in ["edgecore", "cloudcore"] {
         let path = kubeedge_testkit::workspace_bin(bin);
         let (built, stripped) = size(&path);
-        println!("  {bin} release binary: {:.1} MB as built, {:.1} MB stripped", built as f64 / 1e6, stripped as f64 / 1e6);
+        println!(
+            "  {bin} release binary: {:.1} MB as built, {:.1} MB stripped",
+            built as f64 / 1e6,
+            stripped as f64 / 1e6
+        );
     }
 
     for i in 0..pods_n {

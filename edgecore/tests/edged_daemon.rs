@@ -9,6 +9,8 @@
 //! - pods the runtime rejects (a missing image, a command that does not exist) are reported
 //!   with a clear reason and nothing crashes;
 //! - a static pod from the manifests folder runs and shows in the API as a mirror pod;
+//! - a deleted pod's preStop hook runs, and its delete, made while the cloud is away, is
+//!   repeated until the cloud is back;
 //! - with the cloud stopped, a crashed container is restarted; a restarted edgecore takes its
 //!   pods up from SQLite and the same containers keep running.
 
@@ -200,8 +202,12 @@ fn edgecore_runs_pods_in_containerd_from_its_config() {
     // A pod deleted just before the link goes down: the edge stops it within its grace
     // period, and its request to delete it from the API, made while the cloud is away, is
     // repeated until the cloud is back.
+    let hook_dir = dir.path().join("hook");
     let bye = pod(json!({"metadata": {"name": "bye"}, "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 4,
-        "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}}));
+        "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"],
+            "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo bye > /hook/done"]}}},
+            "volumeMounts": [{"name": "hook", "mountPath": "/hook"}]}],
+        "volumes": [{"name": "hook", "hostPath": {"path": hook_dir.to_str().unwrap(), "type": "DirectoryOrCreate"}}]}}));
     cloud.rt.block_on(pods.create(&PostParams::default(), &bye)).unwrap();
     until("bye to run", || {
         let st = cloud.rt.block_on(pods.get_opt("bye")).ok().flatten()?.status?;
@@ -219,6 +225,7 @@ fn edgecore_runs_pods_in_containerd_from_its_config() {
     until("bye to leave the API once the cloud is back", || {
         cloud.rt.block_on(pods.get_opt("bye")).ok()?.is_none().then_some(())
     });
+    assert_eq!(std::fs::read_to_string(hook_dir.join("done")).unwrap().trim(), "bye", "the preStop hook ran");
 
     // The cloud goes away. A crashed container is restarted by the edge alone.
     cloud.proc.signal("TERM");

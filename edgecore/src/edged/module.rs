@@ -608,7 +608,7 @@ fn grace_of(pod: &Pod) -> Duration {
 async fn terminate(runtime: PodRuntime, bus: Bus, host_ip: String, pod: Pod, stop: CancellationToken) {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     info!(uid, pod = ?pod.metadata.name, grace = ?grace_of(&pod), "Stopping a pod being deleted.");
-    if let Err(e) = runtime.kill(&uid, grace_of(&pod)).await {
+    if let Err(e) = runtime.stop_pod(&pod, &host_ip, grace_of(&pod)).await {
         warn!(uid, error = %e, "Stopping a pod failed.");
         return;
     }

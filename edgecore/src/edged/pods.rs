@@ -418,6 +418,40 @@ impl PodRuntime {
         self.cri.list_pod_sandbox(Some(filter)).await.map_err(cri("ListPodSandbox"))
     }
 
+    /// Stops `pod` as kubelet does on deletion: each running container's `preStop` hook (exec
+    /// or httpGet) runs first, all at once, within the grace period; what is left of `grace`
+    /// then goes to the containers to stop before everything is removed.
+    pub async fn stop_pod(&self, pod: &Pod, host_ip: &str, grace: Duration) -> Result<(), Error> {
+        let key = PodKey::of(pod)?;
+        let started = std::time::Instant::now();
+        let running = self.running_containers(&key.uid).await.unwrap_or_default();
+        let ip = self.pod_ip(pod, host_ip).await.unwrap_or_default();
+        let specs = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
+        let hooks = running.iter().filter_map(|(name, id)| {
+            let spec = specs.iter().find(|c| &c.name == name)?;
+            let hook = spec.lifecycle.as_ref()?.pre_stop.clone()?;
+            let (cri, id, ip, spec) = (self.cri.clone(), id.clone(), ip.clone(), spec.clone());
+            Some(async move {
+                if let Some(e) = &hook.exec {
+                    let cmd = e.command.clone().unwrap_or_default();
+                    if let Err(err) = cri.exec_sync(&id, cmd, grace.max(Duration::from_secs(1))).await {
+                        tracing::debug!(container = %spec.name, error = %err, "preStop hook failed.");
+                    }
+                } else if let Some(h) = &hook.http_get {
+                    super::probes::http_get(h, &spec, &ip, grace.max(Duration::from_secs(1))).await;
+                } else if let Some(s) = &hook.sleep {
+                    let secs = u64::try_from(s.seconds.max(0)).unwrap_or(0);
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                }
+            })
+        });
+        let hooks: Vec<_> = hooks.collect();
+        if !hooks.is_empty() {
+            let _ = tokio::time::timeout(grace, futures::future::join_all(hooks)).await;
+        }
+        self.kill(&key.uid, grace.saturating_sub(started.elapsed()).max(Duration::from_secs(2).min(grace))).await
+    }
+
     /// Kills pod `uid`: its containers get `grace` to stop, then everything is removed.
     pub async fn kill(&self, uid: &str, grace: Duration) -> Result<(), Error> {
         for sb in self.sandboxes_of(uid).await? {
