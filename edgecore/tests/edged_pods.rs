@@ -205,3 +205,85 @@ fn volumes_and_env_come_from_configmaps_secrets_and_the_downward_api() {
         assert!(!ctrd.dir().join("pods/uid-vols").exists(), "volumes cleaned up");
     });
 }
+
+/// Init containers run in order before the app container; a failing one with restartPolicy
+/// Never fails the pod. Dead containers are collected as the GC policy says, the current run of
+/// each container always kept.
+#[test]
+fn init_containers_run_in_order_and_dead_containers_are_collected() {
+    with_runtime("edged init/gc test", async |ctrd, rt| {
+        use edgecore::edged::pods::{Backoffs, GcPolicy};
+        use kubeedge_cri::v1;
+        let src = MapSource::default();
+        let img = ctrd.busybox_image();
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "inits", "namespace": "default", "uid": "uid-inits"},
+            "spec": {"hostNetwork": true, "restartPolicy": "Always",
+                "initContainers": [
+                    {"name": "one", "image": img, "command": ["sh", "-c", "echo one"]},
+                    {"name": "two", "image": img, "command": ["sh", "-c", "echo two"]}],
+                "containers": [{"name": "app", "image": img, "command": ["sh", "-c", "exit 3"]}]}
+        }))
+        .unwrap();
+        let started = rt.start(&p, &src, "192.0.2.10").await.unwrap();
+        assert_eq!(started.containers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["one"], "one at a time");
+        let st = rt.status(&p, "192.0.2.10").await.unwrap();
+        assert_eq!(st["phase"], "Pending", "{st}");
+        assert_eq!(st["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing", "{st}");
+        let mut backoffs = Backoffs::new();
+        let mut order = Vec::new();
+        // Drive it until the app container crashed and was restarted twice.
+        let deadline = Instant::now() + kubeedge_testkit::patience();
+        let st = loop {
+            for (name, _) in
+                rt.sync_containers(&p, &mut backoffs, Duration::from_millis(50), &src, "192.0.2.10").await.unwrap()
+            {
+                order.push(name);
+            }
+            let st = rt.status(&p, "192.0.2.10").await.unwrap();
+            if st["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(0) >= 2 {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "{st}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(&order[..2], ["two", "app"], "two after one, the app after both");
+        assert_eq!(st["initContainerStatuses"][1]["state"]["terminated"]["reason"], "Completed", "{st}");
+        assert_eq!(st["conditions"][0]["status"], "True", "Initialized: {st}");
+
+        // Extra dead runs of `app` (as after restarts whose cleanup was interrupted): the GC
+        // keeps the current run and one dead one.
+        let sb = rt.sandboxes_of("uid-inits").await.unwrap().remove(0);
+        let sandbox_cfg = edgecore::edged::pods::sandbox_config(&rt.log_root, &p).unwrap();
+        let spec = &p.spec.as_ref().unwrap().containers[0];
+        for attempt in [10, 11] {
+            let cfg = edgecore::edged::pods::container_config(&p, spec, attempt).unwrap();
+            let id = rt.cri.create_container(&sb.id, cfg, &sandbox_cfg).await.unwrap();
+            rt.cri.start_container(&id).await.unwrap();
+        }
+        let sandbox = sb.id.clone();
+        let count = |rt: PodRuntime| {
+            let sandbox = sandbox.clone();
+            async move {
+                let f = v1::ContainerFilter { pod_sandbox_id: sandbox, ..Default::default() };
+                let all = rt.cri.list_containers(Some(f)).await.unwrap();
+                all.iter().filter(|c| c.metadata.as_ref().unwrap().name == "app").count()
+            }
+        };
+        // Wait until both extra runs exited (exit 3).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = count(rt.clone()).await;
+        assert!(before >= 3, "{before}");
+        let keep_one = GcPolicy { min_age: Duration::ZERO, max_per_container: 1, max_total: -1 };
+        let removed = rt.collect_garbage(&keep_one).await.unwrap();
+        assert_eq!(count(rt.clone()).await, 2, "current + one dead (removed {removed})");
+        // With max_total 0 every dead run goes; the current run of each container stays.
+        let none_dead = GcPolicy { min_age: Duration::ZERO, max_per_container: -1, max_total: 0 };
+        rt.collect_garbage(&none_dead).await.unwrap();
+        assert_eq!(count(rt.clone()).await, 1, "only the current run");
+        // Init containers' current runs stay: the pod stays initialized.
+        let st = rt.status(&p, "192.0.2.10").await.unwrap();
+        assert_eq!(st["conditions"][0]["status"], "True", "{st}");
+        rt.kill("uid-inits", Duration::from_secs(1)).await.unwrap();
+    });
+}
