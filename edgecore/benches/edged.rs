@@ -98,10 +98,7 @@ fn main() {
     let mut edge = Process::spawn(edge_bin, &["--config", cfg.to_str().unwrap()]).unwrap();
     edge.wait_for_line("Started.");
     let pid = edge.pid();
-    let client = cloud.rt.block_on(async {
-        let kc = kube::config::Kubeconfig::from_yaml(&cloud.api.kubeconfig()).unwrap();
-        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap()
-    });
+    let client = cloud.client();
     let nodes: Api<Node> = Api::all(client.clone());
     until("the node to be Ready", || {
         let n = cloud.rt.block_on(nodes.get_opt(NODE)).ok().flatten()?;

@@ -74,10 +74,7 @@ fn edgecore_runs_pods_in_containerd_from_its_config() {
         p
     };
     let mut edge = start_edge();
-    let client = cloud.rt.block_on(async {
-        let kc = kube::config::Kubeconfig::from_yaml(&cloud.api.kubeconfig()).unwrap();
-        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap()
-    });
+    let client = cloud.client();
     let cri = cloud.rt.block_on(Cri::connect(ctrd.socket())).unwrap();
 
     // The node registers itself and is Ready.

@@ -42,10 +42,7 @@ fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
     let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
     let cfg_path = link::edgecore(edge_bin, dir.path(), "edge-k", &token, &cloud.link(), &[]);
     let cfg: EdgeCoreConfig = kubeedge_config::load_file(&cfg_path).unwrap().config;
-    let client = cloud.rt.block_on(async {
-        let kc = kube::config::Kubeconfig::from_yaml(&cloud.api.kubeconfig()).unwrap();
-        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap()
-    });
+    let client = cloud.client();
 
     std::fs::create_dir_all(dir.path().join("edge")).unwrap();
     let start_edge = || {

@@ -31,10 +31,7 @@ fn the_node_registers_itself_and_keeps_its_lease_fresh() {
     let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
     let cfg_path = link::edgecore(edge_bin, dir.path(), "edge-r1", &token, &cloud.link(), &[]);
     let cfg: EdgeCoreConfig = kubeedge_config::load_file(&cfg_path).unwrap().config;
-    let client = cloud.rt.block_on(async {
-        let kc = kube::config::Kubeconfig::from_yaml(&cloud.api.kubeconfig()).unwrap();
-        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap()
-    });
+    let client = cloud.client();
 
     let start_edge = || {
         let _guard = cloud.rt.enter();

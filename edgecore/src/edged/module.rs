@@ -119,18 +119,7 @@ impl EdgedModule {
     /// A module driving `runtime`; `agent` registers the node (its bus is replaced by the
     /// module's own at start).
     pub fn new(runtime: PodRuntime, agent: Option<NodeAgent>, host_ip: String, sync_every: Duration) -> Self {
-        Self {
-            runtime: RuntimeSource::Ready(Box::new(runtime)),
-            agent,
-            host_ip,
-            sync_every,
-            restart_backoff: RESTART_BACKOFF,
-            gc: GcPolicy::default(),
-            gc_every: GC_EVERY,
-            server: None,
-            static_pods: None,
-            node: None,
-        }
+        Self::with_source(RuntimeSource::Ready(Box::new(runtime)), agent, host_ip, sync_every)
     }
 
     /// A module that connects to the runtime at `socket` when it starts (retrying until the
@@ -144,18 +133,12 @@ impl EdgedModule {
         host_ip: String,
         sync_every: Duration,
     ) -> Self {
-        let mut m = Self::new_unconnected(agent, host_ip, sync_every);
-        m.runtime = RuntimeSource::Connect { socket, log_root, pods_root };
-        m
+        Self::with_source(RuntimeSource::Connect { socket, log_root, pods_root }, agent, host_ip, sync_every)
     }
 
-    fn new_unconnected(agent: Option<NodeAgent>, host_ip: String, sync_every: Duration) -> Self {
+    fn with_source(runtime: RuntimeSource, agent: Option<NodeAgent>, host_ip: String, sync_every: Duration) -> Self {
         Self {
-            runtime: RuntimeSource::Connect {
-                socket: PathBuf::new(),
-                log_root: PathBuf::new(),
-                pods_root: PathBuf::new(),
-            },
+            runtime,
             agent,
             host_ip,
             sync_every,

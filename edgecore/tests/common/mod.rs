@@ -73,6 +73,15 @@ impl CloudSide {
         Cloud { kubeconfig: &self.kubeconfig, ip: "127.0.0.1", ws_port: self.ws_port, https_port: self.https_port }
     }
 
+    /// A kube client of the API server.
+    pub fn client(&self) -> kube::Client {
+        self.rt.block_on(async {
+            let kc = kube::config::Kubeconfig::from_yaml(&self.api.kubeconfig()).unwrap();
+            kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap())
+                .unwrap()
+        })
+    }
+
     /// The token, as `keadm gettoken` reads it.
     pub fn token(&self) -> String {
         self.rt.block_on(async {
