@@ -235,9 +235,9 @@ fn init_containers_run_in_order_and_dead_containers_are_collected() {
         // Drive it until the app container crashed and was restarted twice.
         let deadline = Instant::now() + kubeedge_testkit::patience();
         let st = loop {
-            for (name, _) in
-                rt.sync_containers(&p, &mut backoffs, Duration::from_millis(50), &src, "192.0.2.10").await.unwrap()
-            {
+            let synced =
+                rt.sync_containers(&p, &mut backoffs, Duration::from_millis(50), &src, "192.0.2.10").await.unwrap();
+            for (name, _) in synced.started {
                 order.push(name);
             }
             let st = rt.status(&p, "192.0.2.10").await.unwrap();

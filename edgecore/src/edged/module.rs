@@ -239,6 +239,9 @@ struct State {
     statics: HashMap<String, StaticEntry>,
     /// The module's shutdown.
     stop: CancellationToken,
+    /// Pods in a steady state: their runtime snapshot at the last sync that found nothing to
+    /// do and reported a current status. Unchanged, they need no sync.
+    steady: HashMap<String, String>,
     /// Manifests already warned about (path → the error), so each is logged once.
     bad_manifests: HashMap<PathBuf, String>,
 }
@@ -269,18 +272,19 @@ impl State {
         self.bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await.map_err(|e| e.to_string())
     }
 
-    async fn report(&mut self, uid: &str) {
-        let Some(t) = self.pods.get(uid) else { return };
+    /// Sends the pod's status if it changed; true when what the cloud has is current.
+    async fn report(&mut self, uid: &str) -> bool {
+        let Some(t) = self.pods.get(uid) else { return false };
         let readiness = self.readiness.get(uid).cloned().unwrap_or_default();
         let status = match self.runtime.status_with(&t.pod, &self.host_ip, &readiness).await {
             Ok(s) => s,
             Err(e) => {
                 debug!(uid, error = %e, "Reading a pod's status failed.");
-                return;
+                return false;
             }
         };
         if status == t.last_status {
-            return;
+            return true;
         }
         // A static pod's status goes to its mirror pod, once there is one.
         let target = match self.statics.get(uid) {
@@ -290,7 +294,7 @@ impl State {
                     p.metadata.uid = Some(m.clone());
                     p
                 }
-                None => return,
+                None => return false,
             },
             None => t.pod.clone(),
         };
@@ -300,8 +304,12 @@ impl State {
                 if let Some(t) = self.pods.get_mut(uid) {
                     t.last_status = status;
                 }
+                true
             }
-            Err(e) => debug!(uid, error = %e, "Pod status patch not sent; retrying at the next sync."),
+            Err(e) => {
+                debug!(uid, error = %e, "Pod status patch not sent; retrying at the next sync.");
+                false
+            }
         }
     }
 
@@ -322,6 +330,7 @@ impl State {
         }
         let running = self.runtime.sandboxes_of(&uid).await.map(|s| !s.is_empty()).unwrap_or(false);
         self.pods.insert(uid.clone(), Tracked { pod: pod.clone(), last_status: Value::Null });
+        self.steady.remove(&uid);
         if !running {
             let src = MetaSource { bus: self.bus.clone() };
             match self.runtime.start(&pod, &src, &self.host_ip).await {
@@ -337,7 +346,7 @@ impl State {
                 }
             }
         }
-        self.report(&uid).await;
+        let _ = self.report(&uid).await;
     }
 
     async fn patch_raw(&self, pod: &Pod, status: Value) {
@@ -395,7 +404,8 @@ impl State {
 
     /// Runs the pod's due probes: a failed liveness probe stops its container (the restart
     /// policy brings it back); readiness is kept for the status.
-    async fn probe(&mut self, pod: &Pod) {
+    /// Returns whether a verdict changed.
+    async fn probe(&mut self, pod: &Pod) -> bool {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let has_probes = pod.spec.as_ref().is_some_and(|s| {
             s.containers
@@ -403,7 +413,7 @@ impl State {
                 .any(|c| c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some())
         });
         if !has_probes {
-            return;
+            return false;
         }
         let ip = self.runtime.pod_ip(pod, &self.host_ip).await.unwrap_or_default();
         let running = self.runtime.running_containers(&uid).await.unwrap_or_default();
@@ -421,7 +431,9 @@ impl State {
                 });
             }
         }
+        let changed = self.readiness.get(&uid) != Some(&ready);
         self.readiness.insert(uid, ready);
+        changed
     }
 
     /// A mirror pod from the cloud: remembered for its static pod's status; one being
@@ -539,6 +551,7 @@ impl State {
         self.prober.forget(uid);
         self.readiness.remove(uid);
         self.pods.remove(uid);
+        self.steady.remove(uid);
         let prefix = format!("{uid}/");
         self.backoffs.retain(|k, _| !k.starts_with(&prefix));
     }
@@ -697,6 +710,7 @@ impl Module for EdgedModule {
                 statics: HashMap::new(),
                 bad_manifests: HashMap::new(),
                 stop: stop.clone(),
+                steady: HashMap::new(),
             };
             let static_dir = self.static_pods.clone();
             if let Some((dir, _, node)) = &static_dir {
@@ -741,17 +755,30 @@ impl Module for EdgedModule {
                             st.apply(pod).await;
                         }
                         let uids: Vec<String> = st.pods.keys().filter(|u| !st.failed.contains_key(*u)).cloned().collect();
+                        // One cheap look at the runtime decides which pods need a full sync.
+                        let snapshot = st.runtime.snapshot().await.ok();
                         for uid in uids {
-                            if let Some(pod) = st.pods.get(&uid).map(|t| t.pod.clone()) {
+                            let Some(pod) = st.pods.get(&uid).map(|t| t.pod.clone()) else { continue };
+                            let now = snapshot.as_ref().map(|s| s.get(&uid).cloned().unwrap_or_default());
+                            let steady = now.is_some() && st.steady.get(&uid) == now.as_ref();
+                            let mut settled = false;
+                            if !steady {
                                 let base = st.restart_backoff;
                                 let src = MetaSource { bus: st.bus.clone() };
                                 let host_ip = st.host_ip.clone();
-                                if let Err(e) = st.runtime.sync_containers(&pod, &mut st.backoffs, base, &src, &host_ip).await {
-                                    warn!(uid, error = %e, "Restarting a container failed.");
+                                match st.runtime.sync_containers(&pod, &mut st.backoffs, base, &src, &host_ip).await {
+                                    Ok(s) => settled = s.started.is_empty() && !s.waiting,
+                                    Err(e) => warn!(uid, error = %e, "Restarting a container failed."),
                                 }
-                                st.probe(&pod).await;
                             }
-                            st.report(&uid).await;
+                            let verdicts_changed = st.probe(&pod).await;
+                            if !steady || verdicts_changed {
+                                let current = st.report(&uid).await;
+                                match now {
+                                    Some(fp) if settled && current => { st.steady.insert(uid, fp); }
+                                    _ => { st.steady.remove(&uid); }
+                                }
+                            }
                         }
                     }
                     msg = ctx.recv() => {

@@ -124,6 +124,15 @@ pub struct Started {
     pub containers: Vec<(String, String)>,
 }
 
+/// What one [`PodRuntime::sync_containers`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Synced {
+    /// The containers it started: (name, id).
+    pub started: Vec<(String, String)>,
+    /// Whether an exited container waits for its crash-loop backoff.
+    pub waiting: bool,
+}
+
 /// The sandbox config of `pod`, its logs under `log_root`.
 pub fn sandbox_config(log_root: &std::path::Path, pod: &Pod) -> Result<v1::PodSandboxConfig, Error> {
     {
@@ -291,7 +300,8 @@ impl PodRuntime {
                 src,
                 host_ip,
             )
-            .await?;
+            .await?
+            .started;
         Ok(Started { sandbox, containers })
     }
 
@@ -319,7 +329,7 @@ impl PodRuntime {
     ///   non-zero exit) are run again, each after its crash-loop backoff: `base` doubling per
     ///   restart up to five minutes. One dead run is kept for `lastState` and logs.
     ///
-    /// Returns the containers it started: (name, id).
+    /// Returns the containers it started and whether one waits for its backoff.
     pub async fn sync_containers(
         &self,
         pod: &Pod,
@@ -327,10 +337,10 @@ impl PodRuntime {
         base: Duration,
         src: &dyn ObjectSource,
         host_ip: &str,
-    ) -> Result<Vec<(String, String)>, Error> {
+    ) -> Result<Synced, Error> {
         let key = PodKey::of(pod)?;
         let Some(sb) = self.sandboxes_of(&key.uid).await?.into_iter().max_by_key(|s| s.created_at) else {
-            return Ok(Vec::new());
+            return Ok(Synced::default());
         };
         let sandbox_cfg = sandbox_config(&self.log_root, pod)?;
         let by_name = self.containers_by_name(&sb.id).await?;
@@ -350,8 +360,9 @@ impl PodRuntime {
         mut volumes: Option<std::collections::BTreeMap<String, PathBuf>>,
         src: &dyn ObjectSource,
         host_ip: &str,
-    ) -> Result<Vec<(String, String)>, Error> {
+    ) -> Result<Synced, Error> {
         let key = PodKey::of(pod)?;
+        let mut waiting = false;
         let spec = pod.spec.clone().unwrap_or_default();
         let never = spec.restart_policy.as_deref() == Some("Never");
         // What to run: (container, attempt, old runs to remove first).
@@ -370,8 +381,12 @@ impl PodRuntime {
                 continue;
             }
             initialized = false;
-            if exited && !never && due(backoff, &key.uid, c, current, &st, base) {
-                todo.push((c, attempt_of(current) + 1, older_runs(runs)));
+            if exited && !never {
+                if due(backoff, &key.uid, c, current, &st, base) {
+                    todo.push((c, attempt_of(current) + 1, older_runs(runs)));
+                } else {
+                    waiting = true;
+                }
             }
             break;
         }
@@ -384,8 +399,12 @@ impl PodRuntime {
                 };
                 let st = self.cri.container_status(&current.id).await.map_err(cri("ContainerStatus"))?;
                 let exited = ContainerState::try_from(st.state) == Ok(ContainerState::ContainerExited);
-                if exited && restarts(pod, st.exit_code) && due(backoff, &key.uid, c, current, &st, base) {
-                    todo.push((c, attempt_of(current) + 1, older_runs(runs)));
+                if exited && restarts(pod, st.exit_code) {
+                    if due(backoff, &key.uid, c, current, &st, base) {
+                        todo.push((c, attempt_of(current) + 1, older_runs(runs)));
+                    } else {
+                        waiting = true;
+                    }
                 }
             }
         }
@@ -406,7 +425,33 @@ impl PodRuntime {
             }
             started.push((c.name.clone(), id));
         }
-        Ok(started)
+        Ok(Synced { started, waiting })
+    }
+
+    /// What every pod looks like in the runtime now, cheaply (one ListPodSandbox, one
+    /// ListContainers): pod UID → its sandboxes' and containers' ids and states. A pod whose
+    /// entry did not change since its last full sync needs none.
+    pub async fn snapshot(&self) -> Result<HashMap<String, String>, Error> {
+        let sandboxes = self.cri.list_pod_sandbox(None).await.map_err(cri("ListPodSandbox"))?;
+        let containers = self.cri.list_containers(None).await.map_err(cri("ListContainers"))?;
+        let mut parts: HashMap<String, Vec<String>> = HashMap::new();
+        let mut uid_of = HashMap::new();
+        for sb in &sandboxes {
+            let uid = sb.labels.get(LABEL_POD_UID).cloned().unwrap_or_default();
+            uid_of.insert(sb.id.clone(), uid.clone());
+            parts.entry(uid).or_default().push(format!("s{}:{}", sb.id, sb.state));
+        }
+        for c in &containers {
+            let uid = uid_of.get(&c.pod_sandbox_id).cloned().unwrap_or_default();
+            parts.entry(uid).or_default().push(format!("c{}:{}", c.id, c.state));
+        }
+        Ok(parts
+            .into_iter()
+            .map(|(uid, mut p)| {
+                p.sort();
+                (uid, p.join(","))
+            })
+            .collect())
     }
 
     /// The sandboxes of pod `uid` (usually one).
