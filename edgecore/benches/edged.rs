@@ -105,6 +105,13 @@ fn main() {
         n.status?.conditions?.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
     });
     let (idle_med, idle_max) = settle_rss(pid, 10);
+    let parts = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("RssAnon") || l.starts_with("RssFile") || l.starts_with("Threads"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ");
 
     // Pods one at a time: create → Running (and Ready) seen by a watch.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -152,7 +159,7 @@ fn main() {
 
     latencies.sort();
     println!("edgecore (release), default modules: EdgeHub, MetaManager + MetaServer, Edged; containerd 1.6");
-    println!("  idle RSS, node registered, no pods: median {idle_med} KB, max {idle_max} KB");
+    println!("  idle RSS, node registered, no pods: median {idle_med} KB, max {idle_max} KB ({parts})");
     println!("  RSS with {pods_n} running pods:       median {busy_med} KB, max {busy_max} KB");
     println!("  CPU with {pods_n} running pods, idle: {cpu_pct:.1} % of one core");
     println!(
