@@ -23,6 +23,9 @@ use crate::{Kind, PROJECT_ID, Shared, jittered, unit};
 
 type Conn = Connection<TlsStream<TcpStream>>;
 
+/// How long a pod status may go unanswered before it is sent again.
+const STATUS_RETRY: Duration = Duration::from_secs(20);
+
 /// A request waiting for its reply.
 enum Pending {
     NodeInsert,
@@ -42,6 +45,8 @@ struct FakePod {
     started: String,
     /// The cloud accepted its Running status.
     reported: bool,
+    /// When its status was last sent.
+    sent_at: Option<Instant>,
     terminating: bool,
 }
 
@@ -276,6 +281,19 @@ impl Node {
         if !self.registered {
             return self.register(conn).await;
         }
+        // A status the cloud has not answered for a while is sent again, as edged reports a
+        // pod's status again at its next sync when the last report failed.
+        let stale: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| !p.reported && !p.terminating && p.sent_at.is_none_or(|t| t.elapsed() >= STATUS_RETRY))
+            .map(|(u, _)| u.clone())
+            .collect();
+        for uid in stale {
+            if !self.report_running(conn, &uid).await {
+                return false;
+            }
+        }
         let (_, micro) = shapes::now_strings();
         let secs = self.shared.cfg.timings.lease_duration.as_secs();
         let (msg, insert) = match self.lease.clone() {
@@ -286,7 +304,9 @@ impl Node {
     }
 
     async fn report_running(&mut self, conn: &mut Conn, uid: &str) -> bool {
-        let Some(p) = self.pods.get(uid) else { return true };
+        let Some(p) = self.pods.get_mut(uid) else { return true };
+        p.sent_at = Some(Instant::now());
+        let p = &*p;
         let status = shapes::running_status(&self.host_ip, &p.pod_ip, &p.started, &p.containers, uid);
         let msg = shapes::pod_patch(&p.ns, &p.name, uid, &status);
         self.send(conn, msg, Kind::PodPatch, Some(Pending::PodPatch { uid: uid.to_owned() })).await
@@ -370,6 +390,7 @@ impl Node {
             pod_ip,
             started,
             reported: false,
+            sent_at: None,
             terminating: false,
         };
         self.pods.insert(pod.metadata.uid, fake);

@@ -146,6 +146,24 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> anyho
     Ok(start.elapsed())
 }
 
+/// Prints what cloudcore warned about so far, grouped by message.
+fn warnings(cloud: &mut Process) {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for line in cloud.log().lines().filter(|l| l.contains(" WARN ")) {
+        let after = line.split_once(" WARN ").map(|(_, r)| r).unwrap_or(line);
+        // The message and the module it concerns; other fields vary per line.
+        let msg: Vec<&str> = after
+            .split_whitespace()
+            .filter(|w| w.starts_with("module=") || (!w.contains('=') && !w.ends_with(':')))
+            .collect();
+        *counts.entry(msg.join(" ")).or_default() += 1;
+    }
+    let mut v: Vec<_> = counts.into_iter().collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    let top: Vec<String> = v.iter().take(5).map(|(m, n)| format!("{n}× {m}")).collect();
+    println!("cloudcore warnings so far: {}", if top.is_empty() { "none".to_owned() } else { top.join("; ") });
+}
+
 struct Child(std::process::Child);
 
 impl Drop for Child {
@@ -343,6 +361,8 @@ fn main() -> anyhow::Result<()> {
         fcpu1 - fcpu0,
         frss2 as f64 / 1024.0
     );
+
+    warnings(&mut cloud);
 
     // Idle.
     std::thread::sleep(Duration::from_secs(5));

@@ -118,8 +118,16 @@ async fn serve_metrics(listener: tokio::net::TcpListener, stats: Arc<Stats>) {
     while let Ok((mut s, _)) = listener.accept().await {
         let stats = stats.clone();
         tokio::spawn(async move {
+            // Read the whole request head: closing with unread bytes would reset the
+            // connection and lose the response.
+            let mut head = Vec::new();
             let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf).await;
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
             let body = stats.render();
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
