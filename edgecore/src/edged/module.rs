@@ -5,19 +5,20 @@
 //!   deletionTimestamp stops it within its grace period, reports it terminated and asks the
 //!   cloud to delete it (`delete` with grace 0 and a UID precondition, as upstream's edge);
 //! - `delete` of a pod: whatever is left of it is removed from the runtime;
-//! - every `sync` interval, exited containers are restarted as the pod's `restartPolicy` says,
-//!   with kubelet's crash-loop backoff (10 s doubling to 5 min), and each pod's status is read
-//!   from CRI and sent as a `podpatch` (a strategic-merge patch, as a JSON string) when it
-//!   changed (restartCount and lastState included);
-//! - the node agent registers the node and keeps its lease fresh.
-//!
+//! - every `sync` interval (1 s), one cheap look at the runtime (ListPodSandbox and
+//!   ListContainers) picks the pods whose state changed; those are advanced (init containers in
+//!   order, exited containers restarted as `restartPolicy` says with kubelet's crash-loop
+//!   backoff), their probes run, and their status is read from CRI and sent as a `podpatch`
+//!   (a strategic-merge patch, as a JSON string) when it changed;
+//! - the node agent registers the node and keeps its lease fresh;
 //! - at start, the pods in the local database are taken up: running ones are adopted, not
-//!   recreated (also with the cloud away), and sandboxes of pods the node no longer has go.
+//!   recreated (also with the cloud away), and sandboxes of pods the node no longer has go;
+//! - static pods from the manifests folder run, shown in the API as mirror pods;
+//! - dead containers are collected every minute; the kubelet-style server serves logs and
+//!   exec.
 //!
 //! Volumes and env come from configmaps, secrets and tokens through MetaManager (its database
-//! first, then the cloud). Not built yet (so the daemon still refuses `modules.edged.enable`):
-//! init containers, resources, static pods, dead-container GC, the :10350 server. Probes
-//! (`probes.rs`) run every sync: liveness failures restart containers, readiness sets Ready.
+//! first, then the cloud).
 
 use std::collections::HashMap;
 use std::path::PathBuf;

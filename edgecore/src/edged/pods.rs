@@ -2,11 +2,9 @@
 //! (`RunPodSandbox`: host network with an empty hostname, or the pod network; each pod's logs
 //! under `{logRoot}/{ns}_{name}_{uid}/`) and its containers (image pulled when absent,
 //! command/args/workingDir/env, PID namespace per container as kubelet sets it); its status is
-//! read back from CRI in the Kubernetes shape (phase, conditions, podIP, containerStatuses).
-//!
-//! Built so far: start, status and kill of pods with plain containers. Not yet: init
-//! containers, restart policy and backoff, env from configmaps/secrets, volumes, probes,
-//! resources (the Edged issue lists them).
+//! read back from CRI in the Kubernetes shape (phase, conditions, podIP, containerStatuses and
+//! initContainerStatuses). Init containers, restart policy with backoff, resources, preStop
+//! hooks and dead-container GC are here too; volumes and env in `volumes.rs`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
