@@ -270,8 +270,18 @@ fn init_containers_run_in_order_and_dead_containers_are_collected() {
                 all.iter().filter(|c| c.metadata.as_ref().unwrap().name == "app").count()
             }
         };
-        // Wait until both extra runs exited (exit 3).
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Wait until every run of `app` exited (exit 3).
+        let deadline = Instant::now() + kubeedge_testkit::patience();
+        loop {
+            let f = v1::ContainerFilter { pod_sandbox_id: sandbox.clone(), ..Default::default() };
+            let all = rt.cri.list_containers(Some(f)).await.unwrap();
+            let exited = v1::ContainerState::ContainerExited as i32;
+            if all.iter().filter(|c| c.metadata.as_ref().unwrap().name == "app").all(|c| c.state == exited) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the extra runs did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let before = count(rt.clone()).await;
         assert!(before >= 3, "{before}");
         let keep_one = GcPolicy { min_age: Duration::ZERO, max_per_container: 1, max_total: -1 };

@@ -193,27 +193,10 @@ pub fn rfc3339_at(t: std::time::SystemTime) -> String {
 }
 
 fn times(t: std::time::SystemTime) -> (String, String) {
-    let now = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(0));
-    let (hh, mm, ss) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    let base = format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}");
-    (format!("{base}Z"), format!("{base}.{:06}Z", now.subsec_micros()))
-}
-
-/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = kubeedge_kube_serve::object::format_rfc3339(i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+    let micro = format!("{}.{:06}Z", secs.trim_end_matches('Z'), since.subsec_micros());
+    (secs, micro)
 }
 
 #[cfg(test)]
@@ -268,8 +251,9 @@ mod tests {
 
     #[test]
     fn times_are_formatted_as_kubernetes_does() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_417), (2025, 11, 25));
+        let day = |n: u64| rfc3339_at(std::time::UNIX_EPOCH + std::time::Duration::from_secs(n * 86_400));
+        assert_eq!(day(0), "1970-01-01T00:00:00Z");
+        assert_eq!(day(20_417), "2025-11-25T00:00:00Z");
         let (s, us) = now_strings();
         assert_eq!(s.len(), 20, "{s}");
         assert_eq!(us.len(), 27, "{us}");

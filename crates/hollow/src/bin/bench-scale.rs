@@ -270,6 +270,7 @@ fn main() -> anyhow::Result<()> {
     let total = n * flags.pods_per_node;
     let running: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let (listed_tx, listed_rx) = std::sync::mpsc::channel::<()>();
     let watch = {
         let (pods, running) = (pods.clone(), running.clone());
         rt.spawn(async move {
@@ -278,6 +279,10 @@ fn main() -> anyhow::Result<()> {
             while let Ok(Some(ev)) = s.try_next().await {
                 let objs: Vec<Pod> = match ev {
                     watcher::Event::Apply(p) | watcher::Event::InitApply(p) => vec![p],
+                    watcher::Event::InitDone => {
+                        let _ = listed_tx.send(());
+                        continue;
+                    }
                     _ => continue,
                 };
                 let now = Instant::now();
@@ -289,7 +294,8 @@ fn main() -> anyhow::Result<()> {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    // The watch is established (its initial list done) before the first create.
+    listed_rx.recv_timeout(Duration::from_secs(60)).context("the pod watch did not start")?;
     let names: Vec<String> = (0..n).map(|i| format!("hollow-{i:05}")).collect();
     let before = metrics(maddr);
     let (_, cpu0) = usage(cloud.pid());
