@@ -5,8 +5,9 @@
 //! Kubernetes API), the join API on :10002 (`/ca.crt`, `/edge.crt`, `/node/{name}`), and the
 //! edge sessions on :10000 with upstream's ACK queues; EdgeController (pods, configmaps,
 //! secrets and nodes to edges, their reports back); SyncController (ObjectSync records and the
-//! reconcile loop).
+//! reconcile loop); the node authorizer every edge request passes ([`authz`]).
 
+pub mod authz;
 pub mod cloudhub;
 pub mod dynamiccontroller;
 pub mod edgecontroller;

@@ -7,9 +7,11 @@
 
 use std::process::ExitCode;
 
+use cloudcore::authz::AuthzMetrics;
 use cloudcore::cloudhub::module::CloudHubModule;
 use cloudcore::dynamiccontroller::DynamicControllerModule;
 use cloudcore::edgecontroller::module::EdgeControllerModule;
+use cloudcore::edgecontroller::view::View;
 use cloudcore::synccontroller::{SyncControllerModule, Syncs};
 use kubeedge_beehive::RestartPolicy;
 use kubeedge_config::cloudcore::CloudCoreConfig;
@@ -33,6 +35,11 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())?;
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
         }
+        // One refusal counter for every module that authorizes edge requests.
+        let authz_metrics = Some(AuthzMetrics::register(metrics.registry()).map_err(|e| e.to_string())?);
+        // DynamicController authorizes against EdgeController's view of which pods use what;
+        // without EdgeController the view stays empty and edges read no secrets or configmaps.
+        let mut view = View::default();
         let (ec, sc) = (&cfg.modules.edge_controller, &cfg.modules.sync_controller);
         if sc.enable && !ec.enable {
             return Err("modules.syncController needs modules.edgeController: it reconciles edges against \
@@ -41,16 +48,17 @@ fn main() -> ExitCode {
         }
         if ec.enable {
             let syncs = sc.enable.then(Syncs::default);
-            let module = EdgeControllerModule::new(cfg.kube_api_config.clone(), syncs.clone());
-            let view = module.view();
+            let module = EdgeControllerModule::new(cfg.kube_api_config.clone(), syncs.clone())
+                .with_authz_metrics(authz_metrics.clone());
+            view = module.view();
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
             if let Some(syncs) = syncs {
-                let module = SyncControllerModule::new(cfg.kube_api_config.clone(), view, syncs);
+                let module = SyncControllerModule::new(cfg.kube_api_config.clone(), view.clone(), syncs);
                 registry.register(Box::new(module)).map_err(|e| e.to_string())?;
             }
         }
         if cfg.modules.dynamic_controller.enable {
-            let module = DynamicControllerModule::new(cfg.kube_api_config.clone());
+            let module = DynamicControllerModule::new(cfg.kube_api_config.clone(), view, authz_metrics);
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
         }
         Ok(())

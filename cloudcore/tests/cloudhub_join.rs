@@ -55,6 +55,7 @@ struct Join {
     stop: CancellationToken,
     client: kube::Client,
     _server: apiserver_lite::ApiServer,
+    _sup: kubeedge_beehive::Supervisor,
 }
 
 async fn join_api(permissive: bool) -> Join {
@@ -63,12 +64,14 @@ async fn join_api(permissive: bool) -> Join {
     let token = certs::refresh_token(&client, &pki.ca, Duration::from_secs(3600)).await.unwrap();
     let tls = https::tls_config(&pki.ca, &pki.server).unwrap();
     let ca = Arc::new(pki.ca);
-    let api = Arc::new(JoinApi { ca: ca.clone(), signing_days: 365, permissive, client: client.clone() });
+    let sup = kubeedge_beehive::Registry::new().start(Default::default());
+    let hub = cloudcore::cloudhub::session::Hub::new(sup.bus(), 10, Duration::from_secs(30), None);
+    let api = Arc::new(JoinApi { ca: ca.clone(), signing_days: 365, permissive, client: client.clone(), hub });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let stop = CancellationToken::new();
     tokio::spawn(https::serve(listener, tls, api, stop.clone()));
-    Join { addr, ca, token, stop, client, _server: server }
+    Join { addr, ca, token, stop, client, _server: server, _sup: sup }
 }
 
 /// A GET (with an optional body, as upstream's `/edge.crt` is) over TLS trusting the CA,
@@ -173,9 +176,52 @@ async fn a_v1_15_edge_joins_in_permissive_mode_only() {
     for (permissive, want) in [(false, 403), (true, 200)] {
         let j = join_api(permissive).await;
         let bearer = format!("Bearer {}", kubeedge_pki::split_token(&j.token).unwrap().1);
-        let (code, _) =
+        let (code, body) =
             get(&j, "/edge.crt", &[("Nodename", "edge-capture"), ("Authorization", &bearer)], csr.clone(), None).await;
         assert_eq!(code, want, "permissive={permissive}");
+        if permissive {
+            // The certificate is the node's, whatever the old CSR said.
+            let info = kubeedge_pki::cert_info(&body).unwrap();
+            assert_eq!(info.cn, "system:node:edge-capture");
+        } else {
+            let why = String::from_utf8_lossy(&body);
+            assert!(why.contains("nodeIdentityCheck: false"), "the refusal names the option: {why}");
+        }
         j.stop.cancel();
     }
+}
+
+/// Issue #12 rows 4 and 5: whatever the CSR asks (extra organizations such as system:masters,
+/// server usage, IP SANs), the certificate is built from its public key alone.
+#[tokio::test]
+async fn certificates_are_built_not_copied() {
+    let j = join_api(false).await;
+    let bearer = format!("Bearer {}", kubeedge_pki::split_token(&j.token).unwrap().1);
+    let (csr, key) = kubeedge_pki::csr_with(
+        &[("O", "system:nodes"), ("O", "system:masters"), ("CN", "system:node:edge-x")],
+        &["127.0.0.1".parse().unwrap(), "10.0.0.1".parse().unwrap()],
+        &[kubeedge_pki::ExtKeyUsage::ServerAuth, kubeedge_pki::ExtKeyUsage::ClientAuth],
+    )
+    .unwrap();
+    let asks_server = [("NodeName", "edge-x"), ("Authorization", bearer.as_str()), ("ExtKeyUsages", "[1,2]")];
+    let (code, cert) = get(&j, "/edge.crt", &asks_server, csr, None).await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&cert));
+    let info = kubeedge_pki::cert_info(&cert).unwrap();
+    assert_eq!(info.cn, "system:node:edge-x");
+    assert_eq!(info.orgs, ["system:nodes"], "no system:masters");
+    assert!(info.client_auth && !info.server_auth, "client use only: {info:?}");
+    assert!(info.sans.is_empty(), "no SANs: {info:?}");
+    assert!(!info.is_ca);
+    // The same holds for a rotation.
+    let (csr2, _) = kubeedge_pki::csr_with(
+        &[("O", "system:nodes"), ("CN", "system:node:edge-x")],
+        &["127.0.0.1".parse().unwrap()],
+        &[kubeedge_pki::ExtKeyUsage::ServerAuth],
+    )
+    .unwrap();
+    let (code, rotated) = get(&j, "/edge.crt", &[("NodeName", "edge-x"), ("ExtKeyUsages", "[1]")], csr2, Some((&cert, &key))).await;
+    assert_eq!(code, 200);
+    let info = kubeedge_pki::cert_info(&rotated).unwrap();
+    assert!(info.client_auth && !info.server_auth && info.sans.is_empty(), "{info:?}");
+    j.stop.cancel();
 }

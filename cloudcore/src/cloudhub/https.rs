@@ -4,13 +4,21 @@
 //! - `GET /ca.crt` → the CA certificate, DER.
 //! - `GET /edge.crt` with a DER CSR body, a `NodeName` header, and either
 //!   `Authorization: Bearer {jwt}` (first join) or the node's current client certificate
-//!   (rotation) → the signed certificate, DER. `ExtKeyUsages` (a JSON array of Go
-//!   `x509.ExtKeyUsage` numbers: 1 ServerAuth, 2 ClientAuth) is honoured; default ClientAuth.
+//!   (rotation) → the node's certificate, DER.
 //! - `GET /node/{name}` → 200 `Node found` or 404 `Node not found` (what `keadm join` checks).
 //!
-//! Unlike upstream, the CSR must name the node it is for (`CN=system:node:{NodeName}`,
-//! `O=system:nodes`), and a rotating certificate must belong to that node; the permissive mode
-//! also accepts v1.15's legacy subject (`CN=kubeedge.io`). Bodies are capped.
+//! Unlike upstream:
+//! - the certificate is **built, not copied**: only the CSR's public key is used; it says
+//!   `CN=system:node:{NodeName}`, `O=system:nodes`, ExtKeyUsage clientAuth only, no SANs, so
+//!   it can never claim another identity nor serve as CloudHub (`ExtKeyUsages` is ignored);
+//! - the CSR must still name the node it is for (`CN=system:node:{NodeName}`,
+//!   `O=system:nodes`), and a rotating certificate must belong to that node; the permissive
+//!   mode (`nodeIdentityCheck: false`) also accepts v1.15's legacy subject (`CN=kubeedge.io`);
+//! - **a join token cannot take over a node**: upstream's shared token issues no certificate
+//!   for a node that is connected, nor for a registered node whose certificate may still be
+//!   valid (the Node's [`CERT_NOT_AFTER`] annotation, written at each issue, must be in the
+//!   past). A token bound to the node (`keadm gettoken --node NAME`) is the operator's explicit
+//!   re-join and may. Bodies are capped.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,15 +32,22 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use kubeedge_pki::{Ca, CertAndKey, ExtKeyUsage};
+use kube::api::{Patch, PatchParams};
+use kubeedge_pki::{Ca, CertAndKey};
 use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::session::Hub;
+
 /// The largest request body accepted (a CSR is a few hundred bytes).
 pub const MAX_BODY: usize = 64 * 1024;
+
+/// Node annotation recording when the node's latest certificate expires (RFC 3339), written
+/// when the join API issues one.
+pub const CERT_NOT_AFTER: &str = "kubeedge.io/client-certificate-not-after";
 
 /// What the join API needs.
 pub struct JoinApi {
@@ -42,8 +57,10 @@ pub struct JoinApi {
     pub signing_days: u32,
     /// Accept v1.15's legacy certificate subject (`CN=kubeedge.io`, `O=kubeEdge`).
     pub permissive: bool,
-    /// For `/node/{name}`.
+    /// For `/node/{name}` and the registration checks.
     pub client: kube::Client,
+    /// The connected nodes.
+    pub hub: Arc<Hub>,
 }
 
 /// The TLS config of :10002: the serving certificate, TLS ≥ 1.2, a client certificate
@@ -161,10 +178,9 @@ async fn sign(api: &JoinApi, req: Request<Incoming>, client_cert: Option<&[u8]>)
     let node = header("NodeName")
         .filter(|n| !n.is_empty())
         .ok_or((StatusCode::BAD_REQUEST, "the NodeName header is required".into()))?;
-    let usages = match header("ExtKeyUsages") {
-        None => vec![ExtKeyUsage::ClientAuth],
-        Some(v) => parse_usages(&v).ok_or((StatusCode::BAD_REQUEST, format!("invalid ExtKeyUsages {v:?}")))?,
-    };
+    if !kubeedge_viaduct::valid_node_name(&node) {
+        return Err((StatusCode::BAD_REQUEST, format!("invalid NodeName {node:?}")));
+    }
     let bearer = header("Authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned));
     // Authenticate: the node's current certificate (rotation), else the token (first join).
     let by_cert = match client_cert {
@@ -180,40 +196,92 @@ async fn sign(api: &JoinApi, req: Request<Incoming>, client_cert: Option<&[u8]>)
     if !by_cert {
         let jwt =
             bearer.ok_or((StatusCode::UNAUTHORIZED, "a bearer token or a client certificate is required".into()))?;
-        api.ca.verify_jwt(&jwt).map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
+        let claims = api.ca.verify_jwt(&jwt).map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
+        match claims.node {
+            Some(bound) if bound != node => {
+                return Err((StatusCode::FORBIDDEN, format!("this join token admits node {bound:?} only, not {node:?}")));
+            }
+            Some(_) => info!(node, "Re-join with a token bound to the node."),
+            None => may_take(api, &node).await?,
+        }
     }
     let body = read_capped(req.into_body()).await?;
     let csr_subject =
         kubeedge_pki::csr_subject(&body).map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid CSR: {e}")))?;
     if !subject_matches(&csr_subject.0, &csr_subject.1, &node, api.permissive) {
+        let legacy = csr_subject.0 == "kubeedge.io";
         return Err((
             StatusCode::FORBIDDEN,
             format!(
-                "the CSR subject CN={} O={:?} is not node {node:?} (CN=system:node:{node}, O=system:nodes)",
-                csr_subject.0, csr_subject.1
+                "the CSR subject CN={} O={:?} is not node {node:?} (CN=system:node:{node}, O=system:nodes){}",
+                csr_subject.0,
+                csr_subject.1,
+                if legacy {
+                    "; this is a pre-1.17 edge: set modules.cloudHub.nodeIdentityCheck: false to admit such edges"
+                } else {
+                    ""
+                }
             ),
         ));
     }
-    api.ca
-        .sign_csr(&body, api.signing_days, &usages)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("signing the CSR: {e}")))
+    let valid_for = std::time::Duration::from_secs(u64::from(api.signing_days) * 86_400);
+    let cert = api
+        .ca
+        .issue_node_client(&body, &node, valid_for)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("signing the CSR: {e}")))?;
+    record_not_after(api, &node, &cert).await;
+    Ok(cert)
+}
+
+/// Whether upstream's shared token may issue a certificate for `node`: not while it is
+/// connected, and not while it is registered with a certificate that may still be valid.
+async fn may_take(api: &JoinApi, node: &str) -> Result<(), Refusal> {
+    let rejoin = format!("to re-join it, use a token bound to the node (keadm gettoken --node {node})");
+    if api.hub.is_connected(node) {
+        return Err((StatusCode::FORBIDDEN, format!("node {node:?} is connected; a shared join token cannot replace it: {rejoin}")));
+    }
+    let nodes: Api<Node> = Api::all(api.client.clone());
+    let existing = nodes
+        .get_opt(node)
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("checking node {node:?}: {e}")))?;
+    let Some(existing) = existing else { return Ok(()) };
+    let not_after = existing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CERT_NOT_AFTER))
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+    match not_after {
+        Some(t) if t < k8s_openapi::jiff::Timestamp::now() => Ok(()),
+        Some(t) => Err((
+            StatusCode::FORBIDDEN,
+            format!("node {node:?} is registered and its certificate is valid until {t}; {rejoin}, or delete the Node"),
+        )),
+        None => Err((
+            StatusCode::FORBIDDEN,
+            format!("node {node:?} is registered and its certificate may still be valid; {rejoin}, or delete the Node"),
+        )),
+    }
+}
+
+/// Notes the new certificate's expiry on the Node (when it exists yet), for [`may_take`].
+async fn record_not_after(api: &JoinApi, node: &str, cert: &[u8]) {
+    let Ok((_, not_after)) = kubeedge_pki::validity(cert) else { return };
+    let Ok(t) = k8s_openapi::jiff::Timestamp::from_second(not_after) else { return };
+    let nodes: Api<Node> = Api::all(api.client.clone());
+    let patch = serde_json::json!({"metadata": {"annotations": {CERT_NOT_AFTER: t.to_string()}}});
+    match nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => warn!(node, error = %e, "Recording the certificate's expiry on the Node failed."),
+    }
 }
 
 fn subject_matches(cn: &str, orgs: &[String], node: &str, permissive: bool) -> bool {
     let strict = cn == format!("system:node:{node}") && orgs.iter().any(|o| o == "system:nodes");
     let legacy = cn == "kubeedge.io" && orgs.iter().any(|o| o.eq_ignore_ascii_case("kubeedge"));
     strict || (permissive && legacy)
-}
-
-fn parse_usages(v: &str) -> Option<Vec<ExtKeyUsage>> {
-    let nums: Vec<i64> = serde_json::from_str(v).ok()?;
-    nums.into_iter()
-        .map(|n| match n {
-            1 => Some(ExtKeyUsage::ServerAuth),
-            2 => Some(ExtKeyUsage::ClientAuth),
-            _ => None,
-        })
-        .collect()
 }
 
 async fn read_capped(body: Incoming) -> Result<Vec<u8>, Refusal> {

@@ -101,6 +101,12 @@ impl Module for CloudHubModule {
                     }
                 });
             }
+            let hub = Hub::new(
+                ctx.bus.clone(),
+                usize::try_from(cfg.node_limit).unwrap_or(0),
+                cfg.keepalive_interval(),
+                self.metrics.clone(),
+            );
             if cfg.https.enable {
                 let listener = bind(&cfg.https.address, cfg.https.port).await?;
                 let tls = https::tls_config(&ca, &pki.server)?;
@@ -109,15 +115,10 @@ impl Module for CloudHubModule {
                     signing_days: u32::try_from(cfg.edge_cert_signing_duration).unwrap_or(365),
                     permissive,
                     client: client.clone(),
+                    hub: hub.clone(),
                 });
                 tokio::spawn(https::serve(listener, tls, api, shutdown.clone()));
             }
-            let hub = Hub::new(
-                ctx.bus.clone(),
-                usize::try_from(cfg.node_limit).unwrap_or(0),
-                cfg.keepalive_interval(),
-                self.metrics.clone(),
-            );
             if cfg.websocket.enable {
                 let listener = bind(&cfg.websocket.address, cfg.websocket.port).await?;
                 let tls = kubeedge_viaduct::server_tls(ca.cert_der(), &pki.server.cert_der, &pki.server.key_sec1)?;

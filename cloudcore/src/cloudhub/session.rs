@@ -1,5 +1,6 @@
 //! Edge sessions on CloudHub's WebSocket server (:10000): one task per connected node, holding
-//! the node's [`NodeQueue`]. A new session for a node replaces the old one at once; a node
+//! the node's [`NodeQueue`]. A new session for a node replaces the old one at once when it
+//! presents the same certificate or a newer one (rotation, re-join), and is refused otherwise; a node
 //! silent for longer than the keepalive interval is dropped; sessions beyond `nodeLimit` are
 //! refused with a close frame saying so.
 //!
@@ -8,6 +9,7 @@
 //! `twin` → devicecontroller, `metaserver` → dynamiccontroller, everything else → edgecontroller.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -69,6 +71,17 @@ struct Entry {
     id: u64,
     tx: mpsc::Sender<Message>,
     cancel: CancellationToken,
+    peer: SocketAddr,
+    cert_not_before: i64,
+    cert_sha256: String,
+}
+
+/// Whether a new session may replace `old` for the same node: only with the same certificate
+/// (the edge reconnecting before its old connection was noticed gone) or a newer one (a
+/// rotation, or the operator's re-join). Anyone else holding an older or parallel certificate
+/// for that node is refused, so a leaked certificate cannot steal a live node's session.
+fn may_replace(old: &Entry, id: &Identity) -> bool {
+    old.cert_sha256 == id.cert_sha256 || id.cert_not_before > old.cert_not_before
 }
 
 /// The sessions of all connected nodes.
@@ -85,6 +98,11 @@ impl Hub {
     /// A hub that admits at most `node_limit` nodes and drops a node silent for `keepalive`.
     pub fn new(bus: Bus, node_limit: usize, keepalive: Duration, metrics: Option<HubMetrics>) -> Arc<Self> {
         Arc::new(Self { sessions: Mutex::default(), next_id: AtomicU64::new(1), node_limit, keepalive, bus, metrics })
+    }
+
+    /// Whether `node` has a session now.
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.sessions.lock().contains_key(node)
     }
 
     /// Nodes connected now.
@@ -139,7 +157,7 @@ impl Hub {
             let (hub, acceptor, opts, shutdown) = (self.clone(), acceptor.clone(), opts.clone(), shutdown.clone());
             tokio::spawn(async move {
                 match kubeedge_viaduct::accept(tcp, acceptor, &opts).await {
-                    Ok((id, conn)) => hub.run_session(id, conn, shutdown).await,
+                    Ok((id, conn)) => hub.run_session(id, peer, conn, shutdown).await,
                     Err(e) => debug!(%peer, error = %e, "Edge handshake failed."),
                 }
             });
@@ -153,6 +171,7 @@ impl Hub {
     async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
         self: Arc<Self>,
         id: Identity,
+        peer: SocketAddr,
         mut conn: Connection<S>,
         shutdown: CancellationToken,
     ) {
@@ -163,25 +182,47 @@ impl Hub {
         // Decided under the lock, acted on after it: no guard lives across an await.
         let admitted = {
             let mut sessions = self.sessions.lock();
-            let replacing = sessions.contains_key(&node);
-            if !replacing && sessions.len() >= self.node_limit {
-                false
-            } else {
-                // A new session replaces the old one atomically.
-                if let Some(old) = sessions.insert(node.clone(), Entry { id: session_id, tx, cancel: cancel.clone() }) {
-                    info!(node, "Replacing the node's previous session.");
-                    old.cancel.cancel();
+            match sessions.get(&node) {
+                Some(old) if !may_replace(old, &id) => Err(Some(old.peer)),
+                None if sessions.len() >= self.node_limit => Err(None),
+                _ => {
+                    // A new session replaces the old one atomically.
+                    let entry = Entry {
+                        id: session_id,
+                        tx,
+                        cancel: cancel.clone(),
+                        peer,
+                        cert_not_before: id.cert_not_before,
+                        cert_sha256: id.cert_sha256.clone(),
+                    };
+                    if let Some(old) = sessions.insert(node.clone(), entry) {
+                        info!(node, old_peer = %old.peer, new_peer = %peer, "Replacing the node's previous session.");
+                        old.cancel.cancel();
+                    }
+                    if let Some(m) = &self.metrics {
+                        m.connected.set(sessions.len() as i64);
+                    }
+                    Ok(())
                 }
-                if let Some(m) = &self.metrics {
-                    m.connected.set(sessions.len() as i64);
-                }
-                true
             }
         };
-        if !admitted {
-            warn!(node, limit = self.node_limit, "Refused an edge: node limit reached.");
-            let _ = conn.close_with(1013, "node limit reached").await;
-            return;
+        match admitted {
+            Ok(()) => {}
+            Err(None) => {
+                warn!(node, limit = self.node_limit, "Refused an edge: node limit reached.");
+                let _ = conn.close_with(1013, "node limit reached").await;
+                return;
+            }
+            Err(Some(current)) => {
+                warn!(
+                    node,
+                    current_peer = %current,
+                    refused_peer = %peer,
+                    "Refused a second session for a connected node: it did not present the node's current or a newer certificate."
+                );
+                let _ = conn.close_with(1008, "the node is connected; a second session needs its newer certificate").await;
+                return;
+            }
         }
         info!(node, cert = %id.cert_cn, "Edge connected.");
         self.notify_sync(&node, operation::CONNECTED, session_id).await;

@@ -10,6 +10,9 @@
 //! delete; a `Key` that is not an object key (`/version`, `/apis/…`) is a pass-through GET.
 //! `watch` applications are approved but no cloud-side watch is kept yet: edges serve watches
 //! from their own database, fed by EdgeController.
+//!
+//! Every Application passes the node authorizer ([`crate::authz`]) first, as the node that
+//! sent it; a refusal is `Rejected` with the 403 `StatusError`.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -22,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
+use crate::authz::{Attributes, AuthzMetrics, NodeAuthorizer};
 use crate::cloudhub::module::kube_client;
+use crate::edgecontroller::view::View;
 
 /// Operation of the reply.
 pub const APPLICATION_RESPONSE: &str = "applicationResponse";
@@ -116,18 +121,79 @@ pub fn parse_key(key: &str) -> Option<(String, String, String, String, String)> 
 /// The DynamicController module.
 pub struct DynamicControllerModule {
     kube: KubeApiConfig,
+    view: View,
+    authz_metrics: Option<AuthzMetrics>,
 }
 
 impl DynamicControllerModule {
-    /// A module for this cluster.
-    pub fn new(kube: KubeApiConfig) -> Self {
-        Self { kube }
+    /// A module for this cluster, authorizing against `view` (EdgeController's record of which
+    /// pods use what) and counting refusals in `authz_metrics`.
+    pub fn new(kube: KubeApiConfig, view: View, authz_metrics: Option<AuthzMetrics>) -> Self {
+        Self { kube, view, authz_metrics }
     }
+}
+
+/// The value of `key=value` in a field selector.
+fn field(selector: &str, key: &str) -> Option<String> {
+    selector.split(',').find_map(|t| t.trim().strip_prefix(key)?.strip_prefix('=').map(|v| v.trim_start_matches('=').to_owned()))
+}
+
+/// An Application in the node authorizer's terms, with the body it writes; `None` for the
+/// discovery pass-through (any node may read it).
+pub fn attributes(node: &str, app: &Application) -> Option<(Attributes, Option<Value>)> {
+    let (group, _version, plural, ns, name) = parse_key(&app.key)?;
+    let option: Value = serde_json::from_slice(&app.option).unwrap_or(Value::Null);
+    let body = serde_json::from_slice::<Value>(&app.req_body).ok();
+    let mut a = Attributes::new(node, &app.verb, &group, &plural, &ns, &name);
+    let mut body = match app.verb.as_str() {
+        "create" | "update" | "updatestatus" => body,
+        _ => None,
+    };
+    match app.verb.as_str() {
+        "updatestatus" => {
+            a.verb = "update".into();
+            a.subresource = "status".into();
+        }
+        "update" if app.subresource == "status" => a.subresource = "status".into(),
+        "patch" => {
+            if let Some(n) = option.get("Name").and_then(Value::as_str) {
+                a.name = n.to_owned();
+            }
+            let status = option
+                .get("Subresources")
+                .and_then(Value::as_array)
+                .is_some_and(|s| s.iter().any(|v| v.as_str() == Some("status")));
+            if status {
+                a.subresource = "status".into();
+            }
+            body = option
+                .get("Data")
+                .and_then(Value::as_str)
+                .and_then(|d| B64.decode(d).ok())
+                .and_then(|d| serde_json::from_slice::<Value>(&d).ok());
+        }
+        "list" | "watch" => {
+            // Kubernetes' Node authorizer: a list or watch of one object by name is a get of
+            // it; a node lists and watches only its own pods (spec.nodeName=itself).
+            let selector = option.get("fieldSelector").and_then(Value::as_str).unwrap_or_default();
+            if plural == "pods" && group.is_empty() {
+                a.name = field(selector, "spec.nodeName").unwrap_or_default();
+            } else if let Some(n) = field(selector, "metadata.name") {
+                a.name = n;
+                if !matches!(plural.as_str(), "nodes" | "services" | "endpoints" | "endpointslices") {
+                    a.verb = "get".into();
+                }
+            }
+        }
+        _ => {}
+    }
+    Some((a, body))
 }
 
 enum Outcome {
     Ok(Option<Value>),
     Err(kube::Error),
+    Denied(Value),
     Bad(String),
 }
 
@@ -260,6 +326,8 @@ impl Module for DynamicControllerModule {
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
         Box::pin(async move {
             let client = kube_client(&self.kube).await?;
+            let authz =
+                NodeAuthorizer::new(client.clone(), self.view.clone(), self.authz_metrics.clone(), "dynamiccontroller");
             let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
             info!("DynamicController started.");
             while let Some(msg) = ctx.recv().await {
@@ -276,10 +344,18 @@ impl Module for DynamicControllerModule {
                     continue;
                 }
                 let Ok(permit) = permits.clone().acquire_owned().await else { return Ok(()) };
-                let (client, bus, node) = (client.clone(), ctx.bus.clone(), node.to_owned());
+                let (client, bus, node, authz) = (client.clone(), ctx.bus.clone(), node.to_owned(), authz.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    match process(&client, &app).await {
+                    let decision = match attributes(&node, &app) {
+                        Some((attrs, body)) => authz.authorize(&attrs, body.as_ref()).await,
+                        None => Ok(()),
+                    };
+                    let outcome = match decision {
+                        Ok(()) => process(&client, &app).await,
+                        Err(denied) => Outcome::Denied(denied.status_error()),
+                    };
+                    match outcome {
                         Outcome::Ok(resp) => {
                             app.status = "Approved".into();
                             app.resp_body =
@@ -289,6 +365,10 @@ impl Module for DynamicControllerModule {
                             debug!(node, key = %app.key, verb = %app.verb, error = %e, "Application rejected.");
                             app.status = "Rejected".into();
                             app.error = status_error(&e);
+                        }
+                        Outcome::Denied(error) => {
+                            app.status = "Rejected".into();
+                            app.error = error;
                         }
                         Outcome::Bad(reason) => {
                             app.status = "Rejected".into();

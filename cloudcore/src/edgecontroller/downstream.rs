@@ -242,7 +242,9 @@ async fn apply_pod(view: &View, tx: &Sender, p: DynamicObject) {
     let node = p.data.pointer("/spec/nodeName").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
     let terminating = p.metadata.deletion_timestamp.is_some();
     let namespace = p.metadata.namespace.clone().unwrap_or_default();
-    let refs = refs_of(&namespace, &pod_spec(&p));
+    let pod_name = p.metadata.name.clone().unwrap_or_default();
+    // KubeEdge's own key material never follows a pod to an edge (nor may the edge read it).
+    let refs: Vec<_> = refs_of(&namespace, &pod_name, &pod_spec(&p)).into_iter().filter(crate::authz::may_follow).collect();
     let hash = spec_hash(&p);
     let mut p = p;
     p.metadata.managed_fields = None;

@@ -13,6 +13,7 @@ use tracing::info;
 use super::downstream::{self, Sender};
 use super::upstream::Upstream;
 use super::view::View;
+use crate::authz::{AuthzMetrics, NodeAuthorizer};
 use crate::cloudhub::module::kube_client;
 use crate::synccontroller::Syncs;
 
@@ -26,12 +27,19 @@ pub struct EdgeControllerModule {
     kube: KubeApiConfig,
     view: View,
     syncs: Option<Syncs>,
+    authz_metrics: Option<AuthzMetrics>,
 }
 
 impl EdgeControllerModule {
     /// A module for this cluster; `syncs` is SyncController's record when it runs.
     pub fn new(kube: KubeApiConfig, syncs: Option<Syncs>) -> Self {
-        Self { kube, view: View::default(), syncs }
+        Self { kube, view: View::default(), syncs, authz_metrics: None }
+    }
+
+    /// Counts the node authorizer's refusals in `metrics`.
+    pub fn with_authz_metrics(mut self, metrics: Option<AuthzMetrics>) -> Self {
+        self.authz_metrics = metrics;
+        self
     }
 
     /// The view of what each edge node should have (SyncController reads it).
@@ -90,7 +98,8 @@ impl Module for EdgeControllerModule {
                     stop.clone(),
                 ));
             }
-            let up = Upstream { client, tx };
+            let authz = NodeAuthorizer::new(client.clone(), self.view.clone(), self.authz_metrics.clone(), module::EDGECONTROLLER);
+            let up = Upstream { client, tx, authz };
             let mut workers = Vec::with_capacity(WORKERS);
             for _ in 0..WORKERS {
                 let (wtx, mut wrx) = mpsc::channel::<Message>(WORKER_INBOX);

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tracing::{debug, warn};
 
 use super::downstream::{Sender, delete_message};
+use crate::authz::{Attributes, NodeAuthorizer};
 
 /// Handles upstream messages for one node at a time (the caller keeps per-node order).
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub struct Upstream {
     pub client: kube::Client,
     /// Where replies go.
     pub tx: Sender,
+    /// What each node may do.
+    pub authz: NodeAuthorizer,
 }
 
 /// A Kubernetes error as Go's `StatusError` marshals: `{"ErrStatus": <Status>}`.
@@ -59,14 +62,76 @@ fn content_value(msg: &Message) -> Option<Value> {
     msg.content.decode().ok()
 }
 
-/// A 403 in Go's `StatusError` shape.
-fn forbidden(why: &str) -> Value {
-    json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": why, "reason": "Forbidden", "code": 403}})
-}
-
 /// A 400 in Go's `StatusError` shape, for content the cloud cannot use.
 fn bad_request(what: &str) -> Value {
     json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": what, "reason": "BadRequest", "code": 400}})
+}
+
+fn json_content(v: &Value) -> Content {
+    Content::json(v).unwrap_or_else(|_| Content::null())
+}
+
+/// Whether upstream answers this request with an ObjectResp (`{"Object", "Err"}`) rather than
+/// the bare object or error: node insert, node and pod status patches, and every lease request.
+fn object_resp_reply(ty: &str, op: &str) -> bool {
+    matches!(
+        (ty, op),
+        (resource_type::NODE, operation::INSERT)
+            | (resource_type::NODE_PATCH | resource_type::POD_PATCH, operation::PATCH)
+            | (resource_type::LEASE, _)
+    )
+}
+
+/// The name an object in the content gives itself.
+fn content_name(msg: &Message) -> Option<String> {
+    content_value(msg)?.pointer("/metadata/name")?.as_str().map(str::to_owned)
+}
+
+/// A message in the node authorizer's terms; `None` for what needs no decision (events are
+/// always allowed and checked there; unknown types are dropped) or is decided per item (the
+/// deprecated `podstatus` list).
+fn attributes(node: &str, ty: &str, op: &str, ns: &str, name: &str, msg: &Message) -> Option<Attributes> {
+    let a = |verb: &str, group: &str, resource: &str, ns: &str, name: &str| {
+        Some(Attributes::new(node, verb, group, resource, ns, name))
+    };
+    // A write names its object twice (resource and content): both must agree.
+    let named = |name: &str| match content_name(msg) {
+        // The one that is not the node's own decides (then the request is refused).
+        Some(c) if !name.is_empty() && c != name => if c == node { name.to_owned() } else { c },
+        Some(c) => c,
+        None => name.to_owned(),
+    };
+    match (ty, op) {
+        (resource_type::NODE, operation::INSERT) => a("create", "", "nodes", "", &named(name)),
+        (resource_type::NODE, operation::UPDATE) => a("update", "", "nodes", "", &named(name)),
+        (resource_type::NODE, operation::QUERY) => a("get", "", "nodes", "", name),
+        (resource_type::NODE_PATCH, operation::PATCH) => a("patch", "", "nodes", "", name).map(|x| x.sub("status")),
+        (resource_type::NODE_STATUS, operation::UPDATE) => a("update", "", "nodes", "", name).map(|x| x.sub("status")),
+        (resource_type::POD_PATCH, operation::PATCH) => a("patch", "", "pods", ns, name).map(|x| x.sub("status")),
+        (resource_type::POD, operation::DELETE) => a("delete", "", "pods", ns, name),
+        (resource_type::POD, operation::INSERT) => a("create", "", "pods", ns, ""),
+        (resource_type::CONFIGMAP, operation::QUERY) => a("get", "", "configmaps", ns, name),
+        (resource_type::SECRET, operation::QUERY) => a("get", "", "secrets", ns, name),
+        (resource_type::PERSISTENT_VOLUME, operation::QUERY) => a("get", "", "persistentvolumes", "", name),
+        (resource_type::PERSISTENT_VOLUME_CLAIM, operation::QUERY) => a("get", "", "persistentvolumeclaims", ns, name),
+        (resource_type::VOLUME_ATTACHMENT, operation::QUERY) => a("get", "storage.k8s.io", "volumeattachments", "", name),
+        (resource_type::SERVICE_ACCOUNT_TOKEN, operation::QUERY) => {
+            a("create", "", "serviceaccounts", ns, name).map(|x| x.sub("token"))
+        }
+        (resource_type::LEASE, operation::INSERT) => {
+            a("create", "coordination.k8s.io", "leases", or_lease_ns(ns), &named(name))
+        }
+        (resource_type::LEASE, operation::UPDATE) => {
+            a("update", "coordination.k8s.io", "leases", or_lease_ns(ns), &named(name))
+        }
+        (resource_type::LEASE, operation::QUERY) => a("get", "coordination.k8s.io", "leases", or_lease_ns(ns), name),
+        (resource_type::EVENT, operation::INSERT | operation::UPDATE | operation::PATCH) => None,
+        _ => None,
+    }
+}
+
+fn or_lease_ns(ns: &str) -> &str {
+    if ns.is_empty() { "kube-node-lease" } else { ns }
 }
 
 impl Upstream {
@@ -77,7 +142,8 @@ impl Upstream {
         m
     }
 
-    /// Handles one message; malformed ones are logged and dropped.
+    /// Handles one message; malformed ones are logged and dropped. Every request passes the
+    /// node authorizer first; a refusal is answered with a 403 in the reply's shape.
     pub async fn handle(&self, msg: Message) {
         let Ok(res) = CloudResource::parse(&msg.router.resource) else {
             warn!(resource = %msg.router.resource, "Dropped an upstream message with a malformed resource.");
@@ -88,11 +154,15 @@ impl Upstream {
         let name = res.path.name.clone().unwrap_or_default();
         let op = msg.router.operation.as_str();
         let ty = res.path.resource_type.as_str();
-        if let Err(why) = self.allowed(&node, ty, &ns, &name).await {
-            warn!(node, resource = %msg.router.resource, op, why, "Refused an upstream message.");
-            let reply = self.reply(&msg, Content::json(&forbidden(&why)).unwrap_or_else(|_| Content::null()));
-            self.tx.raw(reply).await;
-            return;
+        if let Some(attrs) = attributes(&node, ty, op, &ns, &name, &msg) {
+            let body = content_value(&msg);
+            let body = if matches!(op, operation::INSERT | operation::UPDATE) { body.as_ref() } else { None };
+            if let Err(denied) = self.authz.authorize(&attrs, body).await {
+                let err = denied.status_error();
+                let content = if object_resp_reply(ty, op) { object_resp(None, Some(err)) } else { json_content(&err) };
+                self.tx.raw(self.reply(&msg, content)).await;
+                return;
+            }
         }
         let reply = match (ty, op) {
             (resource_type::NODE, operation::INSERT) => Some(self.node_insert(&msg, &node).await),
@@ -126,9 +196,7 @@ impl Upstream {
             ),
             (resource_type::SERVICE_ACCOUNT_TOKEN, operation::QUERY) => Some(self.token(&msg, &ns, &name).await),
             (resource_type::LEASE, operation::INSERT | operation::UPDATE) => Some(self.lease_write(&msg, &ns).await),
-            (resource_type::LEASE, operation::QUERY) => {
-                Some(self.get_object(&msg, &ns, "coordination.k8s.io/v1", "Lease", "leases", &name).await)
-            }
+            (resource_type::LEASE, operation::QUERY) => Some(self.lease_query(&msg, &ns, &name).await),
             (resource_type::EVENT, operation::INSERT | operation::UPDATE | operation::PATCH) => {
                 self.event(&msg, &ns).await;
                 None
@@ -140,34 +208,6 @@ impl Upstream {
         };
         if let Some(r) = reply {
             self.tx.raw(r).await;
-        }
-    }
-
-    /// What an edge may touch: its own Node (and its status), leases in `kube-node-lease`
-    /// named after it, and pods bound to it (deletes and status). The node identity comes from
-    /// the authenticated connection.
-    async fn allowed(&self, node: &str, ty: &str, ns: &str, name: &str) -> Result<(), String> {
-        match ty {
-            resource_type::NODE | resource_type::NODE_PATCH | resource_type::NODE_STATUS
-                if !name.is_empty() && name != node =>
-            {
-                Err(format!("node {node} may not change node {name}"))
-            }
-            resource_type::LEASE
-                if !(ns == "kube-node-lease" || ns.is_empty()) || (!name.is_empty() && name != node) =>
-            {
-                Err(format!("node {node} may only renew its own lease (kube-node-lease/{node})"))
-            }
-            resource_type::POD_PATCH | resource_type::POD if !name.is_empty() => {
-                let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-                match api.get_opt(name).await {
-                    Ok(Some(p)) if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) => {
-                        Err(format!("pod {ns}/{name} is not bound to node {node}"))
-                    }
-                    _ => Ok(()),
-                }
-            }
-            _ => Ok(()),
         }
     }
 
@@ -253,9 +293,13 @@ impl Upstream {
         }
     }
 
+    /// The deprecated list form of pod status. Each item is checked as the node authorizer
+    /// would (the pod must be bound to this node); a refused item is skipped and the reply is
+    /// the first refusal.
     async fn pod_status(&self, msg: &Message, node: &str, ns: &str) -> Message {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let list = content_value(msg).and_then(|v| v.as_array().cloned()).unwrap_or_default();
+        let mut refused = None;
         for item in list {
             let (Some(uid), Some(name)) =
                 (item.get("UID").and_then(Value::as_str), item.get("Name").and_then(Value::as_str))
@@ -264,6 +308,11 @@ impl Upstream {
             };
             match api.get_opt(name).await {
                 Ok(Some(p)) if p.metadata.uid.as_deref() == Some(uid) => {
+                    if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) {
+                        let attrs = Attributes::new(node, "update", "", "pods", ns, name).sub("status");
+                        refused.get_or_insert(self.authz.refuse(&attrs, crate::authz::no_relationship(node)));
+                        continue;
+                    }
                     let status = item.get("Status").cloned().unwrap_or(json!({}));
                     if let Err(e) =
                         api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await
@@ -279,7 +328,10 @@ impl Upstream {
                 Err(e) => warn!(node, pod = name, error = %e, "Reading a pod for its status failed."),
             }
         }
-        self.reply(msg, Content::string("OK"))
+        match refused {
+            Some(d) => self.reply(msg, json_content(&d.status_error())),
+            None => self.reply(msg, Content::string("OK")),
+        }
     }
 
     async fn pod_delete(&self, msg: &Message, ns: &str, name: &str) -> Message {
@@ -369,7 +421,7 @@ impl Upstream {
     }
 
     async fn lease_write(&self, msg: &Message, ns: &str) -> Message {
-        let ns = if ns.is_empty() { "kube-node-lease" } else { ns };
+        let ns = or_lease_ns(ns);
         let api: Api<Lease> = Api::namespaced(self.client.clone(), ns);
         let Some(Ok(mut lease)) = content_value(msg).map(serde_json::from_value::<Lease>) else {
             return self.reply(msg, object_resp(None, Some(bad_request("lease content is not a Lease"))));
@@ -383,6 +435,19 @@ impl Upstream {
         };
         match result {
             Ok(l) => self.reply(msg, object_resp(serde_json::to_value(&l).ok(), None)),
+            Err(e) => self.reply(msg, object_resp(None, Some(status_error(&e)))),
+        }
+    }
+
+    /// A lease query, answered as upstream does: an ObjectResp with the Lease or the error.
+    async fn lease_query(&self, msg: &Message, ns: &str, name: &str) -> Message {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), or_lease_ns(ns));
+        match api.get(name).await {
+            Ok(mut l) => {
+                l.metadata.managed_fields = None;
+                let v = with_types(serde_json::to_value(&l).unwrap_or(Value::Null), "coordination.k8s.io/v1", "Lease");
+                self.reply(msg, object_resp(Some(v), None))
+            }
             Err(e) => self.reply(msg, object_resp(None, Some(status_error(&e)))),
         }
     }

@@ -58,19 +58,33 @@ pub fn kind_of(ty: &str) -> &'static str {
     }
 }
 
-/// A configmap or secret a pod refers to: (type, namespace, name).
+/// An object a pod refers to: (type, namespace, name). The type is an edge resource type
+/// (`configmap`, `secret`, `persistentvolumeclaim`) or [`SERVICE_ACCOUNT`].
 pub type Ref = (&'static str, String, String);
 
-/// The configmaps and secrets a pod uses: volumes (also projected), env and envFrom of every
-/// container (init and ephemeral too), and imagePullSecrets.
-pub fn refs_of(namespace: &str, spec: &PodSpec) -> Vec<Ref> {
+/// The type of a pod's service account in a [`Ref`] (its token is what a node may mint).
+pub const SERVICE_ACCOUNT: &str = "serviceaccount";
+
+/// The objects a pod uses, which the node it is bound to may read (the node authorizer's
+/// graph): configmaps and secrets of volumes (also projected), env and envFrom of every
+/// container (init and ephemeral too) and imagePullSecrets; its persistent volume claims
+/// (ephemeral volumes' too, named `{pod}-{volume}`); its service account.
+pub fn refs_of(namespace: &str, pod_name: &str, spec: &PodSpec) -> Vec<Ref> {
     let mut out: HashSet<Ref> = HashSet::new();
     let mut add = |ty: &'static str, name: &str| {
         if !name.is_empty() {
             out.insert((ty, namespace.to_owned(), name.to_owned()));
         }
     };
+    let sa = spec.service_account_name.as_deref().or(spec.service_account.as_deref()).unwrap_or_default();
+    add(SERVICE_ACCOUNT, sa);
     for v in spec.volumes.iter().flatten() {
+        if let Some(pvc) = &v.persistent_volume_claim {
+            add(resource_type::PERSISTENT_VOLUME_CLAIM, &pvc.claim_name);
+        }
+        if v.ephemeral.is_some() {
+            add(resource_type::PERSISTENT_VOLUME_CLAIM, &format!("{pod_name}-{}", v.name));
+        }
         if let Some(cm) = &v.config_map {
             add(resource_type::CONFIGMAP, &cm.name);
         }
@@ -335,6 +349,27 @@ impl View {
         out
     }
 
+    /// Whether a pod bound to `node` uses `r` (the node authorizer's relationship).
+    pub fn node_uses(&self, node: &str, r: &Ref) -> bool {
+        self.0.lock().users.get(r).is_some_and(|m| m.contains_key(node))
+    }
+
+    /// The objects of type `ty` that pods bound to `node` use.
+    pub fn node_refs(&self, node: &str, ty: &str) -> Vec<Ref> {
+        let g = self.0.lock();
+        let mut out: Vec<Ref> = g
+            .pods_by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| g.pods.get(uid))
+            .flat_map(|p| p.refs.iter().filter(|r| r.0 == ty).cloned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The pods on `node` (uids), for a deleted node.
     pub fn pods_on(&self, node: &str) -> Vec<String> {
         self.0.lock().pods_by_node.get(node).map(|s| s.iter().cloned().collect()).unwrap_or_default()
@@ -412,11 +447,14 @@ mod tests {
               {"name": "v1", "configMap": {"name": "cm-vol"}},
               {"name": "v2", "secret": {"secretName": "s-vol"}},
               {"name": "v3", "projected": {"sources": [{"configMap": {"name": "cm-proj"}}, {"secret": {"name": "s-proj"}}]}},
-              {"name": "v4", "emptyDir": {}}],
+              {"name": "v4", "emptyDir": {}},
+              {"name": "v5", "persistentVolumeClaim": {"claimName": "claim"}},
+              {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}}],
+            "serviceAccountName": "robot",
             "imagePullSecrets": [{"name": "s-pull"}]
         }))
         .unwrap();
-        let names: Vec<String> = refs_of("ns", &spec).into_iter().map(|(t, _, n)| format!("{t}/{n}")).collect();
+        let names: Vec<String> = refs_of("ns", "p", &spec).into_iter().map(|(t, _, n)| format!("{t}/{n}")).collect();
         assert_eq!(
             names,
             [
@@ -425,11 +463,14 @@ mod tests {
                 "configmap/cm-init",
                 "configmap/cm-proj",
                 "configmap/cm-vol",
+                "persistentvolumeclaim/claim",
+                "persistentvolumeclaim/p-scratch",
                 "secret/s-env",
                 "secret/s-from",
                 "secret/s-proj",
                 "secret/s-pull",
-                "secret/s-vol"
+                "secret/s-vol",
+                "serviceaccount/robot"
             ]
         );
     }

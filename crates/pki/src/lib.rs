@@ -2,13 +2,15 @@
 //! `edge/pkg/edgehub/certificate`; `reference/kubeedge-protocols.md` §3):
 //!
 //! - [`Ca`]: ECDSA P-256, self-signed, CN `KubeEdge`, serial 1024, valid 100×364 days; it issues
-//!   CloudCore's serving certificate (SANs from `advertiseAddress` and `dnsNames`) and signs
-//!   edge CSRs, copying their subject and SANs.
+//!   CloudCore's serving certificate (SANs from `advertiseAddress` and `dnsNames`) and builds
+//!   each edge's client certificate from the CSR's public key alone ([`Ca::issue_node_client`]):
+//!   `CN=system:node:{node}`, `O=system:nodes`, ExtKeyUsage clientAuth only, no SANs.
 //! - Keys are **SEC1** DER (`EC PRIVATE KEY`), as upstream stores them in Secrets and files;
 //!   [`key_from_pem`] also accepts upstream's SEC1 bytes under a `PRIVATE KEY` label, and PKCS#8.
 //! - [`edge_csr`]: the CSR an edge sends, O=`system:nodes`, CN=`system:node:{node}`.
 //! - The join token: `hex(sha256(CA DER)) + "." + JWT(HS256, key = CA key SEC1 DER, {"exp"})`
-//!   ([`Ca::token`], [`Ca::verify_jwt`], [`split_token`]).
+//!   ([`Ca::token`], [`Ca::verify_jwt`], [`split_token`]); a token bound to one node adds
+//!   `{"sub": "system:node:{node}"}` ([`Ca::node_token`]; upstream's cloudcore ignores the claim).
 
 mod der;
 mod insecure;
@@ -169,9 +171,10 @@ impl Ca {
         Ok(CertAndKey { cert_der: cert.der().to_vec(), key_sec1 })
     }
 
-    /// Signs an edge's CSR (DER): subject and SANs copied, a random serial, validity `days`
-    /// (`edgeCertSigningDuration`), KeyUsage DigitalSignature + KeyEncipherment, the given
-    /// extended key usages (upstream default: ClientAuth). The CSR's signature is verified.
+    /// Signs a CSR (DER) as upstream does: subject and SANs copied, a random serial, validity
+    /// `days`, KeyUsage DigitalSignature + KeyEncipherment, the given extended key usages. The
+    /// CSR's signature is verified. For tests and tools that need a certificate of a chosen
+    /// shape; the join API issues with [`Ca::issue_node_client`], which copies nothing.
     pub fn sign_csr(&self, csr_der: &[u8], days: u32, usages: &[ExtendedKeyUsagePurpose]) -> Result<Vec<u8>> {
         self.sign_csr_for(csr_der, Duration::from_secs(u64::from(days) * 86_400), usages)
     }
@@ -193,15 +196,47 @@ impl Ca {
         Ok(csr.signed_by(&self.issuer)?.der().to_vec())
     }
 
-    /// A join token valid for `valid_for` from now: `{hash}.{jwt}`.
+    /// A node's client certificate for the public key of `csr_der` (whose signature must
+    /// verify): `CN=system:node:{node}`, `O=system:nodes`, KeyUsage digitalSignature (and
+    /// keyEncipherment for an RSA key), ExtKeyUsage clientAuth only, no SANs, not a CA, a random
+    /// serial, valid `valid_for` from now. The CSR's subject, SANs and extensions are ignored,
+    /// so a certificate issued here can never be a server's or claim another identity.
+    pub fn issue_node_client(&self, csr_der: &[u8], node: &str, valid_for: Duration) -> Result<Vec<u8>> {
+        let rsa = csr_key_is_rsa(csr_der)?;
+        let csr = CertificateSigningRequestParams::from_der(&csr_der.into())?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "system:nodes");
+        dn.push(DnType::CommonName, format!("system:node:{node}"));
+        params.distinguished_name = dn;
+        params.serial_number = Some(random_serial());
+        params.not_before = now();
+        params.not_after = now() + valid_for;
+        params.key_usages = if rsa {
+            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment]
+        } else {
+            vec![KeyUsagePurpose::DigitalSignature]
+        };
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.is_ca = IsCa::ExplicitNoCa;
+        let built = CertificateSigningRequestParams { params, public_key: csr.public_key };
+        Ok(built.signed_by(&self.issuer)?.der().to_vec())
+    }
+
+    /// A join token valid for `valid_for` from now: `{hash}.{jwt}` (upstream's shared token).
     pub fn token(&self, valid_for: Duration) -> String {
-        let exp = SystemTime::now().checked_add(valid_for).unwrap_or(SystemTime::now());
-        let exp = exp.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        format!("{}.{}", self.hash(), jwt_hs256(&self.key_sec1, exp))
+        format!("{}.{}", self.hash(), jwt_hs256(&self.key_sec1, expiry(valid_for), None))
+    }
+
+    /// A join token that admits one node only, valid for `valid_for`: the JWT also carries
+    /// `"sub": "system:node:{node}"`. It is the operator's explicit re-join of that node.
+    pub fn node_token(&self, node: &str, valid_for: Duration) -> String {
+        format!("{}.{}", self.hash(), jwt_hs256(&self.key_sec1, expiry(valid_for), Some(node)))
     }
 
     /// Checks a bearer JWT (the token without its CA hash): HS256 with the CA key, not expired.
-    pub fn verify_jwt(&self, jwt: &str) -> Result<()> {
+    /// Returns its claims.
+    pub fn verify_jwt(&self, jwt: &str) -> Result<TokenClaims> {
         verify_jwt_at(&self.key_sec1, jwt, SystemTime::now())
     }
 }
@@ -225,16 +260,40 @@ fn b64url(data: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
 }
 
-fn jwt_hs256(key: &[u8], exp: u64) -> String {
+fn expiry(valid_for: Duration) -> u64 {
+    let exp = SystemTime::now().checked_add(valid_for).unwrap_or(SystemTime::now());
+    exp.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The subject claim of a node-bound token.
+fn node_subject(node: &str) -> String {
+    format!("system:node:{node}")
+}
+
+fn jwt_hs256(key: &[u8], exp: u64, node: Option<&str>) -> String {
     let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let claims = b64url(format!(r#"{{"exp":{exp}}}"#).as_bytes());
+    let claims = match node {
+        None => serde_json::json!({ "exp": exp }),
+        Some(n) => serde_json::json!({ "exp": exp, "sub": node_subject(n) }),
+    };
+    let claims = b64url(claims.to_string().as_bytes());
     let signing_input = format!("{header}.{claims}");
     let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), signing_input.as_bytes());
     format!("{signing_input}.{}", b64url(tag.as_ref()))
 }
 
-/// Verifies an HS256 JWT against `key` at `now`.
-pub fn verify_jwt_at(key: &[u8], jwt: &str, now: SystemTime) -> Result<()> {
+/// What a verified join token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenClaims {
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+    /// The one node the token admits (`sub` = `system:node:{node}`); `None` for upstream's
+    /// shared token.
+    pub node: Option<String>,
+}
+
+/// Verifies an HS256 JWT against `key` at `now`; returns its claims.
+pub fn verify_jwt_at(key: &[u8], jwt: &str, now: SystemTime) -> Result<TokenClaims> {
     let bad = |m: &str| Error::Token(m.to_owned());
     let mut parts = jwt.trim().split('.');
     let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
@@ -256,7 +315,27 @@ pub fn verify_jwt_at(key: &[u8], jwt: &str, now: SystemTime) -> Result<()> {
     if exp <= now {
         return Err(bad("expired"));
     }
-    Ok(())
+    let node = match claims.get("sub") {
+        None => None,
+        Some(sub) => Some(
+            sub.as_str()
+                .and_then(|s| s.strip_prefix("system:node:"))
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| bad("the sub claim is not system:node:{node}"))?
+                .to_owned(),
+        ),
+    };
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(TokenClaims { exp: exp as u64, node })
+}
+
+/// Whether a CSR's public key is RSA (its signature is not checked here).
+fn csr_key_is_rsa(csr_der: &[u8]) -> Result<bool> {
+    use x509_parser::prelude::FromDer;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der)
+        .map_err(|e| Error::Certificate(e.to_string()))?;
+    Ok(csr.certification_request_info.subject_pki.algorithm.algorithm
+        == x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION)
 }
 
 /// The CSR an edge sends to `/edge.crt`, with a fresh key: C=CN, ST=Zhejiang, L=Hangzhou,
@@ -269,8 +348,16 @@ pub fn edge_csr(node: &str) -> Result<(Vec<u8>, Vec<u8>)> {
 /// A CSR with a fresh key and the given subject attributes (`C`, `ST`, `L`, `O`, `OU`, `CN`),
 /// in order. Returns (CSR DER, key SEC1 DER).
 pub fn csr_with_subject(attrs: &[(&str, &str)]) -> Result<(Vec<u8>, Vec<u8>)> {
+    csr_with(attrs, &[], &[])
+}
+
+/// A CSR with a fresh key, the given subject attributes, IP SANs and requested extended key
+/// usages (what a hostile edge might ask for). Returns (CSR DER, key SEC1 DER).
+pub fn csr_with(attrs: &[(&str, &str)], ips: &[IpAddr], usages: &[ExtKeyUsage]) -> Result<(Vec<u8>, Vec<u8>)> {
     let (key, key_sec1) = new_key()?;
     let mut params = CertificateParams::default();
+    params.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+    params.extended_key_usages = usages.to_vec();
     let mut dn = DistinguishedName::new();
     for (k, v) in attrs {
         let ty = match *k {
@@ -281,6 +368,14 @@ pub fn csr_with_subject(attrs: &[(&str, &str)]) -> Result<(Vec<u8>, Vec<u8>)> {
             "OU" => DnType::OrganizationalUnitName,
             "CN" => DnType::CommonName,
             other => return Err(Error::Certificate(format!("unsupported subject attribute {other}"))),
+        };
+        // rcgen keeps one value per type; a second O is written under its OID (2.5.4.10), as
+        // a hostile CSR with several organizations would carry it.
+        let ty = match ty {
+            DnType::OrganizationName if dn.get(&DnType::OrganizationName).is_some() => {
+                DnType::CustomDnType(vec![2, 5, 4, 10])
+            }
+            other => other,
         };
         dn.push(ty, *v);
     }
@@ -318,6 +413,44 @@ pub fn csr_subject(csr_der: &[u8]) -> Result<(String, Vec<String>)> {
     let cn = s.iter_common_name().next().and_then(|c| c.as_str().ok()).unwrap_or_default().to_owned();
     let orgs = s.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_owned)).collect();
     Ok((cn, orgs))
+}
+
+/// What a certificate says about whom it is for and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Subject CN.
+    pub cn: String,
+    /// Subject O values.
+    pub orgs: Vec<String>,
+    /// ExtKeyUsage serverAuth.
+    pub server_auth: bool,
+    /// ExtKeyUsage clientAuth.
+    pub client_auth: bool,
+    /// Subject alternative names, as text.
+    pub sans: Vec<String>,
+    /// BasicConstraints CA.
+    pub is_ca: bool,
+}
+
+/// Reads a certificate's identity and usages.
+pub fn cert_info(cert_der: &[u8]) -> Result<CertInfo> {
+    let (cn, orgs) = subject(cert_der)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| Error::Certificate(e.to_string()))?;
+    let eku = cert.extended_key_usage().ok().flatten().map(|e| e.value.clone());
+    let sans = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|s| s.value.general_names.iter().map(|n| n.to_string()).collect())
+        .unwrap_or_default();
+    Ok(CertInfo {
+        cn,
+        orgs,
+        server_auth: eku.as_ref().is_some_and(|e| e.server_auth || e.any),
+        client_auth: eku.as_ref().is_some_and(|e| e.client_auth || e.any),
+        sans,
+        is_ca: cert.is_ca(),
+    })
 }
 
 /// A certificate's validity: (not before, not after) as Unix seconds.

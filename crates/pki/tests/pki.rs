@@ -123,6 +123,40 @@ fn tokens_verify_and_forgeries_do_not() {
 }
 
 #[test]
+fn node_tokens_name_their_node_and_shared_ones_none() {
+    let ca = Ca::generate().unwrap();
+    let shared = ca.token(Duration::from_secs(60));
+    assert_eq!(ca.verify_jwt(split_token(&shared).unwrap().1).unwrap().node, None);
+    let bound = ca.node_token("edge-b", Duration::from_secs(60));
+    let (hash, jwt) = split_token(&bound).unwrap();
+    assert_eq!(hash, ca.hash(), "still caHash.JWT, so keadm join takes it as it is");
+    let claims = ca.verify_jwt(jwt).unwrap();
+    assert_eq!(claims.node.as_deref(), Some("edge-b"));
+    assert!(claims.exp > 0);
+    let later = SystemTime::now() + Duration::from_secs(120);
+    assert!(verify_jwt_at(ca.key_sec1(), jwt, later).is_err(), "node tokens expire too");
+}
+
+#[test]
+fn node_client_certificates_take_only_the_public_key() {
+    let ca = Ca::generate().unwrap();
+    let (csr, _) = kubeedge_pki::csr_with(
+        &[("CN", "admin"), ("O", "system:masters")],
+        &["10.1.2.3".parse().unwrap()],
+        &[ExtKeyUsage::ServerAuth],
+    )
+    .unwrap();
+    let cert = ca.issue_node_client(&csr, "edge-a", Duration::from_secs(3600)).unwrap();
+    let info = kubeedge_pki::cert_info(&cert).unwrap();
+    assert_eq!(info.cn, "system:node:edge-a");
+    assert_eq!(info.orgs, ["system:nodes"]);
+    assert!(info.client_auth && !info.server_auth && info.sans.is_empty() && !info.is_ca, "{info:?}");
+    let (nb, na) = validity(&cert).unwrap();
+    assert!((3500..=3700).contains(&(na - nb)));
+    assert!(ca.issue_node_client(b"junk", "edge-a", Duration::from_secs(1)).is_err());
+}
+
+#[test]
 fn keys_load_under_both_pem_labels() {
     let (_, sec1) = edge_csr("n").unwrap();
     assert_eq!(key_from_pem(&pem("EC PRIVATE KEY", &sec1)).unwrap(), sec1);

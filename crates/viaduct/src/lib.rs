@@ -104,6 +104,11 @@ pub struct Identity {
     pub project_id: String,
     /// The client certificate's CN.
     pub cert_cn: String,
+    /// The client certificate's notBefore (Unix seconds): tells a rotated certificate from an
+    /// older one.
+    pub cert_not_before: i64,
+    /// Hex SHA-256 of the client certificate (DER): tells the same certificate reconnecting.
+    pub cert_sha256: String,
 }
 
 /// Frame buffers start small: an idle edge costs little, and buffers grow with the messages
@@ -154,21 +159,19 @@ pub async fn accept(
 ) -> Result<(Identity, Connection<tokio_rustls::server::TlsStream<TcpStream>>), Error> {
     let run = async {
         let stream = tls.accept(tcp).await?;
-        let cert_cn = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| kubeedge_pki::subject(c).ok())
-            .map(|(cn, _)| cn)
-            .unwrap_or_default();
+        let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default();
+        let cert_cn = kubeedge_pki::subject(&cert).map(|(cn, _)| cn).unwrap_or_default();
+        let cert_not_before = kubeedge_pki::validity(&cert).map(|(nb, _)| nb).unwrap_or_default();
+        let cert_sha256 = kubeedge_pki::ca_hash(&cert);
         let auth = opts.auth;
         let mut identity = None;
         // The callback's signature is tungstenite's.
         #[allow(clippy::result_large_err)]
         let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
             match check_handshake(req, &cert_cn, auth) {
-                Ok(id) => {
+                Ok(mut id) => {
+                    id.cert_not_before = cert_not_before;
+                    id.cert_sha256 = cert_sha256.clone();
                     identity = Some(id);
                     Ok(resp)
                 }
@@ -211,11 +214,13 @@ fn check_handshake(req: &Request, cert_cn: &str, auth: AuthMode) -> Result<Ident
         node_id: node_id.to_owned(),
         project_id: get(HEADER_PROJECT_ID).to_owned(),
         cert_cn: cert_cn.to_owned(),
+        cert_not_before: 0,
+        cert_sha256: String::new(),
     })
 }
 
 /// A DNS-1123 subdomain, as node names are.
-fn valid_node_name(name: &str) -> bool {
+pub fn valid_node_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')

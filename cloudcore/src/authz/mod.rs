@@ -1,0 +1,376 @@
+//! The node authorizer: what one edge may do in the cluster, decided in one place for every path
+//! an edge's message can take (EdgeController's upstream messages, DynamicController's
+//! Applications). Modelled on Kubernetes' Node authorizer and NodeRestriction admission:
+//!
+//! - a node reads a secret, configmap, persistent volume claim, service account (and mints its
+//!   token) only while a pod bound to it references that object; a persistent volume only
+//!   through such a claim; a volume attachment only when it names the node;
+//! - it writes only its own Node (and status), its Lease (`kube-node-lease/{node}`), events, and
+//!   the status of pods bound to it; it deletes only pods bound to it;
+//! - it creates only mirror pods of its own (see [`mirror`]);
+//! - it reads its own Node and pods bound to it, and what kube-proxy-like agents need (services,
+//!   endpoints, endpoint slices) and discovery;
+//! - the KubeEdge PKI secrets (`kubeedge/casecret`, `cloudcoresecret`, `tokensecret`) are never
+//!   readable by an edge, whatever references them.
+//!
+//! A refusal is Kubernetes' 403 `Forbidden` Status (Go's `StatusError` JSON) with upstream's
+//! wording, and is counted in `kubeedge_cloudcore_authorization_refusals_total`.
+
+pub mod mirror;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Api, ApiResource, DynamicObject};
+use prometheus::{IntCounterVec, Opts, Registry};
+use serde_json::{Value, json};
+use tracing::warn;
+
+use crate::edgecontroller::view::{Ref, View};
+use kubeedge_model::constants::resource_type;
+
+/// The namespace of KubeEdge's own secrets.
+pub const KUBEEDGE_NAMESPACE: &str = "kubeedge";
+/// Secrets in [`KUBEEDGE_NAMESPACE`] that hold keys: never readable by an edge.
+pub const PROTECTED_SECRETS: [&str; 3] = ["casecret", "cloudcoresecret", "tokensecret"];
+
+/// Whether `(namespace, secret)` holds KubeEdge's keys.
+pub fn is_protected_secret(namespace: &str, name: &str) -> bool {
+    namespace == KUBEEDGE_NAMESPACE && PROTECTED_SECRETS.contains(&name)
+}
+
+/// Whether a reference a pod makes may ever be followed for an edge (not a protected secret).
+pub fn may_follow(r: &Ref) -> bool {
+    !(r.0 == resource_type::SECRET && is_protected_secret(&r.1, &r.2))
+}
+
+/// One request of one node, in Kubernetes' terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attributes {
+    /// The node asking (from its authenticated connection).
+    pub node: String,
+    /// get, list, watch, create, update, patch, delete.
+    pub verb: String,
+    /// API group (`""` for core).
+    pub group: String,
+    /// Plural resource (`pods`, `secrets`, `leases`…).
+    pub resource: String,
+    /// Subresource (`status`, `token`…), or empty.
+    pub subresource: String,
+    /// Namespace, empty for cluster-scoped objects.
+    pub namespace: String,
+    /// Object name; empty for a list or a create without one.
+    pub name: String,
+}
+
+impl Attributes {
+    /// Attributes of `verb` on `group/resource` `namespace/name` by `node`.
+    pub fn new(node: &str, verb: &str, group: &str, resource: &str, namespace: &str, name: &str) -> Self {
+        Self {
+            node: node.to_owned(),
+            verb: verb.to_owned(),
+            group: group.to_owned(),
+            resource: resource.to_owned(),
+            subresource: String::new(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The same with a subresource.
+    pub fn sub(mut self, subresource: &str) -> Self {
+        self.subresource = subresource.to_owned();
+        self
+    }
+
+    fn is_read(&self) -> bool {
+        matches!(self.verb.as_str(), "get" | "list" | "watch")
+    }
+}
+
+/// A refusal: the request and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The request refused.
+    pub attrs: Attributes,
+    /// Why (appended to Kubernetes' message).
+    pub reason: String,
+}
+
+impl Denied {
+    fn new(attrs: &Attributes, reason: impl Into<String>) -> Self {
+        Self { attrs: attrs.clone(), reason: reason.into() }
+    }
+
+    /// Kubernetes' message: `secrets "x" is forbidden: User "system:node:n" cannot get resource
+    /// "secrets" in API group "" in the namespace "ns": <reason>`.
+    pub fn message(&self) -> String {
+        let a = &self.attrs;
+        let qualified = if a.group.is_empty() { a.resource.clone() } else { format!("{}.{}", a.resource, a.group) };
+        let resource = if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
+        let scope = if a.namespace.is_empty() {
+            "at the cluster scope".to_owned()
+        } else {
+            format!("in the namespace {:?}", a.namespace)
+        };
+        let subject = if a.name.is_empty() { qualified } else { format!("{qualified} {:?}", a.name) };
+        format!(
+            "{subject} is forbidden: User \"system:node:{}\" cannot {} resource {resource:?} in API group {:?} {scope}: {}",
+            a.node, a.verb, a.group, self.reason
+        )
+    }
+
+    /// The refusal as Go's `StatusError` marshals it: `{"ErrStatus": <403 Status>}`.
+    pub fn status_error(&self) -> Value {
+        let a = &self.attrs;
+        let mut details = json!({"kind": a.resource});
+        if !a.name.is_empty() {
+            details["name"] = json!(a.name);
+        }
+        if !a.group.is_empty() {
+            details["group"] = json!(a.group);
+        }
+        json!({"ErrStatus": {
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message(),
+            "reason": "Forbidden",
+            "details": details,
+            "code": 403
+        }})
+    }
+}
+
+/// The refusal counter.
+#[derive(Clone)]
+pub struct AuthzMetrics {
+    refusals: IntCounterVec,
+}
+
+impl AuthzMetrics {
+    /// Registers `kubeedge_cloudcore_authorization_refusals_total{module, resource, verb}`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let refusals = IntCounterVec::new(
+            Opts::new("kubeedge_cloudcore_authorization_refusals_total", "Edge requests refused by the node authorizer."),
+            &["module", "resource", "verb"],
+        )?;
+        registry.register(Box::new(refusals.clone()))?;
+        Ok(Self { refusals })
+    }
+}
+
+/// The reason of a graph refusal, in Kubernetes' wording.
+pub fn no_relationship(node: &str) -> String {
+    format!("no relationship found between node '{node}' and this object")
+}
+
+/// The authorizer. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeAuthorizer {
+    client: kube::Client,
+    view: View,
+    metrics: Option<AuthzMetrics>,
+    module: &'static str,
+}
+
+impl NodeAuthorizer {
+    /// An authorizer that reads pods' references from `view` (EdgeController's) and looks up
+    /// bindings it cannot know from the view in the cluster. `module` labels its refusals.
+    pub fn new(client: kube::Client, view: View, metrics: Option<AuthzMetrics>, module: &'static str) -> Self {
+        Self { client, view, metrics, module }
+    }
+
+    /// Decides one request; `body` is the object of a create or update (for mirror pods).
+    /// A refusal is logged and counted.
+    pub async fn authorize(&self, a: &Attributes, body: Option<&Value>) -> Result<(), Denied> {
+        match self.decide(a, body).await {
+            Ok(()) => Ok(()),
+            Err(d) => Err(self.refuse(&d.attrs, d.reason)),
+        }
+    }
+
+    /// Records a refusal decided by the caller (logged and counted) and returns it.
+    pub fn refuse(&self, a: &Attributes, reason: impl Into<String>) -> Denied {
+        let d = Denied::new(a, reason);
+        warn!(
+            module = self.module,
+            node = %a.node,
+            verb = %a.verb,
+            resource = %a.resource,
+            namespace = %a.namespace,
+            name = %a.name,
+            reason = %d.reason,
+            "Refused an edge request."
+        );
+        if let Some(m) = &self.metrics {
+            m.refusals.with_label_values(&[self.module, &a.resource, &a.verb]).inc();
+        }
+        d
+    }
+
+    async fn decide(&self, a: &Attributes, body: Option<&Value>) -> Result<(), Denied> {
+        let deny = |why: String| Err(Denied::new(a, why));
+        // A create names its object in the body.
+        let body_name = body.and_then(|b| b.pointer("/metadata/name")).and_then(Value::as_str).unwrap_or_default();
+        let own = if a.name.is_empty() && a.verb == "create" { body_name == a.node } else { a.name == a.node };
+        match (a.group.as_str(), a.resource.as_str()) {
+            ("", "secrets") if is_protected_secret(&a.namespace, &a.name) || a.namespace == KUBEEDGE_NAMESPACE && a.name.is_empty() => {
+                deny("KubeEdge's key material is never readable by an edge".into())
+            }
+            ("", "nodes") if own => self.node_labels(a, body).await,
+            ("", "nodes") => deny(format!("node '{}' may only access its own Node object", a.node)),
+            ("coordination.k8s.io", "leases") => {
+                if a.namespace == "kube-node-lease" && own {
+                    Ok(())
+                } else {
+                    deny(format!("node '{}' may only use its own lease kube-node-lease/{}", a.node, a.node))
+                }
+            }
+            ("" | "events.k8s.io", "events") => match a.verb.as_str() {
+                "create" | "update" | "patch" => Ok(()),
+                _ => deny(format!("node '{}' may only write events", a.node)),
+            },
+            ("", "pods") => self.pods(a, body).await,
+            ("", "configmaps" | "secrets" | "persistentvolumeclaims" | "serviceaccounts") => {
+                let ty = match a.resource.as_str() {
+                    "configmaps" => resource_type::CONFIGMAP,
+                    "secrets" => resource_type::SECRET,
+                    "persistentvolumeclaims" => resource_type::PERSISTENT_VOLUME_CLAIM,
+                    _ => crate::edgecontroller::view::SERVICE_ACCOUNT,
+                };
+                let verb_ok = match (a.resource.as_str(), a.subresource.as_str()) {
+                    ("serviceaccounts", "token") => a.verb == "create",
+                    (_, "") => a.verb == "get",
+                    _ => false,
+                };
+                if !verb_ok || a.name.is_empty() {
+                    return deny(format!("node '{}' may only get single objects its pods use", a.node));
+                }
+                let r: Ref = (ty, a.namespace.clone(), a.name.clone());
+                if self.view.node_uses(&a.node, &r) { Ok(()) } else { deny(no_relationship(&a.node)) }
+            }
+            ("", "persistentvolumes") if a.verb == "get" && !a.name.is_empty() => {
+                for (_, ns, claim) in self.view.node_refs(&a.node, resource_type::PERSISTENT_VOLUME_CLAIM) {
+                    let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+                    if let Ok(Some(pvc)) = api.get_opt(&claim).await {
+                        if pvc.spec.and_then(|s| s.volume_name).as_deref() == Some(a.name.as_str()) {
+                            return Ok(());
+                        }
+                    }
+                }
+                deny(no_relationship(&a.node))
+            }
+            ("storage.k8s.io", "volumeattachments") if a.verb == "get" && !a.name.is_empty() => {
+                let ar = ApiResource {
+                    group: "storage.k8s.io".into(),
+                    version: "v1".into(),
+                    api_version: "storage.k8s.io/v1".into(),
+                    kind: "VolumeAttachment".into(),
+                    plural: "volumeattachments".into(),
+                };
+                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+                match api.get_opt(&a.name).await {
+                    Ok(Some(va)) if va.data.pointer("/spec/nodeName").and_then(Value::as_str) == Some(a.node.as_str()) => {
+                        Ok(())
+                    }
+                    _ => deny(no_relationship(&a.node)),
+                }
+            }
+            ("", "services" | "endpoints") | ("discovery.k8s.io", "endpointslices") if a.is_read() => Ok(()),
+            ("storage.k8s.io", "csidrivers" | "csinodes" | "storageclasses") | ("node.k8s.io", "runtimeclasses")
+                if a.is_read() =>
+            {
+                Ok(())
+            }
+            _ => deny(format!("the node authorizer grants edges no {} access to {}", a.verb, a.resource)),
+        }
+    }
+
+    async fn pods(&self, a: &Attributes, body: Option<&Value>) -> Result<(), Denied> {
+        let deny = |why: String| Err(Denied::new(a, why));
+        match (a.verb.as_str(), a.subresource.as_str()) {
+            ("create", "") => match body {
+                Some(pod) => mirror::check(&a.node, pod).map_err(|why| Denied::new(a, why)),
+                None => deny(format!("node '{}' can only create mirror pods", a.node)),
+            },
+            // A list or watch must be of this node's pods (fieldSelector spec.nodeName=node):
+            // callers put the selected node in `name`.
+            ("list" | "watch", "") if a.name == a.node => Ok(()),
+            ("get" | "delete", "") | ("update" | "patch", "status") | ("create", "eviction") if !a.name.is_empty() => {
+                match self.pod_node(&a.namespace, &a.name).await {
+                    Some(n) if n == a.node => Ok(()),
+                    // A pod that is gone is not anyone's: let the API say 404 for a delete.
+                    None if a.verb == "delete" => Ok(()),
+                    _ => deny(no_relationship(&a.node)),
+                }
+            }
+            _ => deny(format!("node '{}' may not {} pods{}", a.node, a.verb, sub_suffix(&a.subresource))),
+        }
+    }
+
+    /// NodeRestriction: a node never sets labels under `node-restriction.kubernetes.io/`; an
+    /// update may carry them only unchanged.
+    async fn node_labels(&self, a: &Attributes, body: Option<&Value>) -> Result<(), Denied> {
+        let wanted = body.map(mirror::restricted_labels).unwrap_or_default();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let current = if a.verb == "create" {
+            None
+        } else {
+            let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+            api.get_opt(&a.node).await.ok().flatten()
+        };
+        let labels = current.and_then(|n| n.metadata.labels).unwrap_or_default();
+        for (k, v) in wanted {
+            if labels.get(&k).map(|l| Value::String(l.clone())) != Some(v) {
+                return Err(Denied::new(
+                    a,
+                    format!("is not allowed to modify labels: {k} (the {} prefix is the administrators')", mirror::RESTRICTED_LABEL_PREFIX),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The node a pod is bound to (from the cluster, so a stale view never grants).
+    pub async fn pod_node(&self, namespace: &str, name: &str) -> Option<String> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        api.get_opt(name).await.ok().flatten().and_then(|p| p.spec.and_then(|s| s.node_name))
+    }
+}
+
+fn sub_suffix(sub: &str) -> String {
+    if sub.is_empty() { String::new() } else { format!("/{sub}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_have_kubernetes_wording_and_details() {
+        let a = Attributes::new("edge-a", "get", "", "secrets", "kubeedge", "casecret");
+        let d = Denied::new(&a, "KubeEdge's key material is never readable by an edge");
+        assert_eq!(
+            d.message(),
+            "secrets \"casecret\" is forbidden: User \"system:node:edge-a\" cannot get resource \"secrets\" in API \
+             group \"\" in the namespace \"kubeedge\": KubeEdge's key material is never readable by an edge"
+        );
+        let s = d.status_error();
+        assert_eq!(s["ErrStatus"]["code"], 403);
+        assert_eq!(s["ErrStatus"]["reason"], "Forbidden");
+        assert_eq!(s["ErrStatus"]["details"], json!({"name": "casecret", "kind": "secrets"}));
+        let lease = Attributes::new("edge-a", "update", "coordination.k8s.io", "leases", "kube-node-lease", "edge-b");
+        let d = Denied::new(&lease, "x");
+        assert!(d.message().starts_with("leases.coordination.k8s.io \"edge-b\" is forbidden"), "{}", d.message());
+        assert_eq!(d.status_error()["ErrStatus"]["details"]["group"], "coordination.k8s.io");
+        let node = Attributes::new("edge-a", "patch", "", "nodes", "", "edge-b").sub("status");
+        assert!(Denied::new(&node, "x").message().contains("resource \"nodes/status\" in API group \"\" at the cluster scope"));
+    }
+
+    #[test]
+    fn protected_secrets_are_never_followed() {
+        assert!(!may_follow(&(resource_type::SECRET, "kubeedge".into(), "casecret".into())));
+        assert!(may_follow(&(resource_type::SECRET, "kubeedge".into(), "edgemesh-psk".into())));
+        assert!(may_follow(&(resource_type::CONFIGMAP, "kubeedge".into(), "casecret".into())));
+    }
+}
