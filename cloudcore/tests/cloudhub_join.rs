@@ -1,14 +1,13 @@
 //! CloudHub's PKI in the Kubernetes API and its join API on a real TLS socket, with
 //! apiserver-lite as the cluster.
 
+mod scripted;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use cloudcore::cloudhub::certs::{self, Sources};
 use cloudcore::cloudhub::https::{self, JoinApi};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, PostParams};
 use kubeedge_pki::{Ca, edge_csr};
@@ -74,8 +73,6 @@ async fn join_api(permissive: bool) -> Join {
     Join { addr, ca, token, stop, client, _server: server, _sup: sup }
 }
 
-/// A GET (with an optional body, as upstream's `/edge.crt` is) over TLS trusting the CA,
-/// optionally presenting a client certificate.
 async fn get(
     j: &Join,
     path: &str,
@@ -83,28 +80,7 @@ async fn get(
     body: Vec<u8>,
     cert: Option<(&[u8], &[u8])>,
 ) -> (u16, Vec<u8>) {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(j.ca.cert_der().to_vec().into()).unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match cert {
-        Some((c, k)) => builder.with_client_auth_cert(vec![c.to_vec().into()], kubeedge_pki::rustls_key(k)).unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    let tcp = tokio::net::TcpStream::connect(&j.addr).await.unwrap();
-    let tls =
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect("127.0.0.1".try_into().unwrap(), tcp).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
-    let mut req = http::Request::get(path).header("host", &j.addr);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = send.send_request(req.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
+    scripted::join_get(&j.addr, j.ca.cert_der(), path, headers, body, cert).await
 }
 
 #[tokio::test]
@@ -219,7 +195,8 @@ async fn certificates_are_built_not_copied() {
         &[kubeedge_pki::ExtKeyUsage::ServerAuth],
     )
     .unwrap();
-    let (code, rotated) = get(&j, "/edge.crt", &[("NodeName", "edge-x"), ("ExtKeyUsages", "[1]")], csr2, Some((&cert, &key))).await;
+    let (code, rotated) =
+        get(&j, "/edge.crt", &[("NodeName", "edge-x"), ("ExtKeyUsages", "[1]")], csr2, Some((&cert, &key))).await;
     assert_eq!(code, 200);
     let info = kubeedge_pki::cert_info(&rotated).unwrap();
     assert!(info.client_auth && !info.server_auth && info.sans.is_empty(), "{info:?}");

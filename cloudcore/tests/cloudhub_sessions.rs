@@ -13,13 +13,20 @@ use kubeedge_model::{Content, Message};
 use kubeedge_pki::{ExtKeyUsage, edge_csr};
 use kubeedge_viaduct::{ClientOptions, RawFrame, client_tls, connect};
 
-async fn edge(
-    s: &Setup,
-    node: &str,
-) -> kubeedge_viaduct::Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+type Conn = kubeedge_viaduct::Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+fn cert(s: &Setup, node: &str) -> (Vec<u8>, Vec<u8>) {
     let (csr, key) = edge_csr(node).unwrap();
-    let cert = s.ca.sign_csr(&csr, 365, &[ExtKeyUsage::ClientAuth]).unwrap();
-    let tls = Arc::new(client_tls(s.ca.cert_der(), &cert, &key).unwrap());
+    (s.ca.sign_csr(&csr, 365, &[ExtKeyUsage::ClientAuth]).unwrap(), key)
+}
+
+async fn edge(s: &Setup, node: &str) -> Conn {
+    let (cert, key) = cert(s, node);
+    edge_with(s, node, &cert, &key).await
+}
+
+async fn edge_with(s: &Setup, node: &str, cert: &[u8], key: &[u8]) -> Conn {
+    let tls = Arc::new(client_tls(s.ca.cert_der(), cert, key).unwrap());
     let opts = ClientOptions {
         server: s.addr.clone(),
         node_id: node.to_owned(),
@@ -82,9 +89,20 @@ async fn an_edge_that_withholds_acks_sees_resends() {
 #[tokio::test]
 async fn a_new_session_replaces_the_old_and_the_limit_refuses() {
     let s = setup(1, kubeedge_model::MAX_MESSAGE_SIZE).await;
-    let mut old = edge(&s, "edge-1").await;
+    let older = cert(&s, "edge-1");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a strictly later notBefore
+    let current = cert(&s, "edge-1");
+    let mut old = edge_with(&s, "edge-1", &current.0, &current.1).await;
     until_connected(&s.hub, &["edge-1"]).await;
-    let mut new = edge(&s, "edge-1").await;
+    // An older certificate of the node may not take the session: closed, the old one stays.
+    let mut stale = edge_with(&s, "edge-1", &older.0, &older.1).await;
+    let refused = tokio::time::timeout(PATIENCE, stale.recv()).await.unwrap();
+    assert!(matches!(refused, Ok(None) | Err(_)), "{refused:?}");
+    assert!(s.hub.dispatch(pod_insert("edge-1", "u0", "1")));
+    assert!(tokio::time::timeout(PATIENCE, old.recv()).await.unwrap().unwrap().is_some(), "the session lives on");
+    // The same certificate (the edge reconnecting before its old connection was noticed
+    // gone) replaces the session.
+    let mut new = edge_with(&s, "edge-1", &current.0, &current.1).await;
     // The old session ends.
     let ended = tokio::time::timeout(PATIENCE, old.recv()).await.unwrap();
     assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");

@@ -11,89 +11,21 @@
 //! - garbage content is dropped and the session lives on;
 //! - deleting the node sends it a delete and ends its session.
 
+mod scripted;
+
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kubeedge_apis::reliablesyncs::v1alpha1::ObjectSync;
-use kubeedge_model::{Content, Message};
-use kubeedge_pki::{Ca, ExtKeyUsage};
+use kubeedge_model::Content;
+use kubeedge_pki::Ca;
 use kubeedge_testkit::link::{self, Cloud};
 use kubeedge_testkit::{Process, free_port};
-use kubeedge_viaduct::{ClientOptions, Connection};
+use scripted::{Edge, PATIENCE, until, upstream};
 use serde_json::json;
-
-const PATIENCE: Duration = Duration::from_secs(60);
-type Conn = Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-
-struct Edge {
-    conn: Conn,
-    /// Messages read while waiting for another one: later waits look here first.
-    backlog: std::collections::VecDeque<Message>,
-}
-
-impl Edge {
-    async fn connect(ca: &Ca, addr: &str, node: &str) -> Self {
-        let (csr, key) = kubeedge_pki::edge_csr(node).unwrap();
-        let cert = ca.sign_csr(&csr, 1, &[ExtKeyUsage::ClientAuth]).unwrap();
-        let tls = kubeedge_viaduct::client_tls(ca.cert_der(), &cert, &key).unwrap();
-        let opts = ClientOptions {
-            server: addr.to_owned(),
-            node_id: node.to_owned(),
-            project_id: "e632aba927ea4ac2b575ec1603d56f10".into(),
-            max_message: kubeedge_model::MAX_MESSAGE_SIZE,
-            handshake_timeout: PATIENCE,
-        };
-        Self { conn: kubeedge_viaduct::connect(&opts, Arc::new(tls)).await.unwrap(), backlog: Default::default() }
-    }
-
-    /// The next message matching `want` (messages arrive in any order: others are kept for
-    /// later waits), ACKing every message as it is read, as MetaManager does.
-    async fn expect(&mut self, what: &str, want: impl Fn(&Message) -> bool) -> Result<Message, String> {
-        if let Some(i) = self.backlog.iter().position(&want) {
-            return Ok(self.backlog.remove(i).expect("present"));
-        }
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let msg = tokio::time::timeout(left, self.conn.recv())
-                .await
-                .map_err(|_| format!("timed out waiting for {what}"))?
-                .map_err(|e| format!("connection failed waiting for {what}: {e}"))?
-                .ok_or_else(|| format!("connection closed waiting for {what}"))?;
-            if msg.router.operation != "response" || !msg.header.resource_version.is_empty() {
-                self.conn.send(&Message::response_to(&msg, Content::string("OK"))).await.unwrap();
-            }
-            if want(&msg) {
-                return Ok(msg);
-            }
-            self.backlog.push_back(msg);
-        }
-    }
-
-    async fn send(&mut self, msg: &Message) {
-        self.conn.send(msg).await.unwrap();
-    }
-}
-
-fn upstream(resource: &str, op: &str, content: Content) -> Message {
-    Message::build("edged", "meta", resource, op, content)
-}
-
-async fn until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
@@ -151,7 +83,8 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web", "labels": {"app": "web"}}, "spec": {
         "nodeName": "edge-1",
-        "containers": [{"name": "web", "image": "busybox", "envFrom": [{"configMapRef": {"name": "web-config"}}]}]}}))
+        "containers": [{"name": "web", "image": "busybox", "envFrom": [{"configMapRef": {"name": "web-config"}},
+            {"secretRef": {"name": "nope", "optional": true}}]}]}}))
     .unwrap();
     let created = pods.create(&PostParams::default(), &pod).await.unwrap();
     let uid = created.metadata.uid.clone().unwrap();
@@ -212,7 +145,7 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
         .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
     let body: serde_json::Value = reply.content.decode().unwrap();
     assert_eq!(body["data"]["index.html"], "hi", "{body}");
-    // An unknown one: Go's StatusError.
+    // One the pod uses that does not exist: Go's StatusError.
     let query = upstream("default/secret/nope", "query", Content::null());
     edge.send(&query).await;
     let reply = edge
@@ -230,7 +163,8 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
         .await
         .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
     let body: serde_json::Value = reply.content.decode().unwrap();
-    assert_eq!(body["ErrStatus"]["code"], 403, "{body}");
+    assert_eq!(body["Err"]["ErrStatus"]["code"], 403, "a nodepatch is answered with an ObjectResp: {body}");
+    assert!(body["Object"].is_null(), "{body}");
 
     // Garbage content: dropped, the session lives on.
     edge.send(&upstream("default/podpatch/web", "patch", Content::string("{not json"))).await;

@@ -59,7 +59,10 @@ async fn joins_with_the_token_only() {
     // Once the node is registered, upstream's shared token cannot issue it another certificate
     // (re-join after a reset); a token bound to the node can, and only for that node.
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
-    let node = serde_json::from_value(serde_json::json!({"metadata": {"name": "edge-1"}})).unwrap();
+    let node = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "edge-1", "annotations": {https::REGISTERED_BY_EDGE: "true"}}}),
+    )
+    .unwrap();
     nodes.create(&Default::default(), &node).await.unwrap();
     let other_dir = tempfile::tempdir().unwrap();
     let fresh = CertPaths {

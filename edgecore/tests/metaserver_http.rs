@@ -329,9 +329,42 @@ fn the_ways_a_write_fails() {
     });
 }
 
+/// GET `path` over TLS trusting `ca`, with an optional client certificate: the status, or
+/// the transport's error.
+async fn tls_get(
+    addr: std::net::SocketAddr,
+    ca: &[u8],
+    client: Option<(&[u8], &[u8])>,
+    path: &str,
+) -> Result<u16, String> {
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.to_vec().into()).unwrap();
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let cfg = match client {
+        Some((c, k)) => b.with_client_auth_cert(vec![c.to_vec().into()], kubeedge_pki::rustls_key(k)).unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", addr.port())).await.map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::get(path).header("host", "metaserver").body(Full::new(Bytes::new())).unwrap();
+    send.send_request(req).await.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+}
+
+/// Issue #12 item 4: plain HTTP only on loopback; off loopback, TLS with client certificates
+/// from `tlsCaFile`, and a serving certificate that is a server's.
 #[test]
-fn only_loopback_unless_configured() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+fn only_loopback_unless_tls_with_client_certificates() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("dir");
     let store = kubeedge_metastore::Store::open(dir.path().join("db"), Default::default()).expect("store");
     let (changes, _) = tokio::sync::broadcast::channel(16);
@@ -343,17 +376,55 @@ fn only_loopback_unless_configured() {
         let token = tokio_util::sync::CancellationToken::new();
         let refused = metaserver::serve(listener, store.clone(), changes.clone(), remote.clone(), token).await;
         assert!(matches!(refused, Err(metaserver::Error::NotLoopback(_))), "{refused:?}");
+        assert!(refused.unwrap_err().to_string().contains("tlsCertFile"));
 
         let mut cfg = kubeedge_config::edgecore::MetaServer::default();
         assert_eq!(metaserver::bind_address(&cfg).expect("default").to_string(), "127.0.0.1:10550");
-        assert!(!Options::for_config(&cfg).expect("default").allow_non_loopback);
+        assert!(Options::for_config(&cfg).expect("default").tls.is_none());
+        // Off loopback without usable TLS files: an error naming the field.
         cfg.server = "0.0.0.0:10550".into();
-        let opts = Options::for_config(&cfg).expect("explicit");
-        assert!(opts.allow_non_loopback);
+        cfg.tls_ca_file = dir.path().join("missing-ca.crt").display().to_string();
+        let err = Options::for_config(&cfg).expect_err("no TLS files").to_string();
+        assert!(err.contains("modules.metaManager.metaServer.tlsCaFile"), "{err}");
+
+        // A CA, a serving certificate, and a node's (client) certificate.
+        let ca = kubeedge_pki::Ca::generate().unwrap();
+        let serving = ca.issue_server(&["127.0.0.1".parse().unwrap()], &[]).unwrap();
+        let (csr, node_key) = kubeedge_pki::edge_csr("edge-1").unwrap();
+        let node_cert = ca.issue_node_client(&csr, "edge-1", Duration::from_secs(3600)).unwrap();
+        let write = |name: &str, text: String| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        cfg.tls_ca_file = write("ca.crt", ca.cert_pem());
+        cfg.tls_cert_file = write("node.crt", kubeedge_pki::pem("CERTIFICATE", &node_cert));
+        cfg.tls_private_key_file = write("node.key", kubeedge_pki::pem("EC PRIVATE KEY", &node_key));
+        let err = Options::for_config(&cfg).expect_err("a client certificate cannot serve").to_string();
+        assert!(err.contains("tlsCertFile") && err.contains("serverAuth"), "{err}");
+        cfg.tls_cert_file = write("server.crt", kubeedge_pki::pem("CERTIFICATE", &serving.cert_der));
+        cfg.tls_private_key_file = write("server.key", kubeedge_pki::pem("EC PRIVATE KEY", &serving.key_sec1));
+        let opts = Options::for_config(&cfg).expect("TLS");
+        assert!(opts.tls.is_some());
         let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
         let token = tokio_util::sync::CancellationToken::new();
         let server =
             tokio::spawn(metaserver::serve_with(listener, store.clone(), changes, remote, token.clone(), opts));
+        // Plain HTTP gets nothing; TLS without a client certificate is refused; with one, served.
+        let plain = http1()
+            .request(
+                Request::get(format!("http://127.0.0.1:{}/api", addr.port())).body(Full::new(Bytes::new())).unwrap(),
+            )
+            .await;
+        assert!(plain.is_err() || plain.is_ok_and(|r| r.status() == StatusCode::BAD_REQUEST));
+        let anonymous = tls_get(addr, ca.cert_der(), None, "/api").await;
+        assert!(anonymous.is_err(), "{anonymous:?}");
+        let stranger_ca = kubeedge_pki::Ca::generate().unwrap();
+        let (csr, stranger_key) = kubeedge_pki::edge_csr("edge-1").unwrap();
+        let stranger = stranger_ca.issue_node_client(&csr, "edge-1", Duration::from_secs(3600)).unwrap();
+        assert!(tls_get(addr, ca.cert_der(), Some((&stranger, &stranger_key)), "/api").await.is_err());
+        assert_eq!(tls_get(addr, ca.cert_der(), Some((&node_cert, &node_key)), "/api").await, Ok(200));
         token.cancel();
         server.await.expect("task").expect("served until shutdown");
         cfg.server = "edge.example:10550".into();

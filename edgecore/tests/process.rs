@@ -48,3 +48,25 @@ fn modules_not_built_yet_are_refused_by_name() {
 fn version_defaultconfig_and_minconfig() {
     spec().version_defaultconfig_and_minconfig();
 }
+
+/// Issue #12 item 4: plain-HTTP MetaServer off loopback is a config error naming the fields.
+#[test]
+fn metaserver_off_loopback_without_tls_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let cfg = kubeedge_testkit::daemon::test_config(bin, dir.path(), "edgecore");
+    let mut yaml = std::fs::read_to_string(&cfg).unwrap();
+    for (path, value) in [
+        (&["modules", "metaManager", "metaServer", "enable"][..], "true".to_owned()),
+        (&["modules", "metaManager", "metaServer", "server"][..], "\"0.0.0.0:10550\"".to_owned()),
+        (&["modules", "metaManager", "metaServer", "tlsCaFile"][..], format!("\"{}/none.crt\"", dir.path().display())),
+    ] {
+        yaml = kubeedge_testkit::set_yaml_path(&yaml, path, &value);
+    }
+    kubeedge_testkit::daemon::refuses_config(
+        bin,
+        dir.path(),
+        &yaml,
+        &["modules.metaManager.metaServer.tlsCaFile", "only over TLS with client certificates"],
+    );
+}

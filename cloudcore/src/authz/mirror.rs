@@ -12,9 +12,12 @@ pub const RESTRICTED_LABEL_PREFIX: &str = "node-restriction.kubernetes.io/";
 /// Whether `pod` (a Pod as JSON) is a mirror pod that `node` may create; otherwise Kubernetes'
 /// NodeRestriction message.
 pub fn check(node: &str, pod: &Value) -> Result<(), String> {
-    let has_mirror = pod.pointer("/metadata/annotations").and_then(Value::as_object).is_some_and(|a| a.contains_key(CONFIG_MIRROR));
+    let has_mirror =
+        pod.pointer("/metadata/annotations").and_then(Value::as_object).is_some_and(|a| a.contains_key(CONFIG_MIRROR));
     if !has_mirror {
-        return Err(format!("pod does not have {CONFIG_MIRROR:?} annotation, node {node:?} can only create mirror pods"));
+        return Err(format!(
+            "pod does not have {CONFIG_MIRROR:?} annotation, node {node:?} can only create mirror pods"
+        ));
     }
     let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
     if spec.get("nodeName").and_then(Value::as_str) != Some(node) {
@@ -27,7 +30,9 @@ pub fn check(node: &str, pod: &Value) -> Result<(), String> {
     let volumes = spec.get("volumes").and_then(Value::as_array).cloned().unwrap_or_default();
     let projected = |kind: &str| {
         volumes.iter().any(|v| {
-            v.pointer("/projected/sources").and_then(Value::as_array).is_some_and(|s| s.iter().any(|s| s.get(kind).is_some()))
+            v.pointer("/projected/sources")
+                .and_then(Value::as_array)
+                .is_some_and(|s| s.iter().any(|s| s.get(kind).is_some()))
         })
     };
     let containers = ["containers", "initContainers", "ephemeralContainers"]
@@ -37,8 +42,12 @@ pub fn check(node: &str, pod: &Value) -> Result<(), String> {
         .collect::<Vec<_>>();
     let env_refs = |key_ref: &str, from_ref: &str| {
         containers.iter().any(|c| {
-            c.get("env").and_then(Value::as_array).is_some_and(|e| e.iter().any(|e| e.pointer(&format!("/valueFrom/{key_ref}")).is_some()))
-                || c.get("envFrom").and_then(Value::as_array).is_some_and(|e| e.iter().any(|e| e.get(from_ref).is_some()))
+            c.get("env")
+                .and_then(Value::as_array)
+                .is_some_and(|e| e.iter().any(|e| e.pointer(&format!("/valueFrom/{key_ref}")).is_some()))
+                || c.get("envFrom")
+                    .and_then(Value::as_array)
+                    .is_some_and(|e| e.iter().any(|e| e.get(from_ref).is_some()))
         })
     };
     let secrets = volumes.iter().any(|v| v.get("secret").is_some())
@@ -48,7 +57,10 @@ pub fn check(node: &str, pod: &Value) -> Result<(), String> {
     if secrets {
         return Err(format!("node {node:?} can not create pods that reference secrets"));
     }
-    if volumes.iter().any(|v| v.get("configMap").is_some()) || projected("configMap") || env_refs("configMapKeyRef", "configMapRef") {
+    if volumes.iter().any(|v| v.get("configMap").is_some())
+        || projected("configMap")
+        || env_refs("configMapKeyRef", "configMapRef")
+    {
         return Err(format!("node {node:?} can not create pods that reference configmaps"));
     }
     if projected("serviceAccountToken") {
@@ -76,7 +88,10 @@ pub fn restricted_labels(node: &Value) -> Vec<(String, Value)> {
     node.pointer("/metadata/labels")
         .and_then(Value::as_object)
         .map(|l| {
-            l.iter().filter(|(k, _)| k.starts_with(RESTRICTED_LABEL_PREFIX)).map(|(k, v)| (k.clone(), v.clone())).collect()
+            l.iter()
+                .filter(|(k, _)| k.starts_with(RESTRICTED_LABEL_PREFIX))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
         })
         .unwrap_or_default()
 }
@@ -104,9 +119,18 @@ mod tests {
             (json!({"serviceAccountName": "admin", "containers": []}), "service account"),
             (json!({"volumes": [{"name": "s", "secret": {"secretName": "x"}}], "containers": []}), "secrets"),
             (json!({"containers": [{"name": "c", "envFrom": [{"secretRef": {"name": "x"}}]}]}), "secrets"),
-            (json!({"containers": [{"name": "c", "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "x", "key": "k"}}}]}]}), "configmaps"),
-            (json!({"volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}], "containers": []}), "service account"),
-            (json!({"volumes": [{"name": "p", "persistentVolumeClaim": {"claimName": "x"}}], "containers": []}), "persistentvolumeclaims"),
+            (
+                json!({"containers": [{"name": "c", "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "x", "key": "k"}}}]}]}),
+                "configmaps",
+            ),
+            (
+                json!({"volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}], "containers": []}),
+                "service account",
+            ),
+            (
+                json!({"volumes": [{"name": "p", "persistentVolumeClaim": {"claimName": "x"}}], "containers": []}),
+                "persistentvolumeclaims",
+            ),
             (json!({"imagePullSecrets": [{"name": "x"}], "containers": []}), "secrets"),
         ];
         for (spec, what) in cases {
@@ -114,7 +138,8 @@ mod tests {
             assert!(err.contains(what), "{spec}: {err}");
         }
         let mut owned = mirror("edge-a", json!({"containers": []}));
-        owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Node", "name": "edge-a", "uid": "u"}]);
+        owned["metadata"]["ownerReferences"] =
+            json!([{"apiVersion": "v1", "kind": "Node", "name": "edge-a", "uid": "u"}]);
         assert_eq!(check("edge-a", &owned), Ok(()));
         owned["metadata"]["ownerReferences"][0]["name"] = json!("edge-b");
         assert!(check("edge-a", &owned).is_err());

@@ -76,7 +76,7 @@ impl Attributes {
     }
 
     /// The same with a subresource.
-    pub fn sub(mut self, subresource: &str) -> Self {
+    pub fn with_subresource(mut self, subresource: &str) -> Self {
         self.subresource = subresource.to_owned();
         self
     }
@@ -90,14 +90,14 @@ impl Attributes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
     /// The request refused.
-    pub attrs: Attributes,
+    pub attrs: Box<Attributes>,
     /// Why (appended to Kubernetes' message).
     pub reason: String,
 }
 
 impl Denied {
     fn new(attrs: &Attributes, reason: impl Into<String>) -> Self {
-        Self { attrs: attrs.clone(), reason: reason.into() }
+        Self { attrs: Box::new(attrs.clone()), reason: reason.into() }
     }
 
     /// Kubernetes' message: `secrets "x" is forbidden: User "system:node:n" cannot get resource
@@ -105,7 +105,8 @@ impl Denied {
     pub fn message(&self) -> String {
         let a = &self.attrs;
         let qualified = if a.group.is_empty() { a.resource.clone() } else { format!("{}.{}", a.resource, a.group) };
-        let resource = if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
+        let resource =
+            if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
         let scope = if a.namespace.is_empty() {
             "at the cluster scope".to_owned()
         } else {
@@ -149,7 +150,10 @@ impl AuthzMetrics {
     /// Registers `kubeedge_cloudcore_authorization_refusals_total{module, resource, verb}`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let refusals = IntCounterVec::new(
-            Opts::new("kubeedge_cloudcore_authorization_refusals_total", "Edge requests refused by the node authorizer."),
+            Opts::new(
+                "kubeedge_cloudcore_authorization_refusals_total",
+                "Edge requests refused by the node authorizer.",
+            ),
             &["module", "resource", "verb"],
         )?;
         registry.register(Box::new(refusals.clone()))?;
@@ -212,7 +216,10 @@ impl NodeAuthorizer {
         let body_name = body.and_then(|b| b.pointer("/metadata/name")).and_then(Value::as_str).unwrap_or_default();
         let own = if a.name.is_empty() && a.verb == "create" { body_name == a.node } else { a.name == a.node };
         match (a.group.as_str(), a.resource.as_str()) {
-            ("", "secrets") if is_protected_secret(&a.namespace, &a.name) || a.namespace == KUBEEDGE_NAMESPACE && a.name.is_empty() => {
+            ("", "secrets")
+                if is_protected_secret(&a.namespace, &a.name)
+                    || a.namespace == KUBEEDGE_NAMESPACE && a.name.is_empty() =>
+            {
                 deny("KubeEdge's key material is never readable by an edge".into())
             }
             ("", "nodes") if own => self.node_labels(a, body).await,
@@ -250,10 +257,10 @@ impl NodeAuthorizer {
             ("", "persistentvolumes") if a.verb == "get" && !a.name.is_empty() => {
                 for (_, ns, claim) in self.view.node_refs(&a.node, resource_type::PERSISTENT_VOLUME_CLAIM) {
                     let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
-                    if let Ok(Some(pvc)) = api.get_opt(&claim).await {
-                        if pvc.spec.and_then(|s| s.volume_name).as_deref() == Some(a.name.as_str()) {
-                            return Ok(());
-                        }
+                    if let Ok(Some(pvc)) = api.get_opt(&claim).await
+                        && pvc.spec.and_then(|s| s.volume_name).as_deref() == Some(a.name.as_str())
+                    {
+                        return Ok(());
                     }
                 }
                 deny(no_relationship(&a.node))
@@ -268,7 +275,9 @@ impl NodeAuthorizer {
                 };
                 let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
                 match api.get_opt(&a.name).await {
-                    Ok(Some(va)) if va.data.pointer("/spec/nodeName").and_then(Value::as_str) == Some(a.node.as_str()) => {
+                    Ok(Some(va))
+                        if va.data.pointer("/spec/nodeName").and_then(Value::as_str) == Some(a.node.as_str()) =>
+                    {
                         Ok(())
                     }
                     _ => deny(no_relationship(&a.node)),
@@ -324,7 +333,10 @@ impl NodeAuthorizer {
             if labels.get(&k).map(|l| Value::String(l.clone())) != Some(v) {
                 return Err(Denied::new(
                     a,
-                    format!("is not allowed to modify labels: {k} (the {} prefix is the administrators')", mirror::RESTRICTED_LABEL_PREFIX),
+                    format!(
+                        "is not allowed to modify labels: {k} (the {} prefix is the administrators')",
+                        mirror::RESTRICTED_LABEL_PREFIX
+                    ),
                 ));
             }
         }
@@ -363,8 +375,12 @@ mod tests {
         let d = Denied::new(&lease, "x");
         assert!(d.message().starts_with("leases.coordination.k8s.io \"edge-b\" is forbidden"), "{}", d.message());
         assert_eq!(d.status_error()["ErrStatus"]["details"]["group"], "coordination.k8s.io");
-        let node = Attributes::new("edge-a", "patch", "", "nodes", "", "edge-b").sub("status");
-        assert!(Denied::new(&node, "x").message().contains("resource \"nodes/status\" in API group \"\" at the cluster scope"));
+        let node = Attributes::new("edge-a", "patch", "", "nodes", "", "edge-b").with_subresource("status");
+        assert!(
+            Denied::new(&node, "x")
+                .message()
+                .contains("resource \"nodes/status\" in API group \"\" at the cluster scope")
+        );
     }
 
     #[test]

@@ -15,9 +15,10 @@
 //!   `O=system:nodes`), and a rotating certificate must belong to that node; the permissive
 //!   mode (`nodeIdentityCheck: false`) also accepts v1.15's legacy subject (`CN=kubeedge.io`);
 //! - **a join token cannot take over a node**: upstream's shared token issues no certificate
-//!   for a node that is connected, nor for a registered node whose certificate may still be
-//!   valid (the Node's [`CERT_NOT_AFTER`] annotation, written at each issue, must be in the
-//!   past). A token bound to the node (`keadm gettoken --node NAME`) is the operator's explicit
+//!   for a node that is connected, nor for a Node an edge registered whose certificate may
+//!   still be valid (the Node's [`CERT_NOT_AFTER`] annotation, written at each issue, must be
+//!   in the past; a Node the operator created and no edge used yet is free). A token bound to
+//!   the node (`keadm gettoken --node NAME`) is the operator's explicit
 //!   re-join and may. Bodies are capped.
 
 use std::convert::Infallible;
@@ -48,6 +49,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// Node annotation recording when the node's latest certificate expires (RFC 3339), written
 /// when the join API issues one.
 pub const CERT_NOT_AFTER: &str = "kubeedge.io/client-certificate-not-after";
+/// Node annotation set when an edge registers its Node through EdgeController: an edge holds
+/// a certificate for it, valid until [`CERT_NOT_AFTER`] says otherwise.
+pub const REGISTERED_BY_EDGE: &str = "kubeedge.io/registered-by-edge";
 
 /// What the join API needs.
 pub struct JoinApi {
@@ -199,7 +203,10 @@ async fn sign(api: &JoinApi, req: Request<Incoming>, client_cert: Option<&[u8]>)
         let claims = api.ca.verify_jwt(&jwt).map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
         match claims.node {
             Some(bound) if bound != node => {
-                return Err((StatusCode::FORBIDDEN, format!("this join token admits node {bound:?} only, not {node:?}")));
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    format!("this join token admits node {bound:?} only, not {node:?}"),
+                ));
             }
             Some(_) => info!(node, "Re-join with a token bound to the node."),
             None => may_take(api, &node).await?,
@@ -238,7 +245,10 @@ async fn sign(api: &JoinApi, req: Request<Incoming>, client_cert: Option<&[u8]>)
 async fn may_take(api: &JoinApi, node: &str) -> Result<(), Refusal> {
     let rejoin = format!("to re-join it, use a token bound to the node (keadm gettoken --node {node})");
     if api.hub.is_connected(node) {
-        return Err((StatusCode::FORBIDDEN, format!("node {node:?} is connected; a shared join token cannot replace it: {rejoin}")));
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!("node {node:?} is connected; a shared join token cannot replace it: {rejoin}"),
+        ));
     }
     let nodes: Api<Node> = Api::all(api.client.clone());
     let existing = nodes
@@ -246,14 +256,12 @@ async fn may_take(api: &JoinApi, node: &str) -> Result<(), Refusal> {
         .await
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("checking node {node:?}: {e}")))?;
     let Some(existing) = existing else { return Ok(()) };
-    let not_after = existing
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(CERT_NOT_AFTER))
-        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+    let annotations = existing.metadata.annotations.unwrap_or_default();
+    let not_after = annotations.get(CERT_NOT_AFTER).and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
     match not_after {
         Some(t) if t < k8s_openapi::jiff::Timestamp::now() => Ok(()),
+        // A Node the operator created, never used by an edge: the first join.
+        None if !annotations.contains_key(REGISTERED_BY_EDGE) => Ok(()),
         Some(t) => Err((
             StatusCode::FORBIDDEN,
             format!("node {node:?} is registered and its certificate is valid until {t}; {rejoin}, or delete the Node"),

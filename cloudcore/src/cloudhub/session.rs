@@ -220,7 +220,8 @@ impl Hub {
                     refused_peer = %peer,
                     "Refused a second session for a connected node: it did not present the node's current or a newer certificate."
                 );
-                let _ = conn.close_with(1008, "the node is connected; a second session needs its newer certificate").await;
+                let _ =
+                    conn.close_with(1008, "the node is connected; a second session needs its newer certificate").await;
                 return;
             }
         }

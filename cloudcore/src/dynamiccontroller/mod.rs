@@ -135,7 +135,9 @@ impl DynamicControllerModule {
 
 /// The value of `key=value` in a field selector.
 fn field(selector: &str, key: &str) -> Option<String> {
-    selector.split(',').find_map(|t| t.trim().strip_prefix(key)?.strip_prefix('=').map(|v| v.trim_start_matches('=').to_owned()))
+    selector
+        .split(',')
+        .find_map(|t| t.trim().strip_prefix(key)?.strip_prefix('=').map(|v| v.trim_start_matches('=').to_owned()))
 }
 
 /// An Application in the node authorizer's terms, with the body it writes; `None` for the

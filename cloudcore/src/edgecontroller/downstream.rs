@@ -244,7 +244,8 @@ async fn apply_pod(view: &View, tx: &Sender, p: DynamicObject) {
     let namespace = p.metadata.namespace.clone().unwrap_or_default();
     let pod_name = p.metadata.name.clone().unwrap_or_default();
     // KubeEdge's own key material never follows a pod to an edge (nor may the edge read it).
-    let refs: Vec<_> = refs_of(&namespace, &pod_name, &pod_spec(&p)).into_iter().filter(crate::authz::may_follow).collect();
+    let refs: Vec<_> =
+        refs_of(&namespace, &pod_name, &pod_spec(&p)).into_iter().filter(crate::authz::may_follow).collect();
     let hash = spec_hash(&p);
     let mut p = p;
     p.metadata.managed_fields = None;

@@ -98,7 +98,12 @@ impl Module for EdgeControllerModule {
                     stop.clone(),
                 ));
             }
-            let authz = NodeAuthorizer::new(client.clone(), self.view.clone(), self.authz_metrics.clone(), module::EDGECONTROLLER);
+            let authz = NodeAuthorizer::new(
+                client.clone(),
+                self.view.clone(),
+                self.authz_metrics.clone(),
+                module::EDGECONTROLLER,
+            );
             let up = Upstream { client, tx, authz };
             let mut workers = Vec::with_capacity(WORKERS);
             for _ in 0..WORKERS {

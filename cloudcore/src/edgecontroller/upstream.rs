@@ -97,7 +97,13 @@ fn attributes(node: &str, ty: &str, op: &str, ns: &str, name: &str, msg: &Messag
     // A write names its object twice (resource and content): both must agree.
     let named = |name: &str| match content_name(msg) {
         // The one that is not the node's own decides (then the request is refused).
-        Some(c) if !name.is_empty() && c != name => if c == node { name.to_owned() } else { c },
+        Some(c) if !name.is_empty() && c != name => {
+            if c == node {
+                name.to_owned()
+            } else {
+                c
+            }
+        }
         Some(c) => c,
         None => name.to_owned(),
     };
@@ -105,18 +111,26 @@ fn attributes(node: &str, ty: &str, op: &str, ns: &str, name: &str, msg: &Messag
         (resource_type::NODE, operation::INSERT) => a("create", "", "nodes", "", &named(name)),
         (resource_type::NODE, operation::UPDATE) => a("update", "", "nodes", "", &named(name)),
         (resource_type::NODE, operation::QUERY) => a("get", "", "nodes", "", name),
-        (resource_type::NODE_PATCH, operation::PATCH) => a("patch", "", "nodes", "", name).map(|x| x.sub("status")),
-        (resource_type::NODE_STATUS, operation::UPDATE) => a("update", "", "nodes", "", name).map(|x| x.sub("status")),
-        (resource_type::POD_PATCH, operation::PATCH) => a("patch", "", "pods", ns, name).map(|x| x.sub("status")),
+        (resource_type::NODE_PATCH, operation::PATCH) => {
+            a("patch", "", "nodes", "", name).map(|x| x.with_subresource("status"))
+        }
+        (resource_type::NODE_STATUS, operation::UPDATE) => {
+            a("update", "", "nodes", "", name).map(|x| x.with_subresource("status"))
+        }
+        (resource_type::POD_PATCH, operation::PATCH) => {
+            a("patch", "", "pods", ns, name).map(|x| x.with_subresource("status"))
+        }
         (resource_type::POD, operation::DELETE) => a("delete", "", "pods", ns, name),
         (resource_type::POD, operation::INSERT) => a("create", "", "pods", ns, ""),
         (resource_type::CONFIGMAP, operation::QUERY) => a("get", "", "configmaps", ns, name),
         (resource_type::SECRET, operation::QUERY) => a("get", "", "secrets", ns, name),
         (resource_type::PERSISTENT_VOLUME, operation::QUERY) => a("get", "", "persistentvolumes", "", name),
         (resource_type::PERSISTENT_VOLUME_CLAIM, operation::QUERY) => a("get", "", "persistentvolumeclaims", ns, name),
-        (resource_type::VOLUME_ATTACHMENT, operation::QUERY) => a("get", "storage.k8s.io", "volumeattachments", "", name),
+        (resource_type::VOLUME_ATTACHMENT, operation::QUERY) => {
+            a("get", "storage.k8s.io", "volumeattachments", "", name)
+        }
         (resource_type::SERVICE_ACCOUNT_TOKEN, operation::QUERY) => {
-            a("create", "", "serviceaccounts", ns, name).map(|x| x.sub("token"))
+            a("create", "", "serviceaccounts", ns, name).map(|x| x.with_subresource("token"))
         }
         (resource_type::LEASE, operation::INSERT) => {
             a("create", "coordination.k8s.io", "leases", or_lease_ns(ns), &named(name))
@@ -221,6 +235,12 @@ impl Upstream {
                 }
                 n.metadata.resource_version = None;
                 n.metadata.uid = None;
+                // Registered by an edge holding a certificate: the shared join token may not
+                // issue another for this node (see the join API).
+                n.metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(crate::cloudhub::https::REGISTERED_BY_EDGE.to_owned(), "true".to_owned());
                 api.create(&PostParams::default(), &n).await
             }
             _ => return self.reply(msg, object_resp(None, Some(bad_request("node insert content is not a Node")))),
@@ -309,7 +329,7 @@ impl Upstream {
             match api.get_opt(name).await {
                 Ok(Some(p)) if p.metadata.uid.as_deref() == Some(uid) => {
                     if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) {
-                        let attrs = Attributes::new(node, "update", "", "pods", ns, name).sub("status");
+                        let attrs = Attributes::new(node, "update", "", "pods", ns, name).with_subresource("status");
                         refused.get_or_insert(self.authz.refuse(&attrs, crate::authz::no_relationship(node)));
                         continue;
                     }

@@ -1048,7 +1048,9 @@ impl EdgeCoreConfig {
             c.non_empty(&format!("{at}.contextSendModule"), &mm.context_send_module);
             c.positive(&format!("{at}.remoteQueryTimeout"), mm.remote_query_timeout.into());
             if mm.meta_server.enable {
-                c.host_port(&format!("{at}.metaServer.server"), &mm.meta_server.server);
+                if c.host_port(&format!("{at}.metaServer.server"), &mm.meta_server.server) {
+                    meta_server_tls(&mut c, &format!("{at}.metaServer"), &mm.meta_server);
+                }
                 if !mm.meta_server.dummy_server.is_empty() {
                     c.host_port(&format!("{at}.metaServer.dummyServer"), &mm.meta_server.dummy_server);
                 }
@@ -1171,6 +1173,33 @@ impl EdgeCoreConfig {
             c.positive(&format!("{at}.{name}.handshakeTimeout"), hs.into());
             c.positive(&format!("{at}.{name}.readDeadline"), rd.into());
             c.positive(&format!("{at}.{name}.writeDeadline"), wd.into());
+        }
+    }
+}
+
+/// Off loopback MetaServer needs TLS with client certificates: the three files must be set and
+/// exist (their contents are checked when MetaServer starts).
+fn meta_server_tls(c: &mut crate::validate::Checker, at: &str, ms: &MetaServer) {
+    let host = crate::validate::split_host_port(&ms.server).map(|(h, _)| h).unwrap_or_default();
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return;
+    }
+    for (field, path) in [
+        ("tlsCertFile", &ms.tls_cert_file),
+        ("tlsPrivateKeyFile", &ms.tls_private_key_file),
+        ("tlsCaFile", &ms.tls_ca_file),
+    ] {
+        if path.is_empty() || !std::path::Path::new(path).is_file() {
+            c.error(
+                format!("{at}.{field}"),
+                format!(
+                    "MetaServer on non-loopback address {:?} is served only over TLS with client certificates; \
+                     {field} {path:?} does not exist",
+                    ms.server
+                ),
+            );
         }
     }
 }

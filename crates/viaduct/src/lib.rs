@@ -159,7 +159,8 @@ pub async fn accept(
 ) -> Result<(Identity, Connection<tokio_rustls::server::TlsStream<TcpStream>>), Error> {
     let run = async {
         let stream = tls.accept(tcp).await?;
-        let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default();
+        let cert =
+            stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default();
         let cert_cn = kubeedge_pki::subject(&cert).map(|(cn, _)| cn).unwrap_or_default();
         let cert_not_before = kubeedge_pki::validity(&cert).map(|(nb, _)| nb).unwrap_or_default();
         let cert_sha256 = kubeedge_pki::ca_hash(&cert);

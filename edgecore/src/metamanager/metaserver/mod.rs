@@ -102,12 +102,12 @@ impl Remote {
 }
 
 /// Tuning of a MetaServer; [`Options::default`] is what upstream does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Options {
-    /// Serve on a non-loopback address. The server has no authentication (as upstream without
-    /// the `requireAuthorization` feature gate), so it refuses such a listener unless this is
-    /// set; [`Options::for_config`] sets it when the configured address is not loopback.
-    pub allow_non_loopback: bool,
+    /// TLS with client certificates, required to serve on a non-loopback address (plain HTTP
+    /// is loopback only). [`Options::for_config`] builds it from `tlsCertFile`,
+    /// `tlsPrivateKeyFile` and `tlsCaFile` when the configured address is not loopback.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Request body cap; default [`MAX_BODY`].
     pub max_body: usize,
     /// How long a write waits for the cloud; default [`APPLICATION_TIMEOUT`].
@@ -125,7 +125,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            allow_non_loopback: false,
+            tls: None,
             max_body: MAX_BODY,
             application_timeout: APPLICATION_TIMEOUT,
             history: DEFAULT_HISTORY,
@@ -137,12 +137,59 @@ impl Default for Options {
 }
 
 impl Options {
-    /// Options for the configured `modules.metaManager.metaServer`: a non-loopback `server`
-    /// address is an explicit choice of the operator, so it is allowed.
+    /// Options for the configured `modules.metaManager.metaServer`: on a non-loopback `server`
+    /// address, mutual TLS from the configured files (see [`tls_config`]).
     pub fn for_config(cfg: &kubeedge_config::edgecore::MetaServer) -> Result<Self, Error> {
         let addr = bind_address(cfg)?;
-        Ok(Self { allow_non_loopback: !addr.ip().is_loopback(), ..Self::default() })
+        if addr.ip().is_loopback() {
+            return Ok(Self::default());
+        }
+        Ok(Self { tls: Some(Arc::new(tls_config(cfg)?)), ..Self::default() })
     }
+}
+
+/// MetaServer's TLS off loopback, as upstream's `requireAuthorization` path: the serving
+/// certificate and key from `tlsCertFile` and `tlsPrivateKeyFile` (it must be a server's,
+/// with serverAuth: an edge's node certificate is a client certificate only), and a client
+/// certificate required, verified against `tlsCaFile`. Read once at start.
+pub fn tls_config(cfg: &kubeedge_config::edgecore::MetaServer) -> Result<rustls::ServerConfig, Error> {
+    const AT: &str = "modules.metaManager.metaServer";
+    let tls = |field: &str, path: &str, reason: String| Error::Tls {
+        field: format!("{AT}.{field}"),
+        path: path.to_owned(),
+        reason,
+    };
+    let read = |field: &str, path: &str| {
+        std::fs::read_to_string(path).map_err(|e| tls(field, path, format!("cannot be read: {e}")))
+    };
+    let (_, ca) = kubeedge_pki::parse_pem(&read("tlsCaFile", &cfg.tls_ca_file)?)
+        .map_err(|e| tls("tlsCaFile", &cfg.tls_ca_file, e.to_string()))?;
+    let (_, cert) = kubeedge_pki::parse_pem(&read("tlsCertFile", &cfg.tls_cert_file)?)
+        .map_err(|e| tls("tlsCertFile", &cfg.tls_cert_file, e.to_string()))?;
+    let serving = kubeedge_pki::cert_info(&cert).map_err(|e| tls("tlsCertFile", &cfg.tls_cert_file, e.to_string()))?;
+    if !serving.server_auth {
+        return Err(tls(
+            "tlsCertFile",
+            &cfg.tls_cert_file,
+            "is not a serving certificate (no serverAuth usage; a node's certificate from CloudHub is a client certificate only)".into(),
+        ));
+    }
+    let key = kubeedge_pki::key_from_pem(&read("tlsPrivateKeyFile", &cfg.tls_private_key_file)?)
+        .map_err(|e| tls("tlsPrivateKeyFile", &cfg.tls_private_key_file, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.into()).map_err(|e| tls("tlsCaFile", &cfg.tls_ca_file, e.to_string()))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| tls("tlsCaFile", &cfg.tls_ca_file, e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_client_cert_verifier(verifier).with_single_cert(vec![cert.into()], kubeedge_pki::rustls_key(&key))
+        })
+        .map_err(|e| tls("tlsCertFile", &cfg.tls_cert_file, e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// The address to bind from `modules.metaManager.metaServer.server` (`host:port`, the host an
@@ -163,12 +210,22 @@ pub fn bind_address(cfg: &kubeedge_config::edgecore::MetaServer) -> Result<Socke
 /// Why MetaServer could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The listener is on a non-loopback address and [`Options::allow_non_loopback`] is off.
+    /// The listener is on a non-loopback address and [`Options::tls`] is unset.
     #[error(
-        "refusing to serve the unauthenticated MetaServer on non-loopback address {0}; configure \
-         modules.metaManager.metaServer.server explicitly to allow it"
+        "refusing to serve MetaServer over plain HTTP on non-loopback address {0}: off loopback it needs TLS with \
+         client certificates (modules.metaManager.metaServer.tlsCertFile, tlsPrivateKeyFile, tlsCaFile)"
     )]
     NotLoopback(SocketAddr),
+    /// A TLS file for a non-loopback MetaServer is missing or unusable.
+    #[error("{field} ({path}) {reason}")]
+    Tls {
+        /// The config field.
+        field: String,
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The configured address is not `ip:port` or `localhost:port`.
     #[error("modules.metaManager.metaServer.server {0:?} is not an ip:port address")]
     BadAddress(String),
@@ -205,11 +262,8 @@ pub async fn serve_with(
     opts: Options,
 ) -> Result<(), Error> {
     let address = listener.local_addr().map_err(Error::LocalAddr)?;
-    if !address.ip().is_loopback() {
-        if !opts.allow_non_loopback {
-            return Err(Error::NotLoopback(address));
-        }
-        warn!(%address, "MetaServer serves without authentication on a non-loopback address.");
+    if !address.ip().is_loopback() && opts.tls.is_none() {
+        return Err(Error::NotLoopback(address));
     }
     // Subscribe before reading the store's version: every change committed after the read is
     // then certain to reach the replay history.

@@ -89,7 +89,20 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Ca
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            connection(stream, peer, shared, shutdown).await;
+            let _ = stream.set_nodelay(true);
+            match shared.opts.tls.clone() {
+                None => connection(stream, peer, shared, shutdown).await,
+                // Off loopback: mutual TLS, the client's certificate verified against
+                // `tlsCaFile` before any request is read.
+                Some(tls) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, accept).await {
+                        Ok(Ok(tls)) => connection(tls, peer, shared, shutdown).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "MetaServer TLS handshake failed."),
+                        Err(_) => debug!(%peer, "MetaServer TLS handshake timed out."),
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -105,8 +118,10 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Ca
 
 /// Serves one connection (HTTP/1.1, or HTTP/2 with prior knowledge) until it closes or the
 /// server shuts down.
-async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let _ = stream.set_nodelay(true);
+async fn connection<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc = service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(handle(shared, req).await) }
