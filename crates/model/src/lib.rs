@@ -17,4 +17,4 @@ mod resource;
 pub use content::Content;
 pub use message::{DecodeError, Header, MAX_MESSAGE_SIZE, Message, Route, now_millis};
 pub use operation::Operation;
-pub use resource::{CloudResource, ResourceError, ResourcePath, trim_node_prefix};
+pub use resource::{CloudResource, ResourceError, ResourcePath, trim_node_prefix, valid_node_name};

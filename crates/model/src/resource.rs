@@ -169,3 +169,13 @@ mod tests {
         assert_eq!(trim_node_prefix("default/pod/x"), "default/pod/x");
     }
 }
+
+/// Whether `name` is a valid node name: a DNS-1123 subdomain (lowercase alphanumerics, `-` and
+/// `.`, starting and ending alphanumeric, at most 253 characters).
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}

@@ -221,13 +221,7 @@ fn check_handshake(req: &Request, cert_cn: &str, auth: AuthMode) -> Result<Ident
 }
 
 /// A DNS-1123 subdomain, as node names are.
-pub fn valid_node_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
-}
+pub use kubeedge_model::valid_node_name;
 
 /// Client-side options.
 #[derive(Debug, Clone)]
