@@ -128,6 +128,16 @@ pub fn trim_node_prefix(resource: &str) -> &str {
     }
 }
 
+/// Whether `name` is a valid node name: a DNS-1123 subdomain (lowercase alphanumerics, `-` and
+/// `.`, starting and ending alphanumeric, at most 253 characters).
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,12 +180,3 @@ mod tests {
     }
 }
 
-/// Whether `name` is a valid node name: a DNS-1123 subdomain (lowercase alphanumerics, `-` and
-/// `.`, starting and ending alphanumeric, at most 253 characters).
-pub fn valid_node_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
-}
