@@ -9,7 +9,7 @@
 //! | 4, 5 | CSRs asking system:masters, serverAuth, IP SANs | `cloudhub_join::certificates_are_built_not_copied`, `row5_a_node_certificate_cannot_pose_as_cloudhub` |
 //! | 6 | the shared token mints a certificate for a connected node and steals its session | `row6_a_token_cannot_take_over_a_node` |
 //! | 7 | DynamicController: read casecret, patch another node, create a pod elsewhere | `row7_dynamic_controller_applications_are_authorized` |
-//! | — | every upstream edge message type, naming another node's objects | `fixture_messages_for_another_node_are_all_refused` |
+//! | — | every recorded upstream edge message type that names an object, rewritten to name another node's | `fixture_messages_for_another_node_are_all_refused` |
 
 mod scripted;
 
@@ -132,10 +132,26 @@ async fn row1_an_edge_reads_only_what_its_pods_use() {
     assert_eq!(reply.content.decode::<Value>().unwrap()["data"]["k"], "a");
     let reply = a.ask(&upstream("default/secret/a-secret", "query", Content::null())).await.unwrap();
     assert_eq!(reply.content.decode::<Value>().unwrap()["kind"], "Secret");
-    let tr =
-        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}});
-    let reply =
-        a.ask(&upstream("default/serviceaccounttoken/a-robot", "query", Content::json(&tr).unwrap())).await.unwrap();
+    // Tokens only bound to a pod of its own that runs as that account (NodeRestriction).
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let a_uid = pods.get("a-pod").await.unwrap().metadata.uid.unwrap();
+    let b_uid = pods.get("b-pod").await.unwrap().metadata.uid.unwrap();
+    let tr = |bound: Value| {
+        let tr = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600, "boundObjectRef": bound}});
+        upstream("default/serviceaccounttoken/a-robot", "query", Content::json(&tr).unwrap())
+    };
+    for bound in [
+        Value::Null,
+        json!({"apiVersion": "v1", "kind": "Pod", "name": "a-pod"}),
+        json!({"apiVersion": "v1", "kind": "Pod", "name": "b-pod", "uid": b_uid}),
+        json!({"apiVersion": "v1", "kind": "Pod", "name": "a-pod", "uid": b_uid}),
+        json!({"apiVersion": "v1", "kind": "Secret", "name": "a-secret", "uid": "x"}),
+    ] {
+        let reply = a.ask(&tr(bound.clone())).await.unwrap();
+        assert_eq!(error_code(&reply), Some(403), "{bound}: {:?}", reply.content);
+    }
+    let reply = a.ask(&tr(json!({"apiVersion": "v1", "kind": "Pod", "name": "a-pod", "uid": a_uid}))).await.unwrap();
     let body: Value = reply.content.decode().unwrap();
     assert!(body.pointer("/status/token").and_then(Value::as_str).is_some_and(|t| !t.is_empty()), "{body}");
     // Refusals are counted.
@@ -145,7 +161,7 @@ async fn row1_an_edge_reads_only_what_its_pods_use() {
         .filter(|l| l.starts_with("kubeedge_cloudcore_authorization_refusals_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
-    assert!(refused >= 11, "refusals counted: {refused}\n{metrics}");
+    assert!(refused >= 16, "refusals counted: {refused}\n{metrics}");
     c.stop().await;
 }
 
@@ -205,6 +221,25 @@ async fn row2_3_an_edge_writes_only_its_own_objects() {
     assert_eq!(error_code(&reply), Some(403));
     let reply = a.ask(&upstream("default/pod", "delete", Content::null())).await.unwrap();
     assert_eq!(error_code(&reply), Some(403), "a name-less delete");
+    // A pod not scheduled yet is no node's: not deletable by an edge.
+    create::<Pod>(
+        &c.client,
+        None,
+        json!({"metadata": {"name": "pending"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+    )
+    .await;
+    let reply = a.ask(&upstream("default/pod/pending", "delete", Content::null())).await.unwrap();
+    assert_eq!(error_code(&reply), Some(403), "{:?}", reply.content);
+    assert!(pods.get_opt("pending").await.unwrap().is_some_and(|p| p.metadata.deletion_timestamp.is_none()));
+    // A write that names its own object in the resource and another in the content.
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "edge-b", "namespace": "kube-node-lease"}, "spec": {"holderIdentity": "edge-b"}});
+    let reply =
+        a.ask(&upstream("kube-node-lease/lease/edge-a", "insert", Content::json(&lease).unwrap())).await.unwrap();
+    assert_eq!(error_code(&reply), Some(403), "{:?}", reply.content);
+    let node = json!({"metadata": {"name": "edge-b", "labels": {"owned": "yes"}}});
+    let reply = a.ask(&upstream("null/node/edge-a", "update", Content::json(&node).unwrap())).await.unwrap();
+    assert_eq!(error_code(&reply), Some(403), "{:?}", reply.content);
     let b_now = pods.get("b-pod").await.unwrap();
     assert_ne!(b_now.status.and_then(|s| s.phase).as_deref(), Some("Failed"));
     assert!(b_now.metadata.deletion_timestamp.is_none());
@@ -282,6 +317,9 @@ async fn fixture_messages_for_another_node_are_all_refused() {
 async fn row6_a_token_cannot_take_over_a_node() {
     let mut cloud = Cluster::start(&[]).await;
     let c = &mut cloud;
+    // A certificate of edge-b that leaked: issued before the one edge-b connects with.
+    let (other, other_key) = node_cert(&c.ca, "edge-b");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a strictly later notBefore
     let (_a, mut b, _) = two_edges(c).await;
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "kubeedge");
     let token =
@@ -313,9 +351,29 @@ async fn row6_a_token_cannot_take_over_a_node() {
     .await;
     assert_eq!(code, 200);
 
-    // A second certificate of edge-b, issued in the same second (a leaked parallel one): its
-    // session is refused and the real edge-b keeps its own.
-    let (other, other_key) = node_cert(&c.ca, "edge-b");
+    // A Node an edge registered (and that is not connected) is not free either; one the
+    // operator created and no edge used is.
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    for (name, annotations) in [("edge-d", json!({"kubeedge.io/registered-by-edge": "true"})), ("edge-e", json!({}))] {
+        let n = serde_json::from_value(json!({"metadata": {"name": name, "annotations": annotations}})).unwrap();
+        nodes.create(&PostParams::default(), &n).await.unwrap();
+    }
+    for (name, want) in [("edge-d", 403), ("edge-e", 200)] {
+        let (csr, _) = kubeedge_pki::edge_csr(name).unwrap();
+        let (code, body) = join_get(
+            &c.https,
+            c.ca.cert_der(),
+            "/edge.crt",
+            &[("NodeName", name), ("Authorization", &bearer)],
+            csr,
+            None,
+        )
+        .await;
+        assert_eq!(code, want, "{name}: {}", String::from_utf8_lossy(&body));
+    }
+
+    // The older, leaked certificate of edge-b: its session is refused and the real edge-b
+    // keeps its own.
     let mut mark = c.cloud.mark();
     match Edge::connect_with(&c.ca, &c.ws, "edge-b", &other, &other_key).await {
         Ok(mut thief) => {
@@ -349,6 +407,22 @@ async fn row6_a_token_cannot_take_over_a_node() {
     c.cloud.wait_for_line_since(mark, "Replacing the node's previous session.");
     create::<Pod>(&c.client, Some("default"), json!({"metadata": {"name": "b-pod-3"}, "spec": {"nodeName": "edge-b", "containers": [{"name": "c", "image": "busybox"}]}})).await;
     rejoined.expect("the re-joined edge gets pods", |m| m.router.resource == "default/pod/b-pod-3").await.unwrap();
+    // The superseded (leaked) certificate cannot rotate into a newer one either; the current can.
+    let (csr_r, _) = kubeedge_pki::edge_csr("edge-b").unwrap();
+    let (code, body) = join_get(
+        &c.https,
+        c.ca.cert_der(),
+        "/edge.crt",
+        &[("NodeName", "edge-b")],
+        csr_r.clone(),
+        Some((&other, &other_key)),
+    )
+    .await;
+    assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("superseded"));
+    let (code, _) =
+        join_get(&c.https, c.ca.cert_der(), "/edge.crt", &[("NodeName", "edge-b")], csr_r, Some((&newer, &key))).await;
+    assert_eq!(code, 200);
     // A token bound to edge-b is no good for edge-a.
     let (csr_a, _) = kubeedge_pki::edge_csr("edge-a").unwrap();
     let (code, _) = join_get(
@@ -368,6 +442,12 @@ async fn row6_a_token_cannot_take_over_a_node() {
 async fn row7_dynamic_controller_applications_are_authorized() {
     let c = Cluster::start(&[(&["modules", "dynamicController", "enable"], "true")]).await;
     let (mut a, _b, _) = two_edges(&c).await;
+    create::<Pod>(
+        &c.client,
+        None,
+        json!({"metadata": {"name": "pending"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+    )
+    .await;
     use base64::Engine;
     let b64 = |v: &Value| base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(v).unwrap());
     let app = |key: &str, verb: &str, option: Value, body: Option<Value>| {
@@ -399,17 +479,39 @@ async fn row7_dynamic_controller_applications_are_authorized() {
         app("/core/v1/pods/default/b-pod", "delete", json!({}), None),
         app("/core/v1/pods/null/null", "list", json!({}), None),
         app("/apps/v1/deployments/default/null", "create", json!({}), Some(json!({"metadata": {"name": "d"}}))),
+        app("/core/v1/pods/default/pending", "delete", json!({}), None),
+        app(
+            "/coordination.k8s.io/v1/leases/kube-node-lease/null",
+            "create",
+            json!({}),
+            Some(json!({"metadata": {"name": "edge-b", "namespace": "kube-node-lease"}})),
+        ),
     ];
     for m in attacks {
         let reply = a.ask(&m).await.unwrap();
         let key = m.content.decode::<Value>().unwrap()["Key"].clone();
         assert_eq!(status_of(&reply), ("Rejected".to_owned(), Some(403)), "{key}: {:?}", reply.content);
     }
+    // Key and body naming different objects, or a patch type the authorizer cannot read.
+    let json_patch = json!({"Name": "edge-a", "PatchType": "application/json-patch+json",
+        "Data": b64(&json!([{"op": "add", "path": "/metadata/labels/node-restriction.kubernetes.io~1zone", "value": "x"}]))});
+    for m in [
+        app("/core/v1/nodes/null/edge-a", "update", json!({}), Some(json!({"metadata": {"name": "edge-b"}}))),
+        app("/core/v1/nodes/null/edge-a", "updatestatus", json!({}), Some(json!({"metadata": {"name": "edge-b"}}))),
+        app("/core/v1/pods/default/a-pod", "updatestatus", json!({}), Some(json!({"metadata": {"name": "b-pod"}}))),
+        app("/core/v1/nodes/null/edge-a", "patch", json_patch, None),
+    ] {
+        let reply = a.ask(&m).await.unwrap();
+        let v: Value = reply.content.decode().unwrap();
+        assert_eq!(v["Status"], "Rejected", "{:?}", reply.content);
+        assert!(!v["Reason"].as_str().unwrap_or_default().is_empty(), "{v}");
+    }
     let nodes: Api<Node> = Api::all(c.client.clone());
     let b = nodes.get("edge-b").await.unwrap();
     assert!(!b.metadata.labels.unwrap_or_default().contains_key("owned"));
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
     assert!(pods.get_opt("evil").await.unwrap().is_none() && pods.get_opt("b-pod").await.unwrap().is_some());
+    assert!(pods.get_opt("pending").await.unwrap().is_some_and(|p| p.metadata.deletion_timestamp.is_none()));
     // Legitimate: its own node, its pods' configmap, discovery, its own pods by field selector.
     let ok = [
         app("/core/v1/nodes/null/edge-a", "get", json!({}), None),
@@ -425,9 +527,10 @@ async fn row7_dynamic_controller_applications_are_authorized() {
     c.stop().await;
 }
 
-/// Row 5's other half: even a certificate that says serverAuth and carries the right IP SAN,
-/// if it is a node's (or anything but CloudHub's), cannot serve edges — and the join API never
-/// issues such a certificate. EdgeHub's client verifies serverAuth and the dialled address.
+/// Row 5's other half: what the join API issues (`Ca::issue_node_client`, the function behind
+/// `/edge.crt`, whose output `cloudhub_join::certificates_are_built_not_copied` checks through
+/// the real endpoint) for a CSR asking serverAuth and the right IP SAN cannot serve edges:
+/// EdgeHub's client verifies serverAuth and the dialled address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row5_a_node_certificate_cannot_pose_as_cloudhub() {
     let ca = kubeedge_pki::Ca::generate().unwrap();

@@ -182,11 +182,12 @@ impl NodeAuthorizer {
         Self { client, view, metrics, module }
     }
 
-    /// Decides one request; `body` is the object of a create or update (for mirror pods).
-    /// A refusal is logged and counted.
-    pub async fn authorize(&self, a: &Attributes, body: Option<&Value>) -> Result<(), Denied> {
+    /// Decides one request; `body` is the object a create or update writes, or a patch's data.
+    /// A refusal is logged and counted. A grant on a pod names the pod that was checked: the
+    /// caller pins its write to that UID, so a pod recreated meanwhile elsewhere is not touched.
+    pub async fn authorize(&self, a: &Attributes, body: Option<&Value>) -> Result<Grant, Denied> {
         match self.decide(a, body).await {
-            Ok(()) => Ok(()),
+            Ok(g) => Ok(g),
             Err(d) => Err(self.refuse(&d.attrs, d.reason)),
         }
     }
@@ -210,11 +211,10 @@ impl NodeAuthorizer {
         d
     }
 
-    async fn decide(&self, a: &Attributes, body: Option<&Value>) -> Result<(), Denied> {
+    async fn decide(&self, a: &Attributes, body: Option<&Value>) -> Result<Grant, Denied> {
         let deny = |why: String| Err(Denied::new(a, why));
-        // A create names its object in the body.
-        let body_name = body.and_then(|b| b.pointer("/metadata/name")).and_then(Value::as_str).unwrap_or_default();
-        let own = if a.name.is_empty() && a.verb == "create" { body_name == a.node } else { a.name == a.node };
+        let ok = || Ok(Grant::default());
+        let own = a.name == a.node;
         match (a.group.as_str(), a.resource.as_str()) {
             ("", "secrets")
                 if is_protected_secret(&a.namespace, &a.name)
@@ -222,20 +222,23 @@ impl NodeAuthorizer {
             {
                 deny("KubeEdge's key material is never readable by an edge".into())
             }
-            ("", "nodes") if own => self.node_labels(a, body).await,
+            ("", "nodes") if own => self.node_restrictions(a, body).await.map(|()| Grant::default()),
             ("", "nodes") => deny(format!("node '{}' may only access its own Node object", a.node)),
             ("coordination.k8s.io", "leases") => {
                 if a.namespace == "kube-node-lease" && own {
-                    Ok(())
+                    ok()
                 } else {
                     deny(format!("node '{}' may only use its own lease kube-node-lease/{}", a.node, a.node))
                 }
             }
             ("" | "events.k8s.io", "events") => match a.verb.as_str() {
-                "create" | "update" | "patch" => Ok(()),
+                "create" | "update" | "patch" => ok(),
                 _ => deny(format!("node '{}' may only write events", a.node)),
             },
             ("", "pods") => self.pods(a, body).await,
+            ("", "serviceaccounts") if a.subresource == "token" && a.verb == "create" && !a.name.is_empty() => {
+                self.token_request(a, body).await.map(|()| Grant::default())
+            }
             ("", "configmaps" | "secrets" | "persistentvolumeclaims" | "serviceaccounts") => {
                 let ty = match a.resource.as_str() {
                     "configmaps" => resource_type::CONFIGMAP,
@@ -243,16 +246,11 @@ impl NodeAuthorizer {
                     "persistentvolumeclaims" => resource_type::PERSISTENT_VOLUME_CLAIM,
                     _ => crate::edgecontroller::view::SERVICE_ACCOUNT,
                 };
-                let verb_ok = match (a.resource.as_str(), a.subresource.as_str()) {
-                    ("serviceaccounts", "token") => a.verb == "create",
-                    (_, "") => a.verb == "get",
-                    _ => false,
-                };
-                if !verb_ok || a.name.is_empty() {
+                if a.verb != "get" || !a.subresource.is_empty() || a.name.is_empty() {
                     return deny(format!("node '{}' may only get single objects its pods use", a.node));
                 }
                 let r: Ref = (ty, a.namespace.clone(), a.name.clone());
-                if self.view.node_uses(&a.node, &r) { Ok(()) } else { deny(no_relationship(&a.node)) }
+                if self.view.node_uses(&a.node, &r) { ok() } else { deny(no_relationship(&a.node)) }
             }
             ("", "persistentvolumes") if a.verb == "get" && !a.name.is_empty() => {
                 for (_, ns, claim) in self.view.node_refs(&a.node, resource_type::PERSISTENT_VOLUME_CLAIM) {
@@ -260,7 +258,7 @@ impl NodeAuthorizer {
                     if let Ok(Some(pvc)) = api.get_opt(&claim).await
                         && pvc.spec.and_then(|s| s.volume_name).as_deref() == Some(a.name.as_str())
                     {
-                        return Ok(());
+                        return ok();
                     }
                 }
                 deny(no_relationship(&a.node))
@@ -278,57 +276,101 @@ impl NodeAuthorizer {
                     Ok(Some(va))
                         if va.data.pointer("/spec/nodeName").and_then(Value::as_str) == Some(a.node.as_str()) =>
                     {
-                        Ok(())
+                        ok()
                     }
                     _ => deny(no_relationship(&a.node)),
                 }
             }
-            ("", "services" | "endpoints") | ("discovery.k8s.io", "endpointslices") if a.is_read() => Ok(()),
+            ("", "services" | "endpoints") | ("discovery.k8s.io", "endpointslices") if a.is_read() => ok(),
             ("storage.k8s.io", "csidrivers" | "csinodes" | "storageclasses") | ("node.k8s.io", "runtimeclasses")
                 if a.is_read() =>
             {
-                Ok(())
+                ok()
             }
             _ => deny(format!("the node authorizer grants edges no {} access to {}", a.verb, a.resource)),
         }
     }
 
-    async fn pods(&self, a: &Attributes, body: Option<&Value>) -> Result<(), Denied> {
+    async fn pods(&self, a: &Attributes, body: Option<&Value>) -> Result<Grant, Denied> {
         let deny = |why: String| Err(Denied::new(a, why));
         match (a.verb.as_str(), a.subresource.as_str()) {
             ("create", "") => match body {
-                Some(pod) => mirror::check(&a.node, pod).map_err(|why| Denied::new(a, why)),
+                Some(pod) => mirror::check(&a.node, pod).map(|()| Grant::default()).map_err(|why| Denied::new(a, why)),
                 None => deny(format!("node '{}' can only create mirror pods", a.node)),
             },
             // A list or watch must be of this node's pods (fieldSelector spec.nodeName=node):
             // callers put the selected node in `name`.
-            ("list" | "watch", "") if a.name == a.node => Ok(()),
+            ("list" | "watch", "") if a.name == a.node => Ok(Grant::default()),
             ("get" | "delete", "") | ("update" | "patch", "status") | ("create", "eviction") if !a.name.is_empty() => {
-                match self.pod_node(&a.namespace, &a.name).await {
-                    Some(n) if n == a.node => Ok(()),
-                    // A pod that is gone is not anyone's: let the API say 404 for a delete.
-                    None if a.verb == "delete" => Ok(()),
-                    _ => deny(no_relationship(&a.node)),
+                match self.pod_binding(&a.namespace, &a.name).await {
+                    Err(e) => deny(format!("the pod's binding could not be read: {e}")),
+                    // Gone: the API answers 404 (the caller pins the write to no UID, so a pod
+                    // created meanwhile under that name is not touched).
+                    Ok(None) => Ok(Grant { pod_uid: None, pod_checked: true }),
+                    Ok(Some((node, uid))) if node == a.node => Ok(Grant { pod_uid: Some(uid), pod_checked: true }),
+                    Ok(Some(_)) => deny(no_relationship(&a.node)),
                 }
             }
             _ => deny(format!("node '{}' may not {} pods{}", a.node, a.verb, sub_suffix(&a.subresource))),
         }
     }
 
-    /// NodeRestriction: a node never sets labels under `node-restriction.kubernetes.io/`; an
-    /// update may carry them only unchanged.
-    async fn node_labels(&self, a: &Attributes, body: Option<&Value>) -> Result<(), Denied> {
-        let wanted = body.map(mirror::restricted_labels).unwrap_or_default();
-        if wanted.is_empty() {
+    /// NodeRestriction's TokenRequest rule: bound to a pod (by name and UID) that is bound to
+    /// this node and runs as that service account.
+    async fn token_request(&self, a: &Attributes, body: Option<&Value>) -> Result<(), Denied> {
+        let deny = |why: String| Err(Denied::new(a, why));
+        let bound = body.and_then(|b| b.pointer("/spec/boundObjectRef"));
+        let field = |k: &str| bound.and_then(|r| r.get(k)).and_then(Value::as_str).unwrap_or_default();
+        if field("kind") != "Pod" || field("name").is_empty() || field("uid").is_empty() {
+            return deny(format!(
+                "node '{}' may only request tokens bound to a pod (spec.boundObjectRef kind Pod with name and uid)",
+                a.node
+            ));
+        }
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &a.namespace);
+        let pod = match api.get_opt(field("name")).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return deny(format!("the pod {:?} the token is bound to does not exist", field("name"))),
+            Err(e) => return deny(format!("the pod the token is bound to could not be read: {e}")),
+        };
+        let spec = pod.spec.unwrap_or_default();
+        let sa = spec.service_account_name.as_deref().or(spec.service_account.as_deref()).unwrap_or("default");
+        if pod.metadata.uid.as_deref() != Some(field("uid"))
+            || spec.node_name.as_deref() != Some(a.node.as_str())
+            || sa != a.name
+        {
+            return deny(no_relationship(&a.node));
+        }
+        Ok(())
+    }
+
+    /// NodeRestriction for a node's own Node: it never sets labels under
+    /// `node-restriction.kubernetes.io/` (an update may carry them only unchanged), and it
+    /// does not change its taints after creation.
+    async fn node_restrictions(&self, a: &Attributes, body: Option<&Value>) -> Result<(), Denied> {
+        let Some(body) = body else { return Ok(()) };
+        let wanted = mirror::restricted_labels(body);
+        let taints = body.pointer("/spec/taints");
+        if wanted.is_empty() && (taints.is_none() || a.verb == "create" || a.subresource == "status") {
             return Ok(());
         }
-        let current = if a.verb == "create" {
-            None
-        } else {
-            let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
-            api.get_opt(&a.node).await.ok().flatten()
+        if a.verb == "create" {
+            let (k, _) = &wanted[0];
+            return Err(Denied::new(
+                a,
+                format!(
+                    "is not allowed to set labels: {k} (the {} prefix is the administrators')",
+                    mirror::RESTRICTED_LABEL_PREFIX
+                ),
+            ));
+        }
+        let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let current = match api.get_opt(&a.node).await {
+            Ok(n) => n,
+            Err(e) => return Err(Denied::new(a, format!("the Node could not be read: {e}"))),
         };
-        let labels = current.and_then(|n| n.metadata.labels).unwrap_or_default();
+        let current = current.unwrap_or_default();
+        let labels = current.metadata.labels.unwrap_or_default();
         for (k, v) in wanted {
             if labels.get(&k).map(|l| Value::String(l.clone())) != Some(v) {
                 return Err(Denied::new(
@@ -340,13 +382,46 @@ impl NodeAuthorizer {
                 ));
             }
         }
+        if let Some(t) = taints
+            && a.subresource != "status"
+        {
+            let now = serde_json::to_value(current.spec.and_then(|s| s.taints).unwrap_or_default()).unwrap_or_default();
+            let wanted = if t.is_null() { json!([]) } else { t.clone() };
+            if wanted != now {
+                return Err(Denied::new(a, "is not allowed to modify taints".to_owned()));
+            }
+        }
         Ok(())
     }
 
-    /// The node a pod is bound to (from the cluster, so a stale view never grants).
-    pub async fn pod_node(&self, namespace: &str, name: &str) -> Option<String> {
+    /// The node a pod is bound to and its UID (`None`: no such pod). A pod not yet scheduled
+    /// is bound to `""`, which is no node's.
+    async fn pod_binding(&self, namespace: &str, name: &str) -> Result<Option<(String, String)>, kube::Error> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        api.get_opt(name).await.ok().flatten().and_then(|p| p.spec.and_then(|s| s.node_name))
+        Ok(api
+            .get_opt(name)
+            .await?
+            .map(|p| (p.spec.and_then(|s| s.node_name).unwrap_or_default(), p.metadata.uid.unwrap_or_default())))
+    }
+}
+
+/// What a granted request may rely on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// For a pod request: the UID of the pod (bound to the node) that was checked; `None` when
+    /// no such pod exists.
+    pub pod_uid: Option<String>,
+    /// Whether the grant was decided on a pod lookup (so [`Grant::pin_uid`] applies).
+    pub pod_checked: bool,
+}
+
+/// A UID no object has: a write pinned to it fails with 404 (absent) or 409 (recreated).
+pub const NO_UID: &str = "00000000-0000-0000-0000-000000000000";
+
+impl Grant {
+    /// The UID a pod write must be pinned to, when the grant was decided on a pod lookup.
+    pub fn pin_uid(&self) -> Option<&str> {
+        self.pod_checked.then(|| self.pod_uid.as_deref().unwrap_or(NO_UID))
     }
 }
 

@@ -193,6 +193,12 @@ async fn sign(api: &JoinApi, req: Request<Incoming>, client_cert: Option<&[u8]>)
             if !subject_matches(&cn, &orgs, &node, api.permissive) {
                 return Err((StatusCode::FORBIDDEN, format!("certificate {cn:?} may not renew node {node:?}")));
             }
+            if cn == format!("system:node:{node}") {
+                not_superseded(api, &node, cert).await?;
+            } else {
+                // v1.15's shared subject names no node: it may not take one over either.
+                may_take(api, &node).await?;
+            }
             true
         }
         _ => false,
@@ -236,8 +242,50 @@ async fn sign(api: &JoinApi, req: Request<Incoming>, client_cert: Option<&[u8]>)
         .ca
         .issue_node_client(&body, &node, valid_for)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("signing the CSR: {e}")))?;
-    record_not_after(api, &node, &cert).await;
+    record_not_after(api, &node, &cert).await?;
     Ok(cert)
+}
+
+/// The recorded expiry of `node`'s latest certificate: `Ok(None)` when there is no Node or no
+/// record; an unreadable record is an error (fail closed).
+async fn recorded_not_after(
+    api: &JoinApi,
+    node: &str,
+) -> Result<Option<(Node, Option<k8s_openapi::jiff::Timestamp>)>, Refusal> {
+    let nodes: Api<Node> = Api::all(api.client.clone());
+    let existing = nodes
+        .get_opt(node)
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("checking node {node:?}: {e}")))?;
+    let Some(existing) = existing else { return Ok(None) };
+    let recorded = existing.metadata.annotations.as_ref().and_then(|a| a.get(CERT_NOT_AFTER)).cloned();
+    let parsed = match recorded {
+        None => None,
+        Some(t) => Some(t.parse::<k8s_openapi::jiff::Timestamp>().map_err(|_| {
+            (StatusCode::FORBIDDEN, format!("node {node:?} has an unreadable {CERT_NOT_AFTER} annotation {t:?}"))
+        })?),
+    };
+    Ok(Some((existing, parsed)))
+}
+
+/// A rotation must present the node's latest certificate, not one it has replaced since (a
+/// leaked old certificate must not mint a newer one). Certificates are issued for the same
+/// duration, so an older one expires earlier than the recorded latest.
+async fn not_superseded(api: &JoinApi, node: &str, cert: &[u8]) -> Result<(), Refusal> {
+    let (_, not_after) = kubeedge_pki::validity(cert).map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
+    if let Some((_, Some(latest))) = recorded_not_after(api, node).await?
+        && not_after + 1 < latest.as_second()
+    {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "this certificate of node {node:?} was superseded by a newer one (valid until {latest}); \
+                 rotate with the current certificate, or re-join with a token bound to the node \
+                 (keadm gettoken --node {node})"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether upstream's shared token may issue a certificate for `node`: not while it is
@@ -250,14 +298,8 @@ async fn may_take(api: &JoinApi, node: &str) -> Result<(), Refusal> {
             format!("node {node:?} is connected; a shared join token cannot replace it: {rejoin}"),
         ));
     }
-    let nodes: Api<Node> = Api::all(api.client.clone());
-    let existing = nodes
-        .get_opt(node)
-        .await
-        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("checking node {node:?}: {e}")))?;
-    let Some(existing) = existing else { return Ok(()) };
+    let Some((existing, not_after)) = recorded_not_after(api, node).await? else { return Ok(()) };
     let annotations = existing.metadata.annotations.unwrap_or_default();
-    let not_after = annotations.get(CERT_NOT_AFTER).and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
     match not_after {
         Some(t) if t < k8s_openapi::jiff::Timestamp::now() => Ok(()),
         // A Node the operator created, never used by an edge: the first join.
@@ -273,16 +315,21 @@ async fn may_take(api: &JoinApi, node: &str) -> Result<(), Refusal> {
     }
 }
 
-/// Notes the new certificate's expiry on the Node (when it exists yet), for [`may_take`].
-async fn record_not_after(api: &JoinApi, node: &str, cert: &[u8]) {
-    let Ok((_, not_after)) = kubeedge_pki::validity(cert) else { return };
-    let Ok(t) = k8s_openapi::jiff::Timestamp::from_second(not_after) else { return };
+/// Notes the new certificate's expiry on the Node (when it exists yet), for [`may_take`] and
+/// [`not_superseded`]. A certificate whose issue cannot be recorded is not handed out.
+async fn record_not_after(api: &JoinApi, node: &str, cert: &[u8]) -> Result<(), Refusal> {
+    let internal = |why: String| (StatusCode::INTERNAL_SERVER_ERROR, why);
+    let (_, not_after) = kubeedge_pki::validity(cert).map_err(|e| internal(e.to_string()))?;
+    let t = k8s_openapi::jiff::Timestamp::from_second(not_after).map_err(|e| internal(e.to_string()))?;
     let nodes: Api<Node> = Api::all(api.client.clone());
     let patch = serde_json::json!({"metadata": {"annotations": {CERT_NOT_AFTER: t.to_string()}}});
     match nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => warn!(node, error = %e, "Recording the certificate's expiry on the Node failed."),
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => {
+            warn!(node, error = %e, "Recording the certificate's expiry on the Node failed; the certificate is withheld.");
+            Err((StatusCode::SERVICE_UNAVAILABLE, format!("recording the certificate on node {node:?}: {e}")))
+        }
     }
 }
 

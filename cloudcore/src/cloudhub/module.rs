@@ -86,6 +86,12 @@ impl Module for CloudHubModule {
             let shutdown = ctx.shutdown().clone();
             let ca = Arc::new(pki.ca);
             let permissive = !cfg.node_identity_check;
+            if permissive {
+                warn!(
+                    "modules.cloudHub.nodeIdentityCheck is false: any certificate signed by the CA may claim any node, \
+                     so the node authorizer trusts the node a connection claims (needed only for pre-1.17 edges)."
+                );
+            }
 
             {
                 let (client, ca, shutdown) = (client.clone(), ca.clone(), shutdown.clone());

@@ -140,10 +140,11 @@ fn field(selector: &str, key: &str) -> Option<String> {
         .find_map(|t| t.trim().strip_prefix(key)?.strip_prefix('=').map(|v| v.trim_start_matches('=').to_owned()))
 }
 
-/// An Application in the node authorizer's terms, with the body it writes; `None` for the
-/// discovery pass-through (any node may read it).
-pub fn attributes(node: &str, app: &Application) -> Option<(Attributes, Option<Value>)> {
-    let (group, _version, plural, ns, name) = parse_key(&app.key)?;
+/// An Application in the node authorizer's terms, with the body it writes; `Ok(None)` for the
+/// discovery pass-through (any node may read it); `Err` for an Application whose body names
+/// another object than its key (what is authorized is what is written).
+pub fn attributes(node: &str, app: &Application) -> Result<Option<(Attributes, Option<Value>)>, String> {
+    let Some((group, _version, plural, ns, name)) = parse_key(&app.key) else { return Ok(None) };
     let option: Value = serde_json::from_slice(&app.option).unwrap_or(Value::Null);
     let body = serde_json::from_slice::<Value>(&app.req_body).ok();
     let mut a = Attributes::new(node, &app.verb, &group, &plural, &ns, &name);
@@ -151,6 +152,27 @@ pub fn attributes(node: &str, app: &Application) -> Option<(Attributes, Option<V
         "create" | "update" | "updatestatus" => body,
         _ => None,
     };
+    if let Some(b) = &body {
+        let meta =
+            |k: &str| b.pointer(&format!("/metadata/{k}")).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let (body_name, body_ns) = (meta("name"), meta("namespace"));
+        if !body_name.is_empty() && !name.is_empty() && body_name != name {
+            return Err(format!("the body names {body_name:?}, the key {:?}", app.key));
+        }
+        if !body_ns.is_empty() && body_ns != ns {
+            return Err(format!("the body's namespace {body_ns:?} is not the key's {:?}", app.key));
+        }
+        if name.is_empty() {
+            a.name = body_name;
+        }
+    }
+    let pinned_kind = group.is_empty() && matches!(plural.as_str(), "nodes" | "pods");
+    if app.verb == "patch" && pinned_kind {
+        let ptype = option.get("PatchType").and_then(Value::as_str).unwrap_or_default();
+        if matches!(ptype, "application/json-patch+json" | "application/apply-patch+yaml") {
+            return Err(format!("{plural} may be patched by an edge with merge or strategic-merge patches only"));
+        }
+    }
     match app.verb.as_str() {
         "updatestatus" => {
             a.verb = "update".into();
@@ -189,7 +211,7 @@ pub fn attributes(node: &str, app: &Application) -> Option<(Attributes, Option<V
         }
         _ => {}
     }
-    Some((a, body))
+    Ok(Some((a, body)))
 }
 
 enum Outcome {
@@ -199,7 +221,9 @@ enum Outcome {
     Bad(String),
 }
 
-async fn process(client: &kube::Client, app: &Application) -> Outcome {
+/// Performs an authorized Application; `pin` is the UID of the pod the authorizer checked,
+/// which a pod write is pinned to (a precondition).
+async fn process(client: &kube::Client, app: &Application, pin: Option<&str>) -> Outcome {
     let Some((group, version, plural, ns, name)) = parse_key(&app.key) else {
         if app.verb != "get" || !pass_through(&app.key) {
             return Outcome::Bad(format!("{} of {} is not supported", app.verb, app.key));
@@ -248,8 +272,12 @@ async fn process(client: &kube::Client, app: &Application) -> Outcome {
             Err(e) => Outcome::Bad(e),
         },
         "update" | "updatestatus" => match body() {
-            Ok(o) => {
-                let name = o.metadata.name.clone().unwrap_or(name);
+            Ok(mut o) => {
+                // The key's name, which was authorized (the body may only repeat it).
+                o.metadata.name = Some(name.clone());
+                if let Some(uid) = pin {
+                    o.metadata.uid = Some(uid.to_owned());
+                }
                 let r = if app.verb == "updatestatus" || app.subresource == "status" {
                     api.replace_status(&name, &PostParams::default(), &o).await
                 } else {
@@ -271,6 +299,13 @@ async fn process(client: &kube::Client, app: &Application) -> Outcome {
                 .and_then(|d| B64.decode(d).ok())
                 .and_then(|d| serde_json::from_slice::<Value>(&d).ok())
                 .unwrap_or(Value::Null);
+            let mut data = data;
+            if let (Some(uid), Some(obj)) = (pin, data.as_object_mut()) {
+                let meta = obj.entry("metadata").or_insert_with(|| json!({}));
+                if let Some(meta) = meta.as_object_mut() {
+                    meta.insert("uid".into(), json!(uid));
+                }
+            }
             let patch = match ptype {
                 "application/json-patch+json" => match serde_json::from_value(data) {
                     Ok(p) => Patch::Json(p),
@@ -296,6 +331,9 @@ async fn process(client: &kube::Client, app: &Application) -> Outcome {
             let mut dp = DeleteParams::default();
             if let Some(g) = option.get("gracePeriodSeconds").and_then(Value::as_u64) {
                 dp.grace_period_seconds = u32::try_from(g).ok();
+            }
+            if let Some(uid) = pin {
+                dp.preconditions = Some(kube::api::Preconditions { uid: Some(uid.to_owned()), resource_version: None });
             }
             match api.delete(&name, &dp).await {
                 Ok(_) => Outcome::Ok(None),
@@ -349,13 +387,13 @@ impl Module for DynamicControllerModule {
                 let (client, bus, node, authz) = (client.clone(), ctx.bus.clone(), node.to_owned(), authz.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let decision = match attributes(&node, &app) {
-                        Some((attrs, body)) => authz.authorize(&attrs, body.as_ref()).await,
-                        None => Ok(()),
-                    };
-                    let outcome = match decision {
-                        Ok(()) => process(&client, &app).await,
-                        Err(denied) => Outcome::Denied(denied.status_error()),
+                    let outcome = match attributes(&node, &app) {
+                        Err(why) => Outcome::Bad(why),
+                        Ok(None) => process(&client, &app, None).await,
+                        Ok(Some((attrs, body))) => match authz.authorize(&attrs, body.as_ref()).await {
+                            Ok(grant) => process(&client, &app, grant.pin_uid()).await,
+                            Err(denied) => Outcome::Denied(denied.status_error()),
+                        },
                     };
                     match outcome {
                         Outcome::Ok(resp) => {

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tracing::{debug, warn};
 
 use super::downstream::{Sender, delete_message};
-use crate::authz::{Attributes, NodeAuthorizer};
+use crate::authz::{Attributes, Grant, NodeAuthorizer};
 
 /// Handles upstream messages for one node at a time (the caller keeps per-node order).
 #[derive(Clone)]
@@ -87,9 +87,8 @@ fn content_name(msg: &Message) -> Option<String> {
     content_value(msg)?.pointer("/metadata/name")?.as_str().map(str::to_owned)
 }
 
-/// A message in the node authorizer's terms; `None` for what needs no decision (events are
-/// always allowed and checked there; unknown types are dropped) or is decided per item (the
-/// deprecated `podstatus` list).
+/// A message in the node authorizer's terms; `None` for what needs no decision (unknown types
+/// are dropped) or is decided per item (the deprecated `podstatus` list).
 fn attributes(node: &str, ty: &str, op: &str, ns: &str, name: &str, msg: &Message) -> Option<Attributes> {
     let a = |verb: &str, group: &str, resource: &str, ns: &str, name: &str| {
         Some(Attributes::new(node, verb, group, resource, ns, name))
@@ -139,7 +138,9 @@ fn attributes(node: &str, ty: &str, op: &str, ns: &str, name: &str, msg: &Messag
             a("update", "coordination.k8s.io", "leases", or_lease_ns(ns), &named(name))
         }
         (resource_type::LEASE, operation::QUERY) => a("get", "coordination.k8s.io", "leases", or_lease_ns(ns), name),
-        (resource_type::EVENT, operation::INSERT | operation::UPDATE | operation::PATCH) => None,
+        (resource_type::EVENT, operation::INSERT | operation::UPDATE | operation::PATCH) => {
+            a("create", "", "events", ns, "")
+        }
         _ => None,
     }
 }
@@ -168,14 +169,19 @@ impl Upstream {
         let name = res.path.name.clone().unwrap_or_default();
         let op = msg.router.operation.as_str();
         let ty = res.path.resource_type.as_str();
+        let mut grant = Grant::default();
         if let Some(attrs) = attributes(&node, ty, op, &ns, &name, &msg) {
+            // What the request writes: the object, a patch, or a TokenRequest.
             let body = content_value(&msg);
-            let body = if matches!(op, operation::INSERT | operation::UPDATE) { body.as_ref() } else { None };
-            if let Err(denied) = self.authz.authorize(&attrs, body).await {
-                let err = denied.status_error();
-                let content = if object_resp_reply(ty, op) { object_resp(None, Some(err)) } else { json_content(&err) };
-                self.tx.raw(self.reply(&msg, content)).await;
-                return;
+            match self.authz.authorize(&attrs, body.as_ref()).await {
+                Ok(g) => grant = g,
+                Err(denied) => {
+                    let err = denied.status_error();
+                    let content =
+                        if object_resp_reply(ty, op) { object_resp(None, Some(err)) } else { json_content(&err) };
+                    self.tx.raw(self.reply(&msg, content)).await;
+                    return;
+                }
             }
         }
         let reply = match (ty, op) {
@@ -186,9 +192,11 @@ impl Upstream {
             }
             (resource_type::NODE_PATCH, operation::PATCH) => Some(self.status_patch(&msg, None, &name).await),
             (resource_type::NODE_STATUS, operation::UPDATE) => Some(self.node_status(&msg, &name).await),
-            (resource_type::POD_PATCH, operation::PATCH) => Some(self.status_patch(&msg, Some(&ns), &name).await),
+            (resource_type::POD_PATCH, operation::PATCH) => {
+                Some(self.status_patch(&msg, Some((&ns, grant.pin_uid())), &name).await)
+            }
             (resource_type::POD_STATUS, operation::UPDATE) => Some(self.pod_status(&msg, &node, &ns).await),
-            (resource_type::POD, operation::DELETE) => Some(self.pod_delete(&msg, &ns, &name).await),
+            (resource_type::POD, operation::DELETE) => Some(self.pod_delete(&msg, &ns, &name, grant.pin_uid()).await),
             (resource_type::POD, operation::INSERT) => {
                 self.pod_insert(&msg, &ns).await;
                 None
@@ -274,10 +282,19 @@ impl Upstream {
 
     /// A strategic-merge patch of `nodes/{name}/status` or `pods/{name}/status` (the content is
     /// the patch, usually as a JSON string); the reply carries the patched object.
-    async fn status_patch(&self, msg: &Message, ns: Option<&str>, name: &str) -> Message {
-        let Some(patch) = content_value(msg) else {
+    /// `pod` is the pod's namespace and the UID the authorizer checked: the patch is pinned to
+    /// it (its `metadata.uid`, a precondition), unless the edge pinned it already.
+    async fn status_patch(&self, msg: &Message, pod: Option<(&str, Option<&str>)>, name: &str) -> Message {
+        let Some(mut patch) = content_value(msg) else {
             return self.reply(msg, object_resp(None, Some(bad_request("the patch is not JSON"))));
         };
+        if let (Some((_, Some(uid))), Some(obj)) = (pod, patch.as_object_mut()) {
+            let meta = obj.entry("metadata").or_insert_with(|| json!({}));
+            if let Some(meta) = meta.as_object_mut() {
+                meta.entry("uid").or_insert_with(|| json!(uid));
+            }
+        }
+        let ns = pod.map(|(ns, _)| ns);
         let pp = PatchParams::default();
         let result = match ns {
             None => {
@@ -334,9 +351,8 @@ impl Upstream {
                         continue;
                     }
                     let status = item.get("Status").cloned().unwrap_or(json!({}));
-                    if let Err(e) =
-                        api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await
-                    {
+                    let patch = json!({"metadata": {"uid": uid}, "status": status});
+                    if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
                         warn!(node, pod = name, error = %e, "Pod status update failed.");
                     }
                 }
@@ -354,7 +370,9 @@ impl Upstream {
         }
     }
 
-    async fn pod_delete(&self, msg: &Message, ns: &str, name: &str) -> Message {
+    /// `pinned` is the UID the authorizer checked: without the edge's own precondition, the
+    /// delete is pinned to it.
+    async fn pod_delete(&self, msg: &Message, ns: &str, name: &str, pinned: Option<&str>) -> Message {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let mut dp = DeleteParams::default();
         match content_value(msg) {
@@ -375,6 +393,11 @@ impl Upstream {
                     dp.preconditions = Some(Preconditions { uid: Some(uid.into_owned()), resource_version: None });
                 }
             }
+        }
+        if dp.preconditions.is_none()
+            && let Some(uid) = pinned
+        {
+            dp.preconditions = Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None });
         }
         match api.delete(name, &dp).await {
             Ok(_) => self.reply(msg, Content::string("OK")),

@@ -88,6 +88,21 @@ pub fn refs_of(namespace: &str, pod_name: &str, spec: &PodSpec) -> Vec<Ref> {
         if let Some(cm) = &v.config_map {
             add(resource_type::CONFIGMAP, &cm.name);
         }
+        // Volume plugins that take their credentials from a secret.
+        let plugin_secrets = [
+            v.csi.as_ref().and_then(|c| c.node_publish_secret_ref.as_ref()).map(|r| r.name.as_str()),
+            v.azure_file.as_ref().map(|a| a.secret_name.as_str()),
+            v.cephfs.as_ref().and_then(|c| c.secret_ref.as_ref()).map(|r| r.name.as_str()),
+            v.rbd.as_ref().and_then(|c| c.secret_ref.as_ref()).map(|r| r.name.as_str()),
+            v.iscsi.as_ref().and_then(|c| c.secret_ref.as_ref()).map(|r| r.name.as_str()),
+            v.flex_volume.as_ref().and_then(|c| c.secret_ref.as_ref()).map(|r| r.name.as_str()),
+            v.cinder.as_ref().and_then(|c| c.secret_ref.as_ref()).map(|r| r.name.as_str()),
+            v.scale_io.as_ref().map(|c| c.secret_ref.name.as_str()),
+            v.storageos.as_ref().and_then(|c| c.secret_ref.as_ref()).map(|r| r.name.as_str()),
+        ];
+        for name in plugin_secrets.into_iter().flatten() {
+            add(resource_type::SECRET, name);
+        }
         if let Some(s) = &v.secret {
             add(resource_type::SECRET, s.secret_name.as_deref().unwrap_or_default());
         }

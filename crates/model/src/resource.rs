@@ -179,4 +179,3 @@ mod tests {
         assert_eq!(trim_node_prefix("default/pod/x"), "default/pod/x");
     }
 }
-
