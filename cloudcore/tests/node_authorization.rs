@@ -240,6 +240,15 @@ async fn row2_3_an_edge_writes_only_its_own_objects() {
     let node = json!({"metadata": {"name": "edge-b", "labels": {"owned": "yes"}}});
     let reply = a.ask(&upstream("null/node/edge-a", "update", Content::json(&node).unwrap())).await.unwrap();
     assert_eq!(error_code(&reply), Some(403), "{:?}", reply.content);
+    // Its own node update may carry KubeEdge's annotations (a stale copy): they are left alone.
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let stale = json!({"metadata": {"name": "edge-a", "labels": {"site": "lab"},
+        "annotations": {"kubeedge.io/client-certificate-not-after": "2000-01-01T00:00:00Z"}}});
+    let reply = a.ask(&upstream("null/node/edge-a", "update", Content::json(&stale).unwrap())).await.unwrap();
+    assert_eq!(reply.content.as_str().as_deref(), Some("OK"), "{:?}", reply.content);
+    let a_node = nodes.get("edge-a").await.unwrap();
+    assert_eq!(a_node.metadata.labels.unwrap()["site"], "lab");
+    assert!(!a_node.metadata.annotations.unwrap_or_default().contains_key("kubeedge.io/client-certificate-not-after"));
     let b_now = pods.get("b-pod").await.unwrap();
     assert_ne!(b_now.status.and_then(|s| s.phase).as_deref(), Some("Failed"));
     assert!(b_now.metadata.deletion_timestamp.is_none());
@@ -423,6 +432,11 @@ async fn row6_a_token_cannot_take_over_a_node() {
     let (code, _) =
         join_get(&c.https, c.ca.cert_der(), "/edge.crt", &[("NodeName", "edge-b")], csr_r, Some((&newer, &key))).await;
     assert_eq!(code, 200);
+    // Its reply lost, the edge asks again with the certificate its live session still uses.
+    let (csr_l, _) = kubeedge_pki::edge_csr("edge-b").unwrap();
+    let (code, _) =
+        join_get(&c.https, c.ca.cert_der(), "/edge.crt", &[("NodeName", "edge-b")], csr_l, Some((&newer, &key))).await;
+    assert_eq!(code, 200, "the live session's certificate renews again");
     // A token bound to edge-b is no good for edge-a.
     let (csr_a, _) = kubeedge_pki::edge_csr("edge-a").unwrap();
     let (code, _) = join_get(
@@ -506,7 +520,75 @@ async fn row7_dynamic_controller_applications_are_authorized() {
         assert_eq!(v["Status"], "Rejected", "{:?}", reply.content);
         assert!(!v["Reason"].as_str().unwrap_or_default().is_empty(), "{v}");
     }
+    // NodeRestriction on its own Node: the administrators' taint and label stay.
     let nodes: Api<Node> = Api::all(c.client.clone());
+    let admin = json!({"metadata": {"labels": {"node-restriction.kubernetes.io/zone": "z1"}},
+        "spec": {"taints": [{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]}});
+    nodes.patch("edge-a", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&admin)).await.unwrap();
+    let merge =
+        |data: Value| json!({"Name": "edge-a", "PatchType": "application/merge-patch+json", "Data": b64(&data)});
+    let own_node = |extra: Value| {
+        let mut n = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "edge-a",
+            "labels": {"node-restriction.kubernetes.io/zone": "z1"}},
+            "spec": {"taints": [{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]}});
+        for (k, v) in extra.as_object().unwrap() {
+            n[k] = v.clone();
+        }
+        n
+    };
+    for (what, m) in [
+        (
+            "an update dropping the taints",
+            app("/core/v1/nodes/null/edge-a", "update", json!({}), Some(own_node(json!({"spec": {}})))),
+        ),
+        (
+            "an update dropping the label",
+            app(
+                "/core/v1/nodes/null/edge-a",
+                "update",
+                json!({}),
+                Some(own_node(json!({"metadata": {"name": "edge-a"}}))),
+            ),
+        ),
+        ("a patch nulling the spec", app("/core/v1/nodes/null/edge-a", "patch", merge(json!({"spec": null})), None)),
+        (
+            "a patch removing the label",
+            app(
+                "/core/v1/nodes/null/edge-a",
+                "patch",
+                merge(json!({"metadata": {"labels": {"node-restriction.kubernetes.io/zone": null}}})),
+                None,
+            ),
+        ),
+        (
+            "a patch of its certificate record",
+            app(
+                "/core/v1/nodes/null/edge-a",
+                "patch",
+                merge(
+                    json!({"metadata": {"annotations": {"kubeedge.io/client-certificate-not-after": "2000-01-01T00:00:00Z"}}}),
+                ),
+                None,
+            ),
+        ),
+        (
+            "a create by generateName",
+            app("/core/v1/nodes/null/edge-a", "create", json!({}), Some(json!({"metadata": {"generateName": "x-"}}))),
+        ),
+    ] {
+        let reply = a.ask(&m).await.unwrap();
+        assert_eq!(status_of(&reply).0, "Rejected", "{what}: {:?}", reply.content);
+    }
+    let a_node = nodes.get("edge-a").await.unwrap();
+    assert_eq!(a_node.spec.unwrap().taints.unwrap().len(), 1);
+    assert_eq!(a_node.metadata.labels.unwrap()["node-restriction.kubernetes.io/zone"], "z1");
+    assert_eq!(nodes.list(&Default::default()).await.unwrap().items.len(), 2, "no node was created");
+    // An update that keeps them is fine.
+    let reply = a
+        .ask(&app("/core/v1/nodes/null/edge-a", "patch", merge(json!({"metadata": {"labels": {"site": "lab"}}})), None))
+        .await
+        .unwrap();
+    assert_eq!(status_of(&reply).0, "Approved", "{:?}", reply.content);
     let b = nodes.get("edge-b").await.unwrap();
     assert!(!b.metadata.labels.unwrap_or_default().contains_key("owned"));
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");

@@ -8,6 +8,9 @@ use serde_json::Value;
 pub const CONFIG_MIRROR: &str = "kubernetes.io/config.mirror";
 /// Node labels under this prefix are the administrators' (Kubernetes' NodeRestriction).
 pub const RESTRICTED_LABEL_PREFIX: &str = "node-restriction.kubernetes.io/";
+/// Node annotations only cloudcore writes (the join API's record of a node's certificate).
+pub const PROTECTED_ANNOTATIONS: [&str; 2] =
+    ["kubeedge.io/client-certificate-not-after", "kubeedge.io/registered-by-edge"];
 
 /// Whether `pod` (a Pod as JSON) is a mirror pod that `node` may create; otherwise Kubernetes'
 /// NodeRestriction message.
@@ -96,6 +99,32 @@ pub fn restricted_labels(node: &Value) -> Vec<(String, Value)> {
         .unwrap_or_default()
 }
 
+/// KubeEdge's own annotations that `node` (a Node, or a patch of one) sets.
+pub fn protected_annotations(node: &Value) -> Vec<(String, Value)> {
+    node.pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .map(|l| {
+            l.iter()
+                .filter(|(k, _)| PROTECTED_ANNOTATIONS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a patch of a Node replaces its spec, labels or annotations wholesale (`null`, or a
+/// strategic-merge directive), which a node may not do: what it would remove is not visible.
+pub fn replaces_wholesale(patch: &Value) -> bool {
+    let directive = |v: &Value| v.as_object().is_some_and(|o| o.keys().any(|k| k.starts_with('$')));
+    let at = |p: &str| patch.pointer(p);
+    [at("/spec"), at("/metadata/labels"), at("/metadata/annotations"), at("/metadata")]
+        .into_iter()
+        .flatten()
+        .any(|v| v.is_null() || directive(v))
+        || at("/spec/taints").is_some_and(directive)
+        || patch.get("$patch").is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +172,17 @@ mod tests {
         assert_eq!(check("edge-a", &owned), Ok(()));
         owned["metadata"]["ownerReferences"][0]["name"] = json!("edge-b");
         assert!(check("edge-a", &owned).is_err());
+    }
+
+    #[test]
+    fn wholesale_replacements_are_seen() {
+        assert!(replaces_wholesale(&json!({"spec": null})));
+        assert!(replaces_wholesale(&json!({"metadata": {"labels": null}})));
+        assert!(replaces_wholesale(&json!({"spec": {"$patch": "replace"}})));
+        assert!(replaces_wholesale(&json!({"metadata": {"labels": {"$patch": "replace", "a": "b"}}})));
+        assert!(!replaces_wholesale(&json!({"metadata": {"labels": {"a": "b"}}, "spec": {"unschedulable": true}})));
+        let n = json!({"metadata": {"annotations": {"kubeedge.io/registered-by-edge": "true", "x": "y"}}});
+        assert_eq!(protected_annotations(&n).len(), 1);
     }
 
     #[test]

@@ -93,11 +93,18 @@ pub struct Denied {
     pub attrs: Box<Attributes>,
     /// Why (appended to Kubernetes' message).
     pub reason: String,
+    /// The decision could not be made (the cluster did not answer): a 503 the edge retries,
+    /// not a 403.
+    pub unavailable: bool,
 }
 
 impl Denied {
     fn new(attrs: &Attributes, reason: impl Into<String>) -> Self {
-        Self { attrs: Box::new(attrs.clone()), reason: reason.into() }
+        Self { attrs: Box::new(attrs.clone()), reason: reason.into(), unavailable: false }
+    }
+
+    fn unavailable(attrs: &Attributes, reason: impl Into<String>) -> Self {
+        Self { unavailable: true, ..Self::new(attrs, reason) }
     }
 
     /// Kubernetes' message: `secrets "x" is forbidden: User "system:node:n" cannot get resource
@@ -128,6 +135,16 @@ impl Denied {
         }
         if !a.group.is_empty() {
             details["group"] = json!(a.group);
+        }
+        if self.unavailable {
+            return json!({"ErrStatus": {
+                "metadata": {},
+                "status": "Failure",
+                "message": format!("the node authorizer could not decide: {}", self.reason),
+                "reason": "ServiceUnavailable",
+                "details": details,
+                "code": 503
+            }});
         }
         json!({"ErrStatus": {
             "metadata": {},
@@ -188,6 +205,10 @@ impl NodeAuthorizer {
     pub async fn authorize(&self, a: &Attributes, body: Option<&Value>) -> Result<Grant, Denied> {
         match self.decide(a, body).await {
             Ok(g) => Ok(g),
+            Err(d) if d.unavailable => {
+                warn!(module = self.module, node = %a.node, reason = %d.reason, "Could not authorize an edge request.");
+                Err(d)
+            }
             Err(d) => Err(self.refuse(&d.attrs, d.reason)),
         }
     }
@@ -303,7 +324,7 @@ impl NodeAuthorizer {
             ("list" | "watch", "") if a.name == a.node => Ok(Grant::default()),
             ("get" | "delete", "") | ("update" | "patch", "status") | ("create", "eviction") if !a.name.is_empty() => {
                 match self.pod_binding(&a.namespace, &a.name).await {
-                    Err(e) => deny(format!("the pod's binding could not be read: {e}")),
+                    Err(e) => Err(Denied::unavailable(a, format!("the pod's binding could not be read: {e}"))),
                     // Gone: the API answers 404 (the caller pins the write to no UID, so a pod
                     // created meanwhile under that name is not touched).
                     Ok(None) => Ok(Grant { pod_uid: None, pod_checked: true }),
@@ -331,7 +352,9 @@ impl NodeAuthorizer {
         let pod = match api.get_opt(field("name")).await {
             Ok(Some(p)) => p,
             Ok(None) => return deny(format!("the pod {:?} the token is bound to does not exist", field("name"))),
-            Err(e) => return deny(format!("the pod the token is bound to could not be read: {e}")),
+            Err(e) => {
+                return Err(Denied::unavailable(a, format!("the pod the token is bound to could not be read: {e}")));
+            }
         };
         let spec = pod.spec.unwrap_or_default();
         let sa = spec.service_account_name.as_deref().or(spec.service_account.as_deref()).unwrap_or("default");
@@ -344,51 +367,80 @@ impl NodeAuthorizer {
         Ok(())
     }
 
-    /// NodeRestriction for a node's own Node: it never sets labels under
-    /// `node-restriction.kubernetes.io/` (an update may carry them only unchanged), and it
-    /// does not change its taints after creation.
+    /// NodeRestriction for a node's own Node: it never sets, changes or removes labels under
+    /// `node-restriction.kubernetes.io/` nor KubeEdge's own annotations
+    /// ([`mirror::PROTECTED_ANNOTATIONS`]), and does not change its taints after creation. An
+    /// update replaces the whole object, so what it leaves out is removed; a patch may not
+    /// replace `spec`, the labels or the annotations wholesale.
     async fn node_restrictions(&self, a: &Attributes, body: Option<&Value>) -> Result<(), Denied> {
         let Some(body) = body else { return Ok(()) };
-        let wanted = mirror::restricted_labels(body);
-        let taints = body.pointer("/spec/taints");
-        if wanted.is_empty() && (taints.is_none() || a.verb == "create" || a.subresource == "status") {
-            return Ok(());
-        }
+        let refuse = |why: String| Err(Denied::new(a, why));
         if a.verb == "create" {
-            let (k, _) = &wanted[0];
-            return Err(Denied::new(
-                a,
-                format!(
+            if let Some((k, _)) = mirror::restricted_labels(body).first() {
+                return refuse(format!(
                     "is not allowed to set labels: {k} (the {} prefix is the administrators')",
                     mirror::RESTRICTED_LABEL_PREFIX
-                ),
-            ));
-        }
-        let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
-        let current = match api.get_opt(&a.node).await {
-            Ok(n) => n,
-            Err(e) => return Err(Denied::new(a, format!("the Node could not be read: {e}"))),
-        };
-        let current = current.unwrap_or_default();
-        let labels = current.metadata.labels.unwrap_or_default();
-        for (k, v) in wanted {
-            if labels.get(&k).map(|l| Value::String(l.clone())) != Some(v) {
-                return Err(Denied::new(
-                    a,
-                    format!(
-                        "is not allowed to modify labels: {k} (the {} prefix is the administrators')",
-                        mirror::RESTRICTED_LABEL_PREFIX
-                    ),
                 ));
             }
+            if let Some((k, _)) = mirror::protected_annotations(body).first() {
+                return refuse(format!("is not allowed to set the annotation {k} (KubeEdge's own)"));
+            }
+            return Ok(());
         }
-        if let Some(t) = taints
-            && a.subresource != "status"
-        {
-            let now = serde_json::to_value(current.spec.and_then(|s| s.taints).unwrap_or_default()).unwrap_or_default();
-            let wanted = if t.is_null() { json!([]) } else { t.clone() };
-            if wanted != now {
-                return Err(Denied::new(a, "is not allowed to modify taints".to_owned()));
+        if a.subresource == "status" {
+            // The status subresource changes nothing else (the API ignores the rest).
+            return Ok(());
+        }
+        if a.verb == "patch" && mirror::replaces_wholesale(body) {
+            return refuse("may not replace its spec, labels or annotations wholesale in a patch".into());
+        }
+        let full = a.verb == "update";
+        let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let current = match api.get_opt(&a.node).await {
+            Ok(n) => n.unwrap_or_default(),
+            Err(e) => return Err(Denied::unavailable(a, format!("the Node could not be read: {e}"))),
+        };
+        let labels = current.metadata.labels.clone().unwrap_or_default();
+        let annotations = current.metadata.annotations.clone().unwrap_or_default();
+        // What the write would leave: for an update the body's values, for a patch the body's
+        // values where it names a key.
+        let check = |current: &std::collections::BTreeMap<String, String>,
+                     wanted: Vec<(String, Value)>,
+                     guarded: &dyn Fn(&str) -> bool,
+                     what: &str|
+         -> Result<(), String> {
+            let wanted: std::collections::BTreeMap<String, Value> = wanted.into_iter().collect();
+            for (k, v) in &wanted {
+                if current.get(k).map(|c| Value::String(c.clone())).as_ref() != Some(v) {
+                    return Err(format!("is not allowed to modify {what}: {k}"));
+                }
+            }
+            if full && let Some(k) = current.keys().filter(|k| guarded(k)).find(|k| !wanted.contains_key(*k)) {
+                return Err(format!("is not allowed to remove {what}: {k}"));
+            }
+            Ok(())
+        };
+        check(&labels, mirror::restricted_labels(body), &|k| k.starts_with(mirror::RESTRICTED_LABEL_PREFIX), "labels")
+            .or_else(&refuse)?;
+        check(
+            &annotations,
+            mirror::protected_annotations(body),
+            &|k| mirror::PROTECTED_ANNOTATIONS.contains(&k),
+            "annotations",
+        )
+        .or_else(&refuse)?;
+        let taints = body.pointer("/spec/taints");
+        if full || taints.is_some() {
+            use k8s_openapi::api::core::v1::Taint;
+            let wanted: Vec<Taint> = match taints {
+                None | Some(Value::Null) => Vec::new(),
+                Some(t) => match serde_json::from_value(t.clone()) {
+                    Ok(t) => t,
+                    Err(e) => return refuse(format!("spec.taints: {e}")),
+                },
+            };
+            if wanted != current.spec.and_then(|s| s.taints).unwrap_or_default() {
+                return refuse("is not allowed to modify taints".into());
             }
         }
         Ok(())

@@ -105,6 +105,11 @@ impl Hub {
         self.sessions.lock().contains_key(node)
     }
 
+    /// The SHA-256 (hex) of the certificate `node`'s session presented, while it is connected.
+    pub fn session_cert(&self, node: &str) -> Option<String> {
+        self.sessions.lock().get(node).map(|e| e.cert_sha256.clone())
+    }
+
     /// Nodes connected now.
     pub fn connected(&self) -> Vec<String> {
         let mut v: Vec<String> = self.sessions.lock().keys().cloned().collect();

@@ -162,7 +162,11 @@ pub fn attributes(node: &str, app: &Application) -> Result<Option<(Attributes, O
         if !body_ns.is_empty() && body_ns != ns {
             return Err(format!("the body's namespace {body_ns:?} is not the key's {:?}", app.key));
         }
-        if name.is_empty() {
+        if app.verb == "create" {
+            // A create names its object: never generateName, which would write another.
+            if body_name.is_empty() {
+                return Err("a create by an edge must set metadata.name".into());
+            }
             a.name = body_name;
         }
     }
@@ -332,7 +336,9 @@ async fn process(client: &kube::Client, app: &Application, pin: Option<&str>) ->
             if let Some(g) = option.get("gracePeriodSeconds").and_then(Value::as_u64) {
                 dp.grace_period_seconds = u32::try_from(g).ok();
             }
-            if let Some(uid) = pin {
+            // The edge's own UID precondition, else the pod the authorizer checked.
+            let own = option.pointer("/preconditions/uid").and_then(Value::as_str).filter(|u| !u.is_empty());
+            if let Some(uid) = own.or(pin) {
                 dp.preconditions = Some(kube::api::Preconditions { uid: Some(uid.to_owned()), resource_version: None });
             }
             match api.delete(&name, &dp).await {

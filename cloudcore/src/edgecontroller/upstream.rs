@@ -108,7 +108,8 @@ fn attributes(node: &str, ty: &str, op: &str, ns: &str, name: &str, msg: &Messag
     };
     match (ty, op) {
         (resource_type::NODE, operation::INSERT) => a("create", "", "nodes", "", &named(name)),
-        (resource_type::NODE, operation::UPDATE) => a("update", "", "nodes", "", &named(name)),
+        // EdgeController merges the labels and annotations the edge sends (a patch).
+        (resource_type::NODE, operation::UPDATE) => a("patch", "", "nodes", "", &named(name)),
         (resource_type::NODE, operation::QUERY) => a("get", "", "nodes", "", name),
         (resource_type::NODE_PATCH, operation::PATCH) => {
             a("patch", "", "nodes", "", name).map(|x| x.with_subresource("status"))
@@ -145,6 +146,19 @@ fn attributes(node: &str, ty: &str, op: &str, ns: &str, name: &str, msg: &Messag
     }
 }
 
+/// What of a Node's labels and annotations an edge's update may carry: not the administrators'
+/// labels (`node-restriction.kubernetes.io/`) nor KubeEdge's own annotations, which its copy
+/// may hold at an older value; they are left as they are.
+fn edge_node_metadata(node: &mut Value) {
+    use crate::authz::mirror::{PROTECTED_ANNOTATIONS, RESTRICTED_LABEL_PREFIX};
+    if let Some(l) = node.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+        l.retain(|k, _| !k.starts_with(RESTRICTED_LABEL_PREFIX));
+    }
+    if let Some(a) = node.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+        a.retain(|k, _| !PROTECTED_ANNOTATIONS.contains(&k.as_str()));
+    }
+}
+
 fn or_lease_ns(ns: &str) -> &str {
     if ns.is_empty() { "kube-node-lease" } else { ns }
 }
@@ -172,7 +186,12 @@ impl Upstream {
         let mut grant = Grant::default();
         if let Some(attrs) = attributes(&node, ty, op, &ns, &name, &msg) {
             // What the request writes: the object, a patch, or a TokenRequest.
-            let body = content_value(&msg);
+            let mut body = content_value(&msg);
+            if (ty, op) == (resource_type::NODE, operation::UPDATE)
+                && let Some(b) = body.as_mut()
+            {
+                edge_node_metadata(b);
+            }
             match self.authz.authorize(&attrs, body.as_ref()).await {
                 Ok(g) => grant = g,
                 Err(denied) => {
@@ -217,7 +236,9 @@ impl Upstream {
                 self.get_object(&msg, "", "storage.k8s.io/v1", "VolumeAttachment", "volumeattachments", &name).await,
             ),
             (resource_type::SERVICE_ACCOUNT_TOKEN, operation::QUERY) => Some(self.token(&msg, &ns, &name).await),
-            (resource_type::LEASE, operation::INSERT | operation::UPDATE) => Some(self.lease_write(&msg, &ns).await),
+            (resource_type::LEASE, operation::INSERT | operation::UPDATE) => {
+                Some(self.lease_write(&msg, &ns, &name).await)
+            }
             (resource_type::LEASE, operation::QUERY) => Some(self.lease_query(&msg, &ns, &name).await),
             (resource_type::EVENT, operation::INSERT | operation::UPDATE | operation::PATCH) => {
                 self.event(&msg, &ns).await;
@@ -243,6 +264,7 @@ impl Upstream {
                 }
                 n.metadata.resource_version = None;
                 n.metadata.uid = None;
+                n.metadata.generate_name = None;
                 // Registered by an edge holding a certificate: the shared join token may not
                 // issue another for this node (see the join API).
                 n.metadata
@@ -265,10 +287,11 @@ impl Upstream {
 
     async fn node_update(&self, msg: &Message, name: &str) -> Message {
         let api: Api<Node> = Api::all(self.client.clone());
-        let Some(v) = content_value(msg) else {
+        let Some(mut v) = content_value(msg) else {
             return self
                 .reply(msg, Content::json(&bad_request("node update content is not JSON")).unwrap_or(Content::null()));
         };
+        edge_node_metadata(&mut v);
         // Labels and annotations from the edge are merged in; nothing else is taken.
         let patch = json!({"metadata": {
             "labels": v.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
@@ -290,8 +313,11 @@ impl Upstream {
         };
         if let (Some((_, Some(uid))), Some(obj)) = (pod, patch.as_object_mut()) {
             let meta = obj.entry("metadata").or_insert_with(|| json!({}));
-            if let Some(meta) = meta.as_object_mut() {
-                meta.entry("uid").or_insert_with(|| json!(uid));
+            if let Some(meta) = meta.as_object_mut()
+                && meta.get("uid").and_then(Value::as_str).is_none_or(str::is_empty)
+            {
+                // The edge's own non-empty UID stays: the API holds the patch to it.
+                meta.insert("uid".into(), json!(uid));
             }
         }
         let ns = pod.map(|(ns, _)| ns);
@@ -394,9 +420,8 @@ impl Upstream {
                 }
             }
         }
-        if dp.preconditions.is_none()
-            && let Some(uid) = pinned
-        {
+        let edge_pinned = dp.preconditions.as_ref().and_then(|p| p.uid.as_deref()).is_some_and(|u| !u.is_empty());
+        if !edge_pinned && let Some(uid) = pinned {
             dp.preconditions = Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None });
         }
         match api.delete(name, &dp).await {
@@ -463,13 +488,17 @@ impl Upstream {
         }
     }
 
-    async fn lease_write(&self, msg: &Message, ns: &str) -> Message {
+    /// `resource_name` names the lease when the content does not (the authorizer checked
+    /// that they agree); nothing else may name it.
+    async fn lease_write(&self, msg: &Message, ns: &str, resource_name: &str) -> Message {
         let ns = or_lease_ns(ns);
         let api: Api<Lease> = Api::namespaced(self.client.clone(), ns);
         let Some(Ok(mut lease)) = content_value(msg).map(serde_json::from_value::<Lease>) else {
             return self.reply(msg, object_resp(None, Some(bad_request("lease content is not a Lease"))));
         };
-        let name = lease.metadata.name.clone().unwrap_or_default();
+        let name = lease.metadata.name.clone().unwrap_or_else(|| resource_name.to_owned());
+        lease.metadata.name = Some(name.clone());
+        lease.metadata.generate_name = None;
         let result = if msg.router.operation == operation::INSERT {
             lease.metadata.resource_version = None;
             api.create(&PostParams::default(), &lease).await
