@@ -125,6 +125,7 @@ impl Module for CloudHubModule {
                 });
                 tokio::spawn(https::serve(listener, tls, api, shutdown.clone()));
             }
+            let mut sessions = None;
             if cfg.websocket.enable {
                 let listener = bind(&cfg.websocket.address, cfg.websocket.port).await?;
                 let tls = kubeedge_viaduct::server_tls(ca.cert_der(), &pki.server.cert_der, &pki.server.key_sec1)?;
@@ -132,10 +133,14 @@ impl Module for CloudHubModule {
                     auth: if permissive { AuthMode::Permissive } else { AuthMode::Strict },
                     ..ServerOptions::default()
                 };
-                tokio::spawn(hub.clone().serve(listener, tls, opts, shutdown.clone()));
+                sessions = Some(tokio::spawn(hub.clone().serve(listener, tls, opts, shutdown.clone())));
             }
             while let Some(msg) = ctx.recv().await {
                 hub.dispatch(msg);
+            }
+            // Shutting down: the sessions send their close frames before the module ends.
+            if let Some(s) = sessions {
+                let _ = s.await;
             }
             Ok(())
         })

@@ -28,6 +28,9 @@ use tracing::{debug, info, warn};
 
 use super::queue::NodeQueue;
 
+/// How long shutdown waits for the edges' sessions to send their close frames.
+const SHUTDOWN_CLOSE: Duration = Duration::from_secs(2);
+
 /// Downstream messages buffered per node session before new ones are dropped (and counted):
 /// the SyncController re-sends what a node misses.
 const SESSION_INBOX: usize = 1024;
@@ -148,6 +151,8 @@ impl Hub {
         if let Ok(addr) = listener.local_addr() {
             info!(address = %addr, "CloudHub WebSocket server listening.");
         }
+        // Handshakes and sessions, waited for at shutdown so each edge gets its close frame.
+        let sessions = tokio_util::task::TaskTracker::new();
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -160,16 +165,20 @@ impl Hub {
                 },
             };
             let (hub, acceptor, opts, shutdown) = (self.clone(), acceptor.clone(), opts.clone(), shutdown.clone());
-            tokio::spawn(async move {
+            sessions.spawn(async move {
                 match kubeedge_viaduct::accept(tcp, acceptor, &opts).await {
                     Ok((id, conn)) => hub.run_session(id, peer, conn, shutdown).await,
                     Err(e) => debug!(%peer, error = %e, "Edge handshake failed."),
                 }
             });
         }
-        // Stop every session.
+        // Stop every session: each tells its edge with a close frame (1001, going away).
         for (_, e) in self.sessions.lock().drain() {
             e.cancel.cancel();
+        }
+        sessions.close();
+        if tokio::time::timeout(SHUTDOWN_CLOSE, sessions.wait()).await.is_err() {
+            warn!(open = sessions.len(), "Edge sessions still closing after the shutdown grace; leaving them.");
         }
     }
 
@@ -257,7 +266,6 @@ impl Hub {
                 break "write failed";
             }
             if node_deleted {
-                let _ = conn.close().await;
                 break "the node was deleted";
             }
             if let Some((depth, _)) = &gauges {
@@ -291,6 +299,18 @@ impl Hub {
                 },
             }
         };
+        if reason == "the node was deleted" {
+            let _ = conn.close().await;
+        } else if shutdown.is_cancelled() && matches!(reason, "replaced or shutting down" | "session closed") {
+            // Upstream edges log 1006 (abnormal closure) for a dropped TCP connection; a
+            // close frame lets them reconnect at once.
+            let _ = tokio::time::timeout(SHUTDOWN_CLOSE, conn.close_with(1001, "cloudcore is shutting down")).await;
+            info!(node, reason = "cloudcore is shutting down", "Edge disconnected.");
+            if let Some((depth, _)) = &gauges {
+                depth.set(0);
+            }
+            return;
+        }
         let still_current = {
             let mut sessions = self.sessions.lock();
             let current = sessions.get(&node).is_some_and(|e| e.id == session_id);

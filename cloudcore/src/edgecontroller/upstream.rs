@@ -33,17 +33,59 @@ pub struct Upstream {
     pub authz: NodeAuthorizer,
 }
 
-/// A Kubernetes error as Go's `StatusError` marshals: `{"ErrStatus": <Status>}`.
+/// A Kubernetes error as Go's `StatusError` marshals: `{"ErrStatus": <Status>}`, with the
+/// API server's `details` (name, group, kind) when it gave them.
 fn status_error(e: &kube::Error) -> Value {
-    let (code, reason, message) = match e {
-        kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone()),
-        other => (500, "InternalError".to_owned(), other.to_string()),
+    let (code, reason, message, details) = match e {
+        kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone(), s.details.clone()),
+        other => (500, "InternalError".to_owned(), other.to_string(), None),
     };
-    json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}})
+    let mut status = json!({"metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code});
+    if let Some(d) =
+        details.and_then(|d| serde_json::to_value(d).ok()).filter(|d| d.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        status["details"] = d;
+    }
+    json!({"ErrStatus": status})
 }
 
+/// Upstream's own NotFound for the objects its informers answer (node and lease queries): the
+/// singular resource, `lease.coordination.k8s.io "n" not found`, details {name, group, kind}.
+fn not_found(resource: &str, group: &str, name: &str) -> Value {
+    let qualified = if group.is_empty() { resource.to_owned() } else { format!("{resource}.{group}") };
+    let mut details = json!({"name": name, "kind": resource});
+    if !group.is_empty() {
+        details["group"] = json!(group);
+    }
+    json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": format!("{qualified} {name:?} not found"),
+        "reason": "NotFound", "details": details, "code": 404}})
+}
+
+/// Whether the error is the API's 404.
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Upstream's ObjectResp: `{"Object": <object or null>, "Err": <StatusError or null>}`. The
+/// object is Go's typed object from the client, whose TypeMeta is empty: no kind, no apiVersion.
 fn object_resp(obj: Option<Value>, err: Option<Value>) -> Content {
+    let obj = obj.map(|mut o| {
+        if let Some(m) = o.as_object_mut() {
+            m.remove("kind");
+            m.remove("apiVersion");
+        }
+        o
+    });
     Content::json(&json!({"Object": obj, "Err": err})).unwrap_or_else(|_| Content::null())
+}
+
+/// An object's `metadata.resourceVersion`.
+fn resource_version(obj: &Option<Value>) -> String {
+    obj.as_ref()
+        .and_then(|o| o.pointer("/metadata/resourceVersion"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn with_types(mut v: Value, api_version: &str, kind: &str) -> Value {
@@ -333,7 +375,12 @@ impl Upstream {
             }
         };
         match result {
-            Ok(obj) => self.reply(msg, object_resp(obj, None)),
+            Ok(obj) => {
+                // Upstream's patch replies carry the patched object's version in the header.
+                let mut r = self.reply(msg, object_resp(obj.clone(), None));
+                r.header.resource_version = resource_version(&obj);
+                r
+            }
             Err(e) => {
                 debug!(name, error = %e, "Status patch failed.");
                 self.reply(msg, object_resp(None, Some(status_error(&e))))
@@ -472,6 +519,7 @@ impl Upstream {
                 r.header.resource_version = rv;
                 r
             }
+            Err(e) if is_not_found(&e) && kind == "Node" => self.reply(msg, json_content(&not_found("node", "", name))),
             Err(e) => self.reply(msg, Content::json(&status_error(&e)).unwrap_or(Content::null())),
         }
     }
@@ -519,6 +567,9 @@ impl Upstream {
                 l.metadata.managed_fields = None;
                 let v = with_types(serde_json::to_value(&l).unwrap_or(Value::Null), "coordination.k8s.io/v1", "Lease");
                 self.reply(msg, object_resp(Some(v), None))
+            }
+            Err(e) if is_not_found(&e) => {
+                self.reply(msg, object_resp(None, Some(not_found("lease", "coordination.k8s.io", name))))
             }
             Err(e) => self.reply(msg, object_resp(None, Some(status_error(&e)))),
         }

@@ -187,7 +187,10 @@ pub async fn accept(
         let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config(opts.max_message)))
             .await?;
         let identity = identity.ok_or_else(|| Error::Refused("no identity".into()))?;
-        Ok((identity, Connection { ws, max: opts.max_message, last_activity: std::time::Instant::now() }))
+        Ok((
+            identity,
+            Connection { ws, max: opts.max_message, last_activity: std::time::Instant::now(), peer_close: None },
+        ))
     };
     tokio::time::timeout(opts.handshake_timeout, run).await.map_err(|_| Error::Timeout)?
 }
@@ -272,7 +275,7 @@ pub async fn connect(
                 )),
                 other => Error::WebSocket(other),
             })?;
-        Ok(Connection { ws, max: opts.max_message, last_activity: std::time::Instant::now() })
+        Ok(Connection { ws, max: opts.max_message, last_activity: std::time::Instant::now(), peer_close: None })
     };
     tokio::time::timeout(opts.handshake_timeout, run).await.map_err(|_| Error::Timeout)?
 }
@@ -282,9 +285,16 @@ pub struct Connection<S> {
     ws: WebSocketStream<S>,
     max: usize,
     last_activity: std::time::Instant,
+    peer_close: Option<(u16, String)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// The close code and reason the peer sent, once [`Connection::recv`] has seen its close
+    /// frame (e.g. 1001 when CloudHub shuts down).
+    pub fn peer_close(&self) -> Option<&(u16, String)> {
+        self.peer_close.as_ref()
+    }
+
     /// The next message; `Ok(None)` when the peer closed. A frame that is not a valid message
     /// gives [`Error::Malformed`], after which the connection is still usable.
     pub async fn recv(&mut self) -> Result<Option<Message>, Error> {
@@ -297,7 +307,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let bytes: &[u8] = match &frame {
                 Frame::Text(t) => t.as_bytes(),
                 Frame::Binary(b) => b,
-                Frame::Close(_) => return Ok(None),
+                Frame::Close(cf) => {
+                    self.peer_close = cf.as_ref().map(|c| (u16::from(c.code), c.reason.to_string()));
+                    return Ok(None);
+                }
                 // Pings are answered by the WebSocket layer; pongs need nothing.
                 _ => continue,
             };
