@@ -13,7 +13,6 @@
 
 mod scripted;
 
-use std::path::Path;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
@@ -21,41 +20,17 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kubeedge_apis::reliablesyncs::v1alpha1::ObjectSync;
 use kubeedge_model::Content;
-use kubeedge_pki::Ca;
-use kubeedge_testkit::link::{self, Cloud};
-use kubeedge_testkit::{Process, free_port};
-use scripted::{Edge, PATIENCE, until, upstream};
+use scripted::{Cluster, Edge, PATIENCE, until, upstream};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let api = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        apiserver_lite::ApiServer::start(l, Default::default()).await.unwrap()
-    };
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
-    let kc = kube::config::Kubeconfig::from_yaml(&api.kubeconfig()).unwrap();
-    let client =
-        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap();
-
-    // The cluster CA is the test's, so the scripted edge can have a certificate.
-    let ca = Ca::generate().unwrap();
-    std::fs::create_dir_all(dir.path().join("cloud")).unwrap();
-    std::fs::write(dir.path().join("cloud/ca.crt"), ca.cert_pem()).unwrap();
-    std::fs::write(dir.path().join("cloud/ca.key"), kubeedge_pki::pem("EC PRIVATE KEY", ca.key_sec1())).unwrap();
-    let (ws_port, https_port) = (free_port(), free_port());
-    let bin = Path::new(env!("CARGO_BIN_EXE_cloudcore"));
-    let cfg =
-        link::cloudcore(bin, dir.path(), &Cloud { kubeconfig: &kubeconfig, ip: "127.0.0.1", ws_port, https_port });
-    let mut cloud = Process::spawn(bin, &["--config", cfg.to_str().unwrap()]).unwrap();
-    cloud.wait_for_line("CloudHub WebSocket server listening");
-    cloud.wait_for_line("EdgeController started.");
+    let c = Cluster::start(&[]).await;
+    let (client, ca, addr) = (c.client.clone(), &c.ca, c.ws.clone());
+    let Cluster { mut cloud, api, .. } = c;
     cloud.wait_for_line("Loaded what edge nodes have acknowledged.");
-    let addr = format!("127.0.0.1:{ws_port}");
 
-    let mut edge = Edge::connect(&ca, &addr, "edge-1").await;
+    let mut edge = Edge::connect(ca, &addr, "edge-1").await;
     // Registration, as edged does it: the reply carries the created Node.
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "edge-1",
         "labels": {"node-role.kubernetes.io/edge": "", "node-role.kubernetes.io/agent": ""}}});
@@ -188,7 +163,7 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
         .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"v": "3"}}})))
         .await
         .unwrap();
-    let mut edge = Edge::connect(&ca, &addr, "edge-1").await;
+    let mut edge = Edge::connect(ca, &addr, "edge-1").await;
     let msg = edge
         .expect("the missed update", |m| {
             m.router.resource == "default/pod/web"
