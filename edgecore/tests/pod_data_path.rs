@@ -262,3 +262,48 @@ fn an_upstream_edgecore_db_opens_in_place_and_is_served() {
     edge.signal("TERM");
     assert!(edge.wait_exit(kubeedge_testkit::patience()).is_some_and(|st| st.success()), "{}", edge.log());
 }
+
+/// Issue #13 item 6: the edgecore.db a real upstream edgecore v1.15.4 left behind (rows in
+/// `meta` only: its node, lease, nodepatch and two configmaps) opens in place and is served.
+#[test]
+fn a_real_upstream_edgecore_db_opens_in_place_and_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edgecore.db");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/upstream/real-pair/edgecore.db");
+    std::fs::copy(fixture, &db).unwrap();
+    let mut perms = std::fs::metadata(&db).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&db, perms).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let cfg = kubeedge_testkit::daemon::test_config(bin, dir.path(), "edgecore");
+    let port = kubeedge_testkit::free_port();
+    let mut yaml = std::fs::read_to_string(&cfg).unwrap();
+    for (path, value) in [
+        (&["database", "dataSource"][..], format!("\"{}\"", db.display())),
+        (&["modules", "metaManager", "metaServer", "enable"][..], "true".to_owned()),
+        (&["modules", "metaManager", "metaServer", "server"][..], format!("\"127.0.0.1:{port}\"")),
+    ] {
+        yaml = kubeedge_testkit::set_yaml_path(&yaml, path, &value);
+    }
+    std::fs::write(&cfg, yaml).unwrap();
+    let mut edge = Process::spawn(bin, &["--config", cfg.to_str().unwrap()]).unwrap();
+    edge.wait_for_line("MetaServer listening.");
+    let kc = metaserver_kubeconfig(dir.path(), port);
+    for (args, want) in [
+        (&["get", "nodes", "-o", "name"][..], "node/up-edge"),
+        (&["get", "configmap", "web-page", "-n", "default", "-o", "name"][..], "configmap/web-page"),
+        (&["get", "configmap", "kube-root-ca.crt", "-n", "default", "-o", "name"][..], "configmap/kube-root-ca.crt"),
+        (&["get", "lease", "up-edge", "-n", "kube-node-lease", "-o", "name"][..], "lease.coordination.k8s.io/up-edge"),
+    ] {
+        let out = kubectl(&kc, dir.path(), args);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(want),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    edge.signal("TERM");
+    assert!(edge.wait_exit(kubeedge_testkit::patience()).is_some_and(|st| st.success()), "{}", edge.log());
+}

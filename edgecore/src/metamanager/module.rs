@@ -130,6 +130,37 @@ struct Worker {
 }
 
 impl Worker {
+    /// Objects an older edgecore left in `meta` alone (v1.15 wrote `meta_v2` only for what its
+    /// MetaServer listed): given their `meta_v2` row once, at start, so MetaServer serves what
+    /// the node holds. Rows that have one are left as they are.
+    async fn backfill_v2(&self) {
+        let mut ops = Vec::new();
+        for (ty, _) in super::GVRS {
+            let rows = match self.store.list_by_type(ty).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    warn!(ty, error = %e, "Reading the meta store for meta_v2 rows failed.");
+                    continue;
+                }
+            };
+            for row in rows {
+                let Ok(path) = ResourcePath::parse(&row.key) else { continue };
+                let (row_ops, change) = self.object_ops(&path, operation::INSERT, &row.value).await;
+                if change.is_some_and(|c| c.kind == ChangeKind::Added) {
+                    ops.extend(row_ops.into_iter().filter(|op| matches!(op, Op::UpsertV2(_))));
+                }
+            }
+        }
+        if ops.is_empty() {
+            return;
+        }
+        let n = ops.len();
+        match self.store.apply(ops).await {
+            Ok(()) => info!(rows = n, "Added the meta_v2 rows an older edgecore did not write."),
+            Err(e) => warn!(error = %e, "Adding meta_v2 rows for an older edgecore's objects failed."),
+        }
+    }
+
     /// The `meta` and `meta_v2` writes for a cloud object, and the change they make.
     async fn object_ops(&self, path: &ResourcePath, op: &str, value: &str) -> (Vec<Op>, Option<Change>) {
         let key = path.to_string();
@@ -363,6 +394,7 @@ impl Module for MetaManagerModule {
                 bus: ctx.bus.clone(),
                 remote_timeout: self.remote_timeout,
             });
+            w.backfill_v2().await;
             let stop = ctx.shutdown().child_token();
             let _guard = stop.clone().drop_guard();
             if let Some(cfg) = &self.metaserver {
