@@ -199,6 +199,9 @@ impl Env {
             self.opts.clone(),
         );
         self.server = Some(self.rt.spawn(task));
+        // Serving means subscribed to the change feed: only then may the test publish changes
+        // (under load the task may start after the first `put`, which it would never see).
+        let _ = kubeedge_testkit::http_get(self.addr, "/api");
     }
 
     /// Stops the server; [`Env::restart`] starts a new one on the same port and store.
