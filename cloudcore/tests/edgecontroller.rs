@@ -68,6 +68,10 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
         .await
         .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
     assert_eq!(msg.router.operation, "insert");
+    assert!(
+        !edge.backlog.iter().any(|m| m.router.resource == "default/configmap/web-config"),
+        "the pod goes first: it does not wait behind the ACK of what it uses"
+    );
     assert_eq!(msg.router.source, "edgecontroller");
     assert_eq!(msg.router.group, "resource");
     let content: serde_json::Value = msg.content.decode().unwrap();

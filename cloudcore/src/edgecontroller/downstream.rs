@@ -251,22 +251,25 @@ async fn apply_pod(view: &View, tx: &Sender, p: DynamicObject) {
     p.metadata.managed_fields = None;
     let Some(obj) = Obj::from_dynamic(p, resource_type::POD, "v1", "Pod") else { return };
     let change = view.apply_pod(obj.clone(), &node, hash, refs.clone());
-    if change == PodChange::Added || change == PodChange::Updated {
-        // What the pod uses goes with it (upstream waits for edged to ask): the edge then has
-        // it before it is needed, also offline. Nothing is resent that the node has.
-        for r in &refs {
-            if let Some(o) = view.object(r) {
-                let op = if r.0 == resource_type::SECRET { operation::UPDATE } else { operation::INSERT };
-                tx.object(&node, &o, op).await;
-            }
-        }
-    }
+    let sends_pod = change == PodChange::Added || change == PodChange::Updated;
     match change {
         PodChange::Added if terminating => tx.object(&node, &obj, operation::UPDATE).await,
         PodChange::Added => tx.object(&node, &obj, operation::INSERT).await,
         PodChange::Updated => tx.object(&node, &obj, operation::UPDATE).await,
         PodChange::Left { from } => tx.object(&from, &obj, operation::DELETE).await,
         PodChange::Unchanged | PodChange::Ignored => {}
+    }
+    if sends_pod {
+        // What the pod uses follows it (upstream sends nothing and waits for edged to ask): the
+        // edge then holds it before it goes offline. The pod goes first, so it never waits
+        // behind these ACKs; an edge that asks meanwhile is answered from the cloud. Nothing is
+        // resent that the node has.
+        for r in &refs {
+            if let Some(o) = view.object(r) {
+                let op = if r.0 == resource_type::SECRET { operation::UPDATE } else { operation::INSERT };
+                tx.object(&node, &o, op).await;
+            }
+        }
     }
 }
 
