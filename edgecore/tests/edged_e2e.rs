@@ -147,7 +147,17 @@ fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
 
     // Delete with a grace period: the edge stops it and the pod leaves the API.
     cloud.rt.block_on(pods.delete("web", &DeleteParams::default())).unwrap();
-    until("the pod to leave the API", || cloud.rt.block_on(pods.get_opt("web")).ok()?.is_none().then_some(()));
+    // Terminating, its status never steps back to Pending (issue #13): the last report keeps
+    // the phase and shows the containers terminated, as kubelet's.
+    let mut phases = Vec::new();
+    until("the pod to leave the API", || match cloud.rt.block_on(pods.get_opt("web")).ok()? {
+        None => Some(()),
+        Some(p) => {
+            phases.extend(p.status.and_then(|s| s.phase));
+            None
+        }
+    });
+    assert!(!phases.iter().any(|p| p == "Pending"), "phases while terminating: {phases:?}");
     let runtime = cloud.rt.block_on(Cri::connect(ctrd.socket())).unwrap();
     let left = cloud
         .rt

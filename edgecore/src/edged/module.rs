@@ -605,11 +605,15 @@ fn grace_of(pod: &Pod) -> Duration {
 async fn terminate(runtime: PodRuntime, bus: Bus, host_ip: String, pod: Pod, stop: CancellationToken) {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     info!(uid, pod = ?pod.metadata.name, grace = ?grace_of(&pod), "Stopping a pod being deleted.");
-    if let Err(e) = runtime.stop_pod(&pod, &host_ip, grace_of(&pod)).await {
-        warn!(uid, error = %e, "Stopping a pod failed.");
-        return;
-    }
-    if let Ok(status) = runtime.status(&pod, &host_ip).await {
+    let status = match runtime.stop_pod(&pod, &host_ip, grace_of(&pod)).await {
+        Ok(status) => status,
+        Err(e) => {
+            warn!(uid, error = %e, "Stopping a pod failed.");
+            return;
+        }
+    };
+    // The containers' final states, taken after they stopped and before they were removed.
+    if let Some(status) = status {
         let msg = podpatch(&pod, status);
         let _ = bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await;
     }

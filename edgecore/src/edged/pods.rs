@@ -464,7 +464,7 @@ impl PodRuntime {
     /// Stops `pod` as kubelet does on deletion: each running container's `preStop` hook (exec
     /// or httpGet) runs first, all at once, within the grace period; what is left of `grace`
     /// then goes to the containers to stop before everything is removed.
-    pub async fn stop_pod(&self, pod: &Pod, host_ip: &str, grace: Duration) -> Result<(), Error> {
+    pub async fn stop_pod(&self, pod: &Pod, host_ip: &str, grace: Duration) -> Result<Option<Value>, Error> {
         let key = PodKey::of(pod)?;
         let started = std::time::Instant::now();
         let running = self.running_containers(&key.uid).await.unwrap_or_default();
@@ -492,7 +492,15 @@ impl PodRuntime {
         if !hooks.is_empty() {
             let _ = tokio::time::timeout(grace, futures::future::join_all(hooks)).await;
         }
-        self.kill(&key.uid, grace.saturating_sub(started.elapsed()).max(Duration::from_secs(2).min(grace))).await
+        // Stop the containers first, so their final states can be reported (as kubelet does:
+        // terminated with their exit codes), then remove everything.
+        let left = grace.saturating_sub(started.elapsed()).max(Duration::from_secs(2).min(grace));
+        for (_, id) in &running {
+            ok_if_gone(self.cri.stop_container(id, left).await).map_err(cri("StopContainer"))?;
+        }
+        let status = self.status_inner(pod, host_ip, &HashMap::new(), true).await.ok();
+        self.kill(&key.uid, Duration::from_secs(2).min(grace)).await?;
+        Ok(status)
     }
 
     /// Kills pod `uid`: its containers get `grace` to stop, then everything is removed.
@@ -553,6 +561,19 @@ impl PodRuntime {
         host_ip: &str,
         readiness: &HashMap<String, bool>,
     ) -> Result<Value, Error> {
+        self.status_inner(pod, host_ip, readiness, false).await
+    }
+
+    /// The status; for a pod being deleted (`terminating`) its stopped containers are
+    /// terminated rather than restarting, and the phase is left as it was (upstream's edge
+    /// sends none then, never a step back to Pending).
+    async fn status_inner(
+        &self,
+        pod: &Pod,
+        host_ip: &str,
+        readiness: &HashMap<String, bool>,
+        terminating: bool,
+    ) -> Result<Value, Error> {
         let key = PodKey::of(pod)?;
         let sandboxes = self.sandboxes_of(&key.uid).await?;
         let Some(sb) = sandboxes.iter().max_by_key(|s| s.created_at) else {
@@ -588,7 +609,8 @@ impl PodRuntime {
         for c in &spec.containers {
             let runs = by_name.get(c.name.as_str()).map(Vec::as_slice).unwrap_or_default();
             let ready_probe = readiness.get(c.name.as_str()).copied().unwrap_or(true);
-            let (run, status) = self.one_status(c, runs, |code| restarts(pod, code), ready_probe, waiting).await?;
+            let (run, status) =
+                self.one_status(c, runs, |code| !terminating && restarts(pod, code), ready_probe, waiting).await?;
             match run {
                 Run::Running => running += 1,
                 Run::Restarting => restarting += 1,
@@ -643,6 +665,9 @@ impl PodRuntime {
         });
         if !init_statuses.is_empty() {
             out["initContainerStatuses"] = json!(init_statuses);
+        }
+        if terminating && let Some(o) = out.as_object_mut() {
+            o.remove("phase");
         }
         Ok(out)
     }
