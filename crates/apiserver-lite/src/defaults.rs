@@ -69,6 +69,16 @@ fn pod(obj: &mut Value) {
             default(c, "terminationMessagePath", json!("/dev/termination-log"));
             default(c, "terminationMessagePolicy", json!("File"));
             default(c, "resources", json!({}));
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                if let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut) {
+                    probe_defaults(p);
+                }
+            }
+            for env in c.get_mut("env").and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(f) = env.pointer_mut("/valueFrom/fieldRef").and_then(Value::as_object_mut) {
+                    default(f, "apiVersion", json!("v1"));
+                }
+            }
             if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
                 for p in ports.iter_mut().filter_map(Value::as_object_mut) {
                     default(p, "protocol", json!("TCP"));
@@ -100,9 +110,90 @@ fn pod(obj: &mut Value) {
         "BestEffort"
     };
     service_account_volume(obj);
+    volumes(obj_mut(obj, "spec"));
     let status = obj_mut(obj, "status");
     default(status, "phase", json!("Pending"));
     default(status, "qosClass", json!(qos));
+}
+
+/// A probe's defaults (`SetDefaults_Probe`, `SetDefaults_HTTPGetAction`).
+fn probe_defaults(p: &mut Map<String, Value>) {
+    default(p, "timeoutSeconds", json!(1));
+    default(p, "periodSeconds", json!(10));
+    default(p, "successThreshold", json!(1));
+    default(p, "failureThreshold", json!(3));
+    if let Some(h) = p.get_mut("httpGet").and_then(Value::as_object_mut) {
+        default(h, "path", json!("/"));
+        default(h, "scheme", json!("HTTP"));
+    }
+}
+
+/// Volume defaults (`SetDefaults_Volume` and the sources'): `defaultMode: 420` on configMap,
+/// secret, projected and downwardAPI volumes, `apiVersion: v1` on field references, a token
+/// lifetime of an hour, and an emptyDir for a volume that names no source. Kubelet refuses a
+/// volume without its defaultMode.
+fn volumes(spec: &mut Map<String, Value>) {
+    const SOURCES: [&str; 27] = [
+        "hostPath",
+        "emptyDir",
+        "gcePersistentDisk",
+        "awsElasticBlockStore",
+        "gitRepo",
+        "secret",
+        "nfs",
+        "iscsi",
+        "glusterfs",
+        "persistentVolumeClaim",
+        "rbd",
+        "flexVolume",
+        "cinder",
+        "cephfs",
+        "flocker",
+        "downwardAPI",
+        "fc",
+        "azureFile",
+        "configMap",
+        "vsphereVolume",
+        "quobyte",
+        "azureDisk",
+        "photonPersistentDisk",
+        "projected",
+        "portworxVolume",
+        "scaleIO",
+        "storageos",
+    ];
+    let Some(vols) = spec.get_mut("volumes").and_then(Value::as_array_mut) else { return };
+    for v in vols.iter_mut().filter_map(Value::as_object_mut) {
+        if !SOURCES.iter().chain(["csi", "ephemeral", "image"].iter()).any(|s| v.contains_key(*s)) {
+            v.insert("emptyDir".into(), json!({}));
+        }
+        for src in ["configMap", "secret", "projected", "downwardAPI"] {
+            if let Some(m) = v.get_mut(src).and_then(Value::as_object_mut) {
+                default(m, "defaultMode", json!(420));
+            }
+        }
+        if let Some(items) = v.get_mut("downwardAPI").and_then(|d| d.get_mut("items")).and_then(Value::as_array_mut) {
+            for f in items.iter_mut().filter_map(|i| i.get_mut("fieldRef")).filter_map(Value::as_object_mut) {
+                default(f, "apiVersion", json!("v1"));
+            }
+        }
+        let sources = v.get_mut("projected").and_then(|p| p.get_mut("sources")).and_then(Value::as_array_mut);
+        for source in sources.into_iter().flatten() {
+            if let Some(t) = source.get_mut("serviceAccountToken").and_then(Value::as_object_mut) {
+                default(t, "expirationSeconds", json!(3600));
+            }
+            for f in source
+                .pointer_mut("/downwardAPI/items")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.get_mut("fieldRef"))
+                .filter_map(Value::as_object_mut)
+            {
+                default(f, "apiVersion", json!("v1"));
+            }
+        }
+    }
 }
 
 /// ServiceAccount admission: a projected `kube-api-access-xxxxx` volume (token, the cluster CA
@@ -188,6 +279,31 @@ mod tests {
         let vol = &spec["volumes"][0];
         assert!(vol["name"].as_str().unwrap().starts_with("kube-api-access-"));
         assert_eq!(spec["containers"][1]["volumeMounts"][0]["name"], vol["name"]);
+    }
+
+    #[test]
+    fn volumes_and_probes_get_the_api_servers_defaults() {
+        let mut pod = json!({"spec":{"automountServiceAccountToken":false,"containers":[{"name":"c","image":"x:1",
+            "readinessProbe":{"httpGet":{"port":80}},
+            "env":[{"name":"N","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}}]}],
+            "volumes":[{"name":"cm","configMap":{"name":"c"}},{"name":"s","secret":{"secretName":"s"}},
+                {"name":"d","downwardAPI":{"items":[{"path":"n","fieldRef":{"fieldPath":"metadata.name"}}]}},
+                {"name":"p","projected":{"sources":[{"serviceAccountToken":{"path":"t"}}]}},
+                {"name":"mode","configMap":{"name":"c","defaultMode":256}},
+                {"name":"bare"}]}});
+        apply("Pod", &mut pod);
+        let v = &pod["spec"]["volumes"];
+        for i in 0..4 {
+            assert_eq!(v[i][["configMap", "secret", "downwardAPI", "projected"][i]]["defaultMode"], 420, "{}", v[i]);
+        }
+        assert_eq!(v[4]["configMap"]["defaultMode"], 256, "an explicit mode stays");
+        assert_eq!(v[5]["emptyDir"], json!({}));
+        assert_eq!(v[2]["downwardAPI"]["items"][0]["fieldRef"]["apiVersion"], "v1");
+        assert_eq!(v[3]["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"], 3600);
+        let c = &pod["spec"]["containers"][0];
+        assert_eq!(c["readinessProbe"]["periodSeconds"], 10);
+        assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTP");
+        assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["apiVersion"], "v1");
     }
 
     #[test]
