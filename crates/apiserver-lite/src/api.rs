@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::auth::User;
 use crate::registry::ResourceType;
 use crate::server::{Body, Shared, error_response, object_response, typed_response};
 use crate::store::{DeleteOptions, Store};
@@ -523,7 +522,7 @@ fn token(
     name: &str,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
-    ctx.shared.store.get(t, ns, name)?;
+    let sa = ctx.shared.store.get(t, ns, name)?;
     let mut req = decode_body(ctx.content_type, body)?;
     let secs = req.pointer("/spec/expirationSeconds").and_then(Value::as_u64).unwrap_or(3600);
     if !(600..=1 << 32).contains(&secs) {
@@ -537,15 +536,38 @@ fn token(
         ));
     }
     let ns = ns.unwrap_or_default();
-    let user = User {
-        name: format!("system:serviceaccount:{ns}:{name}"),
-        groups: vec![
-            "system:serviceaccounts".to_owned(),
-            format!("system:serviceaccounts:{ns}"),
-            "system:authenticated".to_owned(),
-        ],
+    let bound = req.pointer("/spec/boundObjectRef").cloned().unwrap_or(Value::Null);
+    let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let pod = (field(&bound, "kind") == "Pod").then(|| (field(&bound, "name"), field(&bound, "uid")));
+    if let Some((pod_name, pod_uid)) = &pod {
+        // kube-apiserver binds a token only to a pod that exists with that UID.
+        let pods = ctx.shared.store.resolve("", "v1", "pods").ok_or_else(no_such_path)?;
+        let p = ctx.shared.store.get(&pods, Some(ns), pod_name)?;
+        if !pod_uid.is_empty() && p.pointer("/metadata/uid").and_then(Value::as_str) != Some(pod_uid.as_str()) {
+            return Err(ApiError::conflict(
+                &t.group_resource(),
+                name,
+                "the pod's UID does not match boundObjectRef.uid",
+            ));
+        }
+    }
+    let audiences: Vec<String> = req
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let subject = crate::satoken::Subject {
+        namespace: ns.to_owned(),
+        service_account: (
+            name.to_owned(),
+            sa.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        ),
+        pod,
     };
-    let (token, expires) = ctx.shared.auth.mint(user, Duration::from_secs(secs));
+    let (token, expires) = ctx.shared.auth.signer.mint(&subject, &audiences, Duration::from_secs(secs));
+    if audiences.is_empty() {
+        req["spec"]["audiences"] = json!([crate::satoken::ISSUER]);
+    }
     req["apiVersion"] = json!("authentication.k8s.io/v1");
     req["kind"] = json!("TokenRequest");
     req["spec"]["expirationSeconds"] = json!(secs);

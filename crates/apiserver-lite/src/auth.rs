@@ -26,6 +26,8 @@ struct Token {
 #[derive(Default)]
 pub struct Authenticator {
     tokens: RwLock<HashMap<String, Token>>,
+    /// Service-account tokens (JWTs) are signed with this key and verified against it.
+    pub signer: crate::satoken::Signer,
 }
 
 impl Authenticator {
@@ -46,9 +48,13 @@ impl Authenticator {
         (token, expires)
     }
 
-    /// The user of an `Authorization` header value, if it is a known, unexpired bearer token.
+    /// The user of an `Authorization` header value, if it is a known, unexpired bearer token or
+    /// a service-account JWT this server signed.
     pub fn bearer(&self, header: &str) -> Option<User> {
         let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer "))?.trim();
+        if token.split('.').count() == 3 {
+            return self.signer.verify(token);
+        }
         let tokens = self.tokens.read();
         let t = tokens.get(token)?;
         if t.expires.is_some_and(|e| e <= SystemTime::now()) {

@@ -21,6 +21,7 @@ pub mod auth;
 mod defaults;
 mod proxy;
 pub mod registry;
+pub mod satoken;
 mod server;
 pub mod store;
 pub mod time;

@@ -151,6 +151,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, cert_user: Option<U
         req.headers().get(header::ACCEPT).and_then(|h| h.to_str().ok()).unwrap_or("application/json").to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
     let method = req.method().clone();
+    // Service-account issuer discovery, for verifying the tokens it signs.
+    if path == "/openid/v1/jwks" {
+        return json_response(StatusCode::OK, &shared.auth.signer.jwks());
+    }
+    if path == "/.well-known/openid-configuration" {
+        let base = format!("https://{}", shared.address);
+        return json_response(StatusCode::OK, &crate::satoken::openid_configuration(&base));
+    }
     if let Some(rest) = path.strip_prefix("/openapi/v3") {
         return match api::openapi_v3(&shared.store, rest.trim_start_matches('/')) {
             Some(doc) => json_response(StatusCode::OK, &doc),

@@ -292,3 +292,64 @@ fn every_page_of_a_list_reports_the_first_pages_version() {
         assert_eq!(second.metadata.resource_version.unwrap(), rv);
     });
 }
+
+/// TokenRequest returns a real service-account JWT (issue #13): signed with the key the server
+/// publishes at /openid/v1/jwks, with the standard claims and the pod it is bound to; it
+/// authenticates, and a token bound to a pod with another UID is refused.
+#[test]
+fn token_requests_return_verifiable_jwts() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let c = Cluster::start();
+    let client = c.client();
+    c.rt.block_on(async {
+        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "default");
+        sas.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "robot"}})).unwrap())
+            .await
+            .unwrap();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let pod = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"serviceAccountName": "robot",
+            "containers": [{"name": "c", "image": "busybox:1"}]}}))
+        .unwrap();
+        let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
+        let uid = pod.metadata.uid.unwrap();
+        let request = |uid: &str| {
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"audiences": ["edge"],
+                "expirationSeconds": 3600, "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "web", "uid": uid}}})
+        };
+        let tr: serde_json::Value =
+            sas.create_subresource("token", "robot", &PostParams::default(), &request(&uid)).await.unwrap();
+        let token = tr["status"]["token"].as_str().unwrap().to_owned();
+        assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+        let jwks: serde_json::Value = serde_json::from_str(
+            &client.request_text(http::Request::get("/openid/v1/jwks").body(Vec::new()).unwrap()).await.unwrap(),
+        )
+        .unwrap();
+        let key = &jwks["keys"][0];
+        assert_eq!((key["kty"].as_str(), key["alg"].as_str()), (Some("EC"), Some("ES256")));
+        let mut point = vec![4u8];
+        point.extend(B64.decode(key["x"].as_str().unwrap()).unwrap());
+        point.extend(B64.decode(key["y"].as_str().unwrap()).unwrap());
+        let claims = apiserver_lite::satoken::verify_with(&point, &token, std::time::SystemTime::now())
+            .expect("verifies with the published key");
+        assert_eq!(claims["sub"], "system:serviceaccount:default:robot");
+        assert_eq!(claims["aud"], json!(["edge"]));
+        assert_eq!(claims["kubernetes.io"]["pod"]["uid"], uid.as_str());
+        assert!(claims["exp"].as_u64().unwrap() > claims["iat"].as_u64().unwrap());
+        // The token authenticates.
+        let mut cfg = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&c.kubeconfig).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        cfg.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
+        let as_robot = kube::Client::try_from(cfg).unwrap();
+        let cms: Api<ConfigMap> = Api::namespaced(as_robot, "default");
+        cms.list(&ListParams::default()).await.expect("the token authenticates");
+        // Bound to a pod that is not that pod: refused.
+        let err: Result<serde_json::Value, _> =
+            sas.create_subresource("token", "robot", &PostParams::default(), &request("other-uid")).await;
+        assert!(matches!(&err, Err(kube::Error::Api(s)) if s.code == 409), "{err:?}");
+    });
+}
