@@ -25,6 +25,8 @@ use node::{HostInfo, LEASE_NAMESPACE, NodeSpec};
 
 /// How long one request through MetaManager may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The first wait before registering again (it doubles up to [`Timings::retry`]).
+const FIRST_RETRY: Duration = Duration::from_millis(100);
 
 /// Timings of the node agent (upstream kubelet's).
 #[derive(Debug, Clone)]
@@ -33,7 +35,8 @@ pub struct Timings {
     pub lease_duration: Duration,
     /// `nodeStatusReportFrequency`: a status heartbeat is sent at least this often.
     pub status_report: Duration,
-    /// Wait between registration attempts while the cloud is not reachable.
+    /// Longest wait between registration attempts while the cloud is not reachable (the
+    /// first is 100 ms, doubling up to this).
     pub retry: Duration,
 }
 
@@ -166,6 +169,9 @@ impl NodeAgent {
     /// duration and sends a status heartbeat every `status_report`, until `stop`.
     pub async fn run(self, stop: CancellationToken) {
         let host = HostInfo::detect();
+        // At start the link is usually seconds away at most: retry soon, then less often
+        // (100 ms doubling to `retry`), so the node is Ready as soon as the link is up.
+        let mut wait = FIRST_RETRY.min(self.timings.retry);
         let uid = loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -175,8 +181,9 @@ impl NodeAgent {
                         debug!(error = %e, "Node registration failed; retrying.");
                         tokio::select! {
                             _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep(self.timings.retry) => {}
+                            _ = tokio::time::sleep(wait) => {}
                         }
+                        wait = (wait * 2).min(self.timings.retry);
                     }
                 },
             }
