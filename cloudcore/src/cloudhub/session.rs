@@ -166,7 +166,12 @@ impl Hub {
             };
             let (hub, acceptor, opts, shutdown) = (self.clone(), acceptor.clone(), opts.clone(), shutdown.clone());
             sessions.spawn(async move {
-                match kubeedge_viaduct::accept(tcp, acceptor, &opts).await {
+                // A handshake under way when cloudcore stops is abandoned, not waited for.
+                let accepted = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    a = kubeedge_viaduct::accept(tcp, acceptor, &opts) => a,
+                };
+                match accepted {
                     Ok((id, conn)) => hub.run_session(id, peer, conn, shutdown).await,
                     Err(e) => debug!(%peer, error = %e, "Edge handshake failed."),
                 }

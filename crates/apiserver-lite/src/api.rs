@@ -550,6 +550,12 @@ fn token(
                 "the pod's UID does not match boundObjectRef.uid",
             ));
         }
+        let runs_as = p.pointer("/spec/serviceAccountName").and_then(Value::as_str).unwrap_or("default");
+        if runs_as != name {
+            return Err(ApiError::bad_request(format!(
+                "cannot bind token for serviceaccount \"{name}\" to pod running with serviceaccount \"{runs_as}\""
+            )));
+        }
     }
     let audiences: Vec<String> = req
         .pointer("/spec/audiences")

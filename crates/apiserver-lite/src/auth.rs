@@ -52,8 +52,10 @@ impl Authenticator {
     /// a service-account JWT this server signed.
     pub fn bearer(&self, header: &str) -> Option<User> {
         let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer "))?.trim();
-        if token.split('.').count() == 3 {
-            return self.signer.verify(token);
+        if token.split('.').count() == 3
+            && let Some(user) = self.signer.verify(token)
+        {
+            return Some(user);
         }
         let tokens = self.tokens.read();
         let t = tokens.get(token)?;

@@ -83,6 +83,12 @@ impl Signer {
     /// The user of a token this signer issued, if its signature holds and it has not expired.
     pub fn verify(&self, token: &str) -> Option<User> {
         let claims = verify_with(self.key.public_key().as_ref(), token, SystemTime::now())?;
+        // As kube-apiserver with its default API audiences: a token for another audience (say,
+        // a vault) is not an API credential.
+        let for_api = claims.get("aud").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == ISSUER));
+        if claims.get("iss").and_then(Value::as_str) != Some(ISSUER) || !for_api {
+            return None;
+        }
         let sub = claims.get("sub")?.as_str()?;
         let ns = claims.pointer("/kubernetes.io/namespace")?.as_str()?;
         Some(User {
@@ -152,12 +158,14 @@ mod tests {
         assert_eq!(claims["iss"], ISSUER);
         assert_eq!(claims["kubernetes.io"]["pod"]["uid"], "pod-uid");
         assert_eq!(claims["kubernetes.io"]["serviceaccount"]["uid"], "sa-uid");
-        assert_eq!(s.verify(&t).unwrap().name, "system:serviceaccount:default:robot");
+        assert!(s.verify(&t).is_none(), "a token for another audience is no API credential");
+        let (api, _) = s.mint(&subject, &[], Duration::from_secs(600));
+        assert_eq!(s.verify(&api).unwrap().name, "system:serviceaccount:default:robot");
         let later = SystemTime::now() + Duration::from_secs(601);
         assert!(verify_with(&point, &t, later).is_none(), "expired");
         let mut forged = t.clone();
         forged.replace_range(forged.len() - 4.., "AAAA");
         assert!(s.verify(&forged).is_none());
-        assert!(Signer::default().verify(&t).is_none(), "another server's key");
+        assert!(Signer::default().verify(&api).is_none(), "another server's key");
     }
 }

@@ -336,17 +336,26 @@ fn token_requests_return_verifiable_jwts() {
         assert_eq!(claims["aud"], json!(["edge"]));
         assert_eq!(claims["kubernetes.io"]["pod"]["uid"], uid.as_str());
         assert!(claims["exp"].as_u64().unwrap() > claims["iat"].as_u64().unwrap());
-        // The token authenticates.
-        let mut cfg = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&c.kubeconfig).unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        cfg.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
-        let as_robot = kube::Client::try_from(cfg).unwrap();
-        let cms: Api<ConfigMap> = Api::namespaced(as_robot, "default");
-        cms.list(&ListParams::default()).await.expect("the token authenticates");
+        // A token for the API (the default audience) authenticates; one for another audience
+        // does not.
+        let mut api_request = request(&uid);
+        api_request["spec"].as_object_mut().unwrap().remove("audiences");
+        let tr: serde_json::Value =
+            sas.create_subresource("token", "robot", &PostParams::default(), &api_request).await.unwrap();
+        let api_token = tr["status"]["token"].as_str().unwrap().to_owned();
+        let as_token = |token: String| {
+            let kubeconfig = c.kubeconfig.clone();
+            async move {
+                let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+                let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+                cfg.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
+                let cms: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(cfg).unwrap(), "default");
+                cms.list(&ListParams::default()).await
+            }
+        };
+        as_token(api_token).await.expect("the API token authenticates");
+        let other = as_token(token).await;
+        assert!(matches!(&other, Err(kube::Error::Api(s)) if s.code == 401), "{other:?}");
         // Bound to a pod that is not that pod: refused.
         let err: Result<serde_json::Value, _> =
             sas.create_subresource("token", "robot", &PostParams::default(), &request("other-uid")).await;

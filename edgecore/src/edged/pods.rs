@@ -495,10 +495,12 @@ impl PodRuntime {
         // Stop the containers first, so their final states can be reported (as kubelet does:
         // terminated with their exit codes), then remove everything.
         let left = grace.saturating_sub(started.elapsed()).max(Duration::from_secs(2).min(grace));
-        for (_, id) in &running {
-            ok_if_gone(self.cri.stop_container(id, left).await).map_err(cri("StopContainer"))?;
+        // All at once, as kubelet does: the pod's grace is shared, not spent per container.
+        let stops = running.iter().map(|(_, id)| self.cri.stop_container(id, left));
+        for r in futures::future::join_all(stops).await {
+            ok_if_gone(r).map_err(cri("StopContainer"))?;
         }
-        let status = self.status_inner(pod, host_ip, &HashMap::new(), true).await.ok();
+        let status = self.status_inner(pod, host_ip, &HashMap::new(), true).await.ok().filter(|s| s != &json!({}));
         self.kill(&key.uid, Duration::from_secs(2).min(grace)).await?;
         Ok(status)
     }
@@ -577,7 +579,8 @@ impl PodRuntime {
         let key = PodKey::of(pod)?;
         let sandboxes = self.sandboxes_of(&key.uid).await?;
         let Some(sb) = sandboxes.iter().max_by_key(|s| s.created_at) else {
-            return Ok(json!({"phase": "Pending"}));
+            // Nothing runs: a pod being deleted has nothing more to report (never a step back).
+            return Ok(if terminating { json!({}) } else { json!({"phase": "Pending"}) });
         };
         let sb_status = self.cri.pod_sandbox_status(&sb.id).await.map_err(cri("PodSandboxStatus"))?;
         let pod_ip = if host_network(pod) {
