@@ -449,6 +449,17 @@ async fn row6_a_token_cannot_take_over_a_node() {
     )
     .await;
     assert_eq!(code, 403);
+    // edge-b goes away; the leaked older certificate still may not sit in for it.
+    let mark = c.cloud.mark();
+    drop(rejoined);
+    drop(b);
+    c.cloud.wait_for_line_since(mark, "Edge disconnected.");
+    let mark = c.cloud.mark();
+    if let Ok(mut thief) = Edge::connect_with(&c.ca, &c.ws, "edge-b", &other, &other_key).await {
+        let got = thief.expect_within("anything", Duration::from_secs(5), |_| true).await;
+        assert!(got.is_err(), "the superseded certificate's session is closed: {got:?}");
+    }
+    c.cloud.wait_for_line_since(mark, "Refused a session with a superseded certificate");
     cloud.stop().await;
 }
 

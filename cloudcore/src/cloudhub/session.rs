@@ -90,6 +90,10 @@ fn may_replace(old: &Entry, id: &Identity) -> bool {
 /// The sessions of all connected nodes.
 pub struct Hub {
     sessions: Mutex<HashMap<String, Entry>>,
+    /// Per node, the newest certificate (its notBefore) a session of this cloudcore used: an
+    /// older one is superseded and admitted no more, even while the node is away. Taken only
+    /// under `sessions`' lock.
+    newest_cert: Mutex<HashMap<String, i64>>,
     next_id: AtomicU64,
     node_limit: usize,
     keepalive: Duration,
@@ -100,7 +104,15 @@ pub struct Hub {
 impl Hub {
     /// A hub that admits at most `node_limit` nodes and drops a node silent for `keepalive`.
     pub fn new(bus: Bus, node_limit: usize, keepalive: Duration, metrics: Option<HubMetrics>) -> Arc<Self> {
-        Arc::new(Self { sessions: Mutex::default(), next_id: AtomicU64::new(1), node_limit, keepalive, bus, metrics })
+        Arc::new(Self {
+            sessions: Mutex::default(),
+            newest_cert: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            node_limit,
+            keepalive,
+            bus,
+            metrics,
+        })
     }
 
     /// Whether `node` has a session now.
@@ -201,10 +213,15 @@ impl Hub {
         // Decided under the lock, acted on after it: no guard lives across an await.
         let admitted = {
             let mut sessions = self.sessions.lock();
+            let mut newest = self.newest_cert.lock();
+            let superseded = newest.get(&node).is_some_and(|n| id.cert_not_before < *n);
             match sessions.get(&node) {
-                Some(old) if !may_replace(old, &id) => Err(Some(old.peer)),
+                Some(old) if !may_replace(old, &id) => Err(Some(Some(old.peer))),
+                _ if superseded => Err(Some(None)),
                 None if sessions.len() >= self.node_limit => Err(None),
                 _ => {
+                    let seen = newest.entry(node.clone()).or_insert(id.cert_not_before);
+                    *seen = (*seen).max(id.cert_not_before);
                     // A new session replaces the old one atomically.
                     let entry = Entry {
                         id: session_id,
@@ -232,7 +249,16 @@ impl Hub {
                 let _ = conn.close_with(1013, "node limit reached").await;
                 return;
             }
-            Err(Some(current)) => {
+            Err(Some(None)) => {
+                warn!(
+                    node,
+                    refused_peer = %peer,
+                    "Refused a session with a superseded certificate: the node has used a newer one."
+                );
+                let _ = conn.close_with(1008, "this certificate was superseded by a newer one of the node").await;
+                return;
+            }
+            Err(Some(Some(current))) => {
                 warn!(
                     node,
                     current_peer = %current,
