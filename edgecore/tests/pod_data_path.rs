@@ -234,14 +234,17 @@ fn metaserver_keeps_serving_list_and_watch_while_the_cloud_is_down() {
     rt.block_on(s.cloud.api.shutdown());
 }
 
-#[test]
-fn an_upstream_edgecore_db_opens_in_place_and_is_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("edgecore.db");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/metastore/tests/fixtures/upstream-edgecore.db");
-    std::fs::copy(fixture, &db).unwrap();
+/// edgecore on a copy of the edgecore.db `fixture` (relative to this crate), with MetaServer
+/// on a free port: (edgecore, MetaServer's kubeconfig).
+fn serve_db(dir: &Path, fixture: &str) -> (Process, std::path::PathBuf) {
+    let db = dir.join("edgecore.db");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join(fixture), &db).unwrap();
+    let mut perms = std::fs::metadata(&db).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&db, perms).unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
-    let cfg = kubeedge_testkit::daemon::test_config(bin, dir.path(), "edgecore");
+    let cfg = kubeedge_testkit::daemon::test_config(bin, dir, "edgecore");
     let port = kubeedge_testkit::free_port();
     let mut yaml = std::fs::read_to_string(&cfg).unwrap();
     for (path, value) in [
@@ -254,7 +257,13 @@ fn an_upstream_edgecore_db_opens_in_place_and_is_served() {
     std::fs::write(&cfg, yaml).unwrap();
     let mut edge = Process::spawn(bin, &["--config", cfg.to_str().unwrap()]).unwrap();
     edge.wait_for_line("MetaServer listening.");
-    let kc = metaserver_kubeconfig(dir.path(), port);
+    (edge, metaserver_kubeconfig(dir, port))
+}
+
+#[test]
+fn an_upstream_edgecore_db_opens_in_place_and_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut edge, kc) = serve_db(dir.path(), "../crates/metastore/tests/fixtures/upstream-edgecore.db");
     let out = kubectl(&kc, dir.path(), &["get", "pods", "-n", "default", "-o", "name"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("pod/nginx"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = kubectl(&kc, dir.path(), &["get", "configmap", "nginx-conf", "-n", "default", "-o", "name"]);
@@ -268,28 +277,7 @@ fn an_upstream_edgecore_db_opens_in_place_and_is_served() {
 #[test]
 fn a_real_upstream_edgecore_db_opens_in_place_and_is_served() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("edgecore.db");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/upstream/real-pair/edgecore.db");
-    std::fs::copy(fixture, &db).unwrap();
-    let mut perms = std::fs::metadata(&db).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&db, perms).unwrap();
-    let bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
-    let cfg = kubeedge_testkit::daemon::test_config(bin, dir.path(), "edgecore");
-    let port = kubeedge_testkit::free_port();
-    let mut yaml = std::fs::read_to_string(&cfg).unwrap();
-    for (path, value) in [
-        (&["database", "dataSource"][..], format!("\"{}\"", db.display())),
-        (&["modules", "metaManager", "metaServer", "enable"][..], "true".to_owned()),
-        (&["modules", "metaManager", "metaServer", "server"][..], format!("\"127.0.0.1:{port}\"")),
-    ] {
-        yaml = kubeedge_testkit::set_yaml_path(&yaml, path, &value);
-    }
-    std::fs::write(&cfg, yaml).unwrap();
-    let mut edge = Process::spawn(bin, &["--config", cfg.to_str().unwrap()]).unwrap();
-    edge.wait_for_line("MetaServer listening.");
-    let kc = metaserver_kubeconfig(dir.path(), port);
+    let (mut edge, kc) = serve_db(dir.path(), "../tests/fixtures/upstream/real-pair/edgecore.db");
     for (args, want) in [
         (&["get", "nodes", "-o", "name"][..], "node/up-edge"),
         (&["get", "configmap", "web-page", "-n", "default", "-o", "name"][..], "configmap/web-page"),
