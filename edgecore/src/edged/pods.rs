@@ -496,9 +496,9 @@ impl PodRuntime {
         // terminated with their exit codes), then remove everything.
         let left = grace.saturating_sub(started.elapsed()).max(Duration::from_secs(2).min(grace));
         // All at once, as kubelet does: the pod's grace is shared, not spent per container.
-        let stops = running.iter().map(|(_, id)| self.cri.stop_container(id, left));
+        let stops = running.iter().map(|(_, id)| self.stop_running(id, left));
         for r in futures::future::join_all(stops).await {
-            ok_if_gone(r).map_err(cri("StopContainer"))?;
+            r?;
         }
         let status = self.status_inner(pod, host_ip, &HashMap::new(), true).await.ok().filter(|s| s != &json!({}));
         self.kill(&key.uid, Duration::from_secs(2).min(grace)).await?;
@@ -510,7 +510,11 @@ impl PodRuntime {
         for sb in self.sandboxes_of(uid).await? {
             let filter = v1::ContainerFilter { pod_sandbox_id: sb.id.clone(), ..Default::default() };
             for c in self.cri.list_containers(Some(filter)).await.map_err(cri("ListContainers"))? {
-                ok_if_gone(self.cri.stop_container(&c.id, grace).await).map_err(cri("StopContainer"))?;
+                // Only a running container needs stopping (kubelet's rule): asking containerd to
+                // stop one that exited can fail with its shim already gone ("ttrpc: closed").
+                if ContainerState::try_from(c.state) == Ok(ContainerState::ContainerRunning) {
+                    self.stop_running(&c.id, grace).await?;
+                }
                 ok_if_gone(self.cri.remove_container(&c.id).await).map_err(cri("RemoveContainer"))?;
             }
             ok_if_gone(self.cri.stop_pod_sandbox(&sb.id).await).map_err(cri("StopPodSandbox"))?;
@@ -518,6 +522,28 @@ impl PodRuntime {
         }
         super::volumes::cleanup(&self.pods_root, uid).await;
         Ok(())
+    }
+
+    /// Stops a running container within `grace`. A container that exits while being stopped
+    /// may make containerd answer with an error (its shim is gone): that is a stop, not a
+    /// failure.
+    async fn stop_running(&self, id: &str, grace: Duration) -> Result<(), Error> {
+        let mut attempt = 0;
+        loop {
+            let e = match ok_if_gone(self.cri.stop_container(id, grace).await) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            attempt += 1;
+            // containerd may still call it running for a moment after its shim went away.
+            tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+            match self.cri.container_status(id).await {
+                Ok(st) if ContainerState::try_from(st.state) != Ok(ContainerState::ContainerRunning) => return Ok(()),
+                Err(gone) if gone.is_not_found() => return Ok(()),
+                _ if attempt >= STOP_ATTEMPTS => return Err(cri("StopContainer")(e)),
+                _ => {}
+            }
+        }
     }
 
     /// The pod's status in the Kubernetes shape, from what CRI reports now.
@@ -873,6 +899,9 @@ pub fn restarts(pod: &Pod, code: i32) -> bool {
         _ => true,
     }
 }
+
+/// How many times a running container is asked to stop before the error counts.
+const STOP_ATTEMPTS: u32 = 3;
 
 fn ok_if_gone(r: Result<(), CriError>) -> Result<(), CriError> {
     match r {
