@@ -31,7 +31,20 @@ impl Module for Stub {
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
         Box::pin(async move {
             while let Some(m) = ctx.recv().await {
-                if self.answer_queries && m.router.operation == "query" {
+                if self.answer_queries
+                    && m.router.operation == "query"
+                    && m.router.resource.contains("serviceaccounttoken")
+                {
+                    // The cloud's TokenRequest answer: the request with a token and its expiry.
+                    let mut body: serde_json::Value = m.content.decode().unwrap();
+                    let uid = body["spec"]["boundObjectRef"]["uid"].as_str().unwrap_or_default().to_owned();
+                    body["status"] =
+                        json!({"token": format!("token-for-{uid}"), "expirationTimestamp": "2099-01-01T00:00:00Z"});
+                    body["spec"]["expirationSeconds"] = json!(3607);
+                    let mut r = Message::response_to(&m, Content::json(&body).unwrap());
+                    r.header.resource_version = "0".into();
+                    let _ = ctx.bus.send_resp(r);
+                } else if self.answer_queries && m.router.operation == "query" {
                     let body = json!({"apiVersion": "v1", "kind": "Secret",
                         "metadata": {"name": "remote", "namespace": "default", "uid": "s-1", "resourceVersion": "9"},
                         "data": {"k": "dg=="}});
@@ -189,6 +202,55 @@ async fn queries_are_local_first_then_remote_and_offline_answers_from_the_databa
     assert_eq!(up.router.operation, "query");
     let ack = next(&mut s.hub, "the ACK of the reply").await;
     assert_eq!(ack.content.as_str().as_deref(), Some("OK"));
+}
+
+/// Service-account tokens are stored per bound pod under upstream's key (issue #13): a pod
+/// never gets another pod's token, and a fresh stored token is served without asking the cloud.
+#[tokio::test]
+async fn tokens_are_stored_per_pod_under_upstreams_key() {
+    let mut s = setup();
+    let online = Message::build("websocket", "meta", "node/connection", "connect", Content::string("connected"));
+    s.bus.send("metamanager", online).await.unwrap();
+    let request = |uid: &str| {
+        json!({"metadata": {"creationTimestamp": null}, "spec": {"audiences": null, "expirationSeconds": 3607,
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web", "uid": uid}},
+            "status": {"token": "", "expirationTimestamp": null}})
+    };
+    let ask = |uid: &str| {
+        Message::build(
+            "edged",
+            "meta",
+            "default/serviceaccounttoken/default",
+            "query",
+            Content::json(&request(uid)).unwrap(),
+        )
+    };
+    let token_of = |r: &Message| -> String {
+        let v: serde_json::Value = r.content.decode().unwrap();
+        let obj = match v {
+            serde_json::Value::Array(items) => serde_json::from_str(items[0].as_str().unwrap()).unwrap(),
+            o => o,
+        };
+        obj["status"]["token"].as_str().unwrap().to_owned()
+    };
+    let r = s.bus.send_sync("metamanager", ask("uid-a"), WAIT).await.unwrap();
+    assert_eq!(token_of(&r), "token-for-uid-a");
+    assert_eq!(next(&mut s.hub, "the token query sent up").await.router.operation, "query");
+    let key = r#""default"/"default"/[]string(nil)/3607/v1.BoundObjectReference{Kind:"Pod", APIVersion:"v1", Name:"web", UID:"uid-a"}"#;
+    let row = s.store.get(key).await.unwrap().expect("stored under upstream's key");
+    assert_eq!(row.ty, "serviceaccounttoken");
+    assert!(s.store.get("default/serviceaccounttoken/default").await.unwrap().is_none());
+    // Fresh: served from the database.
+    let r = s.bus.send_sync("metamanager", ask("uid-a"), WAIT).await.unwrap();
+    assert_eq!(token_of(&r), "token-for-uid-a");
+    // Another pod of the same account gets its own token.
+    let r = s.bus.send_sync("metamanager", ask("uid-b"), WAIT).await.unwrap();
+    assert_eq!(token_of(&r), "token-for-uid-b");
+    let mut ups = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), s.hub.recv()).await {
+        ups.push(m.router.operation);
+    }
+    assert_eq!(ups.iter().filter(|o| *o == "query").count(), 1, "only pod b's token was asked for: {ups:?}");
 }
 
 #[tokio::test]

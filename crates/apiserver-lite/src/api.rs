@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use kubeedge_kube_serve::discovery::ResourceInfo;
 use kubeedge_kube_serve::openapi;
 use kubeedge_kube_serve::patch::{self, PatchType};
+use kubeedge_kube_serve::protobuf;
 use kubeedge_kube_serve::request::{ListOptions, ResourceRequest, Verb, parse_query, query_param, verb};
 use kubeedge_kube_serve::selector::{FieldSelector, LabelSelector};
 use kubeedge_kube_serve::status::{ApiError, success_status};
@@ -334,7 +335,14 @@ fn shaped(
     shape: Shape<'_>,
     code: StatusCode,
 ) -> Result<Response<Body>, ApiError> {
-    let kind = ctx.table;
+    let mut kind = ctx.table;
+    if let AcceptKind::Protobuf { json_too } = kind {
+        match protobuf_shape(t, &shape, json_too) {
+            Ok(bytes) => return Ok(crate::server::bytes_response(code, protobuf::CONTENT_TYPE, bytes)),
+            Err(e) if !json_too => return Err(ApiError::not_acceptable(format!("no protobuf form: {}", e.0))),
+            Err(_) => kind = AcceptKind::Json,
+        }
+    }
     match kind {
         AcceptKind::Unsupported => {
             Err(ApiError::not_acceptable(format!("only JSON and YAML are served, not {:?}", ctx.accept)))
@@ -392,13 +400,7 @@ fn shaped(
             Shape::List { objects, rv, continue_token, remaining } => {
                 // Written straight from the shared objects: a list of 10,000 pods is not
                 // deep-copied to be encoded.
-                let mut meta = json!({"resourceVersion": rv.to_string()});
-                if let Some(c) = continue_token.filter(|c| !c.is_empty()) {
-                    meta["continue"] = json!(c);
-                }
-                if let Some(r) = remaining {
-                    meta["remainingItemCount"] = json!(r);
-                }
+                let meta = list_meta(rv, continue_token, remaining);
                 let head = json!({"kind": t.list_kind(), "apiVersion": t.api_version(), "metadata": meta});
                 let mut out = serde_json::to_vec(&head).unwrap_or_default();
                 out.pop(); // the closing brace
@@ -413,6 +415,32 @@ fn shaped(
                 Ok(crate::server::bytes_response(code, "application/json", out))
             }
         },
+    }
+}
+
+/// A list's `metadata`.
+fn list_meta(rv: u64, continue_token: Option<&str>, remaining: Option<i64>) -> Value {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if let Some(c) = continue_token.filter(|c| !c.is_empty()) {
+        meta["continue"] = json!(c);
+    }
+    if let Some(r) = remaining {
+        meta["remainingItemCount"] = json!(r);
+    }
+    meta
+}
+
+/// The protobuf body of an object or list. Strict when JSON would do too (an object protobuf
+/// cannot fully describe is then answered in JSON); otherwise what it cannot describe is left
+/// out, as kube-apiserver would have pruned it.
+fn protobuf_shape(t: &ResourceType, shape: &Shape<'_>, json_too: bool) -> Result<Vec<u8>, protobuf::Unencodable> {
+    let mode = if json_too { protobuf::Mode::Strict } else { protobuf::Mode::Lenient };
+    match shape {
+        Shape::One(o) => protobuf::encode(o, mode),
+        Shape::List { objects, rv, continue_token, remaining } => {
+            let meta = list_meta(*rv, *continue_token, *remaining);
+            protobuf::encode_list(&t.api_version(), &t.list_kind(), &meta, objects.iter().map(|o| &**o), mode)
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kubeedge_kube_serve::request::{ApiPath, parse_path};
 use kubeedge_kube_serve::status::ApiError;
-use kubeedge_kube_serve::{discovery, table};
+use kubeedge_kube_serve::table::AcceptKind;
+use kubeedge_kube_serve::{discovery, protobuf, table};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -117,8 +118,19 @@ pub fn error_response(err: &ApiError) -> Response<Body> {
     json_response(StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &err.to_status())
 }
 
-/// Renders a successful object or list in the format the client asked for.
+/// Renders a successful object or list in the format the client asked for: protobuf when it
+/// prefers that and the object has a protobuf form (else JSON, if it accepts JSON), YAML, JSON.
 pub fn object_response(code: StatusCode, accept: &str, value: &Value) -> Response<Body> {
+    if let AcceptKind::Protobuf { json_too } = table::parse_accept(accept) {
+        let mode = if json_too { protobuf::Mode::Strict } else { protobuf::Mode::Lenient };
+        match protobuf::encode(value, mode) {
+            Ok(bytes) => return bytes_response(code, protobuf::CONTENT_TYPE, bytes),
+            Err(e) if !json_too => {
+                return error_response(&ApiError::not_acceptable(format!("no protobuf form: {}", e.0)));
+            }
+            Err(_) => {}
+        }
+    }
     if accept_yaml(accept) {
         let yaml = yaml_serde::to_string(value).unwrap_or_default();
         return bytes_response(code, "application/yaml", yaml.into_bytes());

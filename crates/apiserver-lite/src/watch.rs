@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
+use kubeedge_kube_serve::protobuf;
 use kubeedge_kube_serve::request::ListOptions;
 use kubeedge_kube_serve::status::ApiError;
 use kubeedge_kube_serve::table::AcceptKind;
@@ -63,22 +64,32 @@ pub fn serve(
             Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?)
         }
     };
+    // Protobuf frames when the client prefers them and the kind has a protobuf form.
+    let proto = match ctx.table {
+        AcceptKind::Protobuf { .. } if protobuf::has_kind(&t.api_version(), &t.kind) => true,
+        AcceptKind::Protobuf { json_too: true } => false,
+        AcceptKind::Protobuf { json_too: false } => {
+            return Err(ApiError::not_acceptable(format!("{} has no protobuf form; accept application/json", t.kind)));
+        }
+        _ => false,
+    };
     let (backlog, start_rv, rx) = match store.watch(&t, from) {
         Ok(w) => w,
         // As kube-apiserver: the watch is accepted, then ends with an ERROR event carrying the
         // 410, which tells clients to relist.
-        Err(e) if e.code == 410 => return Ok(single_error(&e)),
+        Err(e) if e.code == 410 => return Ok(single_error(&e, proto)),
         Err(e) => return Err(e),
     };
     let timeout = opts.timeout_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
     let as_table = matches!(ctx.table, AcceptKind::Table { .. });
-    let mut state = StreamState { t, as_table, query: ctx.query.to_owned(), columns_sent: false, last_rv: start_rv };
+    let mut state =
+        StreamState { t, as_table, proto, query: ctx.query.to_owned(), columns_sent: false, last_rv: start_rv };
     let mut first: std::collections::VecDeque<Bytes> =
         backlog.iter().filter_map(|ev| state.frame(ev, &matches)).collect();
     if initial_events && opts.allow_watch_bookmarks {
         let mut b = bookmark(&state.t.kind, &state.t.api_version(), &start_rv.to_string());
         b["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-        first.push_back(Bytes::from(encode_event(EventType::Bookmark, &b)));
+        first.push_back(state.encode(EventType::Bookmark, &b));
     }
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -103,7 +114,8 @@ pub fn serve(
     let body = StreamBody::new(stream).boxed();
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::OK;
-    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    let content_type = if proto { protobuf::WATCH_CONTENT_TYPE } else { "application/json" };
+    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     resp.headers_mut().insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache, private"));
     Ok(resp)
 }
@@ -145,13 +157,13 @@ impl Live {
                         // Too slow to keep up: end the watch with 410 so the client relists.
                         self.done = true;
                         let err = ApiError::gone("the watch fell too far behind; relist");
-                        return Some(Bytes::from(encode_event(EventType::Error, &err.to_status())));
+                        return Some(self.state.encode(EventType::Error, &err.to_status()));
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
                 _ = self.tick.tick(), if self.bookmarks => {
                     let b = bookmark(&self.state.t.kind, &self.state.t.api_version(), &self.state.last_rv.to_string());
-                    return Some(Bytes::from(encode_event(EventType::Bookmark, &b)));
+                    return Some(self.state.encode(EventType::Bookmark, &b));
                 }
                 _ = &mut self.deadline => return None,
                 _ = self.shutdown.cancelled() => return None,
@@ -161,23 +173,39 @@ impl Live {
     }
 }
 
-fn single_error(e: &ApiError) -> Response<Body> {
-    let line = Bytes::from(encode_event(EventType::Error, &e.to_status()));
+fn single_error(e: &ApiError, proto: bool) -> Response<Body> {
+    let line = event_bytes(proto, EventType::Error, &e.to_status());
     let body = http_body_util::Full::new(line).map_err(|never| match never {}).boxed();
     let mut resp = Response::new(body);
-    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    let content_type = if proto { protobuf::WATCH_CONTENT_TYPE } else { "application/json" };
+    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     resp
+}
+
+/// One event: a JSON line, or a length-prefixed protobuf frame.
+fn event_bytes(proto: bool, kind: EventType, object: &Value) -> Bytes {
+    if proto {
+        // Lenient encoding fails only for a kind without a protobuf form, which `serve` ruled out.
+        Bytes::from(protobuf::encode_watch_event(kind.as_str(), object).unwrap_or_default())
+    } else {
+        Bytes::from(encode_event(kind, object))
+    }
 }
 
 struct StreamState {
     t: Arc<ResourceType>,
     as_table: bool,
+    proto: bool,
     query: String,
     columns_sent: bool,
     last_rv: u64,
 }
 
 impl StreamState {
+    fn encode(&self, kind: EventType, object: &Value) -> Bytes {
+        event_bytes(self.proto, kind, object)
+    }
+
     /// The line for one store event as this watcher should see it, or `None` when it does not
     /// concern the watcher.
     fn frame(&mut self, ev: &Event, matches: &(dyn Fn(&Value) -> bool + Send + Sync)) -> Option<Bytes> {
@@ -195,13 +223,16 @@ impl StreamState {
             EventType::Added if !now => return None,
             k => k,
         };
+        if self.proto {
+            return Some(self.encode(kind, &ev.object));
+        }
         if !self.as_table && kind == ev.kind {
             return Some(ev.encoded.get_or_init(|| Bytes::from(encode_event(kind, &ev.object))).clone());
         }
         let object = if self.as_table {
             let mut tbl = match render_table(&self.query, &self.t, std::slice::from_ref(&*ev.object)) {
                 Ok(t) => t,
-                Err(e) => return Some(Bytes::from(encode_event(EventType::Error, &e.to_status()))),
+                Err(e) => return Some(self.encode(EventType::Error, &e.to_status())),
             };
             if self.columns_sent {
                 tbl["columnDefinitions"] = json!([]);

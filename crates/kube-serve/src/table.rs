@@ -69,11 +69,28 @@ pub enum AcceptKind {
         /// `true` for `v2`, `false` for `v2beta1`
         v2: bool,
     },
+    /// `application/vnd.kubernetes.protobuf`, preferred; `json_too` when the header also
+    /// accepts JSON (client-go sends `application/vnd.kubernetes.protobuf, */*`), to answer with
+    /// when an object has no protobuf form.
+    Protobuf {
+        /// JSON is acceptable as well.
+        json_too: bool,
+    },
     /// Nothing acceptable we can produce (answer 406).
     Unsupported,
 }
 
 impl AcceptKind {
+    /// For a server that answers only in JSON: protobuf becomes JSON when the client accepts
+    /// that too, and nothing acceptable otherwise.
+    pub fn json_fallback(self) -> AcceptKind {
+        match self {
+            AcceptKind::Protobuf { json_too: true } => AcceptKind::Json,
+            AcceptKind::Protobuf { json_too: false } => AcceptKind::Unsupported,
+            k => k,
+        }
+    }
+
     /// The `apiVersion` of the meta/discovery document this form asks for, if any.
     pub fn api_version(&self) -> Option<&'static str> {
         match self {
@@ -112,6 +129,7 @@ impl AcceptKind {
             AcceptKind::AggregatedDiscovery { v2: false } => {
                 "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
             }
+            AcceptKind::Protobuf { .. } => crate::protobuf::CONTENT_TYPE,
             AcceptKind::Json | AcceptKind::Unsupported => "application/json",
         }
     }
@@ -142,12 +160,13 @@ fn accept_one(media: &str, params: &Map<String, Value>) -> Option<AcceptKind> {
             _ => None,
         },
         "application/yaml" if p("as").is_empty() => Some(AcceptKind::Yaml),
+        crate::protobuf::CONTENT_TYPE if p("as").is_empty() => Some(AcceptKind::Protobuf { json_too: false }),
         _ => None,
     }
 }
 
 /// Picks the first form we can serve from an `Accept` header, honouring `q` weights
-/// (entries with `q=0` are skipped). Protobuf is never chosen.
+/// (entries with `q=0` are skipped). Protobuf, when preferred, notes whether JSON would do too.
 pub fn parse_accept(accept: &str) -> AcceptKind {
     if accept.trim().is_empty() {
         return AcceptKind::Json;
@@ -172,7 +191,12 @@ pub fn parse_accept(accept: &str) -> AcceptKind {
     }
     // Stable sort keeps header order among equal weights.
     candidates.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
-    candidates.first().map(|c| c.1).unwrap_or(AcceptKind::Unsupported)
+    let json_too = candidates.iter().any(|c| c.1 == AcceptKind::Json);
+    match candidates.first().map(|c| c.1) {
+        Some(AcceptKind::Protobuf { .. }) => AcceptKind::Protobuf { json_too },
+        Some(kind) => kind,
+        None => AcceptKind::Unsupported,
+    }
 }
 
 /// kubectl's age format (`duration.HumanDuration`): `5s`, `3m20s`, `4h5m`, `2d3h`, `3y`…
@@ -859,7 +883,14 @@ mod tests {
         assert_eq!(parse_accept("application/yaml"), AcceptKind::Yaml);
         assert_eq!(parse_accept("*/*"), AcceptKind::Json);
         assert_eq!(parse_accept(""), AcceptKind::Json);
-        assert_eq!(parse_accept("application/vnd.kubernetes.protobuf, application/json"), AcceptKind::Json);
+        assert_eq!(parse_accept("application/vnd.kubernetes.protobuf, */*"), AcceptKind::Protobuf { json_too: true });
+        assert_eq!(parse_accept("application/vnd.kubernetes.protobuf"), AcceptKind::Protobuf { json_too: false });
+        assert_eq!(parse_accept("application/json, application/vnd.kubernetes.protobuf"), AcceptKind::Json);
+        assert_eq!(
+            parse_accept("application/vnd.kubernetes.protobuf, application/json").json_fallback(),
+            AcceptKind::Json
+        );
+        assert_eq!(parse_accept("application/vnd.kubernetes.protobuf").json_fallback(), AcceptKind::Unsupported);
         assert_eq!(parse_accept("application/json;q=0.5, application/yaml"), AcceptKind::Yaml);
         assert_eq!(parse_accept("text/html"), AcceptKind::Unsupported);
         assert_eq!(parse_accept("application/json;as=Table;v=v9;g=meta.k8s.io"), AcceptKind::Unsupported);

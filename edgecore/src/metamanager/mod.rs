@@ -6,6 +6,7 @@
 
 pub mod metaserver;
 pub mod module;
+mod token;
 
 use std::sync::Arc;
 

@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use super::metaserver::Remote;
+use super::token;
 use super::{Change, ChangeKind, Changes, gvr_of};
 
 /// Sources whose insert/update/delete messages are cloud objects to store.
@@ -161,6 +162,18 @@ impl Worker {
         }
     }
 
+    /// Tokens an earlier edgecore of ours stored per account (`ns/serviceaccounttoken/name`),
+    /// which could hand one pod's token to another: removed, fetched again per pod when used.
+    async fn drop_legacy_tokens(&self) {
+        let Ok(rows) = self.store.list_by_type(resource_type::SERVICE_ACCOUNT_TOKEN).await else { return };
+        let ops: Vec<Op> =
+            rows.into_iter().filter(|r| !r.key.starts_with('"')).map(|r| Op::DeleteMeta { key: r.key }).collect();
+        let n = ops.len();
+        if n > 0 && self.store.apply(ops).await.is_ok() {
+            info!(rows = n, "Removed service-account tokens stored per account by an older edgecore.");
+        }
+    }
+
     /// The `meta` and `meta_v2` writes for a cloud object, and the change they make.
     async fn object_ops(&self, path: &ResourcePath, op: &str, value: &str) -> (Vec<Op>, Option<Change>) {
         let key = path.to_string();
@@ -255,6 +268,9 @@ impl Worker {
             let _ = self.bus.send_resp(error_to(&msg, "malformed resource"));
             return;
         };
+        if path.resource_type == resource_type::SERVICE_ACCOUNT_TOKEN {
+            return self.token_query(msg, &path).await;
+        }
         let local = if path.name.is_some() {
             self.store.get(&msg.router.resource).await.ok().flatten().map(|r| vec![r.value])
         } else {
@@ -276,6 +292,52 @@ impl Worker {
                 let _ = self.bus.send_resp(error_to(&msg, "not found locally and the cloud is not reachable"));
             }
             _ => self.remote(msg, true).await,
+        }
+    }
+
+    /// A service-account token: the stored one while it is fresh (or, offline, until it
+    /// expires), else a new one from the cloud. Keyed as upstream keys it, per bound pod.
+    async fn token_query(&self, msg: Message, path: &ResourcePath) {
+        let request: Value = msg.content.decode().unwrap_or(Value::Null);
+        let key = token::key(path.name.as_deref().unwrap_or_default(), &path.namespace, &request);
+        let row = self.store.get(&key).await.ok().flatten();
+        let stored = row.as_ref().and_then(|r| serde_json::from_str::<Value>(&r.value).ok());
+        let now = unix_now();
+        let connected = self.connected.load(Ordering::Relaxed);
+        match (row, stored) {
+            (Some(row), Some(t)) if !token::requires_refresh(&t, now) || (!connected && !token::expired(&t, now)) => {
+                let mut r =
+                    Message::response_to(&msg, Content::json(&vec![row.value]).unwrap_or_else(|_| Content::null()));
+                r.router.source = module::METAMANAGER.to_owned();
+                let _ = self.bus.send_resp(r);
+            }
+            _ if connected => self.remote(msg, true).await,
+            _ => {
+                let _ = self.bus.send_resp(error_to(&msg, "no valid token stored and the cloud is not reachable"));
+            }
+        }
+    }
+
+    /// Stores a token the cloud issued under its upstream key, and drops expired ones.
+    async fn store_token(&self, msg: &Message, path: &ResourcePath, obj: &Value) {
+        let request: Value = msg.content.decode().unwrap_or(Value::Null);
+        let key = token::key(path.name.as_deref().unwrap_or_default(), &path.namespace, &request);
+        let now = unix_now();
+        let mut ops: Vec<Op> = match self.store.list_by_type(resource_type::SERVICE_ACCOUNT_TOKEN).await {
+            Ok(rows) => rows
+                .into_iter()
+                .filter(|r| serde_json::from_str::<Value>(&r.value).map_or(true, |t| token::expired(&t, now)))
+                .map(|r| Op::DeleteMeta { key: r.key })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        ops.push(Op::UpsertMeta(MetaRow {
+            key,
+            ty: resource_type::SERVICE_ACCOUNT_TOKEN.to_owned(),
+            value: obj.to_string(),
+        }));
+        if let Err(e) = self.store.apply(ops).await {
+            warn!(error = %e, "Storing a service-account token failed.");
         }
     }
 
@@ -320,7 +382,11 @@ impl Worker {
                 _ => None,
             };
             let stale = matches!((incoming, stored), (Some(i), Some(s)) if i < s);
-            if let Some(obj) = obj.filter(|o| !o.is_null() && !stale) {
+            if path.resource_type == resource_type::SERVICE_ACCOUNT_TOKEN {
+                if let Some(obj) = obj.filter(|o| o.pointer("/status/token").is_some()) {
+                    self.store_token(&msg, &path, &obj).await;
+                }
+            } else if let Some(obj) = obj.filter(|o| !o.is_null() && !stale) {
                 let (ops, change) = self.object_ops(&path, operation::UPDATE, &obj.to_string()).await;
                 if self.store.apply(ops).await.is_ok()
                     && let Some(c) = change
@@ -372,6 +438,10 @@ impl Worker {
     }
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 fn uuid_like() -> String {
     Message::new().header.id
 }
@@ -395,6 +465,7 @@ impl Module for MetaManagerModule {
                 remote_timeout: self.remote_timeout,
             });
             w.backfill_v2().await;
+            w.drop_legacy_tokens().await;
             let stop = ctx.shutdown().child_token();
             let _guard = stop.clone().drop_guard();
             if let Some(cfg) = &self.metaserver {

@@ -177,7 +177,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
     let query = req.uri().query().unwrap_or_default().to_owned();
     let method = req.method().clone();
     let accept_raw = header_str(req.headers(), header::ACCEPT).to_owned();
-    let accept = table::parse_accept(&accept_raw);
+    let accept = table::parse_accept(&accept_raw).json_fallback();
     let parsed = parse_path(&path);
     let is_get = method == Method::GET || method == Method::HEAD;
     if !matches!(parsed, ApiPath::Resource(_)) && !is_get {
@@ -401,7 +401,7 @@ pub(crate) fn render(ctx: &Req<'_>, gvr: &Gvr, shape: Shape, code: StatusCode) -
         m
     };
     match kind {
-        AcceptKind::Unsupported | AcceptKind::AggregatedDiscovery { .. } => {
+        AcceptKind::Unsupported | AcceptKind::AggregatedDiscovery { .. } | AcceptKind::Protobuf { .. } => {
             Err(ApiError::not_acceptable("only JSON, YAML, Table and PartialObjectMetadata responses are served"))
         }
         AcceptKind::Table { version } => {

@@ -384,7 +384,7 @@ pub(crate) async fn serve(
         AcceptKind::PartialObjectMetadata { version } | AcceptKind::PartialObjectMetadataList { version } => {
             Format::Partial { version }
         }
-        AcceptKind::Unsupported | AcceptKind::AggregatedDiscovery { .. } => {
+        AcceptKind::Unsupported | AcceptKind::AggregatedDiscovery { .. } | AcceptKind::Protobuf { .. } => {
             return Err(ApiError::not_acceptable("watches are served as JSON, Table or PartialObjectMetadata"));
         }
     };
