@@ -1,7 +1,7 @@
 //! The messages a hollow node sends, in the shapes edgecore's edged, MetaManager and EdgeHub
 //! send them (`edgecore/src/edged/{node,mod,module}.rs`, `edgecore/src/metamanager/module.rs`,
 //! `edgecore/src/edgehub/module.rs`; the upstream captures in
-//! `shared/fixtures/upstream-v1.15.4/`). Copied rather than shared: edgecore is a daemon
+//! `tests/fixtures/upstream/`). Copied rather than shared: edgecore is a daemon
 //! crate, and a load generator must not pull its runtime in.
 
 use kubeedge_model::constants::{group, module, operation, resource_type};

@@ -1,5 +1,5 @@
-//! The SQLite store behind edgecore's MetaManager and MetaServer (`reference/kubeedge-protocols.md`
-//! §5.2), on upstream's exact schema, so an upstream `/var/lib/kubeedge/edgecore.db` opens in place
+//! The SQLite store behind edgecore's MetaManager and MetaServer (upstream's
+//! `edge/pkg/metamanager/dao`), on upstream's exact schema, so an upstream `/var/lib/kubeedge/edgecore.db` opens in place
 //! and an upstream edgecore can open ours (see [`schema`] for where each statement comes from).
 //!
 //! - `meta` (key, type, value): the legacy key-value store MetaManager writes, keys in the edge

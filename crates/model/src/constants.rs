@@ -1,4 +1,5 @@
-//! Protocol constants, spelled exactly as upstream (see `reference/kubeedge-protocols.md` §1.2–1.3).
+//! Protocol constants, spelled exactly as upstream (kubeedge/beehive `pkg/core/model` and
+//! kubeedge/kubeedge `common/constants`).
 
 /// Operations (`route.operation`).
 pub mod operation {

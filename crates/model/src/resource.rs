@@ -1,5 +1,6 @@
 //! Resource strings: the cloud form `node/{node}/{ns}/{type}[/{name}]` used inside cloudcore, and
-//! the edge form `{ns}/{type}[/{name}]` that crosses the wire (see `kubeedge-protocols.md` §1.5).
+//! the edge form `{ns}/{type}[/{name}]` that crosses the wire (upstream's `BuildResource` and
+//! the recorded frames in `tests/fixtures/upstream/`).
 
 use std::fmt;
 

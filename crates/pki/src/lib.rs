@@ -1,5 +1,5 @@
 //! KubeEdge's PKI, wire-compatible with upstream (`pkg/security/certs`, `pkg/security/token`,
-//! `edge/pkg/edgehub/certificate`; `reference/kubeedge-protocols.md` §3):
+//! `edge/pkg/edgehub/certificate` in kubeedge/kubeedge):
 //!
 //! - [`Ca`]: ECDSA P-256, self-signed, CN `KubeEdge`, serial 1024, valid 100×364 days; it issues
 //!   CloudCore's serving certificate (SANs from `advertiseAddress` and `dnsNames`) and builds

@@ -1,5 +1,5 @@
 //! viaduct: the cloud–edge transport, wire-compatible with upstream KubeEdge's WebSocket mode
-//! (`pkg/viaduct`, `reference/kubeedge-protocols.md` §2.1, §15.2–15.3).
+//! (kubeedge/kubeedge `pkg/viaduct`; handshakes as recorded in `tests/fixtures/upstream/`).
 //!
 //! - Mutual TLS (≥ 1.2): the server requires a client certificate signed by the cluster CA.
 //! - The edge dials `wss://{server}/{projectID}/{node}/events` with headers `node_id`,

@@ -2,7 +2,8 @@
 //! `meta` and `meta_v2` tables), so the node keeps working while the cloud is away. MetaServer
 //! serves the same data as a local Kubernetes API on 127.0.0.1:10550.
 //!
-//! Upstream's `edge/pkg/metamanager`; wire details in `reference/kubeedge-protocols.md` §5.
+//! Upstream's `edge/pkg/metamanager` (kubeedge/kubeedge); the wire shapes are checked against
+//! the recorded upstream traffic in `tests/fixtures/upstream/`.
 
 pub mod metaserver;
 pub mod module;

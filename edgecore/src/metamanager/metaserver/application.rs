@@ -1,5 +1,5 @@
 //! Upstream's *Application* protocol (`pkg/metaserver/application.go`, `constants.go`;
-//! `reference/kubeedge-protocols.md` §5.3): how MetaServer asks the cloud's DynamicController
+//! kubeedge/kubeedge): how MetaServer asks the cloud's DynamicController
 //! to do a Kubernetes API call for it.
 //!
 //! A request is a message from source `metaserver` to group `dynamiccontroller`, resource and

@@ -1,5 +1,5 @@
 //! MetaServer: edgecore's local Kubernetes API (upstream `edge/pkg/metamanager/metaserver`,
-//! `reference/kubeedge-protocols.md` §5.3), plain HTTP on `127.0.0.1:10550`.
+//! kubeedge/kubeedge), plain HTTP on `127.0.0.1:10550`.
 //!
 //! Pods on the node (and kubectl run on it) talk to this server instead of the cloud's
 //! kube-apiserver, so they keep working while the link is down:
