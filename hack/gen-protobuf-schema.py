@@ -102,7 +102,8 @@ def parse_oa(full):
     d = os.path.join(OA, *parts[:-1])
     for f in glob.glob(d + "/*.rs"):
         text = open(f).read()
-        m = re.search(r"^pub struct " + parts[-1] + r" \{\n(.*?)^\}", text, re.M | re.S)
+        # prost spells acronyms as words (`AwsElasticBlockStore…`), k8s-openapi as Go (`AWS…`).
+        m = re.search(r"^pub struct (?i:" + parts[-1] + r") \{\n(.*?)^\}", text, re.M | re.S)
         if not m:
             continue
         required = {fm.group(1): not fm.group(2).startswith("Option<")
@@ -121,12 +122,17 @@ def main():
         if full + "List" in msgs:
             todo.append(full + "List")
     seen, lines, problems = set(), [], []
+    # An embedded struct that k8s-openapi does not have on its own (VolumeSource, …) takes its
+    # JSON names from the type it is embedded in.
+    inline_parent = {}
     while todo:
         full = todo.pop(0)
         if full in seen or full in SPECIAL:
             continue
         seen.add(full)
         oa = parse_oa(full)
+        if oa is None and full in inline_parent:
+            oa = parse_oa(inline_parent[full])
         out = []
         for rname, attr, tag, target in sorted(msgs[full], key=lambda f: f[2]):
             norm = rname.replace("_", "").lower()
@@ -134,8 +140,10 @@ def main():
                 jname, req = oa[norm]
             elif rname in INLINE:
                 jname, req = None, False
+                inline_parent[target] = inline_parent.get(full, full)
             else:
-                if oa is not None and full.split(".")[-1] not in ("ObjectMeta",):
+                # Lists are generic in k8s-openapi; their two fields are spelled as in protobuf.
+                if not (full.endswith("List") and rname in ("metadata", "items")):
                     problems.append(f"{full}.{rname}: no JSON name in k8s-openapi")
                 head, *tail = rname.split("_")
                 jname, req = head + "".join(t[:1].upper() + t[1:] for t in tail), False
@@ -172,7 +180,9 @@ def main():
         fh.write("# q Quantity, x IntOrString, r raw JSON, D Duration, l list of strings, m(T) message; * repeated, {..} map, ! required;\n# a field named ~ is an embedded struct whose fields are inline in JSON.\n")
         fh.write("\n".join(roots + sorted(lines)) + "\n")
     for p in problems:
-        print("warning:", p, file=sys.stderr)
+        print("error:", p, file=sys.stderr)
+    if problems:
+        sys.exit(1)
     print(f"{len(lines)} messages, {len(roots)} kinds -> {os.path.normpath(OUT)}")
 
 

@@ -117,14 +117,42 @@ pub fn random_suffix() -> String {
 }
 
 /// Whether two objects differ outside `metadata` and `status` (a spec change bumps generation).
+/// Compared as Go compares its structs: a `false`, `0`, `""` or empty value is the same as an
+/// absent one (a Go client's protobuf body carries every such value; its JSON omits them).
 fn spec_changed(a: &Value, b: &Value) -> bool {
-    fn strip(v: &Value) -> BTreeMap<&String, &Value> {
+    fn strip(v: &Value) -> BTreeMap<&String, Value> {
         match v {
-            Value::Object(m) => m.iter().filter(|(k, _)| *k != "metadata" && *k != "status").collect(),
+            Value::Object(m) => m
+                .iter()
+                .filter(|(k, _)| *k != "metadata" && *k != "status")
+                .map(|(k, v)| (k, go_zero_pruned(v)))
+                .collect(),
             _ => BTreeMap::new(),
         }
     }
     strip(a) != strip(b)
+}
+
+/// `v` without the values Go's JSON leaves out when they are zero: `null`, `false`, `0`, `""`,
+/// and objects and lists left empty by that.
+fn go_zero_pruned(v: &Value) -> Value {
+    fn zero(v: &Value) -> bool {
+        match v {
+            Value::Null => true,
+            Value::Bool(b) => !b,
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(m) => m.is_empty(),
+        }
+    }
+    match v {
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), go_zero_pruned(v))).filter(|(_, v)| !zero(v)).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(go_zero_pruned).collect()),
+        other => other.clone(),
+    }
 }
 
 impl Store {
@@ -500,7 +528,7 @@ impl Store {
                     n.remove("nodeName");
                 }
             }
-            if a != b {
+            if go_zero_pruned(&a) != go_zero_pruned(&b) {
                 return Err(ApiError::invalid(
                     "Pod",
                     name,

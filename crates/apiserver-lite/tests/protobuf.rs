@@ -277,6 +277,17 @@ fn pods_status_events_and_tokens() {
     h.write("PUT", "/api/v1/namespaces/default/pods/web/status", wrap("v1", "Pod", created.encode_to_vec()), "Pod");
     let stored = h.json("/api/v1/namespaces/default/pods/web");
     assert_eq!(stored["status"]["phase"], "Running");
+    // Read in protobuf and written back as Go writes it (every plain field, zeros included):
+    // the same spec, so no 422 and no new generation.
+    let (_, _, body) = h.send("GET", "/api/v1/namespaces/default/pods/web", CLIENT_GO_ACCEPT, None);
+    let mut again = core::Pod::decode(unwrap(&body).1.as_slice()).unwrap();
+    let spec = again.spec.as_mut().unwrap();
+    (spec.host_network, spec.host_pid, spec.hostname) = (Some(false), Some(false), s(""));
+    spec.containers[0].stdin = Some(false);
+    spec.containers[0].working_dir = s("");
+    h.write("PUT", "/api/v1/namespaces/default/pods/web", wrap("v1", "Pod", again.encode_to_vec()), "Pod");
+    let after = h.json("/api/v1/namespaces/default/pods/web");
+    assert_eq!(after["metadata"]["generation"], stored["metadata"]["generation"]);
     assert_eq!(stored["status"]["conditions"][0]["lastProbeTime"], Value::Null);
     assert_eq!(stored["status"]["containerStatuses"][0]["restartCount"], 0);
     assert_eq!(stored["status"]["containerStatuses"][0]["imageID"], "");
@@ -369,10 +380,9 @@ fn watches_stream_protobuf_frames_and_json_is_the_fallback() {
         None,
     );
     assert_eq!((code, ct.as_str()), (200, "application/vnd.kubernetes.protobuf;stream=watch"));
+    // Each frame: a length, then a bare WatchEvent (client-go's raw stream serializer).
     let n = u32::from_be_bytes(body[..4].try_into().unwrap()) as usize;
-    let (kind, raw) = unwrap(&body[4..4 + n]);
-    assert_eq!(kind, "WatchEvent");
-    let ev = meta::WatchEvent::decode(raw.as_slice()).unwrap();
+    let ev = meta::WatchEvent::decode(&body[4..4 + n]).unwrap();
     assert_eq!(ev.r#type.as_deref(), Some("ADDED"));
     let (kind, raw) = unwrap(&ev.object.unwrap().raw.unwrap());
     assert_eq!(kind, "ConfigMap");

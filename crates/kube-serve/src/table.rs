@@ -81,16 +81,6 @@ pub enum AcceptKind {
 }
 
 impl AcceptKind {
-    /// For a server that answers only in JSON: protobuf becomes JSON when the client accepts
-    /// that too, and nothing acceptable otherwise.
-    pub fn json_fallback(self) -> AcceptKind {
-        match self {
-            AcceptKind::Protobuf { json_too: true } => AcceptKind::Json,
-            AcceptKind::Protobuf { json_too: false } => AcceptKind::Unsupported,
-            k => k,
-        }
-    }
-
     /// The `apiVersion` of the meta/discovery document this form asks for, if any.
     pub fn api_version(&self) -> Option<&'static str> {
         match self {
@@ -168,6 +158,16 @@ fn accept_one(media: &str, params: &Map<String, Value>) -> Option<AcceptKind> {
 /// Picks the first form we can serve from an `Accept` header, honouring `q` weights
 /// (entries with `q=0` are skipped). Protobuf, when preferred, notes whether JSON would do too.
 pub fn parse_accept(accept: &str) -> AcceptKind {
+    pick_accept(accept, true)
+}
+
+/// [`parse_accept`] for a server that answers only in JSON or YAML: protobuf entries are
+/// passed over, so `protobuf, application/yaml` gets YAML and protobuf alone nothing (406).
+pub fn parse_accept_no_protobuf(accept: &str) -> AcceptKind {
+    pick_accept(accept, false)
+}
+
+fn pick_accept(accept: &str, protobuf: bool) -> AcceptKind {
     if accept.trim().is_empty() {
         return AcceptKind::Json;
     }
@@ -185,7 +185,9 @@ pub fn parse_accept(accept: &str) -> AcceptKind {
         if q <= 0.0 {
             continue;
         }
-        if let Some(kind) = accept_one(&media, &params) {
+        if let Some(kind) = accept_one(&media, &params)
+            && (protobuf || !matches!(kind, AcceptKind::Protobuf { .. }))
+        {
             candidates.push((q, kind));
         }
     }
@@ -886,11 +888,9 @@ mod tests {
         assert_eq!(parse_accept("application/vnd.kubernetes.protobuf, */*"), AcceptKind::Protobuf { json_too: true });
         assert_eq!(parse_accept("application/vnd.kubernetes.protobuf"), AcceptKind::Protobuf { json_too: false });
         assert_eq!(parse_accept("application/json, application/vnd.kubernetes.protobuf"), AcceptKind::Json);
-        assert_eq!(
-            parse_accept("application/vnd.kubernetes.protobuf, application/json").json_fallback(),
-            AcceptKind::Json
-        );
-        assert_eq!(parse_accept("application/vnd.kubernetes.protobuf").json_fallback(), AcceptKind::Unsupported);
+        assert_eq!(parse_accept_no_protobuf("application/vnd.kubernetes.protobuf, application/json"), AcceptKind::Json);
+        assert_eq!(parse_accept_no_protobuf("application/vnd.kubernetes.protobuf, application/yaml"), AcceptKind::Yaml);
+        assert_eq!(parse_accept_no_protobuf("application/vnd.kubernetes.protobuf"), AcceptKind::Unsupported);
         assert_eq!(parse_accept("application/json;q=0.5, application/yaml"), AcceptKind::Yaml);
         assert_eq!(parse_accept("text/html"), AcceptKind::Unsupported);
         assert_eq!(parse_accept("application/json;as=Table;v=v9;g=meta.k8s.io"), AcceptKind::Unsupported);

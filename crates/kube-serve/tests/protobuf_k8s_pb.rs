@@ -179,7 +179,8 @@ fn a_pod_with_probes_volumes_and_status() {
                 state: Some(core::ContainerState {
                     terminated: Some(core::ContainerStateTerminated {
                         exit_code: Some(-1),
-                        started_at: time(0),
+                        // The zero time, as Go writes it: an empty message.
+                        started_at: Some(meta::Time::default()),
                         finished_at: time(1_796_205_600),
                         ..Default::default()
                     }),

@@ -212,7 +212,8 @@ pub async fn prepare(
                 if let Some(t) = &s.service_account_token {
                     let sa = field(pod, "spec.serviceAccountName", host_ip).unwrap_or_else(|| "default".into());
                     let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                        "spec": {"audiences": t.audience.iter().collect::<Vec<_>>(),
+                        // No audience is `null`, as kubelet sends it (and upstream keys it).
+                        "spec": {"audiences": t.audience.as_deref().filter(|a| !a.is_empty()).map(|a| vec![a]),
                             "expirationSeconds": t.expiration_seconds.unwrap_or(3607),
                             "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": key.name, "uid": key.uid}}});
                     // Without the cloud there is no token: the file is left out, as a kubelet

@@ -304,18 +304,59 @@ impl Worker {
         let stored = row.as_ref().and_then(|r| serde_json::from_str::<Value>(&r.value).ok());
         let now = unix_now();
         let connected = self.connected.load(Ordering::Relaxed);
-        match (row, stored) {
-            (Some(row), Some(t)) if !token::requires_refresh(&t, now) || (!connected && !token::expired(&t, now)) => {
-                let mut r =
-                    Message::response_to(&msg, Content::json(&vec![row.value]).unwrap_or_else(|_| Content::null()));
-                r.router.source = module::METAMANAGER.to_owned();
-                let _ = self.bus.send_resp(r);
+        let usable = row.filter(|_| stored.as_ref().is_some_and(|t| !token::expired(t, now)));
+        let fresh = stored.as_ref().is_some_and(|t| !token::requires_refresh(t, now));
+        match usable {
+            // Fresh, or offline and not expired: the stored token.
+            Some(row) if fresh || !connected => self.reply_stored(&msg, row.value),
+            // Due for refresh: a new one, or, if the cloud fails to give one, the stored one
+            // while it lasts (as kubelet's token manager does).
+            Some(row) => {
+                if !self.remote_token(&msg).await {
+                    self.reply_stored(&msg, row.value);
+                }
             }
-            _ if connected => self.remote(msg, true).await,
-            _ => {
+            None if connected => self.remote(msg, true).await,
+            None => {
                 let _ = self.bus.send_resp(error_to(&msg, "no valid token stored and the cloud is not reachable"));
             }
         }
+    }
+
+    fn reply_stored(&self, msg: &Message, value: String) {
+        let mut r = Message::response_to(msg, Content::json(&vec![value]).unwrap_or_else(|_| Content::null()));
+        r.router.source = module::METAMANAGER.to_owned();
+        let _ = self.bus.send_resp(r);
+    }
+
+    /// Asks the cloud for a new token; answers and stores it if one came. False when none did
+    /// (nothing has been answered then).
+    async fn remote_token(&self, msg: &Message) -> bool {
+        let mut req = Message::build(
+            &msg.router.source,
+            &msg.router.group,
+            msg.router.resource.clone(),
+            &msg.router.operation,
+            msg.content.clone(),
+        );
+        req.header.resource_version = msg.header.resource_version.clone();
+        let Ok(reply) = self.bus.send_sync(module::EDGEHUB, req, self.remote_timeout).await else { return false };
+        let v: Value = reply.content.decode().unwrap_or(Value::Null);
+        let obj = v.get("Object").cloned().unwrap_or(v);
+        if obj.pointer("/status/token").and_then(Value::as_str).is_none_or(str::is_empty) {
+            return false;
+        }
+        if let Ok(path) = ResourcePath::parse(&msg.router.resource) {
+            self.store_token(msg, &path, &obj).await;
+        }
+        if !reply.header.resource_version.is_empty() {
+            up(&self.bus, ack(&reply)).await;
+        }
+        let mut answer = Message::response_to(msg, reply.content.clone());
+        answer.router.source = module::METAMANAGER.to_owned();
+        answer.header.resource_version = reply.header.resource_version.clone();
+        let _ = self.bus.send_resp(answer);
+        true
     }
 
     /// Stores a token the cloud issued under its upstream key, and drops expired ones.
@@ -327,7 +368,8 @@ impl Worker {
             Ok(rows) => rows
                 .into_iter()
                 .filter(|r| serde_json::from_str::<Value>(&r.value).map_or(true, |t| token::expired(&t, now)))
-                .map(|r| Op::DeleteMeta { key: r.key })
+                // Only if still the value read: a concurrent refresh of that row is kept.
+                .map(|r| Op::DeleteMetaIfValueContains { key: r.key, needle: r.value })
                 .collect(),
             Err(_) => Vec::new(),
         };

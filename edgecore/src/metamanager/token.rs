@@ -57,7 +57,7 @@ fn go_quote(s: &str) -> String {
 /// edge and kubelet decide: past 80 % of its lifetime, or older than 24 hours.
 pub fn requires_refresh(token: &Value, now: i64) -> bool {
     let Some(exp) = expires(token) else { return true };
-    let Some(ttl) = token.pointer("/spec/expirationSeconds").and_then(Value::as_i64) else { return false };
+    let Some(ttl) = token.pointer("/spec/expirationSeconds").and_then(Value::as_i64) else { return now >= exp };
     let issued = exp - ttl;
     now > issued + 24 * 3600 || now > exp - ttl * 20 / 100
 }

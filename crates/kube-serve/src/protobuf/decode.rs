@@ -94,6 +94,9 @@ fn map_entry(
     let empty = match field.ty {
         Ty::Msg(_) => json!({}),
         Ty::Quantity => json!("0"),
+        Ty::StrList | Ty::Time | Ty::MicroTime | Ty::RawJson => Value::Null,
+        Ty::Int => json!(0),
+        Ty::Bool => json!(false),
         _ => json!(""),
     };
     Ok((k, v.unwrap_or(empty)))

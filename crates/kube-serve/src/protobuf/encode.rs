@@ -70,12 +70,10 @@ fn fields(obj: &Map<String, Value>, msg: &Message, s: &Schemas, w: &mut Writer, 
         let Some(v) = obj.get(field.name) else { continue };
         used += 1;
         if v.is_null() {
-            // Go writes a zero metav1.Time (JSON `null`) as seconds 0, nanos 0.
+            // Go writes a zero metav1.Time (JSON `null`) as an empty message: anything else,
+            // even seconds 0, reads back as 1970-01-01.
             if matches!(field.ty, Ty::Time | Ty::MicroTime) && !field.repeated && !field.map {
-                w.message(field.num, |m| {
-                    m.varint(1, 0);
-                    m.varint(2, 0);
-                });
+                w.bytes(field.num, b"");
             }
             continue;
         }

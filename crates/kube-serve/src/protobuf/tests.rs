@@ -143,5 +143,10 @@ fn lists_and_watch_frames() {
     let frame = encode_watch_event("ADDED", &node()).unwrap();
     let n = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
     assert_eq!(n, frame.len() - 4);
-    assert!(frame[4..].starts_with(MAGIC));
+    // A bare WatchEvent: field 1 (type), then field 2 holding the object's full body.
+    let mut r = Reader(&frame[4..]);
+    assert!(matches!(r.next(), Some(Ok((1, Wire::Len(b"ADDED"))))));
+    let Some(Ok((2, Wire::Len(raw)))) = r.next() else { panic!("no object") };
+    let Some(Ok((1, Wire::Len(obj)))) = Reader(raw).next() else { panic!("no raw") };
+    assert_eq!(decode(obj).unwrap(), node());
 }

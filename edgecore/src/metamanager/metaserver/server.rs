@@ -177,7 +177,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
     let query = req.uri().query().unwrap_or_default().to_owned();
     let method = req.method().clone();
     let accept_raw = header_str(req.headers(), header::ACCEPT).to_owned();
-    let accept = table::parse_accept(&accept_raw).json_fallback();
+    let accept = table::parse_accept_no_protobuf(&accept_raw);
     let parsed = parse_path(&path);
     let is_get = method == Method::GET || method == Method::HEAD;
     if !matches!(parsed, ApiPath::Resource(_)) && !is_get {
