@@ -11,6 +11,7 @@ pub mod resources;
 pub mod server;
 pub mod static_pods;
 pub mod volumes;
+mod worker;
 
 use std::time::Duration;
 

@@ -5,11 +5,14 @@
 //!   deletionTimestamp stops it within its grace period, reports it terminated and asks the
 //!   cloud to delete it (`delete` with grace 0 and a UID precondition, as upstream's edge);
 //! - `delete` of a pod: whatever is left of it is removed from the runtime;
+//! - each pod has its own worker task (`worker.rs`, as kubelet's pod workers) owning its
+//!   start, backoff, probes and reported status; this module's loop only routes to them, so a
+//!   hung image pull or a long grace period holds up that pod alone;
 //! - every `sync` interval (1 s), one cheap look at the runtime (ListPodSandbox and
-//!   ListContainers) picks the pods whose state changed; those are advanced (init containers in
-//!   order, exited containers restarted as `restartPolicy` says with kubelet's crash-loop
-//!   backoff), their probes run, and their status is read from CRI and sent as a `podpatch`
-//!   (a strategic-merge patch, as a JSON string) when it changed;
+//!   ListContainers) gives each worker its pod's fingerprint; a pod whose state changed is
+//!   advanced (init containers in order, exited containers restarted as `restartPolicy` says
+//!   with kubelet's crash-loop backoff), its probes run, and its status is read from CRI and
+//!   sent as a `podpatch` (a strategic-merge patch, as a JSON string) when it changed;
 //! - the node agent registers the node and keeps its lease fresh;
 //! - at start, the pods in the local database are taken up: running ones are adopted, not
 //!   recreated (also with the cloud away), and sandboxes of pods the node no longer has go;
@@ -28,14 +31,16 @@ use k8s_openapi::api::core::v1::Pod;
 use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError};
 use kubeedge_model::constants::{group, module, operation, resource_type};
 use kubeedge_model::{Content, Message, ResourcePath};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::NodeAgent;
-use super::pods::{Backoffs, GcPolicy, PodRuntime};
+use super::pods::{GcPolicy, PodRuntime};
 use super::static_pods;
 use super::volumes::ObjectSource;
+use super::worker::{self, Desired, Shared};
 
 /// Configmaps, secrets and tokens through MetaManager: its database first, then the cloud.
 pub struct MetaSource {
@@ -220,29 +225,13 @@ async fn connect_runtime(socket: &std::path::Path, stop: &CancellationToken) -> 
 /// kubelet's first crash-loop backoff.
 pub const RESTART_BACKOFF: Duration = Duration::from_secs(10);
 
-struct Tracked {
-    pod: Pod,
-    last_status: Value,
-}
-
-struct State {
-    prober: super::probes::Prober,
-    readiness: HashMap<String, HashMap<String, bool>>,
-    runtime: PodRuntime,
-    bus: Bus,
-    host_ip: String,
-    pods: HashMap<String, Tracked>,
-    backoffs: Backoffs,
-    restart_backoff: Duration,
-    /// Pods whose start failed, and when: retried after the restart backoff.
-    failed: HashMap<String, std::time::Instant>,
+/// The module's routing state: a worker per pod, and the static pods' bookkeeping. It owns
+/// no pod's runtime state; the workers do.
+struct Router {
+    shared: Shared,
+    workers: HashMap<String, worker::Handle>,
     /// Static pods by UID (hash).
     statics: HashMap<String, StaticEntry>,
-    /// The module's shutdown.
-    stop: CancellationToken,
-    /// Pods in a steady state: their runtime snapshot at the last sync that found nothing to
-    /// do and reported a current status. Unchanged, they need no sync.
-    steady: HashMap<String, String>,
     /// Manifests already warned about (path → the error), so each is logged once.
     bad_manifests: HashMap<PathBuf, String>,
 }
@@ -251,6 +240,8 @@ struct State {
 struct StaticEntry {
     /// Its manifest.
     path: PathBuf,
+    /// The pod.
+    pod: Pod,
     /// The UID of its mirror pod in the API, once the cloud sent it.
     mirror_uid: Option<String>,
     /// When its mirror pod was last asked for.
@@ -268,91 +259,45 @@ fn content_pod(msg: &Message) -> Option<Pod> {
     serde_json::from_value(v).ok()
 }
 
-impl State {
-    async fn request(&self, msg: Message) -> Result<Message, String> {
-        self.bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await.map_err(|e| e.to_string())
-    }
-
-    /// Sends the pod's status if it changed; true when what the cloud has is current.
-    async fn report(&mut self, uid: &str) -> bool {
-        let Some(t) = self.pods.get(uid) else { return false };
-        let readiness = self.readiness.get(uid).cloned().unwrap_or_default();
-        let status = match self.runtime.status_with(&t.pod, &self.host_ip, &readiness).await {
-            Ok(s) => s,
-            Err(e) => {
-                debug!(uid, error = %e, "Reading a pod's status failed.");
-                return false;
-            }
-        };
-        if status == t.last_status {
-            return true;
-        }
-        // A static pod's status goes to its mirror pod, once there is one.
-        let target = match self.statics.get(uid) {
-            Some(e) => match &e.mirror_uid {
-                Some(m) => {
-                    let mut p = t.pod.clone();
-                    p.metadata.uid = Some(m.clone());
-                    p
-                }
-                None => return false,
-            },
-            None => t.pod.clone(),
-        };
-        let msg = podpatch(&target, status.clone());
-        match self.request(msg).await {
-            Ok(_) => {
-                if let Some(t) = self.pods.get_mut(uid) {
-                    t.last_status = status;
-                }
-                true
-            }
-            Err(e) => {
-                debug!(uid, error = %e, "Pod status patch not sent; retrying at the next sync.");
-                false
-            }
-        }
-    }
-
-    async fn apply(&mut self, pod: Pod) {
+impl Router {
+    /// A pod from the cloud (or the local database): to its worker, started when it has none.
+    fn apply(&mut self, pod: Pod) {
         let Some(uid) = pod.metadata.uid.clone() else { return };
         if static_pods::is_mirror(&pod) {
-            self.mirror_seen(pod, false).await;
+            self.mirror_seen(pod, false);
             return;
         }
-        let terminating = pod.metadata.deletion_timestamp.is_some();
-        if terminating {
-            // In the background: a grace period must not hold up the other pods (nor
-            // MetaManager, which forwards to this module).
-            self.forget(&uid);
-            let (runtime, bus, host_ip) = (self.runtime.clone(), self.bus.clone(), self.host_ip.clone());
-            tokio::spawn(terminate(runtime, bus, host_ip, pod, self.stop.clone()));
-            return;
-        }
-        let running = self.runtime.sandboxes_of(&uid).await.map(|s| !s.is_empty()).unwrap_or(false);
-        self.pods.insert(uid.clone(), Tracked { pod: pod.clone(), last_status: Value::Null });
-        self.steady.remove(&uid);
-        if !running {
-            let src = MetaSource { bus: self.bus.clone() };
-            match self.runtime.start(&pod, &src, &self.host_ip).await {
-                Ok(s) => info!(uid, sandbox = %s.sandbox, "Pod started."),
-                Err(e) => {
-                    warn!(uid, error = %e, "Starting a pod failed; retrying.");
-                    // Whatever was made goes, so the retry starts clean.
-                    let _ = self.runtime.kill(&uid, Duration::ZERO).await;
-                    self.failed.insert(uid.clone(), std::time::Instant::now());
-                    let reason = json!({"phase": "Pending", "reason": "RuntimeError", "message": e.to_string()});
-                    self.patch_raw(&pod, reason).await;
-                    return;
+        let desired = if pod.metadata.deletion_timestamp.is_some() {
+            // The worker terminates it and ends; a later message about it starts afresh.
+            Desired::Terminate(Box::new(pod))
+        } else {
+            Desired::Run(Box::new(pod))
+        };
+        let terminating = matches!(desired, Desired::Terminate(_));
+        match self.workers.get(&uid).filter(|h| !h.is_closed()) {
+            Some(h) => h.update(desired),
+            None => {
+                let is_static = self.statics.contains_key(&uid);
+                let h = worker::spawn(&self.shared, uid.clone(), desired, is_static);
+                if let Some(e) = self.statics.get(&uid) {
+                    h.mirror(e.mirror_uid.clone());
                 }
+                self.workers.insert(uid.clone(), h);
             }
         }
-        let _ = self.report(&uid).await;
+        if terminating {
+            self.workers.remove(&uid);
+        }
     }
 
-    async fn patch_raw(&self, pod: &Pod, status: Value) {
-        let msg = podpatch(pod, status);
-        let _ = self.request(msg).await;
+    /// A pod deleted in the cloud: whatever is left of it goes, within `grace`.
+    fn remove(&mut self, uid: &str, grace: Duration) {
+        match self.workers.remove(uid).filter(|h| !h.is_closed()) {
+            Some(h) => h.update(Desired::Kill(grace)),
+            None => {
+                worker::spawn(&self.shared, uid.to_owned(), Desired::Kill(grace), false);
+            }
+        }
     }
 
     /// Takes up the pods stored locally: running ones are adopted as they are, missing ones
@@ -367,7 +312,7 @@ impl State {
         );
         // Only a real list may decide what is an orphan: an error or an answer that does not
         // decode adopts nothing and removes nothing.
-        let stored: Vec<Pod> = match self.request(q).await {
+        let stored: Vec<Pod> = match self.shared.bus.send_sync(module::METAMANAGER, q, REQUEST_TIMEOUT).await {
             Ok(r) if r.router.operation != operation::ERROR => match r.content.decode::<Vec<String>>() {
                 Ok(values) => values.iter().filter_map(|v| serde_json::from_str(v).ok()).collect(),
                 Err(e) => {
@@ -389,93 +334,72 @@ impl State {
         known.extend(self.statics.keys().cloned());
         let count = stored.len();
         for pod in stored {
-            self.apply(pod).await;
+            self.apply(pod);
         }
-        if let Ok(all) = self.runtime.cri.list_pod_sandbox(None).await {
+        if let Ok(all) = self.shared.runtime.cri.list_pod_sandbox(None).await {
             for sb in all {
                 let uid = sb.labels.get(super::pods::LABEL_POD_UID).cloned().unwrap_or_default();
                 if !uid.is_empty() && !known.contains(&uid) {
                     info!(uid, "Removing the sandbox of a pod this node no longer has.");
-                    let _ = self.runtime.kill(&uid, Duration::from_secs(0)).await;
+                    self.remove(&uid, Duration::ZERO);
                 }
             }
         }
         info!(pods = count, "Pods taken up from the local database.");
     }
 
-    /// Runs the pod's due probes: a failed liveness probe stops its container (the restart
-    /// policy brings it back); readiness is kept for the status.
-    /// Returns whether a verdict changed.
-    async fn probe(&mut self, pod: &Pod) -> bool {
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let has_probes = pod.spec.as_ref().is_some_and(|s| {
-            s.containers
-                .iter()
-                .any(|c| c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some())
-        });
-        if !has_probes {
-            return false;
+    /// One look at the runtime, then a sync tick to every worker with its pod's fingerprint.
+    async fn tick(&mut self) {
+        self.workers.retain(|_, h| !h.is_closed());
+        let snapshot = self.shared.runtime.snapshot().await.ok();
+        for (uid, h) in &self.workers {
+            h.tick(snapshot.as_ref().map(|s| s.get(uid).cloned().unwrap_or_default()));
         }
-        let ip = self.runtime.pod_ip(pod, &self.host_ip).await.unwrap_or_default();
-        let running = self.runtime.running_containers(&uid).await.unwrap_or_default();
-        let mut ready = HashMap::new();
-        for (name, id) in running {
-            let v = self.prober.check(&self.runtime.cri, pod, &name, &id, &ip).await;
-            ready.insert(name.clone(), v.ready);
-            if v.kill {
-                info!(uid, container = %name, "Liveness probe failed; restarting the container.");
-                let grace = grace_of(pod);
-                // In the background: a grace period must not hold up every other pod.
-                let cri = self.runtime.cri.clone();
-                tokio::spawn(async move {
-                    let _ = cri.stop_container(&id, grace).await;
-                });
-            }
-        }
-        let changed = self.readiness.get(&uid) != Some(&ready);
-        self.readiness.insert(uid, ready);
-        changed
     }
 
     /// A mirror pod from the cloud: remembered for its static pod's status; one being
     /// deleted (or `deleted`) is let go and asked for again; one whose static pod is gone is
     /// deleted.
-    async fn mirror_seen(&mut self, mirror: Pod, deleted: bool) {
+    fn mirror_seen(&mut self, mirror: Pod, deleted: bool) {
         let Some(uid) = mirror.metadata.uid.clone() else { return };
         let hash = static_pods::mirrored_hash(&mirror).unwrap_or_default().to_owned();
         let terminating = mirror.metadata.deletion_timestamp.is_some();
-        match self.statics.get_mut(&hash) {
+        let changed = match self.statics.get_mut(&hash) {
             Some(e) if deleted || terminating => {
                 if e.mirror_uid.as_deref() == Some(uid.as_str()) {
                     e.mirror_uid = None;
                     e.mirror_asked = None;
                 }
                 if terminating {
-                    self.delete_in_cloud(&mirror).await;
+                    self.delete_in_cloud(&mirror);
                 }
-                if let Some(t) = self.pods.get_mut(&hash) {
-                    t.last_status = Value::Null;
-                }
+                true
             }
             Some(e) if e.mirror_uid.as_deref() != Some(uid.as_str()) => {
                 debug!(pod = ?mirror.metadata.name, "Mirror pod seen.");
                 e.mirror_uid = Some(uid);
-                if let Some(t) = self.pods.get_mut(&hash) {
-                    t.last_status = Value::Null;
-                }
+                true
             }
-            Some(_) => {}
+            Some(_) => false,
             None if !deleted => {
                 info!(pod = ?mirror.metadata.name, "Deleting a mirror pod whose static pod is gone.");
-                self.delete_in_cloud(&mirror).await;
+                self.delete_in_cloud(&mirror);
+                false
             }
-            None => {}
+            None => false,
+        };
+        if changed && let (Some(e), Some(h)) = (self.statics.get(&hash), self.workers.get(&hash)) {
+            h.mirror(e.mirror_uid.clone());
         }
     }
 
     /// Asks the cloud to delete `pod` (grace 0, UID precondition), without waiting.
-    async fn delete_in_cloud(&self, pod: &Pod) {
-        let _ = self.bus.send(module::METAMANAGER, delete_message(pod)).await;
+    fn delete_in_cloud(&self, pod: &Pod) {
+        let bus = self.shared.bus.clone();
+        let msg = worker::delete_message(pod);
+        self.shared.tracker.spawn(async move {
+            let _ = bus.send(module::METAMANAGER, msg).await;
+        });
     }
 
     /// Reads the manifests folder: new static pods start, removed or changed ones stop (and
@@ -493,7 +417,7 @@ impl State {
                     current.insert(uid.clone());
                     if let std::collections::hash_map::Entry::Vacant(slot) = self.statics.entry(uid) {
                         info!(pod = ?pod.metadata.name, manifest = %path.display(), "Static pod found.");
-                        slot.insert(StaticEntry { path, mirror_uid: None, mirror_asked: None });
+                        slot.insert(StaticEntry { path, pod: pod.clone(), mirror_uid: None, mirror_asked: None });
                         new_pods.push(pod);
                     }
                 }
@@ -509,29 +433,22 @@ impl State {
         for uid in gone {
             let Some(entry) = self.statics.remove(&uid) else { continue };
             info!(manifest = %entry.path.display(), "Static pod removed; stopping it.");
-            if let Some(t) = self.pods.remove(&uid) {
-                if let Some(m) = entry.mirror_uid {
-                    let mut mirror = t.pod.clone();
-                    mirror.metadata.uid = Some(m);
-                    self.delete_in_cloud(&mirror).await;
-                }
-                let grace = grace_of(&t.pod);
-                let runtime = self.runtime.clone();
-                tokio::spawn(async move {
-                    let _ = runtime.kill(&uid, grace).await;
-                });
+            if let Some(m) = entry.mirror_uid {
+                let mut mirror = entry.pod.clone();
+                mirror.metadata.uid = Some(m);
+                self.delete_in_cloud(&mirror);
             }
+            self.remove(&uid, worker::grace_of(&entry.pod));
         }
         for pod in new_pods {
-            self.apply(pod).await;
+            self.apply(pod);
         }
-        for (uid, e) in &mut self.statics {
+        for e in self.statics.values_mut() {
             if e.mirror_uid.is_none() && e.mirror_asked.is_none_or(|t| t.elapsed() >= MIRROR_RETRY) {
-                let Some(t) = self.pods.get(uid) else { continue };
-                let mirror = static_pods::mirror_of(&t.pod);
+                let mirror = static_pods::mirror_of(&e.pod);
                 let (ns, name) = (
-                    t.pod.metadata.namespace.clone().unwrap_or_default(),
-                    t.pod.metadata.name.clone().unwrap_or_default(),
+                    e.pod.metadata.namespace.clone().unwrap_or_default(),
+                    e.pod.metadata.name.clone().unwrap_or_default(),
                 );
                 let msg = Message::build(
                     module::EDGED,
@@ -540,129 +457,51 @@ impl State {
                     operation::INSERT,
                     Content::json(&mirror).unwrap_or(Content::null()),
                 );
-                let _ = self.bus.send(module::METAMANAGER, msg).await;
+                let _ = self.shared.bus.send(module::METAMANAGER, msg).await;
                 e.mirror_asked = Some(std::time::Instant::now());
             }
         }
     }
 
-    /// Drops everything kept about pod `uid`.
-    fn forget(&mut self, uid: &str) {
-        self.failed.remove(uid);
-        self.prober.forget(uid);
-        self.readiness.remove(uid);
-        self.pods.remove(uid);
-        self.steady.remove(uid);
-        let prefix = format!("{uid}/");
-        self.backoffs.retain(|k, _| !k.starts_with(&prefix));
-    }
-
-    async fn remove(&mut self, uid: &str) {
-        self.forget(uid);
-        if let Err(e) = self.runtime.kill(uid, Duration::from_secs(0)).await {
-            warn!(uid, error = %e, "Removing a deleted pod failed.");
-        }
-    }
-}
-
-/// A pod status patch as edged sends it: a strategic-merge patch with the UID, as a JSON
-/// string, to `{ns}/podpatch/{name}`.
-fn podpatch(pod: &Pod, status: Value) -> Message {
-    let (ns, name) =
-        (pod.metadata.namespace.as_deref().unwrap_or_default(), pod.metadata.name.as_deref().unwrap_or_default());
-    let patch = json!({"metadata": {"uid": pod.metadata.uid}, "status": status});
-    Message::build(
-        module::EDGED,
-        group::META,
-        format!("{ns}/{}/{name}", resource_type::POD_PATCH),
-        operation::PATCH,
-        Content::string(&patch.to_string()),
-    )
-}
-
-/// The delete edged sends for `pod`: grace 0 with a UID precondition, as upstream's edge.
-fn delete_message(pod: &Pod) -> Message {
-    let (ns, name) =
-        (pod.metadata.namespace.as_deref().unwrap_or_default(), pod.metadata.name.as_deref().unwrap_or_default());
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    Message::build(
-        module::EDGED,
-        group::META,
-        format!("{ns}/{}/{name}", resource_type::POD),
-        operation::DELETE,
-        Content::json(&json!({"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})).unwrap_or(Content::null()),
-    )
-}
-
-/// The pod's termination grace period (30 s when unset).
-fn grace_of(pod: &Pod) -> Duration {
-    let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
-    Duration::from_secs(u64::try_from(grace.max(0)).unwrap_or(0))
-}
-
-/// Stops a terminating pod within its grace period, reports its final status, then asks the
-/// cloud to delete it (grace 0 with a UID precondition, as upstream's edge does).
-async fn terminate(runtime: PodRuntime, bus: Bus, host_ip: String, pod: Pod, stop: CancellationToken) {
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    info!(uid, pod = ?pod.metadata.name, grace = ?grace_of(&pod), "Stopping a pod being deleted.");
-    let status = match runtime.stop_pod(&pod, &host_ip, grace_of(&pod)).await {
-        Ok(status) => status,
-        Err(e) => {
-            warn!(uid, error = %e, "Stopping a pod failed.");
+    /// A message for the module: pod inserts, updates and deletes go to their workers.
+    fn route(&mut self, msg: &Message) {
+        let is_pod = ResourcePath::parse(&msg.router.resource).is_ok_and(|p| p.resource_type == resource_type::POD);
+        if !is_pod {
             return;
         }
-    };
-    // The containers' final states, taken after they stopped and before they were removed.
-    if let Some(status) = status {
-        let msg = podpatch(&pod, status);
-        let _ = bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await;
-    }
-    delete_until_done(&bus, &pod, &stop).await;
-}
-
-/// Asks the cloud to delete `pod` until it says done (deleted, already gone, or replaced by
-/// another pod of that name): offline or on a server error the request is repeated, 2 s
-/// doubling to 30 s apart, until `stop`.
-async fn delete_until_done(bus: &Bus, pod: &Pod, stop: &CancellationToken) {
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let mut wait = Duration::from_secs(2);
-    let mut first = true;
-    loop {
-        let mut failed = |why: &str| {
-            if std::mem::take(&mut first) {
-                info!(uid, why, "Deleting the pod in the cloud failed; it will be retried.");
-            } else {
-                debug!(uid, why, "Deleting the pod in the cloud failed again; retrying.");
-            }
-        };
-        match bus.send_sync(module::METAMANAGER, delete_message(pod), DELETE_TIMEOUT).await {
-            Ok(reply) if reply.router.operation != operation::ERROR => {
-                let v: Value = reply.content.decode().unwrap_or(Value::Null);
-                let code = v.pointer("/ErrStatus/code").and_then(Value::as_i64);
-                match code {
-                    None => return,
-                    // Gone already, or the UID precondition failed: another pod now.
-                    Some(404 | 409) => return,
-                    Some(c) if (400..500).contains(&c) && c != 429 => {
-                        warn!(uid, code = c, reply = %v, "The cloud refused to delete the pod.");
-                        return;
-                    }
-                    Some(c) => failed(&format!("code {c}")),
+        match (msg.router.operation.as_str(), content_pod(msg)) {
+            (operation::INSERT | operation::UPDATE, Some(pod)) => self.apply(pod),
+            (operation::DELETE, Some(pod)) if static_pods::is_mirror(&pod) => self.mirror_seen(pod, true),
+            (operation::DELETE, Some(pod)) => {
+                if let Some(uid) = pod.metadata.uid
+                    && !self.statics.contains_key(&uid)
+                {
+                    self.remove(&uid, Duration::ZERO);
                 }
             }
-            Ok(reply) => failed(&reply.content.as_str().unwrap_or_default()),
-            Err(e) => failed(&e.to_string()),
+            (op, None) => {
+                warn!(op, resource = %msg.router.resource, "Dropped a pod message whose content is not a Pod.");
+            }
+            _ => {}
         }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(Duration::from_secs(30));
     }
 }
 
-/// How long one delete request may wait for the cloud's answer.
-const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Collects dead containers every `every`, until `stop`.
+async fn collect_garbage(runtime: PodRuntime, policy: GcPolicy, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => match runtime.collect_garbage(&policy).await {
+                Ok(0) => {}
+                Ok(n) => info!(removed = n, "Dead containers collected."),
+                Err(e) => warn!(error = %e, "Container garbage collection failed."),
+            },
+        }
+    }
+}
 
 impl Module for EdgedModule {
     fn name(&self) -> &'static str {
@@ -702,113 +541,52 @@ impl Module for EdgedModule {
                 }
                 tokio::spawn(agent.run(stop.clone()));
             }
-            let mut st = State {
-                prober: super::probes::Prober::default(),
-                readiness: HashMap::new(),
-                runtime,
+            let tracker = TaskTracker::new();
+            let shared = Shared {
+                runtime: runtime.clone(),
                 bus: ctx.bus.clone(),
                 host_ip: self.host_ip.clone(),
-                pods: HashMap::new(),
-                backoffs: Backoffs::new(),
                 restart_backoff: self.restart_backoff,
-                failed: HashMap::new(),
-                statics: HashMap::new(),
-                bad_manifests: HashMap::new(),
                 stop: stop.clone(),
-                steady: HashMap::new(),
+                tracker: tracker.clone(),
             };
+            let mut router =
+                Router { shared, workers: HashMap::new(), statics: HashMap::new(), bad_manifests: HashMap::new() };
+            tracker.spawn(collect_garbage(runtime, self.gc.clone(), self.gc_every, stop.clone()));
             let static_dir = self.static_pods.clone();
             if let Some((dir, _, node)) = &static_dir {
-                st.sync_static(dir, node).await;
+                router.sync_static(dir, node).await;
             }
             // After a restart (also offline): the pods MetaManager has are adopted — their
             // sandboxes are still running in the runtime, so nothing is recreated.
-            st.adopt().await;
+            router.adopt().await;
             let mut tick = tokio::time::interval(self.sync_every);
-            let mut gc_tick = tokio::time::interval(self.gc_every);
-            gc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let file_every = static_dir.as_ref().map_or(Duration::from_secs(3600), |(_, every, _)| *every);
             let mut file_tick = tokio::time::interval(file_every.max(Duration::from_millis(100)));
             file_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            let result = loop {
                 tokio::select! {
-                    () = stop.cancelled() => return Ok(()),
-                    _ = gc_tick.tick() => {
-                        match st.runtime.collect_garbage(&self.gc).await {
-                            Ok(0) => {}
-                            Ok(n) => info!(removed = n, "Dead containers collected."),
-                            Err(e) => warn!(error = %e, "Container garbage collection failed."),
-                        }
-                    }
+                    () = stop.cancelled() => break Ok(()),
                     _ = file_tick.tick(), if static_dir.is_some() => {
                         if let Some((dir, _, node)) = &static_dir {
-                            st.sync_static(dir, node).await;
+                            router.sync_static(dir, node).await;
                         }
                     }
-                    _ = tick.tick() => {
-                        // Starts that failed are tried again.
-                        let due: Vec<Pod> = st
-                            .failed
-                            .iter()
-                            .filter(|(_, at)| at.elapsed() >= st.restart_backoff)
-                            .filter_map(|(uid, _)| st.pods.get(uid).map(|t| t.pod.clone()))
-                            .collect();
-                        for pod in due {
-                            if let Some(uid) = &pod.metadata.uid {
-                                st.failed.remove(uid);
-                            }
-                            st.apply(pod).await;
-                        }
-                        let uids: Vec<String> = st.pods.keys().filter(|u| !st.failed.contains_key(*u)).cloned().collect();
-                        // One cheap look at the runtime decides which pods need a full sync.
-                        let snapshot = st.runtime.snapshot().await.ok();
-                        for uid in uids {
-                            let Some(pod) = st.pods.get(&uid).map(|t| t.pod.clone()) else { continue };
-                            let now = snapshot.as_ref().map(|s| s.get(&uid).cloned().unwrap_or_default());
-                            let steady = now.is_some() && st.steady.get(&uid) == now.as_ref();
-                            let mut settled = false;
-                            if !steady {
-                                let base = st.restart_backoff;
-                                let src = MetaSource { bus: st.bus.clone() };
-                                let host_ip = st.host_ip.clone();
-                                match st.runtime.sync_containers(&pod, &mut st.backoffs, base, &src, &host_ip).await {
-                                    Ok(s) => settled = s.started.is_empty() && !s.waiting,
-                                    Err(e) => warn!(uid, error = %e, "Restarting a container failed."),
-                                }
-                            }
-                            let verdicts_changed = st.probe(&pod).await;
-                            if !steady || verdicts_changed {
-                                let current = st.report(&uid).await;
-                                match now {
-                                    Some(fp) if settled && current => { st.steady.insert(uid, fp); }
-                                    _ => { st.steady.remove(&uid); }
-                                }
-                            }
-                        }
-                    }
-                    msg = ctx.recv() => {
-                        let Some(msg) = msg else { return Ok(()) };
-                        let is_pod = ResourcePath::parse(&msg.router.resource).is_ok_and(|p| p.resource_type == resource_type::POD);
-                        if !is_pod {
-                            continue;
-                        }
-                        match (msg.router.operation.as_str(), content_pod(&msg)) {
-                            (operation::INSERT | operation::UPDATE, Some(pod)) => st.apply(pod).await,
-                            (operation::DELETE, Some(pod)) if static_pods::is_mirror(&pod) => st.mirror_seen(pod, true).await,
-                            (operation::DELETE, Some(pod)) => {
-                                if let Some(uid) = pod.metadata.uid {
-                                    if st.statics.contains_key(&uid) {
-                                        continue;
-                                    }
-                                    st.remove(&uid).await;
-                                }
-                            }
-                            (op, None) => warn!(op, resource = %msg.router.resource, "Dropped a pod message whose content is not a Pod."),
-                            _ => {}
-                        }
-                    }
+                    _ = tick.tick() => router.tick().await,
+                    msg = ctx.recv() => match msg {
+                        Some(msg) => router.route(&msg),
+                        None => break Ok(()),
+                    },
                 }
+            };
+            // Workers and their helpers end with the module's token; a straggler (a
+            // termination inside its grace period) is given a moment, then left.
+            stop.cancel();
+            tracker.close();
+            if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+                warn!(tasks = tracker.len(), "Pod tasks still running at shutdown were left.");
             }
+            result
         })
     }
 }
