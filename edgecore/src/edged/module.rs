@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -248,6 +249,9 @@ struct StaticEntry {
     mirror_asked: Option<std::time::Instant>,
 }
 
+/// How long the sync tick waits for the runtime's snapshot.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long to wait for a mirror pod before asking for it again.
 const MIRROR_RETRY: Duration = Duration::from_secs(30);
 
@@ -269,19 +273,16 @@ impl Router {
         }
         let desired = if pod.metadata.deletion_timestamp.is_some() {
             // The worker terminates it and ends; a later message about it starts afresh.
-            Desired::Terminate(Box::new(pod))
+            Desired::Terminate(Arc::new(pod))
         } else {
-            Desired::Run(Box::new(pod))
+            Desired::Run(Arc::new(pod))
         };
         let terminating = matches!(desired, Desired::Terminate(_));
         match self.workers.get(&uid).filter(|h| !h.is_closed()) {
             Some(h) => h.update(desired),
             None => {
-                let is_static = self.statics.contains_key(&uid);
-                let h = worker::spawn(&self.shared, uid.clone(), desired, is_static);
-                if let Some(e) = self.statics.get(&uid) {
-                    h.mirror(e.mirror_uid.clone());
-                }
+                let mirror = self.statics.get(&uid).map(|e| e.mirror_uid.clone());
+                let h = worker::spawn(&self.shared, uid.clone(), desired, mirror.is_some(), mirror.flatten());
                 self.workers.insert(uid.clone(), h);
             }
         }
@@ -295,7 +296,7 @@ impl Router {
         match self.workers.remove(uid).filter(|h| !h.is_closed()) {
             Some(h) => h.update(Desired::Kill(grace)),
             None => {
-                worker::spawn(&self.shared, uid.to_owned(), Desired::Kill(grace), false);
+                worker::spawn(&self.shared, uid.to_owned(), Desired::Kill(grace), false, None);
             }
         }
     }
@@ -350,8 +351,20 @@ impl Router {
 
     /// One look at the runtime, then a sync tick to every worker with its pod's fingerprint.
     async fn tick(&mut self) {
-        self.workers.retain(|_, h| !h.is_closed());
-        let snapshot = self.shared.runtime.snapshot().await.ok();
+        // A worker ends only when told to (its handle is gone then) or at shutdown: one that
+        // ended otherwise panicked. Its pod gets a new worker.
+        let dead: Vec<String> = self.workers.iter().filter(|(_, h)| h.is_closed()).map(|(u, _)| u.clone()).collect();
+        for uid in dead {
+            if let Some(h) = self.workers.remove(&uid)
+                && let Desired::Run(pod) = h.desired()
+            {
+                warn!(uid, "A pod's worker ended unexpectedly; starting a new one.");
+                self.apply((*pod).clone());
+            }
+        }
+        // Bounded: a wedged runtime must not stop the routing of messages.
+        let snapshot =
+            tokio::time::timeout(SNAPSHOT_TIMEOUT, self.shared.runtime.snapshot()).await.ok().and_then(Result::ok);
         for (uid, h) in &self.workers {
             h.tick(snapshot.as_ref().map(|s| s.get(uid).cloned().unwrap_or_default()));
         }
@@ -457,7 +470,10 @@ impl Router {
                     operation::INSERT,
                     Content::json(&mirror).unwrap_or(Content::null()),
                 );
-                let _ = self.shared.bus.send(module::METAMANAGER, msg).await;
+                let bus = self.shared.bus.clone();
+                self.shared.tracker.spawn(async move {
+                    let _ = bus.send(module::METAMANAGER, msg).await;
+                });
                 e.mirror_asked = Some(std::time::Instant::now());
             }
         }
@@ -579,8 +595,8 @@ impl Module for EdgedModule {
                     },
                 }
             };
-            // Workers and their helpers end with the module's token; a straggler (a
-            // termination inside its grace period) is given a moment, then left.
+            // Workers and their helpers end with the module's token; what does not watch it (a
+            // termination inside its grace period, a kill) is given 5 s, then left.
             stop.cancel();
             tracker.close();
             if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {

@@ -7,6 +7,7 @@
 //! progress gives way at once to a delete or a termination.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -43,9 +44,9 @@ pub(super) struct Shared {
 #[derive(Clone)]
 pub(super) enum Desired {
     /// Run it (started if it has no sandbox; adopted if it has).
-    Run(Box<Pod>),
+    Run(Arc<Pod>),
     /// Stop it within its grace period, report its final status, delete it in the cloud.
-    Terminate(Box<Pod>),
+    Terminate(Arc<Pod>),
     /// Remove what is left of it within `grace`, reporting nothing (deleted in the cloud
     /// already, or a static pod whose manifest went).
     Kill(Duration),
@@ -79,16 +80,22 @@ impl Handle {
     pub fn is_closed(&self) -> bool {
         self.desired.is_closed()
     }
+
+    /// The latest desired state.
+    pub fn desired(&self) -> Desired {
+        self.desired.borrow().clone()
+    }
 }
 
 /// Starts the worker of the pod `uid`, tracked by the module.
-pub(super) fn spawn(shared: &Shared, uid: String, first: Desired, is_static: bool) -> Handle {
+/// `mirror` is a static pod's mirror pod UID, when known.
+pub(super) fn spawn(shared: &Shared, uid: String, first: Desired, is_static: bool, mirror: Option<String>) -> Handle {
     let (desired, desired_rx) = watch::channel(first);
     let (tick, tick_rx) = mpsc::channel(1);
-    let (mirror, mirror_rx) = watch::channel(None);
+    let (mirror, mirror_rx) = watch::channel(mirror.clone());
     let pod = match &*desired.borrow() {
-        Desired::Run(p) | Desired::Terminate(p) => (**p).clone(),
-        Desired::Kill(_) => Pod::default(),
+        Desired::Run(p) | Desired::Terminate(p) => p.clone(),
+        Desired::Kill(_) => Arc::new(Pod::default()),
     };
     let span = info_span!("pod", uid = %uid, name = pod.metadata.name.as_deref().unwrap_or_default());
     let w = Worker {
@@ -96,7 +103,7 @@ pub(super) fn spawn(shared: &Shared, uid: String, first: Desired, is_static: boo
         uid,
         pod,
         is_static,
-        mirror_uid: None,
+        mirror_uid: mirror_rx.borrow().clone(),
         started: false,
         failed_at: None,
         last_status: Value::Null,
@@ -120,7 +127,7 @@ enum Start {
 struct Worker {
     shared: Shared,
     uid: String,
-    pod: Pod,
+    pod: Arc<Pod>,
     is_static: bool,
     mirror_uid: Option<String>,
     started: bool,
@@ -142,7 +149,9 @@ impl Worker {
         mut ticks: mpsc::Receiver<Option<String>>,
         mut mirror: watch::Receiver<Option<String>>,
     ) {
-        if !self.on_desired(&mut desired).await {
+        // Boxed: the start, sync and termination futures are large and live only while they
+        // run, not for the whole life of every pod's task.
+        if !Box::pin(self.on_desired(&mut desired)).await {
             return;
         }
         let stop = self.shared.stop.clone();
@@ -150,15 +159,12 @@ impl Worker {
         // closing then means nothing.
         let mut mirror_open = true;
         loop {
+            // In this order: a termination wins over a sync tick already queued.
             tokio::select! {
+                biased;
                 () = stop.cancelled() => return,
                 changed = desired.changed() => {
-                    if changed.is_err() || !self.on_desired(&mut desired).await {
-                        return;
-                    }
-                }
-                Some(fingerprint) = ticks.recv() => {
-                    if !self.sync(fingerprint, &mut desired).await && !self.on_desired(&mut desired).await {
+                    if changed.is_err() || !Box::pin(self.on_desired(&mut desired)).await {
                         return;
                     }
                 }
@@ -171,6 +177,12 @@ impl Worker {
                     self.last_status = Value::Null;
                     self.steady = None;
                 }
+                Some(fingerprint) = ticks.recv() => {
+                    if !Box::pin(self.sync(fingerprint, &desired)).await {
+                        // Interrupted by a new desired state: the next turn takes it.
+                        continue;
+                    }
+                }
             }
         }
     }
@@ -181,7 +193,7 @@ impl Worker {
             let d = desired.borrow_and_update().clone();
             match d {
                 Desired::Terminate(pod) => {
-                    terminate(&self.shared, *pod).await;
+                    terminate(&self.shared, &pod).await;
                     return false;
                 }
                 Desired::Kill(grace) => {
@@ -191,7 +203,7 @@ impl Worker {
                     return false;
                 }
                 Desired::Run(pod) => {
-                    self.pod = *pod;
+                    self.pod = pod;
                     self.last_status = Value::Null;
                     self.steady = None;
                     if self.started {
@@ -209,7 +221,7 @@ impl Worker {
     }
 
     /// Starts the pod unless it already has a sandbox; gives way to a delete or termination.
-    async fn start(&mut self, desired: &mut watch::Receiver<Desired>) -> Start {
+    async fn start(&mut self, desired: &watch::Receiver<Desired>) -> Start {
         let rt = self.shared.runtime.clone();
         let running = rt.sandboxes_of(&self.uid).await.map(|s| !s.is_empty()).unwrap_or(false);
         if !running {
@@ -217,7 +229,7 @@ impl Worker {
             let pod = self.pod.clone();
             let outcome = tokio::select! {
                 r = rt.start(&pod, &src, &self.shared.host_ip) => Some(r),
-                () = until_not_run(desired) => None,
+                () = until_not_run(desired.clone()) => None,
                 () = self.shared.stop.cancelled() => None,
             };
             match outcome {
@@ -246,7 +258,18 @@ impl Worker {
     /// One sync: a failed start retried after its backoff; otherwise, unless the runtime shows
     /// nothing changed, containers advanced, probes run and the status reported. False when a
     /// start gave way to a new desired state (the caller acts on it).
-    async fn sync(&mut self, fingerprint: Option<String>, desired: &mut watch::Receiver<Desired>) -> bool {
+    async fn sync(&mut self, fingerprint: Option<String>, desired: &watch::Receiver<Desired>) -> bool {
+        // Nothing of the pod in the runtime any more (removed behind our back, or a sandbox
+        // that was being killed when this worker adopted it): start it again.
+        if self.started
+            && fingerprint.as_deref() == Some("")
+            && self.shared.runtime.sandboxes_of(&self.uid).await.is_ok_and(|s| s.is_empty())
+        {
+            info!("The pod's sandbox is gone; starting it again.");
+            self.started = false;
+            self.failed_at = None;
+            return !matches!(self.start(desired).await, Start::Interrupted);
+        }
         if !self.started {
             if self.failed_at.is_some_and(|t| t.elapsed() >= self.shared.restart_backoff) {
                 return !matches!(self.start(desired).await, Start::Interrupted);
@@ -259,9 +282,17 @@ impl Worker {
             let src = MetaSource { bus: self.shared.bus.clone() };
             let base = self.shared.restart_backoff;
             let rt = self.shared.runtime.clone();
-            match rt.sync_containers(&self.pod, &mut self.backoffs, base, &src, &self.shared.host_ip).await {
-                Ok(s) => settled = s.started.is_empty() && !s.waiting,
-                Err(e) => warn!(error = %e, "Restarting a container failed."),
+            let pod = self.pod.clone();
+            // A restart may pull an image: it gives way to a delete or termination too.
+            let outcome = tokio::select! {
+                r = rt.sync_containers(&pod, &mut self.backoffs, base, &src, &self.shared.host_ip) => Some(r),
+                () = until_not_run(desired.clone()) => None,
+                () = self.shared.stop.cancelled() => None,
+            };
+            match outcome {
+                None => return false,
+                Some(Ok(s)) => settled = s.started.is_empty() && !s.waiting,
+                Some(Err(e)) => warn!(error = %e, "Restarting a container failed."),
             }
         }
         let verdicts_changed = self.probe().await;
@@ -321,12 +352,15 @@ impl Worker {
             return true;
         }
         // A static pod's status goes to its mirror pod, once there is one.
-        let mut target = self.pod.clone();
-        if self.is_static {
+        let patch = if self.is_static {
             let Some(m) = &self.mirror_uid else { return false };
+            let mut target = (*self.pod).clone();
             target.metadata.uid = Some(m.clone());
-        }
-        match request(&self.shared.bus, podpatch(&target, status.clone())).await {
+            podpatch(&target, status.clone())
+        } else {
+            podpatch(&self.pod, status.clone())
+        };
+        match request(&self.shared.bus, patch).await {
             Ok(_) => {
                 self.last_status = status;
                 true
@@ -340,15 +374,11 @@ impl Worker {
 }
 
 /// Resolves when the desired state is no longer `Run` (a delete or termination), or never
-/// when the module is gone.
-async fn until_not_run(desired: &mut watch::Receiver<Desired>) {
-    loop {
-        if desired.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        if !matches!(*desired.borrow(), Desired::Run(_)) {
-            return;
-        }
+/// when the module is gone. Watches a clone, so the worker's own receiver still sees every
+/// update (a new spec that came meanwhile is taken up after).
+async fn until_not_run(mut desired: watch::Receiver<Desired>) {
+    if desired.wait_for(|d| !matches!(d, Desired::Run(_))).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -393,9 +423,9 @@ pub(super) fn grace_of(pod: &Pod) -> Duration {
 
 /// Stops a terminating pod within its grace period, reports its final status, then asks the
 /// cloud to delete it (grace 0 with a UID precondition, as upstream's edge does).
-async fn terminate(shared: &Shared, pod: Pod) {
-    info!(grace = ?grace_of(&pod), "Stopping a pod being deleted.");
-    let status = match shared.runtime.stop_pod(&pod, &shared.host_ip, grace_of(&pod)).await {
+async fn terminate(shared: &Shared, pod: &Pod) {
+    info!(grace = ?grace_of(pod), "Stopping a pod being deleted.");
+    let status = match shared.runtime.stop_pod(pod, &shared.host_ip, grace_of(pod)).await {
         Ok(status) => status,
         Err(e) => {
             warn!(error = %e, "Stopping a pod failed.");
@@ -404,9 +434,9 @@ async fn terminate(shared: &Shared, pod: Pod) {
     };
     // The containers' final states, taken after they stopped and before they were removed.
     if let Some(status) = status {
-        let _ = request(&shared.bus, podpatch(&pod, status)).await;
+        let _ = request(&shared.bus, podpatch(pod, status)).await;
     }
-    delete_until_done(&shared.bus, &pod, &shared.stop).await;
+    delete_until_done(&shared.bus, pod, &shared.stop).await;
 }
 
 /// Asks the cloud to delete `pod` until it says done (deleted, already gone, or replaced by
