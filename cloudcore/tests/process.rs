@@ -67,3 +67,27 @@ fn json_logs_are_one_object_per_line() {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     }
 }
+
+/// Issue #22 item 3: a port in use is a start-up error naming it (exit 1), not CloudHub
+/// failing after start.
+#[test]
+fn a_taken_cloudhub_port_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_cloudcore"));
+    let cfg = kubeedge_testkit::daemon::test_config(bin, dir.path(), "cloudcore");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let yaml = |port: u16| {
+        let port = port.to_string();
+        let mut yaml = base.clone();
+        for (path, value) in [
+            (&["modules", "cloudHub", "enable"][..], "true"),
+            (&["modules", "cloudHub", "https", "enable"][..], "false"),
+            (&["modules", "cloudHub", "websocket", "address"][..], "127.0.0.1"),
+            (&["modules", "cloudHub", "websocket", "port"][..], port.as_str()),
+        ] {
+            yaml = kubeedge_testkit::set_yaml_path(&yaml, path, value);
+        }
+        yaml
+    };
+    kubeedge_testkit::daemon::refuses_a_taken_port(bin, dir.path(), yaml, "modules.cloudHub.websocket.port");
+}

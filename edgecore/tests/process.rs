@@ -70,3 +70,19 @@ fn metaserver_off_loopback_without_tls_is_a_config_error() {
         &["modules.metaManager.metaServer.tlsCaFile", "only over TLS with client certificates"],
     );
 }
+
+/// Issue #22 item 3: a port in use is a start-up error naming it (exit 1), not a module that
+/// restarts over and over.
+#[test]
+fn a_taken_metaserver_port_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let cfg = kubeedge_testkit::daemon::test_config(bin, dir.path(), "edgecore");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let yaml = |port: u16| {
+        let y = kubeedge_testkit::set_yaml_path(&base, &["modules", "metaManager", "metaServer", "enable"], "true");
+        let server = format!("\"127.0.0.1:{port}\"");
+        kubeedge_testkit::set_yaml_path(&y, &["modules", "metaManager", "metaServer", "server"], &server)
+    };
+    kubeedge_testkit::daemon::refuses_a_taken_port(bin, dir.path(), yaml, "modules.metaManager.metaServer.server");
+}

@@ -18,6 +18,9 @@ pub struct CloudHubModule {
     cfg: CloudHub,
     kube: KubeApiConfig,
     metrics: Option<HubMetrics>,
+    /// The join API's and the WebSocket server's listeners, bound by `prepare`; a restart
+    /// after a failure binds again.
+    listeners: (Option<TcpListener>, Option<TcpListener>),
 }
 
 impl CloudHubModule {
@@ -28,7 +31,7 @@ impl CloudHubModule {
         registry: Option<&prometheus::Registry>,
     ) -> Result<Self, prometheus::Error> {
         let metrics = registry.map(HubMetrics::register).transpose()?;
-        Ok(Self { cfg, kube, metrics })
+        Ok(Self { cfg, kube, metrics, listeners: (None, None) })
     }
 }
 
@@ -47,9 +50,11 @@ pub async fn kube_client(cfg: &KubeApiConfig) -> Result<kube::Client, ModuleErro
     Ok(kube::Client::try_from(config)?)
 }
 
-async fn bind(address: &str, port: u32) -> Result<TcpListener, ModuleError> {
+async fn bind(address: &str, port: u32, field: &str) -> Result<TcpListener, ModuleError> {
     let addr = if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") };
-    TcpListener::bind(&addr).await.map_err(|e| format!("binding {addr}: {e}").into())
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (modules.cloudHub.{field}): {e}").into())
 }
 
 impl Module for CloudHubModule {
@@ -59,6 +64,19 @@ impl Module for CloudHubModule {
 
     fn group(&self) -> &'static str {
         kubeedge_model::constants::module::CLOUDHUB
+    }
+
+    fn prepare(&mut self) -> BoxFuture<'_, Result<(), ModuleError>> {
+        Box::pin(async move {
+            if self.cfg.https.enable {
+                self.listeners.0 = Some(bind(&self.cfg.https.address, self.cfg.https.port, "https.port").await?);
+            }
+            if self.cfg.websocket.enable {
+                self.listeners.1 =
+                    Some(bind(&self.cfg.websocket.address, self.cfg.websocket.port, "websocket.port").await?);
+            }
+            Ok(())
+        })
     }
 
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
@@ -114,7 +132,10 @@ impl Module for CloudHubModule {
                 self.metrics.clone(),
             );
             if cfg.https.enable {
-                let listener = bind(&cfg.https.address, cfg.https.port).await?;
+                let listener = match self.listeners.0.take() {
+                    Some(l) => l,
+                    None => bind(&cfg.https.address, cfg.https.port, "https.port").await?,
+                };
                 let tls = https::tls_config(&ca, &pki.server)?;
                 let api = Arc::new(https::JoinApi {
                     ca: ca.clone(),
@@ -127,7 +148,10 @@ impl Module for CloudHubModule {
             }
             let mut sessions = None;
             if cfg.websocket.enable {
-                let listener = bind(&cfg.websocket.address, cfg.websocket.port).await?;
+                let listener = match self.listeners.1.take() {
+                    Some(l) => l,
+                    None => bind(&cfg.websocket.address, cfg.websocket.port, "websocket.port").await?,
+                };
                 let tls = kubeedge_viaduct::server_tls(ca.cert_der(), &pki.server.cert_der, &pki.server.key_sec1)?;
                 let opts = ServerOptions {
                     auth: if permissive { AuthMode::Permissive } else { AuthMode::Strict },

@@ -29,6 +29,13 @@ pub trait Module: Send + 'static {
     fn group(&self) -> &'static str;
     /// Runs until shutdown is requested through the context, or until failure.
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>>;
+
+    /// Called once before any module runs, to take what must not fail later: listening
+    /// sockets above all. An error here stops the daemon at start (exit 1) with the message,
+    /// which names the port, instead of a module failing and restarting over and over.
+    fn prepare(&mut self) -> BoxFuture<'_, Result<(), ModuleError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// What a module runs with: its inbox, a bus handle, and the shutdown token.

@@ -103,6 +103,18 @@ impl Registry {
         Ok(())
     }
 
+    /// Prepares every module ([`Module::prepare`]), in registration order.
+    ///
+    /// # Errors
+    /// The first module that cannot be prepared, and why.
+    pub async fn prepare(&mut self) -> Result<(), (&'static str, crate::ModuleError)> {
+        for m in &mut self.modules {
+            let name = m.name();
+            m.prepare().await.map_err(|e| (name, e))?;
+        }
+        Ok(())
+    }
+
     /// Names of the registered modules, in registration order.
     pub fn names(&self) -> Vec<&'static str> {
         self.modules.iter().map(|m| m.name()).collect()

@@ -177,6 +177,12 @@ impl Daemon {
             error!(error = %e, "Cannot build the modules.");
             return ExitCode::from(EXIT_FAILURE);
         }
+        // Listening sockets are taken before anything runs: a port in use is an error now,
+        // naming it, not a module restarting over and over.
+        if let Err((module, e)) = registry.prepare().await {
+            error!(module, error = %e, "Cannot start a module.");
+            return ExitCode::from(EXIT_FAILURE);
+        }
         let modules = registry.names();
         let supervisor = registry.start((self.restart_policy)());
         if let Err(e) = metrics.watch_bus(supervisor.bus(), supervisor.health()) {

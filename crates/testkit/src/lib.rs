@@ -452,6 +452,21 @@ pub mod daemon {
         super::TempDir::new()
     }
 
+    /// Starts the daemon on the config `yaml` makes for a port this test holds: it must exit 1
+    /// at start, naming the address and `field`, not keep restarting a module.
+    pub fn refuses_a_taken_port(bin: &Path, dir: &Path, yaml: impl Fn(u16) -> String, field: &str) {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = held.local_addr().expect("addr");
+        let path = dir.join("taken.yaml");
+        std::fs::write(&path, yaml(addr.port())).expect("write config");
+        let mut p = crate::Process::spawn(bin, &["--config", path.to_str().expect("utf-8 path")]).expect("spawn");
+        let status = p.wait_exit(crate::patience());
+        let log = p.log();
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "the daemon must exit 1 at once:\n{log}");
+        assert!(log.contains(&addr.to_string()) && log.contains(field), "the error names {addr} and {field}:\n{log}");
+        drop(held);
+    }
+
     /// Runs the daemon on a config text and expects exit 64 with every `expected` fragment in
     /// its stderr.
     pub fn refuses_config(bin: &Path, dir: &Path, yaml: &str, expected: &[&str]) {

@@ -118,6 +118,8 @@ pub struct EdgedModule {
     gc: GcPolicy,
     gc_every: Duration,
     server: Option<std::net::SocketAddr>,
+    /// The kubelet-style server's listener, bound by `prepare`; a restart binds again.
+    server_listener: Option<tokio::net::TcpListener>,
     static_pods: Option<(PathBuf, Duration, String)>,
     node: Option<(super::node::NodeSpec, String, super::Timings)>,
 }
@@ -153,6 +155,7 @@ impl EdgedModule {
             gc: GcPolicy::default(),
             gc_every: GC_EVERY,
             server: None,
+            server_listener: None,
             static_pods: None,
             node: None,
         }
@@ -503,6 +506,13 @@ impl Router {
     }
 }
 
+/// The kubelet-style server's listening socket; the error names the address and the field.
+async fn bind_server(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ModuleError> {
+    Ok(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        format!("cannot listen on {addr} (modules.edged.tailoredKubeletConfig.address/readOnlyPort): {e}")
+    })?)
+}
+
 /// Collects dead containers every `every`, until `stop`.
 async fn collect_garbage(runtime: PodRuntime, policy: GcPolicy, every: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
@@ -528,6 +538,15 @@ impl Module for EdgedModule {
         group::EDGED
     }
 
+    fn prepare(&mut self) -> BoxFuture<'_, Result<(), ModuleError>> {
+        Box::pin(async move {
+            if let Some(addr) = self.server {
+                self.server_listener = Some(bind_server(addr).await?);
+            }
+            Ok(())
+        })
+    }
+
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
         Box::pin(async move {
             let stop = ctx.shutdown().child_token();
@@ -542,10 +561,12 @@ impl Module for EdgedModule {
                 }
             };
             if let Some(addr) = self.server {
-                match super::server::serve(runtime.cri.clone(), addr, stop.clone()).await {
-                    Ok((bound, _task)) => info!(address = %bound, "Serving container logs and exec."),
-                    Err(e) => return Err(ModuleError::from(format!("kubelet server: {e}"))),
-                }
+                let listener = match self.server_listener.take() {
+                    Some(l) => l,
+                    None => bind_server(addr).await?,
+                };
+                info!(address = %listener.local_addr()?, "Serving container logs and exec.");
+                tokio::spawn(super::server::run(listener, runtime.cri.clone(), stop.clone()));
             }
             if let Some((spec, namespace, timings)) = self.node.take() {
                 self.agent = Some(NodeAgent { bus: ctx.bus.clone(), spec, namespace, timings });

@@ -53,6 +53,8 @@ pub struct MetaManagerModule {
     node: String,
     remote_timeout: Duration,
     metaserver: Option<kubeedge_config::edgecore::MetaServer>,
+    /// MetaServer's listener, bound by `prepare`; a restart after a failure binds again.
+    listener: Option<TcpListener>,
 }
 
 impl MetaManagerModule {
@@ -64,7 +66,15 @@ impl MetaManagerModule {
         metaserver: Option<kubeedge_config::edgecore::MetaServer>,
     ) -> Self {
         let (changes, _) = tokio::sync::broadcast::channel(super::CHANGES_CAP);
-        Self { store, changes, connected: Arc::new(AtomicBool::new(false)), node, remote_timeout, metaserver }
+        Self {
+            store,
+            changes,
+            connected: Arc::new(AtomicBool::new(false)),
+            node,
+            remote_timeout,
+            metaserver,
+            listener: None,
+        }
     }
 
     /// The change feed (tests subscribe to it).
@@ -480,6 +490,14 @@ impl Worker {
     }
 }
 
+/// MetaServer's listening socket; the error names the address and the config field.
+async fn bind_metaserver(cfg: &kubeedge_config::edgecore::MetaServer) -> Result<TcpListener, ModuleError> {
+    let addr = super::metaserver::bind_address(cfg).map_err(|e| format!("metaServer.server: {e}"))?;
+    Ok(TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (modules.metaManager.metaServer.server): {e}"))?)
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
@@ -497,6 +515,15 @@ impl Module for MetaManagerModule {
         group::META
     }
 
+    fn prepare(&mut self) -> BoxFuture<'_, Result<(), ModuleError>> {
+        Box::pin(async move {
+            if let Some(cfg) = &self.metaserver {
+                self.listener = Some(bind_metaserver(cfg).await?);
+            }
+            Ok(())
+        })
+    }
+
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
         Box::pin(async move {
             let w = Arc::new(Worker {
@@ -512,9 +539,10 @@ impl Module for MetaManagerModule {
             let _guard = stop.clone().drop_guard();
             if let Some(cfg) = &self.metaserver {
                 let opts = super::metaserver::Options::for_config(cfg).map_err(|e| format!("metaServer: {e}"))?;
-                let addr = super::metaserver::bind_address(cfg).map_err(|e| format!("metaServer.server: {e}"))?;
-                let listener =
-                    TcpListener::bind(addr).await.map_err(|e| format!("MetaServer cannot bind {addr}: {e}"))?;
+                let listener = match self.listener.take() {
+                    Some(l) => l,
+                    None => bind_metaserver(cfg).await?,
+                };
                 info!(address = %listener.local_addr()?, "MetaServer listening.");
                 let remote = Remote::new(ctx.bus.clone(), self.connected.clone(), self.node.clone());
                 let (store, changes, stop) = (self.store.clone(), self.changes.clone(), stop.clone());
