@@ -113,7 +113,7 @@ impl Module for CloudHubModule {
 
             {
                 let (client, ca, shutdown) = (client.clone(), ca.clone(), shutdown.clone());
-                tokio::spawn(async move {
+                ctx.spawn(async move {
                     loop {
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
@@ -144,7 +144,7 @@ impl Module for CloudHubModule {
                     client: client.clone(),
                     hub: hub.clone(),
                 });
-                tokio::spawn(https::serve(listener, tls, api, shutdown.clone()));
+                ctx.spawn(https::serve(listener, tls, api, shutdown.clone()));
             }
             let mut sessions = None;
             if cfg.websocket.enable {
@@ -157,7 +157,7 @@ impl Module for CloudHubModule {
                     auth: if permissive { AuthMode::Permissive } else { AuthMode::Strict },
                     ..ServerOptions::default()
                 };
-                sessions = Some(tokio::spawn(hub.clone().serve(listener, tls, opts, shutdown.clone())));
+                sessions = Some(ctx.spawn(hub.clone().serve(listener, tls, opts, shutdown.clone())));
             }
             while let Some(msg) = ctx.recv().await {
                 hub.dispatch(msg);

@@ -391,7 +391,7 @@ impl Module for DynamicControllerModule {
                 }
                 let Ok(permit) = permits.clone().acquire_owned().await else { return Ok(()) };
                 let (client, bus, node, authz) = (client.clone(), ctx.bus.clone(), node.to_owned(), authz.clone());
-                tokio::spawn(async move {
+                ctx.spawn(async move {
                     let _permit = permit;
                     let outcome = match attributes(&node, &app) {
                         Err(why) => Outcome::Bad(why),

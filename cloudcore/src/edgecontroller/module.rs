@@ -71,7 +71,7 @@ impl Module for EdgeControllerModule {
             let _guard = stop.clone().drop_guard();
             let tx = Sender { bus: ctx.bus.clone(), syncs: self.syncs.clone() };
             let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
-            tokio::spawn(downstream::watch_nodes(
+            ctx.spawn(downstream::watch_nodes(
                 client.clone(),
                 self.view.clone(),
                 tx.clone(),
@@ -80,7 +80,7 @@ impl Module for EdgeControllerModule {
             ));
             {
                 let (client, view, tx, stop) = (client.clone(), self.view.clone(), tx.clone(), stop.clone());
-                tokio::spawn(async move {
+                ctx.spawn(async move {
                     // Pods are judged against the complete set of edge nodes.
                     tokio::select! {
                         _ = stop.cancelled() => return,
@@ -90,7 +90,7 @@ impl Module for EdgeControllerModule {
                 });
             }
             for ty in [resource_type::CONFIGMAP, resource_type::SECRET] {
-                tokio::spawn(downstream::watch_objects(
+                ctx.spawn(downstream::watch_objects(
                     client.clone(),
                     ty,
                     self.view.clone(),
@@ -109,7 +109,7 @@ impl Module for EdgeControllerModule {
             for _ in 0..WORKERS {
                 let (wtx, mut wrx) = mpsc::channel::<Message>(WORKER_INBOX);
                 let (up, stop) = (up.clone(), stop.clone());
-                tokio::spawn(async move {
+                ctx.spawn(async move {
                     loop {
                         let msg = tokio::select! {
                             _ = stop.cancelled() => return,

@@ -5,9 +5,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use futures::FutureExt;
 use kubeedge_model::Message;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::bus::{Bus, ModuleStats};
 
@@ -38,7 +42,8 @@ pub trait Module: Send + 'static {
     }
 }
 
-/// What a module runs with: its inbox, a bus handle, and the shutdown token.
+/// What a module runs with: its inbox, a bus handle, the shutdown token, and a place to
+/// spawn its tasks.
 pub struct ModuleContext {
     name: &'static str,
     group: &'static str,
@@ -47,6 +52,56 @@ pub struct ModuleContext {
     inbox: mpsc::Receiver<Message>,
     shutdown: CancellationToken,
     stats: Arc<ModuleStats>,
+    pub(crate) spawner: Spawner,
+}
+
+/// Spawns a module's tasks: tracked (the supervisor waits for them at shutdown), in the
+/// module's tracing span, and a panic in one fails the module (the supervisor restarts it).
+/// Cheap to clone, for the module's helpers.
+#[derive(Clone)]
+pub struct Spawner {
+    tracker: TaskTracker,
+    /// Cancelled when one of the tasks panicked.
+    pub(crate) panicked: Arc<parking_lot::Mutex<CancellationToken>>,
+}
+
+impl Spawner {
+    pub(crate) fn new() -> Self {
+        Self { tracker: TaskTracker::new(), panicked: Arc::new(parking_lot::Mutex::new(CancellationToken::new())) }
+    }
+
+    /// Spawns `fut` as one of the module's tasks, in the caller's span.
+    pub fn spawn<F>(&self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let panicked = self.panicked.lock().clone();
+        let fut = async move {
+            match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(v) => v,
+                Err(p) => {
+                    panicked.cancel();
+                    std::panic::resume_unwind(p)
+                }
+            }
+        };
+        self.tracker.spawn(fut.instrument(tracing::Span::current()))
+    }
+
+    /// How many of the module's tasks are running.
+    pub fn len(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.tracker.is_empty()
+    }
+
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
 }
 
 impl ModuleContext {
@@ -58,7 +113,21 @@ impl ModuleContext {
         shutdown: CancellationToken,
         stats: Arc<ModuleStats>,
     ) -> Self {
-        Self { name, group, bus, inbox, shutdown, stats }
+        Self { name, group, bus, inbox, shutdown, stats, spawner: Spawner::new() }
+    }
+
+    /// Spawns one of the module's tasks (see [`Spawner`]).
+    pub fn spawn<F>(&self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawner.spawn(fut)
+    }
+
+    /// A handle for spawning the module's tasks from its helpers.
+    pub fn spawner(&self) -> Spawner {
+        self.spawner.clone()
     }
 
     /// The module's name.

@@ -169,8 +169,23 @@ async fn supervise(
     loop {
         let started = Instant::now();
         set(ModuleState::Running);
-        let outcome = AssertUnwindSafe(module.run(&mut ctx)).catch_unwind().await;
+        // A panic in one of the module's tasks fails the module as a panic in `run` would.
+        let task_panicked = CancellationToken::new();
+        *ctx.spawner.panicked.lock() = task_panicked.clone();
+        ctx.spawner.tracker().reopen();
+        let outcome = tokio::select! {
+            o = AssertUnwindSafe(module.run(&mut ctx)).catch_unwind() => o,
+            () = task_panicked.cancelled() => Ok(Err("one of the module's tasks panicked".into())),
+        };
         let shutting_down = ctx.shutdown().is_cancelled();
+        // The module's tasks end with it (they watch its tokens); shutdown waits for them (a
+        // module whose tasks do not end is named as not stopped), a restart a little while.
+        ctx.spawner.tracker().close();
+        if shutting_down {
+            ctx.spawner.tracker().wait().await;
+        } else if tokio::time::timeout(TASKS_AFTER_RUN, ctx.spawner.tracker().wait()).await.is_err() {
+            warn!(tasks = ctx.spawner.len(), "Tasks of the module are still running after it returned.");
+        }
         let failed = match outcome {
             Ok(Ok(())) if shutting_down => {
                 info!("Module stopped.");
@@ -219,6 +234,9 @@ async fn supervise(
         stats.restarts.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// How long a module's tasks get to end after its `run` returned, before a restart.
+const TASKS_AFTER_RUN: Duration = Duration::from_secs(10);
 
 /// What happened at shutdown.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -298,3 +298,58 @@ fn duplicate_module_names_are_refused() {
 fn bus_is_send_sync(b: Bus) -> impl Send + Sync {
     b
 }
+
+/// Spawns a task that panics on its first run (or one that ignores shutdown), then waits.
+struct Spawning {
+    runs: Arc<AtomicU32>,
+    stubborn: bool,
+}
+
+impl Module for Spawning {
+    fn name(&self) -> &'static str {
+        "spawning"
+    }
+    fn group(&self) -> &'static str {
+        "spawning"
+    }
+    fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            let run = self.runs.fetch_add(1, Ordering::SeqCst);
+            if self.stubborn {
+                ctx.spawn(std::future::pending::<()>());
+            } else if run == 0 {
+                ctx.spawn(async { panic!("a task fails") });
+            } else {
+                let stop = ctx.shutdown().clone();
+                ctx.spawn(async move { stop.cancelled().await });
+            }
+            while ctx.recv().await.is_some() {}
+            Ok(())
+        })
+    }
+}
+
+/// Issue #22 item 3: a panic in a module's task fails the module (it is restarted); shutdown
+/// waits for the module's tasks and names a module whose task does not end.
+#[tokio::test(start_paused = true)]
+async fn module_tasks_are_tracked() {
+    let runs = Arc::new(AtomicU32::new(0));
+    let mut reg = Registry::new();
+    reg.register(Box::new(Spawning { runs: runs.clone(), stubborn: false })).unwrap();
+    let sup = reg.start(RestartPolicy::default());
+    timeout(DEADLOCK, async {
+        while runs.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("restarted after its task panicked");
+    assert!(sup.shutdown(Duration::from_secs(5)).await.is_clean(), "a task that ends with shutdown is waited for");
+
+    let mut reg = Registry::new();
+    reg.register(Box::new(Spawning { runs: Arc::new(AtomicU32::new(0)), stubborn: true })).unwrap();
+    let sup = reg.start(RestartPolicy::default());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let report = sup.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.not_stopped, vec!["spawning"], "a task that ignores shutdown is named");
+}

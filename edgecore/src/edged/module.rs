@@ -566,7 +566,7 @@ impl Module for EdgedModule {
                     None => bind_server(addr).await?,
                 };
                 info!(address = %listener.local_addr()?, "Serving container logs and exec.");
-                tokio::spawn(super::server::run(listener, runtime.cri.clone(), stop.clone()));
+                ctx.spawn(super::server::run(listener, runtime.cri.clone(), stop.clone()));
             }
             if let Some((spec, namespace, timings)) = self.node.take() {
                 self.agent = Some(NodeAgent { bus: ctx.bus.clone(), spec, namespace, timings });
@@ -576,7 +576,7 @@ impl Module for EdgedModule {
                 if let Ok(v) = runtime.cri.version().await {
                     agent.spec.runtime_version = format!("{}://{}", v.runtime_name, v.runtime_version);
                 }
-                tokio::spawn(agent.run(stop.clone()));
+                ctx.spawn(agent.run(stop.clone()));
             }
             let tracker = TaskTracker::new();
             let shared = Shared {

@@ -546,7 +546,7 @@ impl Module for MetaManagerModule {
                 info!(address = %listener.local_addr()?, "MetaServer listening.");
                 let remote = Remote::new(ctx.bus.clone(), self.connected.clone(), self.node.clone());
                 let (store, changes, stop) = (self.store.clone(), self.changes.clone(), stop.clone());
-                tokio::spawn(async move {
+                ctx.spawn(async move {
                     if let Err(e) = super::metaserver::serve_with(listener, store, changes, remote, stop, opts).await {
                         warn!(error = %e, "MetaServer stopped.");
                     }
@@ -572,16 +572,16 @@ impl Module for MetaManagerModule {
                     }
                     operation::QUERY => {
                         let w = w.clone();
-                        tokio::spawn(async move { w.query(msg).await });
+                        ctx.spawn(async move { w.query(msg).await });
                     }
                     operation::INSERT => {
                         let w = w.clone();
-                        tokio::spawn(async move { w.remote(msg, true).await });
+                        ctx.spawn(async move { w.remote(msg, true).await });
                     }
                     operation::UPDATE => {
                         let w = w.clone();
                         if ty == resource_type::LEASE {
-                            tokio::spawn(async move { w.remote(msg, true).await });
+                            ctx.spawn(async move { w.remote(msg, true).await });
                         } else {
                             w.local_update(msg).await;
                         }
