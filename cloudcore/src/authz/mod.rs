@@ -323,6 +323,13 @@ impl NodeAuthorizer {
             // callers put the selected node in `name`.
             ("list" | "watch", "") if a.name == a.node => Ok(Grant::default()),
             ("get" | "delete", "") | ("update" | "patch", "status") | ("create", "eviction") if !a.name.is_empty() => {
+                // The view (EdgeController's pod watch) knows the pods bound to this node: no
+                // API read for an honest edge's status patch or delete. The write is pinned to
+                // that UID, so a pod since deleted and recreated under the name is not touched.
+                if let Some(uid) = self.view.pod_on_node(&a.node, &a.namespace, &a.name) {
+                    return Ok(Grant { pod_uid: Some(uid), pod_checked: true });
+                }
+                // Not in the view (gone, not yet seen, or another node's): the API decides.
                 match self.pod_binding(&a.namespace, &a.name).await {
                     Err(e) => Err(Denied::unavailable(a, format!("the pod's binding could not be read: {e}"))),
                     // Gone: the API answers 404 (the caller pins the write to no UID, so a pod

@@ -71,13 +71,7 @@ impl Module for EdgeControllerModule {
             let _guard = stop.clone().drop_guard();
             let tx = Sender { bus: ctx.bus.clone(), syncs: self.syncs.clone() };
             let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
-            ctx.spawn(downstream::watch_nodes(
-                client.clone(),
-                self.view.clone(),
-                tx.clone(),
-                stop.clone(),
-                listed_tx,
-            ));
+            ctx.spawn(downstream::watch_nodes(client.clone(), self.view.clone(), tx.clone(), stop.clone(), listed_tx));
             {
                 let (client, view, tx, stop) = (client.clone(), self.view.clone(), tx.clone(), stop.clone());
                 ctx.spawn(async move {
@@ -90,13 +84,7 @@ impl Module for EdgeControllerModule {
                 });
             }
             for ty in [resource_type::CONFIGMAP, resource_type::SECRET] {
-                ctx.spawn(downstream::watch_objects(
-                    client.clone(),
-                    ty,
-                    self.view.clone(),
-                    tx.clone(),
-                    stop.clone(),
-                ));
+                ctx.spawn(downstream::watch_objects(client.clone(), ty, self.view.clone(), tx.clone(), stop.clone()));
             }
             let authz = NodeAuthorizer::new(
                 client.clone(),

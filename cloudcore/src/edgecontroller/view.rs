@@ -385,6 +385,16 @@ impl View {
         out
     }
 
+    /// The UID of pod `namespace/name` if the view has it bound to edge node `node`: what the
+    /// node authorizer checks a pod write against without asking the API.
+    pub fn pod_on_node(&self, node: &str, namespace: &str, name: &str) -> Option<String> {
+        let g = self.0.lock();
+        g.pods_by_node.get(node)?.iter().find_map(|uid| {
+            let p = g.pods.get(uid)?;
+            (p.obj.namespace == namespace && p.obj.name == name).then(|| uid.clone())
+        })
+    }
+
     /// The pods on `node` (uids), for a deleted node.
     pub fn pods_on(&self, node: &str) -> Vec<String> {
         self.0.lock().pods_by_node.get(node).map(|s| s.iter().cloned().collect()).unwrap_or_default()
