@@ -11,4 +11,5 @@ pub mod authz;
 pub mod cloudhub;
 pub mod dynamiccontroller;
 pub mod edgecontroller;
+pub mod kubeclient;
 pub mod synccontroller;

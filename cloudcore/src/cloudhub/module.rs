@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::session::{Hub, HubMetrics};
 use super::{certs, https};
+use crate::kubeclient::kube_client;
 
 /// CloudHub as a bus module (`cloudhub`/`cloudhub`).
 pub struct CloudHubModule {
@@ -33,21 +34,6 @@ impl CloudHubModule {
         let metrics = registry.map(HubMetrics::register).transpose()?;
         Ok(Self { cfg, kube, metrics, listeners: (None, None) })
     }
-}
-
-/// A Kubernetes client from `kubeAPIConfig`: the kubeconfig file when set (with `master`
-/// overriding its server), else the in-cluster or default configuration.
-pub async fn kube_client(cfg: &KubeApiConfig) -> Result<kube::Client, ModuleError> {
-    let mut config = if cfg.kube_config.is_empty() {
-        kube::Config::infer().await?
-    } else {
-        let kc = kube::config::Kubeconfig::read_from(&cfg.kube_config)?;
-        kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-    };
-    if !cfg.master.is_empty() {
-        config.cluster_url = cfg.master.parse()?;
-    }
-    Ok(kube::Client::try_from(config)?)
 }
 
 async fn bind(address: &str, port: u32, field: &str) -> Result<TcpListener, ModuleError> {

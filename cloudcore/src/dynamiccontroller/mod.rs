@@ -26,8 +26,8 @@ use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
 use crate::authz::{Attributes, AuthzMetrics, NodeAuthorizer};
-use crate::cloudhub::module::kube_client;
 use crate::edgecontroller::view::View;
+use crate::kubeclient::kube_client;
 
 /// Operation of the reply.
 pub const APPLICATION_RESPONSE: &str = "applicationResponse";

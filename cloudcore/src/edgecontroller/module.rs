@@ -14,7 +14,7 @@ use super::downstream::{self, Sender};
 use super::upstream::Upstream;
 use super::view::View;
 use crate::authz::{AuthzMetrics, NodeAuthorizer};
-use crate::cloudhub::module::kube_client;
+use crate::kubeclient::kube_client;
 use crate::synccontroller::Syncs;
 
 /// Upstream workers; a node's messages always go to the same one.

@@ -27,9 +27,9 @@ use kubeedge_model::{CloudResource, Message};
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
-use crate::cloudhub::module::kube_client;
 use crate::edgecontroller::downstream::{Sender, delete_message, object_message};
 use crate::edgecontroller::view::{View, kind_of};
+use crate::kubeclient::kube_client;
 
 /// How often connected nodes are reconciled.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
