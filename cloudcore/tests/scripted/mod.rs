@@ -109,18 +109,8 @@ pub fn upstream(resource: &str, op: &str, content: Content) -> Message {
     Message::build("edged", "meta", resource, op, content)
 }
 
-/// Waits until `f` holds.
-pub async fn until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+#[allow(unused_imports)] // not every test file that shares this module polls
+pub use kubeedge_testkit::eventually_async as until;
 
 /// apiserver-lite, a client of it, the cluster CA (the test's, so scripted edges can have
 /// certificates) and a running cloudcore.

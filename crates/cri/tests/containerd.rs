@@ -28,17 +28,7 @@ fn with_containerd(test: &str, body: impl AsyncFnOnce(&PrivateContainerd, Cri)) 
     });
 }
 
-/// Polls `check` until it returns `Some`, for at most the test patience.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + kubeedge_testkit::patience();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use kubeedge_testkit::until_async as eventually;
 
 fn sandbox_config(ctrd: &PrivateContainerd, name: &str, host_network: bool) -> v1::PodSandboxConfig {
     let uid = format!("uid-{name}");

@@ -18,6 +18,40 @@ pub fn patience() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// Polls `f` until it yields a value; panics naming `what` after [`patience`].
+pub fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + patience();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `check` until it holds; panics naming `what` after [`patience`].
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    until(what, || check().then_some(()))
+}
+
+/// [`until`] for async checks, sleeping on tokio's clock.
+pub async fn until_async<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + patience();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`eventually`] for async checks, sleeping on tokio's clock.
+pub async fn eventually_async(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    until_async(what, async || check().await.then_some(())).await
+}
+
 /// A running daemon whose stderr is collected line by line.
 pub struct Process {
     child: Child,

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use kubeedge_testkit::link::{self, Cloud};
 use kubeedge_testkit::{Process, free_port, http_get, workspace_bin};
@@ -13,25 +12,8 @@ pub fn connected_nodes(addr: std::net::SocketAddr) -> Option<i64> {
     body.lines().find_map(|l| l.strip_prefix("KubeEdge_CloudHub_connected_nodes ")).and_then(|v| v.trim().parse().ok())
 }
 
-/// Polls `f` until it yields a value; panics naming `what` after [`kubeedge_testkit::patience`].
-pub fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + kubeedge_testkit::patience();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + kubeedge_testkit::patience();
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+#[allow(unused_imports)] // not every test file that shares this module polls
+pub use kubeedge_testkit::{eventually as wait_until, until};
 
 /// apiserver-lite in-process and a cloudcore process on loopback.
 pub struct CloudSide {

@@ -447,11 +447,5 @@ preferences: {{}}
     )
 }
 
-/// Polls `check` until it holds, or panics after [`PATIENCE`].
-pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !check() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+#[allow(unused_imports)] // not every test file that shares this module polls
+pub use kubeedge_testkit::eventually;
