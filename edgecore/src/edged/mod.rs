@@ -64,6 +64,43 @@ pub struct NodeAgent {
 }
 
 /// The object of an `{"Object","Err"}` reply, or the error's reason and code.
+/// Why the node agent's request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// MetaManager (or the cloud behind it) did not answer.
+    #[error("no answer: {0}")]
+    Unanswered(String),
+    /// The request could not be encoded.
+    #[error("encoding the request: {0}")]
+    Encode(String),
+    /// The API refused it.
+    #[error("{what} refused: {reason} ({code})")]
+    Refused {
+        /// What was asked (`node registration`, `lease update`…).
+        what: String,
+        /// The Status reason (`NotFound`, `Conflict`…).
+        reason: String,
+        /// The HTTP code (0 when there was none).
+        code: i64,
+    },
+}
+
+impl AgentError {
+    fn refused(what: impl Into<String>, (reason, code): (String, i64)) -> Self {
+        AgentError::Refused { what: what.into(), reason, code }
+    }
+
+    /// The object is not there (HTTP 404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, AgentError::Refused { reason, code, .. } if reason == "NotFound" || *code == 404)
+    }
+
+    /// A stale resourceVersion (HTTP 409 Conflict).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, AgentError::Refused { reason, .. } if reason == "Conflict")
+    }
+}
+
 fn object_resp(reply: &Message) -> Result<Value, (String, i64)> {
     if reply.router.operation == operation::ERROR {
         return Err((reply.content.as_str().map(|s| s.into_owned()).unwrap_or_default(), 0));
@@ -92,24 +129,29 @@ impl NodeAgent {
         Message::build(modules::EDGED, group::META, resource, op, content)
     }
 
-    async fn request(&self, msg: Message) -> Result<Message, String> {
-        self.bus.send_sync(modules::METAMANAGER, msg, REQUEST_TIMEOUT).await.map_err(|e| e.to_string())
+    async fn request(&self, msg: Message) -> Result<Message, AgentError> {
+        let reply = self.bus.send_sync(modules::METAMANAGER, msg, REQUEST_TIMEOUT).await;
+        reply.map_err(|e| AgentError::Unanswered(e.to_string()))
     }
 
     /// Registers the node: `insert` of the Node (an existing node is fine), then a status
     /// patch with the current status. Returns the Node's uid.
-    pub async fn register(&self, host: &HostInfo) -> Result<String, String> {
+    pub async fn register(&self, host: &HostInfo) -> Result<String, AgentError> {
         let (now, _) = node::now_strings();
         let object = node::node_object(&self.spec, host, &now);
         let name = &self.spec.name;
         let res = format!("{}/{}/{name}", self.namespace, resource_type::NODE);
         let reply = self
-            .request(self.message(res, operation::INSERT, Content::json(&object).map_err(|e| e.to_string())?))
+            .request(self.message(
+                res,
+                operation::INSERT,
+                Content::json(&object).map_err(|e| AgentError::Encode(e.to_string()))?,
+            ))
             .await?;
         let uid = match object_resp(&reply) {
             Ok(n) => n.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned(),
             Err((reason, code)) if code == 409 || reason == "AlreadyExists" => String::new(),
-            Err((reason, code)) => return Err(format!("node registration refused: {reason} ({code})")),
+            Err(e) => return Err(AgentError::refused("node registration", e)),
         };
         // The node may have existed: bring its status up to date.
         let status = serde_json::json!({"status": object["status"]});
@@ -125,14 +167,14 @@ impl NodeAgent {
 
     /// A strategic-merge patch of the node's status (content: the patch as a JSON string, as
     /// upstream's edge sends it). Returns the patched Node.
-    pub async fn patch_status(&self, patch: &Value) -> Result<Value, String> {
+    pub async fn patch_status(&self, patch: &Value) -> Result<Value, AgentError> {
         let res = format!("{}/{}/{}", self.namespace, resource_type::NODE_PATCH, self.spec.name);
         let reply = self.request(self.message(res, operation::PATCH, Content::string(&patch.to_string()))).await?;
-        object_resp(&reply).map_err(|(reason, code)| format!("node status patch refused: {reason} ({code})"))
+        object_resp(&reply).map_err(|e| AgentError::refused("node status patch", e))
     }
 
     /// Creates or renews the lease; returns the stored Lease (with its resourceVersion).
-    pub async fn renew_lease(&self, current: Option<Value>, node_uid: &str) -> Result<Value, String> {
+    pub async fn renew_lease(&self, current: Option<Value>, node_uid: &str) -> Result<Value, AgentError> {
         let (_, micro) = node::now_strings();
         let secs = i32::try_from(self.timings.lease_duration.as_secs()).unwrap_or(40);
         let res = format!("{LEASE_NAMESPACE}/{}/{}", resource_type::LEASE, self.spec.name);
@@ -143,14 +185,15 @@ impl NodeAgent {
             }
             None => (operation::INSERT, node::lease_object(&self.spec.name, node_uid, secs, &micro)),
         };
-        let reply = self.request(self.message(res, op, Content::json(&body).map_err(|e| e.to_string())?)).await?;
+        let content = Content::json(&body).map_err(|e| AgentError::Encode(e.to_string()))?;
+        let reply = self.request(self.message(res, op, content)).await?;
         match object_resp(&reply) {
             Ok(l) => Ok(l),
             Err((reason, _)) if op == operation::INSERT && reason == "AlreadyExists" => {
                 // Left from an earlier run: read it, then renew it.
                 let res = format!("{LEASE_NAMESPACE}/{}/{}", resource_type::LEASE, self.spec.name);
                 let reply = self.request(self.message(res, operation::QUERY, Content::null())).await?;
-                let existing = object_resp(&reply).map_err(|(r, c)| format!("reading the lease: {r} ({c})"))?;
+                let existing = object_resp(&reply).map_err(|e| AgentError::refused("reading the lease", e))?;
                 let existing = match existing {
                     Value::Array(mut v) if !v.is_empty() => {
                         let first = v.swap_remove(0);
@@ -162,7 +205,7 @@ impl NodeAgent {
                 // unconditionally (the node owns its lease).
                 Box::pin(self.renew_lease(Some(unconditional(existing)), node_uid)).await
             }
-            Err((reason, code)) => Err(format!("lease {op} refused: {reason} ({code})")),
+            Err(e) => Err(AgentError::refused(format!("lease {op}"), e)),
         }
     }
 
@@ -200,9 +243,9 @@ impl NodeAgent {
                     Ok(l) => lease = Some(l),
                     Err(e) => {
                         warn!(error = %e, "Renewing the node lease failed.");
-                        if e.contains("NotFound") {
+                        if e.is_not_found() {
                             lease = None;
-                        } else if e.contains("Conflict") {
+                        } else if e.is_conflict() {
                             // Our copy is stale (e.g. a reply was lost): the next renewal is
                             // unconditional rather than stuck on a version that never matches.
                             lease = lease.take().map(unconditional);
@@ -217,5 +260,27 @@ impl NodeAgent {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_errors_say_what_the_lease_loop_needs() {
+        let reply = |status: Value| {
+            let m = Message::build("metamanager", "meta", "x", operation::RESPONSE, Content::json(&status).unwrap());
+            object_resp(&m).map_err(|e| AgentError::refused("lease update", e))
+        };
+        let gone =
+            reply(serde_json::json!({"Object": null, "Err": {"ErrStatus": {"reason": "NotFound", "code": 404}}}));
+        let gone = gone.unwrap_err();
+        assert!(gone.is_not_found() && !gone.is_conflict());
+        assert_eq!(gone.to_string(), "lease update refused: NotFound (404)");
+        let stale = reply(serde_json::json!({"ErrStatus": {"reason": "Conflict", "code": 409}})).unwrap_err();
+        assert!(stale.is_conflict() && !stale.is_not_found());
+        assert!(reply(serde_json::json!({"Object": {"kind": "Lease"}, "Err": null})).is_ok());
+        assert!(!AgentError::Unanswered("timeout".into()).is_not_found());
     }
 }
