@@ -9,6 +9,7 @@
 
 pub mod authz;
 pub mod cloudhub;
+pub mod delivery;
 pub mod dynamiccontroller;
 pub mod edgecontroller;
 pub mod kubeclient;

@@ -9,10 +9,11 @@ use std::process::ExitCode;
 
 use cloudcore::authz::AuthzMetrics;
 use cloudcore::cloudhub::module::CloudHubModule;
+use cloudcore::delivery::syncs::Syncs;
+use cloudcore::delivery::view::View;
 use cloudcore::dynamiccontroller::DynamicControllerModule;
 use cloudcore::edgecontroller::module::EdgeControllerModule;
-use cloudcore::edgecontroller::view::View;
-use cloudcore::synccontroller::{SyncControllerModule, Syncs};
+use cloudcore::synccontroller::SyncControllerModule;
 use kubeedge_beehive::RestartPolicy;
 use kubeedge_config::cloudcore::CloudCoreConfig;
 use kubeedge_daemon::Daemon;

@@ -24,7 +24,7 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use serde_json::{Value, json};
 use tracing::warn;
 
-use crate::edgecontroller::view::{Ref, View};
+use crate::delivery::view::{Ref, View};
 use kubeedge_model::constants::resource_type;
 
 /// The namespace of KubeEdge's own secrets.
@@ -265,7 +265,7 @@ impl NodeAuthorizer {
                     "configmaps" => resource_type::CONFIGMAP,
                     "secrets" => resource_type::SECRET,
                     "persistentvolumeclaims" => resource_type::PERSISTENT_VOLUME_CLAIM,
-                    _ => crate::edgecontroller::view::SERVICE_ACCOUNT,
+                    _ => crate::delivery::view::SERVICE_ACCOUNT,
                 };
                 if a.verb != "get" || !a.subresource.is_empty() || a.name.is_empty() {
                     return deny(format!("node '{}' may only get single objects its pods use", a.node));

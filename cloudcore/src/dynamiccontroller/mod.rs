@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
 use crate::authz::{Attributes, AuthzMetrics, NodeAuthorizer};
-use crate::edgecontroller::view::View;
+use crate::delivery::view::View;
 use crate::kubeclient::kube_client;
 
 /// Operation of the reply.

@@ -7,4 +7,3 @@
 pub mod downstream;
 pub mod module;
 pub mod upstream;
-pub mod view;

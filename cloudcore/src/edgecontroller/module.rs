@@ -12,10 +12,10 @@ use tracing::info;
 
 use super::downstream::{self, Sender};
 use super::upstream::Upstream;
-use super::view::View;
 use crate::authz::{AuthzMetrics, NodeAuthorizer};
+use crate::delivery::syncs::Syncs;
+use crate::delivery::view::View;
 use crate::kubeclient::kube_client;
-use crate::synccontroller::Syncs;
 
 /// Upstream workers; a node's messages always go to the same one.
 const WORKERS: usize = 8;
