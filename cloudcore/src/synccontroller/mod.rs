@@ -19,7 +19,7 @@ use std::time::Duration;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kubeedge_apis::reliablesyncs::v1alpha1::{ObjectSync, ObjectSyncSpec};
 use kubeedge_apis::reliablesyncs::{object_sync_name, parse_object_sync_name};
-use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
+use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError, Spawner};
 use kubeedge_config::cloudcore::KubeApiConfig;
 use kubeedge_model::constants::{module, operation, resource_type};
 use kubeedge_model::{CloudResource, Message};
@@ -232,12 +232,12 @@ enum AckWrite {
 
 impl AckWriters {
     /// Starts the writers; they end when the module drops this.
-    fn start(client: kube::Client, syncs: Syncs) -> Self {
+    fn start(client: kube::Client, syncs: Syncs, spawner: &Spawner) -> Self {
         let shards = (0..ACK_WRITERS)
             .map(|_| {
                 let (tx, mut rx) = tokio::sync::mpsc::channel(ACK_WRITER_CAP);
                 let (client, syncs) = (client.clone(), syncs.clone());
-                tokio::spawn(async move {
+                spawner.spawn(async move {
                     while let Some(w) = rx.recv().await {
                         write_ack(&client, &syncs, w).await;
                     }
@@ -357,7 +357,7 @@ impl Module for SyncControllerModule {
                 view: self.view.clone(),
                 syncs: self.syncs.clone(),
                 tx: Sender { bus: ctx.bus.clone(), syncs: None },
-                writers: AckWriters::start(client.clone(), self.syncs.clone()),
+                writers: AckWriters::start(client.clone(), self.syncs.clone(), &ctx.spawner()),
                 connected: HashSet::new(),
                 sessions: HashMap::new(),
             };
