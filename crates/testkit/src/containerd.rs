@@ -239,6 +239,9 @@ impl Drop for PrivateContainerd {
         let netns = if matches!(self.child.try_wait(), Ok(None)) { self.kill_tasks() } else { Vec::new() };
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A shim exits on its own once its last task is deleted, but not at once: any left are
+        // killed, and waited for (briefly), so none outlives the fixture.
+        reap_shims(&self.dir);
         for path in netns {
             let _ = Command::new("umount").arg(&path).stderr(Stdio::null()).status();
             let _ = fs::remove_file(&path);
@@ -246,6 +249,33 @@ impl Drop for PrivateContainerd {
         unmount_under(&self.dir);
         let _ = Command::new("ip").args(["link", "delete", &self.bridge]).stderr(Stdio::null()).status();
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Kills the shims of the containerd in `dir` (their command line names its socket there) and
+/// waits up to 5 s for them to be gone.
+fn reap_shims(dir: &Path) {
+    let needle = dir.display().to_string();
+    let shims = || -> Vec<String> {
+        let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+                let cmd = fs::read(e.path().join("cmdline")).ok()?;
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                (cmd.contains("containerd-shim") && cmd.contains(&needle)).then(|| pid.to_string())
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = shims();
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return;
+        }
+        let _ = Command::new("kill").arg("-9").args(&left).stderr(Stdio::null()).status();
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
