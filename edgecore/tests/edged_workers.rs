@@ -177,11 +177,7 @@ fn a_hung_image_pull_holds_up_only_its_own_pod() {
         }
     };
     // containerd is now waiting on the registry, for both pods.
-    let deadline = std::time::Instant::now() + kubeedge_testkit::patience();
-    while hang.accepted() < 2 {
-        assert!(std::time::Instant::now() < deadline, "containerd never reached the registry");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    kubeedge_testkit::eventually("containerd to reach the registry for both pods", || hang.accepted() >= 2);
 
     send(from_cloud("insert", &pod("quick", json!({"name": "c", "image": image, "command": ["sleep", "3600"]}))));
     send(from_cloud(
@@ -211,11 +207,7 @@ fn a_hung_image_pull_holds_up_only_its_own_pod() {
     wait_for("hung's delete to go up", &mut seen, &|s| {
         s.iter().any(|m| m.router.operation == "delete" && m.router.resource == "default/pod/hung")
     });
-    let deadline = std::time::Instant::now() + kubeedge_testkit::patience();
-    while hang.closed_for("/hang/never/") != Some(true) {
-        assert!(std::time::Instant::now() < deadline, "hung's pull was not given up: {:?}", hang.conns.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    kubeedge_testkit::eventually("hung's pull to be given up", || hang.closed_for("/hang/never/") == Some(true));
     assert_eq!(hang.closed_for("/hang/also/"), Some(false), "hung2's pull goes on: {:?}", hang.conns.lock().unwrap());
     let left = rt.block_on(cri.list_pod_sandbox(None)).unwrap();
     assert!(

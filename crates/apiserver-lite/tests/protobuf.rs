@@ -396,15 +396,7 @@ fn watches_stream_protobuf_frames_and_json_is_the_fallback() {
         "versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}}}]}}"#,
     );
     let path = "/apis/example.com/v1/namespaces/default/widgets";
-    let mut ready = false;
-    for _ in 0..50 {
-        if h.send("GET", path, "application/json", None).0 == 200 {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(ready, "the CRD is served");
+    kubeedge_testkit::eventually("the CRD to be served", || h.send("GET", path, "application/json", None).0 == 200);
     let (code, ct, _) = h.send("GET", path, CLIENT_GO_ACCEPT, None);
     assert_eq!((code, ct.as_str()), (200, "application/json"));
     assert_eq!(h.send("GET", path, PROTOBUF, None).0, 406);

@@ -299,9 +299,11 @@ fn bus_is_send_sync(b: Bus) -> impl Send + Sync {
     b
 }
 
-/// Spawns a task that panics on its first run (or one that ignores shutdown), then waits.
+/// Spawns a task that panics on its first run (or one that ignores shutdown), reports the
+/// run's number once its task is spawned, then waits.
 struct Spawning {
-    runs: Arc<AtomicU32>,
+    runs: u32,
+    spawned: mpsc::UnboundedSender<u32>,
     stubborn: bool,
 }
 
@@ -314,7 +316,8 @@ impl Module for Spawning {
     }
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
         Box::pin(async move {
-            let run = self.runs.fetch_add(1, Ordering::SeqCst);
+            let run = self.runs;
+            self.runs += 1;
             if self.stubborn {
                 ctx.spawn(std::future::pending::<()>());
             } else if run == 0 {
@@ -323,6 +326,7 @@ impl Module for Spawning {
                 let stop = ctx.shutdown().clone();
                 ctx.spawn(async move { stop.cancelled().await });
             }
+            let _ = self.spawned.send(run);
             while ctx.recv().await.is_some() {}
             Ok(())
         })
@@ -333,23 +337,22 @@ impl Module for Spawning {
 /// waits for the module's tasks and names a module whose task does not end.
 #[tokio::test(start_paused = true)]
 async fn module_tasks_are_tracked() {
-    let runs = Arc::new(AtomicU32::new(0));
+    let (spawned, mut runs) = mpsc::unbounded_channel();
     let mut reg = Registry::new();
-    reg.register(Box::new(Spawning { runs: runs.clone(), stubborn: false })).unwrap();
+    reg.register(Box::new(Spawning { runs: 0, spawned, stubborn: false })).unwrap();
     let sup = reg.start(RestartPolicy::default());
-    timeout(DEADLOCK, async {
-        while runs.load(Ordering::SeqCst) < 2 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("restarted after its task panicked");
+    let second = timeout(DEADLOCK, async {
+        runs.recv().await;
+        runs.recv().await
+    });
+    assert_eq!(second.await.expect("restarted after its task panicked"), Some(1));
     assert!(sup.shutdown(Duration::from_secs(5)).await.is_clean(), "a task that ends with shutdown is waited for");
 
+    let (spawned, mut runs) = mpsc::unbounded_channel();
     let mut reg = Registry::new();
-    reg.register(Box::new(Spawning { runs: Arc::new(AtomicU32::new(0)), stubborn: true })).unwrap();
+    reg.register(Box::new(Spawning { runs: 0, spawned, stubborn: true })).unwrap();
     let sup = reg.start(RestartPolicy::default());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    timeout(DEADLOCK, runs.recv()).await.expect("the stubborn task is spawned");
     let report = sup.shutdown(Duration::from_secs(5)).await;
     assert_eq!(report.not_stopped, vec!["spawning"], "a task that ignores shutdown is named");
 }

@@ -293,11 +293,7 @@ impl Worker {
         let ty = path.resource_type.as_str();
         let remote_ok = REMOTE_QUERY_TYPES.contains(&ty) && self.connected.load(Ordering::Relaxed);
         match local {
-            Some(values) if !values.is_empty() || !remote_ok => {
-                let mut r = Message::response_to(&msg, Content::json(&values).unwrap_or_else(|_| Content::null()));
-                r.router.source = module::METAMANAGER.to_owned();
-                let _ = self.bus.send_resp(r);
-            }
+            Some(values) if !values.is_empty() || !remote_ok => self.reply_stored(&msg, &values),
             None if !remote_ok => {
                 let _ = self.bus.send_resp(error_to(&msg, "not found locally and the cloud is not reachable"));
             }
@@ -318,30 +314,25 @@ impl Worker {
         let fresh = stored.as_ref().is_some_and(|t| !token::requires_refresh(t, now));
         match usable {
             // Fresh, or offline and not expired: the stored token.
-            Some(row) if fresh || !connected => self.reply_stored(&msg, row.value),
-            // Due for refresh: a new one, or, if the cloud fails to give one, the stored one
-            // while it lasts (as kubelet's token manager does).
-            Some(row) => {
-                if !self.remote_token(&msg).await {
-                    self.reply_stored(&msg, row.value);
-                }
-            }
-            None if connected => self.remote(msg, true).await,
-            None => {
+            Some(row) if fresh || !connected => self.reply_stored(&msg, &[row.value]),
+            None if !connected => {
                 let _ = self.bus.send_resp(error_to(&msg, "no valid token stored and the cloud is not reachable"));
             }
+            // Missing or due for refresh: a new one from the cloud.
+            usable => self.remote_token(&msg, key, usable.map(|r| r.value)).await,
         }
     }
 
-    fn reply_stored(&self, msg: &Message, value: String) {
-        let mut r = Message::response_to(msg, Content::json(&vec![value]).unwrap_or_else(|_| Content::null()));
+    /// Answers a local query from the database, as upstream does: a JSON array of stored values.
+    fn reply_stored(&self, msg: &Message, values: &[String]) {
+        let mut r = Message::response_to(msg, Content::json(&values).unwrap_or_else(|_| Content::null()));
         r.router.source = module::METAMANAGER.to_owned();
         let _ = self.bus.send_resp(r);
     }
 
-    /// Asks the cloud for a new token; answers and stores it if one came. False when none did
-    /// (nothing has been answered then).
-    async fn remote_token(&self, msg: &Message) -> bool {
+    /// Sends `msg` up as edged wrote it (source and group kept, as upstream's edge does) under
+    /// a fresh id, and waits for the cloud's reply.
+    async fn ask_cloud(&self, msg: &Message) -> Result<Message, kubeedge_beehive::BusError> {
         let mut req = Message::build(
             &msg.router.source,
             &msg.router.group,
@@ -350,29 +341,53 @@ impl Worker {
             msg.content.clone(),
         );
         req.header.resource_version = msg.header.resource_version.clone();
-        let Ok(reply) = self.bus.send_sync(module::EDGEHUB, req, self.remote_timeout).await else { return false };
-        let v: Value = reply.content.decode().unwrap_or(Value::Null);
-        let obj = v.get("Object").cloned().unwrap_or(v);
-        if obj.pointer("/status/token").and_then(Value::as_str).is_none_or(str::is_empty) {
-            return false;
-        }
-        if let Ok(path) = ResourcePath::parse(&msg.router.resource) {
-            self.store_token(msg, &path, &obj).await;
-        }
+        self.bus.send_sync(module::EDGEHUB, req, self.remote_timeout).await
+    }
+
+    /// Hands the cloud's reply to the local caller, ACKing it first when it came through the
+    /// cloud's ACK path.
+    async fn answer_with(&self, msg: &Message, reply: &Message) {
         if !reply.header.resource_version.is_empty() {
-            up(&self.bus, ack(&reply)).await;
+            up(&self.bus, ack(reply)).await;
         }
         let mut answer = Message::response_to(msg, reply.content.clone());
         answer.router.source = module::METAMANAGER.to_owned();
         answer.header.resource_version = reply.header.resource_version.clone();
         let _ = self.bus.send_resp(answer);
-        true
+    }
+
+    /// Asks the cloud for a new token and stores it under `key`. If none comes, a `stored`
+    /// token still valid is the answer (as kubelet's token manager does), else what the cloud
+    /// said.
+    async fn remote_token(&self, msg: &Message, key: String, stored: Option<String>) {
+        let reply = match self.ask_cloud(msg).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                match stored {
+                    Some(v) => self.reply_stored(msg, &[v]),
+                    None => {
+                        let _ = self.bus.send_resp(error_to(msg, &format!("the cloud did not answer: {e}")));
+                    }
+                }
+                return;
+            }
+        };
+        let v: Value = reply.content.decode().unwrap_or(Value::Null);
+        let obj = v.get("Object").cloned().unwrap_or(v);
+        let issued = obj.pointer("/status/token").and_then(Value::as_str).is_some_and(|t| !t.is_empty());
+        match stored {
+            Some(v) if !issued => self.reply_stored(msg, &[v]),
+            _ => {
+                if issued {
+                    self.store_token(key, &obj).await;
+                }
+                self.answer_with(msg, &reply).await;
+            }
+        }
     }
 
     /// Stores a token the cloud issued under its upstream key, and drops expired ones.
-    async fn store_token(&self, msg: &Message, path: &ResourcePath, obj: &Value) {
-        let request: Value = msg.content.decode().unwrap_or(Value::Null);
-        let key = token::key(path.name.as_deref().unwrap_or_default(), &path.namespace, &request);
+    async fn store_token(&self, key: String, obj: &Value) {
         let now = unix_now();
         let mut ops: Vec<Op> = match self.store.list_by_type(resource_type::SERVICE_ACCOUNT_TOKEN).await {
             Ok(rows) => rows
@@ -399,17 +414,7 @@ impl Worker {
             let _ = self.bus.send_resp(error_to(&msg, "the cloud is not reachable"));
             return;
         }
-        // Sent up as edged wrote it (source and group kept, as upstream's edge does), under a
-        // fresh id.
-        let mut req = Message::build(
-            &msg.router.source,
-            &msg.router.group,
-            msg.router.resource.clone(),
-            &msg.router.operation,
-            msg.content.clone(),
-        );
-        req.header.resource_version = msg.header.resource_version.clone();
-        let reply = match self.bus.send_sync(module::EDGEHUB, req, self.remote_timeout).await {
+        let reply = match self.ask_cloud(&msg).await {
             Ok(r) => r,
             Err(e) => {
                 let _ = self.bus.send_resp(error_to(&msg, &format!("the cloud did not answer: {e}")));
@@ -434,11 +439,7 @@ impl Worker {
                 _ => None,
             };
             let stale = matches!((incoming, stored), (Some(i), Some(s)) if i < s);
-            if path.resource_type == resource_type::SERVICE_ACCOUNT_TOKEN {
-                if let Some(obj) = obj.filter(|o| o.pointer("/status/token").is_some()) {
-                    self.store_token(&msg, &path, &obj).await;
-                }
-            } else if let Some(obj) = obj.filter(|o| !o.is_null() && !stale) {
+            if let Some(obj) = obj.filter(|o| !o.is_null() && !stale) {
                 let (ops, change) = self.object_ops(&path, operation::UPDATE, &obj.to_string()).await;
                 if self.store.apply(ops).await.is_ok()
                     && let Some(c) = change
@@ -447,14 +448,7 @@ impl Worker {
                 }
             }
         }
-        if !reply.header.resource_version.is_empty() {
-            // It came through the cloud's ACK path.
-            up(&self.bus, ack(&reply)).await;
-        }
-        let mut answer = Message::response_to(&msg, reply.content.clone());
-        answer.router.source = module::METAMANAGER.to_owned();
-        answer.header.resource_version = reply.header.resource_version.clone();
-        let _ = self.bus.send_resp(answer);
+        self.answer_with(&msg, &reply).await;
     }
 
     /// A status patch: stored, then sent up under the same id.
