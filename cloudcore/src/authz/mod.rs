@@ -265,7 +265,7 @@ impl NodeAuthorizer {
                     "configmaps" => resource_type::CONFIGMAP,
                     "secrets" => resource_type::SECRET,
                     "persistentvolumeclaims" => resource_type::PERSISTENT_VOLUME_CLAIM,
-                    _ => crate::delivery::view::SERVICE_ACCOUNT,
+                    _ => crate::delivery::refs::SERVICE_ACCOUNT,
                 };
                 if a.verb != "get" || !a.subresource.is_empty() || a.name.is_empty() {
                     return deny(format!("node '{}' may only get single objects its pods use", a.node));

@@ -19,19 +19,50 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Sends one object message to `node` unless the node already acknowledged this version.
-    pub async fn object(&self, node: &str, obj: &Obj, op: &str) {
-        if op != operation::DELETE && self.syncs.as_ref().is_some_and(|s| s.is_current(node, &obj.uid, obj.rv)) {
-            debug!(node, uid = %obj.uid, rv = obj.rv, "Already acknowledged; not sent.");
-            return;
-        }
-        let msg = object_message(node, obj, op);
-        let _ = self.bus.send(module::CLOUDHUB, msg).await;
-    }
-
     /// Sends a message as is.
     pub async fn raw(&self, msg: Message) {
         let _ = self.bus.send(module::CLOUDHUB, msg).await;
+    }
+}
+
+/// Messages decided while the view is being changed, sent afterwards: what EdgeController's
+/// store task produces for one watch event, queued synchronously and flushed (with the bus'
+/// backpressure) before the next event is read.
+pub struct Outbox {
+    sender: Sender,
+    queued: Vec<(&'static str, Message)>,
+}
+
+impl Outbox {
+    /// An empty outbox sending through `sender`.
+    pub fn new(sender: Sender) -> Self {
+        Self { sender, queued: Vec::new() }
+    }
+
+    /// Queues one object message to `node` unless the node already acknowledged this version.
+    pub fn object(&mut self, node: &str, obj: &Obj, op: &str) {
+        if op != operation::DELETE && self.sender.syncs.as_ref().is_some_and(|s| s.is_current(node, &obj.uid, obj.rv)) {
+            debug!(node, uid = %obj.uid, rv = obj.rv, "Already acknowledged; not sent.");
+            return;
+        }
+        self.queued.push((module::CLOUDHUB, object_message(node, obj, op)));
+    }
+
+    /// Queues a message for CloudHub as is.
+    pub fn raw(&mut self, msg: Message) {
+        self.queued.push((module::CLOUDHUB, msg));
+    }
+
+    /// Queues a message for another module.
+    pub fn to_module(&mut self, module: &'static str, msg: Message) {
+        self.queued.push((module, msg));
+    }
+
+    /// Sends everything queued, in order, waiting while the bus is full.
+    pub async fn flush(&mut self) {
+        for (module, msg) in self.queued.drain(..) {
+            let _ = self.sender.bus.send(module, msg).await;
+        }
     }
 }
 

@@ -3,5 +3,6 @@
 //! the view): neither imports the other.
 
 pub mod messages;
+pub mod refs;
 pub mod syncs;
 pub mod view;

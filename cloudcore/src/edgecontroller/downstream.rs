@@ -14,8 +14,13 @@
 //! - After a re-list (a watch that expired), objects that vanished meanwhile are deleted.
 //! - A message an edge already acknowledged at this resourceVersion (its ObjectSync says so) is
 //!   not sent again, so a cloudcore restart does not resend every pod.
+//!
+//! One task, the store task, reads all four watches and owns the view's only writer: every
+//! change of the view and what is sent because of it happen there, in watch order. Pods are
+//! read only once the first list of edge nodes is in, so they are judged against a complete
+//! set of edge nodes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
@@ -27,69 +32,100 @@ use kubeedge_model::{Content, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use crate::delivery::messages::{Sender, delete_message, object_message};
-use crate::delivery::view::{Obj, PodChange, View, pod_spec, refs_of, spec_hash};
+pub use crate::delivery::messages::{Outbox, Sender, delete_message, object_message};
+use crate::delivery::refs::{meta_spec_hash, pod_spec, refs_of, spec_hash};
+use crate::delivery::view::{Obj, PodChange, ViewWriter};
 
 /// The label that makes a node an edge node.
 pub const EDGE_NODE_LABEL: &str = "node-role.kubernetes.io/edge";
 
-/// The next item of a watch stream; `None` once `stop` fires or the stream ends.
-async fn next_event<S: futures::Stream + Unpin>(stream: &mut S, stop: &CancellationToken) -> Option<S::Item> {
-    tokio::select! {
-        _ = stop.cancelled() => None,
-        ev = stream.next() => ev,
+fn node_meta_hash(n: &Node) -> u64 {
+    meta_spec_hash(&n.metadata, &n.spec)
+}
+
+type WatchEvent<K> = Result<Event<K>, watcher::Error>;
+
+/// A watch of `K` (all namespaces), its errors retried with kube-rs' default backoff.
+fn watch<K>(api: Api<K>, cfg: watcher::Config) -> futures::stream::BoxStream<'static, WatchEvent<K>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher::watcher(api, cfg).default_backoff().boxed()
+}
+
+/// The store task: reads the watches on edge nodes, pods, configmaps and secrets until `stop`,
+/// applies them to the view through its only writer and sends what follows from each change.
+pub async fn run(client: kube::Client, view: ViewWriter, tx: Sender, stop: CancellationToken) {
+    let tx = Outbox::new(tx);
+    let mut nodes = watch(Api::<Node>::all(client.clone()), watcher::Config::default().labels(EDGE_NODE_LABEL));
+    let mut pods = watch(Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<Pod>(&())), Default::default());
+    let mut configmaps =
+        watch(Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<ConfigMap>(&())), Default::default());
+    let mut secrets = watch(Api::<DynamicObject>::all_with(client, &ApiResource::erase::<Secret>(&())), Default::default());
+    let mut store = Store { view, tx, nodes: HashMap::new(), nodes_seen: HashSet::new(), nodes_listed: false, seen: Seen::default() };
+    loop {
+        // A closed stream (it never closes: errors are retried) ends the task like `stop`.
+        let done = tokio::select! {
+            _ = stop.cancelled() => true,
+            ev = nodes.next() => ev.map(|e| store.on_node(e)).is_none(),
+            ev = pods.next(), if store.nodes_listed => ev.map(|e| store.on_pod(e)).is_none(),
+            ev = configmaps.next() => ev.map(|e| store.on_object(resource_type::CONFIGMAP, e)).is_none(),
+            ev = secrets.next() => ev.map(|e| store.on_object(resource_type::SECRET, e)).is_none(),
+        };
+        if done {
+            return;
+        }
+        store.flush().await;
     }
 }
 
-fn node_meta_hash(n: &Node) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut meta = n.metadata.clone();
-    meta.resource_version = None;
-    meta.generation = None;
-    meta.managed_fields = None;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(&meta).unwrap_or_default().hash(&mut h);
-    serde_json::to_string(&n.spec).unwrap_or_default().hash(&mut h);
-    h.finish()
+/// What each watch listed since its last `Init`, to find what vanished during a re-list.
+#[derive(Default)]
+struct Seen {
+    pods: HashSet<String>,
+    configmaps: HashSet<(String, String)>,
+    secrets: HashSet<(String, String)>,
 }
 
-/// Watches edge nodes until `stop`. Node deletions are also told to SyncController, which
-/// collects that node's ObjectSyncs.
-/// `nodes_listed` fires once the first list is in, so pods are only judged against a complete
-/// set of edge nodes.
-pub async fn watch_nodes(
-    client: kube::Client,
-    view: View,
-    tx: Sender,
-    stop: CancellationToken,
-    nodes_listed: tokio::sync::oneshot::Sender<()>,
-) {
-    let mut nodes_listed = Some(nodes_listed);
-    let api: Api<Node> = Api::all(client);
-    let cfg = watcher::Config::default().labels(EDGE_NODE_LABEL);
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
-    let mut known: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    loop {
-        let Some(ev) = next_event(&mut stream, &stop).await else { return };
+/// The store task's state: the view's writer, the sender, the watches' bookkeeping and the
+/// messages one event produced, sent (with backpressure) before the next event is read.
+struct Store {
+    view: ViewWriter,
+    tx: Outbox,
+    /// Edge nodes and the hash of what of them is sent (metadata and spec).
+    nodes: HashMap<String, u64>,
+    nodes_seen: HashSet<String>,
+    /// Whether the first list of edge nodes is in.
+    nodes_listed: bool,
+    seen: Seen,
+}
+
+impl Store {
+    /// Sends what the last event produced. Kept apart from the handlers so they stay
+    /// synchronous: the view is never borrowed across an await.
+    async fn flush(&mut self) {
+        self.tx.flush().await;
+    }
+
+    fn on_node(&mut self, ev: WatchEvent<Node>) {
         match ev {
-            Ok(Event::Init) => seen.clear(),
+            Ok(Event::Init) => self.nodes_seen.clear(),
             Ok(Event::InitApply(n) | Event::Apply(n)) => {
-                let Some(name) = n.metadata.name.clone() else { continue };
-                seen.insert(name.clone());
+                let Some(name) = n.metadata.name.clone() else { return };
+                self.nodes_seen.insert(name.clone());
                 let hash = node_meta_hash(&n);
-                for pod in view.set_edge_node(&name, true) {
-                    tx.object(&name, &pod, operation::INSERT).await;
+                for pod in self.view.set_edge_node(&name, true) {
+                    self.tx.object(&name, &pod, operation::INSERT);
                 }
-                if known.insert(name.clone(), hash) == Some(hash) {
-                    continue;
+                if self.nodes.insert(name.clone(), hash) == Some(hash) {
+                    return;
                 }
                 let mut n = n;
                 n.metadata.managed_fields = None;
-                let Ok(mut value) = serde_json::to_value(&n) else { continue };
+                let Ok(mut value) = serde_json::to_value(&n) else { return };
                 value["apiVersion"] = "v1".into();
                 value["kind"] = "Node".into();
-                let Ok(content) = Content::json(&value) else { continue };
+                let Ok(content) = Content::json(&value) else { return };
                 let mut m = Message::build(
                     module::EDGECONTROLLER,
                     group::RESOURCE,
@@ -98,161 +134,150 @@ pub async fn watch_nodes(
                     content,
                 );
                 m.header.resource_version = n.metadata.resource_version.clone().unwrap_or_default();
-                view.set_node_message(&name, Some(m.clone()));
-                tx.raw(m).await;
+                self.view.set_node_message(&name, Some(m.clone()));
+                self.tx.raw(m);
             }
             Ok(Event::Delete(n)) => {
-                let Some(name) = n.metadata.name.clone() else { continue };
-                node_gone(&view, &tx, &mut known, &name).await;
+                let Some(name) = n.metadata.name.clone() else { return };
+                self.node_gone(&name);
             }
             Ok(Event::InitDone) => {
-                let gone: Vec<String> = known.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+                let gone: Vec<String> = self.nodes.keys().filter(|k| !self.nodes_seen.contains(*k)).cloned().collect();
                 for name in gone {
-                    node_gone(&view, &tx, &mut known, &name).await;
+                    self.node_gone(&name);
                 }
-                view.mark_synced("nodes");
-                if let Some(tx) = nodes_listed.take() {
-                    let _ = tx.send(());
-                }
+                self.view.mark_synced("nodes");
+                self.nodes_listed = true;
             }
             Err(e) => warn!(error = %e, "Watching edge nodes failed; retrying."),
         }
     }
-}
 
-async fn node_gone(view: &View, tx: &Sender, known: &mut std::collections::HashMap<String, u64>, name: &str) {
-    known.remove(name);
-    view.set_edge_node(name, false);
-    view.set_node_message(name, None);
-    info!(node = name, "Edge node deleted.");
-    let m = Message::build(
-        module::EDGECONTROLLER,
-        group::RESOURCE,
-        format!("node/{name}/null/node/{name}"),
-        operation::DELETE,
-        Content::null(),
-    );
-    tx.raw(m).await;
-    let note = Message::build(
-        module::EDGECONTROLLER,
-        module::SYNCCONTROLLER,
-        format!("node/{name}"),
-        operation::DELETE,
-        Content::null(),
-    );
-    // Not dropped when busy: a lost notice would leave the node's ObjectSyncs behind.
-    let _ = tx.bus.send(module::SYNCCONTROLLER, note).await;
-}
+    /// An edge node was deleted (or lost its label): its Node is deleted on the edge and
+    /// SyncController collects its ObjectSyncs.
+    fn node_gone(&mut self, name: &str) {
+        self.nodes.remove(name);
+        self.view.set_edge_node(name, false);
+        self.view.set_node_message(name, None);
+        info!(node = name, "Edge node deleted.");
+        let m = Message::build(
+            module::EDGECONTROLLER,
+            group::RESOURCE,
+            format!("node/{name}/null/node/{name}"),
+            operation::DELETE,
+            Content::null(),
+        );
+        self.tx.raw(m);
+        let note = Message::build(
+            module::EDGECONTROLLER,
+            module::SYNCCONTROLLER,
+            format!("node/{name}"),
+            operation::DELETE,
+            Content::null(),
+        );
+        // Not dropped when busy: a lost notice would leave the node's ObjectSyncs behind.
+        self.tx.to_module(module::SYNCCONTROLLER, note);
+    }
 
-/// Watches pods until `stop`.
-pub async fn watch_pods(client: kube::Client, view: View, tx: Sender, stop: CancellationToken) {
-    let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::erase::<Pod>(&()));
-    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
-    let mut seen: HashSet<String> = HashSet::new();
-    loop {
-        let Some(ev) = next_event(&mut stream, &stop).await else { return };
+    fn on_pod(&mut self, ev: WatchEvent<DynamicObject>) {
         match ev {
-            Ok(Event::Init) => seen.clear(),
+            Ok(Event::Init) => self.seen.pods.clear(),
             Ok(Event::InitApply(p) | Event::Apply(p)) => {
                 if let Some(uid) = &p.metadata.uid {
-                    seen.insert(uid.clone());
+                    self.seen.pods.insert(uid.clone());
                 }
-                apply_pod(&view, &tx, p).await;
+                self.apply_pod(p);
             }
             Ok(Event::Delete(p)) => {
-                let Some(obj) = Obj::from_dynamic(p, resource_type::POD, "v1", "Pod") else { continue };
-                if let Some(node) = view.remove_pod(&obj.uid) {
-                    tx.object(&node, &obj, operation::DELETE).await;
+                let Some(obj) = Obj::from_dynamic(p, resource_type::POD, "v1", "Pod") else { return };
+                if let Some(node) = self.view.remove_pod(&obj.uid) {
+                    self.tx.object(&node, &obj, operation::DELETE);
                 }
             }
             Ok(Event::InitDone) => {
                 // Deleted while the watch was down: SyncController deletes them on the edge
                 // (their ObjectSyncs now point at nothing).
-                for uid in view.pod_uids().into_iter().filter(|u| !seen.contains(u)) {
-                    if let Some(node) = view.remove_pod(&uid) {
+                for uid in self.view.view().pod_uids().into_iter().filter(|u| !self.seen.pods.contains(u)) {
+                    if let Some(node) = self.view.remove_pod(&uid) {
                         debug!(node, uid, "A pod vanished during a re-list.");
                     }
                 }
-                view.mark_synced("pods");
+                self.view.mark_synced("pods");
             }
             Err(e) => warn!(error = %e, "Watching pods failed; retrying."),
         }
     }
-}
 
-async fn apply_pod(view: &View, tx: &Sender, p: DynamicObject) {
-    let node = p.data.pointer("/spec/nodeName").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-    let terminating = p.metadata.deletion_timestamp.is_some();
-    let namespace = p.metadata.namespace.clone().unwrap_or_default();
-    let pod_name = p.metadata.name.clone().unwrap_or_default();
-    // KubeEdge's own key material never follows a pod to an edge (nor may the edge read it).
-    let refs: Vec<_> =
-        refs_of(&namespace, &pod_name, &pod_spec(&p)).into_iter().filter(crate::authz::may_follow).collect();
-    let hash = spec_hash(&p);
-    let mut p = p;
-    p.metadata.managed_fields = None;
-    let Some(obj) = Obj::from_dynamic(p, resource_type::POD, "v1", "Pod") else { return };
-    let change = view.apply_pod(obj.clone(), &node, hash, refs.clone());
-    let sends_pod = change == PodChange::Added || change == PodChange::Updated;
-    match change {
-        PodChange::Added if terminating => tx.object(&node, &obj, operation::UPDATE).await,
-        PodChange::Added => tx.object(&node, &obj, operation::INSERT).await,
-        PodChange::Updated => tx.object(&node, &obj, operation::UPDATE).await,
-        PodChange::Left { from } => tx.object(&from, &obj, operation::DELETE).await,
-        PodChange::Unchanged | PodChange::Ignored => {}
-    }
-    if sends_pod {
-        // What the pod uses follows it (upstream sends nothing and waits for edged to ask): the
-        // edge then holds it before it goes offline. The pod goes first, so it never waits
-        // behind these ACKs; an edge that asks meanwhile is answered from the cloud. Nothing is
-        // resent that the node has.
-        for r in &refs {
-            if let Some(o) = view.object(r) {
-                let op = if r.0 == resource_type::SECRET { operation::UPDATE } else { operation::INSERT };
-                tx.object(&node, &o, op).await;
+    fn apply_pod(&mut self, p: DynamicObject) {
+        let node = p.data.pointer("/spec/nodeName").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let terminating = p.metadata.deletion_timestamp.is_some();
+        let namespace = p.metadata.namespace.clone().unwrap_or_default();
+        let pod_name = p.metadata.name.clone().unwrap_or_default();
+        // KubeEdge's own key material never follows a pod to an edge (nor may the edge read it).
+        let refs: Vec<_> =
+            refs_of(&namespace, &pod_name, &pod_spec(&p)).into_iter().filter(crate::authz::may_follow).collect();
+        let hash = spec_hash(&p);
+        let mut p = p;
+        p.metadata.managed_fields = None;
+        let Some(obj) = Obj::from_dynamic(p, resource_type::POD, "v1", "Pod") else { return };
+        let change = self.view.apply_pod(obj.clone(), &node, hash, refs.clone());
+        let sends_pod = change == PodChange::Added || change == PodChange::Updated;
+        match change {
+            PodChange::Added if terminating => self.tx.object(&node, &obj, operation::UPDATE),
+            PodChange::Added => self.tx.object(&node, &obj, operation::INSERT),
+            PodChange::Updated => self.tx.object(&node, &obj, operation::UPDATE),
+            PodChange::Left { from } => self.tx.object(&from, &obj, operation::DELETE),
+            PodChange::Unchanged | PodChange::Ignored => {}
+        }
+        if sends_pod {
+            // What the pod uses follows it (upstream sends nothing and waits for edged to ask):
+            // the edge then holds it before it goes offline. The pod goes first, so it never
+            // waits behind these ACKs; an edge that asks meanwhile is answered from the cloud.
+            // Nothing is resent that the node has.
+            for r in &refs {
+                if let Some(o) = self.view.view().object(r) {
+                    let op = if r.0 == resource_type::SECRET { operation::UPDATE } else { operation::INSERT };
+                    self.tx.object(&node, &o, op);
+                }
             }
         }
     }
-}
 
-/// Watches configmaps (`ty` = `configmap`) or secrets (`secret`) until `stop`.
-pub async fn watch_objects(client: kube::Client, ty: &'static str, view: View, tx: Sender, stop: CancellationToken) {
-    let (ar, kind) = if ty == resource_type::SECRET {
-        (ApiResource::erase::<Secret>(&()), "Secret")
-    } else {
-        (ApiResource::erase::<ConfigMap>(&()), "ConfigMap")
-    };
-    let api: Api<DynamicObject> = Api::all_with(client, &ar);
-    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
-    let mut seen: HashSet<(String, String)> = HashSet::new();
-    loop {
-        let Some(ev) = next_event(&mut stream, &stop).await else { return };
+    /// A configmap (`ty` = `configmap`) or secret (`secret`) event.
+    fn on_object(&mut self, ty: &'static str, ev: WatchEvent<DynamicObject>) {
+        let kind = if ty == resource_type::SECRET { "Secret" } else { "ConfigMap" };
+        let seen = if ty == resource_type::SECRET { &mut self.seen.secrets } else { &mut self.seen.configmaps };
         match ev {
             Ok(Event::Init) => seen.clear(),
             Ok(Event::InitApply(o) | Event::Apply(o)) => {
                 let mut o = o;
                 o.metadata.managed_fields = None;
-                let Some(obj) = Obj::from_dynamic(o, ty, "v1", kind) else { continue };
+                let Some(obj) = Obj::from_dynamic(o, ty, "v1", kind) else { return };
                 seen.insert((obj.namespace.clone(), obj.name.clone()));
-                let known = view.object(&(ty, obj.namespace.clone(), obj.name.clone())).is_some();
+                let known = self.view.view().object(&(ty, obj.namespace.clone(), obj.name.clone())).is_some();
                 let op = if ty == resource_type::SECRET || known { operation::UPDATE } else { operation::INSERT };
-                for node in view.apply_object(obj.clone()) {
-                    tx.object(&node, &obj, op).await;
+                for node in self.view.apply_object(obj.clone()) {
+                    self.tx.object(&node, &obj, op);
                 }
             }
             Ok(Event::Delete(o)) => {
-                let Some(obj) = Obj::from_dynamic(o, ty, "v1", kind) else { continue };
-                for node in view.remove_object(ty, &obj.namespace, &obj.name) {
-                    tx.object(&node, &obj, operation::DELETE).await;
+                let Some(obj) = Obj::from_dynamic(o, ty, "v1", kind) else { return };
+                for node in self.view.remove_object(ty, &obj.namespace, &obj.name) {
+                    self.tx.object(&node, &obj, operation::DELETE);
                 }
             }
             Ok(Event::InitDone) => {
-                for (t, ns, name) in view.object_keys(ty) {
-                    if !seen.contains(&(ns.clone(), name.clone())) {
-                        view.remove_object(t, &ns, &name);
-                    }
+                let gone: Vec<_> = self
+                    .view
+                    .view()
+                    .object_keys(ty)
+                    .into_iter()
+                    .filter(|(_, ns, name)| !seen.contains(&(ns.clone(), name.clone())))
+                    .collect();
+                for (t, ns, name) in gone {
+                    self.view.remove_object(t, &ns, &name);
                 }
-                view.mark_synced(if ty == resource_type::SECRET { "secrets" } else { "configmaps" });
+                self.view.mark_synced(if ty == resource_type::SECRET { "secrets" } else { "configmaps" });
             }
             Err(e) => warn!(error = %e, "Watching {ty}s failed; retrying."),
         }

@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
 use kubeedge_config::cloudcore::KubeApiConfig;
 use kubeedge_model::Message;
-use kubeedge_model::constants::{module, resource_type};
+use kubeedge_model::constants::module;
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -14,7 +14,7 @@ use super::downstream::{self, Sender};
 use super::upstream::Upstream;
 use crate::authz::{AuthzMetrics, NodeAuthorizer};
 use crate::delivery::syncs::Syncs;
-use crate::delivery::view::View;
+use crate::delivery::view::{View, ViewWriter};
 use crate::kubeclient::kube_client;
 
 /// Upstream workers; a node's messages always go to the same one.
@@ -70,22 +70,9 @@ impl Module for EdgeControllerModule {
             let stop = ctx.shutdown().child_token();
             let _guard = stop.clone().drop_guard();
             let tx = Sender { bus: ctx.bus.clone(), syncs: self.syncs.clone() };
-            let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
-            ctx.spawn(downstream::watch_nodes(client.clone(), self.view.clone(), tx.clone(), stop.clone(), listed_tx));
-            {
-                let (client, view, tx, stop) = (client.clone(), self.view.clone(), tx.clone(), stop.clone());
-                ctx.spawn(async move {
-                    // Pods are judged against the complete set of edge nodes.
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = listed_rx => {}
-                    }
-                    downstream::watch_pods(client, view, tx, stop).await;
-                });
-            }
-            for ty in [resource_type::CONFIGMAP, resource_type::SECRET] {
-                ctx.spawn(downstream::watch_objects(client.clone(), ty, self.view.clone(), tx.clone(), stop.clone()));
-            }
+            // The store task: the view's only writer (a new one per run; the last run's task
+            // has ended before the supervisor runs the module again).
+            ctx.spawn(downstream::run(client.clone(), ViewWriter::new(self.view.clone()), tx.clone(), stop.clone()));
             let authz = NodeAuthorizer::new(
                 client.clone(),
                 self.view.clone(),

@@ -6,14 +6,19 @@
 //!   update sets the ObjectSync's `status.objectResourceVersion` (creating it first), a delete
 //!   removes it. EdgeController reads the same record so it does not resend what a node has.
 //! - When a node (re)connects its own Node object is sent again (as `update`).
-//! - Every 5 s, and at once when a node (re)connects — upstream waits for the next loop — each
-//!   connected node is reconciled against EdgeController's view: objects newer than their
-//!   ObjectSync are sent as `update`, objects it should have but never acknowledged as
-//!   `insert`, and ObjectSyncs whose object vanished (or was replaced under the same name)
-//!   become a `delete` carrying namespace, name and uid.
+//! - A reconcile loop over a queue of nodes brings each connected node to EdgeController's
+//!   view: objects newer than their ObjectSync are sent as `update`, objects it should have but
+//!   never acknowledged as `insert`, and ObjectSyncs whose object vanished (or was replaced
+//!   under the same name) become a `delete` carrying namespace, name and uid. A node is queued
+//!   when it (re)connects — upstream waits for its next 5 s loop —, when an ObjectSync write
+//!   for it failed, and every 5 s; a node is in the queue at most once, and ACKs are handled
+//!   between two nodes, so a long queue never holds them up.
+//!
+//! The module task is the only writer of the acknowledged versions ([`SyncsWriter`]):
+//! EdgeController reads them, and the ObjectSync writers report failures back to it.
 //! - ObjectSyncs of nodes that no longer exist are deleted at start and when a node is deleted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -23,10 +28,11 @@ use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError, Spawner};
 use kubeedge_config::cloudcore::KubeApiConfig;
 use kubeedge_model::constants::{module, operation, resource_type};
 use kubeedge_model::{CloudResource, Message};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::delivery::messages::{Sender, delete_message, object_message};
-pub use crate::delivery::syncs::{Synced, Syncs};
+pub use crate::delivery::syncs::{Synced, Syncs, SyncsWriter};
 use crate::delivery::view::{View, kind_of};
 use crate::kubeclient::kube_client;
 
@@ -69,12 +75,39 @@ struct Identity {
 struct Controller {
     client: kube::Client,
     view: View,
-    syncs: Syncs,
+    syncs: SyncsWriter,
     tx: Sender,
     writers: AckWriters,
     connected: HashSet<String>,
     /// The current session of each connected node.
     sessions: HashMap<String, u64>,
+    /// Nodes to reconcile, each at most once.
+    queue: NodeQueue,
+}
+
+/// A FIFO of node names without duplicates.
+#[derive(Default)]
+struct NodeQueue {
+    order: VecDeque<String>,
+    queued: HashSet<String>,
+}
+
+impl NodeQueue {
+    fn push(&mut self, node: &str) {
+        if self.queued.insert(node.to_owned()) {
+            self.order.push_back(node.to_owned());
+        }
+    }
+
+    fn pop(&mut self) -> Option<String> {
+        let node = self.order.pop_front()?;
+        self.queued.remove(&node);
+        Some(node)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
 }
 
 impl Controller {
@@ -83,10 +116,11 @@ impl Controller {
     }
 
     /// Loads every ObjectSync into the shared record.
-    async fn load(&self) -> Result<(), kube::Error> {
+    async fn load(&mut self) -> Result<(), kube::Error> {
         let all: Api<ObjectSync> = Api::all(self.client.clone());
         let list = all.list(&ListParams::default()).await?;
         let mut n = 0;
+        self.syncs.clear();
         for os in list.items {
             let (Some(name), Some(ns)) = (os.metadata.name.as_deref(), os.metadata.namespace.as_deref()) else {
                 continue;
@@ -106,9 +140,9 @@ impl Controller {
     }
 
     /// Deletes the ObjectSyncs of nodes that do not exist (upstream: 5 attempts, 1 s apart).
-    async fn collect_deleted_nodes(&self, only: Option<&str>) {
+    async fn collect_deleted_nodes(&mut self, only: Option<&str>) {
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
-        for (node, uid, ns) in self.syncs.all() {
+        for (node, uid, ns) in self.syncs.syncs().all() {
             if only.is_some_and(|o| o != node) {
                 continue;
             }
@@ -132,7 +166,7 @@ impl Controller {
     /// An edge acknowledged an EdgeController message. The shared record is updated here, at
     /// once and in ACK order, so the reconcile loop never resends what was ACKed; the
     /// ObjectSync write goes to the node's writer (see [`AckWriters`]).
-    async fn record_ack(&self, msg: &Message) {
+    async fn record_ack(&mut self, msg: &Message) {
         let Ok(res) = CloudResource::parse(&msg.router.resource) else { return };
         let ty = res.path.resource_type.as_str();
         if !tracked(ty) {
@@ -152,7 +186,7 @@ impl Controller {
             return;
         }
         let Ok(rv) = msg.header.resource_version.parse::<u64>() else { return };
-        let before = self.syncs.get(node, &uid);
+        let before = self.syncs.syncs().get(node, &uid);
         if before.as_ref().is_some_and(|s| s.rv >= rv) {
             return;
         }
@@ -165,6 +199,38 @@ impl Controller {
         self.writers.send(AckWrite::Upsert { node: node.to_owned(), uid, ns, rv, create }).await;
     }
 
+    /// A message from CloudHub (connected, disconnected, an ACK) or EdgeController (a node
+    /// deleted).
+    async fn handle(&mut self, msg: Message) {
+        let node = msg.router.resource.strip_prefix("node/").unwrap_or_default();
+        match (msg.router.source.as_str(), msg.router.operation.as_str()) {
+            (module::CLOUDHUB, operation::CONNECTED) => {
+                let node = node.to_owned();
+                self.connected.insert(node.clone());
+                self.sessions.insert(node.clone(), session_of(&msg));
+                // Its Node object too: it may have changed while it was away.
+                if let Some(mut m) = self.view.node_message(&node) {
+                    m.header.id = Message::new().header.id;
+                    self.tx.raw(m).await;
+                }
+                self.queue.push(&node);
+            }
+            (module::CLOUDHUB, operation::DISCONNECTED) => {
+                // A late notice of a session already replaced is ignored.
+                if self.sessions.get(node).is_none_or(|s| *s == session_of(&msg)) {
+                    self.connected.remove(node);
+                    self.sessions.remove(node);
+                }
+            }
+            (module::EDGECONTROLLER, operation::DELETE) if !node.contains('/') => {
+                let node = node.to_owned();
+                self.collect_deleted_nodes(Some(&node)).await;
+            }
+            (module::CLOUDHUB, _) => self.record_ack(&msg).await,
+            _ => debug!(resource = %msg.router.resource, "SyncController ignored a message."),
+        }
+    }
+
     /// Brings `node` to what it should have.
     async fn reconcile(&self, node: &str) {
         if !self.view.is_synced() {
@@ -175,7 +241,7 @@ impl Controller {
         let (mut sent, mut deleted) = (0, 0);
         for obj in &desired {
             present.insert(obj.uid.clone());
-            let op = match self.syncs.get(node, &obj.uid) {
+            let op = match self.syncs.syncs().get(node, &obj.uid) {
                 None => operation::INSERT,
                 Some(s) if s.rv < obj.rv => operation::UPDATE,
                 Some(_) => continue,
@@ -183,7 +249,7 @@ impl Controller {
             self.tx.raw(object_message(node, obj, op)).await;
             sent += 1;
         }
-        for (uid, s) in self.syncs.for_node(node) {
+        for (uid, s) in self.syncs.syncs().for_node(node) {
             if present.contains(&uid) {
                 continue;
             }
@@ -225,21 +291,33 @@ const ACK_WRITERS: usize = 16;
 /// repaired by the reconcile loop).
 const ACK_WRITER_CAP: usize = 1024;
 
+/// An ObjectSync write that failed: the module forgets the record (if no newer ACK replaced
+/// it) and reconciles the node, which resends the object.
+struct AckFailed {
+    node: String,
+    uid: String,
+    rv: u64,
+}
+
 enum AckWrite {
     Upsert { node: String, uid: String, ns: String, rv: u64, create: Option<ObjectSyncSpec> },
     Delete { node: String, uid: String, ns: String },
 }
 
 impl AckWriters {
-    /// Starts the writers; they end when the module drops this.
-    fn start(client: kube::Client, syncs: Syncs, spawner: &Spawner) -> Self {
+    /// Starts the writers; they end when the module drops this. Failures go to `failed`
+    /// (unbounded: at most one per queued write, and the writers must never wait on the module
+    /// while it waits on them).
+    fn start(client: kube::Client, failed: mpsc::UnboundedSender<AckFailed>, spawner: &Spawner) -> Self {
         let shards = (0..ACK_WRITERS)
             .map(|_| {
-                let (tx, mut rx) = tokio::sync::mpsc::channel(ACK_WRITER_CAP);
-                let (client, syncs) = (client.clone(), syncs.clone());
+                let (tx, mut rx) = mpsc::channel(ACK_WRITER_CAP);
+                let (client, failed) = (client.clone(), failed.clone());
                 spawner.spawn(async move {
                     while let Some(w) = rx.recv().await {
-                        write_ack(&client, &syncs, w).await;
+                        if let Some(f) = write_ack(&client, w).await {
+                            let _ = failed.send(f);
+                        }
                     }
                 });
                 tx
@@ -257,9 +335,8 @@ impl AckWriters {
     }
 }
 
-/// One ACK's ObjectSync write. A failed upsert forgets the record (if no newer ACK replaced
-/// it), so the next reconcile loop resends the object.
-async fn write_ack(client: &kube::Client, syncs: &Syncs, w: AckWrite) {
+/// One ACK's ObjectSync write; a failed upsert is returned.
+async fn write_ack(client: &kube::Client, w: AckWrite) -> Option<AckFailed> {
     match w {
         AckWrite::Delete { node, uid, ns } => {
             let os_name = object_sync_name(&node, &uid);
@@ -279,18 +356,18 @@ async fn write_ack(client: &kube::Client, syncs: &Syncs, w: AckWrite) {
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
                     Err(e) => {
                         warn!(objectsync = os_name, error = %e, "Creating an ObjectSync failed.");
-                        syncs.remove_if_at(&node, &uid, rv);
-                        return;
+                        return Some(AckFailed { node, uid, rv });
                     }
                 }
             }
             let status = serde_json::json!({"status": {"objectResourceVersion": rv.to_string()}});
             if let Err(e) = api.patch_status(&os_name, &PatchParams::default(), &Patch::Merge(status)).await {
-                warn!(objectsync = os_name, error = %e, "Recording an ACK failed; the next loop resends.");
-                syncs.remove_if_at(&node, &uid, rv);
+                warn!(objectsync = os_name, error = %e, "Recording an ACK failed; the node is reconciled again.");
+                return Some(AckFailed { node, uid, rv });
             }
         }
     }
+    None
 }
 
 /// Creates the reliablesyncs CRDs when they are missing (keadm and the Helm chart normally
@@ -352,14 +429,16 @@ impl Module for SyncControllerModule {
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
         Box::pin(async move {
             let client = kube_client(&self.kube).await?;
+            let (failed_tx, mut failed) = mpsc::unbounded_channel();
             let mut c = Controller {
                 client: client.clone(),
                 view: self.view.clone(),
-                syncs: self.syncs.clone(),
+                syncs: SyncsWriter::new(self.syncs.clone()),
                 tx: Sender { bus: ctx.bus.clone(), syncs: None },
-                writers: AckWriters::start(client.clone(), self.syncs.clone(), &ctx.spawner()),
+                writers: AckWriters::start(client.clone(), failed_tx, &ctx.spawner()),
                 connected: HashSet::new(),
                 sessions: HashMap::new(),
+                queue: NodeQueue::default(),
             };
             install_crds(&c.client).await?;
             c.load().await.map_err(|e| format!("listing ObjectSyncs failed: {e}"))?;
@@ -369,43 +448,46 @@ impl Module for SyncControllerModule {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    _ = tick.tick() => {
-                        let nodes: Vec<String> = c.connected.iter().cloned().collect();
-                        for node in nodes {
-                            c.reconcile(&node).await;
-                        }
-                    }
                     msg = ctx.recv() => {
                         let Some(msg) = msg else { return Ok(()) };
-                        let node = msg.router.resource.strip_prefix("node/").unwrap_or_default();
-                        match (msg.router.source.as_str(), msg.router.operation.as_str()) {
-                            (module::CLOUDHUB, operation::CONNECTED) => {
-                                let node = node.to_owned();
-                                c.connected.insert(node.clone());
-                                c.sessions.insert(node.clone(), session_of(&msg));
-                                // Its Node object too: it may have changed while it was away.
-                                if let Some(mut m) = c.view.node_message(&node) {
-                                    m.header.id = Message::new().header.id;
-                                    c.tx.raw(m).await;
-                                }
-                                c.reconcile(&node).await;
-                            }
-                            (module::CLOUDHUB, operation::DISCONNECTED) => {
-                                // A late notice of a session already replaced is ignored.
-                                if c.sessions.get(node).is_none_or(|s| *s == session_of(&msg)) {
-                                    c.connected.remove(node);
-                                    c.sessions.remove(node);
-                                }
-                            }
-                            (module::EDGECONTROLLER, operation::DELETE) if !node.contains('/') => {
-                                c.collect_deleted_nodes(Some(node)).await;
-                            }
-                            (module::CLOUDHUB, _) => c.record_ack(&msg).await,
-                            _ => debug!(resource = %msg.router.resource, "SyncController ignored a message."),
+                        c.handle(msg).await;
+                    }
+                    Some(f) = failed.recv() => {
+                        c.syncs.remove_if_at(&f.node, &f.uid, f.rv);
+                        if c.connected.contains(&f.node) {
+                            c.queue.push(&f.node);
+                        }
+                    }
+                    _ = tick.tick() => {
+                        for node in &c.connected {
+                            c.queue.push(node);
+                        }
+                    }
+                    () = std::future::ready(()), if !c.queue.is_empty() => {
+                        if let Some(node) = c.queue.pop().filter(|n| c.connected.contains(n)) {
+                            c.reconcile(&node).await;
                         }
                     }
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeQueue;
+
+    #[test]
+    fn a_node_is_queued_once_and_in_order() {
+        let mut q = NodeQueue::default();
+        for n in ["a", "b", "a", "c", "b"] {
+            q.push(n);
+        }
+        assert_eq!(q.pop().as_deref(), Some("a"));
+        q.push("a");
+        let rest: Vec<String> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(rest, ["b", "c", "a"]);
+        assert!(q.is_empty());
     }
 }
