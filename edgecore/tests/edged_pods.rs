@@ -35,16 +35,13 @@ impl ObjectSource for MapSource {
     }
 }
 
+/// The pod's status once `want` accepts it.
 async fn eventually(what: &str, rt: &PodRuntime, p: &Pod, want: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + kubeedge_testkit::patience();
-    loop {
+    kubeedge_testkit::until_async(what, async || {
         let st = rt.status(p, "192.0.2.10").await.unwrap();
-        if want(&st) {
-            return st;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}: {st}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        want(&st).then_some(st)
+    })
+    .await
 }
 
 /// Runs `body` with a private containerd and a pod runtime on it; skips loudly without root.

@@ -21,11 +21,7 @@ fn cm(name: &str, v: &str) -> ConfigMap {
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    kubeedge_testkit::eventually_async(what, async || check()).await
 }
 
 #[test]

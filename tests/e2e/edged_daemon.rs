@@ -14,7 +14,7 @@
 //! - with the cloud stopped, a crashed container is restarted; a restarted edgecore takes its
 //!   pods up from SQLite and the same containers keep running.
 
-mod common;
+use kubeedge_e2e as common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -63,7 +63,7 @@ fn edgecore_runs_pods_in_containerd_from_its_config() {
     let mut cloud = CloudSide::start(dir.path());
     cloud.proc.wait_for_line("Loaded what edge nodes have acknowledged.");
     let token = cloud.token();
-    let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let edge_bin = &kubeedge_testkit::workspace_bin("edgecore");
     let kubelet_port = kubeedge_testkit::free_port();
     let settings = edge_settings(&ctrd, dir.path(), kubelet_port);
     let cfg = link::edgecore(edge_bin, dir.path(), NODE, &token, &cloud.link(), &settings);

@@ -2,10 +2,9 @@
 //! cloudcore: the node registers itself (labels, capacity, nodeInfo, Ready), its lease is
 //! created and renewed, and a restarted agent finds both existing and carries on.
 
-mod common;
+use kubeedge_e2e as common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use common::{CloudSide, until};
@@ -28,7 +27,7 @@ fn the_node_registers_itself_and_keeps_its_lease_fresh() {
     let mut cloud = CloudSide::start(dir.path());
     cloud.proc.wait_for_line("EdgeController started.");
     let token = cloud.token();
-    let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let edge_bin = &kubeedge_testkit::workspace_bin("edgecore");
     let cfg_path = link::edgecore(edge_bin, dir.path(), "edge-r1", &token, &cloud.link(), &[]);
     let cfg: EdgeCoreConfig = kubeedge_config::load_file(&cfg_path).unwrap().config;
     let client = cloud.client();

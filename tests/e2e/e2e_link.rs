@@ -4,10 +4,9 @@
 //! - An edge whose certificate is near the end of its validity renews it over mTLS (no token)
 //!   and reconnects with the new one.
 
-use std::path::Path;
 use std::time::Duration;
 
-mod common;
+use kubeedge_e2e as common;
 
 use common::{CloudSide, connected_nodes, wait_until};
 use kubeedge_testkit::Process;
@@ -18,7 +17,7 @@ fn an_edge_joins_with_the_token_only_and_connects() {
     let dir = tempfile::tempdir().unwrap();
     let mut cloud = CloudSide::start(dir.path());
     let token = cloud.token();
-    let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let edge_bin = &kubeedge_testkit::workspace_bin("edgecore");
     let edge_cfg = link::edgecore(
         edge_bin,
         dir.path(),
@@ -62,7 +61,7 @@ fn an_edge_renews_its_certificate_before_it_expires_and_reconnects_with_it() {
         std::fs::write(path, text).unwrap();
     }
 
-    let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let edge_bin = &kubeedge_testkit::workspace_bin("edgecore");
     // No usable token: renewal must authenticate with the certificate alone.
     let edge_cfg = link::edgecore(
         edge_bin,

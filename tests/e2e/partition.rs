@@ -71,7 +71,7 @@ impl Net {
             ],
         );
         assert!(ok && !token.is_empty(), "reading the token failed: {err}");
-        let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+        let edge_bin = &kubeedge_testkit::workspace_bin("edgecore");
         let hb = heartbeat.as_secs().to_string();
         let edge_cfg = link::edgecore(
             edge_bin,

@@ -9,7 +9,7 @@
 //!
 //! Until Edged exists the test registers the node itself, with the edge label edged would set.
 
-mod common;
+use kubeedge_e2e as common;
 
 use std::path::Path;
 
@@ -48,13 +48,13 @@ fn setup(dir: &Path) -> Setup {
     .unwrap();
     cloud.rt.block_on(Api::<Node>::all(client.clone()).create(&PostParams::default(), &node)).unwrap();
     let token = cloud.token();
-    let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let edge_bin = &kubeedge_testkit::workspace_bin("edgecore");
     let edge_cfg = link::edgecore(edge_bin, dir, "edge-1", &token, &cloud.link(), &[]);
     Setup { cloud, client, edge_cfg, db: dir.join("edge/edgecore.db") }
 }
 
 fn start_edge(s: &Setup) -> Process {
-    let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let edge_bin = &kubeedge_testkit::workspace_bin("edgecore");
     let mut edge = Process::spawn(edge_bin, &["--config", s.edge_cfg.to_str().unwrap()]).unwrap();
     edge.wait_for_line("Connected to CloudHub.");
     edge
@@ -243,7 +243,7 @@ fn serve_db(dir: &Path, fixture: &str) -> (Process, std::path::PathBuf) {
     #[allow(clippy::permissions_set_readonly_false)]
     perms.set_readonly(false);
     std::fs::set_permissions(&db, perms).unwrap();
-    let bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let bin = &kubeedge_testkit::workspace_bin("edgecore");
     let cfg = kubeedge_testkit::daemon::test_config(bin, dir, "edgecore");
     let port = kubeedge_testkit::free_port();
     let mut yaml = std::fs::read_to_string(&cfg).unwrap();
@@ -277,7 +277,7 @@ fn an_upstream_edgecore_db_opens_in_place_and_is_served() {
 #[test]
 fn a_real_upstream_edgecore_db_opens_in_place_and_is_served() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut edge, kc) = serve_db(dir.path(), "../tests/fixtures/upstream/real-pair/edgecore.db");
+    let (mut edge, kc) = serve_db(dir.path(), "fixtures/upstream/real-pair/edgecore.db");
     for (args, want) in [
         (&["get", "nodes", "-o", "name"][..], "node/up-edge"),
         (&["get", "configmap", "web-page", "-n", "default", "-o", "name"][..], "configmap/web-page"),

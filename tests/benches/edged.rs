@@ -6,16 +6,13 @@
 //! - the size of the release binaries, as built and stripped;
 //! - how long after edgecore starts its node is Ready in the API.
 //!
-//! Run as root: `cargo build --release -p cloudcore && cargo bench -p edgecore --bench edged`
+//! Run as root: `cargo build --release -p cloudcore -p edgecore && cargo bench -p kubeedge-e2e --bench edged`
 //! (`PODS=N` changes the pod count). Prints the figures; asserts nothing about speed.
-
-#[path = "../tests/common/mod.rs"]
-mod common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{CloudSide, until};
+use kubeedge_e2e::{CloudSide, until};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
@@ -77,7 +74,7 @@ fn main() {
     let mut cloud = CloudSide::start(dir.path());
     cloud.proc.wait_for_line("Loaded what edge nodes have acknowledged.");
     let token = cloud.token();
-    let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let edge_bin = &kubeedge_testkit::workspace_bin("edgecore");
     let q = |p: &Path| format!("\"{}\"", p.display());
     let settings: Vec<(&[&str], String)> = vec![
         (&["modules", "edged", "enable"], "true".into()),

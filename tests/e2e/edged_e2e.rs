@@ -4,10 +4,9 @@
 //! API; deleted, its containers go and it leaves the API. With the cloud stopped, a restarted
 //! edge takes its pods up from SQLite and adopts their running containers.
 
-mod common;
+use kubeedge_e2e as common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use common::{CloudSide, until};
@@ -39,7 +38,7 @@ fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
     let mut cloud = CloudSide::start(dir.path());
     cloud.proc.wait_for_line("Loaded what edge nodes have acknowledged.");
     let token = cloud.token();
-    let edge_bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let edge_bin = &kubeedge_testkit::workspace_bin("edgecore");
     let cfg_path = link::edgecore(edge_bin, dir.path(), "edge-k", &token, &cloud.link(), &[]);
     let cfg: EdgeCoreConfig = kubeedge_config::load_file(&cfg_path).unwrap().config;
     let client = cloud.client();

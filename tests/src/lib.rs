@@ -1,32 +1,39 @@
-//! Shared by the edgecore process tests: apiserver-lite in-process and a cloudcore process.
-
-#![allow(dead_code)]
+//! The harness of the tests that span both daemons (`tests/e2e/`): apiserver-lite in-process
+//! and a cloudcore process on loopback, and what they poll.
 
 use std::path::Path;
 
 use kubeedge_testkit::link::{self, Cloud};
 use kubeedge_testkit::{Process, free_port, http_get, workspace_bin};
 
+/// CloudHub's `connected_nodes` gauge from the monitor server at `addr`.
 pub fn connected_nodes(addr: std::net::SocketAddr) -> Option<i64> {
     let (_, body) = http_get(addr, "/metrics").ok()?;
     body.lines().find_map(|l| l.strip_prefix("KubeEdge_CloudHub_connected_nodes ")).and_then(|v| v.trim().parse().ok())
 }
 
-#[allow(unused_imports)] // not every test file that shares this module polls
 pub use kubeedge_testkit::{eventually as wait_until, until};
 
 /// apiserver-lite in-process and a cloudcore process on loopback.
 pub struct CloudSide {
+    /// The runtime apiserver-lite runs on.
     pub rt: tokio::runtime::Runtime,
+    /// apiserver-lite.
     pub api: apiserver_lite::ApiServer,
+    /// The cloudcore process.
     pub proc: Process,
+    /// cloudcore's monitor server (`/metrics`, `/readyz`).
     pub monitor: std::net::SocketAddr,
+    /// The kubeconfig file of apiserver-lite.
     pub kubeconfig: std::path::PathBuf,
+    /// CloudHub's WebSocket port.
     pub ws_port: u16,
+    /// CloudHub's HTTPS (join API) port.
     pub https_port: u16,
 }
 
 impl CloudSide {
+    /// Starts both, cloudcore's config and state in `dir`, and waits until CloudHub listens.
     pub fn start(dir: &Path) -> Self {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let api = rt.block_on(async {
@@ -51,6 +58,7 @@ impl CloudSide {
         Self { rt, api, proc, monitor, kubeconfig, ws_port, https_port }
     }
 
+    /// What an edge config needs to reach this cloud.
     pub fn link(&self) -> Cloud<'_> {
         Cloud { kubeconfig: &self.kubeconfig, ip: "127.0.0.1", ws_port: self.ws_port, https_port: self.https_port }
     }
@@ -78,6 +86,7 @@ impl CloudSide {
         })
     }
 
+    /// Stops cloudcore (SIGTERM; it must exit 0) and apiserver-lite.
     pub fn stop(mut self) {
         self.proc.signal("TERM");
         let status = self.proc.wait_exit(kubeedge_testkit::patience());
