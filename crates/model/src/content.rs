@@ -37,6 +37,12 @@ impl Content {
         serde_json::value::to_raw_value(value).map(Self::from_raw_box)
     }
 
+    /// A JSON value as nested JSON. Infallible: a [`serde_json::Value`] always serialises (its
+    /// keys are strings, its numbers finite).
+    pub fn from_value(value: &serde_json::Value) -> Self {
+        Self::json(value).unwrap_or_else(|_| Self::null())
+    }
+
     /// Encodes a value as a JSON document inside a JSON string, as upstream edged does for
     /// `podpatch` and `nodepatch`.
     pub fn json_string<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {

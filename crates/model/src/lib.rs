@@ -7,11 +7,15 @@
 //! `{"header":{…},"route":{…},"content":…}` with millisecond timestamps and Go's `omitempty`
 //! rules. The `content` is kept as the raw JSON text it arrived as (see [`Content`]) and decoded
 //! once, by the module that consumes it.
+//!
+//! [`protocol`] builds and parses the messages themselves (keepalives, ACKs, registration,
+//! status patches, leases, replies), so no daemon or load generator spells a shape twice.
 
 pub mod constants;
 mod content;
 mod message;
 mod operation;
+pub mod protocol;
 mod resource;
 
 pub use content::Content;

@@ -146,13 +146,20 @@ impl Message {
         }
     }
 
-    /// A new message with every routing field set (upstream `BuildRouter` + `FillBody`).
-    pub fn build(source: &str, group: &str, resource: impl Into<String>, operation: &str, content: Content) -> Self {
+    /// A new message with every routing field set (upstream `BuildRouter` + `FillBody`). The
+    /// operation is an [`Operation`] or its wire string.
+    pub fn build(
+        source: &str,
+        group: &str,
+        resource: impl Into<String>,
+        operation: impl AsRef<str>,
+        content: Content,
+    ) -> Self {
         let mut msg = Self::new();
         msg.router = Route {
             source: source.to_owned(),
             group: group.to_owned(),
-            operation: operation.to_owned(),
+            operation: operation.as_ref().to_owned(),
             resource: resource.into(),
             ..Route::default()
         };

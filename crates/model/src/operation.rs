@@ -1,6 +1,8 @@
 //! Operations parsed into a closed enum at the edge of each module.
 
+use std::convert::Infallible;
 use std::fmt;
+use std::str::FromStr;
 
 use crate::constants::operation as op;
 
@@ -87,6 +89,33 @@ impl Operation {
     }
 }
 
+impl FromStr for Operation {
+    type Err = Infallible;
+
+    /// [`Operation::parse`]: every string is an operation, unknown ones are [`Operation::Other`].
+    fn from_str(s: &str) -> Result<Self, Infallible> {
+        Ok(Self::parse(s))
+    }
+}
+
+impl From<&str> for Operation {
+    fn from(s: &str) -> Self {
+        Self::parse(s)
+    }
+}
+
+impl AsRef<str> for Operation {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq<str> for Operation {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -105,5 +134,9 @@ mod tests {
         }
         assert_eq!(Operation::parse("Insert"), Operation::Other("Insert".into()));
         assert_eq!(Operation::parse("weird").as_str(), "weird");
+        assert_eq!("patch".parse::<Operation>(), Ok(Operation::Patch));
+        assert_eq!(Operation::from("keepalive"), Operation::Keepalive);
+        assert_eq!(Operation::Response.as_ref(), "response");
+        assert!(Operation::Insert == *"insert");
     }
 }

@@ -108,6 +108,28 @@ impl CloudResource {
     pub fn to_edge(&self) -> String {
         self.path.to_string()
     }
+
+    /// The node a cloud-form resource is addressed to: the token after `node/`, whatever
+    /// follows it (`node/{node}`, `node/{node}/membership/detail` and malformed tails too).
+    /// `None` without the prefix or with an empty node.
+    pub fn node_of(resource: &str) -> Option<&str> {
+        let rest = resource.strip_prefix("node/")?;
+        let node = rest.split('/').next()?;
+        (!node.is_empty()).then_some(node)
+    }
+
+    /// `node/{node}`: the resource of a notice about the node itself (CloudHub's
+    /// connected/disconnected to SyncController, EdgeController's node deletion).
+    pub fn node_notice(node: &str) -> String {
+        format!("node/{node}")
+    }
+
+    /// `node/{node}/{resource}` for any edge resource, valid or not: what CloudHub makes of
+    /// an edge's resource (the node from the authenticated connection). The inverse of
+    /// [`trim_node_prefix`].
+    pub fn prefixed(node: &str, resource: &str) -> String {
+        format!("node/{node}/{resource}")
+    }
 }
 
 impl fmt::Display for CloudResource {
@@ -170,6 +192,19 @@ mod tests {
         assert!(CloudResource::parse("node/edge-1").is_err());
         assert!(CloudResource::parse("node//default/pod/x").is_err());
         assert!(CloudResource::parse("default/pod/x").is_err());
+    }
+
+    #[test]
+    fn node_of_any_cloud_form() {
+        assert_eq!(CloudResource::node_of("node/edge-1/default/pod/nginx"), Some("edge-1"));
+        assert_eq!(CloudResource::node_of("node/edge-1/membership"), Some("edge-1"));
+        assert_eq!(CloudResource::node_of("node/edge-1"), Some("edge-1"));
+        assert_eq!(CloudResource::node_of("node//default/pod/x"), None);
+        assert_eq!(CloudResource::node_of("default/pod/x"), None);
+        assert_eq!(CloudResource::node_notice("e"), "node/e");
+        let prefixed = CloudResource::prefixed("e", "membership/detail");
+        assert_eq!(prefixed, "node/e/membership/detail");
+        assert_eq!(trim_node_prefix(&prefixed), "membership/detail");
     }
 
     #[test]
