@@ -16,13 +16,14 @@ mod worker;
 use std::time::Duration;
 
 use kubeedge_beehive::Bus;
-use kubeedge_model::constants::{group, module as modules, operation, resource_type};
-use kubeedge_model::{Content, Message};
+use kubeedge_model::Message;
+use kubeedge_model::constants::module as modules;
+use kubeedge_model::protocol::{ReplyError, edge, objects, reply};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use node::{HostInfo, LEASE_NAMESPACE, NodeSpec};
+use node::{HostInfo, NodeSpec};
 
 /// How long one request through MetaManager may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -63,16 +64,12 @@ pub struct NodeAgent {
     pub timings: Timings,
 }
 
-/// The object of an `{"Object","Err"}` reply, or the error's reason and code.
 /// Why the node agent's request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// MetaManager (or the cloud behind it) did not answer.
     #[error("no answer: {0}")]
     Unanswered(String),
-    /// The request could not be encoded.
-    #[error("encoding the request: {0}")]
-    Encode(String),
     /// The API refused it.
     #[error("{what} refused: {reason} ({code})")]
     Refused {
@@ -86,8 +83,8 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    fn refused(what: impl Into<String>, (reason, code): (String, i64)) -> Self {
-        AgentError::Refused { what: what.into(), reason, code }
+    fn refused(what: impl Into<String>, e: &ReplyError) -> Self {
+        AgentError::Refused { what: what.into(), reason: e.reason().to_owned(), code: e.code() }
     }
 
     /// The object is not there (HTTP 404).
@@ -101,19 +98,9 @@ impl AgentError {
     }
 }
 
-fn object_resp(reply: &Message) -> Result<Value, (String, i64)> {
-    if reply.router.operation == operation::ERROR {
-        return Err((reply.content.as_str().map(|s| s.into_owned()).unwrap_or_default(), 0));
-    }
-    let v: Value = reply.content.decode().unwrap_or(Value::Null);
-    let err = v.get("Err").filter(|e| !e.is_null()).or_else(|| v.get("ErrStatus").map(|_| &v));
-    if let Some(e) = err {
-        let status = e.get("ErrStatus").unwrap_or(e);
-        let code = status.get("code").and_then(Value::as_i64).unwrap_or(0);
-        let reason = status.get("reason").and_then(Value::as_str).unwrap_or("Unknown").to_owned();
-        return Err((reason, code));
-    }
-    Ok(v.get("Object").cloned().unwrap_or(v))
+/// An object's `metadata.uid` (empty when it has none).
+fn uid_of(object: &Value) -> String {
+    object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned()
 }
 
 /// `lease` without its resourceVersion: an update of it applies whatever the stored version.
@@ -125,10 +112,6 @@ fn unconditional(mut lease: Value) -> Value {
 }
 
 impl NodeAgent {
-    fn message(&self, resource: String, op: &str, content: Content) -> Message {
-        Message::build(modules::EDGED, group::META, resource, op, content)
-    }
-
     async fn request(&self, msg: Message) -> Result<Message, AgentError> {
         let reply = self.bus.send_sync(modules::METAMANAGER, msg, REQUEST_TIMEOUT).await;
         reply.map_err(|e| AgentError::Unanswered(e.to_string()))
@@ -140,27 +123,15 @@ impl NodeAgent {
         let (now, _) = node::now_strings();
         let object = node::node_object(&self.spec, host, &now);
         let name = &self.spec.name;
-        let res = format!("{}/{}/{name}", self.namespace, resource_type::NODE);
-        let reply = self
-            .request(self.message(
-                res,
-                operation::INSERT,
-                Content::json(&object).map_err(|e| AgentError::Encode(e.to_string()))?,
-            ))
-            .await?;
-        let uid = match object_resp(&reply) {
-            Ok(n) => n.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            Err((reason, code)) if code == 409 || reason == "AlreadyExists" => String::new(),
-            Err(e) => return Err(AgentError::refused("node registration", e)),
+        let reply = self.request(edge::node_insert(&self.namespace, name, &object)).await?;
+        let uid = match reply::object_of(&reply) {
+            Ok(n) => uid_of(&n),
+            Err(e) if e.code() == 409 || e.is_already_exists() => String::new(),
+            Err(e) => return Err(AgentError::refused("node registration", &e)),
         };
         // The node may have existed: bring its status up to date.
-        let status = serde_json::json!({"status": object["status"]});
-        let patched = self.patch_status(&status).await?;
-        let uid = if uid.is_empty() {
-            patched.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned()
-        } else {
-            uid
-        };
+        let patched = self.patch_status(&objects::status_patch(&object["status"])).await?;
+        let uid = if uid.is_empty() { uid_of(&patched) } else { uid };
         info!(node = %name, uid, "Node registered.");
         Ok(uid)
     }
@@ -168,44 +139,33 @@ impl NodeAgent {
     /// A strategic-merge patch of the node's status (content: the patch as a JSON string, as
     /// upstream's edge sends it). Returns the patched Node.
     pub async fn patch_status(&self, patch: &Value) -> Result<Value, AgentError> {
-        let res = format!("{}/{}/{}", self.namespace, resource_type::NODE_PATCH, self.spec.name);
-        let reply = self.request(self.message(res, operation::PATCH, Content::string(&patch.to_string()))).await?;
-        object_resp(&reply).map_err(|e| AgentError::refused("node status patch", e))
+        let reply = self.request(edge::node_patch(&self.namespace, &self.spec.name, patch)).await?;
+        reply::object_of(&reply).map_err(|e| AgentError::refused("node status patch", &e))
     }
 
     /// Creates or renews the lease; returns the stored Lease (with its resourceVersion).
     pub async fn renew_lease(&self, current: Option<Value>, node_uid: &str) -> Result<Value, AgentError> {
         let (_, micro) = node::now_strings();
         let secs = i32::try_from(self.timings.lease_duration.as_secs()).unwrap_or(40);
-        let res = format!("{LEASE_NAMESPACE}/{}/{}", resource_type::LEASE, self.spec.name);
-        let (op, body) = match current {
-            Some(mut lease) => {
-                lease["spec"]["renewTime"] = Value::String(micro);
-                (operation::UPDATE, lease)
-            }
-            None => (operation::INSERT, node::lease_object(&self.spec.name, node_uid, secs, &micro)),
+        let name = &self.spec.name;
+        let insert = current.is_none();
+        let msg = match current {
+            Some(lease) => edge::lease_update(name, lease, &micro),
+            None => edge::lease_insert(name, node_uid, secs, &micro),
         };
-        let content = Content::json(&body).map_err(|e| AgentError::Encode(e.to_string()))?;
-        let reply = self.request(self.message(res, op, content)).await?;
-        match object_resp(&reply) {
+        let op = msg.operation();
+        let reply = self.request(msg).await?;
+        match reply::object_of(&reply) {
             Ok(l) => Ok(l),
-            Err((reason, _)) if op == operation::INSERT && reason == "AlreadyExists" => {
+            Err(e) if insert && e.is_already_exists() => {
                 // Left from an earlier run: read it, then renew it.
-                let res = format!("{LEASE_NAMESPACE}/{}/{}", resource_type::LEASE, self.spec.name);
-                let reply = self.request(self.message(res, operation::QUERY, Content::null())).await?;
-                let existing = object_resp(&reply).map_err(|e| AgentError::refused("reading the lease", e))?;
-                let existing = match existing {
-                    Value::Array(mut v) if !v.is_empty() => {
-                        let first = v.swap_remove(0);
-                        first.as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(first)
-                    }
-                    other => other,
-                };
+                let reply = self.request(edge::lease_query(name)).await?;
+                let existing = reply::object_of(&reply).map_err(|e| AgentError::refused("reading the lease", &e))?;
                 // The copy read may be MetaManager's and older than the cloud's: renew it
                 // unconditionally (the node owns its lease).
-                Box::pin(self.renew_lease(Some(unconditional(existing)), node_uid)).await
+                Box::pin(self.renew_lease(Some(unconditional(reply::first_stored(existing))), node_uid)).await
             }
-            Err(e) => Err(AgentError::refused(format!("lease {op}"), e)),
+            Err(e) => Err(AgentError::refused(format!("lease {op}"), &e)),
         }
     }
 
@@ -254,7 +214,7 @@ impl NodeAgent {
                 },
                 _ = report.tick() => {
                     let (now, _) = node::now_strings();
-                    if let Err(e) = self.patch_status(&node::heartbeat_patch(&now)).await {
+                    if let Err(e) = self.patch_status(&objects::heartbeat_patch(&now)).await {
                         warn!(error = %e, "Node status heartbeat failed.");
                     }
                 }
@@ -270,8 +230,8 @@ mod tests {
     #[test]
     fn agent_errors_say_what_the_lease_loop_needs() {
         let reply = |status: Value| {
-            let m = Message::build("metamanager", "meta", "x", operation::RESPONSE, Content::json(&status).unwrap());
-            object_resp(&m).map_err(|e| AgentError::refused("lease update", e))
+            let m = Message::response_to(&edge::lease_query("e"), kubeedge_model::Content::from_value(&status));
+            reply::object_of(&m).map_err(|e| AgentError::refused("lease update", &e))
         };
         let gone =
             reply(serde_json::json!({"Object": null, "Err": {"ErrStatus": {"reason": "NotFound", "code": 404}}}));

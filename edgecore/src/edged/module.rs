@@ -30,8 +30,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError};
-use kubeedge_model::constants::{group, module, operation, resource_type};
-use kubeedge_model::{Content, Message, ResourcePath};
+use kubeedge_model::constants::{group, module, resource_type};
+use kubeedge_model::protocol::edge;
+use kubeedge_model::{Content, Message, Operation, ResourcePath};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,9 +52,8 @@ pub struct MetaSource {
 
 impl MetaSource {
     async fn query(&self, resource: String, content: Content) -> Option<Value> {
-        let q = Message::build(module::EDGED, group::META, resource, operation::QUERY, content);
-        let reply = self.bus.send_sync(module::METAMANAGER, q, REQUEST_TIMEOUT).await.ok()?;
-        if reply.router.operation == operation::ERROR {
+        let reply = self.bus.send_sync(module::METAMANAGER, edge::query(resource, content), REQUEST_TIMEOUT).await.ok()?;
+        if reply.operation() == Operation::Error {
             return None;
         }
         let v: Value = reply.content.decode().ok()?;
@@ -307,17 +307,11 @@ impl Router {
     /// Takes up the pods stored locally: running ones are adopted as they are, missing ones
     /// are started. Sandboxes of pods that are no longer stored are removed.
     async fn adopt(&mut self) {
-        let q = Message::build(
-            module::EDGED,
-            group::META,
-            format!("default/{}", resource_type::POD),
-            operation::QUERY,
-            Content::null(),
-        );
+        let q = edge::query(format!("default/{}", resource_type::POD), Content::null());
         // Only a real list may decide what is an orphan: an error or an answer that does not
         // decode adopts nothing and removes nothing.
         let stored: Vec<Pod> = match self.shared.bus.send_sync(module::METAMANAGER, q, REQUEST_TIMEOUT).await {
-            Ok(r) if r.router.operation != operation::ERROR => match r.content.decode::<Vec<String>>() {
+            Ok(r) if r.operation() != Operation::Error => match r.content.decode::<Vec<String>>() {
                 Ok(values) => values.iter().filter_map(|v| serde_json::from_str(v).ok()).collect(),
                 Err(e) => {
                     warn!(error = %e, "The stored pods did not decode; none adopted, nothing removed.");
@@ -466,13 +460,7 @@ impl Router {
                     e.pod.metadata.namespace.clone().unwrap_or_default(),
                     e.pod.metadata.name.clone().unwrap_or_default(),
                 );
-                let msg = Message::build(
-                    module::EDGED,
-                    group::META,
-                    format!("{ns}/{}/{name}", resource_type::POD),
-                    operation::INSERT,
-                    Content::json(&mirror).unwrap_or(Content::null()),
-                );
+                let msg = edge::pod_insert(&ns, &name, Content::json(&mirror).unwrap_or(Content::null()));
                 let bus = self.shared.bus.clone();
                 self.shared.tracker.spawn(async move {
                     let _ = bus.send(module::METAMANAGER, msg).await;
@@ -488,10 +476,10 @@ impl Router {
         if !is_pod {
             return;
         }
-        match (msg.router.operation.as_str(), content_pod(msg)) {
-            (operation::INSERT | operation::UPDATE, Some(pod)) => self.apply(pod),
-            (operation::DELETE, Some(pod)) if static_pods::is_mirror(&pod) => self.mirror_seen(pod, true),
-            (operation::DELETE, Some(pod)) => {
+        match (msg.operation(), content_pod(msg)) {
+            (Operation::Insert | Operation::Update, Some(pod)) => self.apply(pod),
+            (Operation::Delete, Some(pod)) if static_pods::is_mirror(&pod) => self.mirror_seen(pod, true),
+            (Operation::Delete, Some(pod)) => {
                 if let Some(uid) = pod.metadata.uid
                     && !self.statics.contains_key(&uid)
                 {
@@ -499,7 +487,7 @@ impl Router {
                 }
             }
             (op, None) => {
-                warn!(op, resource = %msg.router.resource, "Dropped a pod message whose content is not a Pod.");
+                warn!(%op, resource = %msg.router.resource, "Dropped a pod message whose content is not a Pod.");
             }
             _ => {}
         }

@@ -1,16 +1,13 @@
-//! The edge node as the cloud sees it: the Node object edged registers (labels, capacity and
-//! allocatable read from the host, conditions, addresses, the kubelet endpoint, nodeInfo) and
-//! its Lease, in the shapes upstream's edged sends (`tests/fixtures/upstream/edge-node-insert.json`,
-//! `edge-lease-insert.json`).
+//! The edge node as the cloud sees it: the facts edged reads from the host (capacity and
+//! allocatable, nodeInfo) and the Node it registers from them, in the shape the model's
+//! protocol module gives every edge (`kubeedge_model::protocol::objects`, checked against
+//! `tests/fixtures/upstream/edge-node-insert.json`).
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use kubeedge_model::protocol::objects::{self, NodeFacts};
+use serde_json::Value;
 
-/// The port of edged's kubelet-style server, announced as `daemonEndpoints.kubeletEndpoint`.
-pub const KUBELET_PORT: u16 = 10350;
-/// The namespace of node leases.
-pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// Memory kept back from allocatable by default (upstream's eviction threshold, 100Mi).
 const RESERVED_MEMORY_KI: u64 = 100 * 1024;
 
@@ -98,88 +95,36 @@ pub struct NodeSpec {
     pub schedulable: bool,
 }
 
-/// The version this edged reports as `kubeletVersion`, upstream's form
-/// `v{kubernetes}-kubeedge-v{ours}`.
-pub fn kubelet_version() -> String {
-    format!("v1.30.0-kubeedge-v{}", env!("CARGO_PKG_VERSION"))
-}
-
-fn condition(kind: &str, status: &str, reason: &str, message: &str, now: &str) -> Value {
-    json!({"type": kind, "status": status, "lastHeartbeatTime": now, "lastTransitionTime": now,
-        "reason": reason, "message": message})
-}
-
 /// The node's labels: upstream's standard set, the edge roles, then the configured ones.
 pub fn labels(spec: &NodeSpec, host: &HostInfo) -> BTreeMap<String, String> {
-    let mut l = BTreeMap::new();
-    l.insert("beta.kubernetes.io/arch".to_owned(), host.architecture.clone());
-    l.insert("beta.kubernetes.io/os".to_owned(), "linux".to_owned());
-    l.insert("kubernetes.io/arch".to_owned(), host.architecture.clone());
-    l.insert("kubernetes.io/hostname".to_owned(), spec.name.clone());
-    l.insert("kubernetes.io/os".to_owned(), "linux".to_owned());
-    l.insert("node-role.kubernetes.io/agent".to_owned(), String::new());
-    l.insert("node-role.kubernetes.io/edge".to_owned(), String::new());
+    let mut l = objects::node_labels(&spec.name, &host.architecture);
     l.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     l
 }
 
 /// The node's status at `now` (RFC 3339, seconds).
 pub fn status(spec: &NodeSpec, host: &HostInfo, now: &str) -> Value {
-    let allocatable_mem = host.memory_ki.saturating_sub(RESERVED_MEMORY_KI);
-    json!({
-        "capacity": {"cpu": host.cpus.to_string(), "hugepages-1Gi": "0", "hugepages-2Mi": "0",
-            "memory": format!("{}Ki", host.memory_ki), "pods": spec.max_pods.to_string()},
-        "allocatable": {"cpu": host.cpus.to_string(), "hugepages-1Gi": "0", "hugepages-2Mi": "0",
-            "memory": format!("{allocatable_mem}Ki"), "pods": spec.max_pods.to_string()},
-        "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available", now),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure", now),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available", now),
-            condition("Ready", "True", "EdgeReady", "edge is posting ready status", now),
-        ],
-        "addresses": [{"type": "InternalIP", "address": spec.node_ip}, {"type": "Hostname", "address": spec.name}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
-        "nodeInfo": {
-            "machineID": host.machine_id, "systemUUID": host.system_uuid, "bootID": host.boot_id,
-            "kernelVersion": host.kernel_version, "osImage": host.os_image,
-            "containerRuntimeVersion": spec.runtime_version, "kubeletVersion": kubelet_version(),
-            "kubeProxyVersion": format!("v{}", env!("CARGO_PKG_VERSION")),
-            "operatingSystem": "linux", "architecture": host.architecture,
-        },
-    })
+    let facts = NodeFacts {
+        name: spec.name.clone(),
+        address: spec.node_ip.clone(),
+        cpus: host.cpus,
+        memory_ki: host.memory_ki,
+        allocatable_memory_ki: host.memory_ki.saturating_sub(RESERVED_MEMORY_KI),
+        max_pods: spec.max_pods,
+        machine_id: host.machine_id.clone(),
+        system_uuid: host.system_uuid.clone(),
+        boot_id: host.boot_id.clone(),
+        kernel_version: host.kernel_version.clone(),
+        os_image: host.os_image.clone(),
+        architecture: host.architecture.clone(),
+        runtime_version: spec.runtime_version.clone(),
+    };
+    objects::node_status(&facts, now)
 }
 
 /// The Node edged registers (no TypeMeta, as upstream's edge sends it).
 pub fn node_object(spec: &NodeSpec, host: &HostInfo, now: &str) -> Value {
-    let mut node = json!({
-        "metadata": {"name": spec.name, "creationTimestamp": null, "labels": labels(spec, host),
-            "annotations": {"volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
-        "spec": {},
-        "status": status(spec, host, now),
-    });
-    if !spec.schedulable {
-        node["spec"] = json!({"unschedulable": true});
-    }
-    node
-}
-
-/// The node's Lease at `renew_time` (RFC 3339 with microseconds), owned by the Node.
-pub fn lease_object(node: &str, node_uid: &str, duration_secs: i32, renew_time: &str) -> Value {
-    json!({
-        "metadata": {"name": node, "namespace": LEASE_NAMESPACE, "creationTimestamp": null,
-            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}]},
-        "spec": {"holderIdentity": node, "leaseDurationSeconds": duration_secs, "renewTime": renew_time},
-    })
-}
-
-/// A strategic-merge patch of the node's status that refreshes the condition heartbeats (what
-/// upstream's periodic nodepatch carries when nothing else changed).
-pub fn heartbeat_patch(now: &str) -> Value {
-    let types = ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"];
-    json!({"status": {
-        "$setElementOrder/conditions": types.iter().map(|t| json!({"type": t})).collect::<Vec<_>>(),
-        "conditions": types.iter().map(|t| json!({"lastHeartbeatTime": now, "type": t})).collect::<Vec<_>>(),
-    }})
+    objects::node_object(&spec.name, &labels(spec, host), spec.schedulable, status(spec, host, now))
 }
 
 /// Now, as Kubernetes writes times: seconds (`…Z`) and microseconds (`MicroTime`).
@@ -236,17 +181,6 @@ mod tests {
         let mut their_labels = theirs["metadata"]["labels"].as_object().unwrap().clone();
         their_labels.insert("site".into(), "a".into());
         assert_eq!(ours["metadata"]["labels"], Value::Object(their_labels));
-    }
-
-    #[test]
-    fn lease_and_heartbeat_patch_match_upstream() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/upstream");
-        let read = |f: &str| -> Value { serde_json::from_slice(&std::fs::read(dir.join(f)).unwrap()).unwrap() };
-        let lease = lease_object("edge-capture", "", 40, "2026-11-25T19:54:28.876201Z");
-        assert_eq!(lease, read("edge-lease-insert.json")["content"]);
-        let patch = heartbeat_patch("2026-11-25T20:01:52Z");
-        let theirs: Value = serde_json::from_str(read("edge-nodepatch.json")["content"].as_str().unwrap()).unwrap();
-        assert_eq!(patch, theirs);
     }
 
     #[test]

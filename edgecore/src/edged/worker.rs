@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kubeedge_beehive::Bus;
-use kubeedge_model::constants::{group, module, operation, resource_type};
-use kubeedge_model::{Content, Message};
+use kubeedge_model::Message;
+use kubeedge_model::constants::module;
+use kubeedge_model::protocol::{ReplyError, edge, reply};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -386,33 +387,21 @@ async fn request(bus: &Bus, msg: Message) -> Result<Message, String> {
     bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await.map_err(|e| e.to_string())
 }
 
+fn namespace_and_name(pod: &Pod) -> (&str, &str) {
+    (pod.metadata.namespace.as_deref().unwrap_or_default(), pod.metadata.name.as_deref().unwrap_or_default())
+}
+
 /// A pod status patch as edged sends it: a strategic-merge patch with the UID, as a JSON
 /// string, to `{ns}/podpatch/{name}`.
 pub(super) fn podpatch(pod: &Pod, status: Value) -> Message {
-    let (ns, name) =
-        (pod.metadata.namespace.as_deref().unwrap_or_default(), pod.metadata.name.as_deref().unwrap_or_default());
-    let patch = json!({"metadata": {"uid": pod.metadata.uid}, "status": status});
-    Message::build(
-        module::EDGED,
-        group::META,
-        format!("{ns}/{}/{name}", resource_type::POD_PATCH),
-        operation::PATCH,
-        Content::string(&patch.to_string()),
-    )
+    let (ns, name) = namespace_and_name(pod);
+    edge::pod_patch(ns, name, pod.metadata.uid.as_deref(), status)
 }
 
 /// The delete edged sends for `pod`: grace 0 with a UID precondition, as upstream's edge.
 pub(super) fn delete_message(pod: &Pod) -> Message {
-    let (ns, name) =
-        (pod.metadata.namespace.as_deref().unwrap_or_default(), pod.metadata.name.as_deref().unwrap_or_default());
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    Message::build(
-        module::EDGED,
-        group::META,
-        format!("{ns}/{}/{name}", resource_type::POD),
-        operation::DELETE,
-        Content::json(&json!({"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})).unwrap_or(Content::null()),
-    )
+    let (ns, name) = namespace_and_name(pod);
+    edge::pod_delete(ns, name, pod.metadata.uid.as_deref().unwrap_or_default())
 }
 
 /// The pod's termination grace period (30 s when unset).
@@ -454,20 +443,19 @@ async fn delete_until_done(bus: &Bus, pod: &Pod, stop: &CancellationToken) {
             }
         };
         match bus.send_sync(module::METAMANAGER, delete_message(pod), DELETE_TIMEOUT).await {
-            Ok(reply) if reply.router.operation != operation::ERROR => {
-                let v: Value = reply.content.decode().unwrap_or(Value::Null);
-                match v.pointer("/ErrStatus/code").and_then(Value::as_i64) {
-                    None => return,
-                    // Gone already, or the UID precondition failed: another pod now.
-                    Some(404 | 409) => return,
-                    Some(c) if (400..500).contains(&c) && c != 429 => {
-                        warn!(code = c, reply = %v, "The cloud refused to delete the pod.");
-                        return;
-                    }
-                    Some(c) => failed(&format!("code {c}")),
+            Ok(answer) => match reply::object_of(&answer) {
+                // Deleted (`"OK"`), or a Status without a code.
+                Ok(_) | Err(ReplyError::Status { code: 0, .. }) => return,
+                // Gone already, or the UID precondition failed: another pod now.
+                Err(ReplyError::Status { code: 404 | 409, .. }) => return,
+                Err(ReplyError::Status { code, reason }) if (400..500).contains(&code) && code != 429 => {
+                    warn!(code, reason, "The cloud refused to delete the pod.");
+                    return;
                 }
-            }
-            Ok(reply) => failed(&reply.content.as_str().unwrap_or_default()),
+                Err(ReplyError::Status { code, .. }) => failed(&format!("code {code}")),
+                // MetaManager could not ask the cloud (offline).
+                Err(ReplyError::Failed(why)) => failed(&why),
+            },
             Err(e) => failed(&e.to_string()),
         }
         tokio::select! {

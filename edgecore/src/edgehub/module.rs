@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError};
 use kubeedge_config::edgecore::EdgeHub;
-use kubeedge_model::constants::{group, module, operation};
-use kubeedge_model::{Content, Message, Operation};
+use kubeedge_model::constants::{group, module};
+use kubeedge_model::protocol::edge;
+use kubeedge_model::{Message, Operation};
 use kubeedge_viaduct::ClientOptions;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -162,22 +163,21 @@ async fn reachable(server: &str) -> bool {
     matches!(tokio::time::timeout(PROBE_EVERY, tokio::net::TcpStream::connect(server)).await, Ok(Ok(_)))
 }
 
-async fn notify(bus: &Bus, content: &str) {
+async fn notify(bus: &Bus, connected: bool) {
     for g in NOTIFY_GROUPS {
         if bus.group_members(g).is_empty() {
             continue;
         }
-        let msg = Message::build("edgehub", g, "node/connection", operation::CONNECT, Content::string(content));
-        let _ = bus.send_to_group(g, msg).await;
+        let _ = bus.send_to_group(g, edge::connection_notice(g, connected)).await;
     }
 }
 
 /// Where a cloud message goes on the edge (upstream EdgeHub's dispatch).
 fn route(bus: &Bus, msg: Message) {
     let target = match msg.router.group.as_str() {
-        "resource" | "func" => group::META,
-        "twin" => group::TWIN,
-        "user" => group::BUS,
+        group::RESOURCE | group::FUNC => group::META,
+        group::TWIN => group::TWIN,
+        group::USER => group::BUS,
         other => other,
     };
     let members = bus.group_members(target);
@@ -251,16 +251,7 @@ impl Module for EdgeHubModule {
                 };
                 info!(server = %self.cfg.websocket.server, node = %self.node, "Connected to CloudHub.");
                 let connected_at = Instant::now();
-                notify(&ctx.bus, "connected").await;
-                let keepalive = || {
-                    Message::build(
-                        module::EDGEHUB,
-                        group::RESOURCE,
-                        "node",
-                        operation::KEEPALIVE,
-                        Content::string("ping"),
-                    )
-                };
+                notify(&ctx.bus, true).await;
                 let mut tick = tokio::time::interval(heartbeat);
                 let rotation = rotate_when_due(&self.cfg.http_server, &self.node, &paths);
                 tokio::pin!(rotation);
@@ -271,7 +262,7 @@ impl Module for EdgeHubModule {
                     tokio::select! {
                         _ = shutdown.cancelled() => {
                             let _ = conn.close().await;
-                            notify(&ctx.bus, "disconnected").await;
+                            notify(&ctx.bus, false).await;
                             return Ok(());
                         }
                         _ = tokio::time::sleep_until(silent_after) => {
@@ -281,7 +272,7 @@ impl Module for EdgeHubModule {
                         }
                         () = &mut rotation, if rotate => break ROTATED,
                         _ = tick.tick() => {
-                            if conn.send(&keepalive()).await.is_err() || conn.ping().await.is_err() {
+                            if conn.send(&edge::keepalive()).await.is_err() || conn.ping().await.is_err() {
                                 break "write failed";
                             }
                         }
@@ -289,7 +280,7 @@ impl Module for EdgeHubModule {
                             let Some(msg) = out else {
                                 // Shutdown: say goodbye properly.
                                 let _ = conn.close().await;
-                                notify(&ctx.bus, "disconnected").await;
+                                notify(&ctx.bus, false).await;
                                 return Ok(());
                             };
                             pace.take().await;
@@ -314,7 +305,7 @@ impl Module for EdgeHubModule {
                         },
                     }
                 };
-                notify(&ctx.bus, "disconnected").await;
+                notify(&ctx.bus, false).await;
                 if reason == ROTATED {
                     // Reconnect at once with the new certificate.
                     let _ = conn.close().await;

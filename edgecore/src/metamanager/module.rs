@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError};
 use kubeedge_metastore::{MetaRow, MetaV2Row, Op, Store};
-use kubeedge_model::constants::{group, module, operation, resource_type};
-use kubeedge_model::{Content, Message, ResourcePath};
+use kubeedge_model::constants::{group, module, resource_type};
+use kubeedge_model::protocol::{edge, reply};
+use kubeedge_model::{Content, Message, Operation, ResourcePath};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
@@ -113,12 +114,6 @@ fn head(value: &str) -> Head {
     serde_json::from_str(value).unwrap_or_default()
 }
 
-/// The ACK of a cloud message: upstream's `NewRespByMessage`, so it keeps the message's source
-/// and group (v1.15's edge sends `edgecontroller`/`resource` back), content `"OK"`.
-fn ack(msg: &Message) -> Message {
-    Message::response_to(msg, Content::string("OK"))
-}
-
 fn error_to(msg: &Message, text: &str) -> Message {
     let mut e = Message::error_response_to(msg, text);
     e.router.source = module::METAMANAGER.to_owned();
@@ -156,7 +151,7 @@ impl Worker {
             };
             for row in rows {
                 let Ok(path) = ResourcePath::parse(&row.key) else { continue };
-                let (row_ops, change) = self.object_ops(&path, operation::INSERT, &row.value).await;
+                let (row_ops, change) = self.object_ops(&path, &Operation::Insert, &row.value).await;
                 if change.is_some_and(|c| c.kind == ChangeKind::Added) {
                     ops.extend(row_ops.into_iter().filter(|op| matches!(op, Op::UpsertV2(_))));
                 }
@@ -185,7 +180,7 @@ impl Worker {
     }
 
     /// The `meta` and `meta_v2` writes for a cloud object, and the change they make.
-    async fn object_ops(&self, path: &ResourcePath, op: &str, value: &str) -> (Vec<Op>, Option<Change>) {
+    async fn object_ops(&self, path: &ResourcePath, op: &Operation, value: &str) -> (Vec<Op>, Option<Change>) {
         let key = path.to_string();
         let ty = path.resource_type.as_str();
         let h = head(value);
@@ -199,7 +194,7 @@ impl Worker {
         };
         let mut ops = Vec::new();
         let mut change = None;
-        if op == operation::DELETE {
+        if *op == Operation::Delete {
             if ty == resource_type::POD && !h.metadata.uid.is_empty() {
                 ops.push(Op::DeleteMetaIfValueContains { key: key.clone(), needle: h.metadata.uid.clone() });
                 ops.push(Op::DeleteMeta { key: format!("{}/{}/{name}", path.namespace, resource_type::POD_PATCH) });
@@ -244,11 +239,12 @@ impl Worker {
             return;
         };
         let value = stored_value(&msg.content);
-        if msg.router.operation != operation::DELETE && serde_json::from_str::<Value>(&value).is_err() {
+        let op = msg.operation();
+        if op != Operation::Delete && serde_json::from_str::<Value>(&value).is_err() {
             warn!(resource = %msg.router.resource, "Dropped a cloud message whose content is not JSON.");
             return;
         }
-        let (ops, change) = self.object_ops(&path, &msg.router.operation, &value).await;
+        let (ops, change) = self.object_ops(&path, &op, &value).await;
         if let Err(e) = self.store.apply(ops).await {
             // Not ACKed: the cloud sends it again.
             warn!(resource = %msg.router.resource, error = %e, "Storing a cloud message failed; not ACKed.");
@@ -269,7 +265,7 @@ impl Worker {
                 let _ = self.bus.send_to_group(target, fwd).await;
             }
         }
-        up(&self.bus, ack(&msg)).await;
+        up(&self.bus, edge::ack(&msg)).await;
     }
 
     /// A query from a local module: the database first, then the cloud.
@@ -347,8 +343,8 @@ impl Worker {
     /// Hands the cloud's reply to the local caller, ACKing it first when it came through the
     /// cloud's ACK path.
     async fn answer_with(&self, msg: &Message, reply: &Message) {
-        if !reply.header.resource_version.is_empty() {
-            up(&self.bus, ack(reply)).await;
+        if edge::reply_needs_ack(reply) {
+            up(&self.bus, edge::ack(reply)).await;
         }
         let mut answer = Message::response_to(msg, reply.content.clone());
         answer.router.source = module::METAMANAGER.to_owned();
@@ -372,8 +368,7 @@ impl Worker {
                 return;
             }
         };
-        let v: Value = reply.content.decode().unwrap_or(Value::Null);
-        let obj = v.get("Object").cloned().unwrap_or(v);
+        let obj = reply::object_of(&reply).unwrap_or(Value::Null);
         let issued = obj.pointer("/status/token").and_then(Value::as_str).is_some_and(|t| !t.is_empty());
         match stored {
             Some(v) if !issued => self.reply_stored(msg, &[v]),
@@ -422,14 +417,8 @@ impl Worker {
             }
         };
         if store_reply && let Ok(path) = ResourcePath::parse(&msg.router.resource) {
-            let v: Value = reply.content.decode().unwrap_or(Value::Null);
-            // An ObjectResp's object, or the object itself; never an error.
-            let obj = match v.get("Object") {
-                Some(o) if v.get("Err").is_none_or(Value::is_null) => Some(o.clone()),
-                Some(_) => None,
-                None if v.get("ErrStatus").is_none() && v.is_object() => Some(v.clone()),
-                None => None,
-            };
+            // An ObjectResp's object, or the object itself; never an error (nor `"OK"`).
+            let obj = reply::object_of(&reply).ok().filter(Value::is_object);
             // Never over a newer copy: the cloud may have pushed a later version while this
             // answer was on its way.
             let incoming: Option<u64> =
@@ -440,7 +429,7 @@ impl Worker {
             };
             let stale = matches!((incoming, stored), (Some(i), Some(s)) if i < s);
             if let Some(obj) = obj.filter(|o| !o.is_null() && !stale) {
-                let (ops, change) = self.object_ops(&path, operation::UPDATE, &obj.to_string()).await;
+                let (ops, change) = self.object_ops(&path, &Operation::Update, &obj.to_string()).await;
                 if self.store.apply(ops).await.is_ok()
                     && let Some(c) = change
                 {
@@ -468,7 +457,7 @@ impl Worker {
     /// A local update that is kept here and reported up.
     async fn local_update(&self, msg: Message) {
         if let Ok(path) = ResourcePath::parse(&msg.router.resource) {
-            let (ops, change) = self.object_ops(&path, operation::UPDATE, &stored_value(&msg.content)).await;
+            let (ops, change) = self.object_ops(&path, &Operation::Update, &stored_value(&msg.content)).await;
             if self.store.apply(ops).await.is_ok()
                 && let Some(c) = change
             {
@@ -478,7 +467,7 @@ impl Worker {
         let mut fwd = msg.clone();
         fwd.header.id = uuid_like();
         up(&self.bus, fwd).await;
-        let mut r = Message::response_to(&msg, Content::string("OK"));
+        let mut r = Message::response_to(&msg, reply::ok());
         r.router.source = module::METAMANAGER.to_owned();
         let _ = self.bus.send_resp(r);
     }
@@ -547,32 +536,31 @@ impl Module for MetaManagerModule {
                 });
             }
             while let Some(msg) = ctx.recv().await {
-                if msg.router.resource == resource_type::NODE_CONNECTION {
-                    let up = msg.content.as_str().as_deref() == Some("connected");
+                if let Some(up) = edge::connection_state(&msg) {
                     self.connected.store(up, Ordering::Relaxed);
                     debug!(connected = up, "Cloud connection changed.");
                     continue;
                 }
-                let op = msg.router.operation.clone();
+                let op = msg.operation();
                 let from_cloud = CLOUD_SOURCES.contains(&msg.router.source.as_str());
                 let ty = ResourcePath::parse(&msg.router.resource).map(|p| p.resource_type).unwrap_or_default();
                 if ty == resource_type::EVENT && !from_cloud {
                     up(&w.bus, msg).await;
                     continue;
                 }
-                match op.as_str() {
-                    operation::INSERT | operation::UPDATE | operation::DELETE if from_cloud => {
+                match op {
+                    Operation::Insert | Operation::Update | Operation::Delete if from_cloud => {
                         w.store_cloud_object(msg).await;
                     }
-                    operation::QUERY => {
+                    Operation::Query => {
                         let w = w.clone();
                         ctx.spawn(async move { w.query(msg).await });
                     }
-                    operation::INSERT => {
+                    Operation::Insert => {
                         let w = w.clone();
                         ctx.spawn(async move { w.remote(msg, true).await });
                     }
-                    operation::UPDATE => {
+                    Operation::Update => {
                         let w = w.clone();
                         if ty == resource_type::LEASE {
                             ctx.spawn(async move { w.remote(msg, true).await });
@@ -580,13 +568,13 @@ impl Module for MetaManagerModule {
                             w.local_update(msg).await;
                         }
                     }
-                    operation::PATCH => w.patch(msg).await,
+                    Operation::Patch => w.patch(msg).await,
                     // Offline, the sender hears so at once (Edged retries its deletes).
-                    operation::DELETE if !w.connected.load(Ordering::Relaxed) => {
+                    Operation::Delete if !w.connected.load(Ordering::Relaxed) => {
                         let _ = w.bus.send_resp(error_to(&msg, "the cloud is not reachable"));
                     }
-                    operation::DELETE => up(&w.bus, msg).await,
-                    _ => debug!(op, resource = %msg.router.resource, "MetaManager ignored a message."),
+                    Operation::Delete => up(&w.bus, msg).await,
+                    _ => debug!(%op, resource = %msg.router.resource, "MetaManager ignored a message."),
                 }
             }
             Ok(())
