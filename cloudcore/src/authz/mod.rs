@@ -26,6 +26,7 @@ use tracing::warn;
 
 use crate::delivery::view::{Ref, View};
 use kubeedge_model::constants::resource_type;
+use kubeedge_model::protocol::StatusError;
 
 /// The namespace of KubeEdge's own secrets.
 pub const KUBEEDGE_NAMESPACE: &str = "kubeedge";
@@ -136,24 +137,13 @@ impl Denied {
         if !a.group.is_empty() {
             details["group"] = json!(a.group);
         }
-        if self.unavailable {
-            return json!({"ErrStatus": {
-                "metadata": {},
-                "status": "Failure",
-                "message": format!("the node authorizer could not decide: {}", self.reason),
-                "reason": "ServiceUnavailable",
-                "details": details,
-                "code": 503
-            }});
-        }
-        json!({"ErrStatus": {
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message(),
-            "reason": "Forbidden",
-            "details": details,
-            "code": 403
-        }})
+        let status = if self.unavailable {
+            let message = format!("the node authorizer could not decide: {}", self.reason);
+            StatusError::new(503, "ServiceUnavailable", message)
+        } else {
+            StatusError::new(403, "Forbidden", self.message())
+        };
+        status.with_details(details).to_value()
     }
 }
 

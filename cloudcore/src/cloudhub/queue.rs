@@ -12,8 +12,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use kubeedge_model::constants::{operation, resource_type};
-use kubeedge_model::{Message, trim_node_prefix};
+use kubeedge_model::constants::{group, module, resource_type};
+use kubeedge_model::protocol::reply;
+use kubeedge_model::{Message, Operation, trim_node_prefix};
 use serde_json::Value;
 
 /// Time between sends of an unacknowledged message.
@@ -40,17 +41,16 @@ pub fn no_ack_required(msg: &Message) -> bool {
     {
         return true;
     }
-    if r.group == "user" || r.source == "taskmanager" || r.source == "nodeupgradejobcontroller" {
+    if r.group == group::USER || r.source == module::TASKMANAGER || r.source == module::NODEUPGRADEJOBCONTROLLER {
         return true;
     }
-    if r.operation == operation::RESPONSE
-        && (msg.content.as_str().as_deref() == Some("OK") || is_go_error(&msg.content))
-    {
+    let op = msg.operation();
+    if op == Operation::Response && (reply::is_ok(&msg.content) || reply::is_go_error(&msg.content)) {
         return true;
     }
-    if r.source == "edgecontroller" {
+    if r.source == module::EDGECONTROLLER {
         let ty = trim_node_prefix(res).split('/').nth(1).unwrap_or_default();
-        return (ty == resource_type::NODE && r.operation != operation::UPDATE)
+        return (ty == resource_type::NODE && op != Operation::Update)
             || [
                 resource_type::LEASE,
                 resource_type::NODE_PATCH,
@@ -59,18 +59,9 @@ pub fn no_ack_required(msg: &Message) -> bool {
                 resource_type::CSR,
             ]
             .contains(&ty)
-            || (ty == resource_type::POD && r.operation == operation::RESPONSE);
+            || (ty == resource_type::POD && op == Operation::Response);
     }
     false
-}
-
-/// A Go `error` value: a plain error marshals as `{}`, a `StatusError` as `{"ErrStatus": …}`.
-/// A response carrying one is not acknowledged.
-fn is_go_error(content: &kubeedge_model::Content) -> bool {
-    let raw = content.raw().trim_start();
-    raw == "{}"
-        || (raw.starts_with("{\"ErrStatus\"")
-            && content.decode::<serde_json::Map<String, Value>>().is_ok_and(|m| m.len() == 1))
 }
 
 /// What became of an enqueued message.
@@ -129,15 +120,15 @@ impl NodeQueue {
             self.no_ack.push_back(msg);
             return Enqueued::NoAck;
         }
-        let op = msg.router.operation.as_str();
-        let is_delete = op == operation::DELETE;
-        let always = is_delete || op == operation::RESPONSE;
+        let op = msg.operation();
+        let is_delete = op == Operation::Delete;
+        let always = is_delete || op == Operation::Response;
         if msg.header.resource_version.is_empty() && !always {
             return Enqueued::Skipped("no resourceversion");
         }
         let key = key_of(&msg);
         if !always && let Some(old) = self.store.get(&key) {
-            if old.router.operation == operation::DELETE {
+            if old.operation() == Operation::Delete {
                 return Enqueued::Skipped("the object is being deleted");
             }
             if let (Some(old_rv), Some(new_rv)) = (rv(old), rv(&msg))

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kubeedge_beehive::Bus;
-use kubeedge_model::constants::{module, operation};
-use kubeedge_model::{Content, Message, Operation};
+use kubeedge_model::constants::{group, module, resource_type, source};
+use kubeedge_model::{CloudResource, Content, Message, Operation, ResourcePath};
 use kubeedge_viaduct::{Connection, Identity, ServerOptions};
 use parking_lot::Mutex;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
@@ -136,7 +136,7 @@ impl Hub {
     /// false when the node is not connected or its session inbox is full (the message is
     /// dropped and counted; SyncController repairs it).
     pub fn dispatch(&self, msg: Message) -> bool {
-        let Some(node) = node_of(&msg.router.resource) else {
+        let Some(node) = CloudResource::node_of(&msg.router.resource) else {
             debug!(resource = %msg.router.resource, "Dropped a downstream message without a node.");
             return false;
         };
@@ -271,7 +271,7 @@ impl Hub {
             }
         }
         info!(node, cert = %id.cert_cn, "Edge connected.");
-        self.notify_sync(&node, operation::CONNECTED, session_id).await;
+        self.notify_sync(&node, Operation::Connected, session_id).await;
         let mut queue = NodeQueue::default();
         let mut last_seen = tokio::time::Instant::now();
         // This node's series, looked up once: not a labelled lookup per message.
@@ -290,8 +290,7 @@ impl Hub {
                     break;
                 }
                 // Upstream's IsNodeStopped: the node's own delete ends its session.
-                node_deleted |= out.router.operation == operation::DELETE
-                    && out.router.resource.strip_suffix(node.as_str()).is_some_and(|p| p.ends_with("/node/"));
+                node_deleted |= deletes_node(&out, &node);
             }
             if write_failed {
                 break "write failed";
@@ -357,7 +356,7 @@ impl Hub {
             depth.set(0);
         }
         if still_current {
-            self.notify_sync(&node, operation::DISCONNECTED, session_id).await;
+            self.notify_sync(&node, Operation::Disconnected, session_id).await;
         }
         info!(node, reason, "Edge disconnected.");
     }
@@ -366,14 +365,14 @@ impl Hub {
     /// once) or went away.
     /// The content is the session's id, so a late notice of an old session can be told from
     /// the current one.
-    async fn notify_sync(&self, node: &str, op: &str, session: u64) {
+    async fn notify_sync(&self, node: &str, op: Operation, session: u64) {
         if self.bus.group_members(module::SYNCCONTROLLER).is_empty() {
             return;
         }
         let msg = Message::build(
             module::CLOUDHUB,
             module::SYNCCONTROLLER,
-            format!("node/{node}"),
+            CloudResource::node_notice(node),
             op,
             Content::string(&session.to_string()),
         );
@@ -413,14 +412,14 @@ impl Hub {
             _ => {}
         }
         // The node comes from the authenticated connection, never from the message.
-        msg.router.resource = format!("node/{node}/{}", msg.router.resource);
+        msg.router.resource = CloudResource::prefixed(node, &msg.router.resource);
         let group = match msg.router.source.as_str() {
-            "twin" => "devicecontroller",
-            "metaserver" => "dynamiccontroller",
-            _ => "edgecontroller",
+            module::TWIN => module::DEVICECONTROLLER,
+            source::METASERVER => module::DYNAMICCONTROLLER,
+            _ => module::EDGECONTROLLER,
         };
-        if msg.router.operation == operation::UPLOAD && msg.router.group == "user" {
-            let _ = self.bus.try_send("router", msg);
+        if msg.operation() == Operation::Upload && msg.router.group == group::USER {
+            let _ = self.bus.try_send(module::ROUTER, msg);
             return;
         }
         if self.bus.group_members(group).is_empty() {
@@ -431,9 +430,9 @@ impl Hub {
     }
 }
 
-/// The node of a cloud-form resource (`node/{node}/…`).
-pub fn node_of(resource: &str) -> Option<&str> {
-    let rest = resource.strip_prefix("node/")?;
-    let node = rest.split('/').next()?;
-    (!node.is_empty()).then_some(node)
+/// Upstream's `IsNodeStopped`: `msg` (edge form) deletes the node `node` itself.
+fn deletes_node(msg: &Message, node: &str) -> bool {
+    msg.operation() == Operation::Delete
+        && ResourcePath::parse(&msg.router.resource)
+            .is_ok_and(|p| p.resource_type == resource_type::NODE && p.name.as_deref() == Some(node))
 }

@@ -20,7 +20,8 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch
 use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
 use kubeedge_config::cloudcore::KubeApiConfig;
 use kubeedge_model::constants::{group, module};
-use kubeedge_model::{Content, Message};
+use kubeedge_model::protocol::StatusError;
+use kubeedge_model::{CloudResource, Content, Message};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
@@ -352,12 +353,10 @@ async fn process(client: &kube::Client, app: &Application, pin: Option<&str>) ->
 
 fn status_error(e: &kube::Error) -> Value {
     match e {
-        kube::Error::Api(s) => {
-            json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": s.message, "reason": s.reason, "code": s.code}})
-        }
-        other => json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": other.to_string(),
-            "reason": "InternalError", "code": 500}}),
+        kube::Error::Api(s) => StatusError::new(i32::from(s.code), s.reason.clone(), s.message.clone()),
+        other => StatusError::new(500, "InternalError", other.to_string()),
     }
+    .to_value()
 }
 
 impl Module for DynamicControllerModule {
@@ -377,10 +376,7 @@ impl Module for DynamicControllerModule {
             let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
             info!("DynamicController started.");
             while let Some(msg) = ctx.recv().await {
-                let node = msg.router.resource.strip_prefix("node/").and_then(|r| r.split('/').next()).unwrap_or("");
-                if node.is_empty() {
-                    continue;
-                }
+                let Some(node) = CloudResource::node_of(&msg.router.resource) else { continue };
                 let Ok(mut app) = msg.content.decode::<Application>() else {
                     warn!(node, "Dropped an Application that does not decode.");
                     continue;
@@ -425,7 +421,7 @@ impl Module for DynamicControllerModule {
                     let mut reply = Message::response_to(&msg, content);
                     reply.router.source = "dynamiccontroller".into();
                     reply.router.group = group::RESOURCE.into();
-                    reply.router.resource = format!("node/{node}/ignore/Application/ignore");
+                    reply.router.resource = CloudResource::prefixed(&node, "ignore/Application/ignore");
                     reply.router.operation = APPLICATION_RESPONSE.into();
                     let _ = bus.send(module::CLOUDHUB, reply).await;
                 });

@@ -10,12 +10,15 @@
 //! - node update, nodestatus, podstatus and pod delete: `"OK"` (or the error);
 //! - queries: the object itself with its resourceversion (ACKed by the edge), or on error the
 //!   Go error value `{"ErrStatus": {…}}`.
+//!
+//! The shapes are the model's (`kubeedge_model::protocol::reply`), which the edge parses.
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event as KubeEvent, Node, Pod, ServiceAccount};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
-use kubeedge_model::constants::{group, module, operation, resource_type};
-use kubeedge_model::{CloudResource, Content, Message};
+use kubeedge_model::constants::resource_type;
+use kubeedge_model::protocol::{StatusError, reply};
+use kubeedge_model::{CloudResource, Content, Message, Operation};
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
@@ -37,46 +40,19 @@ pub struct Upstream {
 /// API server's `details` (name, group, kind) when it gave them.
 fn status_error(e: &kube::Error) -> Value {
     let (code, reason, message, details) = match e {
-        kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone(), s.details.clone()),
+        kube::Error::Api(s) => (i32::from(s.code), s.reason.clone(), s.message.clone(), s.details.clone()),
         other => (500, "InternalError".to_owned(), other.to_string(), None),
     };
-    let mut status = json!({"metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code});
-    if let Some(d) =
-        details.and_then(|d| serde_json::to_value(d).ok()).filter(|d| d.as_object().is_some_and(|o| !o.is_empty()))
-    {
-        status["details"] = d;
+    let status = StatusError::new(code, reason, message);
+    match details.and_then(|d| serde_json::to_value(d).ok()).filter(|d| d.as_object().is_some_and(|o| !o.is_empty())) {
+        Some(d) => status.with_details(d).to_value(),
+        None => status.to_value(),
     }
-    json!({"ErrStatus": status})
-}
-
-/// Upstream's own NotFound for the objects its informers answer (node and lease queries): the
-/// singular resource, `lease.coordination.k8s.io "n" not found`, details {name, group, kind}.
-fn not_found(resource: &str, group: &str, name: &str) -> Value {
-    let qualified = if group.is_empty() { resource.to_owned() } else { format!("{resource}.{group}") };
-    let mut details = json!({"name": name, "kind": resource});
-    if !group.is_empty() {
-        details["group"] = json!(group);
-    }
-    json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": format!("{qualified} {name:?} not found"),
-        "reason": "NotFound", "details": details, "code": 404}})
 }
 
 /// Whether the error is the API's 404.
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-/// Upstream's ObjectResp: `{"Object": <object or null>, "Err": <StatusError or null>}`. The
-/// object is Go's typed object from the client, whose TypeMeta is empty: no kind, no apiVersion.
-fn object_resp(obj: Option<Value>, err: Option<Value>) -> Content {
-    let obj = obj.map(|mut o| {
-        if let Some(m) = o.as_object_mut() {
-            m.remove("kind");
-            m.remove("apiVersion");
-        }
-        o
-    });
-    Content::json(&json!({"Object": obj, "Err": err})).unwrap_or_else(|_| Content::null())
 }
 
 /// An object's `metadata.resourceVersion`.
@@ -106,20 +82,16 @@ fn content_value(msg: &Message) -> Option<Value> {
 
 /// A 400 in Go's `StatusError` shape, for content the cloud cannot use.
 fn bad_request(what: &str) -> Value {
-    json!({"ErrStatus": {"metadata": {}, "status": "Failure", "message": what, "reason": "BadRequest", "code": 400}})
-}
-
-fn json_content(v: &Value) -> Content {
-    Content::json(v).unwrap_or_else(|_| Content::null())
+    StatusError::bad_request(what).to_value()
 }
 
 /// Whether upstream answers this request with an ObjectResp (`{"Object", "Err"}`) rather than
 /// the bare object or error: node insert, node and pod status patches, and every lease request.
-fn object_resp_reply(ty: &str, op: &str) -> bool {
+fn object_resp_reply(ty: &str, op: &Operation) -> bool {
     matches!(
         (ty, op),
-        (resource_type::NODE, operation::INSERT)
-            | (resource_type::NODE_PATCH | resource_type::POD_PATCH, operation::PATCH)
+        (resource_type::NODE, Operation::Insert)
+            | (resource_type::NODE_PATCH | resource_type::POD_PATCH, Operation::Patch)
             | (resource_type::LEASE, _)
     )
 }
@@ -131,7 +103,7 @@ fn content_name(msg: &Message) -> Option<String> {
 
 /// A message in the node authorizer's terms; `None` for what needs no decision (unknown types
 /// are dropped) or is decided per item (the deprecated `podstatus` list).
-fn attributes(node: &str, ty: &str, op: &str, ns: &str, name: &str, msg: &Message) -> Option<Attributes> {
+fn attributes(node: &str, ty: &str, op: &Operation, ns: &str, name: &str, msg: &Message) -> Option<Attributes> {
     let a = |verb: &str, group: &str, resource: &str, ns: &str, name: &str| {
         Some(Attributes::new(node, verb, group, resource, ns, name))
     };
@@ -149,39 +121,39 @@ fn attributes(node: &str, ty: &str, op: &str, ns: &str, name: &str, msg: &Messag
         None => name.to_owned(),
     };
     match (ty, op) {
-        (resource_type::NODE, operation::INSERT) => a("create", "", "nodes", "", &named(name)),
+        (resource_type::NODE, Operation::Insert) => a("create", "", "nodes", "", &named(name)),
         // EdgeController merges the labels and annotations the edge sends (a patch).
-        (resource_type::NODE, operation::UPDATE) => a("patch", "", "nodes", "", &named(name)),
-        (resource_type::NODE, operation::QUERY) => a("get", "", "nodes", "", name),
-        (resource_type::NODE_PATCH, operation::PATCH) => {
+        (resource_type::NODE, Operation::Update) => a("patch", "", "nodes", "", &named(name)),
+        (resource_type::NODE, Operation::Query) => a("get", "", "nodes", "", name),
+        (resource_type::NODE_PATCH, Operation::Patch) => {
             a("patch", "", "nodes", "", name).map(|x| x.with_subresource("status"))
         }
-        (resource_type::NODE_STATUS, operation::UPDATE) => {
+        (resource_type::NODE_STATUS, Operation::Update) => {
             a("update", "", "nodes", "", name).map(|x| x.with_subresource("status"))
         }
-        (resource_type::POD_PATCH, operation::PATCH) => {
+        (resource_type::POD_PATCH, Operation::Patch) => {
             a("patch", "", "pods", ns, name).map(|x| x.with_subresource("status"))
         }
-        (resource_type::POD, operation::DELETE) => a("delete", "", "pods", ns, name),
-        (resource_type::POD, operation::INSERT) => a("create", "", "pods", ns, ""),
-        (resource_type::CONFIGMAP, operation::QUERY) => a("get", "", "configmaps", ns, name),
-        (resource_type::SECRET, operation::QUERY) => a("get", "", "secrets", ns, name),
-        (resource_type::PERSISTENT_VOLUME, operation::QUERY) => a("get", "", "persistentvolumes", "", name),
-        (resource_type::PERSISTENT_VOLUME_CLAIM, operation::QUERY) => a("get", "", "persistentvolumeclaims", ns, name),
-        (resource_type::VOLUME_ATTACHMENT, operation::QUERY) => {
+        (resource_type::POD, Operation::Delete) => a("delete", "", "pods", ns, name),
+        (resource_type::POD, Operation::Insert) => a("create", "", "pods", ns, ""),
+        (resource_type::CONFIGMAP, Operation::Query) => a("get", "", "configmaps", ns, name),
+        (resource_type::SECRET, Operation::Query) => a("get", "", "secrets", ns, name),
+        (resource_type::PERSISTENT_VOLUME, Operation::Query) => a("get", "", "persistentvolumes", "", name),
+        (resource_type::PERSISTENT_VOLUME_CLAIM, Operation::Query) => a("get", "", "persistentvolumeclaims", ns, name),
+        (resource_type::VOLUME_ATTACHMENT, Operation::Query) => {
             a("get", "storage.k8s.io", "volumeattachments", "", name)
         }
-        (resource_type::SERVICE_ACCOUNT_TOKEN, operation::QUERY) => {
+        (resource_type::SERVICE_ACCOUNT_TOKEN, Operation::Query) => {
             a("create", "", "serviceaccounts", ns, name).map(|x| x.with_subresource("token"))
         }
-        (resource_type::LEASE, operation::INSERT) => {
+        (resource_type::LEASE, Operation::Insert) => {
             a("create", "coordination.k8s.io", "leases", or_lease_ns(ns), &named(name))
         }
-        (resource_type::LEASE, operation::UPDATE) => {
+        (resource_type::LEASE, Operation::Update) => {
             a("update", "coordination.k8s.io", "leases", or_lease_ns(ns), &named(name))
         }
-        (resource_type::LEASE, operation::QUERY) => a("get", "coordination.k8s.io", "leases", or_lease_ns(ns), name),
-        (resource_type::EVENT, operation::INSERT | operation::UPDATE | operation::PATCH) => {
+        (resource_type::LEASE, Operation::Query) => a("get", "coordination.k8s.io", "leases", or_lease_ns(ns), name),
+        (resource_type::EVENT, Operation::Insert | Operation::Update | Operation::Patch) => {
             a("create", "", "events", ns, "")
         }
         _ => None,
@@ -206,13 +178,6 @@ fn or_lease_ns(ns: &str) -> &str {
 }
 
 impl Upstream {
-    fn reply(&self, req: &Message, content: Content) -> Message {
-        let mut m = Message::response_to(req, content);
-        m.router.source = module::EDGECONTROLLER.to_owned();
-        m.router.group = group::RESOURCE.to_owned();
-        m
-    }
-
     /// Handles one message; malformed ones are logged and dropped. Every request passes the
     /// node authorizer first; a refusal is answered with a 403 in the reply's shape.
     pub async fn handle(&self, msg: Message) {
@@ -223,13 +188,13 @@ impl Upstream {
         let node = res.node.clone();
         let ns = res.path.namespace().unwrap_or_default().to_owned();
         let name = res.path.name.clone().unwrap_or_default();
-        let op = msg.router.operation.as_str();
+        let op = msg.operation();
         let ty = res.path.resource_type.as_str();
         let mut grant = Grant::default();
-        if let Some(attrs) = attributes(&node, ty, op, &ns, &name, &msg) {
+        if let Some(attrs) = attributes(&node, ty, &op, &ns, &name, &msg) {
             // What the request writes: the object, a patch, or a TokenRequest.
             let mut body = content_value(&msg);
-            if (ty, op) == (resource_type::NODE, operation::UPDATE)
+            if (ty, &op) == (resource_type::NODE, &Operation::Update)
                 && let Some(b) = body.as_mut()
             {
                 edge_node_metadata(b);
@@ -238,56 +203,59 @@ impl Upstream {
                 Ok(g) => grant = g,
                 Err(denied) => {
                     let err = denied.status_error();
-                    let content =
-                        if object_resp_reply(ty, op) { object_resp(None, Some(err)) } else { json_content(&err) };
-                    self.tx.raw(self.reply(&msg, content)).await;
+                    let content = if object_resp_reply(ty, &op) {
+                        reply::object_resp(None, Some(err))
+                    } else {
+                        Content::from_value(&err)
+                    };
+                    self.tx.raw(reply::response(&msg, content)).await;
                     return;
                 }
             }
         }
-        let reply = match (ty, op) {
-            (resource_type::NODE, operation::INSERT) => Some(self.node_insert(&msg, &node).await),
-            (resource_type::NODE, operation::UPDATE) => Some(self.node_update(&msg, &name).await),
-            (resource_type::NODE, operation::QUERY) => {
+        let reply = match (ty, &op) {
+            (resource_type::NODE, Operation::Insert) => Some(self.node_insert(&msg, &node).await),
+            (resource_type::NODE, Operation::Update) => Some(self.node_update(&msg, &name).await),
+            (resource_type::NODE, Operation::Query) => {
                 Some(self.get_object(&msg, "", "v1", "Node", "nodes", &name).await)
             }
-            (resource_type::NODE_PATCH, operation::PATCH) => Some(self.status_patch(&msg, None, &name).await),
-            (resource_type::NODE_STATUS, operation::UPDATE) => Some(self.node_status(&msg, &name).await),
-            (resource_type::POD_PATCH, operation::PATCH) => {
+            (resource_type::NODE_PATCH, Operation::Patch) => Some(self.status_patch(&msg, None, &name).await),
+            (resource_type::NODE_STATUS, Operation::Update) => Some(self.node_status(&msg, &name).await),
+            (resource_type::POD_PATCH, Operation::Patch) => {
                 Some(self.status_patch(&msg, Some((&ns, grant.pin_uid())), &name).await)
             }
-            (resource_type::POD_STATUS, operation::UPDATE) => Some(self.pod_status(&msg, &node, &ns).await),
-            (resource_type::POD, operation::DELETE) => Some(self.pod_delete(&msg, &ns, &name, grant.pin_uid()).await),
-            (resource_type::POD, operation::INSERT) => {
+            (resource_type::POD_STATUS, Operation::Update) => Some(self.pod_status(&msg, &node, &ns).await),
+            (resource_type::POD, Operation::Delete) => Some(self.pod_delete(&msg, &ns, &name, grant.pin_uid()).await),
+            (resource_type::POD, Operation::Insert) => {
                 self.pod_insert(&msg, &ns).await;
                 None
             }
-            (resource_type::CONFIGMAP, operation::QUERY) => {
+            (resource_type::CONFIGMAP, Operation::Query) => {
                 Some(self.get_object(&msg, &ns, "v1", "ConfigMap", "configmaps", &name).await)
             }
-            (resource_type::SECRET, operation::QUERY) => {
+            (resource_type::SECRET, Operation::Query) => {
                 Some(self.get_object(&msg, &ns, "v1", "Secret", "secrets", &name).await)
             }
-            (resource_type::PERSISTENT_VOLUME, operation::QUERY) => {
+            (resource_type::PERSISTENT_VOLUME, Operation::Query) => {
                 Some(self.get_object(&msg, "", "v1", "PersistentVolume", "persistentvolumes", &name).await)
             }
-            (resource_type::PERSISTENT_VOLUME_CLAIM, operation::QUERY) => {
+            (resource_type::PERSISTENT_VOLUME_CLAIM, Operation::Query) => {
                 Some(self.get_object(&msg, &ns, "v1", "PersistentVolumeClaim", "persistentvolumeclaims", &name).await)
             }
-            (resource_type::VOLUME_ATTACHMENT, operation::QUERY) => Some(
+            (resource_type::VOLUME_ATTACHMENT, Operation::Query) => Some(
                 self.get_object(&msg, "", "storage.k8s.io/v1", "VolumeAttachment", "volumeattachments", &name).await,
             ),
-            (resource_type::SERVICE_ACCOUNT_TOKEN, operation::QUERY) => Some(self.token(&msg, &ns, &name).await),
-            (resource_type::LEASE, operation::INSERT | operation::UPDATE) => {
+            (resource_type::SERVICE_ACCOUNT_TOKEN, Operation::Query) => Some(self.token(&msg, &ns, &name).await),
+            (resource_type::LEASE, Operation::Insert | Operation::Update) => {
                 Some(self.lease_write(&msg, &ns, &name).await)
             }
-            (resource_type::LEASE, operation::QUERY) => Some(self.lease_query(&msg, &ns, &name).await),
-            (resource_type::EVENT, operation::INSERT | operation::UPDATE | operation::PATCH) => {
+            (resource_type::LEASE, Operation::Query) => Some(self.lease_query(&msg, &ns, &name).await),
+            (resource_type::EVENT, Operation::Insert | Operation::Update | Operation::Patch) => {
                 self.event(&msg, &ns).await;
                 None
             }
             _ => {
-                debug!(node, resource = %msg.router.resource, op, "No handler for an upstream message; dropped.");
+                debug!(node, resource = %msg.router.resource, %op, "No handler for an upstream message; dropped.");
                 None
             }
         };
@@ -315,14 +283,19 @@ impl Upstream {
                     .insert(crate::cloudhub::https::REGISTERED_BY_EDGE.to_owned(), "true".to_owned());
                 api.create(&PostParams::default(), &n).await
             }
-            _ => return self.reply(msg, object_resp(None, Some(bad_request("node insert content is not a Node")))),
+            _ => {
+                return reply::response(
+                    msg,
+                    reply::object_resp(None, Some(bad_request("node insert content is not a Node"))),
+                );
+            }
         };
         let result = result.map_err(|e| status_error(&e));
         match result {
-            Ok(n) => self.reply(msg, object_resp(serde_json::to_value(&n).ok(), None)),
+            Ok(n) => reply::response(msg, reply::object_resp(serde_json::to_value(&n).ok(), None)),
             Err(e) => {
                 debug!(node, error = %e, "Node registration failed.");
-                self.reply(msg, object_resp(None, Some(e)))
+                reply::response(msg, reply::object_resp(None, Some(e)))
             }
         }
     }
@@ -330,8 +303,7 @@ impl Upstream {
     async fn node_update(&self, msg: &Message, name: &str) -> Message {
         let api: Api<Node> = Api::all(self.client.clone());
         let Some(mut v) = content_value(msg) else {
-            return self
-                .reply(msg, Content::json(&bad_request("node update content is not JSON")).unwrap_or(Content::null()));
+            return reply::response(msg, Content::from_value(&bad_request("node update content is not JSON")));
         };
         edge_node_metadata(&mut v);
         // Labels and annotations from the edge are merged in; nothing else is taken.
@@ -340,8 +312,8 @@ impl Upstream {
             "annotations": v.pointer("/metadata/annotations").cloned().unwrap_or(json!({})),
         }});
         match api.patch(name, &PatchParams::default(), &Patch::Strategic(patch)).await {
-            Ok(_) => self.reply(msg, Content::string("OK")),
-            Err(e) => self.reply(msg, Content::json(&status_error(&e)).unwrap_or(Content::null())),
+            Ok(_) => reply::response(msg, reply::ok()),
+            Err(e) => reply::response(msg, Content::from_value(&status_error(&e))),
         }
     }
 
@@ -351,7 +323,7 @@ impl Upstream {
     /// it (its `metadata.uid`, a precondition), unless the edge pinned it already.
     async fn status_patch(&self, msg: &Message, pod: Option<(&str, Option<&str>)>, name: &str) -> Message {
         let Some(mut patch) = content_value(msg) else {
-            return self.reply(msg, object_resp(None, Some(bad_request("the patch is not JSON"))));
+            return reply::response(msg, reply::object_resp(None, Some(bad_request("the patch is not JSON"))));
         };
         if let (Some((_, Some(uid))), Some(obj)) = (pod, patch.as_object_mut()) {
             let meta = obj.entry("metadata").or_insert_with(|| json!({}));
@@ -377,13 +349,13 @@ impl Upstream {
         match result {
             Ok(obj) => {
                 // Upstream's patch replies carry the patched object's version in the header.
-                let mut r = self.reply(msg, object_resp(obj.clone(), None));
+                let mut r = reply::response(msg, reply::object_resp(obj.clone(), None));
                 r.header.resource_version = resource_version(&obj);
                 r
             }
             Err(e) => {
                 debug!(name, error = %e, "Status patch failed.");
-                self.reply(msg, object_resp(None, Some(status_error(&e))))
+                reply::response(msg, reply::object_resp(None, Some(status_error(&e))))
             }
         }
     }
@@ -392,14 +364,11 @@ impl Upstream {
         let api: Api<Node> = Api::all(self.client.clone());
         let status = content_value(msg).and_then(|v| v.get("Status").cloned());
         let Some(status) = status else {
-            return self.reply(
-                msg,
-                Content::json(&bad_request("nodestatus content has no Status")).unwrap_or(Content::null()),
-            );
+            return reply::response(msg, Content::from_value(&bad_request("nodestatus content has no Status")));
         };
         match api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await {
-            Ok(_) => self.reply(msg, Content::string("OK")),
-            Err(e) => self.reply(msg, Content::json(&status_error(&e)).unwrap_or(Content::null())),
+            Ok(_) => reply::response(msg, reply::ok()),
+            Err(e) => reply::response(msg, Content::from_value(&status_error(&e))),
         }
     }
 
@@ -438,8 +407,8 @@ impl Upstream {
             }
         }
         match refused {
-            Some(d) => self.reply(msg, json_content(&d.status_error())),
-            None => self.reply(msg, Content::string("OK")),
+            Some(d) => reply::response(msg, Content::from_value(&d.status_error())),
+            None => reply::response(msg, reply::ok()),
         }
     }
 
@@ -472,9 +441,9 @@ impl Upstream {
             dp.preconditions = Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None });
         }
         match api.delete(name, &dp).await {
-            Ok(_) => self.reply(msg, Content::string("OK")),
-            Err(kube::Error::Api(s)) if s.code == 404 => self.reply(msg, Content::string("OK")),
-            Err(e) => self.reply(msg, Content::json(&status_error(&e)).unwrap_or(Content::null())),
+            Ok(_) => reply::response(msg, reply::ok()),
+            Err(kube::Error::Api(s)) if s.code == 404 => reply::response(msg, reply::ok()),
+            Err(e) => reply::response(msg, Content::from_value(&status_error(&e))),
         }
     }
 
@@ -515,12 +484,14 @@ impl Upstream {
                 o.metadata.managed_fields = None;
                 let rv = o.metadata.resource_version.clone().unwrap_or_default();
                 let value = with_types(serde_json::to_value(&o).unwrap_or(Value::Null), api_version, kind);
-                let mut r = self.reply(msg, Content::json(&value).unwrap_or(Content::null()));
+                let mut r = reply::response(msg, Content::from_value(&value));
                 r.header.resource_version = rv;
                 r
             }
-            Err(e) if is_not_found(&e) && kind == "Node" => self.reply(msg, json_content(&not_found("node", "", name))),
-            Err(e) => self.reply(msg, Content::json(&status_error(&e)).unwrap_or(Content::null())),
+            Err(e) if is_not_found(&e) && kind == "Node" => {
+                reply::response(msg, Content::from_value(&StatusError::not_found("node", "", name).to_value()))
+            }
+            Err(e) => reply::response(msg, Content::from_value(&status_error(&e))),
         }
     }
 
@@ -531,8 +502,8 @@ impl Upstream {
         let result: Result<Value, kube::Error> =
             api.create_subresource("token", sa, &PostParams::default(), &body).await;
         match result {
-            Ok(v) => self.reply(msg, Content::json(&v).unwrap_or(Content::null())),
-            Err(e) => self.reply(msg, Content::json(&status_error(&e)).unwrap_or(Content::null())),
+            Ok(v) => reply::response(msg, Content::from_value(&v)),
+            Err(e) => reply::response(msg, Content::from_value(&status_error(&e))),
         }
     }
 
@@ -542,20 +513,20 @@ impl Upstream {
         let ns = or_lease_ns(ns);
         let api: Api<Lease> = Api::namespaced(self.client.clone(), ns);
         let Some(Ok(mut lease)) = content_value(msg).map(serde_json::from_value::<Lease>) else {
-            return self.reply(msg, object_resp(None, Some(bad_request("lease content is not a Lease"))));
+            return reply::response(msg, reply::object_resp(None, Some(bad_request("lease content is not a Lease"))));
         };
         let name = lease.metadata.name.clone().unwrap_or_else(|| resource_name.to_owned());
         lease.metadata.name = Some(name.clone());
         lease.metadata.generate_name = None;
-        let result = if msg.router.operation == operation::INSERT {
+        let result = if msg.operation() == Operation::Insert {
             lease.metadata.resource_version = None;
             api.create(&PostParams::default(), &lease).await
         } else {
             api.replace(&name, &PostParams::default(), &lease).await
         };
         match result {
-            Ok(l) => self.reply(msg, object_resp(serde_json::to_value(&l).ok(), None)),
-            Err(e) => self.reply(msg, object_resp(None, Some(status_error(&e)))),
+            Ok(l) => reply::response(msg, reply::object_resp(serde_json::to_value(&l).ok(), None)),
+            Err(e) => reply::response(msg, reply::object_resp(None, Some(status_error(&e)))),
         }
     }
 
@@ -566,19 +537,20 @@ impl Upstream {
             Ok(mut l) => {
                 l.metadata.managed_fields = None;
                 let v = with_types(serde_json::to_value(&l).unwrap_or(Value::Null), "coordination.k8s.io/v1", "Lease");
-                self.reply(msg, object_resp(Some(v), None))
+                reply::response(msg, reply::object_resp(Some(v), None))
             }
-            Err(e) if is_not_found(&e) => {
-                self.reply(msg, object_resp(None, Some(not_found("lease", "coordination.k8s.io", name))))
-            }
-            Err(e) => self.reply(msg, object_resp(None, Some(status_error(&e)))),
+            Err(e) if is_not_found(&e) => reply::response(
+                msg,
+                reply::object_resp(None, Some(StatusError::not_found("lease", "coordination.k8s.io", name).to_value())),
+            ),
+            Err(e) => reply::response(msg, reply::object_resp(None, Some(status_error(&e)))),
         }
     }
 
     async fn event(&self, msg: &Message, ns: &str) {
         let Some(v) = content_value(msg) else { return };
-        let (ev, patch) = match msg.router.operation.as_str() {
-            operation::PATCH => (v.get("event").cloned().unwrap_or(Value::Null), v.get("patchData").cloned()),
+        let (ev, patch) = match msg.operation() {
+            Operation::Patch => (v.get("event").cloned().unwrap_or(Value::Null), v.get("patchData").cloned()),
             _ => (v, None),
         };
         let Ok(ev) = serde_json::from_value::<KubeEvent>(ev) else { return };
