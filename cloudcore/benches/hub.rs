@@ -11,9 +11,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloudcore::cloudhub::fleet::{FleetEvent, connect_fleet};
 use cloudcore::cloudhub::session::Hub;
 use kubeedge_beehive::{Registry, RestartPolicy};
+use kubeedge_hollow::ack_fleet::{FleetEvent, connect_fleet};
 use kubeedge_model::{Content, Message};
 use kubeedge_pki::Ca;
 use kubeedge_viaduct::ServerOptions;

@@ -5,8 +5,8 @@ mod common;
 
 use std::collections::HashSet;
 
-use cloudcore::cloudhub::fleet::{FleetEvent, connect_fleet};
 use common::{PATIENCE, pod_insert, setup, until_connected};
+use kubeedge_hollow::ack_fleet::{FleetEvent, connect_fleet};
 
 const EDGES: usize = 1000;
 

@@ -7,10 +7,10 @@
 //! - [`https`]: the join API on :10002.
 //! - [`queue`]: one node's downstream queues (ACK rules, one in flight, resends, dedup).
 //! - [`session`]: the edge sessions on :10000; [`module`]: CloudHub as a bus module.
-//! - [`fleet`]: an in-process fleet of edge clients, for tests and benchmarks only.
+//!
+//! The edges its tests and benchmarks connect are `kubeedge_hollow::ack_fleet`'s.
 
 pub mod certs;
-pub mod fleet;
 pub mod https;
 pub mod module;
 pub mod queue;

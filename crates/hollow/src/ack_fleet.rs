@@ -1,13 +1,16 @@
-//! An in-process fleet of edge clients for tests and benchmarks: each with its own certificate
-//! signed by the CA, speaking the real protocol over mTLS WebSockets, ACKing what it receives
-//! as MetaManager would. When its session ends an edge reconnects the way EdgeHub does while
-//! CloudHub is away: a new attempt about every second (±20 %). Never used by the daemon itself.
+//! A fleet of edges that only ACK, for CloudHub's tests and benchmarks (`cloudcore/tests/
+//! cloudhub_scale.rs`, `cloudcore/benches/hub.rs`): each with its own certificate signed by the
+//! CA, speaking the real protocol over mTLS WebSockets, ACKing every message it receives as
+//! MetaManager would (`protocol::edge::ack`) and reporting it. When its session ends an edge
+//! reconnects the way EdgeHub does while CloudHub is away: a new attempt about every second
+//! (±20 %). Unlike [`Fleet`](crate::Fleet) it registers nothing and runs no pods.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kubeedge_model::{Content, Message};
+use kubeedge_model::Message;
+use kubeedge_model::protocol::edge;
 use kubeedge_pki::{Ca, ExtKeyUsage};
 use kubeedge_viaduct::{ClientOptions, client_tls, connect};
 use tokio::sync::mpsc;
@@ -62,7 +65,7 @@ pub async fn connect_fleet(
             let opts = ClientOptions {
                 server: addr,
                 node_id: node.clone(),
-                project_id: "e632aba927ea4ac2b575ec1603d56f10".to_owned(),
+                project_id: crate::PROJECT_ID.to_owned(),
                 max_message: kubeedge_model::MAX_MESSAGE_SIZE,
                 handshake_timeout: Duration::from_secs(60),
             };
@@ -79,8 +82,7 @@ pub async fn connect_fleet(
                                 m = c.recv() => m,
                             };
                             let Ok(Some(msg)) = msg else { break };
-                            let ack = Message::response_to(&msg, Content::string("OK"));
-                            if c.send(&ack).await.is_err() {
+                            if c.send(&edge::ack(&msg)).await.is_err() {
                                 break;
                             }
                             if tx.send(FleetEvent::Received(node.clone(), Box::new(msg))).is_err() {

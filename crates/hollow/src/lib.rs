@@ -21,8 +21,13 @@
 //! Timers start at a random phase per node, so a fleet's traffic is spread as real nodes'.
 //! Handshakes (first connections and reconnections) are bounded by `parallel` per process:
 //! one process cannot do 10,000 TLS handshakes at once without starving its sessions.
+//!
+//! Every message comes from the model's protocol module (`kubeedge_model::protocol`), as
+//! edgecore's do; [`fake`] holds only what a hollow node makes up (host facts, pod statuses).
+//! [`ack_fleet`] is a simpler fleet of edges that only ACK, for CloudHub's own tests and bench.
 
-pub mod shapes;
+pub mod ack_fleet;
+pub mod fake;
 
 mod node;
 

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kubeedge_model::constants::{operation, resource_type};
-use kubeedge_model::{Content, Message};
+use kubeedge_model::constants::resource_type;
+use kubeedge_model::protocol::objects::{self, NodeFacts};
+use kubeedge_model::protocol::{NODE_NAMESPACE, ReplyError, edge, reply};
+use kubeedge_model::{Message, Operation, ResourcePath};
 use kubeedge_pki::{Ca, ExtKeyUsage};
 use kubeedge_viaduct::{ClientOptions, Connection};
 use serde::Deserialize;
@@ -18,7 +20,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tokio_rustls::client::TlsStream;
 use tracing::debug;
 
-use crate::shapes::{self, LEASE_NAMESPACE};
+use crate::fake::{self, now_strings};
 use crate::{Kind, PROJECT_ID, Shared, jittered, unit};
 
 type Conn = Connection<TlsStream<TcpStream>>;
@@ -238,8 +240,8 @@ impl Node {
                 _ = lease.tick() => self.lease_tick(&mut conn).await,
                 _ = status.tick() => {
                     if self.registered {
-                        let (now, _) = shapes::now_strings();
-                        let msg = shapes::node_patch(&self.name, &shapes::heartbeat_patch(&now));
+                        let (now, _) = now_strings();
+                        let msg = edge::node_patch(NODE_NAMESPACE, &self.name, &objects::heartbeat_patch(&now));
                         self.send(&mut conn, msg, Kind::NodeStatus, Some(Pending::NodeStatus)).await
                     } else {
                         true
@@ -258,8 +260,24 @@ impl Node {
         }
     }
 
+    /// The made-up host this node reports.
+    fn facts(&self) -> NodeFacts {
+        fake::node_facts(&self.name, &self.host_ip)
+    }
+
+    /// The node exists in the cloud: counted, and its status brought up to date (it may have
+    /// existed before).
+    async fn registered(&mut self, conn: &mut Conn) -> bool {
+        self.registered = true;
+        self.shared.stats.registered.fetch_add(1, Ordering::Relaxed);
+        let (now, _) = now_strings();
+        let patch = objects::status_patch(&objects::node_status(&self.facts(), &now));
+        let msg = edge::node_patch(NODE_NAMESPACE, &self.name, &patch);
+        self.send(conn, msg, Kind::NodeStatus, Some(Pending::NodeStatus)).await
+    }
+
     async fn keepalive(&mut self, conn: &mut Conn) -> bool {
-        if !self.send(conn, shapes::keepalive(), Kind::Keepalive, None).await {
+        if !self.send(conn, edge::keepalive(), Kind::Keepalive, None).await {
             return false;
         }
         self.shared.stats.count(Kind::Ping, 0);
@@ -267,8 +285,10 @@ impl Node {
     }
 
     async fn register(&mut self, conn: &mut Conn) -> bool {
-        let (now, _) = shapes::now_strings();
-        let msg = shapes::node_insert(&self.name, &self.host_ip, &now);
+        let (now, _) = now_strings();
+        let labels = objects::node_labels(&self.name, &self.facts().architecture);
+        let node = objects::node_object(&self.name, &labels, true, objects::node_status(&self.facts(), &now));
+        let msg = edge::node_insert(NODE_NAMESPACE, &self.name, &node);
         self.send(conn, msg, Kind::NodeInsert, Some(Pending::NodeInsert)).await
     }
 
@@ -294,11 +314,11 @@ impl Node {
                 return false;
             }
         }
-        let (_, micro) = shapes::now_strings();
-        let secs = self.shared.cfg.timings.lease_duration.as_secs();
+        let (_, micro) = now_strings();
+        let secs = i32::try_from(self.shared.cfg.timings.lease_duration.as_secs()).unwrap_or(i32::MAX);
         let (msg, insert) = match self.lease.clone() {
-            Some(l) => (shapes::lease_update(&self.name, l, &micro), false),
-            None => (shapes::lease_insert(&self.name, &self.uid, secs, &micro), true),
+            Some(l) => (edge::lease_update(&self.name, l, &micro), false),
+            None => (edge::lease_insert(&self.name, &self.uid, secs, &micro), true),
         };
         self.send(conn, msg, Kind::Lease, Some(Pending::Lease { insert })).await
     }
@@ -307,8 +327,8 @@ impl Node {
         let Some(p) = self.pods.get_mut(uid) else { return true };
         p.sent_at = Some(Instant::now());
         let p = &*p;
-        let status = shapes::running_status(&self.host_ip, &p.pod_ip, &p.started, &p.containers, uid);
-        let msg = shapes::pod_patch(&p.ns, &p.name, uid, &status);
+        let status = fake::running_status(&self.host_ip, &p.pod_ip, &p.started, &p.containers, uid);
+        let msg = edge::pod_patch(&p.ns, &p.name, Some(uid), status);
         self.send(conn, msg, Kind::PodPatch, Some(Pending::PodPatch { uid: uid.to_owned() })).await
     }
 
@@ -317,26 +337,25 @@ impl Node {
         stats.received.fetch_add(1, Ordering::Relaxed);
         if let Some(p) = msg.parent_id().and_then(|id| self.pending.remove(id)) {
             let ok = self.reply(conn, p, &msg).await;
-            if ok && shapes::needs_ack(&msg) {
+            if ok && edge::needs_ack(&msg) {
                 return self.ack(conn, &msg).await;
             }
             return ok;
         }
-        if msg.router.operation == operation::RESPONSE || msg.router.operation == operation::ERROR {
+        if reply::is_reply(&msg) {
             // A reply to a request of an earlier session.
-            return if shapes::needs_ack(&msg) { self.ack(conn, &msg).await } else { true };
+            return if edge::needs_ack(&msg) { self.ack(conn, &msg).await } else { true };
         }
-        if !shapes::needs_ack(&msg) {
+        if !edge::needs_ack(&msg) {
             return true;
         }
-        let mut parts = msg.router.resource.splitn(3, '/');
-        let (_ns, ty) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-        if ty != resource_type::POD {
+        let is_pod = ResourcePath::parse(&msg.router.resource).is_ok_and(|p| p.resource_type == resource_type::POD);
+        if !is_pod {
             // Configmaps, secrets, node updates…: stored, then ACKed.
             return self.ack(conn, &msg).await;
         }
-        match msg.router.operation.as_str() {
-            operation::INSERT | operation::UPDATE => {
+        match msg.operation() {
+            Operation::Insert | Operation::Update => {
                 let Ok(pod) = msg.content.decode::<PodLite>() else {
                     // MetaManager drops content that is not an object, without an ACK.
                     return true;
@@ -358,7 +377,7 @@ impl Node {
                 }
                 true
             }
-            operation::DELETE => {
+            Operation::Delete => {
                 let uid = msg.content.decode::<PodLite>().map(|p| p.metadata.uid).unwrap_or_default();
                 if self.pods.remove(&uid).is_some() {
                     stats.pods.fetch_sub(1, Ordering::Relaxed);
@@ -373,7 +392,7 @@ impl Node {
         let n = self.shared.cfg.first + self.index;
         self.next_ip = self.next_ip.wrapping_add(1);
         let pod_ip = format!("10.{}.{}.{}", (n >> 8) & 255, n & 255, 2 + self.next_ip % 250);
-        let (started, _) = shapes::now_strings();
+        let (started, _) = now_strings();
         let containers = pod
             .spec
             .containers
@@ -405,10 +424,10 @@ impl Node {
             return true;
         }
         p.terminating = true;
-        let (now, _) = shapes::now_strings();
-        let status = shapes::terminated_status(&self.host_ip, &p.pod_ip, &now, &p.containers, uid);
-        let patch = shapes::pod_patch(&p.ns, &p.name, uid, &status);
-        let delete = shapes::pod_delete(&p.ns, &p.name, uid);
+        let (now, _) = now_strings();
+        let status = fake::terminated_status(&self.host_ip, &p.pod_ip, &now, &p.containers, uid);
+        let patch = edge::pod_patch(&p.ns, &p.name, Some(uid), status);
+        let delete = edge::pod_delete(&p.ns, &p.name, uid);
         self.send(conn, patch, Kind::PodPatch, None).await
             && self.send(conn, delete, Kind::PodDelete, Some(Pending::PodDelete)).await
     }
@@ -417,13 +436,13 @@ impl Node {
         if let Some(acked) = &self.shared.acked {
             acked.lock().insert((self.name.clone(), msg.router.resource.clone()), msg.header.resource_version.clone());
         }
-        self.send(conn, shapes::ack(msg), Kind::Ack, None).await
+        self.send(conn, edge::ack(msg), Kind::Ack, None).await
     }
 
     /// A reply to one of this node's requests.
     async fn reply(&mut self, conn: &mut Conn, p: Pending, msg: &Message) -> bool {
         let stats = self.shared.stats.clone();
-        let resp = shapes::object_resp(msg);
+        let resp = reply::object_of(msg);
         if resp.is_err() {
             stats.request_errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -431,22 +450,9 @@ impl Node {
             Pending::NodeInsert => match resp {
                 Ok(node) => {
                     self.uid = uid_of(&node);
-                    self.registered = true;
-                    stats.registered.fetch_add(1, Ordering::Relaxed);
-                    // The node may have existed: its status is brought up to date.
-                    let (now, _) = shapes::now_strings();
-                    let status = serde_json::json!({"status": shapes::node_status(&self.name, &self.host_ip, &now)});
-                    let msg = shapes::node_patch(&self.name, &status);
-                    return self.send(conn, msg, Kind::NodeStatus, Some(Pending::NodeStatus)).await;
+                    return self.registered(conn).await;
                 }
-                Err((reason, code)) if code == 409 || reason == "AlreadyExists" => {
-                    self.registered = true;
-                    stats.registered.fetch_add(1, Ordering::Relaxed);
-                    let (now, _) = shapes::now_strings();
-                    let status = serde_json::json!({"status": shapes::node_status(&self.name, &self.host_ip, &now)});
-                    let msg = shapes::node_patch(&self.name, &status);
-                    return self.send(conn, msg, Kind::NodeStatus, Some(Pending::NodeStatus)).await;
-                }
+                Err(e) if e.code() == 409 || e.is_already_exists() => return self.registered(conn).await,
                 // Retried at the next lease tick.
                 Err(_) => {}
             },
@@ -462,29 +468,16 @@ impl Node {
                     self.lease = Some(l);
                     stats.lease_renewals.fetch_add(1, Ordering::Relaxed);
                 }
-                Err((reason, _)) if insert && reason == "AlreadyExists" => {
+                Err(e) if insert && e.is_already_exists() => {
                     // Left from an earlier run: read it, then renew it.
-                    let res = format!("{LEASE_NAMESPACE}/{}/{}", resource_type::LEASE, self.name);
-                    let q = Message::build(
-                        kubeedge_model::constants::module::EDGED,
-                        kubeedge_model::constants::group::META,
-                        res,
-                        operation::QUERY,
-                        Content::null(),
-                    );
+                    let q = edge::lease_query(&self.name);
                     return self.send(conn, q, Kind::Query, Some(Pending::LeaseQuery)).await;
                 }
                 Err(_) => self.lease = None,
             },
             Pending::LeaseQuery => {
                 if let Ok(v) = resp {
-                    let v = match v {
-                        Value::Array(mut v) if !v.is_empty() => {
-                            let first = v.swap_remove(0);
-                            first.as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(first)
-                        }
-                        other => other,
-                    };
+                    let v = reply::first_stored(v);
                     self.lease = v.is_object().then_some(v);
                 }
             }
@@ -497,7 +490,7 @@ impl Node {
                         stats.pods_running.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Err((_, 404)) => {
+                Err(ReplyError::Status { code: 404, .. }) => {
                     if self.pods.remove(&uid).is_some() {
                         stats.pods.fetch_sub(1, Ordering::Relaxed);
                     }

@@ -52,7 +52,8 @@ pub struct MetaSource {
 
 impl MetaSource {
     async fn query(&self, resource: String, content: Content) -> Option<Value> {
-        let reply = self.bus.send_sync(module::METAMANAGER, edge::query(resource, content), REQUEST_TIMEOUT).await.ok()?;
+        let reply =
+            self.bus.send_sync(module::METAMANAGER, edge::query(resource, content), REQUEST_TIMEOUT).await.ok()?;
         if reply.operation() == Operation::Error {
             return None;
         }

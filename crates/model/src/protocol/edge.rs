@@ -32,13 +32,7 @@ pub fn keepalive() -> Message {
 /// `"disconnected"`.
 pub fn connection_notice(group: &str, connected: bool) -> Message {
     let content = if connected { CONNECTED } else { DISCONNECTED };
-    Message::build(
-        source::EDGEHUB,
-        group,
-        resource_type::NODE_CONNECTION,
-        Operation::Connect,
-        Content::string(content),
-    )
+    Message::build(source::EDGEHUB, group, resource_type::NODE_CONNECTION, Operation::Connect, Content::string(content))
 }
 
 /// Whether the link is up, if `msg` is a connection notice (any content but `"connected"`

@@ -207,7 +207,8 @@ mod tests {
         let lease = json!({"metadata": {"name": "e"}});
         assert_eq!(object_of(&reply(json!({"Object": lease, "Err": null}))), Ok(lease.clone()));
         assert_eq!(object_of(&reply(lease.clone())), Ok(lease));
-        let gone = object_of(&reply(json!({"Object": null, "Err": {"ErrStatus": {"reason": "NotFound", "code": 404}}})));
+        let gone =
+            object_of(&reply(json!({"Object": null, "Err": {"ErrStatus": {"reason": "NotFound", "code": 404}}})));
         let gone = gone.unwrap_err();
         assert!(gone.is_not_found() && !gone.is_conflict());
         assert_eq!(gone.to_string(), "NotFound (404)");
