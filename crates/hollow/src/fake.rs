@@ -2,7 +2,7 @@
 //! 8 GiB, a `fake://` runtime) and the statuses of its pods. The messages that carry them are the
 //! model's (`kubeedge_model::protocol`), the same as edgecore's.
 
-use kubeedge_model::protocol::objects::NodeFacts;
+use kubeedge_model::protocol::objects::{HostInfo, NodeFacts};
 use serde_json::{Value, json};
 
 /// A hollow node's memory, KiB (capacity and allocatable alike).
@@ -10,18 +10,21 @@ const MEMORY_KI: u64 = 8_039_920;
 
 /// The facts of a hollow node `name` at `ip`: a fake host of 4 CPUs and 8 GiB.
 pub fn node_facts(name: &str, ip: &str) -> NodeFacts {
-    NodeFacts {
-        name: name.to_owned(),
-        address: ip.to_owned(),
+    let host = HostInfo {
         cpus: 4,
         memory_ki: MEMORY_KI,
-        allocatable_memory_ki: MEMORY_KI,
-        max_pods: 110,
         kernel_version: "hollow".to_owned(),
         os_image: "hollow".to_owned(),
         architecture: "amd64".to_owned(),
+        ..HostInfo::default()
+    };
+    NodeFacts {
+        name: name.to_owned(),
+        address: ip.to_owned(),
+        host,
+        allocatable_memory_ki: MEMORY_KI,
+        max_pods: 110,
         runtime_version: "fake://0.1.0".to_owned(),
-        ..NodeFacts::default()
     }
 }
 

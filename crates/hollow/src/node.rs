@@ -286,7 +286,7 @@ impl Node {
 
     async fn register(&mut self, conn: &mut Conn) -> bool {
         let (now, _) = now_strings();
-        let labels = objects::node_labels(&self.name, &self.facts().architecture);
+        let labels = objects::node_labels(&self.name, &self.facts().host.architecture);
         let node = objects::node_object(&self.name, &labels, true, objects::node_status(&self.facts(), &now));
         let msg = edge::node_insert(NODE_NAMESPACE, &self.name, &node);
         self.send(conn, msg, Kind::NodeInsert, Some(Pending::NodeInsert)).await

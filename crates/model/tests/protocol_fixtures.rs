@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use kubeedge_model::protocol::objects::{self, NodeFacts};
+use kubeedge_model::protocol::objects::{self, HostInfo, NodeFacts};
 use kubeedge_model::protocol::{ReplyError, StatusError, edge, reply};
 use kubeedge_model::{Content, MAX_MESSAGE_SIZE, Message, Operation};
 use serde_json::{Value, json};
@@ -155,19 +155,22 @@ fn node_insert_is_upstreams_value() {
     let info = &status["nodeInfo"];
     let text = |v: &Value| v.as_str().unwrap().to_owned();
     let ki = |v: &Value| text(v).trim_end_matches("Ki").parse::<u64>().unwrap();
-    let facts = NodeFacts {
-        name: NODE.into(),
-        address: text(&status["addresses"][0]["address"]),
+    let host = HostInfo {
         cpus: text(&status["capacity"]["cpu"]).parse().unwrap(),
         memory_ki: ki(&status["capacity"]["memory"]),
-        allocatable_memory_ki: ki(&status["allocatable"]["memory"]),
-        max_pods: text(&status["capacity"]["pods"]).parse().unwrap(),
         machine_id: text(&info["machineID"]),
         system_uuid: text(&info["systemUUID"]),
         boot_id: text(&info["bootID"]),
         kernel_version: text(&info["kernelVersion"]),
         os_image: text(&info["osImage"]),
         architecture: text(&info["architecture"]),
+    };
+    let facts = NodeFacts {
+        name: NODE.into(),
+        address: text(&status["addresses"][0]["address"]),
+        host,
+        allocatable_memory_ki: ki(&status["allocatable"]["memory"]),
+        max_pods: text(&status["capacity"]["pods"]).parse().unwrap(),
         runtime_version: text(&info["containerRuntimeVersion"]),
     };
     let now = text(&status["conditions"][0]["lastHeartbeatTime"]);

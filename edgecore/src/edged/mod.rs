@@ -172,7 +172,7 @@ impl NodeAgent {
     /// Registers (retrying while the cloud is away), then renews the lease every quarter of its
     /// duration and sends a status heartbeat every `status_report`, until `stop`.
     pub async fn run(self, stop: CancellationToken) {
-        let host = HostInfo::detect();
+        let host = node::detect_host();
         // At start the link is usually seconds away at most: retry soon, then less often
         // (100 ms doubling to `retry`), so the node is Ready as soon as the link is up.
         let mut wait = FIRST_RETRY.min(self.timings.retry);

@@ -5,76 +5,52 @@
 
 use std::collections::BTreeMap;
 
+pub use kubeedge_model::protocol::objects::HostInfo;
 use kubeedge_model::protocol::objects::{self, NodeFacts};
 use serde_json::Value;
 
 /// Memory kept back from allocatable by default (upstream's eviction threshold, 100Mi).
 const RESERVED_MEMORY_KI: u64 = 100 * 1024;
 
-/// Facts about the host, read once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostInfo {
-    /// Logical CPUs.
-    pub cpus: u64,
-    /// `MemTotal`, KiB.
-    pub memory_ki: u64,
-    /// `/etc/machine-id`.
-    pub machine_id: String,
-    /// `/sys/class/dmi/id/product_uuid` when readable, else the machine id.
-    pub system_uuid: String,
-    /// `/proc/sys/kernel/random/boot_id`.
-    pub boot_id: String,
-    /// `/proc/sys/kernel/osrelease`.
-    pub kernel_version: String,
-    /// `PRETTY_NAME` of `/etc/os-release`.
-    pub os_image: String,
-    /// Go's `runtime.GOARCH` spelling of the architecture.
-    pub architecture: String,
-}
-
 fn read_trim(path: &str) -> String {
     std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_default()
 }
 
-impl HostInfo {
-    /// Reads the host. Missing files give empty strings, never an error.
-    pub fn detect() -> Self {
-        let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
-        let memory_ki = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            })
-            .unwrap_or(0);
-        let machine_id = read_trim("/etc/machine-id");
-        let system_uuid = Some(read_trim("/sys/class/dmi/id/product_uuid"))
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| machine_id.clone());
-        let os_image = std::fs::read_to_string("/etc/os-release")
-            .ok()
-            .and_then(|t| {
-                t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_owned()))
-            })
-            .unwrap_or_else(|| "Linux".to_owned());
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "arm" => "arm",
-            other => other,
-        }
-        .to_owned();
-        Self {
-            cpus,
-            memory_ki,
-            machine_id,
-            system_uuid,
-            boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
-            kernel_version: read_trim("/proc/sys/kernel/osrelease"),
-            os_image,
-            architecture,
-        }
+/// Reads the host, once. Missing files give empty strings, never an error.
+pub fn detect_host() -> HostInfo {
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+    let memory_ki = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0);
+    let machine_id = read_trim("/etc/machine-id");
+    let system_uuid = Some(read_trim("/sys/class/dmi/id/product_uuid"))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| machine_id.clone());
+    let os_image = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_owned())))
+        .unwrap_or_else(|| "Linux".to_owned());
+    let architecture = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        other => other,
+    }
+    .to_owned();
+    HostInfo {
+        cpus,
+        memory_ki,
+        machine_id,
+        system_uuid,
+        boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
+        kernel_version: read_trim("/proc/sys/kernel/osrelease"),
+        os_image,
+        architecture,
     }
 }
 
@@ -107,16 +83,9 @@ pub fn status(spec: &NodeSpec, host: &HostInfo, now: &str) -> Value {
     let facts = NodeFacts {
         name: spec.name.clone(),
         address: spec.node_ip.clone(),
-        cpus: host.cpus,
-        memory_ki: host.memory_ki,
+        host: host.clone(),
         allocatable_memory_ki: host.memory_ki.saturating_sub(RESERVED_MEMORY_KI),
         max_pods: spec.max_pods,
-        machine_id: host.machine_id.clone(),
-        system_uuid: host.system_uuid.clone(),
-        boot_id: host.boot_id.clone(),
-        kernel_version: host.kernel_version.clone(),
-        os_image: host.os_image.clone(),
-        architecture: host.architecture.clone(),
         runtime_version: spec.runtime_version.clone(),
     };
     objects::node_status(&facts, now)
@@ -161,7 +130,7 @@ mod tests {
 
     #[test]
     fn the_node_has_the_shape_and_keys_of_upstreams_registration() {
-        let host = HostInfo::detect();
+        let host = detect_host();
         assert!(host.cpus >= 1);
         let ours = node_object(&spec(), &host, "2026-11-25T19:54:28Z");
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/upstream");

@@ -15,34 +15,40 @@ use super::{KUBELET_PORT, LEASE_NAMESPACE};
 /// The condition types edged reports, in the order upstream lists them.
 const CONDITION_TYPES: [&str; 4] = ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"];
 
-/// What a node says about itself in its status (read from the host by edged, made up by a
-/// hollow node).
+/// Facts about the host a node runs on (read by edged, made up by a hollow node).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostInfo {
+    /// Logical CPUs.
+    pub cpus: u64,
+    /// `MemTotal`, KiB.
+    pub memory_ki: u64,
+    /// `/etc/machine-id`.
+    pub machine_id: String,
+    /// `/sys/class/dmi/id/product_uuid` when readable, else the machine id.
+    pub system_uuid: String,
+    /// `/proc/sys/kernel/random/boot_id`.
+    pub boot_id: String,
+    /// `/proc/sys/kernel/osrelease`.
+    pub kernel_version: String,
+    /// `PRETTY_NAME` of `/etc/os-release`.
+    pub os_image: String,
+    /// Go's `runtime.GOARCH` spelling of the architecture (`amd64`, `arm64`).
+    pub architecture: String,
+}
+
+/// What a node says about itself in its status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeFacts {
     /// The node name (the `Hostname` address).
     pub name: String,
     /// The `InternalIP` address.
     pub address: String,
-    /// Logical CPUs (capacity and allocatable).
-    pub cpus: u64,
-    /// Memory capacity, KiB.
-    pub memory_ki: u64,
-    /// Allocatable memory, KiB.
+    /// The host: capacity (CPUs, memory) and nodeInfo.
+    pub host: HostInfo,
+    /// Allocatable memory, KiB (capacity less what is kept back).
     pub allocatable_memory_ki: u64,
     /// `maxPods`.
     pub max_pods: i32,
-    /// `nodeInfo.machineID`.
-    pub machine_id: String,
-    /// `nodeInfo.systemUUID`.
-    pub system_uuid: String,
-    /// `nodeInfo.bootID`.
-    pub boot_id: String,
-    /// `nodeInfo.kernelVersion`.
-    pub kernel_version: String,
-    /// `nodeInfo.osImage`.
-    pub os_image: String,
-    /// `nodeInfo.architecture`, Go's `GOARCH` spelling (`amd64`, `arm64`).
-    pub architecture: String,
     /// `nodeInfo.containerRuntimeVersion`, e.g. `containerd://1.6.20`.
     pub runtime_version: String,
 }
@@ -77,12 +83,13 @@ pub fn node_labels(name: &str, architecture: &str) -> BTreeMap<String, String> {
 /// The node's status at `now` (RFC 3339, seconds): capacity, allocatable, the four conditions
 /// (Ready), addresses, the kubelet endpoint and nodeInfo.
 pub fn node_status(facts: &NodeFacts, now: &str) -> Value {
+    let host = &facts.host;
     let resources = |memory_ki: u64| {
-        json!({"cpu": facts.cpus.to_string(), "hugepages-1Gi": "0", "hugepages-2Mi": "0",
+        json!({"cpu": host.cpus.to_string(), "hugepages-1Gi": "0", "hugepages-2Mi": "0",
             "memory": format!("{memory_ki}Ki"), "pods": facts.max_pods.to_string()})
     };
     json!({
-        "capacity": resources(facts.memory_ki),
+        "capacity": resources(host.memory_ki),
         "allocatable": resources(facts.allocatable_memory_ki),
         "conditions": [
             condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available", now),
@@ -93,11 +100,11 @@ pub fn node_status(facts: &NodeFacts, now: &str) -> Value {
         "addresses": [{"type": "InternalIP", "address": facts.address}, {"type": "Hostname", "address": facts.name}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
         "nodeInfo": {
-            "machineID": facts.machine_id, "systemUUID": facts.system_uuid, "bootID": facts.boot_id,
-            "kernelVersion": facts.kernel_version, "osImage": facts.os_image,
+            "machineID": host.machine_id, "systemUUID": host.system_uuid, "bootID": host.boot_id,
+            "kernelVersion": host.kernel_version, "osImage": host.os_image,
             "containerRuntimeVersion": facts.runtime_version, "kubeletVersion": kubelet_version(),
             "kubeProxyVersion": format!("v{}", env!("CARGO_PKG_VERSION")),
-            "operatingSystem": "linux", "architecture": facts.architecture,
+            "operatingSystem": "linux", "architecture": host.architecture,
         },
     })
 }
@@ -156,8 +163,7 @@ mod tests {
         let facts = NodeFacts {
             name: "e".into(),
             address: "192.0.2.1".into(),
-            cpus: 4,
-            memory_ki: 1000,
+            host: HostInfo { cpus: 4, memory_ki: 1000, ..HostInfo::default() },
             allocatable_memory_ki: 900,
             max_pods: 110,
             ..NodeFacts::default()
