@@ -12,23 +12,34 @@ pub const RESTRICTED_LABEL_PREFIX: &str = "node-restriction.kubernetes.io/";
 pub const PROTECTED_ANNOTATIONS: [&str; 2] =
     ["kubeedge.io/client-certificate-not-after", "kubeedge.io/registered-by-edge"];
 
+/// A write NodeRestriction refuses, with Kubernetes' message (the reason of a 403).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Restricted(pub String);
+
+impl From<Restricted> for String {
+    fn from(r: Restricted) -> Self {
+        r.0
+    }
+}
+
 /// Whether `pod` (a Pod as JSON) is a mirror pod that `node` may create; otherwise Kubernetes'
 /// NodeRestriction message.
-pub fn check(node: &str, pod: &Value) -> Result<(), String> {
+pub fn check(node: &str, pod: &Value) -> Result<(), Restricted> {
     let has_mirror =
         pod.pointer("/metadata/annotations").and_then(Value::as_object).is_some_and(|a| a.contains_key(CONFIG_MIRROR));
     if !has_mirror {
-        return Err(format!(
+        return Err(Restricted(format!(
             "pod does not have {CONFIG_MIRROR:?} annotation, node {node:?} can only create mirror pods"
-        ));
+        )));
     }
     let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
     if spec.get("nodeName").and_then(Value::as_str) != Some(node) {
-        return Err(format!("node {node:?} can only create pods with spec.nodeName set to itself"));
+        return Err(Restricted(format!("node {node:?} can only create pods with spec.nodeName set to itself")));
     }
     let non_empty = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| !s.is_empty());
     if non_empty(spec.get("serviceAccountName")) || non_empty(spec.get("serviceAccount")) {
-        return Err(format!("node {node:?} can not create pods that reference a service account"));
+        return Err(Restricted(format!("node {node:?} can not create pods that reference a service account")));
     }
     let volumes = spec.get("volumes").and_then(Value::as_array).cloned().unwrap_or_default();
     let projected = |kind: &str| {
@@ -58,19 +69,19 @@ pub fn check(node: &str, pod: &Value) -> Result<(), String> {
         || env_refs("secretKeyRef", "secretRef")
         || spec.get("imagePullSecrets").and_then(Value::as_array).is_some_and(|s| !s.is_empty());
     if secrets {
-        return Err(format!("node {node:?} can not create pods that reference secrets"));
+        return Err(Restricted(format!("node {node:?} can not create pods that reference secrets")));
     }
     if volumes.iter().any(|v| v.get("configMap").is_some())
         || projected("configMap")
         || env_refs("configMapKeyRef", "configMapRef")
     {
-        return Err(format!("node {node:?} can not create pods that reference configmaps"));
+        return Err(Restricted(format!("node {node:?} can not create pods that reference configmaps")));
     }
     if projected("serviceAccountToken") {
-        return Err(format!("node {node:?} can not create pods that reference a service account"));
+        return Err(Restricted(format!("node {node:?} can not create pods that reference a service account")));
     }
     if volumes.iter().any(|v| v.get("persistentVolumeClaim").is_some() || v.get("ephemeral").is_some()) {
-        return Err(format!("node {node:?} can not create pods that reference persistentvolumeclaims"));
+        return Err(Restricted(format!("node {node:?} can not create pods that reference persistentvolumeclaims")));
     }
     let owners = pod.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
     match owners.as_slice() {
@@ -81,7 +92,7 @@ pub fn check(node: &str, pod: &Value) -> Result<(), String> {
         {
             Ok(())
         }
-        _ => Err(format!("node {node:?} can only create pods with a single owner reference set to itself")),
+        _ => Err(Restricted(format!("node {node:?} can only create pods with a single owner reference set to itself"))),
     }
 }
 
@@ -140,10 +151,10 @@ mod tests {
     fn only_plain_mirror_pods_of_the_node_itself() {
         let plain = json!({"containers": [{"name": "c", "image": "busybox"}], "hostPID": true, "volumes": [{"name": "root", "hostPath": {"path": "/"}}]});
         assert_eq!(check("edge-a", &mirror("edge-a", plain.clone())), Ok(()));
-        assert!(check("edge-a", &mirror("edge-b", plain.clone())).unwrap_err().contains("spec.nodeName set to itself"));
+        assert!(check("edge-a", &mirror("edge-b", plain.clone())).unwrap_err().0.contains("spec.nodeName set to itself"));
         let mut not_mirror = mirror("edge-a", plain);
         not_mirror["metadata"]["annotations"] = json!({});
-        assert!(check("edge-a", &not_mirror).unwrap_err().contains("can only create mirror pods"));
+        assert!(check("edge-a", &not_mirror).unwrap_err().0.contains("can only create mirror pods"));
         let cases = [
             (json!({"serviceAccountName": "admin", "containers": []}), "service account"),
             (json!({"volumes": [{"name": "s", "secret": {"secretName": "x"}}], "containers": []}), "secrets"),
@@ -164,7 +175,7 @@ mod tests {
         ];
         for (spec, what) in cases {
             let err = check("edge-a", &mirror("edge-a", spec.clone())).unwrap_err();
-            assert!(err.contains(what), "{spec}: {err}");
+            assert!(err.0.contains(what), "{spec}: {err}");
         }
         let mut owned = mirror("edge-a", json!({"containers": []}));
         owned["metadata"]["ownerReferences"] =

@@ -405,27 +405,27 @@ impl NodeAuthorizer {
                      wanted: Vec<(String, Value)>,
                      guarded: &dyn Fn(&str) -> bool,
                      what: &str|
-         -> Result<(), String> {
+         -> Result<(), mirror::Restricted> {
             let wanted: std::collections::BTreeMap<String, Value> = wanted.into_iter().collect();
             for (k, v) in &wanted {
                 if current.get(k).map(|c| Value::String(c.clone())).as_ref() != Some(v) {
-                    return Err(format!("is not allowed to modify {what}: {k}"));
+                    return Err(mirror::Restricted(format!("is not allowed to modify {what}: {k}")));
                 }
             }
             if full && let Some(k) = current.keys().filter(|k| guarded(k)).find(|k| !wanted.contains_key(*k)) {
-                return Err(format!("is not allowed to remove {what}: {k}"));
+                return Err(mirror::Restricted(format!("is not allowed to remove {what}: {k}")));
             }
             Ok(())
         };
         check(&labels, mirror::restricted_labels(body), &|k| k.starts_with(mirror::RESTRICTED_LABEL_PREFIX), "labels")
-            .or_else(&refuse)?;
+            .or_else(|r| refuse(r.into()))?;
         check(
             &annotations,
             mirror::protected_annotations(body),
             &|k| mirror::PROTECTED_ANNOTATIONS.contains(&k),
             "annotations",
         )
-        .or_else(&refuse)?;
+        .or_else(|r| refuse(r.into()))?;
         let taints = body.pointer("/spec/taints");
         if full || taints.is_some() {
             use k8s_openapi::api::core::v1::Taint;

@@ -57,7 +57,7 @@ impl Edge {
 
     /// The next message matching `want` (messages arrive in any order: others are kept for
     /// later waits), ACKing every message as it is read, as MetaManager does.
-    pub async fn expect(&mut self, what: &str, want: impl Fn(&Message) -> bool) -> Result<Message, String> {
+    pub async fn expect(&mut self, what: &str, want: impl Fn(&Message) -> bool) -> Result<Message, Missed> {
         self.expect_within(what, PATIENCE, want).await
     }
 
@@ -67,7 +67,7 @@ impl Edge {
         what: &str,
         patience: Duration,
         want: impl Fn(&Message) -> bool,
-    ) -> Result<Message, String> {
+    ) -> Result<Message, Missed> {
         if let Some(i) = self.backlog.iter().position(&want) {
             return Ok(self.backlog.remove(i).expect("present"));
         }
@@ -76,9 +76,9 @@ impl Edge {
             let left = deadline.saturating_duration_since(Instant::now());
             let msg = tokio::time::timeout(left, self.conn.recv())
                 .await
-                .map_err(|_| format!("timed out waiting for {what}"))?
-                .map_err(|e| format!("connection failed waiting for {what}: {e}"))?
-                .ok_or_else(|| format!("connection closed waiting for {what}"))?;
+                .map_err(|_| Missed::TimedOut(what.to_owned()))?
+                .map_err(|e| Missed::Failed(what.to_owned(), e.to_string()))?
+                .ok_or_else(|| Missed::Closed(what.to_owned()))?;
             if msg.router.operation != "response" || !msg.header.resource_version.is_empty() {
                 self.conn.send(&Message::response_to(&msg, Content::string("OK"))).await.unwrap();
             }
@@ -94,7 +94,7 @@ impl Edge {
     }
 
     /// Sends `msg` and returns the cloud's reply to it.
-    pub async fn ask(&mut self, msg: &Message) -> Result<Message, String> {
+    pub async fn ask(&mut self, msg: &Message) -> Result<Message, Missed> {
         self.send(msg).await;
         let id = msg.header.id.clone();
         self.expect(&format!("the reply to {} {}", msg.router.operation, msg.router.resource), |m| {
@@ -102,6 +102,20 @@ impl Edge {
         })
         .await
     }
+}
+
+/// Why an expected message did not come.
+#[derive(Debug, thiserror::Error)]
+pub enum Missed {
+    /// Nothing matching arrived in time.
+    #[error("timed out waiting for {0}")]
+    TimedOut(String),
+    /// The connection failed.
+    #[error("connection failed waiting for {0}: {1}")]
+    Failed(String, String),
+    /// The cloud closed the connection.
+    #[error("connection closed waiting for {0}")]
+    Closed(String),
 }
 
 /// A message as edged sends it through MetaManager.
