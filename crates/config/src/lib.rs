@@ -52,13 +52,14 @@
 //! [`ValidationErrors`].
 
 pub mod cloudcore;
+mod common;
 mod duration;
 pub mod edgecore;
 mod load;
 mod validate;
 
-use serde::{Deserialize, Serialize};
-
+use common::default_shutdown_grace_period;
+pub use common::{Cloud, DEFAULT_SHUTDOWN_GRACE_PERIOD, Daemon, Edge, Logging};
 pub use duration::{DurationError, GoDuration};
 pub use load::{Error, Loaded, Result, load, load_file};
 pub use validate::{FieldError, ValidationErrors};
@@ -83,54 +84,5 @@ impl HostInfo {
     /// and IP `127.0.0.1`.
     pub fn placeholder() -> Self {
         Self::new("default-edge-node", "127.0.0.1")
-    }
-}
-
-/// Extension key `commonConfig.logging` (both daemons): how the daemon logs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Logging {
-    /// `EnvFilter`-style directive, e.g. `info` or `kubeedge_edgehub=debug,info`. Default `info`.
-    pub level: String,
-    /// `text` (default) or `json`.
-    pub format: String,
-}
-
-impl Default for Logging {
-    fn default() -> Self {
-        Self { level: "info".to_owned(), format: "text".to_owned() }
-    }
-}
-
-/// Default of the extension key `commonConfig.shutdownGracePeriod`, in seconds.
-pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: u64 = 10;
-
-fn default_shutdown_grace_period() -> u64 {
-    DEFAULT_SHUTDOWN_GRACE_PERIOD
-}
-
-impl Logging {
-    fn validate(&self, at: &str, c: &mut validate::Checker) {
-        let level_path = format!("{at}.level");
-        if c.non_empty(&level_path, &self.level) && self.level.chars().any(char::is_whitespace) {
-            c.error(level_path, "must be an EnvFilter directive without spaces");
-        }
-        c.one_of(&format!("{at}.format"), &self.format, &["text", "json"]);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn logging_checks() {
-        let mut c = validate::Checker::new();
-        Logging { level: "info".into(), format: "json".into() }.validate("l", &mut c);
-        assert!(c.finish().is_ok());
-        let mut c = validate::Checker::new();
-        Logging { level: "".into(), format: "xml".into() }.validate("l", &mut c);
-        let errs = c.finish().unwrap_err();
-        assert!(errs.has_path("l.level") && errs.has_path("l.format"));
     }
 }
