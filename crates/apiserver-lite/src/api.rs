@@ -16,6 +16,7 @@ use kubeedge_kube_serve::request::{ListOptions, ResourceRequest, Verb, parse_que
 use kubeedge_kube_serve::selector::{FieldSelector, LabelSelector};
 use kubeedge_kube_serve::status::{ApiError, success_status};
 use kubeedge_kube_serve::table::{self, AcceptKind};
+use kubeedge_kube_serve::time;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -23,7 +24,7 @@ use serde_json::{Value, json};
 use crate::registry::ResourceType;
 use crate::server::{Body, Shared, error_response, object_response, typed_response};
 use crate::store::{DeleteOptions, Store};
-use crate::{proxy, time, watch};
+use crate::{proxy, watch};
 
 /// One request's context.
 pub struct RequestCtx<'a> {
@@ -447,9 +448,7 @@ fn protobuf_shape(t: &ResourceType, shape: &Shape<'_>, json_too: bool) -> Result
 /// A Table of objects, as `kubectl get` asks for.
 pub fn render_table(query: &str, t: &ResourceType, objects: &[Value]) -> Result<Value, ApiError> {
     let include = table::parse_include_object(query)?;
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    Ok(table::to_table(&t.plural, &t.group, objects, include, now))
+    Ok(table::to_table(&t.plural, &t.group, objects, include, time::now_unix()))
 }
 
 fn render_one(ctx: &RequestCtx<'_>, t: &ResourceType, obj: &Value, code: StatusCode) -> Response<Body> {
@@ -605,7 +604,7 @@ fn token(
     req["apiVersion"] = json!("authentication.k8s.io/v1");
     req["kind"] = json!("TokenRequest");
     req["spec"]["expirationSeconds"] = json!(secs);
-    req["status"] = json!({"token": token, "expirationTimestamp": time::rfc3339(expires)});
+    req["status"] = json!({"token": token, "expirationTimestamp": time::format_system(expires)});
     Ok(object_response(StatusCode::CREATED, ctx.accept, &req))
 }
 

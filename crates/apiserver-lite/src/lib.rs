@@ -24,7 +24,6 @@ pub mod registry;
 pub mod satoken;
 mod server;
 pub mod store;
-pub mod time;
 pub mod tls;
 mod watch;
 

@@ -10,13 +10,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use kubeedge_kube_serve::status::ApiError;
+use kubeedge_kube_serve::time;
 use kubeedge_kube_serve::watch::EventType;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::defaults;
 use crate::registry::{self, ResourceType};
-use crate::{defaults, time};
 
 /// Events kept for watches that resume from a resourceVersion; older ones get 410 Gone.
 pub const DEFAULT_HISTORY: usize = 50_000;
@@ -642,7 +643,8 @@ impl Store {
                 return Ok((current, false));
             }
             let mut obj = (*current).clone();
-            obj["metadata"]["deletionTimestamp"] = json!(time::in_secs(grace as u64));
+            obj["metadata"]["deletionTimestamp"] =
+                json!(time::format_unix(time::now_unix().saturating_add(grace.max(0))));
             obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
             let obj = self.commit(&mut st, t, &ns_key, name, EventType::Modified, obj);
             return Ok((obj, false));

@@ -3,7 +3,8 @@
 //! Everything here is pure: no I/O, no async, objects are `serde_json::Value`s. The modules
 //! cover request decoding ([`request`]), selectors ([`selector`]), the four patch flavours
 //! ([`patch`]), `Status` errors ([`status`]), server-side tables ([`table`]), discovery
-//! documents ([`discovery`]), watch-event encoding ([`watch`]) and object helpers ([`object`]).
+//! documents ([`discovery`]), watch-event encoding ([`watch`]), object helpers ([`object`]) and
+//! Kubernetes timestamps ([`time`]).
 
 pub mod discovery;
 pub mod object;
@@ -14,6 +15,7 @@ pub mod request;
 pub mod selector;
 pub mod status;
 pub mod table;
+pub mod time;
 pub mod watch;
 
 pub use discovery::{

@@ -1,5 +1,5 @@
 //! Helpers for Kubernetes objects held as `serde_json::Value`: metadata getters and setters,
-//! list envelopes, and RFC 3339 timestamps (the form of `creationTimestamp` and friends).
+//! and list envelopes. Timestamps are in [`crate::time`].
 
 use serde_json::{Map, Value, json};
 
@@ -148,75 +148,11 @@ pub fn list(
     json!({"kind": kind_list, "apiVersion": api_version, "metadata": m, "items": items})
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+/// Unix seconds from an RFC 3339 timestamp; see [`crate::time::parse_unix`].
+pub use crate::time::parse_unix as parse_rfc3339;
 
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// Parses an RFC 3339 timestamp (`2024-05-01T12:00:00Z`, fractions and `±hh:mm` offsets
-/// allowed) into Unix seconds.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) { part.parse().ok() } else { None }
-    };
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && rest.as_bytes()[3] == b':' => {
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (oh * 3600 + om * 60)
-        }
-        _ => return None,
-    };
-    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
-}
-
-/// Formats Unix seconds as RFC 3339 UTC (`2024-05-01T12:00:00Z`), as Kubernetes stamps times.
-pub fn format_rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
+/// Unix seconds as `metav1.Time` writes them; see [`crate::time::format_unix`].
+pub use crate::time::format_unix as format_rfc3339;
 
 #[cfg(test)]
 mod tests {
@@ -280,23 +216,5 @@ mod tests {
         assert_eq!(split_api_version("v1"), ("", "v1"));
         assert_eq!(api_version("", "v1"), "v1");
         assert_eq!(api_version("apps", "v1"), "apps/v1");
-    }
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2026-01-01T00:00:00+0\u{e9}00"), None, "a non-ASCII offset is refused, no panic");
-        assert_eq!(parse_rfc3339("2024-02-29T12:34:56Z"), Some(1_709_210_096));
-        assert_eq!(parse_rfc3339("2024-02-29T12:34:56.123456Z"), Some(1_709_210_096));
-        assert_eq!(parse_rfc3339("2024-02-29T14:34:56+02:00"), Some(1_709_210_096));
-        assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), Some(-1));
-        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("garbage"), None);
-        assert_eq!(parse_rfc3339("2024-01-01T00:00:00"), None);
-        assert_eq!(format_rfc3339(1_709_210_096), "2024-02-29T12:34:56Z");
-        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
-        for t in [-86_401, 0, 951_782_400, 4_102_444_800] {
-            assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
-        }
     }
 }

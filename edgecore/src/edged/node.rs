@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use kubeedge_kube_serve::time;
 pub use kubeedge_model::protocol::objects::HostInfo;
 use kubeedge_model::protocol::objects::{self, NodeFacts};
 use serde_json::Value;
@@ -98,19 +99,8 @@ pub fn node_object(spec: &NodeSpec, host: &HostInfo, now: &str) -> Value {
 
 /// Now, as Kubernetes writes times: seconds (`…Z`) and microseconds (`MicroTime`).
 pub fn now_strings() -> (String, String) {
-    times(std::time::SystemTime::now())
-}
-
-/// A time as Kubernetes writes it (seconds, `…Z`).
-pub fn rfc3339_at(t: std::time::SystemTime) -> String {
-    times(t).0
-}
-
-fn times(t: std::time::SystemTime) -> (String, String) {
-    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = kubeedge_kube_serve::object::format_rfc3339(i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
-    let micro = format!("{}.{:06}Z", secs.trim_end_matches('Z'), since.subsec_micros());
-    (secs, micro)
+    let now = time::OffsetDateTime::now_utc();
+    (time::format(now), time::format_micro(now))
 }
 
 #[cfg(test)]
@@ -154,7 +144,7 @@ mod tests {
 
     #[test]
     fn times_are_formatted_as_kubernetes_does() {
-        let day = |n: u64| rfc3339_at(std::time::UNIX_EPOCH + std::time::Duration::from_secs(n * 86_400));
+        let day = |n: i64| time::format_unix(n * 86_400);
         assert_eq!(day(0), "1970-01-01T00:00:00Z");
         assert_eq!(day(20_417), "2025-11-25T00:00:00Z");
         let (s, us) = now_strings();

@@ -13,6 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kubeedge_cri::v1::{self, ContainerState, NamespaceMode};
 use kubeedge_cri::{Cri, Error as CriError};
+use kubeedge_kube_serve::time;
 use serde_json::{Value, json};
 
 use super::volumes::ObjectSource;
@@ -688,7 +689,7 @@ impl PodRuntime {
             "hostIP": host_ip,
             "podIP": pod_ip,
             "podIPs": if pod_ip.is_empty() { json!([]) } else { json!([{"ip": pod_ip}]) },
-            "startTime": rfc3339(sb.created_at),
+            "startTime": cri_time(sb.created_at),
             "qosClass": super::resources::qos(pod).as_str(),
             "containerStatuses": statuses,
         });
@@ -721,7 +722,7 @@ impl PodRuntime {
         let st = self.cri.container_status(&current.id).await.map_err(cri("ContainerStatus"))?;
         let terminated = |st: &v1::ContainerStatus| {
             let mut t = json!({"exitCode": st.exit_code, "reason": st.reason,
-                "startedAt": rfc3339(st.started_at), "finishedAt": rfc3339(st.finished_at),
+                "startedAt": cri_time(st.started_at), "finishedAt": cri_time(st.finished_at),
                 "containerID": format!("containerd://{}", st.id)});
             if !st.message.is_empty() {
                 t["message"] = json!(st.message);
@@ -730,7 +731,7 @@ impl PodRuntime {
         };
         let (run, state) = match ContainerState::try_from(st.state).unwrap_or(ContainerState::ContainerUnknown) {
             ContainerState::ContainerRunning => {
-                (Run::Running, json!({"running": {"startedAt": rfc3339(st.started_at)}}))
+                (Run::Running, json!({"running": {"startedAt": cri_time(st.started_at)}}))
             }
             // Restarting: a pod in crash loop stays Running, as kubelet reports it.
             ContainerState::ContainerExited if restarts(st.exit_code) => {
@@ -910,14 +911,13 @@ fn ok_if_gone(r: Result<(), CriError>) -> Result<(), CriError> {
     }
 }
 
-/// Nanoseconds since the epoch as Kubernetes writes times (seconds, `Z`).
-fn rfc3339(nanos: i64) -> String {
+/// A CRI time (nanoseconds since the epoch; zero or less is unset, written as `""`) as
+/// Kubernetes writes times (seconds, `Z`).
+fn cri_time(nanos: i64) -> String {
     if nanos <= 0 {
         return String::new();
     }
-    let secs = nanos / 1_000_000_000;
-    let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-    super::node::rfc3339_at(t)
+    time::format_unix(nanos / 1_000_000_000)
 }
 
 #[cfg(test)]

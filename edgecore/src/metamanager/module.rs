@@ -304,7 +304,7 @@ impl Worker {
         let key = token::key(path.name.as_deref().unwrap_or_default(), &path.namespace, &request);
         let row = self.store.get(&key).await.ok().flatten();
         let stored = row.as_ref().and_then(|r| serde_json::from_str::<Value>(&r.value).ok());
-        let now = unix_now();
+        let now = kubeedge_kube_serve::time::now_unix();
         let connected = self.connected.load(Ordering::Relaxed);
         let usable = row.filter(|_| stored.as_ref().is_some_and(|t| !token::expired(t, now)));
         let fresh = stored.as_ref().is_some_and(|t| !token::requires_refresh(t, now));
@@ -383,7 +383,7 @@ impl Worker {
 
     /// Stores a token the cloud issued under its upstream key, and drops expired ones.
     async fn store_token(&self, key: String, obj: &Value) {
-        let now = unix_now();
+        let now = kubeedge_kube_serve::time::now_unix();
         let mut ops: Vec<Op> = match self.store.list_by_type(resource_type::SERVICE_ACCOUNT_TOKEN).await {
             Ok(rows) => rows
                 .into_iter()
@@ -479,10 +479,6 @@ async fn bind_metaserver(cfg: &kubeedge_config::edgecore::MetaServer) -> Result<
     Ok(TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} (modules.metaManager.metaServer.server): {e}"))?)
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn uuid_like() -> String {

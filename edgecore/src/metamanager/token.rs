@@ -69,7 +69,7 @@ pub fn expired(token: &Value, now: i64) -> bool {
 
 fn expires(token: &Value) -> Option<i64> {
     let t = token.pointer("/status/expirationTimestamp")?.as_str()?;
-    kubeedge_kube_serve::object::parse_rfc3339(t)
+    kubeedge_kube_serve::time::parse_unix(t)
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use serde_json::{Map, Value, json};
 
 use super::schema::{Field, Message, Schemas, Ty};
 use super::wire::{Reader, Wire};
-use crate::object::format_rfc3339;
 use crate::status::ApiError;
+use crate::time;
 
 /// Deeper than any Kubernetes object nests; a cap so a crafted body cannot exhaust the stack.
 const MAX_DEPTH: usize = 64;
@@ -122,10 +122,10 @@ fn value(ty: Ty, wire: Wire<'_>, field: &Field, msg: &Message, s: &Schemas, dept
             if secs == 0 && nanos == 0 {
                 Value::Null
             } else if ty == Ty::MicroTime {
-                let t = format_rfc3339(secs);
-                json!(format!("{}.{:06}Z", t.trim_end_matches('Z'), nanos.clamp(0, 999_999_999) / 1000))
+                let nanos = ::time::Duration::nanoseconds(nanos.clamp(0, 999_999_999));
+                json!(time::format_micro(time::from_unix(secs).saturating_add(nanos)))
             } else {
-                json!(format_rfc3339(secs))
+                json!(time::format_unix(secs))
             }
         }
         (Ty::Quantity, Wire::Len(b)) => {

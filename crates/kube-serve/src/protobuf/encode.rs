@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::schema::{Field, Message, Schemas, Ty};
 use super::wire::Writer;
-use crate::object::parse_rfc3339;
+use crate::time;
 
 /// Why an object was not encoded (for logs and tests).
 #[derive(Debug, PartialEq, Eq)]
@@ -131,8 +131,8 @@ fn single(num: u64, field: &Field, v: &Value, msg: &Message, s: &Schemas, w: &mu
         Ty::Double => w.fixed64(num, v.as_f64().ok_or_else(bad)?.to_bits()),
         Ty::Time | Ty::MicroTime => {
             let t = v.as_str().ok_or_else(bad)?;
-            let secs = parse_rfc3339(t).ok_or_else(bad)?;
-            let nanos = if field.ty == Ty::MicroTime { fraction_nanos(t) } else { 0 };
+            let t = time::parse(t).ok_or_else(bad)?;
+            let (secs, nanos) = (t.unix_timestamp(), if field.ty == Ty::MicroTime { t.nanosecond() } else { 0 });
             w.message(num, |m| {
                 m.varint(1, secs as u64);
                 m.varint(2, nanos as u64);
@@ -182,11 +182,4 @@ fn single(num: u64, field: &Field, v: &Value, msg: &Message, s: &Schemas, w: &mu
         }
     }
     Ok(())
-}
-
-/// The fraction of an RFC 3339 time, in nanoseconds (`…05.123456Z` → 123456000).
-fn fraction_nanos(t: &str) -> i64 {
-    let Some(frac) = t.get(19..).and_then(|r| r.strip_prefix('.')) else { return 0 };
-    let digits: String = frac.chars().take_while(char::is_ascii_digit).take(9).collect();
-    format!("{digits:0<9}").parse().unwrap_or(0)
 }

@@ -1,6 +1,6 @@
 //! Ages as kubectl prints them (`5s`, `3m20s`, `2d3h`), from RFC 3339 timestamps.
 
-use crate::object::parse_rfc3339;
+use crate::time::parse_unix;
 
 /// kubectl's age format (`duration.HumanDuration`): `5s`, `3m20s`, `4h5m`, `2d3h`, `3y`…
 pub fn human_duration(secs: i64) -> String {
@@ -45,7 +45,7 @@ pub fn human_duration(secs: i64) -> String {
 
 /// `translateTimestampSince`: the age of an RFC 3339 timestamp, `<unknown>` when absent.
 pub fn age_since(timestamp: Option<&str>, now_unix: i64) -> String {
-    match timestamp.and_then(parse_rfc3339) {
+    match timestamp.and_then(parse_unix) {
         Some(t) => human_duration(now_unix - t),
         None => "<unknown>".into(),
     }

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::age::{age_since, human_duration};
-use crate::object::parse_rfc3339;
+use crate::time::parse_unix;
 
 pub(super) fn text(v: &Value, ptr: &str) -> String {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or("").to_string()
@@ -56,7 +56,7 @@ pub(super) fn pod_row(pod: &Value, now: i64) -> (Vec<Value>, Option<Value>) {
         reason = "SchedulingGated".into();
     }
     let finished = |c: &Value| {
-        c.pointer("/lastState/terminated/finishedAt").and_then(Value::as_str).and_then(parse_rfc3339).unwrap_or(0)
+        c.pointer("/lastState/terminated/finishedAt").and_then(Value::as_str).and_then(parse_unix).unwrap_or(0)
     };
     let mut initializing = false;
     for (i, cs) in items(pod, "/status/initContainerStatuses").iter().enumerate() {

@@ -2,12 +2,12 @@
 
 use super::rows::{int, text};
 use super::*;
-use crate::object::format_rfc3339;
+use crate::time::format_unix;
 
 const NOW: i64 = 1_700_000_000;
 
 fn ago(secs: i64) -> String {
-    format_rfc3339(NOW - secs)
+    format_unix(NOW - secs)
 }
 
 fn cells(t: &Value, row: usize) -> Vec<Value> {

@@ -1,5 +1,7 @@
 //! Container logs: kubelet's `/containerLogs` (query options, CRI log lines, tail, follow).
 
+use kubeedge_kube_serve::time;
+
 use super::*;
 
 /// Which streams a log request wants (`stream`, kubelet's PodLogsQuerySplitStreams).
@@ -32,7 +34,7 @@ pub(super) fn query_bool(v: Option<&str>) -> bool {
 }
 
 pub(super) fn now_nanos() -> i128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos()
 }
 
 impl LogOptions {
@@ -135,73 +137,10 @@ pub(super) struct Timestamp {
     pub(super) fixed: String,
 }
 
-pub(super) fn digits(s: &[u8]) -> Option<u32> {
-    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    s.iter().try_fold(0u32, |acc, d| acc.checked_mul(10)?.checked_add(u32::from(d - b'0')))
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date.
-pub(super) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 impl Timestamp {
     pub(super) fn parse(s: &str) -> Option<Self> {
-        let b = s.as_bytes();
-        if b.len() < 20
-            || b[4] != b'-'
-            || b[7] != b'-'
-            || !matches!(b[10], b'T' | b't')
-            || b[13] != b':'
-            || b[16] != b':'
-        {
-            return None;
-        }
-        let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-        let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
-        if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-            return None;
-        }
-        let mut rest = &b[19..];
-        let mut frac = String::new();
-        if let Some(r) = rest.strip_prefix(b".") {
-            let n = r.iter().take_while(|c| c.is_ascii_digit()).count();
-            if n == 0 || n > 9 {
-                return None;
-            }
-            frac = String::from_utf8_lossy(&r[..n]).into_owned();
-            rest = &r[n..];
-        }
-        let offset_secs: i64 = match rest {
-            b"Z" | b"z" => 0,
-            [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-                let (h, m) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
-                if h > 23 || m > 59 {
-                    return None;
-                }
-                let secs = i64::from(h * 3600 + m * 60);
-                if *sign == b'-' { -secs } else { secs }
-            }
-            _ => return None,
-        };
-        while frac.len() < 9 {
-            frac.push('0');
-        }
-        let nanos_frac = i128::from(digits(frac.as_bytes())?);
-        let days = days_from_civil(i64::from(year), month, day);
-        let local = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-        let unix_nanos = i128::from(local - offset_secs) * 1_000_000_000 + nanos_frac;
-        let zone = if offset_secs == 0 { "Z".to_owned() } else { String::from_utf8_lossy(rest).into_owned() };
-        let fixed = format!("{}.{frac}{zone}", &s[..19]);
-        Some(Self { unix_nanos, fixed })
+        let t = time::parse(s)?;
+        Some(Self { unix_nanos: t.unix_timestamp_nanos(), fixed: time::format_nano_fixed(t) })
     }
 }
 

@@ -18,6 +18,7 @@ use kubeedge_kube_serve::object;
 use kubeedge_kube_serve::request::{ApiPath, ResourceRequest, Verb, parse_path, parse_query, verb};
 use kubeedge_kube_serve::status::ApiError;
 use kubeedge_kube_serve::table::{self, AcceptKind};
+use kubeedge_kube_serve::time;
 use kubeedge_metastore::Store;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -27,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::catalog::Catalog;
-use super::objects::now_unix;
 use super::watch::Hub;
 use super::{Options, Remote, read, watch, write};
 use crate::metamanager::Gvr;
@@ -412,7 +412,7 @@ pub(crate) fn render(ctx: &Req<'_>, gvr: &Gvr, shape: Shape, code: StatusCode) -
                     (items, list_meta(rv, &continue_token, remaining))
                 }
             };
-            let mut tbl = table::to_table(gvr.plural, gvr.group, &objects, include, now_unix());
+            let mut tbl = table::to_table(gvr.plural, gvr.group, &objects, include, time::now_unix());
             tbl["apiVersion"] = json!(format!("meta.k8s.io/{version}"));
             tbl["metadata"] = meta;
             Ok(typed_response(code, kind.content_type(), &tbl))

@@ -28,6 +28,7 @@ use hyper::body::Frame;
 use kubeedge_kube_serve::request::ListOptions;
 use kubeedge_kube_serve::status::ApiError;
 use kubeedge_kube_serve::table::{self, AcceptKind, IncludeObject};
+use kubeedge_kube_serve::time;
 use kubeedge_kube_serve::watch::{EventType, bookmark, encode_event, initial_events_end_bookmark};
 use kubeedge_metastore::Store;
 use parking_lot::Mutex;
@@ -36,7 +37,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::objects::{Filter, from_row, now_unix};
+use super::objects::{Filter, from_row};
 use super::read::store_error;
 use super::server::{Body, Req, partial_metadata};
 use crate::metamanager::{Change, ChangeKind, GVRS, Gvr};
@@ -346,7 +347,7 @@ impl Live {
             Format::Partial { version } => partial_metadata(obj, version),
             Format::Table { version, include, columns_sent } => {
                 let g = &self.selection.gvr;
-                let mut tbl = table::to_table(g.plural, g.group, std::slice::from_ref(obj), *include, now_unix());
+                let mut tbl = table::to_table(g.plural, g.group, std::slice::from_ref(obj), *include, time::now_unix());
                 tbl["apiVersion"] = json!(format!("meta.k8s.io/{version}"));
                 if *columns_sent {
                     tbl["columnDefinitions"] = json!([]);
