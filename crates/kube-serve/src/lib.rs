@@ -23,7 +23,7 @@ pub use discovery::{
 };
 pub use patch::{PatchError, PatchType, apply, json_patch, merge_patch, strategic_merge_patch};
 pub use request::{ApiPath, ListOptions, ResourceRequest, Verb, parse_path, parse_query, verb};
-pub use selector::{FieldSelector, LabelSelector, SelectorError};
+pub use selector::{FieldSelector, LabelSelector, NameProblem, SelectorError};
 pub use status::{ApiError, success_status};
 pub use table::{AcceptKind, IncludeObject, parse_accept, to_table};
 pub use watch::{EventType, bookmark, encode_event};

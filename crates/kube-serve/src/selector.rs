@@ -15,24 +15,61 @@ pub enum SelectorError {
     #[error("unable to parse requirement: {0}")]
     Syntax(String),
     /// A label key is not a valid qualified name.
-    #[error("invalid label key {key:?}: {reason}")]
+    #[error("invalid label key {key:?}: {}", reason.describe("name part"))]
     InvalidKey {
         /// The offending key.
         key: String,
         /// What is wrong with it.
-        reason: String,
+        reason: NameProblem,
     },
     /// A label value is not valid.
-    #[error("invalid label value {value:?}: {reason}")]
+    #[error("invalid label value {value:?}: {}", reason.describe("a valid label"))]
     InvalidValue {
         /// The offending value.
         value: String,
         /// What is wrong with it.
-        reason: String,
+        reason: NameProblem,
     },
     /// The operator and values do not fit together (e.g. `in ()`).
     #[error("{0}")]
     Requirement(String),
+}
+
+/// What is wrong with a label key or value (the rules of a Kubernetes qualified name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameProblem {
+    /// The name part is empty.
+    Empty,
+    /// The name part is longer than 63 characters.
+    TooLong,
+    /// A character other than alphanumerics, `-`, `_` and `.`, or a non-alphanumeric end.
+    Characters,
+    /// More than one `/` in a key.
+    Slashes,
+    /// The prefix before `/` is not a DNS-1123 subdomain.
+    Prefix,
+    /// A `matchLabels` value that is not a JSON string.
+    NotAString,
+}
+
+impl NameProblem {
+    /// The message kube-apiserver gives, naming the checked thing `subject` (`name part`,
+    /// `a valid label`).
+    fn describe(self, subject: &str) -> String {
+        match self {
+            NameProblem::Empty => format!("{subject} must be non-empty"),
+            NameProblem::TooLong => format!("{subject} must be no more than 63 characters"),
+            NameProblem::Characters => format!(
+                "{subject} must consist of alphanumeric characters, '-', '_' or '.', and must start and end with \
+                 an alphanumeric character"
+            ),
+            NameProblem::Slashes => "a qualified name must consist of at most one '/'".to_owned(),
+            NameProblem::Prefix => {
+                "prefix part must be a lowercase RFC 1123 subdomain of at most 253 characters".to_owned()
+            }
+            NameProblem::NotAString => "must be a string".to_owned(),
+        }
+    }
 }
 
 impl From<SelectorError> for ApiError {
@@ -165,47 +202,42 @@ fn is_alnum(c: char) -> bool {
 }
 
 /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, at most 63 characters.
-fn check_name_part(s: &str) -> Result<(), String> {
+fn check_name_part(s: &str) -> Result<(), NameProblem> {
     if s.is_empty() {
-        return Err("name part must be non-empty".into());
+        return Err(NameProblem::Empty);
     }
     if s.len() > 63 {
-        return Err("name part must be no more than 63 characters".into());
+        return Err(NameProblem::TooLong);
     }
     let ok_ends = s.starts_with(is_alnum) && s.ends_with(is_alnum);
     if !ok_ends || !s.chars().all(|c| is_alnum(c) || matches!(c, '-' | '_' | '.')) {
-        return Err("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end \
-                    with an alphanumeric character"
-            .into());
+        return Err(NameProblem::Characters);
     }
     Ok(())
 }
 
 /// A DNS-1123 subdomain: lowercase alphanumerics, `-` and `.`, at most 253 characters.
-fn check_dns_subdomain(s: &str) -> Result<(), String> {
+fn is_dns_subdomain(s: &str) -> bool {
     let valid_label = |l: &str| {
         !l.is_empty()
             && l.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
             && l.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
             && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     };
-    if s.is_empty() || s.len() > 253 || !s.split('.').all(valid_label) {
-        return Err("prefix part must be a lowercase RFC 1123 subdomain of at most 253 characters".into());
-    }
-    Ok(())
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(valid_label)
 }
 
 /// Validates a label key: `[prefix/]name` (a qualified name).
 pub fn validate_label_key(key: &str) -> Result<(), SelectorError> {
-    let err = |reason: String| SelectorError::InvalidKey { key: key.to_string(), reason };
+    let err = |reason| SelectorError::InvalidKey { key: key.to_string(), reason };
     let mut parts = key.split('/');
     let (prefix, name) = match (parts.next(), parts.next(), parts.next()) {
         (Some(name), None, _) => (None, name),
         (Some(prefix), Some(name), None) => (Some(prefix), name),
-        _ => return Err(err("a qualified name must consist of at most one '/'".into())),
+        _ => return Err(err(NameProblem::Slashes)),
     };
-    if let Some(p) = prefix {
-        check_dns_subdomain(p).map_err(err)?;
+    if prefix.is_some_and(|p| !is_dns_subdomain(p)) {
+        return Err(err(NameProblem::Prefix));
     }
     check_name_part(name).map_err(err)
 }
@@ -215,10 +247,7 @@ pub fn validate_label_value(value: &str) -> Result<(), SelectorError> {
     if value.is_empty() {
         return Ok(());
     }
-    check_name_part(value).map_err(|reason| SelectorError::InvalidValue {
-        value: value.to_string(),
-        reason: reason.replace("name part", "a valid label"),
-    })
+    check_name_part(value).map_err(|reason| SelectorError::InvalidValue { value: value.to_string(), reason })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -524,7 +553,7 @@ impl LabelSelector {
         let mut requirements = Vec::new();
         for (k, v) in labels {
             let Some(s) = v.as_str() else {
-                return Err(SelectorError::InvalidValue { value: v.to_string(), reason: "must be a string".into() });
+                return Err(SelectorError::InvalidValue { value: v.to_string(), reason: NameProblem::NotAString });
             };
             requirements.push(LabelRequirement::new(k, LabelOp::Equals, vec![s.to_string()])?);
         }

@@ -4,6 +4,20 @@
 const OID_EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 const OID_PRIME256V1: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
+/// Why a key's DER could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DerError {
+    /// The input ends inside a TLV.
+    #[error("truncated DER")]
+    Truncated,
+    /// A length form other than short, one byte or two bytes.
+    #[error("unsupported DER length")]
+    UnsupportedLength,
+    /// Well-formed DER, but not the key structure expected (the text says which part).
+    #[error("{0}")]
+    Unexpected(&'static str),
+}
+
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let len = content.len();
@@ -19,48 +33,48 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one TLV: (tag, content, rest).
-fn read(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
-    let (&tag, rest) = input.split_first().ok_or("truncated DER")?;
-    let (&first, rest) = rest.split_first().ok_or("truncated DER")?;
+fn read(input: &[u8]) -> Result<(u8, &[u8], &[u8]), DerError> {
+    let (&tag, rest) = input.split_first().ok_or(DerError::Truncated)?;
+    let (&first, rest) = rest.split_first().ok_or(DerError::Truncated)?;
     let (len, rest) = match first {
         n if n < 0x80 => (usize::from(n), rest),
         0x81 => {
-            let (&n, rest) = rest.split_first().ok_or("truncated DER")?;
+            let (&n, rest) = rest.split_first().ok_or(DerError::Truncated)?;
             (usize::from(n), rest)
         }
         0x82 => {
-            let b = rest.get(..2).ok_or("truncated DER")?;
+            let b = rest.get(..2).ok_or(DerError::Truncated)?;
             ((usize::from(b[0]) << 8) | usize::from(b[1]), &rest[2..])
         }
-        _ => return Err("unsupported DER length".into()),
+        _ => return Err(DerError::UnsupportedLength),
     };
-    let content = rest.get(..len).ok_or("truncated DER")?;
+    let content = rest.get(..len).ok_or(DerError::Truncated)?;
     Ok((tag, content, &rest[len..]))
 }
 
 /// The private scalar and public point of a SEC1 `ECPrivateKey`.
-fn parse_ec_private_key(sec1: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+fn parse_ec_private_key(sec1: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), DerError> {
     let (tag, seq, _) = read(sec1)?;
     if tag != 0x30 {
-        return Err("ECPrivateKey is not a SEQUENCE".into());
+        return Err(DerError::Unexpected("ECPrivateKey is not a SEQUENCE"));
     }
     let (tag, version, rest) = read(seq)?;
     if tag != 0x02 || version != [1] {
-        return Err("ECPrivateKey version must be 1".into());
+        return Err(DerError::Unexpected("ECPrivateKey version must be 1"));
     }
     let (tag, private, mut rest) = read(rest)?;
     if tag != 0x04 || private.len() != 32 {
-        return Err("not a P-256 private key".into());
+        return Err(DerError::Unexpected("not a P-256 private key"));
     }
     let mut public = None;
     while !rest.is_empty() {
         let (tag, content, next) = read(rest)?;
         match tag {
-            0xa0 if content != OID_PRIME256V1 => return Err("the curve is not P-256".into()),
+            0xa0 if content != OID_PRIME256V1 => return Err(DerError::Unexpected("the curve is not P-256")),
             0xa1 => {
                 let (bit_tag, bits, _) = read(content)?;
                 if bit_tag != 0x03 {
-                    return Err("public key is not a BIT STRING".into());
+                    return Err(DerError::Unexpected("public key is not a BIT STRING"));
                 }
                 public = Some(bits.to_vec());
             }
@@ -83,29 +97,29 @@ fn ec_private_key(private: &[u8], public_bits: &[u8], with_params: bool) -> Vec<
 
 /// PKCS#8 `PrivateKeyInfo` (P-256) → SEC1 `ECPrivateKey` with the curve parameters and public
 /// key, as Go's `x509.MarshalECPrivateKey` writes it.
-pub fn pkcs8_to_sec1(pkcs8: &[u8]) -> Result<Vec<u8>, String> {
+pub fn pkcs8_to_sec1(pkcs8: &[u8]) -> Result<Vec<u8>, DerError> {
     let (tag, seq, _) = read(pkcs8)?;
     if tag != 0x30 {
-        return Err("PrivateKeyInfo is not a SEQUENCE".into());
+        return Err(DerError::Unexpected("PrivateKeyInfo is not a SEQUENCE"));
     }
     let (_, _version, rest) = read(seq)?;
     let (tag, alg, rest) = read(rest)?;
     if tag != 0x30 || !alg.starts_with(OID_EC_PUBLIC_KEY) || !alg.ends_with(OID_PRIME256V1) {
-        return Err("not an ECDSA P-256 key".into());
+        return Err(DerError::Unexpected("not an ECDSA P-256 key"));
     }
     let (tag, inner, _) = read(rest)?;
     if tag != 0x04 {
-        return Err("privateKey is not an OCTET STRING".into());
+        return Err(DerError::Unexpected("privateKey is not an OCTET STRING"));
     }
     let (private, public) = parse_ec_private_key(inner)?;
-    let public = public.ok_or("the key has no public point")?;
+    let public = public.ok_or(DerError::Unexpected("the key has no public point"))?;
     Ok(ec_private_key(&private, &public, true))
 }
 
 /// SEC1 `ECPrivateKey` (P-256) → PKCS#8. The public point must be present (Go always writes it).
-pub fn sec1_to_pkcs8(sec1: &[u8]) -> Result<Vec<u8>, String> {
+pub fn sec1_to_pkcs8(sec1: &[u8]) -> Result<Vec<u8>, DerError> {
     let (private, public) = parse_ec_private_key(sec1)?;
-    let public = public.ok_or("the SEC1 key has no public point")?;
+    let public = public.ok_or(DerError::Unexpected("the SEC1 key has no public point"))?;
     let mut alg = OID_EC_PUBLIC_KEY.to_vec();
     alg.extend_from_slice(OID_PRIME256V1);
     let mut body = tlv(0x02, &[0]);

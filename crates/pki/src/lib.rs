@@ -25,7 +25,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-pub use der::{pkcs8_to_sec1, sec1_to_pkcs8};
+pub use der::{DerError, pkcs8_to_sec1, sec1_to_pkcs8};
 pub use insecure::insecure_client_config;
 
 /// Upstream's CA and server certificate validity: 100 × 364 days.
@@ -43,6 +43,9 @@ pub enum Error {
     /// A key could not be parsed.
     #[error("invalid private key: {0}")]
     Key(String),
+    /// A private key's DER could not be converted between SEC1 and PKCS#8.
+    #[error("invalid private key: {0}")]
+    Der(DerError),
     /// A PEM block is missing or malformed.
     #[error("invalid PEM: {0}")]
     Pem(String),
@@ -81,14 +84,14 @@ fn kubeedge_dn() -> DistinguishedName {
 }
 
 fn key_pair_from_sec1(sec1: &[u8]) -> Result<KeyPair> {
-    let pkcs8 = sec1_to_pkcs8(sec1).map_err(Error::Key)?;
+    let pkcs8 = sec1_to_pkcs8(sec1).map_err(Error::Der)?;
     KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.as_slice().into(), &PKCS_ECDSA_P256_SHA256)
         .map_err(|e| Error::Key(e.to_string()))
 }
 
 fn new_key() -> Result<(KeyPair, Vec<u8>)> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let sec1 = pkcs8_to_sec1(&key.serialize_der()).map_err(Error::Key)?;
+    let sec1 = pkcs8_to_sec1(&key.serialize_der()).map_err(Error::Der)?;
     Ok((key, sec1))
 }
 
@@ -494,7 +497,7 @@ pub fn key_from_pem(text: &str) -> Result<Vec<u8>> {
         "PRIVATE KEY" => match pkcs8_to_sec1(&der) {
             Ok(sec1) => Ok(sec1),
             // Upstream writes SEC1 under this label.
-            Err(_) => sec1_to_pkcs8(&der).map(|_| der).map_err(Error::Key),
+            Err(_) => sec1_to_pkcs8(&der).map(|_| der).map_err(Error::Der),
         },
         other => Err(Error::Key(format!("unsupported PEM label {other:?}"))),
     }

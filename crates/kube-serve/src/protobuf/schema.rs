@@ -88,7 +88,24 @@ pub fn schemas() -> &'static Schemas {
     S.get_or_init(|| parse(TEXT).unwrap_or_else(|_| Schemas { messages: Vec::new(), kinds: HashMap::new() }))
 }
 
-pub(crate) fn parse(text: &'static str) -> Result<Schemas, String> {
+/// A line of `schema.txt` that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SchemaError {
+    /// A `@apiVersion kind message` line without its three parts.
+    #[error("bad kind line {0:?}")]
+    KindLine(&'static str),
+    /// A kind line naming a message the file does not define.
+    #[error("kind {kind} names unknown message {message}")]
+    KindMessage { kind: &'static str, message: &'static str },
+    /// A field not of the form `name=number:type`.
+    #[error("bad field {0:?}")]
+    Field(&'static str),
+    /// A field whose type names a message the file does not define.
+    #[error("{field:?} names unknown message {message}")]
+    FieldMessage { field: &'static str, message: &'static str },
+}
+
+pub(crate) fn parse(text: &'static str) -> Result<Schemas, SchemaError> {
     let lines: Vec<&'static str> = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     let index: HashMap<&str, usize> = lines
         .iter()
@@ -102,9 +119,9 @@ pub(crate) fn parse(text: &'static str) -> Result<Schemas, String> {
         if let Some(root) = line.strip_prefix('@') {
             let mut parts = root.split(' ');
             let (Some(api_version), Some(kind), Some(msg)) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(format!("bad kind line {line:?}"));
+                return Err(SchemaError::KindLine(line));
             };
-            let i = *index.get(msg).ok_or_else(|| format!("kind {kind} names unknown message {msg}"))?;
+            let i = *index.get(msg).ok_or(SchemaError::KindMessage { kind, message: msg })?;
             kinds.insert((api_version, kind), i);
             continue;
         }
@@ -116,8 +133,8 @@ pub(crate) fn parse(text: &'static str) -> Result<Schemas, String> {
     Ok(Schemas { messages, kinds })
 }
 
-fn field(spec: &'static str, index: &HashMap<&str, usize>) -> Result<Field, String> {
-    let bad = || format!("bad field {spec:?}");
+fn field(spec: &'static str, index: &HashMap<&str, usize>) -> Result<Field, SchemaError> {
+    let bad = || SchemaError::Field(spec);
     let (name, rest) = spec.split_once('=').ok_or_else(bad)?;
     let (num, mut ty) = rest.split_once(':').ok_or_else(bad)?;
     let num = num.parse().map_err(|_| bad())?;
@@ -143,7 +160,7 @@ fn field(spec: &'static str, index: &HashMap<&str, usize>) -> Result<Field, Stri
         "l" => Ty::StrList,
         m => {
             let inner = m.strip_prefix("m(").and_then(|m| m.strip_suffix(')')).ok_or_else(bad)?;
-            Ty::Msg(*index.get(inner).ok_or_else(|| format!("{spec:?} names unknown message {inner}"))?)
+            Ty::Msg(*index.get(inner).ok_or(SchemaError::FieldMessage { field: spec, message: inner })?)
         }
     };
     let name = if name == "~" { "" } else { name };
