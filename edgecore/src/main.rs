@@ -34,48 +34,46 @@ fn main() -> ExitCode {
         let hub = &cfg.modules.edge_hub;
         if hub.enable {
             let node = cfg.modules.edged.hostname_override.clone();
-            registry.register(Box::new(EdgeHubModule::new(hub.clone(), node))).map_err(|e| e.to_string())?;
+            registry.register(Box::new(EdgeHubModule::new(hub.clone(), node)))?;
         }
         let meta = &cfg.modules.meta_manager;
         if meta.enable {
             let path = std::path::Path::new(&cfg.database.data_source);
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("database.dataSource: creating {}: {e}", dir.display()))?;
+                    .map_err(|source| SetupError::CreateDatabaseDir { dir: dir.to_owned(), source })?;
             }
             let store = kubeedge_metastore::Store::open(path, Default::default())
-                .map_err(|e| format!("database.dataSource: opening {}: {e}", path.display()))?;
+                .map_err(|source| SetupError::OpenDatabase { path: path.to_owned(), source })?;
             let server = meta.meta_server.enable.then(|| meta.meta_server.clone());
             let node = cfg.modules.edged.hostname_override.clone();
             let module = MetaManagerModule::new(store, node, meta.remote_query_timeout(), server);
-            registry.register(Box::new(module)).map_err(|e| e.to_string())?;
+            registry.register(Box::new(module))?;
         }
         let edged = &cfg.modules.edged;
         if edged.enable {
             if !meta.enable {
-                return Err(
-                    "modules.edged.enable: Edged needs modules.metaManager (it reaches the cloud through it)".into()
-                );
+                return Err(SetupError::EdgedWithoutMetaManager.into());
             }
-            registry.register(Box::new(edged_module(cfg)?)).map_err(|e| e.to_string())?;
+            registry.register(Box::new(edged_module(cfg)?))?;
         }
         Ok(())
     })
 }
 
 /// The Edged module as edgecore.yaml describes it.
-fn edged_module(cfg: &EdgeCoreConfig) -> Result<EdgedModule, String> {
+fn edged_module(cfg: &EdgeCoreConfig) -> Result<EdgedModule, SetupError> {
     let e = &cfg.modules.edged;
     let k = &e.tailored_kubelet_config;
     let at = "modules.edged.tailoredKubeletConfig";
-    let socket =
-        k.container_runtime_endpoint.strip_prefix("unix://").filter(|p| p.starts_with('/')).ok_or_else(|| {
-            format!(
-                "{at}.containerRuntimeEndpoint: must be unix:///path/to.sock, got {:?}",
-                k.container_runtime_endpoint
-            )
-        })?;
-    let dur = |key: &str, d: &kubeedge_config::GoDuration| d.to_std().map_err(|err| format!("{at}.{key}: {err}"));
+    let socket = k
+        .container_runtime_endpoint
+        .strip_prefix("unix://")
+        .filter(|p| p.starts_with('/'))
+        .ok_or_else(|| SetupError::RuntimeEndpoint(k.container_runtime_endpoint.clone()))?;
+    let dur = |key: &'static str, d: &kubeedge_config::GoDuration| {
+        d.to_std().map_err(|source| SetupError::Duration { path: format!("{at}.{key}"), source })
+    };
     let node_ip =
         if e.node_ip.is_empty() { detect_node_ip(&cfg.modules.edge_hub.websocket.server) } else { e.node_ip.clone() };
     let spec = NodeSpec {
@@ -92,7 +90,10 @@ fn edged_module(cfg: &EdgeCoreConfig) -> Result<EdgedModule, String> {
         ..Timings::default()
     };
     let gc = GcPolicy {
-        min_age: e.minimum_gc_age.to_std().map_err(|err| format!("modules.edged.minimumGCAge: {err}"))?,
+        min_age: e
+            .minimum_gc_age
+            .to_std()
+            .map_err(|source| SetupError::Duration { path: "modules.edged.minimumGCAge".into(), source })?,
         max_per_container: e.max_per_pod_container_count,
         max_total: e.max_container_count,
     };
@@ -113,11 +114,31 @@ fn edged_module(cfg: &EdgeCoreConfig) -> Result<EdgedModule, String> {
     }
     if k.read_only_port > 0 {
         let ip: std::net::IpAddr =
-            k.address.parse().map_err(|err| format!("{at}.address: {:?} is not an IP: {err}", k.address))?;
-        let port = u16::try_from(k.read_only_port).map_err(|_| format!("{at}.readOnlyPort: out of range"))?;
+            k.address.parse().map_err(|source| SetupError::Address { address: k.address.clone(), source })?;
+        let port = u16::try_from(k.read_only_port).map_err(|_| SetupError::ReadOnlyPort)?;
         module = module.with_server(std::net::SocketAddr::new(ip, port));
     }
     Ok(module)
+}
+
+/// Why edgecore cannot build its modules from a config that validated. The messages name the
+/// config key, as validation errors do.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("database.dataSource: creating {}: {source}", dir.display())]
+    CreateDatabaseDir { dir: std::path::PathBuf, source: std::io::Error },
+    #[error("database.dataSource: opening {}: {source}", path.display())]
+    OpenDatabase { path: std::path::PathBuf, source: kubeedge_metastore::Error },
+    #[error("modules.edged.enable: Edged needs modules.metaManager (it reaches the cloud through it)")]
+    EdgedWithoutMetaManager,
+    #[error("modules.edged.tailoredKubeletConfig.containerRuntimeEndpoint: must be unix:///path/to.sock, got {0:?}")]
+    RuntimeEndpoint(String),
+    #[error("{path}: {source}")]
+    Duration { path: String, source: kubeedge_config::DurationError },
+    #[error("modules.edged.tailoredKubeletConfig.address: {address:?} is not an IP: {source}")]
+    Address { address: String, source: std::net::AddrParseError },
+    #[error("modules.edged.tailoredKubeletConfig.readOnlyPort: out of range")]
+    ReadOnlyPort,
 }
 
 /// How often Edged relists the runtime (kubelet's PLEG period).

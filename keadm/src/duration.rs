@@ -2,9 +2,14 @@
 
 use std::time::Duration;
 
+/// A flag value that is not a positive Go-style duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {0:?}: expected e.g. 24h, 90m, 1h30m")]
+pub struct InvalidDuration(pub String);
+
 /// Parses a Go-style duration (units h, m, s; at least one; no sign, no fractions).
-pub fn parse(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?}: expected e.g. 24h, 90m, 1h30m");
+pub fn parse(text: &str) -> Result<Duration, InvalidDuration> {
+    let bad = || InvalidDuration(text.to_owned());
     let mut total: u64 = 0;
     let mut digits = String::new();
     let mut any = false;

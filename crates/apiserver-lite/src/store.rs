@@ -342,8 +342,8 @@ impl Store {
                 }
             },
         };
-        if let Err(msg) = validate_name(&name) {
-            return Err(ApiError::invalid(&t.kind, &name, vec![("metadata.name".to_owned(), msg)]));
+        if let Err(e) = validate_name(&name) {
+            return Err(ApiError::invalid(&t.kind, &name, vec![("metadata.name".to_owned(), e.to_string())]));
         }
         if t.namespaced {
             let ns_exists = st
@@ -780,18 +780,20 @@ impl Store {
     }
 }
 
+/// An object name that breaks the DNS-1123 subdomain rules.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Invalid value: {0:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or \
+     '.', and must start and end with an alphanumeric character"
+)]
+struct InvalidName(String);
+
 /// DNS-1123 subdomain rules, which most object names follow.
-fn validate_name(name: &str) -> Result<(), String> {
+fn validate_name(name: &str) -> Result<(), InvalidName> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == ':')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-        ))
-    }
+    if ok { Ok(()) } else { Err(InvalidName(name.to_owned())) }
 }

@@ -57,6 +57,10 @@ pub struct Daemon {
     pub restart_policy: fn() -> RestartPolicy,
 }
 
+/// Why a binary's `register` callback could not build its modules: the binary's own error
+/// type, boxed (this is the edge of the process, where any error is only printed).
+pub type RegisterError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The version string printed by `--version` and exported as `kubeedge_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -65,7 +69,7 @@ impl Daemon {
     /// config and serves until SIGTERM/SIGINT. `register` adds the enabled modules.
     pub fn main<C: DaemonConfig>(
         &self,
-        register: impl FnOnce(&C, &mut Registry, &Metrics) -> Result<(), String>,
+        register: impl FnOnce(&C, &mut Registry, &Metrics) -> Result<(), RegisterError>,
     ) -> ExitCode {
         let flags = Flags::parse();
         if flags.version {
@@ -133,31 +137,29 @@ impl Daemon {
         code
     }
 
-    fn load<C: DaemonConfig>(&self, path: &std::path::Path) -> Result<kubeedge_config::Loaded<C>, String> {
-        let loaded = kubeedge_config::load_file::<C>(path).map_err(|e| format!("  {e}"))?;
-        let mut problems: Vec<String> = match loaded.config.validate() {
+    fn load<C: DaemonConfig>(&self, path: &std::path::Path) -> Result<kubeedge_config::Loaded<C>, ConfigError> {
+        let loaded = kubeedge_config::load_file::<C>(path).map_err(ConfigError::Load)?;
+        let mut problems: Vec<Problem> = match loaded.config.validate() {
             Ok(()) => Vec::new(),
-            Err(errs) => errs.errors().iter().map(|e| format!("  {e}")).collect(),
+            Err(errs) => errs.errors().iter().cloned().map(Problem::Field).collect(),
         };
         for (key, enabled) in loaded.config.modules() {
             if enabled && !self.available_modules.contains(&key) {
-                problems.push(format!(
-                    "  modules.{key}.enable: module {key} is not available in this build yet; set it to false"
-                ));
+                problems.push(Problem::Unavailable { key });
             }
         }
         if let (level, _) = loaded.config.logging()
-            && let Err(e) = kubeedge_telemetry::parse_filter(level)
+            && let Err(error) = kubeedge_telemetry::parse_filter(level)
         {
-            problems.push(format!("  {}.level: {e}", loaded.config.logging_path()));
+            problems.push(Problem::LogLevel { path: loaded.config.logging_path(), error });
         }
-        if problems.is_empty() { Ok(loaded) } else { Err(problems.join("\n")) }
+        if problems.is_empty() { Ok(loaded) } else { Err(ConfigError::Invalid(problems)) }
     }
 
     async fn serve<C: DaemonConfig>(
         &self,
         cfg: C,
-        register: impl FnOnce(&C, &mut Registry, &Metrics) -> Result<(), String>,
+        register: impl FnOnce(&C, &mut Registry, &Metrics) -> Result<(), RegisterError>,
     ) -> ExitCode {
         let mut signals = signal::Signals::install();
         let metrics = match Metrics::new(self.name, VERSION) {
@@ -211,6 +213,40 @@ impl Daemon {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Why a config file cannot be used. Displays one problem per line, each indented by two
+/// spaces (the daemon prints it under `invalid config <path>:`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error("  {0}")]
+    Load(kubeedge_config::Error),
+    /// The file loaded but does not describe a runnable daemon.
+    #[error("{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// One reason a loaded config cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// `validate()` rejected a field.
+    #[error("{0}")]
+    Field(kubeedge_config::FieldError),
+    /// An enabled module this build does not have.
+    #[error("modules.{key}.enable: module {key} is not available in this build yet; set it to false")]
+    Unavailable {
+        /// The module's config key.
+        key: &'static str,
+    },
+    /// `logging.level` is not a filter directive.
+    #[error("{path}.level: {error}")]
+    LogLevel {
+        /// Where `logging` lives in the file.
+        path: &'static str,
+        /// The parse failure.
+        error: kubeedge_telemetry::Error,
+    },
 }
 
 fn config_exit(daemon: &str, e: &dyn std::error::Error) -> ExitCode {

@@ -64,13 +64,59 @@ pub struct PrivateContainerd {
     busybox_image: String,
 }
 
+/// Why the private containerd could not be started. Messages say what failed and carry the
+/// end of containerd's log where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// This host cannot run it (see [`unavailable`]).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A file or process operation failed (`what` says which).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// containerd exited while starting.
+    #[error("containerd exited with {status}; log:\n{log}")]
+    Exited {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The end of its log.
+        log: String,
+    },
+    /// containerd did not serve CRI within the test patience.
+    #[error("containerd did not come up at {}; log:\n{log}", socket.display())]
+    NotReady {
+        /// The socket it should listen on.
+        socket: PathBuf,
+        /// The end of its log.
+        log: String,
+    },
+    /// `hack/images.sh` failed.
+    #[error("{} failed ({status}):\n{output}", script.display())]
+    Images {
+        /// The script.
+        script: PathBuf,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// Its stdout then stderr.
+        output: String,
+    },
+    /// The image build wrote no `BUSYBOX_IMAGE`.
+    #[error("no BUSYBOX_IMAGE in {}", .0.display())]
+    NoBusybox(PathBuf),
+}
+
 impl PrivateContainerd {
     /// Writes the config and CNI conflists, starts `containerd --config`, waits for its socket
     /// and imports the busybox and pause images (building them first if this target dir has
     /// none yet). Errors say what failed and carry containerd's log.
-    pub fn start() -> Result<Self, String> {
+    pub fn start() -> Result<Self, Error> {
         if let Some(why) = unavailable() {
-            return Err(why);
+            return Err(Error::Unavailable(why));
         }
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -78,7 +124,8 @@ impl PrivateContainerd {
         let dir = std::env::temp_dir().join(format!("kecd-{pid}-{n}"));
         let _ = fs::remove_dir_all(&dir);
         for sub in ["cni", "cni-ipam", "pods"] {
-            fs::create_dir_all(dir.join(sub)).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            fs::create_dir_all(dir.join(sub))
+                .map_err(|source| Error::Io { what: format!("creating {}", dir.display()), source })?;
         }
         // A /24 in 10.214.0.0/16 (the netns helpers use 10.213.0.0/24), different for each
         // instance of this process and, very likely, from other test processes'.
@@ -91,8 +138,9 @@ impl PrivateContainerd {
         write(&dir.join("cni/10-bridge.conflist"), &bridge_conflist(&bridge, &pod_cidr, &dir.join("cni-ipam")))?;
         write(&dir.join("cni/99-loopback.conflist"), LOOPBACK_CONFLIST)?;
 
-        let log = fs::File::create(dir.join("containerd.log")).map_err(|e| format!("creating containerd.log: {e}"))?;
-        let log2 = log.try_clone().map_err(|e| format!("containerd.log: {e}"))?;
+        let log = fs::File::create(dir.join("containerd.log"))
+            .map_err(|source| Error::Io { what: "creating containerd.log".into(), source })?;
+        let log2 = log.try_clone().map_err(|source| Error::Io { what: "containerd.log".into(), source })?;
         let child = Command::new("containerd")
             .arg("--config")
             .arg(dir.join("config.toml"))
@@ -100,7 +148,7 @@ impl PrivateContainerd {
             .stdout(log)
             .stderr(log2)
             .spawn()
-            .map_err(|e| format!("starting containerd: {e}"))?;
+            .map_err(|source| Error::Io { what: "starting containerd".into(), source })?;
         // From here on, Drop cleans up whatever happens.
         let mut this = Self { child, dir, socket, bridge, pod_cidr, busybox_image: String::new() };
         this.wait_ready()?;
@@ -153,28 +201,24 @@ impl PrivateContainerd {
 
     /// Waits until the socket accepts connections and the CRI plugin has started its services
     /// (its last start-up line), or containerd exits.
-    fn wait_ready(&mut self) -> Result<(), String> {
+    fn wait_ready(&mut self) -> Result<(), Error> {
         let deadline = Instant::now() + crate::patience();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("containerd exited with {status}; log:\n{}", self.log_tail()));
+                return Err(Error::Exited { status, log: self.log_tail() });
             }
             if UnixStream::connect(&self.socket).is_ok() && self.log().contains("Start streaming server") {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "containerd did not come up at {}; log:\n{}",
-                    self.socket.display(),
-                    self.log_tail()
-                ));
+                return Err(Error::NotReady { socket: self.socket.clone(), log: self.log_tail() });
             }
             thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// Builds (once per target dir) and imports the images; returns the busybox image's name.
-    fn import_images(&self) -> Result<String, String> {
+    fn import_images(&self) -> Result<String, Error> {
         let out = images_cache_dir();
         let script = workspace_root().join("hack/images.sh");
         let res = Command::new("bash")
@@ -185,21 +229,17 @@ impl PrivateContainerd {
             .arg(&self.socket)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
+            .map_err(|source| Error::Io { what: format!("running {}", script.display()), source })?;
         if !res.status.success() {
-            return Err(format!(
-                "{} failed ({}):\n{}{}",
-                script.display(),
-                res.status,
-                String::from_utf8_lossy(&res.stdout),
-                String::from_utf8_lossy(&res.stderr)
-            ));
+            let output = format!("{}{}", String::from_utf8_lossy(&res.stdout), String::from_utf8_lossy(&res.stderr));
+            return Err(Error::Images { script, status: res.status, output });
         }
-        let env = fs::read_to_string(out.join("images.env")).map_err(|e| format!("reading images.env: {e}"))?;
+        let env = fs::read_to_string(out.join("images.env"))
+            .map_err(|source| Error::Io { what: "reading images.env".into(), source })?;
         env.lines()
             .find_map(|l| l.strip_prefix("BUSYBOX_IMAGE="))
             .map(str::to_owned)
-            .ok_or_else(|| format!("no BUSYBOX_IMAGE in {}", out.join("images.env").display()))
+            .ok_or_else(|| Error::NoBusybox(out.join("images.env")))
     }
 
     fn ctr(&self, args: &[&str]) -> Option<String> {
@@ -292,8 +332,8 @@ fn unmount_under(dir: &Path) {
     }
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+fn write(path: &Path, text: &str) -> Result<(), Error> {
+    fs::write(path, text).map_err(|source| Error::Io { what: format!("writing {}", path.display()), source })
 }
 
 /// The workspace root, from this crate's manifest dir (`crates/testkit`).

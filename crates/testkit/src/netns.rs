@@ -40,19 +40,44 @@ pub struct Pair {
     edge: String,
 }
 
-fn sh(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args.join(" ")))?;
+/// A command setting up or changing the namespaces that could not run or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command could not be started.
+    #[error("{command}: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The command exited unsuccessfully.
+    #[error("{command} failed: {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its standard error, trimmed.
+        stderr: String,
+    },
+}
+
+fn sh(args: &[&str]) -> Result<(), Error> {
+    let command = || args.join(" ");
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|source| Error::Spawn { command: command(), source })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(Error::Failed { command: command(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
     }
 }
 
 impl Pair {
     /// Creates the namespaces and the link (`10.213.0.1/24` cloud, `10.213.0.2/24` edge), with
     /// loopback up in both.
-    pub fn new() -> Result<Self, String> {
+    pub fn new() -> Result<Self, Error> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}x{n}", std::process::id() % 100_000);
         let pair = Self { cloud: format!("kec{tag}"), edge: format!("kee{tag}") };
@@ -103,13 +128,13 @@ impl Pair {
 
     /// Cuts the link silently: the edge drops every packet to and from the cloud. Nothing is
     /// reset or refused, so only timeouts can tell.
-    pub fn cut(&self) -> Result<(), String> {
+    pub fn cut(&self) -> Result<(), Error> {
         sh(&["ip", "netns", "exec", &self.edge, "iptables", "-I", "INPUT", "-s", CLOUD_IP, "-j", "DROP"])?;
         sh(&["ip", "netns", "exec", &self.edge, "iptables", "-I", "OUTPUT", "-d", CLOUD_IP, "-j", "DROP"])
     }
 
     /// Heals the link cut by [`Pair::cut`].
-    pub fn heal(&self) -> Result<(), String> {
+    pub fn heal(&self) -> Result<(), Error> {
         sh(&["ip", "netns", "exec", &self.edge, "iptables", "-D", "INPUT", "-s", CLOUD_IP, "-j", "DROP"])?;
         sh(&["ip", "netns", "exec", &self.edge, "iptables", "-D", "OUTPUT", "-d", CLOUD_IP, "-j", "DROP"])
     }

@@ -433,6 +433,7 @@ impl Router {
                     }
                 }
                 Err(e) => {
+                    let e = e.to_string();
                     if self.bad_manifests.get(&path) != Some(&e) {
                         warn!(manifest = %path.display(), error = %e, "Skipping a static pod manifest.");
                         self.bad_manifests.insert(path, e);

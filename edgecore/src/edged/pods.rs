@@ -33,6 +33,9 @@ pub enum Error {
     /// The pod lacks something required.
     #[error("pod {0}")]
     Invalid(String),
+    /// A container's resources do not parse.
+    #[error("pod {0}")]
+    Resources(super::resources::ResourceError),
     /// A CRI call failed.
     #[error("{step}")]
     Cri {
@@ -221,7 +224,7 @@ impl PodRuntime {
         cfg.envs = super::volumes::env(pod, c, src, host_ip).await?;
         cfg.mounts = super::volumes::mounts(c, volumes)?;
         let resources =
-            super::resources::linux_resources(pod, c, super::resources::memory_capacity()).map_err(Error::Invalid)?;
+            super::resources::linux_resources(pod, c, super::resources::memory_capacity()).map_err(Error::Resources)?;
         if let Some(linux) = cfg.linux.as_mut() {
             linux.resources = Some(resources);
         }

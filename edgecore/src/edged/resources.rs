@@ -19,19 +19,48 @@ const MIN_QUOTA: i64 = 1_000;
 /// kubelet's smallest cpu.shares.
 const MIN_SHARES: i64 = 2;
 
+/// Why a resource quantity does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuantityError {
+    /// Not a decimal number (with an optional exponent).
+    #[error("{0:?} is not a quantity")]
+    Malformed(String),
+    /// A number with a suffix the API does not know.
+    #[error("{quantity:?} has an unknown suffix {suffix:?}")]
+    UnknownSuffix {
+        /// The whole quantity.
+        quantity: String,
+        /// The suffix.
+        suffix: String,
+    },
+}
+
+/// A container resource that does not parse, named as kubelet names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("container {container}: resources {resource}: {error}")]
+pub struct ResourceError {
+    /// The container's name.
+    pub container: String,
+    /// `cpu` or `memory`.
+    pub resource: &'static str,
+    /// What is wrong with the quantity.
+    pub error: QuantityError,
+}
+
 /// A parsed quantity, or why it does not parse.
 ///
 /// Accepts what the API accepts: a decimal number (`1`, `0.5`, `.25`), optionally with an
 /// exponent (`1e3`) or one suffix: `n u m k M G T P E` (decimal) or `Ki Mi Gi Ti Pi Ei`
 /// (binary).
-pub fn parse_quantity(q: &str) -> Result<f64, String> {
+pub fn parse_quantity(q: &str) -> Result<f64, QuantityError> {
+    let malformed = || QuantityError::Malformed(q.to_owned());
     let s = q.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     if num.is_empty() || num == "." || num.matches('.').count() > 1 || num[1..].contains(['+', '-']) {
-        return Err(format!("{q:?} is not a quantity"));
+        return Err(malformed());
     }
-    let n: f64 = num.parse().map_err(|_| format!("{q:?} is not a quantity"))?;
+    let n: f64 = num.parse().map_err(|_| malformed())?;
     let factor = match suffix {
         "" => 1.0,
         "n" => 1e-9,
@@ -50,22 +79,22 @@ pub fn parse_quantity(q: &str) -> Result<f64, String> {
         "Pi" => 1024f64.powi(5),
         "Ei" => 1024f64.powi(6),
         e if e.starts_with(['e', 'E']) => {
-            let exp: i32 = e[1..].parse().map_err(|_| format!("{q:?} is not a quantity"))?;
+            let exp: i32 = e[1..].parse().map_err(|_| malformed())?;
             10f64.powi(exp)
         }
-        _ => return Err(format!("{q:?} has an unknown suffix {suffix:?}")),
+        _ => return Err(QuantityError::UnknownSuffix { quantity: q.to_owned(), suffix: suffix.to_owned() }),
     };
     Ok(n * factor)
 }
 
 /// CPU in millicores (rounded up, as the API's `MilliValue`).
-fn milli_cpu(q: &Quantity) -> Result<i64, String> {
+fn milli_cpu(q: &Quantity) -> Result<i64, QuantityError> {
     #[allow(clippy::cast_possible_truncation)]
     Ok((parse_quantity(&q.0)? * 1000.0).ceil() as i64)
 }
 
 /// Bytes (rounded up).
-fn bytes(q: &Quantity) -> Result<i64, String> {
+fn bytes(q: &Quantity) -> Result<i64, QuantityError> {
     #[allow(clippy::cast_possible_truncation)]
     Ok(parse_quantity(&q.0)?.ceil() as i64)
 }
@@ -129,8 +158,12 @@ pub fn qos(pod: &Pod) -> Qos {
 
 /// The Linux resources of container `c` of `pod` on a node with `memory_capacity` bytes.
 /// A quantity that does not parse is an error naming the container and resource.
-pub fn linux_resources(pod: &Pod, c: &Container, memory_capacity: u64) -> Result<v1::LinuxContainerResources, String> {
-    let named = |res: &'static str| move |e: String| format!("container {}: resources {res}: {e}", c.name);
+pub fn linux_resources(
+    pod: &Pod,
+    c: &Container,
+    memory_capacity: u64,
+) -> Result<v1::LinuxContainerResources, ResourceError> {
+    let named = |resource: &'static str| move |error| ResourceError { container: c.name.clone(), resource, error };
     let (cpu_req, cpu_lim) = request_limit(c, "cpu");
     let (mem_req, mem_lim) = request_limit(c, "memory");
     let req_milli = cpu_req.as_ref().map(milli_cpu).transpose().map_err(named("cpu"))?.unwrap_or(0);
@@ -234,6 +267,7 @@ mod tests {
         // A bad quantity names the container and resource.
         let p = pod(json!({"limits": {"memory": "lots"}}));
         let e = linux_resources(&p, &p.spec.as_ref().unwrap().containers[0], cap).unwrap_err();
-        assert!(e.contains("container c: resources memory"), "{e}");
+        assert_eq!((e.container.as_str(), e.resource), ("c", "memory"));
+        assert!(e.to_string().starts_with("container c: resources memory: \"lots\""), "{e}");
     }
 }

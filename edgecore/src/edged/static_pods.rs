@@ -38,16 +38,39 @@ pub fn mirrored_hash(pod: &Pod) -> Option<&str> {
     pod.metadata.annotations.as_ref().and_then(|a| a.get(CONFIG_MIRROR)).map(String::as_str)
 }
 
+/// Why a manifest file is not a static pod (the file is skipped, with one warning).
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("{0}")]
+    Read(std::io::Error),
+    /// The file is over 1 MiB.
+    #[error("larger than {MAX_MANIFEST} bytes")]
+    TooLarge,
+    /// Neither YAML nor JSON.
+    #[error("not YAML or JSON: {0}")]
+    Syntax(yaml_serde::Error),
+    /// Another kind of object (the kind as written, JSON-quoted).
+    #[error("kind is {0}, not Pod")]
+    NotAPod(Value),
+    /// A required key is missing, or is not an object (the message names it).
+    #[error("{0}")]
+    Missing(&'static str),
+    /// The object is not a valid Pod.
+    #[error("not a valid Pod: {0}")]
+    Invalid(serde_json::Error),
+}
+
 /// The static pod of manifest `raw` (YAML or JSON) found at `path`, on node `node`.
-pub fn static_pod(raw: &[u8], path: &Path, node: &str) -> Result<Pod, String> {
-    let mut v: Value = yaml_serde::from_slice(raw).map_err(|e| format!("not YAML or JSON: {e}"))?;
+pub fn static_pod(raw: &[u8], path: &Path, node: &str) -> Result<Pod, ManifestError> {
+    let mut v: Value = yaml_serde::from_slice(raw).map_err(ManifestError::Syntax)?;
     if v.get("kind").and_then(Value::as_str).is_some_and(|k| k != "Pod") {
-        return Err(format!("kind is {}, not Pod", v["kind"]));
+        return Err(ManifestError::NotAPod(v["kind"].clone()));
     }
     let name = v.pointer("/metadata/name").and_then(Value::as_str).filter(|n| !n.is_empty());
-    let Some(name) = name.map(str::to_owned) else { return Err("metadata.name is missing".into()) };
+    let Some(name) = name.map(str::to_owned) else { return Err(ManifestError::Missing("metadata.name is missing")) };
     if v.pointer("/spec/containers").and_then(Value::as_array).is_none_or(Vec::is_empty) {
-        return Err("spec.containers is missing".into());
+        return Err(ManifestError::Missing("spec.containers is missing"));
     }
     let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
     hasher.update(raw);
@@ -55,7 +78,7 @@ pub fn static_pod(raw: &[u8], path: &Path, node: &str) -> Result<Pod, String> {
     hasher.update(format!("file:{}", path.display()).as_bytes());
     let hash: String = hasher.finish().as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect();
 
-    let meta = v["metadata"].as_object_mut().ok_or("metadata is not an object")?;
+    let meta = v["metadata"].as_object_mut().ok_or(ManifestError::Missing("metadata is not an object"))?;
     meta.insert("name".into(), json!(format!("{name}-{node}")));
     if meta.get("namespace").and_then(Value::as_str).is_none_or(str::is_empty) {
         meta.insert("namespace".into(), json!("default"));
@@ -68,7 +91,7 @@ pub fn static_pod(raw: &[u8], path: &Path, node: &str) -> Result<Pod, String> {
     ann[CONFIG_HASH] = json!(hash);
     ann[CONFIG_SOURCE] = json!("file");
     ann[CONFIG_SEEN] = json!(super::node::now_strings().1);
-    let spec = v["spec"].as_object_mut().ok_or("spec is not an object")?;
+    let spec = v["spec"].as_object_mut().ok_or(ManifestError::Missing("spec is not an object"))?;
     spec.insert("nodeName".into(), json!(node));
     for (key, default) in [
         ("restartPolicy", json!("Always")),
@@ -81,7 +104,7 @@ pub fn static_pod(raw: &[u8], path: &Path, node: &str) -> Result<Pod, String> {
     }
     // Static pods tolerate every NoExecute taint, as kubelet's file source sets.
     spec.entry("tolerations").or_insert(json!([{"operator": "Exists", "effect": "NoExecute"}]));
-    serde_json::from_value(v).map_err(|e| format!("not a valid Pod: {e}"))
+    serde_json::from_value(v).map_err(ManifestError::Invalid)
 }
 
 /// The mirror pod of a static pod, to create through the cloud: no UID, annotated with the
@@ -104,7 +127,7 @@ pub fn mirror_of(pod: &Pod) -> Value {
 }
 
 /// What the manifests folder holds: path → the pod, or why it was skipped.
-pub type Manifests = BTreeMap<PathBuf, Result<Pod, String>>;
+pub type Manifests = BTreeMap<PathBuf, Result<Pod, ManifestError>>;
 
 /// Reads the manifests in `dir` (blocking: call it off the async runtime). A missing folder
 /// holds no pods.
@@ -119,9 +142,9 @@ pub fn read_dir(dir: &Path, node: &str) -> Manifests {
             continue;
         }
         let pod = match e.metadata() {
-            Ok(m) if m.len() > MAX_MANIFEST => Err(format!("larger than {MAX_MANIFEST} bytes")),
-            Ok(_) => std::fs::read(&path).map_err(|e| e.to_string()).and_then(|raw| static_pod(&raw, &path, node)),
-            Err(e) => Err(e.to_string()),
+            Ok(m) if m.len() > MAX_MANIFEST => Err(ManifestError::TooLarge),
+            Ok(_) => std::fs::read(&path).map_err(ManifestError::Read).and_then(|raw| static_pod(&raw, &path, node)),
+            Err(e) => Err(ManifestError::Read(e)),
         };
         out.insert(path, pod);
     }
@@ -165,7 +188,7 @@ mod tests {
             (b": : :\n", "not YAML"),
         ] {
             let e = static_pod(bad, Path::new("/x.yaml"), "n").unwrap_err();
-            assert!(e.contains(why), "{e}");
+            assert!(e.to_string().contains(why), "{e}");
         }
     }
 }

@@ -383,8 +383,8 @@ async fn until_not_run(mut desired: watch::Receiver<Desired>) {
     }
 }
 
-async fn request(bus: &Bus, msg: Message) -> Result<Message, String> {
-    bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await.map_err(|e| e.to_string())
+async fn request(bus: &Bus, msg: Message) -> Result<Message, kubeedge_beehive::BusError> {
+    bus.send_sync(module::METAMANAGER, msg, REQUEST_TIMEOUT).await
 }
 
 fn namespace_and_name(pod: &Pod) -> (&str, &str) {
