@@ -2,8 +2,8 @@
 //! acknowledged already.
 
 use kubeedge_beehive::Bus;
-use kubeedge_model::constants::{group, module, operation};
-use kubeedge_model::{Content, Message};
+use kubeedge_model::constants::{group, module};
+use kubeedge_model::{Content, Message, Operation, ResourcePath};
 use tracing::debug;
 
 use super::syncs::Syncs;
@@ -40,8 +40,8 @@ impl Outbox {
     }
 
     /// Queues one object message to `node` unless the node already acknowledged this version.
-    pub fn object(&mut self, node: &str, obj: &Obj, op: &str) {
-        if op != operation::DELETE && self.sender.syncs.as_ref().is_some_and(|s| s.is_current(node, &obj.uid, obj.rv)) {
+    pub fn object(&mut self, node: &str, obj: &Obj, op: Operation) {
+        if op != Operation::Delete && self.sender.syncs.as_ref().is_some_and(|s| s.is_current(node, &obj.uid, obj.rv)) {
             debug!(node, uid = %obj.uid, rv = obj.rv, "Already acknowledged; not sent.");
             return;
         }
@@ -67,11 +67,11 @@ impl Outbox {
 }
 
 /// The message carrying `obj` to `node`.
-pub fn object_message(node: &str, obj: &Obj, op: &str) -> Message {
+pub fn object_message(node: &str, obj: &Obj, op: Operation) -> Message {
     let mut m = Message::build(
         module::EDGECONTROLLER,
         group::RESOURCE,
-        format!("node/{node}/{}/{}/{}", obj.namespace, obj.ty, obj.name),
+        ResourcePath::new(&obj.namespace, obj.ty, &obj.name).for_node(node).to_string(),
         op,
         obj.content.clone(),
     );
@@ -82,17 +82,16 @@ pub fn object_message(node: &str, obj: &Obj, op: &str) -> Message {
 /// A delete for an object known only by identity (upstream sends an unstructured object with
 /// namespace, name and uid).
 pub fn delete_message(node: &str, ty: &str, api_version: &str, kind: &str, ns: &str, name: &str, uid: &str) -> Message {
-    let content = Content::json(&serde_json::json!({
+    let content = Content::from_value(&serde_json::json!({
         "apiVersion": api_version,
         "kind": kind,
         "metadata": {"namespace": ns, "name": name, "uid": uid},
-    }))
-    .unwrap_or_else(|_| Content::null());
+    }));
     Message::build(
         module::EDGECONTROLLER,
         group::RESOURCE,
-        format!("node/{node}/{ns}/{ty}/{name}"),
-        operation::DELETE,
+        ResourcePath::new(ns, ty, name).for_node(node).to_string(),
+        Operation::Delete,
         content,
     )
 }

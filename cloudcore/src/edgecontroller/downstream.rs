@@ -27,8 +27,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kubeedge_model::constants::{group, module, operation, resource_type};
-use kubeedge_model::{Content, Message};
+use kubeedge_model::constants::{group, module, resource_type};
+use kubeedge_model::{CloudResource, Content, Message, Operation, ResourcePath};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -115,7 +115,7 @@ impl Store {
                 self.nodes_seen.insert(name.clone());
                 let hash = node_meta_hash(&n);
                 for pod in self.view.set_edge_node(&name, true) {
-                    self.tx.object(&name, &pod, operation::INSERT);
+                    self.tx.object(&name, &pod, Operation::Insert);
                 }
                 if self.nodes.insert(name.clone(), hash) == Some(hash) {
                     return;
@@ -129,8 +129,8 @@ impl Store {
                 let mut m = Message::build(
                     module::EDGECONTROLLER,
                     group::RESOURCE,
-                    format!("node/{name}/null/node/{name}"),
-                    operation::UPDATE,
+                    ResourcePath::cluster_scoped(resource_type::NODE, &name).for_node(&name).to_string(),
+                    Operation::Update,
                     content,
                 );
                 m.header.resource_version = n.metadata.resource_version.clone().unwrap_or_default();
@@ -163,16 +163,16 @@ impl Store {
         let m = Message::build(
             module::EDGECONTROLLER,
             group::RESOURCE,
-            format!("node/{name}/null/node/{name}"),
-            operation::DELETE,
+            ResourcePath::cluster_scoped(resource_type::NODE, name).for_node(name).to_string(),
+            Operation::Delete,
             Content::null(),
         );
         self.tx.raw(m);
         let note = Message::build(
             module::EDGECONTROLLER,
             module::SYNCCONTROLLER,
-            format!("node/{name}"),
-            operation::DELETE,
+            CloudResource::node_notice(name),
+            Operation::Delete,
             Content::null(),
         );
         // Not dropped when busy: a lost notice would leave the node's ObjectSyncs behind.
@@ -191,7 +191,7 @@ impl Store {
             Ok(Event::Delete(p)) => {
                 let Some(obj) = Obj::from_dynamic(p, resource_type::POD, "v1", "Pod") else { return };
                 if let Some(node) = self.view.remove_pod(&obj.uid) {
-                    self.tx.object(&node, &obj, operation::DELETE);
+                    self.tx.object(&node, &obj, Operation::Delete);
                 }
             }
             Ok(Event::InitDone) => {
@@ -223,10 +223,10 @@ impl Store {
         let change = self.view.apply_pod(obj.clone(), &node, hash, refs.clone());
         let sends_pod = change == PodChange::Added || change == PodChange::Updated;
         match change {
-            PodChange::Added if terminating => self.tx.object(&node, &obj, operation::UPDATE),
-            PodChange::Added => self.tx.object(&node, &obj, operation::INSERT),
-            PodChange::Updated => self.tx.object(&node, &obj, operation::UPDATE),
-            PodChange::Left { from } => self.tx.object(&from, &obj, operation::DELETE),
+            PodChange::Added if terminating => self.tx.object(&node, &obj, Operation::Update),
+            PodChange::Added => self.tx.object(&node, &obj, Operation::Insert),
+            PodChange::Updated => self.tx.object(&node, &obj, Operation::Update),
+            PodChange::Left { from } => self.tx.object(&from, &obj, Operation::Delete),
             PodChange::Unchanged | PodChange::Ignored => {}
         }
         if sends_pod {
@@ -236,7 +236,7 @@ impl Store {
             // Nothing is resent that the node has.
             for r in &refs {
                 if let Some(o) = self.view.view().object(r) {
-                    let op = if r.0 == resource_type::SECRET { operation::UPDATE } else { operation::INSERT };
+                    let op = if r.0 == resource_type::SECRET { Operation::Update } else { Operation::Insert };
                     self.tx.object(&node, &o, op);
                 }
             }
@@ -255,15 +255,15 @@ impl Store {
                 let Some(obj) = Obj::from_dynamic(o, ty, "v1", kind) else { return };
                 seen.insert((obj.namespace.clone(), obj.name.clone()));
                 let known = self.view.view().object(&(ty, obj.namespace.clone(), obj.name.clone())).is_some();
-                let op = if ty == resource_type::SECRET || known { operation::UPDATE } else { operation::INSERT };
+                let op = if ty == resource_type::SECRET || known { Operation::Update } else { Operation::Insert };
                 for node in self.view.apply_object(obj.clone()) {
-                    self.tx.object(&node, &obj, op);
+                    self.tx.object(&node, &obj, op.clone());
                 }
             }
             Ok(Event::Delete(o)) => {
                 let Some(obj) = Obj::from_dynamic(o, ty, "v1", kind) else { return };
                 for node in self.view.remove_object(ty, &obj.namespace, &obj.name) {
-                    self.tx.object(&node, &obj, operation::DELETE);
+                    self.tx.object(&node, &obj, Operation::Delete);
                 }
             }
             Ok(Event::InitDone) => {

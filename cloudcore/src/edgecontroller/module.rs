@@ -5,7 +5,7 @@ use std::hash::{Hash, Hasher};
 
 use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
 use kubeedge_config::cloudcore::KubeApiConfig;
-use kubeedge_model::Message;
+use kubeedge_model::{CloudResource, Message};
 use kubeedge_model::constants::module;
 use tokio::sync::mpsc;
 use tracing::info;
@@ -49,7 +49,7 @@ impl EdgeControllerModule {
 }
 
 fn worker_of(msg: &Message) -> usize {
-    let node = msg.router.resource.strip_prefix("node/").and_then(|r| r.split('/').next()).unwrap_or_default();
+    let node = CloudResource::node_of(&msg.router.resource).unwrap_or_default();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     node.hash(&mut h);
     (h.finish() % WORKERS as u64) as usize

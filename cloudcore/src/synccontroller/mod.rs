@@ -26,8 +26,8 @@ use kubeedge_apis::reliablesyncs::v1alpha1::{ObjectSync, ObjectSyncSpec};
 use kubeedge_apis::reliablesyncs::{object_sync_name, parse_object_sync_name};
 use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError, Spawner};
 use kubeedge_config::cloudcore::KubeApiConfig;
-use kubeedge_model::constants::{module, operation, resource_type};
-use kubeedge_model::{CloudResource, Message};
+use kubeedge_model::constants::{module, resource_type};
+use kubeedge_model::{CloudResource, Message, Operation};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -180,7 +180,7 @@ impl Controller {
             return;
         }
         let node = res.node.as_str();
-        if msg.router.operation == operation::DELETE {
+        if msg.operation() == Operation::Delete {
             self.syncs.remove(node, &uid);
             self.writers.send(AckWrite::Delete { node: node.to_owned(), uid, ns }).await;
             return;
@@ -202,9 +202,10 @@ impl Controller {
     /// A message from CloudHub (connected, disconnected, an ACK) or EdgeController (a node
     /// deleted).
     async fn handle(&mut self, msg: Message) {
-        let node = msg.router.resource.strip_prefix("node/").unwrap_or_default();
-        match (msg.router.source.as_str(), msg.router.operation.as_str()) {
-            (module::CLOUDHUB, operation::CONNECTED) => {
+        let node = CloudResource::node_of(&msg.router.resource).unwrap_or_default();
+        let notice = msg.router.resource == CloudResource::node_notice(node);
+        match (msg.router.source.as_str(), msg.operation()) {
+            (module::CLOUDHUB, Operation::Connected) => {
                 let node = node.to_owned();
                 self.connected.insert(node.clone());
                 self.sessions.insert(node.clone(), session_of(&msg));
@@ -215,14 +216,14 @@ impl Controller {
                 }
                 self.queue.push(&node);
             }
-            (module::CLOUDHUB, operation::DISCONNECTED) => {
+            (module::CLOUDHUB, Operation::Disconnected) => {
                 // A late notice of a session already replaced is ignored.
                 if self.sessions.get(node).is_none_or(|s| *s == session_of(&msg)) {
                     self.connected.remove(node);
                     self.sessions.remove(node);
                 }
             }
-            (module::EDGECONTROLLER, operation::DELETE) if !node.contains('/') => {
+            (module::EDGECONTROLLER, Operation::Delete) if notice => {
                 let node = node.to_owned();
                 self.collect_deleted_nodes(Some(&node)).await;
             }
@@ -242,8 +243,8 @@ impl Controller {
         for obj in &desired {
             present.insert(obj.uid.clone());
             let op = match self.syncs.syncs().get(node, &obj.uid) {
-                None => operation::INSERT,
-                Some(s) if s.rv < obj.rv => operation::UPDATE,
+                None => Operation::Insert,
+                Some(s) if s.rv < obj.rv => Operation::Update,
                 Some(_) => continue,
             };
             self.tx.raw(object_message(node, obj, op)).await;
