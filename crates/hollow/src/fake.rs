@@ -2,6 +2,7 @@
 //! 8 GiB, a `fake://` runtime) and the statuses of its pods. The messages that carry them are the
 //! model's (`kubeedge_model::protocol`), the same as edgecore's.
 
+use kubeedge_kube_serve::time;
 use kubeedge_model::protocol::objects::{HostInfo, NodeFacts};
 use serde_json::{Value, json};
 
@@ -74,10 +75,8 @@ pub fn terminated_status(host_ip: &str, pod_ip: &str, now: &str, containers: &[(
 
 /// Now, as Kubernetes writes times: seconds (`…Z`) and microseconds (`MicroTime`).
 pub fn now_strings() -> (String, String) {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = kubeedge_kube_serve::object::format_rfc3339(i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
-    let micro = format!("{}.{:06}Z", secs.trim_end_matches('Z'), since.subsec_micros());
-    (secs, micro)
+    let now = time::OffsetDateTime::now_utc();
+    (time::format(now), time::format_micro(now))
 }
 
 #[cfg(test)]
@@ -105,7 +104,7 @@ mod tests {
         let (secs, micro) = now_strings();
         assert_eq!(secs.len(), "2026-11-25T20:01:52Z".len());
         assert_eq!(micro.len(), "2026-11-25T19:54:28.876201Z".len());
-        assert_eq!(kubeedge_kube_serve::object::format_rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(kubeedge_kube_serve::object::format_rfc3339(20_417 * 86_400), "2025-11-25T00:00:00Z");
+        assert_eq!(time::format_unix(0), "1970-01-01T00:00:00Z");
+        assert_eq!(time::format_unix(20_417 * 86_400), "2025-11-25T00:00:00Z");
     }
 }

@@ -148,12 +148,6 @@ pub fn list(
     json!({"kind": kind_list, "apiVersion": api_version, "metadata": m, "items": items})
 }
 
-/// Unix seconds from an RFC 3339 timestamp; see [`crate::time::parse_unix`].
-pub use crate::time::parse_unix as parse_rfc3339;
-
-/// Unix seconds as `metav1.Time` writes them; see [`crate::time::format_unix`].
-pub use crate::time::format_unix as format_rfc3339;
-
 #[cfg(test)]
 mod tests {
     use super::*;
