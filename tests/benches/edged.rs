@@ -12,12 +12,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kubeedge_e2e::{CloudSide, until};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use kubeedge_e2e::{CloudSide, until};
 use kubeedge_testkit::containerd::{self, PrivateContainerd};
 use kubeedge_testkit::{Process, link};
 use serde_json::json;

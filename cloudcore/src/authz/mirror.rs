@@ -151,7 +151,9 @@ mod tests {
     fn only_plain_mirror_pods_of_the_node_itself() {
         let plain = json!({"containers": [{"name": "c", "image": "busybox"}], "hostPID": true, "volumes": [{"name": "root", "hostPath": {"path": "/"}}]});
         assert_eq!(check("edge-a", &mirror("edge-a", plain.clone())), Ok(()));
-        assert!(check("edge-a", &mirror("edge-b", plain.clone())).unwrap_err().0.contains("spec.nodeName set to itself"));
+        assert!(
+            check("edge-a", &mirror("edge-b", plain.clone())).unwrap_err().0.contains("spec.nodeName set to itself")
+        );
         let mut not_mirror = mirror("edge-a", plain);
         not_mirror["metadata"]["annotations"] = json!({});
         assert!(check("edge-a", &not_mirror).unwrap_err().0.contains("can only create mirror pods"));

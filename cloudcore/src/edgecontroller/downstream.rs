@@ -58,11 +58,22 @@ where
 pub async fn run(client: kube::Client, view: ViewWriter, tx: Sender, stop: CancellationToken) {
     let tx = Outbox::new(tx);
     let mut nodes = watch(Api::<Node>::all(client.clone()), watcher::Config::default().labels(EDGE_NODE_LABEL));
-    let mut pods = watch(Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<Pod>(&())), Default::default());
-    let mut configmaps =
-        watch(Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<ConfigMap>(&())), Default::default());
-    let mut secrets = watch(Api::<DynamicObject>::all_with(client, &ApiResource::erase::<Secret>(&())), Default::default());
-    let mut store = Store { view, tx, nodes: HashMap::new(), nodes_seen: HashSet::new(), nodes_listed: false, seen: Seen::default() };
+    let mut pods =
+        watch(Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<Pod>(&())), Default::default());
+    let mut configmaps = watch(
+        Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<ConfigMap>(&())),
+        Default::default(),
+    );
+    let mut secrets =
+        watch(Api::<DynamicObject>::all_with(client, &ApiResource::erase::<Secret>(&())), Default::default());
+    let mut store = Store {
+        view,
+        tx,
+        nodes: HashMap::new(),
+        nodes_seen: HashSet::new(),
+        nodes_listed: false,
+        seen: Seen::default(),
+    };
     loop {
         // A closed stream (it never closes: errors are retried) ends the task like `stop`.
         let done = tokio::select! {

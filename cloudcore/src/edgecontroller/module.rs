@@ -5,8 +5,8 @@ use std::hash::{Hash, Hasher};
 
 use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
 use kubeedge_config::cloudcore::KubeApiConfig;
-use kubeedge_model::{CloudResource, Message};
 use kubeedge_model::constants::module;
+use kubeedge_model::{CloudResource, Message};
 use tokio::sync::mpsc;
 use tracing::info;
 
