@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
 use kubeedge_config::cloudcore::{CloudHub, KubeApiConfig};
+use kubeedge_model::constants::module;
+use kubeedge_model::{Message, Operation};
 use kubeedge_viaduct::{AuthMode, ServerOptions};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -146,6 +148,10 @@ impl Module for CloudHubModule {
                 sessions = Some(ctx.spawn(hub.clone().serve(listener, tls, opts, shutdown.clone())));
             }
             while let Some(msg) = ctx.recv().await {
+                if is_sessions_query(&msg) {
+                    hub.announce_sessions().await;
+                    continue;
+                }
                 hub.dispatch(msg);
             }
             // Shutting down: the sessions send their close frames before the module ends.
@@ -155,4 +161,14 @@ impl Module for CloudHubModule {
             Ok(())
         })
     }
+}
+
+/// The resource of SyncController's question "which nodes are connected?" (operation `query`,
+/// to CloudHub): answered with one `connected` notice per live session.
+pub const SESSIONS_QUERY: &str = "sessions";
+
+fn is_sessions_query(msg: &Message) -> bool {
+    msg.router.source == module::SYNCCONTROLLER
+        && msg.router.resource == SESSIONS_QUERY
+        && msg.operation() == Operation::Query
 }

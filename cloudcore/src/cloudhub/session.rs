@@ -132,6 +132,15 @@ impl Hub {
         v
     }
 
+    /// Tells SyncController about every session now, as if each had just connected: what a
+    /// (re)started SyncController asks for, since it keeps no state across runs.
+    pub async fn announce_sessions(&self) {
+        let live: Vec<(String, u64)> = self.sessions.lock().iter().map(|(n, e)| (n.clone(), e.id)).collect();
+        for (node, id) in live {
+            self.notify_sync(&node, Operation::Connected, id).await;
+        }
+    }
+
     /// Hands a downstream message (resource `node/{node}/…`) to that node's session. Returns
     /// false when the node is not connected or its session inbox is full (the message is
     /// dropped and counted; SyncController repairs it).

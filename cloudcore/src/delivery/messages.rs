@@ -4,7 +4,7 @@
 use kubeedge_beehive::Bus;
 use kubeedge_model::constants::{group, module};
 use kubeedge_model::{Content, Message, Operation, ResourcePath};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::syncs::Syncs;
 use crate::delivery::view::Obj;
@@ -53,9 +53,12 @@ impl Outbox {
         self.queued.push((module::CLOUDHUB, msg));
     }
 
-    /// Queues a message for another module.
-    pub fn to_module(&mut self, module: &'static str, msg: Message) {
-        self.queued.push((module, msg));
+    /// Hands a notice to another module now, without waiting: dropped (and logged) when its
+    /// inbox is full.
+    pub fn notify(&mut self, module: &'static str, msg: Message) {
+        if let Err(e) = self.sender.bus.try_send(module, msg) {
+            warn!(module, error = %e, "A notice was not delivered.");
+        }
     }
 
     /// Sends everything queued, in order, waiting while the bus is full.

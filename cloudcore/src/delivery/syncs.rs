@@ -67,9 +67,14 @@ impl SyncsWriter {
         &self.0
     }
 
-    /// Forgets every record (before they are loaded again).
-    pub fn clear(&mut self) {
-        self.0.0.write().clear();
+    /// Replaces every record at once (a load from the ObjectSyncs): readers see the old set or
+    /// the new one, never a half-loaded one.
+    pub fn replace_all(&mut self, records: impl IntoIterator<Item = (String, String, Synced)>) {
+        let mut all = Records::new();
+        for (node, uid, s) in records {
+            all.entry(node).or_default().insert(uid, s);
+        }
+        *self.0.0.write() = all;
     }
 
     /// Sets the record.

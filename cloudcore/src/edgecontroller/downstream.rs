@@ -74,7 +74,8 @@ pub async fn run(client: kube::Client, view: ViewWriter, tx: Sender, stop: Cance
         nodes_listed: false,
         seen: Seen::default(),
     };
-    loop {
+    // Not `biased`: a burst on one watch does not hold up the others.
+    while !stop.is_cancelled() {
         // A closed stream (it never closes: errors are retried) ends the task like `stop`.
         let done = tokio::select! {
             _ = stop.cancelled() => true,
@@ -86,7 +87,11 @@ pub async fn run(client: kube::Client, view: ViewWriter, tx: Sender, stop: Cance
         if done {
             return;
         }
-        store.flush().await;
+        // Sending waits while CloudHub is full; a stop ends the wait (and the task) at once.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            () = store.flush() => {}
+        }
     }
 }
 
@@ -186,8 +191,9 @@ impl Store {
             Operation::Delete,
             Content::null(),
         );
-        // Not dropped when busy: a lost notice would leave the node's ObjectSyncs behind.
-        self.tx.to_module(module::SYNCCONTROLLER, note);
+        // Never waited for: the store task must not stall on SyncController. A notice lost
+        // to a full inbox is made up by SyncController's periodic collection.
+        self.tx.notify(module::SYNCCONTROLLER, note);
     }
 
     fn on_pod(&mut self, ev: WatchEvent<DynamicObject>) {

@@ -27,17 +27,22 @@ use kubeedge_apis::reliablesyncs::{object_sync_name, parse_object_sync_name};
 use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError, Spawner};
 use kubeedge_config::cloudcore::KubeApiConfig;
 use kubeedge_model::constants::{module, resource_type};
-use kubeedge_model::{CloudResource, Message, Operation};
+use kubeedge_model::{CloudResource, Content, Message, Operation};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::delivery::messages::{Sender, delete_message, object_message};
 pub use crate::delivery::syncs::{Synced, Syncs, SyncsWriter};
 use crate::delivery::view::{View, kind_of};
+use crate::cloudhub::module::SESSIONS_QUERY;
 use crate::kubeclient::kube_client;
 
 /// How often connected nodes are reconciled.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// How often the ObjectSyncs of nodes that no longer exist are looked for (besides at start
+/// and on EdgeController's notice of a deleted node, which may be lost when this module's
+/// inbox is full).
+const COLLECT_EVERY: Duration = Duration::from_secs(600);
 
 /// The types whose delivery is recorded in ObjectSyncs.
 fn tracked(ty: &str) -> bool {
@@ -119,8 +124,7 @@ impl Controller {
     async fn load(&mut self) -> Result<(), kube::Error> {
         let all: Api<ObjectSync> = Api::all(self.client.clone());
         let list = all.list(&ListParams::default()).await?;
-        let mut n = 0;
-        self.syncs.clear();
+        let mut records = Vec::new();
         for os in list.items {
             let (Some(name), Some(ns)) = (os.metadata.name.as_deref(), os.metadata.namespace.as_deref()) else {
                 continue;
@@ -132,21 +136,31 @@ impl Controller {
                 continue;
             }
             let s = Synced { rv, ty, namespace: ns.to_owned(), name: os.spec.object_name.clone() };
-            self.syncs.set(node, uid, s);
-            n += 1;
+            records.push((node.to_owned(), uid.to_owned(), s));
         }
-        info!(objectsyncs = n, "Loaded what edge nodes have acknowledged.");
+        info!(objectsyncs = records.len(), "Loaded what edge nodes have acknowledged.");
+        self.syncs.replace_all(records);
         Ok(())
     }
 
-    /// Deletes the ObjectSyncs of nodes that do not exist (upstream: 5 attempts, 1 s apart).
+    /// Deletes the ObjectSyncs of nodes that do not exist (upstream: 5 attempts, 1 s apart):
+    /// `only` that node (it was deleted), or every node missing from one list of the nodes.
     async fn collect_deleted_nodes(&mut self, only: Option<&str>) {
-        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
-        for (node, uid, ns) in self.syncs.syncs().all() {
-            if only.is_some_and(|o| o != node) {
-                continue;
+        let existing: Option<HashSet<String>> = match only {
+            Some(_) => None,
+            None => {
+                let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+                match nodes.list_metadata(&ListParams::default()).await {
+                    Ok(list) => Some(list.items.into_iter().filter_map(|n| n.metadata.name).collect()),
+                    Err(e) => {
+                        warn!(error = %e, "Listing nodes failed; ObjectSyncs of deleted nodes are collected later.");
+                        return;
+                    }
+                }
             }
-            if only.is_none() && matches!(nodes.get_opt(&node).await, Ok(Some(_)) | Err(_)) {
+        };
+        for (node, uid, ns) in self.syncs.syncs().all() {
+            if only.is_some_and(|o| o != node) || existing.as_ref().is_some_and(|e| e.contains(&node)) {
                 continue;
             }
             let name = object_sync_name(&node, &uid);
@@ -444,11 +458,24 @@ impl Module for SyncControllerModule {
             install_crds(&c.client).await?;
             c.load().await.map_err(|e| format!("listing ObjectSyncs failed: {e}"))?;
             c.collect_deleted_nodes(None).await;
+            // This run knows no sessions yet (a restart forgets them): CloudHub announces each
+            // live one as if it had just connected.
+            if ctx.bus.has_module(module::CLOUDHUB) {
+                let ask = Message::build(module::SYNCCONTROLLER, module::CLOUDHUB, SESSIONS_QUERY, Operation::Query, Content::null());
+                let _ = ctx.bus.send(module::CLOUDHUB, ask).await;
+            }
             let mut tick = tokio::time::interval(RECONCILE_EVERY);
+            let mut collect = tokio::time::interval_at(tokio::time::Instant::now() + COLLECT_EVERY, COLLECT_EVERY);
             let shutdown = ctx.shutdown().clone();
             loop {
+                // Not `biased`: ready branches are taken at random, so neither ACKs nor the
+                // queue starve; a shutdown is seen at the latest on the next turn.
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
+                    _ = collect.tick() => c.collect_deleted_nodes(None).await,
                     msg = ctx.recv() => {
                         let Some(msg) = msg else { return Ok(()) };
                         c.handle(msg).await;
@@ -466,7 +493,10 @@ impl Module for SyncControllerModule {
                     }
                     () = std::future::ready(()), if !c.queue.is_empty() => {
                         if let Some(node) = c.queue.pop().filter(|n| c.connected.contains(n)) {
-                            c.reconcile(&node).await;
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return Ok(()),
+                                () = c.reconcile(&node) => {}
+                            }
                         }
                     }
                 }
