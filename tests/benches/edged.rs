@@ -24,6 +24,17 @@ use serde_json::json;
 
 const NODE: &str = "edge-bench";
 
+/// Anonymous (heap, stacks) and file-backed (the binary's code) resident memory and threads.
+fn rss_parts(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("RssAnon") || l.starts_with("RssFile") || l.starts_with("Threads"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -117,13 +128,7 @@ fn main() {
     let ready_after = started.elapsed();
     edge.wait_for_line("Started.");
     let (idle_med, idle_max) = settle_rss(pid, 10);
-    let parts = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("RssAnon") || l.starts_with("RssFile") || l.starts_with("Threads"))
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let parts = rss_parts(pid);
 
     // Pods one at a time: create → Running (and Ready) seen by a watch.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -159,6 +164,7 @@ fn main() {
         }
     }
     let (busy_med, busy_max) = settle_rss(pid, 10);
+    let busy_parts = rss_parts(pid);
     let cpu_ticks = |pid: u32| -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
@@ -176,7 +182,7 @@ fn main() {
         ready_after.as_secs_f64() * 1e3
     );
     println!("  idle RSS, node registered, no pods: median {idle_med} KB, max {idle_max} KB ({parts})");
-    println!("  RSS with {pods_n} running pods:       median {busy_med} KB, max {busy_max} KB");
+    println!("  RSS with {pods_n} running pods:       median {busy_med} KB, max {busy_max} KB ({busy_parts})");
     println!("  CPU with {pods_n} running pods, idle: {cpu_pct:.1} % of one core");
     println!(
         "  pod create → Running in the API, one at a time ({} pods): p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",

@@ -107,7 +107,7 @@ pub(super) fn spawn(shared: &Shared, uid: String, first: Desired, is_static: boo
         mirror_uid: mirror_rx.borrow().clone(),
         started: false,
         failed_at: None,
-        last_status: Value::Null,
+        last_status: None,
         readiness: HashMap::new(),
         prober: Prober::default(),
         backoffs: Backoffs::new(),
@@ -134,7 +134,9 @@ struct Worker {
     started: bool,
     /// When the last start failed: retried after the restart backoff.
     failed_at: Option<Instant>,
-    last_status: Value,
+    /// A hash of the last status the cloud accepted (the status itself is not kept: a few KB
+    /// a pod).
+    last_status: Option<u64>,
     readiness: HashMap<String, bool>,
     prober: Prober,
     backoffs: Backoffs,
@@ -175,7 +177,7 @@ impl Worker {
                         continue;
                     }
                     self.mirror_uid = mirror.borrow_and_update().clone();
-                    self.last_status = Value::Null;
+                    self.last_status = None;
                     self.steady = None;
                 }
                 Some(fingerprint) = ticks.recv() => {
@@ -205,7 +207,7 @@ impl Worker {
                 }
                 Desired::Run(pod) => {
                     self.pod = pod;
-                    self.last_status = Value::Null;
+                    self.last_status = None;
                     self.steady = None;
                     if self.started {
                         let _ = self.report().await;
@@ -349,7 +351,8 @@ impl Worker {
                 return false;
             }
         };
-        if status == self.last_status {
+        let hash = status_hash(&status);
+        if self.last_status == Some(hash) {
             return true;
         }
         // A static pod's status goes to its mirror pod, once there is one.
@@ -357,13 +360,13 @@ impl Worker {
             let Some(m) = &self.mirror_uid else { return false };
             let mut target = (*self.pod).clone();
             target.metadata.uid = Some(m.clone());
-            podpatch(&target, status.clone())
+            podpatch(&target, status)
         } else {
-            podpatch(&self.pod, status.clone())
+            podpatch(&self.pod, status)
         };
         match request(&self.shared.bus, patch).await {
             Ok(_) => {
-                self.last_status = status;
+                self.last_status = Some(hash);
                 true
             }
             Err(e) => {
@@ -372,6 +375,14 @@ impl Worker {
             }
         }
     }
+}
+
+/// A hash of a pod status (its JSON, keys sorted), to tell whether it changed.
+fn status_hash(status: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(status).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 /// Resolves when the desired state is no longer `Run` (a delete or termination), or never
