@@ -4,8 +4,6 @@
 //! cloud refuses. Each failure is printed with its name and a fix, and nothing is written
 //! (the `--root` the join was pointed at stays empty). Usage errors exit 64.
 
-mod cloud;
-
 use std::path::Path;
 use std::time::Duration;
 
@@ -54,7 +52,7 @@ fn join(root: &Path, args: &[&str]) -> (i32, String) {
 #[test]
 fn every_preflight_check_fails_by_name_with_a_fix_and_nothing_is_written() {
     let dir = TempDir::new();
-    let cloud = cloud::Cloud::start(dir.path());
+    let cloud = kubeedge_e2e::CloudSide::start(dir.path());
     let token = cloud.token();
     let (ws, https) = (format!("127.0.0.1:{}", cloud.ws_port), cloud.https_port.to_string());
     let missing_socket = format!("unix://{}/no-containerd.sock", dir.path().display());
@@ -128,7 +126,7 @@ fn a_token_the_cloud_refuses_fails_token_accepted() {
         return;
     }
     let dir = TempDir::new();
-    let cloud = cloud::Cloud::start(dir.path());
+    let cloud = kubeedge_e2e::CloudSide::start(dir.path());
     let containerd = kubeedge_testkit::containerd::PrivateContainerd::start().unwrap();
     let endpoint = format!("unix://{}", containerd.socket().display());
     let root = dir.path().join("root");
