@@ -36,7 +36,7 @@ enum Command {
     /// Renders cloudcore's manifests (not built yet).
     Manifest(Unbuilt),
     /// Joins this host as an edge node (edgecore as a systemd service).
-    Join(join::Args),
+    Join(Box<join::Args>),
     /// Removes KubeEdge from this host (edge, or cloudcore on the host; `reset cloud` for a cluster).
     Reset(reset::Args),
     /// Edge node commands (not built yet).
