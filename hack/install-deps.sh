@@ -10,10 +10,12 @@ set -euo pipefail
 # (a private containerd per test; CNI plugins in /usr/lib/cni give pods loopback and bridge
 # networking). busybox-static: the one binary inside the locally built images (hack/images.sh;
 # there is no registry). mosquitto and mosquitto-clients: the external MQTT broker (upstream's
-# default mode) for EventBus and the mappers.
+# default mode) for EventBus and the mappers. systemd-container: systemd-nspawn boots a real
+# systemd for the tests of keadm join/reset and the units in build/ (installing it also brings
+# the host's systemd packages to the matching version); systemd-analyze verifies the units.
 APT_PACKAGES=(procps curl ca-certificates iproute2 iptables
   containerd runc containernetworking-plugins busybox-static
-  mosquitto mosquitto-clients)
+  mosquitto mosquitto-clients systemd systemd-container)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

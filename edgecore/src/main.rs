@@ -30,11 +30,13 @@ fn main() -> ExitCode {
         available_modules: AVAILABLE_MODULES,
         restart_policy: RestartPolicy::default,
     };
-    daemon.main::<EdgeCoreConfig>(|cfg, registry, _metrics| {
+    daemon.main::<EdgeCoreConfig>(|cfg, registry, metrics| {
         let hub = &cfg.modules.edge_hub;
         if hub.enable {
             let node = cfg.modules.edged.hostname_override.clone();
-            registry.register(Box::new(EdgeHubModule::new(hub.clone(), node)))?;
+            let module =
+                EdgeHubModule::new(hub.clone(), node).with_metrics(metrics.registry()).map_err(|e| e.to_string())?;
+            registry.register(Box::new(module))?;
         }
         let meta = &cfg.modules.meta_manager;
         if meta.enable {

@@ -1,10 +1,19 @@
 //! keadm, KubeEdge's installer CLI, with upstream's commands and flags. Built so far:
-//! `keadm gettoken` (upstream's shared join token, or a token bound to one node with an expiry).
-//! The other commands (`init`, `manifest`, `join`, `reset`, `ctl`, `debug`, `deprecated`) are
-//! refused with a clear error (exit 64) until they are built.
+//! `keadm gettoken` (upstream's shared join token, or a token bound to one node with an expiry),
+//! `keadm join` and `keadm reset` (edge), `keadm deprecated init|reset` (cloudcore on the host)
+//! and `keadm version`. The other commands (`init`, `manifest`, `ctl`, `debug`) are refused
+//! with a clear error (exit 64) until they are built.
 
+mod deprecated;
 mod duration;
 mod gettoken;
+mod hooks;
+mod http;
+mod install;
+mod join;
+mod paths;
+mod reset;
+mod systemd;
 
 use std::process::ExitCode;
 
@@ -26,16 +35,18 @@ enum Command {
     Init(Unbuilt),
     /// Renders cloudcore's manifests (not built yet).
     Manifest(Unbuilt),
-    /// Joins this host as an edge node (not built yet).
-    Join(Unbuilt),
-    /// Removes KubeEdge from this host (not built yet).
-    Reset(Unbuilt),
+    /// Joins this host as an edge node (edgecore as a systemd service).
+    Join(Box<join::Args>),
+    /// Removes KubeEdge from this host (edge, or cloudcore on the host; `reset cloud` for a cluster).
+    Reset(reset::Args),
     /// Edge node commands (not built yet).
     Ctl(Unbuilt),
     /// Diagnostics (not built yet).
     Debug(Unbuilt),
-    /// Deprecated host-level commands (not built yet).
-    Deprecated(Unbuilt),
+    /// Cloudcore on this host as a systemd service (init, reset).
+    Deprecated(deprecated::Args),
+    /// Prints keadm's version.
+    Version,
 }
 
 /// Any arguments of a command not built yet.
@@ -56,10 +67,14 @@ fn main() -> ExitCode {
         Command::Gettoken(args) => gettoken::main(&args),
         Command::Init(_) => unbuilt("init"),
         Command::Manifest(_) => unbuilt("manifest"),
-        Command::Join(_) => unbuilt("join"),
-        Command::Reset(_) => unbuilt("reset"),
+        Command::Join(args) => join::main(&args),
+        Command::Reset(args) => reset::main(&args),
         Command::Ctl(_) => unbuilt("ctl"),
         Command::Debug(_) => unbuilt("debug"),
-        Command::Deprecated(_) => unbuilt("deprecated"),
+        Command::Deprecated(args) => deprecated::main(&args),
+        Command::Version => {
+            println!("keadm {} (kubeedge-rs, wire-compatible with KubeEdge v1.23)", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
     }
 }

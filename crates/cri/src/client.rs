@@ -115,6 +115,13 @@ impl Cri {
         call("Status", self.options.request_timeout, self.runtime.clone().status(req)).await
     }
 
+    /// The runtime's conditions plus its verbose `info` (containerd puts its CRI config there as
+    /// JSON under `config`: what `keadm join` reads the cgroup driver from).
+    pub async fn status_verbose(&self) -> Result<v1::StatusResponse> {
+        let req = v1::StatusRequest { verbose: true };
+        call("Status", self.options.request_timeout, self.runtime.clone().status(req)).await
+    }
+
     /// Creates and starts a pod sandbox; returns its id. `runtime_handler` empty means the
     /// runtime's default (`runc`).
     pub async fn run_pod_sandbox(&self, config: &v1::PodSandboxConfig, runtime_handler: &str) -> Result<String> {

@@ -317,6 +317,7 @@ impl Drop for TempDir {
 
 pub mod containerd;
 pub mod netns;
+pub mod nspawn;
 
 /// Scenarios every daemon must pass, shared by the cloudcore and edgecore process tests.
 pub mod daemon {

@@ -6,6 +6,9 @@
 //! 3. `GET {httpServer}/edge.crt` with a fresh CSR (`CN=system:node:{node}`, `O=system:nodes`),
 //!    `NodeName` and `Authorization: Bearer {jwt}`, now verifying the server against that CA;
 //! 4. write the CA (PEM), the certificate (PEM) and the key (`EC PRIVATE KEY`, mode 0600).
+//!
+//! `keadm join` uses the same steps without writing ([`request`], [`fetch_ca`] with the
+//! server's `Date` for its clock check) and installs the files itself.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -110,35 +113,75 @@ pub async fn needs_bootstrap(paths: &CertPaths, node: &str) -> bool {
     !kubeedge_pki::subject(&der).is_ok_and(|(cn, _)| cn == format!("system:node:{node}"))
 }
 
-/// Joins with the token: fetches and checks the CA, gets a certificate, writes the files.
-pub async fn bootstrap(http_server: &str, token: &str, node: &str, paths: &CertPaths) -> Result<(), Error> {
-    let (want, jwt) = kubeedge_pki::split_token(token).map_err(Error::Token)?;
+/// What a join obtains: the CA, the node certificate and its key (DER / SEC1).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The CA certificate, DER.
+    pub ca_der: Vec<u8>,
+    /// The node certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The node key, SEC1 DER.
+    pub key_sec1: Vec<u8>,
+}
+
+impl Credentials {
+    /// Writes the CA (PEM), the certificate (PEM) and the key (`EC PRIVATE KEY`, mode 0600),
+    /// each beside its place first and then renamed.
+    pub async fn write(&self, paths: &CertPaths) -> Result<(), Error> {
+        write(&paths.ca, kubeedge_pki::pem("CERTIFICATE", &self.ca_der).as_bytes(), 0o644).await?;
+        write(&paths.cert, kubeedge_pki::pem("CERTIFICATE", &self.cert_der).as_bytes(), 0o644).await?;
+        write(&paths.key, kubeedge_pki::pem("EC PRIVATE KEY", &self.key_sec1).as_bytes(), 0o600).await
+    }
+}
+
+/// The CA as `GET {httpServer}/ca.crt` serves it (unverified: check it against the token's
+/// hash before trusting it), with the server's `Date` header (for clock checks).
+pub async fn fetch_ca(http_server: &str) -> Result<(Vec<u8>, Option<String>), Error> {
     let target = Target::parse(http_server)?;
     let insecure = kubeedge_pki::insecure_client_config()
         .map_err(|e| Error::Http { server: target.addr.clone(), message: e.to_string() })?;
-    let ca_der = target.get(Arc::new(insecure), "/ca.crt", &[], Vec::new()).await?;
+    let reply = target.send(Arc::new(insecure), "/ca.crt", &[], Vec::new()).await?;
+    let date = reply.date.clone();
+    Ok((reply.ok("/ca.crt")?, date))
+}
+
+/// Joins with the token without writing anything: fetches and checks the CA, then asks for
+/// a certificate for `node` with a fresh key.
+pub async fn request(http_server: &str, token: &str, node: &str) -> Result<Credentials, Error> {
+    let (want, jwt) = kubeedge_pki::split_token(token).map_err(Error::Token)?;
+    let target = Target::parse(http_server)?;
+    let (ca_der, _) = fetch_ca(http_server).await?;
     let got = kubeedge_pki::ca_hash(&ca_der);
     if got != want {
         return Err(Error::CaMismatch { server: target.addr.clone(), got, want: want.to_owned() });
     }
     let (csr, key_sec1) = kubeedge_pki::edge_csr(node)?;
+    let bearer = format!("Bearer {jwt}");
+    let tls = verified(&target, &ca_der)?;
+    let reply = target.send(tls, "/edge.crt", &[("NodeName", node), ("Authorization", &bearer)], csr).await?;
+    let cert_der = reply.ok("/edge.crt")?;
+    Ok(Credentials { ca_der, cert_der, key_sec1 })
+}
+
+/// Joins with the token: fetches and checks the CA, gets a certificate, writes the files.
+pub async fn bootstrap(http_server: &str, token: &str, node: &str, paths: &CertPaths) -> Result<(), Error> {
+    let creds = request(http_server, token, node).await?;
+    creds.write(paths).await?;
+    info!(node, server = %http_server, "Joined: certificate written.");
+    Ok(())
+}
+
+/// A TLS client config trusting only `ca_der`.
+fn verified(target: &Target, ca_der: &[u8]) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let http = |e: &dyn std::fmt::Display| Error::Http { server: target.addr.clone(), message: e.to_string() };
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ca_der.clone()))
-        .map_err(|e| Error::Http { server: target.addr.clone(), message: e.to_string() })?;
-    let verified = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    roots.add(CertificateDer::from(ca_der.to_vec())).map_err(|e| http(&e))?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Http { server: target.addr.clone(), message: e.to_string() })?
+        .map_err(|e| http(&e))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let bearer = format!("Bearer {jwt}");
-    let cert_der =
-        target.get(Arc::new(verified), "/edge.crt", &[("NodeName", node), ("Authorization", &bearer)], csr).await?;
-    write(&paths.ca, kubeedge_pki::pem("CERTIFICATE", &ca_der).as_bytes(), 0o644).await?;
-    write(&paths.cert, kubeedge_pki::pem("CERTIFICATE", &cert_der).as_bytes(), 0o644).await?;
-    write(&paths.key, kubeedge_pki::pem("EC PRIVATE KEY", &key_sec1).as_bytes(), 0o600).await?;
-    info!(node, server = %target.addr, "Joined: certificate written.");
-    Ok(())
+    Ok(Arc::new(config))
 }
 
 /// Renews the node certificate before it expires (upstream's rotation): a fresh key and CSR,
@@ -162,7 +205,7 @@ pub async fn rotate(http_server: &str, node: &str, paths: &CertPaths) -> Result<
         .with_client_auth_cert(vec![CertificateDer::from(cert_der)], kubeedge_pki::rustls_key(&key))
         .map_err(|e| http(&e))?;
     let (csr, key_sec1) = kubeedge_pki::edge_csr(node)?;
-    let new_cert = target.get(Arc::new(tls), "/edge.crt", &[("NodeName", node)], csr).await?;
+    let new_cert = target.send(Arc::new(tls), "/edge.crt", &[("NodeName", node)], csr).await?.ok("/edge.crt")?;
     // The key first: a crash between the two leaves a new key with the old certificate, which
     // `needs_bootstrap` cannot see; the certificate first would be worse (a key that does not
     // match). Either way the next start re-joins or the old pair is still valid.
@@ -224,14 +267,15 @@ impl Target {
         Ok(Self { addr, host })
     }
 
-    /// A GET (with a body when given, as `/edge.crt` takes one) returning a capped body.
-    async fn get(
+    /// A GET (with a body when given, as `/edge.crt` takes one) returning the status, the
+    /// `Date` header and a capped body.
+    async fn send(
         &self,
         tls: Arc<rustls::ClientConfig>,
-        path: &'static str,
+        path: &str,
         headers: &[(&str, &str)],
         body: Vec<u8>,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<Reply, Error> {
         let io = |source| Error::Io { server: self.addr.clone(), source };
         let http = |e: &dyn std::fmt::Display| Error::Http { server: self.addr.clone(), message: e.to_string() };
         let tcp = tokio::net::TcpStream::connect(&self.addr).await.map_err(io)?;
@@ -247,15 +291,30 @@ impl Target {
         let req = req.body(Full::new(Bytes::from(body))).map_err(|e| http(&e))?;
         let resp = send.send_request(req).await.map_err(|e| http(&e))?;
         let status = resp.status().as_u16();
-        let bytes =
+        let date = resp.headers().get(http::header::DATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body =
             Limited::new(resp.into_body(), MAX_RESPONSE).collect().await.map_err(|e| http(&*e))?.to_bytes().to_vec();
-        if status != 200 {
+        Ok(Reply { status, date, body })
+    }
+}
+
+/// An answer of the join API.
+struct Reply {
+    status: u16,
+    date: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body of a 200, else [`Error::Refused`] with what the server said.
+    fn ok(self, path: &'static str) -> Result<Vec<u8>, Error> {
+        if self.status != 200 {
             return Err(Error::Refused {
                 path,
-                status,
-                body: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                status: self.status,
+                body: String::from_utf8_lossy(&self.body).chars().take(200).collect(),
             });
         }
-        Ok(bytes)
+        Ok(self.body)
     }
 }

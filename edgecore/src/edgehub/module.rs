@@ -55,12 +55,25 @@ pub async fn resolve_token(configured: &str, bootstrap_file: &std::path::Path) -
 pub struct EdgeHubModule {
     cfg: EdgeHub,
     node: String,
+    connected: Option<prometheus::IntGauge>,
 }
+
+/// The gauge saying whether the edge has a session with CloudHub (1) or not (0): what
+/// `keadm join` waits for, and what an operator alerts on.
+pub const CONNECTED_METRIC: &str = "kubeedge_edgehub_connected";
 
 impl EdgeHubModule {
     /// A module for `node` with this config.
     pub fn new(cfg: EdgeHub, node: String) -> Self {
-        Self { cfg, node }
+        Self { cfg, node, connected: None }
+    }
+
+    /// Registers [`CONNECTED_METRIC`] in `registry` and keeps it current.
+    pub fn with_metrics(mut self, registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let gauge = prometheus::IntGauge::new(CONNECTED_METRIC, "1 while EdgeHub has a session with CloudHub.")?;
+        registry.register(Box::new(gauge.clone()))?;
+        self.connected = Some(gauge);
+        Ok(self)
     }
 
     fn paths(&self) -> CertPaths {
@@ -163,7 +176,10 @@ async fn reachable(server: &str) -> bool {
     matches!(tokio::time::timeout(PROBE_EVERY, tokio::net::TcpStream::connect(server)).await, Ok(Ok(_)))
 }
 
-async fn notify(bus: &Bus, connected: bool) {
+async fn notify(bus: &Bus, connected: bool, gauge: Option<&prometheus::IntGauge>) {
+    if let Some(g) = gauge {
+        g.set(i64::from(connected));
+    }
     for g in NOTIFY_GROUPS {
         if bus.group_members(g).is_empty() {
             continue;
@@ -251,7 +267,7 @@ impl Module for EdgeHubModule {
                 };
                 info!(server = %self.cfg.websocket.server, node = %self.node, "Connected to CloudHub.");
                 let connected_at = Instant::now();
-                notify(&ctx.bus, true).await;
+                notify(&ctx.bus, true, self.connected.as_ref()).await;
                 let mut tick = tokio::time::interval(heartbeat);
                 let rotation = rotate_when_due(&self.cfg.http_server, &self.node, &paths);
                 tokio::pin!(rotation);
@@ -262,7 +278,7 @@ impl Module for EdgeHubModule {
                     tokio::select! {
                         _ = shutdown.cancelled() => {
                             let _ = conn.close().await;
-                            notify(&ctx.bus, false).await;
+                            notify(&ctx.bus, false, self.connected.as_ref()).await;
                             return Ok(());
                         }
                         _ = tokio::time::sleep_until(silent_after) => {
@@ -280,7 +296,7 @@ impl Module for EdgeHubModule {
                             let Some(msg) = out else {
                                 // Shutdown: say goodbye properly.
                                 let _ = conn.close().await;
-                                notify(&ctx.bus, false).await;
+                                notify(&ctx.bus, false, self.connected.as_ref()).await;
                                 return Ok(());
                             };
                             pace.take().await;
@@ -305,7 +321,7 @@ impl Module for EdgeHubModule {
                         },
                     }
                 };
-                notify(&ctx.bus, false).await;
+                notify(&ctx.bus, false, self.connected.as_ref()).await;
                 if reason == ROTATED {
                     // Reconnect at once with the new certificate.
                     let _ = conn.close().await;

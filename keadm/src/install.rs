@@ -1,0 +1,158 @@
+//! An install that is all or nothing: files are written beside their place and renamed, never
+//! over an existing file, and everything this run created (files, directories, an enabled
+//! unit) is undone in reverse order if it does not [`commit`](Tx::commit).
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::paths::Root;
+use crate::systemd::Systemctl;
+
+/// A file operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The target exists already.
+    #[error("{0} exists already; keadm does not overwrite it")]
+    Exists(PathBuf),
+    /// I/O failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// systemctl failed.
+    #[error(transparent)]
+    Systemd(#[from] crate::systemd::Error),
+}
+
+enum Undo {
+    File(PathBuf),
+    Dir(PathBuf),
+    Unit(String),
+}
+
+/// The changes of one run.
+pub struct Tx<'a> {
+    root: &'a Root,
+    undo: Vec<Undo>,
+    committed: bool,
+}
+
+impl<'a> Tx<'a> {
+    /// A new, empty transaction in `root`.
+    pub fn new(root: &'a Root) -> Self {
+        Self { root, undo: Vec::new(), committed: false }
+    }
+
+    /// Creates `dir` (given inside the root) and its missing parents, remembering each.
+    pub fn mkdirs(&mut self, dir: impl AsRef<Path>) -> Result<PathBuf, Error> {
+        let dir = self.root.at(dir);
+        let mut missing = Vec::new();
+        let mut at = dir.as_path();
+        while !at.exists() {
+            missing.push(at.to_owned());
+            match at.parent() {
+                Some(p) => at = p,
+                None => break,
+            }
+        }
+        for d in missing.into_iter().rev() {
+            std::fs::create_dir(&d).map_err(|source| Error::Io { what: "creating", path: d.clone(), source })?;
+            self.undo.push(Undo::Dir(d));
+        }
+        Ok(dir)
+    }
+
+    /// Writes a new file `path` (inside the root) with `mode`.
+    pub fn write(&mut self, path: impl AsRef<Path>, data: &[u8], mode: u32) -> Result<PathBuf, Error> {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent() {
+            self.mkdirs(parent)?;
+        }
+        let target = self.root.at(path);
+        if target.exists() {
+            return Err(Error::Exists(target));
+        }
+        let tmp = target.with_file_name(format!(
+            ".{}.keadm-tmp",
+            target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
+        let io = |what, source| Error::Io { what, path: tmp.clone(), source };
+        let result = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)
+                .map_err(|e| io("creating", e))?;
+            f.write_all(data).map_err(|e| io("writing", e))?;
+            f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| io("chmod", e))?;
+            f.sync_all().map_err(|e| io("syncing", e))?;
+            std::fs::rename(&tmp, &target).map_err(|source| Error::Io {
+                what: "renaming to",
+                path: target.clone(),
+                source,
+            })
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result?;
+        self.undo.push(Undo::File(target.clone()));
+        Ok(target)
+    }
+
+    /// Copies the file `from` (on this machine) to the new file `to` (inside the root).
+    pub fn copy(&mut self, from: &Path, to: impl AsRef<Path>, mode: u32) -> Result<PathBuf, Error> {
+        let data =
+            std::fs::read(from).map_err(|source| Error::Io { what: "reading", path: from.to_owned(), source })?;
+        self.write(to, &data, mode)
+    }
+
+    /// Enables (and on a running systemd starts) `unit`; undone by disabling (and stopping) it.
+    pub fn enable(&mut self, unit: &str) -> Result<(), Error> {
+        let systemctl = Systemctl::new(self.root);
+        systemctl.daemon_reload()?;
+        self.undo.push(Undo::Unit(unit.to_owned()));
+        systemctl.enable_now(unit)?;
+        Ok(())
+    }
+
+    /// Keeps everything.
+    pub fn commit(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.committed || self.undo.is_empty() {
+            return;
+        }
+        println!("[rollback] Undoing what this run changed.");
+        let systemctl = Systemctl::new(self.root);
+        let mut units = false;
+        while let Some(u) = self.undo.pop() {
+            let result = match &u {
+                Undo::Unit(name) => {
+                    units = true;
+                    systemctl.disable_now(name).map_err(|e| e.to_string())
+                }
+                Undo::File(p) => std::fs::remove_file(p).map_err(|e| format!("{}: {e}", p.display())),
+                Undo::Dir(p) => std::fs::remove_dir(p).map_err(|e| format!("{}: {e}", p.display())),
+            };
+            if let Err(e) = result {
+                eprintln!("[rollback] Could not undo a change: {e}");
+            }
+        }
+        if units {
+            let _ = systemctl.daemon_reload();
+        }
+    }
+}
