@@ -1,10 +1,14 @@
 //! keadm, KubeEdge's installer CLI, with upstream's commands and flags. Built so far:
-//! `keadm gettoken` (upstream's shared join token, or a token bound to one node with an expiry).
-//! The other commands (`init`, `manifest`, `join`, `reset`, `ctl`, `debug`, `deprecated`) are
-//! refused with a clear error (exit 64) until they are built.
+//! `keadm gettoken` (upstream's shared join token, or a token bound to one node with an expiry),
+//! `keadm init` and `keadm manifest` (cloudcore from the chart keadm carries, no helm needed)
+//! and `keadm reset` of the cloud. The other commands (`join`, `ctl`, `debug`, `deprecated`)
+//! are refused with a clear error (exit 64) until they are built.
 
+mod chart;
 mod duration;
 mod gettoken;
+mod init;
+mod reset_cloud;
 
 use std::process::ExitCode;
 
@@ -22,14 +26,14 @@ struct Cli {
 enum Command {
     /// Prints a join token: upstream's shared one, or with --node one that admits only that node.
     Gettoken(gettoken::Args),
-    /// Installs cloudcore (not built yet).
-    Init(Unbuilt),
-    /// Renders cloudcore's manifests (not built yet).
-    Manifest(Unbuilt),
+    /// Installs cloudcore into the cluster (the chart manifests/charts/cloudcore, no helm needed).
+    Init(init::Args),
+    /// Prints what `keadm init` installs, as a YAML stream (= helm template of the chart).
+    Manifest(init::manifest::Args),
     /// Joins this host as an edge node (not built yet).
     Join(Unbuilt),
-    /// Removes KubeEdge from this host (not built yet).
-    Reset(Unbuilt),
+    /// Removes what `keadm init` installed in the cluster (the edge part is not built yet).
+    Reset(reset_cloud::Args),
     /// Edge node commands (not built yet).
     Ctl(Unbuilt),
     /// Diagnostics (not built yet).
@@ -54,10 +58,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Gettoken(args) => gettoken::main(&args),
-        Command::Init(_) => unbuilt("init"),
-        Command::Manifest(_) => unbuilt("manifest"),
+        Command::Init(args) => init::main(&args),
+        Command::Manifest(args) => init::manifest::main(&args),
         Command::Join(_) => unbuilt("join"),
-        Command::Reset(_) => unbuilt("reset"),
+        Command::Reset(args) => reset_cloud::main(&args),
         Command::Ctl(_) => unbuilt("ctl"),
         Command::Debug(_) => unbuilt("debug"),
         Command::Deprecated(_) => unbuilt("deprecated"),
