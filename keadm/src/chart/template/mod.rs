@@ -1,6 +1,6 @@
 //! A Go text/template engine for the chart's templates, with Helm's functions: keadm renders
 //! the cloudcore chart itself, so a host needs no helm. It implements the subset the chart
-//! uses (`keadm/src/chart/README.md` lists it) exactly as helm does; the keadm tests compare
+//! uses (`manifests/charts/cloudcore/README.md` lists it) exactly as helm does; the keadm tests compare
 //! its output with `helm template`.
 //!
 //! Why not the `gtmpl` crate: its functions are plain `fn(&[Value])` with no access to the

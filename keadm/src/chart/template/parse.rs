@@ -149,6 +149,10 @@ fn find_close(s: &str) -> Option<usize> {
     None
 }
 
+/// The action that ended a list of nodes (`end`, `else …`) and its line; `None` at the end of
+/// the input.
+type Ending = Option<(String, usize)>;
+
 struct Parser<'a> {
     file: &'a str,
     items: Vec<Item>,
@@ -163,7 +167,7 @@ impl Parser<'_> {
     }
 
     /// Nodes up to an `else …` or `end` (returned with its line) or the end of input.
-    fn nodes(&mut self) -> Result<(Vec<Node>, Option<(String, usize)>), Error> {
+    fn nodes(&mut self) -> Result<(Vec<Node>, Ending), Error> {
         let mut out = Vec::new();
         while self.pos < self.items.len() {
             let (action, line) = match &self.items[self.pos] {
