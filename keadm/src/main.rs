@@ -1,18 +1,22 @@
 //! keadm, KubeEdge's installer CLI, with upstream's commands and flags. Built so far:
 //! `keadm gettoken` (upstream's shared join token, or a token bound to one node with an expiry),
-//! `keadm join` and `keadm reset` (edge), `keadm deprecated init|reset` (cloudcore on the host)
-//! and `keadm version`. The other commands (`init`, `manifest`, `ctl`, `debug`) are refused
-//! with a clear error (exit 64) until they are built.
+//! `keadm init` and `keadm manifest` (cloudcore from the chart keadm carries, no helm needed),
+//! `keadm join` and `keadm reset` (edge, cloud, or cloudcore on the host), `keadm deprecated
+//! init|reset` (cloudcore on the host) and `keadm version`. The other commands (`ctl`, `debug`)
+//! are refused with a clear error (exit 64) until they are built.
 
+mod chart;
 mod deprecated;
 mod duration;
 mod gettoken;
 mod hooks;
 mod http;
+mod init;
 mod install;
 mod join;
 mod paths;
 mod reset;
+mod reset_cloud;
 mod systemd;
 
 use std::process::ExitCode;
@@ -31,13 +35,13 @@ struct Cli {
 enum Command {
     /// Prints a join token: upstream's shared one, or with --node one that admits only that node.
     Gettoken(gettoken::Args),
-    /// Installs cloudcore (not built yet).
-    Init(Unbuilt),
-    /// Renders cloudcore's manifests (not built yet).
-    Manifest(Unbuilt),
+    /// Installs cloudcore into the cluster (the chart manifests/charts/cloudcore, no helm needed).
+    Init(init::Args),
+    /// Prints what `keadm init` installs, as a YAML stream (= helm template of the chart).
+    Manifest(init::manifest::Args),
     /// Joins this host as an edge node (edgecore as a systemd service).
     Join(Box<join::Args>),
-    /// Removes KubeEdge from this host (edge, or cloudcore on the host; `reset cloud` for a cluster).
+    /// Removes KubeEdge: the edge or cloudcore on this host, or (`reset cloud`) from a cluster.
     Reset(reset::Args),
     /// Edge node commands (not built yet).
     Ctl(Unbuilt),
@@ -65,8 +69,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Gettoken(args) => gettoken::main(&args),
-        Command::Init(_) => unbuilt("init"),
-        Command::Manifest(_) => unbuilt("manifest"),
+        Command::Init(args) => init::main(&args),
+        Command::Manifest(args) => init::manifest::main(&args),
         Command::Join(args) => join::main(&args),
         Command::Reset(args) => reset::main(&args),
         Command::Ctl(_) => unbuilt("ctl"),

@@ -4,8 +4,8 @@
 //!   from the installed binary, removes the unit, the binary, `/etc/kubeedge` (config, CA,
 //!   certificates, static pods), `/var/lib/kubeedge` (database, sockets), `/var/log/kubeedge`,
 //!   and the certificate, key and database wherever edgecore.yaml put them;
-//! - `keadm reset cloud`: cloudcore installed in a cluster by `keadm init` (built with `keadm init`:
-//!   [`Target::Cloud`] and [`cloud`] are where it plugs in);
+//! - `keadm reset cloud`: what `keadm init` installed in the cluster ([`crate::reset_cloud`]);
+//!   `keadm reset --kube-config FILE` does the same when nothing is installed on this host;
 //! - `keadm reset` alone: the edge reset when edgecore is installed on this host, else the reset
 //!   of a host cloudcore (`keadm deprecated reset`) when that is installed, else it says that
 //!   nothing is installed here and points at `keadm reset cloud`.
@@ -47,6 +47,10 @@ pub struct Args {
     target: Option<Target>,
     #[command(flatten)]
     common: Common,
+    /// The kubeconfig of a cluster cloudcore was installed in by `keadm init` (as `keadm reset
+    /// cloud`, when nothing is installed on this host).
+    #[arg(long = "kube-config")]
+    kube_config: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -57,18 +61,17 @@ enum Target {
     Cloud(CloudArgs),
 }
 
-/// `keadm reset cloud` flags: the cluster reset's own, once it is built.
+/// `keadm reset cloud` flags.
 #[derive(clap::Args, Debug)]
 pub struct CloudArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
+    /// The kubeconfig of the cluster cloudcore is installed in.
+    #[arg(long = "kube-config", default_value = "/root/.kube/config")]
+    kube_config: PathBuf,
 }
 
-/// `keadm reset cloud`: the reset of cloudcore installed in a cluster by `keadm init`, built
-/// with it; refused by name until then.
-fn cloud(_: &CloudArgs) -> ExitCode {
-    eprintln!("keadm reset cloud is not available in this build yet (see docs/operations.md)");
-    ExitCode::from(64)
+/// `keadm reset cloud`: removes what `keadm init` installed in the cluster.
+fn cloud(kube_config: &Path, common: &Common) -> ExitCode {
+    crate::reset_cloud::main(&crate::reset_cloud::Args { kube_config: kube_config.to_owned(), force: common.force })
 }
 
 /// Runs `keadm reset`.
@@ -76,9 +79,11 @@ pub fn main(args: &Args) -> ExitCode {
     let root = Root::new(args.common.root.as_deref());
     match &args.target {
         Some(Target::Edge) => edge(&args.common, &root),
-        Some(Target::Cloud(c)) => cloud(c),
+        Some(Target::Cloud(c)) => cloud(&c.kube_config, &args.common),
         None if edge_installed(&root) => edge(&args.common, &root),
         None if deprecated::cloud_installed(&root) => deprecated::reset(&args.common, &root),
+        // Upstream's `keadm reset --kube-config FILE` on a host with nothing installed.
+        None if args.kube_config.is_some() => cloud(args.kube_config.as_deref().unwrap_or(Path::new("")), &args.common),
         None => {
             println!(
                 "Nothing of KubeEdge is installed on this host (no edgecore, no cloudcore.service). \

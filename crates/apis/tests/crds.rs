@@ -1,4 +1,5 @@
-//! The CRD manifests under `manifests/crds/` are generated from the types, and the CRDs keep
+//! The CRD manifests under `manifests/crds/` (and their copies in the cloudcore chart's
+//! `crds/`, which helm needs inside the chart) are generated from the types, and the CRDs keep
 //! upstream's names, group, scope and subresources.
 //!
 //! To regenerate the manifests after changing a type: `UPDATE_CRDS=1 cargo test -p kubeedge-apis --test crds`.
@@ -29,10 +30,16 @@ fn committed_manifests_match_the_types() {
     for manifest in crd_manifests() {
         let path = dir.join(manifest.path);
         let want = render(&manifest.crd);
+        let file_name = Path::new(manifest.path).file_name().unwrap();
+        let chart_copy = dir.join("../charts/cloudcore/crds").join(file_name);
         if update {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, &want).unwrap();
+            std::fs::write(&chart_copy, &want).unwrap();
             continue;
+        }
+        if std::fs::read_to_string(&chart_copy).ok().as_deref() != Some(want.as_str()) {
+            stale.push(format!("charts/cloudcore/crds/{} differs from what the types generate", file_name.display()));
         }
         match std::fs::read_to_string(&path) {
             Ok(have) if have == want => {}

@@ -70,6 +70,12 @@ pub fn builtins() -> Vec<ResourceType> {
         builtin("coordination.k8s.io", "v1", "Lease", "leases", true, &[], &[], false),
         builtin("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, &[], &[], false),
         builtin("events.k8s.io", "v1", "Event", "events", true, &["ev"], &[], false),
+        // What installers (keadm init, helm install of the cloudcore chart) create.
+        builtin("apps", "v1", "Deployment", "deployments", true, &["deploy"], &["status"], true),
+        builtin("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, &[], &[], false),
+        builtin("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, &[], &[], false),
+        builtin("rbac.authorization.k8s.io", "v1", "Role", "roles", true, &[], &[], false),
+        builtin("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, &[], &[], false),
         builtin(
             "certificates.k8s.io",
             "v1",

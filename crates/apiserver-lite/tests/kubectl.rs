@@ -280,3 +280,41 @@ fn bad_input_gets_status_errors() {
     // Still serving.
     c.ok(&["get", "namespaces"]);
 }
+
+/// What installers create (keadm init, helm install of the cloudcore chart): Deployments and
+/// RBAC objects are served, discovered and applied server-side like any built-in kind.
+#[test]
+fn deployments_and_rbac_are_served() {
+    let c = Cluster::start();
+    let resources = c.ok(&["api-resources"]);
+    for want in ["deployments", "deploy", "clusterroles", "clusterrolebindings", "roles", "rolebindings"] {
+        assert!(resources.contains(want), "api-resources lacks {want}:\n{resources}");
+    }
+    let objects = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default, labels: {app: web}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: c, image: busybox}]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: reader}
+rules: [{apiGroups: [""], resources: [pods], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: reader, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: reader}
+subjects: [{kind: ServiceAccount, name: default, namespace: default}]
+"#;
+    c.ok_stdin(&["apply", "--server-side", "-f", "-"], objects);
+    assert_eq!(c.json(&["get", "deployment", "web"])["spec"]["replicas"], 2);
+    assert_eq!(c.json(&["get", "clusterrole", "reader"])["rules"][0]["verbs"], json!(["get"]));
+    assert_eq!(c.json(&["get", "rolebinding", "reader"])["roleRef"]["name"], "reader");
+    c.ok(&["delete", "deployment", "web"]);
+    c.ok(&["delete", "clusterrole", "reader"]);
+}

@@ -13,6 +13,7 @@
 
 pub mod constants;
 mod content;
+pub mod go;
 mod message;
 mod operation;
 pub mod protocol;

@@ -7,6 +7,7 @@
 //! Name:"web", UID:"8da9…"}`. So each pod has its own row (a token bound to one pod is never
 //! handed to another) and an upstream edgecore.db reads the same both ways.
 
+use kubeedge_model::go::quote as go_quote;
 use serde_json::Value;
 
 /// The store key of the token `request` (a TokenRequest) asks for, for account `name` in
@@ -32,25 +33,6 @@ pub fn key(name: &str, namespace: &str, request: &Value) -> String {
         f("name"),
         f("uid")
     )
-}
-
-/// Go's `strconv.Quote`, for the strings a key can hold.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// When a stored token (a TokenRequest with its status) must be fetched again, as upstream's
