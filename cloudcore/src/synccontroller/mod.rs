@@ -31,10 +31,10 @@ use kubeedge_model::{CloudResource, Content, Message, Operation};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::cloudhub::module::SESSIONS_QUERY;
 use crate::delivery::messages::{Sender, delete_message, object_message};
 pub use crate::delivery::syncs::{Synced, Syncs, SyncsWriter};
 use crate::delivery::view::{View, kind_of};
-use crate::cloudhub::module::SESSIONS_QUERY;
 use crate::kubeclient::kube_client;
 
 /// How often connected nodes are reconciled.
@@ -461,7 +461,13 @@ impl Module for SyncControllerModule {
             // This run knows no sessions yet (a restart forgets them): CloudHub announces each
             // live one as if it had just connected.
             if ctx.bus.has_module(module::CLOUDHUB) {
-                let ask = Message::build(module::SYNCCONTROLLER, module::CLOUDHUB, SESSIONS_QUERY, Operation::Query, Content::null());
+                let ask = Message::build(
+                    module::SYNCCONTROLLER,
+                    module::CLOUDHUB,
+                    SESSIONS_QUERY,
+                    Operation::Query,
+                    Content::null(),
+                );
                 let _ = ctx.bus.send(module::CLOUDHUB, ask).await;
             }
             let mut tick = tokio::time::interval(RECONCILE_EVERY);
