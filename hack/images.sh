@@ -50,15 +50,9 @@ version="$("$busybox_bin" 2>&1 | sed -n '1s/^BusyBox v\([0-9]*\.[0-9]*\).*/\1/p'
 busybox_image="localhost/busybox:$version"
 pause_image="localhost/pause:busybox"
 
-case "$(uname -m)" in
-  x86_64) arch=amd64 ;;
-  aarch64) arch=arm64 ;;
-  armv7l|armv6l) arch=arm ;;
-  ppc64le) arch=ppc64le ;;
-  s390x) arch=s390x ;;
-  riscv64) arch=riscv64 ;;
-  *) echo "images: unsupported machine $(uname -m)" >&2; exit 1 ;;
-esac
+# shellcheck source=hack/lib/image.sh
+. "$repo_root/hack/lib/image.sh"
+arch="$(image_arch)"
 
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
@@ -66,7 +60,7 @@ exec 9>"$out/.lock"
 flock 9
 
 # What the current tarballs were made from: the busybox binary and this script.
-stamp="$(cat "$busybox_bin" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
+stamp="$(cat "$busybox_bin" "${BASH_SOURCE[0]}" "$repo_root/hack/lib/image.sh" | sha256sum | cut -d' ' -f1)"
 if ! $force && [ -f "$out/busybox.tar" ] && [ -f "$out/pause.tar" ] && [ -f "$out/images.env" ] &&
   [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ]; then
   echo "images: up to date in $out ($busybox_image, $pause_image)"
@@ -91,11 +85,6 @@ else
   chmod 0700 "$rootfs/root"
   chmod 1777 "$rootfs/tmp"
 
-  dtar() { # deterministic tar: tar FILE DIR ENTRY...
-    local file="$1" dir="$2"; shift 2
-    tar --create --file "$file" --directory "$dir" --format=gnu \
-      --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 "$@"
-  }
   dtar "$work/layer.tar" "$rootfs" bin dev etc proc root sys tmp
   layer_sha="$(sha256sum "$work/layer.tar" | cut -d' ' -f1)"
 
