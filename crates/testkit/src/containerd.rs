@@ -220,7 +220,7 @@ impl PrivateContainerd {
     /// Builds (once per target dir) and imports the images; returns the busybox image's name.
     fn import_images(&self) -> Result<String, Error> {
         let out = images_cache_dir();
-        let script = workspace_root().join("hack/images.sh");
+        let script = crate::workspace_root().join("hack/images.sh");
         let res = Command::new("bash")
             .arg(&script)
             .arg("--out")
@@ -336,11 +336,6 @@ fn write(path: &Path, text: &str) -> Result<(), Error> {
     fs::write(path, text).map_err(|source| Error::Io { what: format!("writing {}", path.display()), source })
 }
 
-/// The workspace root, from this crate's manifest dir (`crates/testkit`).
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// `<target dir>/kubeedge-images`: the running test is `<target>/<profile>/deps/<test>`, so the
 /// cache follows `CARGO_TARGET_DIR` and is shared by every test of that target dir.
 fn images_cache_dir() -> PathBuf {
@@ -348,7 +343,7 @@ fn images_cache_dir() -> PathBuf {
     exe.ancestors()
         .nth(3)
         .map(|t| t.join("kubeedge-images"))
-        .unwrap_or_else(|| workspace_root().join("target/kubeedge-images"))
+        .unwrap_or_else(|| crate::workspace_root().join("target/kubeedge-images"))
 }
 
 fn config(dir: &Path) -> String {

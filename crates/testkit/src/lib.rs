@@ -187,6 +187,11 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// The workspace root, from this crate's manifest dir (`crates/testkit`).
+pub fn workspace_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 /// A free TCP port on 127.0.0.1 for a daemon config (bound once and released: for daemons
 /// whose peers must be told the port before they start).
 pub fn free_port() -> u16 {
