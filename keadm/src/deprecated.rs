@@ -83,7 +83,41 @@ pub fn reset(common: &Common, root: &Root) -> ExitCode {
         eprintln!("keadm reset: {e}");
         return ExitCode::FAILURE;
     }
+    // The cluster it ran against: `--kube-config`, else its config's kubeAPIConfig.kubeConfig.
+    let kube_config = common.kube_config.clone().or_else(|| {
+        kubeedge_config::load_file::<kubeedge_config::cloudcore::CloudCoreConfig>(root.at(paths::CLOUDCORE_YAML))
+            .ok()
+            .map(|l| l.config.kube_api_config.kube_config)
+            .filter(|k| !k.is_empty())
+            .map(|k| if root.is_host() { PathBuf::from(k) } else { root.at(k) })
+    });
     reset::remove_service(root, "cloudcore.service", "cloudcore");
+    // As upstream's teardown: the namespace `kubeedge` goes, and with it the CA, the serving
+    // certificate and the join token cloudcore kept there, so old tokens stop working.
+    let mut cluster_left = None;
+    match &kube_config {
+        Some(kc) => {
+            let done = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(crate::reset_cloud::reset(kc)).map_err(|e| e.to_string()));
+            if let Err(e) = done {
+                cluster_left = Some(format!(
+                    "could not delete namespace kubeedge through {}: {e}; its Secrets (CA, join token) stay: \
+                     kubectl delete namespace kubeedge",
+                    kc.display()
+                ));
+            }
+        }
+        None => {
+            cluster_left = Some(
+                "no kubeconfig known (cloudcore.yaml names none; pass --kube-config): the namespace kubeedge and its \
+                 Secrets (CA, join token) stay in the cluster: kubectl delete namespace kubeedge"
+                    .to_owned(),
+            );
+        }
+    }
     reset::remove(&root.at(paths::CLOUDCORE_YAML));
     // The rest of /etc/kubeedge goes too, unless an edge shares this host.
     if !reset::edge_installed(root) {
@@ -91,6 +125,10 @@ pub fn reset(common: &Common, root: &Root) -> ExitCode {
     }
     if let Err(e) = crate::hooks::run("--post-run", common.post_run.as_deref()) {
         eprintln!("keadm reset: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(why) = cluster_left {
+        eprintln!("keadm reset: cloudcore is removed from this host, but {why}");
         return ExitCode::FAILURE;
     }
     println!("[reset] cloudcore is removed from this host.");
@@ -120,6 +158,14 @@ fn binary(dir: Option<&Path>) -> Result<PathBuf, String> {
 
 fn build_config(bin: &Path, a: &InitArgs, kubeconfig: &str) -> Result<(String, CloudCoreConfig), String> {
     let out = std::process::Command::new(bin).arg("--defaultconfig").output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} --defaultconfig failed ({}): {}",
+            bin.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
     let mut doc: Value = yaml_serde::from_slice(&out.stdout).map_err(|e| e.to_string())?;
     let mut sets = vec![
         ("kubeAPIConfig.kubeConfig".to_owned(), Value::String(kubeconfig.to_owned())),

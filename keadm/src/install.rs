@@ -35,6 +35,9 @@ enum Undo {
     File(PathBuf),
     Dir(PathBuf),
     Unit(String),
+    /// A path the installed daemon may create (its database, state dirs): removed, whatever
+    /// it holds, if it exists at rollback. Only claimed when it did not exist before the run.
+    Tree(PathBuf),
 }
 
 /// The changes of one run.
@@ -124,6 +127,16 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// Claims `path` (inside the root) for the installed daemon: when it does not exist now,
+    /// a rollback removes whatever is there by then (a database, a state dir the daemon
+    /// created). Something that exists already is not this run's, and is left alone.
+    pub fn claim(&mut self, path: impl AsRef<Path>) {
+        let path = self.root.at(path);
+        if std::fs::symlink_metadata(&path).is_err() {
+            self.undo.push(Undo::Tree(path));
+        }
+    }
+
     /// Keeps everything.
     pub fn commit(mut self) {
         self.committed = true;
@@ -146,6 +159,11 @@ impl Drop for Tx<'_> {
                 }
                 Undo::File(p) => std::fs::remove_file(p).map_err(|e| format!("{}: {e}", p.display())),
                 Undo::Dir(p) => std::fs::remove_dir(p).map_err(|e| format!("{}: {e}", p.display())),
+                Undo::Tree(p) => match std::fs::symlink_metadata(p) {
+                    Err(_) => Ok(()),
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(p).map_err(|e| format!("{}: {e}", p.display())),
+                    Ok(_) => std::fs::remove_file(p).map_err(|e| format!("{}: {e}", p.display())),
+                },
             };
             if let Err(e) = result {
                 eprintln!("[rollback] Could not undo a change: {e}");
@@ -154,5 +172,63 @@ impl Drop for Tx<'_> {
         if units {
             let _ = systemctl.daemon_reload();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file, directory and claimed path of an uncommitted run is gone after it; what
+    /// existed before stays.
+    #[test]
+    fn an_uncommitted_run_leaves_the_root_as_it_found_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/hosts"), "before").unwrap();
+        std::fs::create_dir_all(dir.path().join("var/lib/kubelet")).unwrap();
+        let root = Root::new(Some(dir.path()));
+        {
+            let mut tx = Tx::new(&root);
+            tx.write("/etc/kubeedge/config/edgecore.yaml", b"x", 0o644).unwrap();
+            let key = tx.write("/etc/kubeedge/certs/server.key", b"k", 0o600).unwrap();
+            assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+            assert!(matches!(tx.write("/etc/hosts", b"y", 0o644), Err(Error::Exists(_))));
+            tx.claim("/var/lib/kubeedge");
+            tx.claim("/var/lib/kubelet");
+            // What the daemon would have made once it ran.
+            std::fs::create_dir_all(dir.path().join("var/lib/kubeedge/sub")).unwrap();
+            std::fs::write(dir.path().join("var/lib/kubeedge/edgecore.db"), "db").unwrap();
+            std::fs::write(dir.path().join("var/lib/kubelet/kept"), "").unwrap();
+        }
+        let mut left: Vec<String> = walk(dir.path());
+        left.sort();
+        assert_eq!(left, ["etc", "etc/hosts", "var", "var/lib", "var/lib/kubelet", "var/lib/kubelet/kept"]);
+        assert_eq!(std::fs::read_to_string(dir.path().join("etc/hosts")).unwrap(), "before");
+    }
+
+    #[test]
+    fn a_committed_run_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(Some(dir.path()));
+        let mut tx = Tx::new(&root);
+        tx.write("/etc/kubeedge/config/edgecore.yaml", b"x", 0o644).unwrap();
+        tx.commit();
+        assert!(dir.path().join("etc/kubeedge/config/edgecore.yaml").is_file());
+    }
+
+    fn walk(base: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![base.to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
+                let p = e.path();
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+                if p.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+        out
     }
 }

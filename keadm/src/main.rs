@@ -17,6 +17,7 @@ mod join;
 mod paths;
 mod reset;
 mod reset_cloud;
+mod reset_edge;
 mod systemd;
 
 use std::process::ExitCode;

@@ -44,10 +44,22 @@ impl Root {
         &self.0
     }
 
-    /// `abs` (an absolute path as seen inside the root) on this machine.
+    /// `abs` (an absolute path as seen inside the root) on this machine. `..` is resolved
+    /// lexically and never climbs above the root (`/../../etc/x` is the root's `/etc/x`, as
+    /// inside a chroot), so a path from a config file cannot name a file outside `--root`.
     pub fn at(&self, abs: impl AsRef<Path>) -> PathBuf {
-        let abs = abs.as_ref();
-        self.0.join(abs.strip_prefix("/").unwrap_or(abs))
+        use std::path::Component;
+        let mut inside = PathBuf::new();
+        for c in abs.as_ref().components() {
+            match c {
+                Component::Normal(part) => inside.push(part),
+                Component::ParentDir => {
+                    inside.pop();
+                }
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
+        }
+        self.0.join(inside)
     }
 
     /// The binary `name` in [`BIN_DIR`].
@@ -58,5 +70,20 @@ impl Root {
     /// The unit file `name` in [`UNIT_DIR`].
     pub fn unit(&self, name: &str) -> PathBuf {
         self.at(UNIT_DIR).join(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_root() {
+        let r = Root::new(Some(Path::new("/srv/root")));
+        assert_eq!(r.at("/etc/kubeedge"), Path::new("/srv/root/etc/kubeedge"));
+        assert_eq!(r.at("/../../etc/passwd"), Path::new("/srv/root/etc/passwd"));
+        assert_eq!(r.at("/var/lib/../../../x/./y"), Path::new("/srv/root/x/y"));
+        assert_eq!(r.at("relative/p"), Path::new("/srv/root/relative/p"));
+        assert_eq!(Root::new(None).at("/a/../b"), Path::new("/b"));
     }
 }

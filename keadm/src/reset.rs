@@ -1,14 +1,19 @@
 //! `keadm reset`: undoes `keadm join` (edge) or `keadm deprecated init` (cloudcore on the
 //! host), as upstream's:
 //! - `keadm reset edge`: stops and disables `edgecore.service`, ends any edgecore still running
-//!   from the installed binary, removes the unit, the binary, `/etc/kubeedge` (config, CA,
-//!   certificates, static pods), `/var/lib/kubeedge` (database, sockets), `/var/log/kubeedge`,
-//!   and the certificate, key and database wherever edgecore.yaml put them;
+//!   from the installed binary, stops and removes the node's pods through CRI (as upstream's
+//!   `crictl stopp/rmp`; `-p/--remote-runtime-endpoint`, else edgecore.yaml's, else containerd's
+//!   socket), removes the unit, the binary, `/etc/kubeedge` (config, CA, certificates, static
+//!   pods; only the edge's files when a host cloudcore shares it), `/var/lib/kubeedge`
+//!   (database, sockets), `/var/log/kubeedge`, the pods' directories
+//!   (`{edged.rootDirectory}/pods`: volumes, secrets written for pods), and the certificate,
+//!   key and database files wherever edgecore.yaml put them;
 //! - `keadm reset cloud`: what `keadm init` installed in the cluster ([`crate::reset_cloud`]);
 //!   `keadm reset --kube-config FILE` does the same when nothing is installed on this host;
 //! - `keadm reset` alone: the edge reset when edgecore is installed on this host, else the reset
 //!   of a host cloudcore (`keadm deprecated reset`) when that is installed, else it says that
-//!   nothing is installed here and points at `keadm reset cloud`.
+//!   nothing is installed here and points at `keadm reset cloud`. With `--kube-config` and an
+//!   edgecore on this host it refuses to guess: say `edge` or `cloud`.
 //!
 //! `--force` skips the confirmation; `--pre-run`/`--post-run` are argv hooks (see
 //! [`crate::hooks`]).
@@ -16,8 +21,6 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-use kubeedge_config::edgecore::EdgeCoreConfig;
 
 use crate::paths::{self, Root};
 use crate::systemd::Systemctl;
@@ -38,7 +41,18 @@ pub struct Common {
     /// Reset the installation in this directory as the root file system (see keadm join --root).
     #[arg(long = "root", global = true)]
     pub root: Option<PathBuf>,
+    /// The kubeconfig of the cluster (`reset cloud`: the cluster cloudcore was installed in by
+    /// keadm init; default /root/.kube/config).
+    #[arg(long = "kube-config", global = true)]
+    pub kube_config: Option<PathBuf>,
+    /// The CRI socket the edge's pods run on (edge reset; default: edgecore.yaml's, else
+    /// unix:///run/containerd/containerd.sock).
+    #[arg(short = 'p', long = "remote-runtime-endpoint", global = true)]
+    pub remote_runtime_endpoint: Option<String>,
 }
+
+/// upstream's default kubeconfig.
+const DEFAULT_KUBE_CONFIG: &str = "/root/.kube/config";
 
 /// `keadm reset` flags.
 #[derive(clap::Args, Debug)]
@@ -47,10 +61,6 @@ pub struct Args {
     target: Option<Target>,
     #[command(flatten)]
     common: Common,
-    /// The kubeconfig of a cluster cloudcore was installed in by `keadm init` (as `keadm reset
-    /// cloud`, when nothing is installed on this host).
-    #[arg(long = "kube-config")]
-    kube_config: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -58,32 +68,45 @@ enum Target {
     /// Removes edgecore from this host.
     Edge,
     /// Removes cloudcore installed in a cluster by keadm init.
-    Cloud(CloudArgs),
+    Cloud,
 }
 
-/// `keadm reset cloud` flags.
-#[derive(clap::Args, Debug)]
-pub struct CloudArgs {
-    /// The kubeconfig of the cluster cloudcore is installed in.
-    #[arg(long = "kube-config", default_value = "/root/.kube/config")]
-    kube_config: PathBuf,
-}
-
-/// `keadm reset cloud`: removes what `keadm init` installed in the cluster.
-fn cloud(kube_config: &Path, common: &Common) -> ExitCode {
-    crate::reset_cloud::main(&crate::reset_cloud::Args { kube_config: kube_config.to_owned(), force: common.force })
+/// `keadm reset cloud`: removes what `keadm init` installed in the cluster, between the hooks.
+fn cloud(common: &Common) -> ExitCode {
+    if let Err(e) = hooks::run("--pre-run", common.pre_run.as_deref()) {
+        eprintln!("keadm reset: {e}");
+        return ExitCode::FAILURE;
+    }
+    let kube_config = common.kube_config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_KUBE_CONFIG));
+    let code = crate::reset_cloud::main(&crate::reset_cloud::Args { kube_config, force: common.force });
+    if code != ExitCode::SUCCESS {
+        return code;
+    }
+    if let Err(e) = hooks::run("--post-run", common.post_run.as_deref()) {
+        eprintln!("keadm reset: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 /// Runs `keadm reset`.
 pub fn main(args: &Args) -> ExitCode {
     let root = Root::new(args.common.root.as_deref());
+    let kube_config = args.common.kube_config.is_some();
     match &args.target {
-        Some(Target::Edge) => edge(&args.common, &root),
-        Some(Target::Cloud(c)) => cloud(&c.kube_config, &args.common),
-        None if edge_installed(&root) => edge(&args.common, &root),
+        Some(Target::Edge) => crate::reset_edge::edge(&args.common, &root),
+        Some(Target::Cloud) => cloud(&args.common),
+        None if kube_config && edge_installed(&root) => {
+            eprintln!(
+                "keadm reset: --kube-config names a cluster, and edgecore is installed on this host: say which to \
+                 reset, `keadm reset edge` or `keadm reset cloud --kube-config FILE`"
+            );
+            ExitCode::from(64)
+        }
+        None if edge_installed(&root) => crate::reset_edge::edge(&args.common, &root),
         None if deprecated::cloud_installed(&root) => deprecated::reset(&args.common, &root),
         // Upstream's `keadm reset --kube-config FILE` on a host with nothing installed.
-        None if args.kube_config.is_some() => cloud(args.kube_config.as_deref().unwrap_or(Path::new("")), &args.common),
+        None if kube_config => cloud(&args.common),
         None => {
             println!(
                 "Nothing of KubeEdge is installed on this host (no edgecore, no cloudcore.service). \
@@ -174,49 +197,4 @@ pub fn remove_service(root: &Root, unit: &str, binary: &str) {
         let _ = systemctl.run(&["reset-failed", unit]);
     }
     remove(&root.bin(binary));
-}
-
-fn edge(common: &Common, root: &Root) -> ExitCode {
-    if !confirm(common, "edgecore (its service, config, certificates and database)") {
-        eprintln!("keadm reset: aborted.");
-        return ExitCode::FAILURE;
-    }
-    if let Err(e) = hooks::run("--pre-run", common.pre_run.as_deref()) {
-        eprintln!("keadm reset: {e}");
-        return ExitCode::FAILURE;
-    }
-    // Where edgecore.yaml put things outside the standard directories.
-    let extra: Vec<PathBuf> = match kubeedge_config::load_file::<EdgeCoreConfig>(root.at(paths::EDGECORE_YAML)) {
-        Ok(loaded) => {
-            let c = loaded.config;
-            let db = c.database.data_source.clone();
-            let hub = &c.modules.edge_hub;
-            [
-                hub.tls_ca_file.clone(),
-                hub.tls_cert_file.clone(),
-                hub.tls_private_key_file.clone(),
-                db.clone(),
-                format!("{db}-wal"),
-                format!("{db}-shm"),
-            ]
-            .into_iter()
-            .filter(|p| p.starts_with('/'))
-            .map(|p| root.at(p))
-            .collect()
-        }
-        Err(_) => Vec::new(),
-    };
-    remove_service(root, "edgecore.service", "edgecore");
-    for p in extra {
-        remove(&p);
-    }
-    for dir in [paths::KUBEEDGE_DIR, paths::STATE_DIR, "/var/log/kubeedge"] {
-        remove(&root.at(dir));
-    }
-    if let Err(e) = hooks::run("--post-run", common.post_run.as_deref()) {
-        eprintln!("keadm reset: {e}");
-        return ExitCode::FAILURE;
-    }
-    println!("[reset] edgecore is removed from this host.");
-    ExitCode::SUCCESS
 }

@@ -36,6 +36,35 @@ fn node_ready(cloud: &kubeedge_e2e::CloudSide, name: &str) -> bool {
     })
 }
 
+/// Creates pod `default/sleeper` on `node` and waits until it runs.
+fn run_pod(cloud: &kubeedge_e2e::CloudSide, node: &str, image: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(cloud.client(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "sleeper", "namespace": "default"},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}
+    }))
+    .unwrap();
+    cloud.rt.block_on(pods.create(&kube::api::PostParams::default(), &pod)).unwrap();
+    until("pod sleeper Running", || {
+        let p = cloud.rt.block_on(pods.get_opt("sleeper")).ok()??;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    });
+}
+
+/// The containers (pod sandboxes included) in the private containerd.
+fn ctr_containers(c: &kubeedge_testkit::containerd::PrivateContainerd) -> Vec<String> {
+    let o = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(c.socket())
+        .args(["--namespace", "k8s.io", "containers", "ls", "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    String::from_utf8_lossy(&o.stdout).lines().map(str::to_owned).collect()
+}
+
 fn metric(m: &Machine, addr: &str, name: &str) -> Option<String> {
     let o = m.exec(&["curl", "-fsS", &format!("http://{addr}/metrics")]);
     String::from_utf8_lossy(&o.stdout).lines().find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
@@ -44,7 +73,7 @@ fn metric(m: &Machine, addr: &str, name: &str) -> Option<String> {
 #[test]
 fn join_restart_and_reset_under_systemd() {
     if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED join_restart_and_reset_under_systemd: {why}");
+        kubeedge_testkit::skip("join_restart_and_reset_under_systemd", &why);
         return;
     }
     let dir = TempDir::new();
@@ -114,7 +143,11 @@ fn join_restart_and_reset_under_systemd() {
     assert_eq!(machine.property("edgecore.service", "NRestarts"), "1");
     assert!(node_ready(&cloud, "edge-ns"));
 
-    // reset: no file, unit or process left.
+    // A pod runs on the node: reset stops and removes it through CRI, with its directory.
+    run_pod(&cloud, "edge-ns", containerd.busybox_image());
+    assert!(!ctr_containers(&containerd).is_empty());
+
+    // reset: no file, unit, process or pod left.
     let o = machine.exec(&[keadm, "reset", "--force"]);
     assert!(o.status.success(), "{}", out(&o));
     for path in
@@ -123,6 +156,9 @@ fn join_restart_and_reset_under_systemd() {
         assert!(!machine.exec(&["test", "-e", path]).status.success(), "{path} is left after reset:\n{}", out(&o));
     }
     assert_eq!(machine.property("edgecore.service", "LoadState"), "not-found");
+    assert!(out(&o).contains("Removed pod default/sleeper"), "{}", out(&o));
+    assert_eq!(ctr_containers(&containerd), Vec::<String>::new(), "containers are left after reset");
+    assert!(!machine.exec(&["test", "-e", "/var/lib/kubelet/pods"]).status.success(), "pod dirs are left");
     assert!(!machine.exec(&["pgrep", "-x", "edgecore"]).status.success(), "an edgecore process is left");
     let wants = machine.exec(&["find", "/etc/systemd/system", "-name", "edgecore*"]);
     assert!(String::from_utf8_lossy(&wants.stdout).trim().is_empty(), "{}", out(&wants));
@@ -134,7 +170,7 @@ fn join_restart_and_reset_under_systemd() {
 #[test]
 fn deprecated_init_runs_cloudcore_under_systemd() {
     if let Some(why) = kubeedge_testkit::nspawn::unavailable() {
-        eprintln!("SKIPPED deprecated_init_runs_cloudcore_under_systemd: {why}");
+        kubeedge_testkit::skip("deprecated_init_runs_cloudcore_under_systemd", &why);
         return;
     }
     let dir = TempDir::new();

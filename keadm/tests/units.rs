@@ -38,7 +38,10 @@ fn units_use_upstream_paths_and_always_restart() {
 #[test]
 fn units_pass_systemd_analyze_verify() {
     if Command::new("systemd-analyze").arg("--version").output().is_err() {
-        eprintln!("SKIPPED units_pass_systemd_analyze_verify: systemd-analyze is missing (Debian package systemd)");
+        kubeedge_testkit::skip(
+            "units_pass_systemd_analyze_verify",
+            "systemd-analyze is missing (Debian package systemd)",
+        );
         return;
     }
     let dir = TempDir::new();

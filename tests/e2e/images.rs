@@ -66,7 +66,7 @@ fn build_images(cd: &PrivateContainerd, out: &Path) -> (String, String) {
 #[test]
 fn the_cloudcore_image_serves_an_edge_and_the_edgecore_image_runs() {
     if let Some(why) = containerd::unavailable() {
-        eprintln!("skipping: {why}");
+        kubeedge_testkit::skip("the_cloudcore_image_serves_an_edge_and_the_edgecore_image_runs", &why);
         return;
     }
     let cd = PrivateContainerd::start().unwrap();

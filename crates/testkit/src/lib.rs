@@ -187,6 +187,16 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// Says loudly that `test` is skipped because `why` (a tool or privilege this machine lacks),
+/// or fails it when `KUBEEDGE_REQUIRE_TOOLS` is set (CI sets it: there, a missing tool is a
+/// broken setup, not a reason for a green run).
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os("KUBEEDGE_REQUIRE_TOOLS").is_some_and(|v| !v.is_empty()) {
+        panic!("{test} cannot run: {why} (KUBEEDGE_REQUIRE_TOOLS is set)");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+}
+
 /// The workspace root, from this crate's manifest dir (`crates/testkit`).
 pub fn workspace_root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -239,12 +239,25 @@ async fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(err)?;
     }
-    // Written beside, then renamed: a crash never leaves half a key.
+    // Written beside, then renamed: a crash never leaves half a key. Created with its final
+    // mode (a key is never readable by others, not even while being written); a leftover of
+    // a crash is removed first, since an existing file would keep its own mode.
     let tmp = path.with_extension("tmp");
-    tokio::fs::write(&tmp, data).await.map_err(err)?;
+    match tokio::fs::remove_file(&tmp).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
+    let mut f = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).await.map_err(err)?;
+    tokio::io::AsyncWriteExt::write_all(&mut f, data).await.map_err(err)?;
+    f.sync_all().await.map_err(err)?;
+    drop(f);
+    // The umask may have narrowed `mode`; set it exactly.
     tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).await.map_err(err)?;
     tokio::fs::rename(&tmp, path).await.map_err(err)
 }
+
+/// How long one request to the join API may take, from connect to the last byte.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 struct Target {
     addr: String,
@@ -270,6 +283,22 @@ impl Target {
     /// A GET (with a body when given, as `/edge.crt` takes one) returning the status, the
     /// `Date` header and a capped body.
     async fn send(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Reply, Error> {
+        // Connect to answer: a port that accepts and never answers must not hang a join.
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(tls, path, headers, body)).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                Err(Error::Http { server: self.addr.clone(), message: format!("no answer within {REQUEST_TIMEOUT:?}") })
+            }
+        }
+    }
+
+    async fn exchange(
         &self,
         tls: Arc<rustls::ClientConfig>,
         path: &str,

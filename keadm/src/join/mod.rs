@@ -92,7 +92,10 @@ pub enum UsageError {
     )]
     Protocol(String),
     /// A label without a key or with an invalid one.
-    #[error("-l/--labels {0:?}: expected key=value with a valid label key")]
+    #[error(
+        "-l/--labels {0:?}: expected key=value with a valid label key and value (value: up to 63 of A-Z a-z 0-9 - _ ., \
+         starting and ending alphanumeric)"
+    )]
     Label(String),
     /// `--certPath` is relative.
     #[error("--certPath {0:?}: must be an absolute path")]
@@ -129,6 +132,16 @@ fn valid_label_key(k: &str) -> bool {
     name_ok && (prefix.is_empty() || kubeedge_model::valid_node_name(prefix))
 }
 
+/// A label value as the API server validates it: empty, or up to 63 of `[A-Za-z0-9-_.]`,
+/// starting and ending alphanumeric.
+fn valid_label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
 impl Plan {
     fn new(a: &Args) -> Result<Self, UsageError> {
         if a.hub_protocol != "websocket" {
@@ -144,7 +157,7 @@ impl Plan {
         let mut labels = BTreeMap::new();
         for l in &a.labels {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));
-            if !valid_label_key(k) || v.len() > 63 {
+            if !valid_label_key(k) || !valid_label_value(v) {
                 return Err(UsageError::Label(l.clone()));
             }
             labels.insert(k.to_owned(), v.to_owned());
@@ -182,6 +195,10 @@ enum Error {
     NotConnected(Duration, String),
     #[error("preflight left nothing to install")]
     Incomplete,
+    #[error("interrupted by {0} while waiting for edgecore to connect")]
+    Interrupted(&'static str),
+    #[error("setting up signal handling: {0}")]
+    Signals(std::io::Error),
 }
 
 /// Runs `keadm join`.
@@ -231,6 +248,11 @@ async fn install(plan: &Plan, ready: preflight::Ready) -> Result<(), Error> {
         return Err(Error::Incomplete);
     };
     let root = &plan.root;
+    // From here on SIGINT and SIGTERM are caught (they end the wait below), so an interrupted
+    // join rolls back instead of leaving a half-installed node.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::Signals)?;
     let mut tx = Tx::new(root);
     let hub = &built.config.modules.edge_hub;
     println!("[join] 1/6 Writing {}.", paths::EDGECORE_YAML);
@@ -243,6 +265,12 @@ async fn install(plan: &Plan, ready: preflight::Ready) -> Result<(), Error> {
     tx.copy(&binary, format!("{}/edgecore", paths::BIN_DIR), 0o755)?;
     println!("[join] 4/6 Installing {}.", root.unit("edgecore.service").display());
     tx.write(format!("{}/edgecore.service", paths::UNIT_DIR), systemd::EDGECORE_UNIT.as_bytes(), 0o644)?;
+    // What edgecore creates once it runs: removed again if this join does not complete.
+    let db = &built.config.database.data_source;
+    for path in [paths::STATE_DIR.to_owned(), db.clone(), format!("{db}-wal"), format!("{db}-shm")] {
+        tx.claim(path);
+    }
+    tx.claim(format!("{}/pods", built.config.modules.edged.root_directory.trim_end_matches('/')));
     let systemctl = systemd::Systemctl::new(root);
     println!("[join] 5/6 Enabling{} edgecore.service.", if systemctl.available() { " and starting" } else { "" });
     tx.enable("edgecore.service")?;
@@ -250,7 +278,11 @@ async fn install(plan: &Plan, ready: preflight::Ready) -> Result<(), Error> {
         let monitor = built.config.common_config.monitor_server.bind_address.clone();
         println!("[join] 6/6 Waiting for edgecore to connect to CloudHub ({monitor}).");
         let t = Instant::now();
-        wait_connected(&monitor).await.map_err(|why| Error::NotConnected(CONNECT_WAIT, why))?;
+        tokio::select! {
+            r = wait_connected(&monitor) => r.map_err(|why| Error::NotConnected(CONNECT_WAIT, why))?,
+            _ = sigint.recv() => return Err(Error::Interrupted("SIGINT")),
+            _ = sigterm.recv() => return Err(Error::Interrupted("SIGTERM")),
+        }
         println!("[join] Connected after {:.1} s.", t.elapsed().as_secs_f64());
     } else {
         println!("[join] 6/6 Not started: {}.", if root.is_host() { "systemd is not running" } else { "--root given" });
@@ -278,4 +310,19 @@ async fn wait_connected(monitor: &str) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_checked_as_the_api_server_checks_them() {
+        for ok in ["", "a", "zone-1", "A.b_c", &"x".repeat(63)] {
+            assert!(valid_label_value(ok), "{ok:?}");
+        }
+        for bad in ["a b", "@", "-a", "a-", &"x".repeat(64), "é"] {
+            assert!(!valid_label_value(bad), "{bad:?}");
+        }
+    }
 }

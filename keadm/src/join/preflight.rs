@@ -18,6 +18,10 @@ use crate::paths;
 pub const MAX_SKEW: Duration = Duration::from_secs(120);
 /// How long a reachability probe may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a request to the join API (`/ca.crt`, `/edge.crt`) may take, connect to answer: a
+/// port that accepts and never answers (a stalled balancer, `-s` at another service) fails the
+/// check instead of hanging the join.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How one check ended.
 #[derive(Debug)]
@@ -57,9 +61,11 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// Whether every check passed.
+    /// Whether the join may go on: no check failed and the cloud issued the certificate. A
+    /// skipped check blocks only through the failure that made it skip (the clock check is
+    /// skipped, and does not block, when the join API sends no usable `Date` header).
     pub fn passed(&self) -> bool {
-        self.checks.iter().all(|c| matches!(c.outcome, Outcome::Pass(_)))
+        !self.checks.iter().any(|c| matches!(c.outcome, Outcome::Fail { .. })) && self.credentials.is_some()
     }
 
     /// Prints one line per check (and its fix under a failure).
@@ -181,14 +187,19 @@ pub async fn run(plan: &Plan) -> Ready {
     push("token-format", token);
 
     let http = format!("https://{}", plan.cloud_https);
-    let ca = if https_reachable { Some(certs::fetch_ca(&http).await) } else { None };
+    let ca = if https_reachable {
+        Some(match tokio::time::timeout(REQUEST_TIMEOUT, certs::fetch_ca(&http)).await {
+            Ok(r) => r.map_err(|e| chain(&e)),
+            Err(_) => Err(format!("no answer within {REQUEST_TIMEOUT:?}")),
+        })
+    } else {
+        None
+    };
     push(
         "ca-hash",
         match (&ca, plan.token.as_deref().and_then(|t| kubeedge_pki::split_token(t).ok())) {
             (None, _) => Outcome::Skipped("needs the join API".into()),
-            (Some(Err(e)), _) => {
-                fail(format!("fetching /ca.crt: {}", chain(e)), "check that -e and -s point at cloudcore")
-            }
+            (Some(Err(e)), _) => fail(format!("fetching /ca.crt: {e}"), "check that -e and -s point at cloudcore"),
             (Some(Ok(_)), None) => Outcome::Skipped("needs a well-formed token".into()),
             (Some(Ok((der, _))), Some((want, _))) => {
                 let got = kubeedge_pki::ca_hash(der);
@@ -207,17 +218,25 @@ pub async fn run(plan: &Plan) -> Ready {
         "clock",
         match &ca {
             Some(Ok((_, Some(date)))) => clock(date),
-            Some(Ok((_, None))) => Outcome::Skipped("the join API sent no Date header".into()),
+            Some(Ok((_, None))) => {
+                Outcome::Skipped("not checked: the join API sent no usable Date header (does not block)".into())
+            }
             _ => Outcome::Skipped("needs the join API".into()),
         },
     );
 
     let mut credentials = None;
-    let others_ok = checks.iter().all(|c| matches!(c.outcome, Outcome::Pass(_)));
+    let others_ok = !checks.iter().any(|c| matches!(c.outcome, Outcome::Fail { .. }));
     let accepted = if !(others_ok && token_ok && node_ok) {
         Outcome::Skipped("runs once every other check has passed (it asks the cloud for a certificate)".into())
     } else {
-        match certs::request(&http, plan.token.as_deref().unwrap_or_default(), &plan.node).await {
+        let asked = certs::request(&http, plan.token.as_deref().unwrap_or_default(), &plan.node);
+        match tokio::time::timeout(REQUEST_TIMEOUT, asked).await.unwrap_or_else(|_| {
+            Err(certs::Error::Http {
+                server: plan.cloud_https.clone(),
+                message: format!("no answer within {REQUEST_TIMEOUT:?}"),
+            })
+        }) {
             Ok(c) => {
                 credentials = Some(c);
                 Outcome::Pass(format!("certificate issued for system:node:{}", plan.node))
@@ -271,6 +290,9 @@ fn not_installed(plan: &Plan) -> Outcome {
         r.at(paths::EDGE_CA),
         r.at(format!("{cert_dir}/server.crt")),
         r.at(format!("{cert_dir}/server.key")),
+        // A database left by an edgecore that ran (a reset by hand, an interrupted join):
+        // edgecore would start on its stale pods and node state.
+        r.at(format!("{}/edgecore.db", paths::STATE_DIR)),
     ];
     let mut found: Vec<String> = files.iter().filter(|f| f.exists()).map(|f| f.display().to_string()).collect();
     if r.is_host() {

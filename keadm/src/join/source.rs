@@ -14,7 +14,7 @@ pub const FIX: &str = "put edgecore next to keadm, or pass --tarballpath with a 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Nothing found.
-    #[error("no edgecore in {0} (--tarballpath)")]
+    #[error("no edgecore in {0}")]
     Missing(String),
     /// It does not run or is not edgecore.
     #[error("{path}: {why}")]
@@ -60,8 +60,11 @@ pub fn find(plan: &Plan) -> Result<(PathBuf, String), Error> {
             .and_then(|e| e.parent().map(Path::to_owned))
             .ok_or_else(|| Error::Missing("the directory of keadm".into()))?,
     };
-    let path =
-        candidates(&dir).into_iter().find(|p| p.is_file()).ok_or_else(|| Error::Missing(dir.display().to_string()))?;
+    let whence = if plan.tarball_dir.is_some() { "--tarballpath" } else { "keadm's own directory" };
+    let path = candidates(&dir)
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::Missing(format!("{} ({whence})", dir.display())))?;
     let shown = path.display().to_string();
     let out = std::process::Command::new(&path)
         .arg("--version")

@@ -29,7 +29,7 @@ pub fn helm(test: &str) -> Option<PathBuf> {
         out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
     });
     if found.is_none() {
-        eprintln!("SKIPPED {test}: helm is not installed (run hack/install-deps.sh)");
+        kubeedge_testkit::skip(test, "helm is not installed (run hack/install-deps.sh)");
     }
     found
 }

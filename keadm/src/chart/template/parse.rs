@@ -291,8 +291,9 @@ impl Parser<'_> {
                         return Err(self.err(line, "unclosed (".into()));
                     }
                     *pos += 1;
+                    // Only `(…).a.b`, written with no space: `(…) .a` is two arguments, as in Go.
                     let fields = match t.get(*pos) {
-                        Some(Tok::Fields(f)) => {
+                        Some(Tok::Chain(f)) => {
                             *pos += 1;
                             f.clone()
                         }
@@ -309,7 +310,7 @@ impl Parser<'_> {
                     f => return Err(self.err(line, format!("function {f:?} not defined"))),
                 },
                 Tok::Lit(v) => Arg::Lit(v.clone()),
-                Tok::Comma | Tok::Declare | Tok::Assign => {
+                Tok::Comma | Tok::Declare | Tok::Assign | Tok::Chain(_) => {
                     return Err(self.err(line, format!("unexpected {tok:?}")));
                 }
             };
@@ -334,6 +335,8 @@ fn string_literal(s: &str) -> Option<String> {
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Fields(Vec<String>),
+    /// Fields right after `)`, with no space: `(pipe).a.b`.
+    Chain(Vec<String>),
     Var(String, Vec<String>),
     Ident(String),
     Lit(crate::chart::value::Value),
@@ -371,7 +374,16 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
             c if c.is_whitespace() => i += 1,
             '|' => (out.push(Tok::Pipe), i += 1).1,
             '(' => (out.push(Tok::Open), i += 1).1,
-            ')' => (out.push(Tok::Close), i += 1).1,
+            ')' => {
+                out.push(Tok::Close);
+                i += 1;
+                if s.get(i) == Some(&'.') {
+                    let f = fields(&mut i);
+                    if !f.is_empty() {
+                        out.push(Tok::Chain(f));
+                    }
+                }
+            }
             ',' => (out.push(Tok::Comma), i += 1).1,
             ':' if s.get(i + 1) == Some(&'=') => (out.push(Tok::Declare), i += 2).1,
             '=' => (out.push(Tok::Assign), i += 1).1,

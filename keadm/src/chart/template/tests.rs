@@ -47,3 +47,12 @@ fn errors_name_the_file_and_the_problem() {
     assert_eq!(e, "template: t.yaml:2: function \"tpl\" not defined");
     assert!(render("{{ if 1 }}", "{}").unwrap_err().to_string().contains("no {{end}}"));
 }
+
+#[test]
+fn a_field_chain_binds_to_a_parenthesis_only_without_a_space() {
+    let v = "l: [{x: 1}, {x: 2}]\nx: 1\n";
+    // Go: `(first .l).x` is one argument; `(first .l) .x` is two.
+    assert_eq!(render("{{ (first .l).x }}", v).unwrap(), "1");
+    assert_eq!(render("{{ eq (first .l).x .x }}", v).unwrap(), "true");
+    assert_eq!(render("{{ or (first .l) .x }}", v).unwrap(), "map[x:1]");
+}
