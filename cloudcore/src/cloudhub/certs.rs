@@ -97,9 +97,13 @@ fn data<'a>(s: &'a Secret, secret: &'static str, key: &'static str) -> Result<&'
     s.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.as_slice()).ok_or(Error::MissingKey { secret, key })
 }
 
-/// Creates `kubeedge` if it is missing.
+/// Creates `kubeedge` if it is missing (read first: where the namespace exists, as under the
+/// chart, cloudcore needs no right to create namespaces).
 async fn ensure_namespace(client: &kube::Client) -> Result<(), Error> {
     let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(NAMESPACE).await?.is_some() {
+        return Ok(());
+    }
     let ns = Namespace {
         metadata: ObjectMeta { name: Some(NAMESPACE.to_owned()), ..Default::default() },
         ..Default::default()

@@ -29,7 +29,7 @@ pub fn call(exec: &Exec<'_>, name: &str, args: Vec<Value>) -> Result<Value, Stri
         // Helm: yaml.Marshal, without the final newline.
         ("toYaml", [v]) => {
             let yaml = yaml_serde::to_string(&v.to_json()).map_err(|e| e.to_string())?;
-            Ok(Value::Str(yaml.trim_end_matches('\n').to_owned()))
+            Ok(Value::Str(quote_yaml11_words(yaml.trim_end_matches('\n'))))
         }
         // sprig: a newline, then every line indented.
         ("nindent", [spaces, Value::Str(s)]) => {
@@ -80,4 +80,58 @@ fn count(v: &Value) -> Result<usize, String> {
         Value::Float(f) if *f >= 0.0 && f.fract() == 0.0 => Ok(*f as usize),
         other => Err(format!("expected a count, got {}", other.type_name())),
     }
+}
+
+/// Words a YAML 1.1 reader (go-yaml v2: kubectl, helm) takes for booleans, which a YAML 1.2
+/// emitter writes unquoted as strings. `true`/`false` are not among them: a 1.2 emitter quotes
+/// those strings already, and an unquoted one is a real boolean.
+const YAML11_WORDS: &[&str] =
+    &["y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF"];
+
+/// Double-quotes plain scalars (keys, values, list items) that are [`YAML11_WORDS`], as helm's
+/// yaml.Marshal does, so `toYaml` output read by kubectl keeps them strings. Lines inside block
+/// scalars (`|`, `>`) are content and stay as they are.
+pub(super) fn quote_yaml11_words(yaml: &str) -> String {
+    let word = |s: &str| YAML11_WORDS.contains(&s);
+    let mut out = Vec::new();
+    let mut block: Option<usize> = None;
+    for line in yaml.lines() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if let Some(b) = block {
+            if line.trim().is_empty() || indent > b {
+                out.push(line.to_owned());
+                continue;
+            }
+            block = None;
+        }
+        let mut rest = &line[indent..];
+        let mut prefix = line[..indent].to_owned();
+        while let Some(r) = rest.strip_prefix("- ") {
+            prefix.push_str("- ");
+            rest = r;
+        }
+        let (key, value) = match rest.split_once(": ") {
+            Some((k, v)) => (Some(k), Some(v)),
+            None => match rest.strip_suffix(':') {
+                Some(k) => (Some(k), None),
+                None => (None, Some(rest)),
+            },
+        };
+        let mut text = prefix;
+        if let Some(k) = key {
+            text.push_str(&if word(k) { format!("\"{k}\"") } else { k.to_owned() });
+            text.push(':');
+            if value.is_some() {
+                text.push(' ');
+            }
+        }
+        if let Some(v) = value {
+            if v.starts_with('|') || v.starts_with('>') {
+                block = Some(indent);
+            }
+            text.push_str(&if word(v) { format!("\"{v}\"") } else { v.to_owned() });
+        }
+        out.push(text);
+    }
+    out.join("\n")
 }

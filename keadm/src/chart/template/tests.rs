@@ -56,3 +56,22 @@ fn a_field_chain_binds_to_a_parenthesis_only_without_a_space() {
     assert_eq!(render("{{ eq (first .l).x .x }}", v).unwrap(), "true");
     assert_eq!(render("{{ or (first .l) .x }}", v).unwrap(), "map[x:1]");
 }
+
+#[test]
+fn to_yaml_quotes_yaml_1_1_words_as_helm_does() {
+    let v = "m: {gpu: 'yes', a: 'on', b: 'off', c: 'y', d: 'N', e: 'true', f: '1', g: 'plain', 'on': 1}\n";
+    let out = render("{{ toYaml .m }}", v).unwrap();
+    for want in [r#"gpu: "yes""#, r#"a: "on""#, r#"b: "off""#, r#"c: "y""#, r#"d: "N""#, "g: plain"] {
+        assert!(out.lines().any(|l| l == want), "{want:?} missing in\n{out}");
+    }
+    // Whatever quoting, a YAML 1.1 reader (kubectl's) reads the same strings back.
+    assert!(out.lines().any(|l| l == "e: 'true'" || l == r#"e: "true""#), "{out}");
+    assert!(out.lines().any(|l| l == "f: '1'" || l == r#"f: "1""#), "{out}");
+    assert!(out.lines().any(|l| l == r#""on": 1"#), "{out}");
+}
+
+#[test]
+fn block_scalars_keep_their_lines() {
+    let yaml = "a: |-\n  yes\n  on: off\nb:\n- 'x'\n- on\n- - n\nc: no";
+    assert_eq!(funcs::quote_yaml11_words(yaml), "a: |-\n  yes\n  on: off\nb:\n- 'x'\n- \"on\"\n- - \"n\"\nc: \"no\"");
+}
