@@ -214,6 +214,8 @@ fn database(b: &mut Bundle, path: &Path) {
             let mut dump = String::new();
             for row in rows {
                 let value = redact::stored(&row.ty, &row.value);
+                // JSON values stay JSON (readable with jq), anything else a string.
+                let value = serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
                 let line = serde_json::json!({"key": row.key, "type": row.ty, "value": value});
                 dump.push_str(&line.to_string());
                 dump.push('\n');
