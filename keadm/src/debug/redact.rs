@@ -66,14 +66,15 @@ fn line_secrets(line: &str) -> String {
             i += 1;
             continue;
         }
-        if let Some(value) = secret_value_at(line, &lower, i) {
-            if !value.is_empty() && value.start >= copied {
-                out.push_str(&line[copied..value.start]);
-                out.push_str(REDACTED);
-                copied = value.end;
-                i = value.end;
-                continue;
-            }
+        if let Some(value) = secret_value_at(line, &lower, i)
+            && !value.is_empty()
+            && value.start >= copied
+        {
+            out.push_str(&line[copied..value.start]);
+            out.push_str(REDACTED);
+            copied = value.end;
+            i = value.end;
+            continue;
         }
         i += 1;
     }
@@ -147,13 +148,14 @@ pub fn json(v: &mut Value) {
             let secret = map.get("kind").and_then(Value::as_str) == Some("Secret");
             for (k, child) in map.iter_mut() {
                 let lower = k.to_ascii_lowercase();
-                if secret && (k == "data" || k == "stringData") {
-                    if let Some(m) = child.as_object_mut() {
-                        for value in m.values_mut() {
-                            *value = Value::String(REDACTED.into());
-                        }
-                        continue;
+                if secret
+                    && (k == "data" || k == "stringData")
+                    && let Some(m) = child.as_object_mut()
+                {
+                    for value in m.values_mut() {
+                        *value = Value::String(REDACTED.into());
                     }
+                    continue;
                 }
                 if (lower.ends_with("token") || lower.ends_with("password")) && child.is_string() {
                     if child.as_str().is_some_and(|s| !s.is_empty()) {
@@ -180,10 +182,10 @@ pub fn json(v: &mut Value) {
 pub fn stored(ty: &str, value: &str) -> String {
     match serde_json::from_str::<Value>(value) {
         Ok(mut v) => {
-            if ty.eq_ignore_ascii_case("secret") || ty.ends_with("Resource=secrets") {
-                if let Some(m) = v.as_object_mut() {
-                    m.entry("kind").or_insert_with(|| Value::String("Secret".into()));
-                }
+            if (ty.eq_ignore_ascii_case("secret") || ty.ends_with("Resource=secrets"))
+                && let Some(m) = v.as_object_mut()
+            {
+                m.entry("kind").or_insert_with(|| Value::String("Secret".into()));
             }
             json(&mut v);
             v.to_string()
