@@ -2,10 +2,15 @@
 //! `keadm gettoken` (upstream's shared join token, or a token bound to one node with an expiry),
 //! `keadm init` and `keadm manifest` (cloudcore from the chart keadm carries, no helm needed),
 //! `keadm join` and `keadm reset` (edge, cloud, or cloudcore on the host), `keadm deprecated
-//! init|reset` (cloudcore on the host) and `keadm version`. The other commands (`ctl`, `debug`)
-//! are refused with a clear error (exit 64) until they are built.
+//! init|reset` (cloudcore on the host), `keadm version`, and on an edge node `keadm ctl`
+//! (this node's pods through edgecore's local servers: get, describe, logs, exec, restart; works
+//! with the cloud down) and `keadm debug` (get from edgecore.db, check the host, diagnose the
+//! node or a pod, collect a redacted tarball). Devices and node upgrade tasks are not built, so
+//! `keadm ctl` refuses their subcommands by name (exit 64).
 
 mod chart;
+mod ctl;
+mod debug;
 mod deprecated;
 mod duration;
 mod gettoken;
@@ -44,26 +49,14 @@ enum Command {
     Join(Box<join::Args>),
     /// Removes KubeEdge: the edge or cloudcore on this host, or (`reset cloud`) from a cluster.
     Reset(reset::Args),
-    /// Edge node commands (not built yet).
-    Ctl(Unbuilt),
-    /// Diagnostics (not built yet).
-    Debug(Unbuilt),
+    /// Operates this edge node's pods through edgecore's local servers (works offline).
+    Ctl(ctl::Args),
+    /// Diagnoses this edge node: get from edgecore.db, check, diagnose, collect.
+    Debug(debug::Args),
     /// Cloudcore on this host as a systemd service (init, reset).
     Deprecated(deprecated::Args),
     /// Prints keadm's version.
     Version,
-}
-
-/// Any arguments of a command not built yet.
-#[derive(clap::Args)]
-struct Unbuilt {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
-}
-
-fn unbuilt(name: &str) -> ExitCode {
-    eprintln!("keadm {name} is not available in this build yet (see docs/operations.md)");
-    ExitCode::from(64)
 }
 
 fn main() -> ExitCode {
@@ -74,8 +67,8 @@ fn main() -> ExitCode {
         Command::Manifest(args) => init::manifest::main(&args),
         Command::Join(args) => join::main(&args),
         Command::Reset(args) => reset::main(&args),
-        Command::Ctl(_) => unbuilt("ctl"),
-        Command::Debug(_) => unbuilt("debug"),
+        Command::Ctl(args) => ctl::main(&args),
+        Command::Debug(args) => debug::main(&args),
         Command::Deprecated(args) => deprecated::main(&args),
         Command::Version => {
             println!("keadm {} (kubeedge-rs, wire-compatible with KubeEdge v1.23)", env!("CARGO_PKG_VERSION"));

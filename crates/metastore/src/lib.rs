@@ -80,6 +80,7 @@
 
 mod error;
 mod keys;
+mod readonly;
 pub mod schema;
 mod worker;
 
@@ -94,6 +95,7 @@ use tracing::{error, info, warn};
 
 pub use error::{Error, Result};
 pub use keys::{GROUP_CORE, NULL, gvr_string, v2_key};
+pub use readonly::ReadOnly;
 pub use schema::Tables;
 
 use worker::{Read, Request};
