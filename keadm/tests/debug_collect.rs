@@ -9,6 +9,7 @@ use kubeedge_metastore::{MetaRow, Op, Store};
 use kubeedge_testkit::{link, run, workspace_bin};
 use serde_json::json;
 
+const APPLIED_VALUE: &str = "YXBwbGllZC1zZWNyZXQtdmFsdWU=";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef.eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE3MDB9.c2lnbmF0dXJlLXNlY3JldA";
 const KEY_BODY: &str = "MHcCAQEEIKeyMaterialThatMustNeverLeaveTheNode0123456789oAoGCCqGSM49";
 const SECRET_VALUE: &str = "c3VwZXItc2VjcmV0LXBhc3N3b3Jk";
@@ -43,6 +44,21 @@ fn collect_writes_a_tarball_without_secrets() {
                     "secret",
                     json!({"metadata": {"name": "db", "namespace": "default"},
                     "type": "Opaque", "data": {"password": SECRET_VALUE}, "stringData": {"user": "admin-plain"}}),
+                ),
+                // kubectl apply keeps the whole Secret in an annotation, as a JSON string.
+                row(
+                    "default/secret/applied",
+                    "secret",
+                    json!({"metadata": {"name": "applied", "namespace": "default", "annotations": {
+                        "kubectl.kubernetes.io/last-applied-configuration":
+                            json!({"apiVersion": "v1", "kind": "Secret", "data": {"k": APPLIED_VALUE}}).to_string()}},
+                    "data": {"k": APPLIED_VALUE}}),
+                ),
+                // Text that is not ASCII.
+                row(
+                    "default/configmap/zh",
+                    "configmap",
+                    json!({"metadata": {"name": "zh", "namespace": "default"}, "data": {"说明": "温度传感器 µs ©"}}),
                 ),
                 row(
                     "default/configmap/tls",
@@ -92,6 +108,9 @@ fn collect_writes_a_tarball_without_secrets() {
     let tarballs: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(tarballs.len(), 1, "{tarballs:?}");
     let name = tarballs[0].file_name().unwrap().to_string_lossy().into_owned();
+    // Only its owner may read it.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&tarballs[0]).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the tarball is {mode:o}");
     assert!(name.starts_with("edge_") && name.ends_with(".tar.gz"), "{name}");
     assert!(stdout.contains(&name), "{stdout}");
 
@@ -112,11 +131,13 @@ fn collect_writes_a_tarball_without_secrets() {
     for f in &files {
         all.push_str(&String::from_utf8_lossy(&std::fs::read(f).unwrap()));
     }
-    for secret in [TOKEN, "eyJhbGciOiJIUzI1NiJ9", KEY_BODY, SECRET_VALUE, "admin-plain", BEARER] {
+    for secret in [TOKEN, "eyJhbGciOiJIUzI1NiJ9", KEY_BODY, SECRET_VALUE, "admin-plain", BEARER, APPLIED_VALUE] {
         assert!(!all.contains(secret), "{secret:?} leaked into the tarball");
     }
     assert!(all.contains("<redacted>"));
-    for kept in [CERT_BODY, "visible-setting", "\"web\"", "edge started", "integrity_check: ok", "keadm "] {
+    for kept in
+        [CERT_BODY, "温度传感器 µs ©", "visible-setting", "\"web\"", "edge started", "integrity_check: ok", "keadm "]
+    {
         assert!(all.contains(kept), "{kept:?} missing from the tarball");
     }
     let rel: Vec<String> =

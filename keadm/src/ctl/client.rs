@@ -146,9 +146,10 @@ impl Endpoint {
     pub async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes), Error> {
         let resp = self.send(method, path, body).await?;
         let status = resp.status();
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
+        // The body within the same bound as the head: a server that stalls mid-body fails.
+        let body = tokio::time::timeout(TIMEOUT, http_body_util::Limited::new(resp.into_body(), MAX_BODY).collect())
             .await
+            .map_err(|_| self.protocol("the answer stalled"))?
             .map_err(|e| self.protocol(e))?
             .to_bytes();
         Ok((status, body))

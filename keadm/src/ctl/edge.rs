@@ -53,6 +53,15 @@ impl Edge {
         if addr.ip().is_loopback() {
             return Ok(Endpoint::plain("MetaServer", addr));
         }
+        // Bound to every address: dial it on loopback, where the certificate names 127.0.0.1.
+        let addr = if addr.ip().is_unspecified() {
+            SocketAddr::new(
+                if addr.is_ipv4() { IpAddr::from([127, 0, 0, 1]) } else { IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]) },
+                addr.port(),
+            )
+        } else {
+            addr
+        };
         let hub = &self.config.modules.edge_hub;
         let tls =
             Tls::client(&self.at(&ms.tls_ca_file), &self.at(&hub.tls_cert_file), &self.at(&hub.tls_private_key_file))?;

@@ -71,7 +71,8 @@ impl Args {
 /// The exit code a v4 `Status` reports: 0 for `Success`, the `ExitCode` cause of a
 /// `NonZeroExitCode` failure, else the failure's message as an error.
 pub fn exit_code(status: Option<&Value>) -> Result<u8, String> {
-    let Some(status) = status else { return Ok(0) };
+    // v4 always ends with a Status (Success included): none means the session broke.
+    let Some(status) = status else { return Err("the session ended without an exit status".into()) };
     match status.get("status").and_then(Value::as_str) {
         Some("Success") => Ok(0),
         _ if status.get("reason").and_then(Value::as_str) == Some("NonZeroExitCode") => {
@@ -131,7 +132,11 @@ pub async fn run(args: &Args, edge: &Edge) -> Result<(), Error> {
                 match channel {
                     1 => stdout.write_all(rest).and_then(|()| stdout.flush()).map_err(Error::Output)?,
                     2 => stderr.write_all(rest).and_then(|()| stderr.flush()).map_err(Error::Output)?,
-                    3 => status = serde_json::from_slice(rest).ok(),
+                    3 => {
+                        status = Some(serde_json::from_slice(rest).unwrap_or_else(|e| {
+                            serde_json::json!({"status": "Failure", "message": format!("unreadable exit status: {e}")})
+                        }));
+                    }
                     _ => {}
                 }
             }
@@ -207,7 +212,7 @@ mod tests {
 
     #[test]
     fn exit_codes_come_from_the_status_channel() {
-        assert_eq!(exit_code(None), Ok(0));
+        assert!(exit_code(None).is_err(), "no status: the session broke");
         assert_eq!(exit_code(Some(&json!({"metadata": {}, "status": "Success"}))), Ok(0));
         let failed = json!({"status": "Failure", "reason": "NonZeroExitCode",
             "message": "command terminated with non-zero exit code: exit status 3",

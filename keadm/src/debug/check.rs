@@ -129,7 +129,10 @@ fn state_dir(ctx: &Ctx) -> PathBuf {
 
 /// Total and free bytes of the file system holding `dir` (`df -Pk`; blocking, outside async).
 fn disk(dir: &Path) -> Outcome {
-    let out = std::process::Command::new("df").arg("-Pk").arg(dir).output();
+    let out = super::collect::output_within(
+        std::process::Command::new("df").arg("-Pk").arg(dir),
+        std::time::Duration::from_secs(10),
+    );
     let parsed = out.ok().filter(|o| o.status.success()).and_then(|o| {
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
         let line = text.lines().nth(1)?.to_owned();
@@ -181,9 +184,16 @@ fn network(args: &Args, ctx: &Ctx) -> Outcome {
             }
         },
     };
-    let addrs: Vec<_> = match server.to_socket_addrs() {
-        Ok(a) => a.collect(),
-        Err(e) => return fail(format!("{server}: {e}"), "pass --cloud-hub-server host:port"),
+    // Resolved on a thread with a deadline: a dead resolver must not hang the check.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let host = server.clone();
+    let _ = std::thread::Builder::new().name("resolve".into()).spawn(move || {
+        let _ = tx.send(host.to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+    });
+    let addrs: Vec<_> = match rx.recv_timeout(NET_TIMEOUT) {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return fail(format!("{server}: {e}"), "pass --cloud-hub-server host:port"),
+        Err(_) => return fail(format!("{server}: not resolved within {NET_TIMEOUT:?}"), "check the DNS resolver"),
     };
     let mut last = String::from("no address");
     for addr in addrs {

@@ -81,13 +81,39 @@ impl Bundle {
 /// Runs a command to its end (blocking, outside async) and returns its capped output.
 fn output(argv: &[&str]) -> Result<String, String> {
     let (bin, args) = argv.split_first().ok_or("no command")?;
-    let out = Command::new(bin).args(args).stdin(Stdio::null()).output().map_err(|e| e.to_string())?;
+    let out = output_within(Command::new(bin).args(args), COMMAND_DEADLINE)?;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.truncate(usize::try_from(MAX_PART).unwrap_or(usize::MAX));
+    let mut cut = usize::try_from(MAX_PART).unwrap_or(usize::MAX).min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
     if !out.status.success() {
         return Err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(text)
+}
+
+/// How long one command of the bundle (`df`, `journalctl`, …) may run: a hung NFS mount must
+/// not hang the collection.
+const COMMAND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `cmd` (stdin closed) and collects its output, killing it after `deadline`.
+pub(crate) fn output_within(cmd: &mut Command, deadline: std::time::Duration) -> Result<std::process::Output, String> {
+    let child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(out) => out.map_err(|e| e.to_string()),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            Err(format!("still running after {deadline:?}; killed"))
+        }
+    }
 }
 
 /// `edge_2006_0102_150405` (upstream's layout) for a Unix time, in UTC.
@@ -238,7 +264,9 @@ fn logs(b: &mut Bundle, args: &Args) {
     let Ok(entries) = std::fs::read_dir(&args.log_path) else {
         return b.errors.push(format!("logs: {} cannot be read", args.log_path.display()));
     };
-    let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+    // Regular files only: a symlink in the log dir is not followed.
+    let mut files: Vec<PathBuf> =
+        entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_file())).map(|e| e.path()).collect();
     files.sort();
     for f in files.into_iter().take(64) {
         let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -250,7 +278,16 @@ fn logs(b: &mut Bundle, args: &Args) {
 fn write(b: &Bundle, path: &Path) -> Result<PathBuf, Error> {
     let err = |source| Error::Write { path: path.to_owned(), source };
     let part = path.with_extension("part");
-    let file = std::fs::File::create(&part).map_err(err)?;
+    // Only the caller may read it (configs, logs, the database dump), and a symlink planted at
+    // the temporary name is not followed: a stale one is removed, the new file created
+    // exclusively.
+    if std::fs::symlink_metadata(&part).is_ok() {
+        std::fs::remove_file(&part).map_err(err)?;
+    }
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&part).map_err(err)?
+    };
     let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::default()));
     let mtime = u64::try_from(kubeedge_kube_serve::time::now_unix()).unwrap_or(0);
     for (name, data) in &b.files {

@@ -25,20 +25,32 @@ pub fn is_key_file(path: &std::path::Path) -> bool {
 pub fn text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut in_key = false;
+    let mut block: Option<usize> = None;
     for line in text.split_inclusive('\n') {
         if in_key {
-            if line.contains("-----END") && line.contains("PRIVATE KEY-----") {
+            if line.contains("-----END") && line.contains("PRIVATE KEY") {
                 in_key = false;
             }
             continue;
         }
-        if let Some(at) = line.find("-----BEGIN").filter(|_| line.contains("PRIVATE KEY-----")) {
+        if block.is_some_and(|indent| line.trim().is_empty() || indent_of(line) > indent) {
+            // The lines of a `token: |` block scalar.
+            out.push_str(&" ".repeat(indent_of(line)));
+            out.push_str(REDACTED);
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+            continue;
+        }
+        block = secret_block_start(line);
+        if let Some(at) = line.find("-----BEGIN").filter(|_| line.contains("PRIVATE KEY")) {
             out.push_str(&line[..at]);
             out.push_str(REDACTED);
             // A one-line block (`\n` escaped inside JSON) ends on this line.
             let one_line = line[at..].contains("-----END");
             if one_line {
-                let end = line.rfind("PRIVATE KEY-----").map_or(line.len(), |i| i + "PRIVATE KEY-----".len());
+                let end = line.rfind("-----END").and_then(|e| line[e + 8..].find("-----").map(|p| e + 8 + p + 5));
+                let end = end.unwrap_or(line.len());
                 out.push_str(&line[end..]);
             } else {
                 in_key = true;
@@ -53,6 +65,20 @@ pub fn text(text: &str) -> String {
     out
 }
 
+fn indent_of(line: &str) -> usize {
+    line.len() - line.trim_start_matches(' ').len()
+}
+
+/// `  token: |` (or `>-`…): a YAML block scalar holding a secret starts; its indent.
+fn secret_block_start(line: &str) -> Option<usize> {
+    let t = line.trim_end();
+    let (key, value) = t.trim_start().split_once(':')?;
+    let value = value.trim();
+    let block = matches!(value, "|" | "|-" | "|+" | ">" | ">-" | ">+");
+    (block && SECRET_KEYS.iter().any(|k| key.trim_matches(['"', '\'']).to_ascii_lowercase().ends_with(k)))
+        .then(|| indent_of(line))
+}
+
 /// Redacts key/value secrets, bearer credentials and JWTs in one line.
 fn line_secrets(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -61,7 +87,11 @@ fn line_secrets(line: &str) -> String {
     let mut i = 0;
     let mut copied = 0;
     while i < bytes.len() {
-        // Only at the start of a word.
+        // Only at the start of a word (and never inside a multi-byte character).
+        if !line.is_char_boundary(i) {
+            i += 1;
+            continue;
+        }
         if i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_') && !is_key_end(&lower, i) {
             i += 1;
             continue;
@@ -85,7 +115,18 @@ fn line_secrets(line: &str) -> String {
 /// Whether a secret key word (`token`, `password`) ends at byte `i` of a longer word
 /// (`bootstrapToken`), which counts too.
 fn is_key_end(lower: &str, i: usize) -> bool {
-    ["token", "password"].iter().any(|k| lower[..i].ends_with(k))
+    SECRET_KEYS.iter().any(|k| lower[..i].ends_with(k))
+}
+
+/// Key names (lower case, as a suffix: `bootstrapToken`, `db_password`) whose values are
+/// secrets.
+const SECRET_KEYS: &[&str] = &["token", "password", "passwd", "apikey", "api_key", "privatekey", "private_key"];
+
+/// Whether a JSON key names a secret value (also `auth`/`authorization`: registry
+/// credentials in the runtime's config, `Authorization` headers).
+fn secret_key(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    SECRET_KEYS.iter().any(|k| lower.ends_with(k)) || lower == "auth" || lower == "authorization"
 }
 
 /// At `i`: a `Bearer` credential, a JWT, or the separator after a secret key; the range of the
@@ -95,6 +136,18 @@ fn secret_value_at(line: &str, lower: &str, i: usize) -> Option<std::ops::Range<
     if rest.starts_with("bearer ") {
         let start = i + "bearer ".len();
         return Some(start..word_end(line, start));
+    }
+    // `Basic <base64 user:password>` (case as HTTP writes it, so prose stays).
+    if line[i..].starts_with("Basic ") {
+        let start = i + "Basic ".len();
+        let end = word_end(line, start);
+        if end - start >= 8 && line[start..end].bytes().all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c)) {
+            return Some(start..end);
+        }
+    }
+    // A base64-encoded PEM block (`client-key-data: LS0tLS1CRUdJTi…` of a kubeconfig).
+    if line[i..].starts_with("LS0tLS1CRUdJT") {
+        return Some(i..word_end(line, i));
     }
     if rest.starts_with("eyj") {
         let end = word_end(line, i);
@@ -127,8 +180,13 @@ fn secret_value_at(line: &str, lower: &str, i: usize) -> Option<std::ops::Range<
     if quote.is_some() {
         j += 1;
     }
+    let flow = line[..i].contains(['{', '[']);
     let end = match quote {
         Some(q) => line[j..].bytes().position(|c| c == q).map_or(line.len(), |p| j + p),
+        // A block YAML `key: value` runs to the end of the line (`password: two words`).
+        None if !flag && !flow && b.get(j.saturating_sub(1)).is_some_and(|c| *c == b' ' || *c == b':') => {
+            line.trim_end_matches(['\n', '\r']).len().max(j)
+        }
         None => word_end(line, j),
     };
     Some(j..end)
@@ -146,8 +204,13 @@ pub fn json(v: &mut Value) {
     match v {
         Value::Object(map) => {
             let secret = map.get("kind").and_then(Value::as_str) == Some("Secret");
+            // `{"name": "DB_PASSWORD", "value": "…"}` (a pod's env literal, a header).
+            if map.get("name").and_then(Value::as_str).is_some_and(secret_key)
+                && let Some(v) = map.get_mut("value").filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+            {
+                *v = Value::String(REDACTED.into());
+            }
             for (k, child) in map.iter_mut() {
-                let lower = k.to_ascii_lowercase();
                 if secret
                     && (k == "data" || k == "stringData")
                     && let Some(m) = child.as_object_mut()
@@ -157,7 +220,7 @@ pub fn json(v: &mut Value) {
                     }
                     continue;
                 }
-                if (lower.ends_with("token") || lower.ends_with("password")) && child.is_string() {
+                if secret_key(k) && child.is_string() {
                     if child.as_str().is_some_and(|s| !s.is_empty()) {
                         *child = Value::String(REDACTED.into());
                     }
@@ -168,6 +231,16 @@ pub fn json(v: &mut Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(json),
         Value::String(s) => {
+            // JSON inside a string (`kubectl.kubernetes.io/last-applied-configuration` holds a
+            // whole Secret) is redacted as JSON.
+            if s.trim_start().starts_with(['{', '['])
+                && let Ok(mut inner) = serde_json::from_str::<Value>(s)
+                && (inner.is_object() || inner.is_array())
+            {
+                json(&mut inner);
+                *s = inner.to_string();
+                return;
+            }
             let r = text(s);
             if r != *s {
                 *s = r;
@@ -236,6 +309,56 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(text(input), want, "{input:?}");
         }
+    }
+
+    #[test]
+    fn non_ascii_text_is_fine() {
+        assert_eq!(text("aé token: x ü\n"), "aé token: <redacted>\n");
+        assert_eq!(text("温度 µs ©\u{fffd}password=p"), "温度 µs ©\u{fffd}password=<redacted>");
+        let mut v = json!({"data": {"k": "温度 password: p"}});
+        json(&mut v);
+        assert_eq!(v["data"]["k"], "温度 password: <redacted>");
+    }
+
+    #[test]
+    fn more_shapes_of_secrets() {
+        let cases = [
+            ("password: two words\n", "password: <redacted>\n"),
+            ("password: ab,cd]ef", "password: <redacted>"),
+            ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "Authorization: Basic <redacted>"),
+            ("a basic setup", "a basic setup"),
+            ("    client-key-data: LS0tLS1CRUdJTiBFQyBQUklWQVRF", "    client-key-data: <redacted>"),
+            (
+                "-----BEGIN PGP PRIVATE KEY BLOCK-----\nabc\n-----END PGP PRIVATE KEY BLOCK-----\nok\n",
+                "<redacted>\nok\n",
+            ),
+            ("token: |\n  line1\n  line2\nnext: 1\n", "token: <redacted>\n  <redacted>\n  <redacted>\nnext: 1\n"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(text(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn nested_json_registry_auth_and_env_literals_lose_their_values() {
+        let applied =
+            r#"{"apiVersion":"v1","kind":"Secret","data":{"tls.key":"TFMwdExTMUNSVWRKVGk="},"metadata":{"name":"s"}}"#;
+        let mut v = json!({"kind": "Secret", "metadata": {"annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": applied}}, "data": {"tls.key": "x"}});
+        json(&mut v);
+        let s = v.to_string();
+        assert!(!s.contains("TFMwdExTMUNSVWRKVGk="), "{s}");
+        let mut cri = json!({"config": {"registry": {"configs": {"r.io": {"auth": {"username": "u", "password": "p",
+            "auth": "dTpw", "identitytoken": "t"}}}, "headers": {"Authorization": ["Basic dXNlcjpwYXNzd29yZA=="]}}}});
+        json(&mut cri);
+        let s = cri.to_string();
+        for leak in ["dTpw", "dXNlcjpwYXNzd29yZA==", "\"p\"", "\"t\""] {
+            assert!(!s.contains(leak), "{leak} in {s}");
+        }
+        let mut pod = json!({"env": [{"name": "DB_PASSWORD", "value": "hunter2"}, {"name": "MODE", "value": "fast"}]});
+        json(&mut pod);
+        assert_eq!(pod["env"][0]["value"], REDACTED);
+        assert_eq!(pod["env"][1]["value"], "fast");
     }
 
     #[test]
