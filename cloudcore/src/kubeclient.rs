@@ -1,4 +1,5 @@
-//! The Kubernetes client every cloud module uses, built from `kubeAPIConfig`.
+//! The Kubernetes client every cloud module uses, built from `kubeAPIConfig`, and the
+//! installation of KubeEdge's CRDs when they are missing.
 
 use kubeedge_beehive::ModuleError;
 use kubeedge_config::cloudcore::KubeApiConfig;
@@ -16,4 +17,40 @@ pub async fn kube_client(cfg: &KubeApiConfig) -> Result<kube::Client, ModuleErro
         config.cluster_url = cfg.master.parse()?;
     }
     Ok(kube::Client::try_from(config)?)
+}
+
+/// Creates the CRDs of API group `group` (of [`kubeedge_apis::crds`]) that are missing (keadm
+/// and the Helm chart normally install them) and waits until they are served.
+pub async fn install_crds(client: &kube::Client, group: &str) -> Result<(), ModuleError> {
+    use std::time::Duration;
+
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, PostParams};
+    use kube::runtime::wait::{await_condition, conditions};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in kubeedge_apis::crds().into_iter().filter(|c| c.spec.group == group) {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        match api.get_opt(&name).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => return Err(format!("reading CRD {name}: {e}").into()),
+        }
+        match api.create(&PostParams::default(), &crd).await {
+            Ok(_) => tracing::info!(crd = name, "Installed a missing CRD."),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => {
+                return Err(
+                    format!("CRD {name} is missing and could not be created (install manifests/crds): {e}").into()
+                );
+            }
+        }
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .map_err(|_| format!("CRD {name} was not established within 30 s"))?
+        .map_err(|e| format!("waiting for CRD {name}: {e}"))?;
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ use cloudcore::authz::AuthzMetrics;
 use cloudcore::cloudhub::module::CloudHubModule;
 use cloudcore::delivery::syncs::Syncs;
 use cloudcore::delivery::view::View;
+use cloudcore::devicecontroller::module::DeviceControllerModule;
 use cloudcore::dynamiccontroller::DynamicControllerModule;
 use cloudcore::edgecontroller::module::EdgeControllerModule;
 use cloudcore::synccontroller::SyncControllerModule;
@@ -19,7 +20,8 @@ use kubeedge_config::cloudcore::CloudCoreConfig;
 use kubeedge_daemon::Daemon;
 
 /// Config keys (under `modules`) of the modules this build implements.
-const AVAILABLE_MODULES: &[&str] = &["cloudHub", "edgeController", "syncController", "dynamicController"];
+const AVAILABLE_MODULES: &[&str] =
+    &["cloudHub", "edgeController", "deviceController", "syncController", "dynamicController"];
 
 fn main() -> ExitCode {
     let daemon = Daemon {
@@ -47,14 +49,27 @@ fn main() -> ExitCode {
                         EdgeController's view"
                 .into());
         }
+        let syncs = (ec.enable && sc.enable).then(Syncs::default);
+        // DeviceController keeps the device view; SyncController reconciles edges against it
+        // too, so devices reach a node that was offline as pods do.
+        let mut devices = None;
+        let dc = &cfg.modules.device_controller;
+        if dc.enable {
+            let module = DeviceControllerModule::new(cfg.kube_api_config.clone(), dc.clone(), syncs.clone())
+                .with_authz_metrics(authz_metrics.clone());
+            devices = Some(module.devices());
+            registry.register(Box::new(module)).map_err(|e| e.to_string())?;
+        }
         if ec.enable {
-            let syncs = sc.enable.then(Syncs::default);
             let module = EdgeControllerModule::new(cfg.kube_api_config.clone(), syncs.clone())
                 .with_authz_metrics(authz_metrics.clone());
             view = module.view();
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
             if let Some(syncs) = syncs {
-                let module = SyncControllerModule::new(cfg.kube_api_config.clone(), view.clone(), syncs);
+                let mut module = SyncControllerModule::new(cfg.kube_api_config.clone(), view.clone(), syncs);
+                if let Some(d) = devices {
+                    module = module.with_devices(d);
+                }
                 registry.register(Box::new(module)).map_err(|e| e.to_string())?;
             }
         }

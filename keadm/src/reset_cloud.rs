@@ -98,7 +98,8 @@ pub async fn reset(kube_config: &Path) -> Result<(), Error> {
     }
     println!(
         "[reset] cloudcore is removed. The CustomResourceDefinitions stay; remove them with:\n  \
-         kubectl delete crd objectsyncs.reliablesyncs.kubeedge.io clusterobjectsyncs.reliablesyncs.kubeedge.io"
+         kubectl delete crd objectsyncs.reliablesyncs.kubeedge.io clusterobjectsyncs.reliablesyncs.kubeedge.io \
+         devices.devices.kubeedge.io devicemodels.devices.kubeedge.io devicestatuses.devices.kubeedge.io"
     );
     Ok(())
 }

@@ -120,17 +120,24 @@ fn bad_flags_are_named() {
 /// One source for the CRDs: the chart's copies are the generated manifests/crds files.
 #[test]
 fn chart_crds_are_the_generated_ones() {
-    for name in ["objectsync_v1alpha1.yaml", "cluster_objectsync_v1alpha1.yaml"] {
-        let generated = std::fs::read_to_string(repo().join("manifests/crds/reliablesyncs").join(name)).unwrap();
+    let files = [
+        ("reliablesyncs", "objectsync_v1alpha1.yaml"),
+        ("reliablesyncs", "cluster_objectsync_v1alpha1.yaml"),
+        ("devices", "devices_v1beta1_device.yaml"),
+        ("devices", "devices_v1beta1_devicemodel.yaml"),
+        ("devices", "devices_v1beta1_devicestatus.yaml"),
+    ];
+    for (dir, name) in files {
+        let generated = std::fs::read_to_string(repo().join("manifests/crds").join(dir).join(name)).unwrap();
         let chart = std::fs::read_to_string(chart_dir().join("crds").join(name)).unwrap();
         assert!(
             generated == chart,
-            "manifests/charts/cloudcore/crds/{name} differs from manifests/crds/reliablesyncs/{name}; \
+            "manifests/charts/cloudcore/crds/{name} differs from manifests/crds/{dir}/{name}; \
              regenerate both with UPDATE_CRDS=1 cargo test -p kubeedge-apis --test crds"
         );
     }
     let count = std::fs::read_dir(chart_dir().join("crds")).unwrap().count();
-    assert_eq!(count, 2, "the chart has CRDs that manifests/crds does not");
+    assert_eq!(count, files.len(), "the chart has CRDs that manifests/crds does not");
 }
 
 /// The manifest stream holds the extra --manifests first, then CRDs, then the chart.

@@ -81,7 +81,7 @@ fn init_applies_what_the_chart_renders_and_reset_removes_it() {
         None => with("manifest", &[]).1,
     };
     let rendered = docs(&rendered);
-    assert_eq!(rendered.len(), 10, "2 CRDs, SA, ConfigMap, 4 RBAC objects, Service, Deployment");
+    assert_eq!(rendered.len(), 13, "5 CRDs, SA, ConfigMap, 4 RBAC objects, Service, Deployment");
     for want in &rendered {
         let path = path_of(want);
         let have = c.get(&path).unwrap_or_else(|| panic!("{path} was not created"));
@@ -94,7 +94,13 @@ fn init_applies_what_the_chart_renders_and_reset_removes_it() {
         .collect();
     want_names.sort();
     assert_eq!(installed(&c), want_names, "init created other chart objects than helm renders");
-    for crd in ["objectsyncs.reliablesyncs.kubeedge.io", "clusterobjectsyncs.reliablesyncs.kubeedge.io"] {
+    for crd in [
+        "objectsyncs.reliablesyncs.kubeedge.io",
+        "clusterobjectsyncs.reliablesyncs.kubeedge.io",
+        "devices.devices.kubeedge.io",
+        "devicemodels.devices.kubeedge.io",
+        "devicestatuses.devices.kubeedge.io",
+    ] {
         let have = c.get(&format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}")).unwrap();
         let conditions = have["status"]["conditions"].as_array().unwrap();
         assert!(conditions.iter().any(|x| x["type"] == "Established" && x["status"] == "True"), "{crd}: {have}");

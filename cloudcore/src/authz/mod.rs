@@ -8,6 +8,8 @@
 //! - it writes only its own Node (and status), its Lease (`kube-node-lease/{node}`), events, and
 //!   the status of pods bound to it; it deletes only pods bound to it;
 //! - it creates only mirror pods of its own (see [`mirror`]);
+//! - it reads and writes the DeviceStatus of devices bound to it (`spec.nodeName`), nothing
+//!   else of devices;
 //! - it reads its own Node and pods bound to it, and what kube-proxy-like agents need (services,
 //!   endpoints, endpoint slices) and discovery;
 //! - the KubeEdge PKI secrets (`kubeedge/casecret`, `cloudcoresecret`, `tokensecret`) are never
@@ -24,7 +26,10 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use serde_json::{Value, json};
 use tracing::warn;
 
+use crate::delivery::devices::DeviceView;
 use crate::delivery::view::{Ref, View};
+use kubeedge_apis::devices::GROUP as DEVICES_GROUP;
+use kubeedge_apis::devices::v1beta1::Device;
 use kubeedge_model::constants::resource_type;
 use kubeedge_model::protocol::StatusError;
 
@@ -178,6 +183,7 @@ pub fn no_relationship(node: &str) -> String {
 pub struct NodeAuthorizer {
     client: kube::Client,
     view: View,
+    devices: Option<DeviceView>,
     metrics: Option<AuthzMetrics>,
     module: &'static str,
 }
@@ -186,7 +192,14 @@ impl NodeAuthorizer {
     /// An authorizer that reads pods' references from `view` (EdgeController's) and looks up
     /// bindings it cannot know from the view in the cluster. `module` labels its refusals.
     pub fn new(client: kube::Client, view: View, metrics: Option<AuthzMetrics>, module: &'static str) -> Self {
-        Self { client, view, metrics, module }
+        Self { client, view, devices: None, metrics, module }
+    }
+
+    /// Also decides DeviceStatus writes from DeviceController's view of which devices are bound
+    /// to which node (without it they are looked up in the API).
+    pub fn with_devices(mut self, devices: DeviceView) -> Self {
+        self.devices = Some(devices);
+        self
     }
 
     /// Decides one request; `body` is the object a create or update writes, or a patch's data.
@@ -247,6 +260,7 @@ impl NodeAuthorizer {
                 _ => deny(format!("node '{}' may only write events", a.node)),
             },
             ("", "pods") => self.pods(a, body).await,
+            (DEVICES_GROUP, "devicestatuses") => self.device_status(a).await.map(|()| Grant::default()),
             ("", "serviceaccounts") if a.subresource == "token" && a.verb == "create" && !a.name.is_empty() => {
                 self.token_request(a, body).await.map(|()| Grant::default())
             }
@@ -300,6 +314,28 @@ impl NodeAuthorizer {
             }
             _ => deny(format!("the node authorizer grants edges no {} access to {}", a.verb, a.resource)),
         }
+    }
+
+    /// A node may read and write the DeviceStatus of a device bound to it (`spec.nodeName`),
+    /// and nothing else of devices: the DeviceStatus is named as its Device.
+    async fn device_status(&self, a: &Attributes) -> Result<(), Denied> {
+        let deny = |why: String| Err(Denied::new(a, why));
+        if !matches!(a.verb.as_str(), "get" | "patch" | "update") || a.name.is_empty() {
+            return deny(format!("node '{}' may only read and write single device statuses", a.node));
+        }
+        let node = match self.devices.as_ref().and_then(|d| d.device(&a.namespace, &a.name)) {
+            Some(d) => d.node,
+            // Not in the view (not yet seen, or gone): the API decides.
+            None => {
+                let api: Api<Device> = Api::namespaced(self.client.clone(), &a.namespace);
+                match api.get_opt(&a.name).await {
+                    Ok(Some(d)) => d.spec.node_name,
+                    Ok(None) => return deny(no_relationship(&a.node)),
+                    Err(e) => return Err(Denied::unavailable(a, format!("the device could not be read: {e}"))),
+                }
+            }
+        };
+        if node == a.node { Ok(()) } else { deny(no_relationship(&a.node)) }
     }
 
     async fn pods(&self, a: &Attributes, body: Option<&Value>) -> Result<Grant, Denied> {

@@ -399,7 +399,8 @@ impl Hub {
                 let parent = msg.header.parent_id.clone();
                 if let Some(acked) = queue.ack(&parent) {
                     debug!(node, msg.parent_id = %parent, "ACK.");
-                    if acked.router.source == module::EDGECONTROLLER {
+                    if acked.router.source == module::EDGECONTROLLER || acked.router.source == module::DEVICECONTROLLER
+                    {
                         // SyncController records it (dropped when busy: its loop resends,
                         // and the edge ACKs again).
                         let mut note = acked;

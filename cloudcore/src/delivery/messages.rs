@@ -2,7 +2,7 @@
 //! acknowledged already.
 
 use kubeedge_beehive::Bus;
-use kubeedge_model::constants::{group, module};
+use kubeedge_model::constants::{group, module, resource_type};
 use kubeedge_model::{Content, Message, Operation, ResourcePath};
 use tracing::{debug, warn};
 
@@ -39,6 +39,11 @@ impl Outbox {
         Self { sender, queued: Vec::new() }
     }
 
+    /// Whether `node` acknowledged `obj` at its version or a newer one.
+    pub fn has(&self, node: &str, obj: &Obj) -> bool {
+        self.sender.syncs.as_ref().is_some_and(|s| s.is_current(node, &obj.uid, obj.rv))
+    }
+
     /// Queues one object message to `node` unless the node already acknowledged this version.
     pub fn object(&mut self, node: &str, obj: &Obj, op: Operation) {
         if op != Operation::Delete && self.sender.syncs.as_ref().is_some_and(|s| s.is_current(node, &obj.uid, obj.rv)) {
@@ -69,10 +74,20 @@ impl Outbox {
     }
 }
 
+/// The module a message carrying an object of edge type `ty` comes from: DeviceController for
+/// devices and device models (the edge's MetaManager hands only its messages to DeviceTwin, so
+/// SyncController's re-sends of them must carry it too), EdgeController for the rest.
+pub fn source_of(ty: &str) -> &'static str {
+    match ty {
+        resource_type::DEVICE | resource_type::DEVICE_MODEL => module::DEVICECONTROLLER,
+        _ => module::EDGECONTROLLER,
+    }
+}
+
 /// The message carrying `obj` to `node`.
 pub fn object_message(node: &str, obj: &Obj, op: Operation) -> Message {
     let mut m = Message::build(
-        module::EDGECONTROLLER,
+        source_of(obj.ty),
         group::RESOURCE,
         ResourcePath::new(&obj.namespace, obj.ty, &obj.name).for_node(node).to_string(),
         op,
@@ -91,7 +106,7 @@ pub fn delete_message(node: &str, ty: &str, api_version: &str, kind: &str, ns: &
         "metadata": {"namespace": ns, "name": name, "uid": uid},
     }));
     Message::build(
-        module::EDGECONTROLLER,
+        source_of(ty),
         group::RESOURCE,
         ResourcePath::new(ns, ty, name).for_node(node).to_string(),
         Operation::Delete,

@@ -24,7 +24,7 @@ pub struct Obj {
     pub namespace: String,
     /// The name.
     pub name: String,
-    /// The edge resource type (`pod`, `configmap`, `secret`).
+    /// The edge resource type (`pod`, `configmap`, `secret`, `device`, `devicemodel`).
     pub ty: &'static str,
     /// The object JSON.
     pub content: Content,
@@ -54,7 +54,17 @@ pub fn kind_of(ty: &str) -> &'static str {
         resource_type::POD => "Pod",
         resource_type::CONFIGMAP => "ConfigMap",
         resource_type::SECRET => "Secret",
+        resource_type::DEVICE => "Device",
+        resource_type::DEVICE_MODEL => "DeviceModel",
         _ => "Unknown",
+    }
+}
+
+/// The apiVersion of an edge resource type's objects.
+pub fn api_version_of(ty: &str) -> &'static str {
+    match ty {
+        resource_type::DEVICE | resource_type::DEVICE_MODEL => kubeedge_apis::devices::v1beta1::API_VERSION,
+        _ => "v1",
     }
 }
 

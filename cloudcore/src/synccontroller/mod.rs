@@ -32,9 +32,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::cloudhub::module::SESSIONS_QUERY;
+use crate::delivery::devices::{DeviceView, MemberDevice, membership_message};
 use crate::delivery::messages::{Sender, delete_message, object_message};
 pub use crate::delivery::syncs::{Synced, Syncs, SyncsWriter};
-use crate::delivery::view::{View, kind_of};
+use crate::delivery::view::{View, api_version_of, kind_of};
 use crate::kubeclient::kube_client;
 
 /// How often connected nodes are reconciled.
@@ -46,20 +47,38 @@ const COLLECT_EVERY: Duration = Duration::from_secs(600);
 
 /// The types whose delivery is recorded in ObjectSyncs.
 fn tracked(ty: &str) -> bool {
-    matches!(ty, resource_type::POD | resource_type::CONFIGMAP | resource_type::SECRET)
+    matches!(
+        ty,
+        resource_type::POD
+            | resource_type::CONFIGMAP
+            | resource_type::SECRET
+            | resource_type::DEVICE
+            | resource_type::DEVICE_MODEL
+    )
+}
+
+fn is_device_type(ty: &str) -> bool {
+    ty == resource_type::DEVICE || ty == resource_type::DEVICE_MODEL
 }
 
 /// The SyncController module (`synccontroller`).
 pub struct SyncControllerModule {
     kube: KubeApiConfig,
     view: View,
+    devices: Option<DeviceView>,
     syncs: Syncs,
 }
 
 impl SyncControllerModule {
     /// A module reading EdgeController's `view` and keeping `syncs`.
     pub fn new(kube: KubeApiConfig, view: View, syncs: Syncs) -> Self {
-        Self { kube, view, syncs }
+        Self { kube, view, devices: None, syncs }
+    }
+
+    /// Also reconciles devices and device models against DeviceController's `devices`.
+    pub fn with_devices(mut self, devices: DeviceView) -> Self {
+        self.devices = Some(devices);
+        self
     }
 }
 
@@ -80,6 +99,7 @@ struct Identity {
 struct Controller {
     client: kube::Client,
     view: View,
+    devices: Option<DeviceView>,
     syncs: SyncsWriter,
     tx: Sender,
     writers: AckWriters,
@@ -207,7 +227,7 @@ impl Controller {
         let synced = Synced { rv, ty: ty.to_owned(), namespace: ns.clone(), name: name.clone() };
         self.syncs.set(node, &uid, synced);
         let create = before.is_none().then(|| {
-            let api_version = if id.api_version.is_empty() { "v1".to_owned() } else { id.api_version };
+            let api_version = if id.api_version.is_empty() { api_version_of(ty).to_owned() } else { id.api_version };
             ObjectSyncSpec { object_api_version: api_version, object_kind: kind_of(ty).to_owned(), object_name: name }
         });
         self.writers.send(AckWrite::Upsert { node: node.to_owned(), uid, ns, rv, create }).await;
@@ -251,7 +271,13 @@ impl Controller {
         if !self.view.is_synced() {
             return;
         }
-        let desired = self.view.desired(node);
+        // Devices are reconciled once DeviceController's view is complete; their records are
+        // left alone before that (and when DeviceController does not run).
+        let devices = self.devices.as_ref().filter(|d| d.is_synced());
+        let mut desired = self.view.desired(node);
+        if let Some(d) = devices {
+            desired.extend(d.desired(node));
+        }
         let mut present: HashSet<String> = HashSet::new();
         let (mut sent, mut deleted) = (0, 0);
         for obj in &desired {
@@ -261,6 +287,13 @@ impl Controller {
                 Some(s) if s.rv < obj.rv => Operation::Update,
                 Some(_) => continue,
             };
+            if obj.ty == resource_type::DEVICE && op == Operation::Insert {
+                // A device the node never acknowledged: its membership goes with it (it asks
+                // for no ACK, so it is repeated with every re-send of the device).
+                if let Some(d) = devices.and_then(|d| d.device(&obj.namespace, &obj.name)) {
+                    self.tx.raw(membership_message(node, vec![d.member()], vec![])).await;
+                }
+            }
             self.tx.raw(object_message(node, obj, op)).await;
             sent += 1;
         }
@@ -268,9 +301,13 @@ impl Controller {
             if present.contains(&uid) {
                 continue;
             }
+            if is_device_type(&s.ty) && devices.is_none() {
+                continue;
+            }
             // Not wanted on this node any more. Configmaps and secrets stay while they exist
-            // (upstream keeps them too); pods and vanished objects are deleted.
-            let still_exists = s.ty != resource_type::POD
+            // (upstream keeps them too); pods, devices (moved or deleted), models no device of
+            // the node uses any more, and vanished objects are deleted.
+            let still_exists = (s.ty == resource_type::CONFIGMAP || s.ty == resource_type::SECRET)
                 && self
                     .view
                     .object(&(kind_static(&s.ty), s.namespace.clone(), s.name.clone()))
@@ -278,8 +315,16 @@ impl Controller {
             if still_exists {
                 continue;
             }
-            let kind = kind_of(&s.ty);
-            self.tx.raw(delete_message(node, &s.ty, "v1", kind, &s.namespace, &s.name, &uid)).await;
+            if s.ty == resource_type::DEVICE {
+                let gone = MemberDevice {
+                    id: format!("{}/{}", s.namespace, s.name),
+                    name: s.name.clone(),
+                    ..Default::default()
+                };
+                self.tx.raw(membership_message(node, vec![], vec![gone])).await;
+            }
+            let (api_version, kind) = (api_version_of(&s.ty), kind_of(&s.ty));
+            self.tx.raw(delete_message(node, &s.ty, api_version, kind, &s.namespace, &s.name, &uid)).await;
             deleted += 1;
         }
         if sent + deleted > 0 {
@@ -385,40 +430,6 @@ async fn write_ack(client: &kube::Client, w: AckWrite) -> Option<AckFailed> {
     None
 }
 
-/// Creates the reliablesyncs CRDs when they are missing (keadm and the Helm chart normally
-/// install them) and waits until they are served.
-async fn install_crds(client: &kube::Client) -> Result<(), ModuleError> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::runtime::wait::{await_condition, conditions};
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in kubeedge_apis::crds() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        match api.get_opt(&name).await {
-            Ok(Some(_)) => continue,
-            Ok(None) => {}
-            Err(e) => return Err(format!("reading CRD {name}: {e}").into()),
-        }
-        match api.create(&PostParams::default(), &crd).await {
-            Ok(_) => info!(crd = name, "Installed a missing CRD."),
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => {
-                return Err(format!(
-                    "CRD {name} is missing and could not be created (install manifests/crds/reliablesyncs): {e}"
-                )
-                .into());
-            }
-        }
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(api.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .map_err(|_| format!("CRD {name} was not established within 30 s"))?
-        .map_err(|e| format!("waiting for CRD {name}: {e}"))?;
-    }
-    Ok(())
-}
-
 /// The session id a CloudHub notice carries (0 if absent).
 fn session_of(msg: &Message) -> u64 {
     msg.content.as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
@@ -448,6 +459,7 @@ impl Module for SyncControllerModule {
             let mut c = Controller {
                 client: client.clone(),
                 view: self.view.clone(),
+                devices: self.devices.clone(),
                 syncs: SyncsWriter::new(self.syncs.clone()),
                 tx: Sender { bus: ctx.bus.clone(), syncs: None },
                 writers: AckWriters::start(client.clone(), failed_tx, &ctx.spawner()),
@@ -455,7 +467,7 @@ impl Module for SyncControllerModule {
                 sessions: HashMap::new(),
                 queue: NodeQueue::default(),
             };
-            install_crds(&c.client).await?;
+            crate::kubeclient::install_crds(&c.client, kubeedge_apis::reliablesyncs::GROUP).await?;
             c.load().await.map_err(|e| format!("listing ObjectSyncs failed: {e}"))?;
             c.collect_deleted_nodes(None).await;
             // This run knows no sessions yet (a restart forgets them): CloudHub announces each

@@ -11,10 +11,11 @@
 //! `manifests/crds/` is generated from [`crd_manifests`]; a test fails if it is stale (rerun it
 //! with `UPDATE_CRDS=1` to rewrite the files).
 //!
-//! Layout: one module per API group ([`reliablesyncs`]), one sub-module per version, plus
+//! Layout: one module per API group ([`reliablesyncs`], [`devices`]), one sub-module per version, plus
 //! [`unsafe_kind_to_resource`], the kind→resource guess that controllers use to resolve a
 //! recorded kind.
 
+pub mod devices;
 mod kinds;
 pub mod reliablesyncs;
 
@@ -34,11 +35,25 @@ pub struct CrdManifest {
 
 /// Every CRD this crate defines, with the manifest file each one is published in.
 pub fn crd_manifests() -> Vec<CrdManifest> {
+    use devices::v1beta1::{Device, DeviceModel, DeviceStatus};
     use reliablesyncs::v1alpha1::{ClusterObjectSync, ObjectSync};
     vec![
         CrdManifest::new("reliablesyncs/objectsync_v1alpha1.yaml", ObjectSync::crd()),
         CrdManifest::new("reliablesyncs/cluster_objectsync_v1alpha1.yaml", ClusterObjectSync::crd()),
+        // Upstream's device CRDs have no status subresource: DeviceController (ours and
+        // upstream's, which may share the cluster) merge-patches `status` of the main resource.
+        CrdManifest::new("devices/devices_v1beta1_device.yaml", without_subresources(Device::crd())),
+        CrdManifest::new("devices/devices_v1beta1_devicemodel.yaml", DeviceModel::crd()),
+        CrdManifest::new("devices/devices_v1beta1_devicestatus.yaml", without_subresources(DeviceStatus::crd())),
     ]
+}
+
+/// The CRD without subresources (kube's derive adds `status` for every kind with a status type).
+fn without_subresources(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for v in &mut crd.spec.versions {
+        v.subresources = None;
+    }
+    crd
 }
 
 impl CrdManifest {

@@ -163,3 +163,59 @@ async fn clusterobjectsync_lifecycle() {
     .await
     .expect("likely deadlocked");
 }
+
+/// The device CRDs behave as kube-apiserver serves upstream's: no status subresource, so a
+/// JSON merge patch of the main resource writes `status` (what DeviceController does, as
+/// upstream); ownerReferences are kept; a merge patch carrying a stale resourceVersion is a
+/// conflict; free-form maps come back as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_status_merge_patch_and_owner() {
+    use kubeedge_apis::devices::v1beta1::{Device, DeviceStatus};
+    tokio::time::timeout(PATIENCE, async {
+        let (server, client) = start().await;
+        register_crds(&client).await;
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for name in [Device::crd_name(), DeviceStatus::crd_name()] {
+            await_condition(crds.clone(), name, conditions::is_crd_established()).await.unwrap();
+        }
+        let devices: Api<Device> = Api::namespaced(client.clone(), "default");
+        let device: Device = serde_json::from_value(json!({
+            "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
+            "metadata": {"name": "thermo-1"},
+            "spec": {"nodeName": "edge-1", "deviceModelRef": {"name": "thermo"},
+                     "protocol": {"protocolName": "modbus", "configData": {"slaveID": 1, "nested": {"a": [1, 2]}}},
+                     "properties": [{"name": "temperature", "desired": {"value": "20"}}]}
+        }))
+        .unwrap();
+        let device = devices.create(&PostParams::default(), &device).await.unwrap();
+        let config = device.spec.protocol.config_data.as_ref().unwrap();
+        assert_eq!(config["nested"], json!({"a": [1, 2]}));
+
+        let statuses: Api<DeviceStatus> = Api::namespaced(client.clone(), "default");
+        let status: DeviceStatus = serde_json::from_value(json!({
+            "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceStatus",
+            "metadata": {"name": "thermo-1", "ownerReferences": [{"apiVersion": "devices.kubeedge.io/v1beta1",
+                "kind": "Device", "name": "thermo-1", "uid": device.metadata.uid, "controller": true,
+                "blockOwnerDeletion": true}]},
+            "spec": {}, "status": {"state": "unknown"}
+        }))
+        .unwrap();
+        let created = statuses.create(&PostParams::default(), &status).await.unwrap();
+        assert_eq!(created.metadata.owner_references.as_ref().unwrap()[0].uid, device.metadata.uid.clone().unwrap());
+        assert_eq!(created.status.as_ref().unwrap().state, "unknown", "no status subresource: a create keeps status");
+
+        let patch = json!({"metadata": {"resourceVersion": created.metadata.resource_version},
+            "status": {"twins": [{"propertyName": "temperature", "reported": {"value": "21", "metadata": {"timestamp": "5"}},
+                                  "observedDesired": {"value": "20"}}], "state": "online"}});
+        let patched = statuses.patch("thermo-1", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        let s = patched.status.unwrap();
+        assert_eq!((s.state.as_str(), s.twins[0].reported.value.as_str()), ("online", "21"));
+        match statuses.patch("thermo-1", &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Err(kube::Error::Api(e)) => assert_eq!(e.code, 409, "{e:?}"),
+            other => panic!("a stale resourceVersion must conflict: {other:?}"),
+        }
+        server.shutdown().await;
+    })
+    .await
+    .expect("likely deadlocked");
+}

@@ -80,7 +80,7 @@ fn manifests_parse_back_to_the_definitions() {
 /// Names, group, scope, versions and subresources as in upstream's `build/crds/reliablesyncs/`.
 #[test]
 fn reliablesyncs_crds_are_named_as_upstream() {
-    let all = crds();
+    let all: Vec<_> = crds().into_iter().filter(|c| c.spec.group == "reliablesyncs.kubeedge.io").collect();
     assert_eq!(all.len(), 2);
     for (name, kind, plural, singular, scope) in [
         ("objectsyncs.reliablesyncs.kubeedge.io", "ObjectSync", "objectsyncs", "objectsync", "Namespaced"),
@@ -115,4 +115,48 @@ fn reliablesyncs_crds_are_named_as_upstream() {
         }
         assert_eq!(schema["properties"]["status"]["properties"]["objectResourceVersion"]["type"], "string");
     }
+}
+
+/// Names, group, scope and versions as in upstream's `build/crds/devices/` (v1beta1 only, the
+/// stored version), and no status subresource: upstream merge-patches a DeviceStatus's `status`
+/// through the main resource.
+#[test]
+fn device_crds_are_named_as_upstream() {
+    let all: Vec<_> = crds().into_iter().filter(|c| c.spec.group == "devices.kubeedge.io").collect();
+    assert_eq!(all.len(), 3);
+    for (kind, plural, singular) in [
+        ("Device", "devices", "device"),
+        ("DeviceModel", "devicemodels", "devicemodel"),
+        ("DeviceStatus", "devicestatuses", "devicestatus"),
+    ] {
+        let name = format!("{plural}.devices.kubeedge.io");
+        let crd = all.iter().find(|c| c.metadata.name.as_deref() == Some(&*name)).unwrap_or_else(|| panic!("{name}"));
+        let spec = &crd.spec;
+        assert_eq!(spec.scope, "Namespaced");
+        assert_eq!(spec.names.kind, kind);
+        assert_eq!(spec.names.plural, plural);
+        assert_eq!(spec.names.singular.as_deref(), Some(singular));
+        assert_eq!(spec.names.list_kind, Some(format!("{kind}List")));
+        assert_eq!(spec.versions.len(), 1);
+        let v = &spec.versions[0];
+        assert_eq!((v.name.as_str(), v.served, v.storage), ("v1beta1", true, true));
+        assert!(v.subresources.is_none(), "{name} has no subresources upstream");
+    }
+    let status = all.iter().find(|c| c.spec.names.kind == "DeviceStatus").unwrap();
+    let schema =
+        serde_json::to_value(status.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
+            .unwrap();
+    let twin = &schema["properties"]["status"]["properties"]["twins"]["items"]["properties"];
+    for key in ["propertyName", "reported", "observedDesired"] {
+        assert!(twin.get(key).is_some(), "status.twins[].{key}: {twin}");
+    }
+    let device = all.iter().find(|c| c.spec.names.kind == "Device").unwrap();
+    let schema =
+        serde_json::to_value(device.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
+            .unwrap();
+    let spec = &schema["properties"]["spec"]["properties"];
+    for key in ["deviceModelRef", "nodeName", "properties", "protocol", "methods", "stateReport"] {
+        assert!(spec.get(key).is_some(), "spec.{key}: {spec}");
+    }
+    assert_eq!(spec["protocol"]["properties"]["configData"]["x-kubernetes-preserve-unknown-fields"], true);
 }

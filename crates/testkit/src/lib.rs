@@ -345,7 +345,7 @@ pub mod daemon {
     /// link or a Kubernetes API.
     pub fn peer_modules(name: &str) -> &'static [&'static str] {
         if name == "cloudcore" {
-            &["cloudHub", "edgeController", "syncController", "dynamicController"]
+            &["cloudHub", "edgeController", "deviceController", "syncController", "dynamicController"]
         } else {
             // Edged needs a container runtime.
             &["edgeHub", "edged"]

@@ -22,6 +22,18 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../manifests/charts/cloudcore/crds/cluster_objectsync_v1alpha1.yaml"),
     ),
     (
+        "crds/devices_v1beta1_device.yaml",
+        include_str!("../../../manifests/charts/cloudcore/crds/devices_v1beta1_device.yaml"),
+    ),
+    (
+        "crds/devices_v1beta1_devicemodel.yaml",
+        include_str!("../../../manifests/charts/cloudcore/crds/devices_v1beta1_devicemodel.yaml"),
+    ),
+    (
+        "crds/devices_v1beta1_devicestatus.yaml",
+        include_str!("../../../manifests/charts/cloudcore/crds/devices_v1beta1_devicestatus.yaml"),
+    ),
+    (
         "crds/objectsync_v1alpha1.yaml",
         include_str!("../../../manifests/charts/cloudcore/crds/objectsync_v1alpha1.yaml"),
     ),

@@ -1,0 +1,100 @@
+//! The DeviceController module (`devicecontroller`): installs the device CRDs when missing,
+//! runs the store task and the DeviceStatus workers, and hands edge reports to them.
+
+use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
+use kubeedge_config::cloudcore::{DeviceController, KubeApiConfig};
+use kubeedge_model::constants::module;
+use tracing::info;
+
+use super::downstream;
+use super::upstream::{self, Patcher, Statuses};
+use crate::authz::{AuthzMetrics, NodeAuthorizer};
+use crate::delivery::devices::{DeviceView, DeviceViewWriter};
+use crate::delivery::messages::Sender;
+use crate::delivery::syncs::Syncs;
+use crate::delivery::view::View;
+use crate::kubeclient::{install_crds, kube_client};
+
+/// Fewest DeviceStatus workers (concurrent patches): upstream's default of one
+/// (`load.updateDeviceStatusWorkers`) would put every device behind one API call.
+pub const MIN_WORKERS: usize = 4;
+
+/// DeviceController as a bus module.
+pub struct DeviceControllerModule {
+    kube: KubeApiConfig,
+    cfg: DeviceController,
+    devices: DeviceView,
+    syncs: Option<Syncs>,
+    authz_metrics: Option<AuthzMetrics>,
+}
+
+impl DeviceControllerModule {
+    /// A module for this cluster; `syncs` is SyncController's record when it runs.
+    pub fn new(kube: KubeApiConfig, cfg: DeviceController, syncs: Option<Syncs>) -> Self {
+        Self { kube, cfg, devices: DeviceView::default(), syncs, authz_metrics: None }
+    }
+
+    /// Counts the node authorizer's refusals in `metrics`.
+    pub fn with_authz_metrics(mut self, metrics: Option<AuthzMetrics>) -> Self {
+        self.authz_metrics = metrics;
+        self
+    }
+
+    /// The device view (SyncController reconciles against it).
+    pub fn devices(&self) -> DeviceView {
+        self.devices.clone()
+    }
+
+    /// Workers patching DeviceStatuses at once.
+    pub fn workers(&self) -> usize {
+        usize::try_from(self.cfg.load.update_device_status_workers).unwrap_or(0).max(MIN_WORKERS)
+    }
+}
+
+impl Module for DeviceControllerModule {
+    fn name(&self) -> &'static str {
+        module::DEVICECONTROLLER
+    }
+
+    fn group(&self) -> &'static str {
+        module::DEVICECONTROLLER
+    }
+
+    fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            let client = kube_client(&self.kube).await?;
+            install_crds(&client, kubeedge_apis::devices::GROUP).await?;
+            let stop = ctx.shutdown().child_token();
+            let _guard = stop.clone().drop_guard();
+            let statuses = Statuses::default();
+            let tx = Sender { bus: ctx.bus.clone(), syncs: self.syncs.clone() };
+            // The store task: the device view's only writer (a new one per run; the last
+            // run's task has ended before the supervisor runs the module again).
+            ctx.spawn(downstream::run(
+                client.clone(),
+                DeviceViewWriter::new(self.devices.clone()),
+                tx,
+                statuses.clone(),
+                stop.clone(),
+            ));
+            let patcher = Patcher {
+                client: client.clone(),
+                bus: ctx.bus.clone(),
+                devices: self.devices.clone(),
+                statuses: statuses.clone(),
+            };
+            for _ in 0..self.workers() {
+                ctx.spawn(patcher.clone().run(stop.clone()));
+            }
+            // Devices only: the pod graph (EdgeController's view) plays no part here.
+            let authz =
+                NodeAuthorizer::new(client, View::default(), self.authz_metrics.clone(), module::DEVICECONTROLLER)
+                    .with_devices(self.devices.clone());
+            info!(workers = self.workers(), "DeviceController started.");
+            while let Some(msg) = ctx.recv().await {
+                upstream::handle(msg, &authz, &statuses).await;
+            }
+            Ok(())
+        })
+    }
+}
