@@ -62,6 +62,9 @@ fn main() -> ExitCode {
                 .map_err(|source| SetupError::OpenDatabase { path: path.to_owned(), source })?;
             let node = &cfg.modules.edged.hostname_override;
             if bus_cfg.enable {
+                if bus_cfg.mqtt_mode <= 1 {
+                    return Err(edgecore::eventbus::EMBEDDED_BROKER_UNAVAILABLE.into());
+                }
                 let module = EventBusModule::new(bus_cfg.clone(), node.clone(), store.clone())
                     .with_metrics(metrics.registry())
                     .map_err(|e| e.to_string())?;
@@ -156,7 +159,9 @@ enum SetupError {
     OpenDatabase { path: std::path::PathBuf, source: kubeedge_metastore::Error },
     #[error("modules.edged.enable: Edged needs modules.metaManager (it reaches the cloud through it)")]
     EdgedWithoutMetaManager,
-    #[error("modules.eventBus.enable, modules.deviceTwin.enable: they need modules.metaManager (its database holds their tables)")]
+    #[error(
+        "modules.eventBus.enable, modules.deviceTwin.enable: they need modules.metaManager (its database holds their tables)"
+    )]
     DevicesWithoutMetaManager,
 
     #[error("modules.edged.tailoredKubeletConfig.containerRuntimeEndpoint: must be unix:///path/to.sock, got {0:?}")]

@@ -68,7 +68,8 @@ pub mod reason {
 pub fn valid_token(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b',' | b':' | b'/' | b'@' | b'#'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b',' | b':' | b'/' | b'@' | b'#'))
 }
 
 /// Upstream's `ValidateValue`: the value must parse as its type.
@@ -78,7 +79,11 @@ pub fn validate_value(ty: &str, value: &str) -> Result<(), &'static str> {
         "int" | "integer" => value.parse::<i64>().map(drop).map_err(|_| "the value is not int or integer"),
         "float" => value.parse::<f64>().map(drop).map_err(|_| "the value is not float"),
         "boolean" => {
-            if value == "true" || value == "false" { Ok(()) } else { Err("the bool value must be true or false") }
+            if value == "true" || value == "false" {
+                Ok(())
+            } else {
+                Err("the bool value must be true or false")
+            }
         }
         _ => Err("the value type is not allowed"),
     }
@@ -134,7 +139,8 @@ impl Outbox {
         self.seq += 1;
         let value = serde_json::to_string(&merged).unwrap_or_default();
         let op = store::put_report(&key, device, "twin", name, &value, self.seq);
-        let r = Report { device: device.to_owned(), kind: "twin", name: name.to_owned(), value, seq: self.seq, sent: None };
+        let r =
+            Report { device: device.to_owned(), kind: "twin", name: name.to_owned(), value, seq: self.seq, sent: None };
         (op, key, r)
     }
 
@@ -143,7 +149,8 @@ impl Outbox {
         self.seq += 1;
         let value = serde_json::to_string(msg).unwrap_or_default();
         let op = store::put_report(&key, device, "state", "", &value, self.seq);
-        let r = Report { device: device.to_owned(), kind: "state", name: String::new(), value, seq: self.seq, sent: None };
+        let r =
+            Report { device: device.to_owned(), kind: "state", name: String::new(), value, seq: self.seq, sent: None };
         (op, key, r)
     }
 }
@@ -351,7 +358,7 @@ impl DeviceTwinModule {
             let outcome = match (dev.twins.get(key).cloned(), msg_twin) {
                 (Some(old), None) => Ok(delete_twin(&old, now)),
                 (Some(old), Some(m)) => compare_twin(&old, m, now),
-                (None, Some(m)) => add_twin(m, now).map(|t| Change::added(t)),
+                (None, Some(m)) => add_twin(m, now).map(Change::added),
                 (None, None) => Err("the request body is wrong"),
             };
             let change = match outcome {
@@ -384,7 +391,10 @@ impl DeviceTwinModule {
         let base = BaseMessage { event_id: req.event_id.clone(), timestamp: now };
         // The result skips deleted twins but keeps `null` ones, as upstream's BuildDeviceTwinResult.
         let shown: Twins = result.into_iter().filter(|(_, v)| !v.as_ref().is_some_and(MsgTwin::is_deleted)).collect();
-        let mut pubs = vec![(topic.clone(), json(&DeviceTwinResult { event_id: base.event_id.clone(), timestamp: now, twin: shown }))];
+        let mut pubs = vec![(
+            topic.clone(),
+            json(&DeviceTwinResult { event_id: base.event_id.clone(), timestamp: now, twin: shown }),
+        )];
         if !docs.is_empty() {
             let doc = DeviceTwinDocument { event_id: base.event_id.clone(), timestamp: now, twin: docs };
             pubs.push((format!("{DEVICE_PREFIX}{id}/twin/update/document"), json(&doc)));
@@ -425,7 +435,13 @@ impl DeviceTwinModule {
     /// Expected values from the cloud (`twin/cloud_updated`, the membership's twins, a Device's
     /// desired values): the twins' expected values and cloud versions; document and delta on
     /// MQTT. Nothing is reported back.
-    async fn apply_desired(&mut self, bus: &Bus, id: &str, event_id: &str, desired: &BTreeMap<String, (String, String)>) {
+    async fn apply_desired(
+        &mut self,
+        bus: &Bus,
+        id: &str,
+        event_id: &str,
+        desired: &BTreeMap<String, (String, String)>,
+    ) {
         let Some(mut dev) = self.devices.get(id).cloned() else { return };
         let now = now_millis();
         let mut ops = Vec::new();
@@ -575,7 +591,12 @@ impl DeviceTwinModule {
         let existed = self.devices.contains_key(&id);
         let mut state = self.devices.get(&id).cloned().unwrap_or_default();
         if !existed {
-            state = DeviceState { name: d.name.clone(), description: d.description.clone(), state: d.state.clone(), ..DeviceState::default() };
+            state = DeviceState {
+                name: d.name.clone(),
+                description: d.description.clone(),
+                state: d.state.clone(),
+                ..DeviceState::default()
+            };
             ops.push(store::insert_device(&id, &state));
             let mut shown = d.clone();
             for t in shown.twin.values_mut() {
@@ -624,7 +645,12 @@ impl DeviceTwinModule {
         let mut ops = store::delete_device(&d.id);
         ops.push(store::drop_reports(&d.id));
         self.outbox.rows.retain(|_, r| r.device != d.id);
-        let update = MembershipUpdate { event_id: uuid(), timestamp: now_millis(), added_devices: None, removed_devices: Some(vec![d.clone()]) };
+        let update = MembershipUpdate {
+            event_id: uuid(),
+            timestamp: now_millis(),
+            added_devices: None,
+            removed_devices: Some(vec![d.clone()]),
+        };
         let pubs = vec![(format!("{NODE_PREFIX}{}/membership/updated", self.node), json(&update))];
         if self.commit(bus, ops, Vec::new(), pubs).await {
             info!(device = %d.id, "Device removed.");
@@ -725,7 +751,10 @@ impl DeviceTwinModule {
                     .map(|r| (r.name.clone(), serde_json::from_str::<MsgTwin>(&r.value).ok()))
                     .collect();
                 let payload = DeviceTwinResult { event_id: uuid(), timestamp: now_millis(), twin };
-                (format!("device/{device}/twin/edge_updated"), Content::json(&payload).unwrap_or_else(|_| Content::null()))
+                (
+                    format!("device/{device}/twin/edge_updated"),
+                    Content::json(&payload).unwrap_or_else(|_| Content::null()),
+                )
             };
             let msg = Message::build(module::TWIN, group::RESOURCE, resource, operation::UPDATE, content);
             let id = msg.header.id.clone();
@@ -766,7 +795,11 @@ impl Change {
 }
 
 fn value_type(old: &TwinRow, m: &MsgTwin) -> String {
-    if old.is_deleted() { m.metadata.as_ref().map(|t| t.ty.clone()).unwrap_or_else(|| "string".into()) } else { old.attr_type.clone() }
+    if old.is_deleted() {
+        m.metadata.as_ref().map(|t| t.ty.clone()).unwrap_or_else(|| "string".into())
+    } else {
+        old.attr_type.clone()
+    }
 }
 
 /// A twin set to `null` (upstream `dealTwinDelete`, REST): only optional twins, marked deleted.

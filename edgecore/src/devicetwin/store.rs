@@ -316,7 +316,13 @@ pub async fn load_reports(
 ) -> Result<Vec<(String, String, String, String, String, i64)>, kubeedge_metastore::Error> {
     store.apply(vec![Op::Exec { sql: OUTBOX_DDL, params: Vec::new() }]).await?;
     let rows = store
-        .query("SELECT `key`,`device`,`kind`,`name`,`value`,`seq` FROM `device_report_outbox` ORDER BY `seq`", Vec::new())
+        .query(
+            "SELECT `key`,`device`,`kind`,`name`,`value`,`seq` FROM `device_report_outbox` ORDER BY `seq`",
+            Vec::new(),
+        )
         .await?;
-    Ok(rows.into_iter().map(|r| (r[0].text(), r[1].text(), r[2].text(), r[3].text(), r[4].text(), r[5].integer())).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r[0].text(), r[1].text(), r[2].text(), r[3].text(), r[4].text(), r[5].integer()))
+        .collect())
 }

@@ -303,3 +303,42 @@ pub struct DeviceMsg {
     /// The device.
     pub device: DeviceCloudMsg,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Upstream-shaped payloads (Go's field order, omitempty and sorted maps) re-encode byte
+    /// for byte.
+    #[test]
+    fn upstream_payloads_round_trip_byte_for_byte() {
+        fn rt<T: serde::de::DeserializeOwned + Serialize>(s: &str) {
+            let v: T = serde_json::from_str(s).unwrap();
+            assert_eq!(serde_json::to_string(&v).unwrap(), s);
+        }
+        rt::<DeviceTwinUpdate>(
+            r#"{"event_id":"e1","timestamp":1700000000000,"twin":{"humidity":{"actual":{"value":"40"}},"temperature":{"expected":{"value":"25","metadata":{"timestamp":1700000000001}},"actual":{"value":"21","metadata":{"timestamp":1700000000002}},"optional":true,"metadata":{"type":"int"},"expected_version":{"cloud":1,"edge":0},"actual_version":{"cloud":0,"edge":3}}}}"#,
+        );
+        rt::<DeviceTwinResult>(
+            r#"{"event_id":"","timestamp":1,"twin":{"gone":null,"t":{"actual":{"value":"1"},"optional":true,"metadata":{"type":"string"}}}}"#,
+        );
+        rt::<DeviceTwinDelta>(
+            r#"{"event_id":"d","timestamp":2,"twin":{"t":{"expected":{"value":"25"},"optional":true,"metadata":{"type":"int"}}},"delta":{"t":"25"}}"#,
+        );
+        rt::<DeviceTwinDocument>(
+            r#"{"event_id":"d","timestamp":2,"twin":{"t":{"last":null,"current":{"expected":{"value":"25"}}}}}"#,
+        );
+        rt::<ErrorResult>(
+            r#"{"event_id":"e","timestamp":3,"code":404,"reason":"update rejected due to the device is not existed"}"#,
+        );
+        rt::<MembershipUpdate>(
+            r#"{"event_id":"m","timestamp":4,"added_devices":[{"id":"default/thermo-1","name":"thermo-1","description":"a thermometer"}],"removed_devices":null}"#,
+        );
+        rt::<MembershipGetResult>(
+            r#"{"event_id":"g","timestamp":5,"devices":[{"id":"default/t","name":"t","state":"online","last_online":"2024-01-01T00:00:00Z","attributes":{"a":{"value":"v","optional":true,"metadata":{"type":"string"}}}}]}"#,
+        );
+        rt::<DeviceMsg>(
+            r#"{"event_id":"s","timestamp":6,"device":{"name":"thermo-1","state":"online","lastOnlineTime":"2024-01-01T00:00:00Z"}}"#,
+        );
+    }
+}

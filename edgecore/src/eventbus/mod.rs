@@ -1,8 +1,10 @@
 //! EventBus (`eventbus`/`bus`): the MQTT bridge between devices (mappers, apps) and the edge
 //! modules, as upstream's `edge/pkg/eventbus`.
 //!
-//! - `mqttMode` 0: an embedded broker (rumqttd) on `mqttServerInternal`; 2 (the default): an
-//!   external broker at `mqttServerExternal` (mosquitto); 1: both. For each broker in use
+//! - `mqttMode` 2 (the default): the external broker at `mqttServerExternal` (mosquitto).
+//!   Modes 0 and 1 (upstream's embedded broker on `mqttServerInternal`) are refused at start
+//!   in this build: rumqttd, the embeddable Rust broker, refuses every subscription to a
+//!   `$`-prefixed filter, and upstream's topics (`$hw/events/...`) and mappers need them. For each broker in use
 //!   EventBus keeps two clients, `hub-client-sub-{s}` and `hub-client-pub-{s}` (upstream's ids,
 //!   unless `mqttSubClientID` / `mqttPubClientID` are set), clean session, with the configured
 //!   user name and password and, with `eventBusTLS.enable`, TLS with a client certificate.
@@ -59,6 +61,10 @@ pub const SUB_TOPICS: [&str; 6] = [
     "+/user/#",
 ];
 
+/// Why `mqttMode` 0 and 1 are refused (see the module docs).
+pub const EMBEDDED_BROKER_UNAVAILABLE: &str = "modules.eventBus.mqttMode: 0 and 1 (the embedded broker) are not available in this build yet; \
+     use 2 with an external broker such as mosquitto (the embeddable rumqttd refuses the `$hw/...` subscriptions upstream's topics need)";
+
 /// How long a message from MQTT waits for room in the twin's inbox before it is dropped.
 pub const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 
@@ -73,11 +79,17 @@ impl Metrics {
     /// Registers the counters in `registry`.
     pub fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
         let dropped = prometheus::IntCounterVec::new(
-            prometheus::Opts::new("kubeedge_eventbus_dropped_total", "Messages EventBus dropped because a queue was full."),
+            prometheus::Opts::new(
+                "kubeedge_eventbus_dropped_total",
+                "Messages EventBus dropped because a queue was full.",
+            ),
             &["queue"],
         )?;
         let messages = prometheus::IntCounterVec::new(
-            prometheus::Opts::new("kubeedge_eventbus_messages_total", "MQTT messages EventBus received (in) and published (out)."),
+            prometheus::Opts::new(
+                "kubeedge_eventbus_messages_total",
+                "MQTT messages EventBus received (in) and published (out).",
+            ),
             &["direction"],
         )?;
         registry.register(Box::new(dropped.clone()))?;
@@ -118,7 +130,13 @@ pub fn twin_message(topic: &str, payload: &[u8]) -> Message {
 
 /// The message the cloud receives for an MQTT message (upstream's `handleUploadTopic`).
 pub fn upload_message(topic: &str, payload: &[u8]) -> Message {
-    Message::build(group::BUS, group::USER, topic, operation::UPLOAD, Content::string(&String::from_utf8_lossy(payload)))
+    Message::build(
+        group::BUS,
+        group::USER,
+        topic,
+        operation::UPLOAD,
+        Content::string(&String::from_utf8_lossy(payload)),
+    )
 }
 
 /// The client ids: configured, else upstream's `hub-client-{sub|pub}-{first 10 digits of the
@@ -145,8 +163,6 @@ pub struct EventBusModule {
     node: String,
     store: Store,
     metrics: Metrics,
-    /// The embedded broker's address once started (it lives as long as the process).
-    broker: Option<std::net::SocketAddr>,
     ids: (String, String),
 }
 
@@ -155,7 +171,7 @@ impl EventBusModule {
     /// table).
     pub fn new(cfg: EventBus, node: String, store: Store) -> Self {
         let ids = client_ids(&cfg);
-        Self { cfg, node, store, metrics: Metrics::unregistered(), broker: None, ids }
+        Self { cfg, node, store, metrics: Metrics::unregistered(), ids }
     }
 
     /// Registers the counters in `registry`.
@@ -164,18 +180,14 @@ impl EventBusModule {
         Ok(self)
     }
 
-    /// The embedded broker's address, once `prepare` started it.
-    pub fn broker_addr(&self) -> Option<std::net::SocketAddr> {
-        self.broker
-    }
-
     fn tls(&self) -> Result<Option<Arc<rustls::ClientConfig>>, ModuleError> {
         let t = &self.cfg.tls;
         if !t.enable {
             return Ok(None);
         }
         let read = |path: &str| -> Result<String, ModuleError> {
-            std::fs::read_to_string(path).map_err(|e| format!("modules.eventBus.eventBusTLS: reading {path}: {e}").into())
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("modules.eventBus.eventBusTLS: reading {path}: {e}").into())
         };
         let ca = kubeedge_pki::parse_pem(&read(&t.tls_mqtt_ca_file)?)?.1;
         let cert = kubeedge_pki::parse_pem(&read(&t.tls_mqtt_cert_file)?)?.1;
@@ -184,18 +196,12 @@ impl EventBusModule {
     }
 
     /// The brokers in use: (url, publish QoS, publish retain). Upstream publishes to an
-    /// external broker with QoS 1 and no retain, through the embedded one with `mqttQOS` and
-    /// `mqttRetain`.
+    /// external broker with QoS 1 and no retain (`mqttQOS` and `mqttRetain` apply to its
+    /// embedded broker only).
     fn brokers(&self) -> Result<Vec<(BrokerUrl, QoS, bool)>, ModuleError> {
         let mut out = Vec::new();
         if self.cfg.mqtt_mode <= 1 {
-            let url = BrokerUrl::parse(&self.cfg.mqtt_server_internal)
-                .map_err(|e| format!("modules.eventBus.mqttServerInternal: {e}"))?;
-            let url = match self.broker {
-                Some(addr) => BrokerUrl { host: addr.ip().to_string(), port: addr.port(), tls: false },
-                None => url,
-            };
-            out.push((url, mqtt::qos(self.cfg.mqtt_qos), self.cfg.mqtt_retain));
+            return Err(EMBEDDED_BROKER_UNAVAILABLE.into());
         }
         if self.cfg.mqtt_mode >= 1 {
             let url = BrokerUrl::parse(&self.cfg.mqtt_server_external)
@@ -270,22 +276,6 @@ impl Module for EventBusModule {
         group::BUS
     }
 
-    fn prepare(&mut self) -> BoxFuture<'_, Result<(), ModuleError>> {
-        Box::pin(async move {
-            if self.cfg.mqtt_mode <= 1 && self.broker.is_none() {
-                let url = BrokerUrl::parse(&self.cfg.mqtt_server_internal)
-                    .map_err(|e| format!("modules.eventBus.mqttServerInternal: {e}"))?;
-                let queue = usize::try_from(self.cfg.mqtt_session_queue_size).unwrap_or(100);
-                let addr = tokio::task::spawn_blocking(move || mqtt::start_broker(&url, queue))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("{e} (modules.eventBus.mqttServerInternal)"))?;
-                self.broker = Some(addr);
-            }
-            Ok(())
-        })
-    }
-
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
         Box::pin(async move {
             let stored = self.store.query(SELECT_TOPICS, Vec::new()).await?;
@@ -293,7 +283,8 @@ impl Module for EventBusModule {
             if !topics.is_empty() {
                 info!(count = topics.len(), "Restored the cloud's MQTT subscriptions.");
             }
-            let shared = Arc::new(Shared { topics: Mutex::new(topics), bus: ctx.bus.clone(), metrics: self.metrics.clone() });
+            let shared =
+                Arc::new(Shared { topics: Mutex::new(topics), bus: ctx.bus.clone(), metrics: self.metrics.clone() });
             let stop = ctx.shutdown().child_token();
             let _guard = stop.clone().drop_guard();
             let tls = self.tls()?;

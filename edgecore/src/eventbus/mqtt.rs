@@ -1,7 +1,6 @@
-//! The MQTT side of EventBus: broker URLs, the embedded broker (rumqttd) of `mqttMode` 0 and 1,
-//! and the client connections (rumqttc) that subscribe and publish, with reconnects.
+//! The MQTT side of EventBus: broker URLs and the client connections (rumqttc) that subscribe
+//! and publish, with reconnects.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -10,8 +9,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// Largest MQTT packet accepted or sent (topic + payload): bigger ones are refused by the
-/// embedded broker and end the client's connection to an external one (it reconnects).
+/// Largest MQTT packet accepted or sent (topic + payload): a bigger one ends the client's
+/// connection to the broker (it reconnects).
 pub const MAX_PACKET: usize = 16 * 1024 * 1024;
 /// Requests (publish, subscribe) a client queues while its connection is busy or down; a
 /// publish beyond that is dropped and counted.
@@ -44,9 +43,10 @@ impl BrokerUrl {
         let hostport = rest.trim_end_matches('/');
         let default_port = if tls { 8883 } else { 1883 };
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                (h.trim_start_matches('[').trim_end_matches(']').to_owned(), p.parse().map_err(|_| format!("bad port in {url:?}"))?)
-            }
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+                h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                p.parse().map_err(|_| format!("bad port in {url:?}"))?,
+            ),
             _ => (hostport.to_owned(), default_port),
         };
         if host.is_empty() {
@@ -57,69 +57,12 @@ impl BrokerUrl {
 
     /// `host:port`.
     pub fn addr(&self) -> String {
-        if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
-    }
-}
-
-/// Starts the embedded broker on `listen` (it runs on its own threads for the life of the
-/// process). The address is bound first, so a port in use is an error naming it.
-pub fn start_broker(listen: &BrokerUrl, session_queue: usize) -> Result<SocketAddr, String> {
-    let addr = listen
-        .addr()
-        .to_socket_addrs()
-        .map_err(|e| format!("resolving {}: {e}", listen.addr()))?
-        .next()
-        .ok_or_else(|| format!("{} resolves to nothing", listen.addr()))?;
-    // rumqttd binds on its own thread and only logs a failure: check the port first.
-    drop(std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?);
-    let connections = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 60_000,
-        max_payload_size: MAX_PACKET,
-        max_inflight_count: session_queue.max(1),
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let server = rumqttd::ServerSettings {
-        name: "eventbus".into(),
-        listen: addr,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections,
-    };
-    let config = rumqttd::Config {
-        id: 0,
-        router: rumqttd::RouterConfig {
-            max_connections: 10_010,
-            max_outgoing_packet_count: 200,
-            // Per topic filter: at most two segments of MAX_PACKET are kept for slow readers.
-            max_segment_size: MAX_PACKET,
-            max_segment_count: 2,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-        v4: Some([("eventbus".to_owned(), server)].into_iter().collect()),
-        ..Default::default()
-    };
-    std::thread::Builder::new()
-        .name("mqtt-broker".into())
-        .spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            if let Err(e) = broker.start() {
-                tracing::error!(error = %e, "The embedded MQTT broker stopped.");
-            }
-        })
-        .map_err(|e| format!("starting the broker thread: {e}"))?;
-    // Serving once it accepts a connection.
-    for _ in 0..100 {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            info!(%addr, "Embedded MQTT broker listening.");
-            return Ok(addr);
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    Err(format!("the embedded broker did not start listening on {addr}"))
 }
 
 /// How to reach one broker.
