@@ -4,6 +4,8 @@
 //! Built so far: EdgeHub — joining with the token alone, and the session to CloudHub
 //! (keepalive, liveness deadline, reconnect with backoff, routing by group).
 
+pub mod devicetwin;
 pub mod edged;
 pub mod edgehub;
+pub mod eventbus;
 pub mod metamanager;

@@ -10,18 +10,20 @@ use std::process::ExitCode;
 
 use std::time::Duration;
 
+use edgecore::devicetwin::DeviceTwinModule;
 use edgecore::edged::Timings;
 use edgecore::edged::module::EdgedModule;
 use edgecore::edged::node::NodeSpec;
 use edgecore::edged::pods::GcPolicy;
 use edgecore::edgehub::module::EdgeHubModule;
+use edgecore::eventbus::EventBusModule;
 use edgecore::metamanager::module::MetaManagerModule;
 use kubeedge_beehive::RestartPolicy;
 use kubeedge_config::edgecore::EdgeCoreConfig;
 use kubeedge_daemon::Daemon;
 
 /// Config keys (under `modules`) of the modules this build implements.
-const AVAILABLE_MODULES: &[&str] = &["edgeHub", "metaManager", "edged"];
+const AVAILABLE_MODULES: &[&str] = &["edgeHub", "metaManager", "edged", "eventBus", "deviceTwin"];
 
 fn main() -> ExitCode {
     let daemon = Daemon {
@@ -39,14 +41,38 @@ fn main() -> ExitCode {
             registry.register(Box::new(module))?;
         }
         let meta = &cfg.modules.meta_manager;
+        let (bus_cfg, twin_cfg) = (&cfg.modules.event_bus, &cfg.modules.device_twin);
+        if (bus_cfg.enable || twin_cfg.enable) && !meta.enable {
+            return Err(SetupError::DevicesWithoutMetaManager.into());
+        }
         if meta.enable {
             let path = std::path::Path::new(&cfg.database.data_source);
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
                     .map_err(|source| SetupError::CreateDatabaseDir { dir: dir.to_owned(), source })?;
             }
-            let store = kubeedge_metastore::Store::open(path, Default::default())
+            // As upstream, each module's tables are created only when it is enabled.
+            let tables = kubeedge_metastore::Tables {
+                device_twin: twin_cfg.enable,
+                event_bus: bus_cfg.enable,
+                ..Default::default()
+            };
+            let opts = kubeedge_metastore::Options { tables, ..Default::default() };
+            let store = kubeedge_metastore::Store::open(path, opts)
                 .map_err(|source| SetupError::OpenDatabase { path: path.to_owned(), source })?;
+            let node = &cfg.modules.edged.hostname_override;
+            if bus_cfg.enable {
+                if bus_cfg.mqtt_mode <= 1 {
+                    return Err(edgecore::eventbus::EMBEDDED_BROKER_UNAVAILABLE.into());
+                }
+                let module = EventBusModule::new(bus_cfg.clone(), node.clone(), store.clone())
+                    .with_metrics(metrics.registry())
+                    .map_err(|e| e.to_string())?;
+                registry.register(Box::new(module))?;
+            }
+            if twin_cfg.enable {
+                registry.register(Box::new(DeviceTwinModule::new(store.clone(), node.clone())))?;
+            }
             let server = meta.meta_server.enable.then(|| meta.meta_server.clone());
             let node = cfg.modules.edged.hostname_override.clone();
             let module = MetaManagerModule::new(store, node, meta.remote_query_timeout(), server);
@@ -133,6 +159,11 @@ enum SetupError {
     OpenDatabase { path: std::path::PathBuf, source: kubeedge_metastore::Error },
     #[error("modules.edged.enable: Edged needs modules.metaManager (it reaches the cloud through it)")]
     EdgedWithoutMetaManager,
+    #[error(
+        "modules.eventBus.enable, modules.deviceTwin.enable: they need modules.metaManager (its database holds their tables)"
+    )]
+    DevicesWithoutMetaManager,
+
     #[error("modules.edged.tailoredKubeletConfig.containerRuntimeEndpoint: must be unix:///path/to.sock, got {0:?}")]
     RuntimeEndpoint(String),
     #[error("{path}: {source}")]

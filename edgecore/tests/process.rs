@@ -13,7 +13,9 @@ fn spec() -> Spec {
         monitor_default: "127.0.0.1:9092",
         link_module: "edgeHub",
         numeric_key: "heartbeat",
-        unbuilt_module: "deviceTwin",
+        // Upstream enables every module edgecore has (eventBus and deviceTwin too); serviceBus
+        // is off there and not built here.
+        unbuilt_module: "serviceBus",
         upstream_config: Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../crates/config/tests/fixtures/upstream-edgecore.yaml"),
     }
@@ -39,9 +41,36 @@ fn wrong_types_and_broken_yaml_exit_64() {
     spec().refuses_wrong_types_and_broken_yaml();
 }
 
+/// Upstream's default edgecore.yaml (eventBus and deviceTwin enabled) is refused for no
+/// module; a module not built yet (serviceBus) is refused by name.
 #[test]
-fn modules_not_built_yet_are_refused_by_name() {
-    spec().refuses_unbuilt_modules_by_name();
+fn upstream_defaults_refuse_no_module_and_unbuilt_modules_are_refused_by_name() {
+    let s = spec();
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = std::fs::read_to_string(&s.upstream_config).unwrap();
+    // Upstream's file as it is, with only what needs this host changed: the database in the
+    // test's directory, a free monitor port, and the modules that need a peer switched off.
+    let mut y = kubeedge_testkit::set_yaml_path(
+        &upstream,
+        &["database", "dataSource"],
+        &format!("\"{}\"", dir.path().join("edgecore.db").display()),
+    );
+    y = kubeedge_testkit::set_yaml_path(&y, &["commonConfig", "monitorServer", "bindAddress"], "127.0.0.1:0");
+    y = kubeedge_testkit::set_yaml_path(&y, &["commonConfig", "shutdownGracePeriod"], "5");
+    for module in ["edgeHub", "edged"] {
+        y = kubeedge_testkit::set_yaml_path(&y, &["modules", module, "enable"], "false");
+    }
+    assert!(y.contains("eventBus") && y.contains("deviceTwin"));
+    let path = dir.path().join("upstream.yaml");
+    std::fs::write(&path, &y).unwrap();
+    kubeedge_testkit::daemon::serves_and_stops_on(Path::new(s.bin), &path, "edgecore", "TERM");
+    let with_sb = kubeedge_testkit::set_yaml_path(&upstream, &["modules", "serviceBus", "enable"], "true");
+    kubeedge_testkit::daemon::refuses_config(
+        Path::new(s.bin),
+        dir.path(),
+        &with_sb,
+        &["serviceBus", "not available in this build yet"],
+    );
 }
 
 #[test]

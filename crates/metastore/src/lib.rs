@@ -109,8 +109,8 @@ pub const DEFAULT_BATCH_MAX: usize = 256;
 /// WAL pages between automatic checkpoints (SQLite's default is 1000).
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 4000;
 
-/// Prepared statements kept per connection: the store uses about 15.
-const STATEMENT_CACHE_CAP: usize = 32;
+/// Prepared statements kept per connection: the store uses about 15, DeviceTwin and EventBus about 20 more.
+const STATEMENT_CACHE_CAP: usize = 64;
 
 /// Default for [`Options::busy_timeout`].
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -172,6 +172,81 @@ pub enum Op {
         /// The row's key.
         key: String,
     },
+    /// One statement of a module's own (DeviceTwin's `device*` tables, EventBus's
+    /// `sub_topics`), with `?N` parameters, committed with the other ops of its call.
+    Exec {
+        /// The statement (a literal: statements are cached per connection).
+        sql: &'static str,
+        /// Its parameters, in order.
+        params: Vec<SqlValue>,
+    },
+}
+
+/// A value bound to, or read from, the statements of [`Op::Exec`] and [`Store::query`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SqlValue {
+    /// `NULL`.
+    Null,
+    /// An integer (booleans are stored as 0 or 1, as upstream's driver does).
+    Integer(i64),
+    /// Text.
+    Text(String),
+}
+
+impl SqlValue {
+    /// The text, `""` for NULL (GORM scans NULL into a string as empty), the number's digits
+    /// for an integer.
+    pub fn text(&self) -> String {
+        match self {
+            SqlValue::Null => String::new(),
+            SqlValue::Integer(i) => i.to_string(),
+            SqlValue::Text(s) => s.clone(),
+        }
+    }
+
+    /// The integer, 0 for NULL or text that is not one.
+    pub fn integer(&self) -> i64 {
+        match self {
+            SqlValue::Null => 0,
+            SqlValue::Integer(i) => *i,
+            SqlValue::Text(s) => s.trim().parse().unwrap_or(0),
+        }
+    }
+
+    /// Whether the column is NULL.
+    pub fn is_null(&self) -> bool {
+        matches!(self, SqlValue::Null)
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(s: &str) -> Self {
+        SqlValue::Text(s.to_owned())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(s: String) -> Self {
+        SqlValue::Text(s)
+    }
+}
+
+impl From<i64> for SqlValue {
+    fn from(i: i64) -> Self {
+        SqlValue::Integer(i)
+    }
+}
+
+impl From<bool> for SqlValue {
+    fn from(b: bool) -> Self {
+        SqlValue::Integer(i64::from(b))
+    }
+}
+
+impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(SqlValue::Null, Into::into)
+    }
 }
 
 // === options ===
@@ -321,6 +396,12 @@ impl Store {
         let gvr = gvr.to_owned();
         let namespace = namespace.filter(|ns| !ns.is_empty() && *ns != NULL).map(str::to_owned);
         self.call(|reply| Request::Read(Read::ListV2 { gvr, namespace, reply })).await
+    }
+
+    /// The rows of a read-only statement of a module's own (see [`Op::Exec`]), every column
+    /// as a [`SqlValue`]. Runs after the writes queued before it are committed.
+    pub async fn query(&self, sql: &'static str, params: Vec<SqlValue>) -> Result<Vec<Vec<SqlValue>>> {
+        self.call(|reply| Request::Read(Read::Query { sql, params, reply })).await
     }
 
     /// The highest `resource_version` in `meta_v2`, 0 if it is empty.

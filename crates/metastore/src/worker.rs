@@ -19,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::{Error, MetaRow, MetaV2Row, Op, Result};
+use crate::{Error, MetaRow, MetaV2Row, Op, Result, SqlValue};
 
 /// A request to the store thread.
 pub(crate) enum Request {
@@ -36,6 +36,7 @@ pub(crate) enum Read {
     GetV2 { key: String, reply: oneshot::Sender<Result<Option<MetaV2Row>>> },
     ListV2 { gvr: String, namespace: Option<String>, reply: oneshot::Sender<Result<Vec<MetaV2Row>>> },
     MaxResourceVersion { reply: oneshot::Sender<Result<u64>> },
+    Query { sql: &'static str, params: Vec<SqlValue>, reply: oneshot::Sender<Result<Vec<Vec<SqlValue>>>> },
 }
 
 struct Apply {
@@ -197,6 +198,7 @@ fn run_op(conn: &Connection, op: &Op) -> Result<usize> {
             ])?
         }
         Op::DeleteV2 { key } => conn.prepare_cached("DELETE FROM meta_v2 WHERE key = ?1")?.execute([key])?,
+        Op::Exec { sql, params } => conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(params.iter()))?,
     };
     Ok(changed)
 }
@@ -236,7 +238,41 @@ fn serve_read(conn: &Connection, read: Read) {
         Read::MaxResourceVersion { reply } => {
             let _ = reply.send(max_resource_version(conn));
         }
+        Read::Query { sql, params, reply } => {
+            let _ = reply.send(query(conn, sql, &params));
+        }
     }
+}
+
+impl rusqlite::ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            SqlValue::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            SqlValue::Integer(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            SqlValue::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        })
+    }
+}
+
+fn query(conn: &Connection, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>> {
+    use rusqlite::types::ValueRef;
+    let mut stmt = conn.prepare_cached(sql)?;
+    let n = stmt.column_count();
+    let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |row| {
+        (0..n)
+            .map(|i| {
+                Ok(match row.get_ref(i)? {
+                    ValueRef::Null => SqlValue::Null,
+                    ValueRef::Integer(v) => SqlValue::Integer(v),
+                    // GORM's numeric bool columns may come back as REAL from other writers.
+                    ValueRef::Real(v) => SqlValue::Integer(v as i64),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+                })
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 // Upstream rows can hold NULLs (beego-era `value`, pass-through rows written by hand), so every
