@@ -9,11 +9,13 @@
 # containerd's root, state and socket to /tmp/kubeedge-local-up (LOCAL_UP_CONTAINERD_DIR).
 # Ports (loopback): APISERVER_LISTEN 127.0.0.1:6443, CLOUDHUB_WS_PORT 10000,
 # CLOUDHUB_HTTPS_PORT 10002, CLOUDCORE_MONITOR 127.0.0.1:9091, EDGECORE_MONITOR 127.0.0.1:9092,
-# METASERVER_PORT 10550, KUBELET_PORT 10350 (Edged's logs/exec server).
+# METASERVER_PORT 10550, KUBELET_PORT 10350 (Edged's logs/exec server), MQTT_PORT 1883 (a
+# private mosquitto: the device twins' broker, EventBus's external mode).
 # EDGE_NODE_NAME names the edge node (default: edge-local). POD_CIDR is the pod network
 # (default 10.215.0.0/24, bridge kelocal0). PROFILE=debug skips the release build.
 #
 # Try: kubectl apply -f examples/web.yaml; kubectl get pods -o wide; curl http://<pod IP>:8080/
+# Devices: kubectl apply -f examples/devices/; mosquitto_pub/mosquitto_sub on MQTT_PORT (README).
 set -euo pipefail
 # Job control: each daemon gets its own process group, so Ctrl-C reaches only this script,
 # which then stops the daemons in order (edge, cloud, API server) with one SIGTERM each.
@@ -32,6 +34,7 @@ PROFILE=${PROFILE:-release}
 CTRD=${LOCAL_UP_CONTAINERD_DIR:-/tmp/kubeedge-local-up}
 POD_CIDR=${POD_CIDR:-10.215.0.0/24}
 KUBELET_PORT=${KUBELET_PORT:-10350}
+MQTT_PORT=${MQTT_PORT:-1883}
 BRIDGE=kelocal0
 
 bash hack/install-deps.sh
@@ -114,6 +117,16 @@ wait_for "containerd" grep -q "Start streaming server" "$OUT/containerd.log"
 bash hack/images.sh --address "$CTRD/containerd.sock" > "$OUT/images.log" 2>&1 || { cat "$OUT/images.log" >&2; exit 1; }
 echo "local-up: containerd $(containerd --version | awk '{print $3}') on $CTRD/containerd.sock (pods on $POD_CIDR), images: $(ctr images ls -q | grep '^localhost/' | tr '\n' ' ')"
 
+# The MQTT broker devices and mappers talk to (EventBus's external mode, upstream's default).
+cat > "$OUT/mosquitto.conf" <<CONF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+CONF
+mosquitto -c "$OUT/mosquitto.conf" > "$OUT/mosquitto.log" 2>&1 & pids+=($!)
+wait_for "mosquitto" bash -c "exec 3<>/dev/tcp/127.0.0.1/$MQTT_PORT"
+echo "local-up: mosquitto on 127.0.0.1:$MQTT_PORT"
+
 "$BIN/apiserver-lite" --listen "$APISERVER" --kubeconfig-out "$OUT/kubeconfig" > "$OUT/apiserver-lite.out" 2> "$OUT/apiserver-lite.log" & pids+=($!)
 wait_for "apiserver-lite" test -s "$OUT/kubeconfig"
 export KUBECONFIG=$OUT/kubeconfig
@@ -139,7 +152,7 @@ modules:
     websocket: {enable: true, address: 127.0.0.1, port: $WS_PORT}
     https: {enable: true, address: 127.0.0.1, port: $HTTPS_PORT}
   edgeController: {enable: true}
-  deviceController: {enable: false}
+  deviceController: {enable: true}
   syncController: {enable: true}
   iptablesManager: {enable: false}
 YAML
@@ -180,11 +193,14 @@ modules:
     tlsCaFile: $OUT/edge/ca/rootCA.crt
     tlsCertFile: $OUT/edge/certs/server.crt
     tlsPrivateKeyFile: $OUT/edge/certs/server.key
-  eventBus: {enable: false}
+  eventBus:
+    enable: true
+    mqttMode: 2
+    mqttServerExternal: tcp://127.0.0.1:$MQTT_PORT
   metaManager:
     enable: true
     metaServer: {enable: true, server: "127.0.0.1:$META_PORT"}
-  deviceTwin: {enable: false}
+  deviceTwin: {enable: true}
 YAML
 "$BIN/edgecore" --config "$OUT/edgecore.yaml" 2> "$OUT/edgecore.log" & pids+=($!)
 connected() { curl -fsS "http://$CLOUD_MON/metrics" | grep -q '^KubeEdge_CloudHub_connected_nodes 1'; }
@@ -196,6 +212,7 @@ kubectl get nodes -o wide
 echo "local-up: run pods on the edge: kubectl apply -f examples/web.yaml && kubectl get pods -o wide"
 echo "local-up: container logs from Edged: curl http://127.0.0.1:$KUBELET_PORT/containerLogs/default/web/httpd"
 echo "local-up: the edge's local Kubernetes API (MetaServer): kubectl --server http://127.0.0.1:$META_PORT get pods -A"
+echo "local-up: devices: kubectl apply -f examples/devices/ && mosquitto_sub -p $MQTT_PORT -t '\$hw/events/device/#' -v (README: Devices)"
 echo "local-up: KUBECONFIG=$KUBECONFIG; configs, certificates and logs in $OUT; Ctrl-C stops everything"
 wait -n "${pids[@]}" "$ctrd_pid" || true
 echo "local-up: a process exited on its own; see $OUT/*.log" >&2
