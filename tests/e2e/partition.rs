@@ -37,6 +37,11 @@ struct Net {
 
 impl Net {
     fn start(node: &str, heartbeat: Duration) -> Self {
+        Self::start_with(node, heartbeat, &[])
+    }
+
+    /// [`Net::start`] with more edgecore.yaml settings.
+    fn start_with(node: &str, heartbeat: Duration, extra: &[(&[&str], String)]) -> Self {
         let pair = netns::Pair::new().expect("network namespaces");
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
@@ -73,14 +78,9 @@ impl Net {
         assert!(ok && !token.is_empty(), "reading the token failed: {err}");
         let edge_bin = &kubeedge_testkit::workspace_bin("edgecore");
         let hb = heartbeat.as_secs().to_string();
-        let edge_cfg = link::edgecore(
-            edge_bin,
-            dir.path(),
-            node,
-            &token,
-            &cloud_link,
-            &[(&["modules", "edgeHub", "heartbeat"], hb)],
-        );
+        let mut settings: Vec<(&[&str], String)> = vec![(&["modules", "edgeHub", "heartbeat"], hb)];
+        settings.extend(extra.iter().cloned());
+        let edge_cfg = link::edgecore(edge_bin, dir.path(), node, &token, &cloud_link, &settings);
         let mut edge = pair.spawn(pair.edge(), edge_bin, &["--config", edge_cfg.to_str().unwrap()]).unwrap();
         edge.wait_for_line("Joined: certificate written.");
         edge.wait_for_line("Connected to CloudHub.");
@@ -230,5 +230,167 @@ fn what_changes_during_a_partition_reaches_the_edge_after_it_heals() {
     wait_rows("the newest configmap", "configmap", &|r| {
         r.iter().any(|(k, v)| k == "default/configmap/settings" && v.contains("\"v\":\"2\""))
     });
+    net.stop();
+}
+
+/// The MQTT port of the broker in the edge namespace.
+const MQTT_PORT: u16 = 1883;
+/// Devices × properties of the twin test: 1,000 updates are 20 rounds over all of them.
+const DEVICES: usize = 10;
+const PROPERTIES: usize = 5;
+
+fn device_yaml(i: usize, node: &str) -> String {
+    let props: Vec<String> = (0..PROPERTIES).map(|p| format!("{{name: p{p}, desired: {{value: \"\"}}}}")).collect();
+    format!(
+        "apiVersion: devices.kubeedge.io/v1beta1\nkind: Device\nmetadata: {{name: dev-{i}, namespace: default}}\n\
+         spec:\n  deviceModelRef: {{name: sensor}}\n  nodeName: {node}\n  protocol: {{protocolName: modbus}}\n  \
+         properties: [{}]\n",
+        props.join(", ")
+    )
+}
+
+/// One round of twin updates: every property of every device set to `value`, as one
+/// `mosquitto_pub -l` run per device in the edge namespace (a line per message).
+fn publish_round(net: &Net, value: usize) {
+    for d in 0..DEVICES {
+        let topic = format!("$hw/events/device/default/dev-{d}/twin/update");
+        let lines: Vec<String> = (0..PROPERTIES)
+            .map(|p| {
+                format!(
+                    r#"{{"event_id":"r{value}-d{d}-p{p}","timestamp":{value},"twin":{{"p{p}":{{"actual":{{"value":"{value}"}},"metadata":{{"type":"int"}}}}}}}}"#
+                )
+            })
+            .collect();
+        let file = net.dir.path().join(format!("round-{value}-{d}.txt"));
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        let cmd = format!("mosquitto_pub -p {MQTT_PORT} -q 1 -t '{topic}' -l < {}", file.display());
+        let (ok, _, err) = net.pair.run(net.pair.edge(), "sh", &["-c", &cmd]);
+        assert!(ok, "mosquitto_pub failed: {err}");
+    }
+}
+
+/// Every property's reported value in the API, by (device, property).
+fn reported_values(net: &Net) -> std::collections::BTreeMap<(usize, usize), String> {
+    let out = net.kubectl(&["get", "devicestatuses", "-n", "default", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut values = std::collections::BTreeMap::new();
+    for item in list["items"].as_array().into_iter().flatten() {
+        let Some(d) = item["metadata"]["name"].as_str().and_then(|n| n.strip_prefix("dev-")?.parse().ok()) else {
+            continue;
+        };
+        for t in item["status"]["twins"].as_array().into_iter().flatten() {
+            let Some(p) = t["propertyName"].as_str().and_then(|n| n.strip_prefix('p')?.parse().ok()) else { continue };
+            if let Some(v) = t["reported"]["value"].as_str() {
+                values.insert((d, p), v.to_owned());
+            }
+        }
+    }
+    values
+}
+
+fn wait_all_reported(net: &Net, what: &str, value: usize) {
+    let want = value.to_string();
+    let deadline = Instant::now() + kubeedge_testkit::patience() * 2;
+    loop {
+        let got = reported_values(net);
+        if got.len() == DEVICES * PROPERTIES && got.values().all(|v| *v == want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {got:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Waits until the edge has answered the last update of round `value` (its result on the
+/// broker): the round is in the edge's database, kept for the cloud.
+fn wait_round_processed(net: &Net, value: usize) {
+    let d = DEVICES - 1;
+    let p = PROPERTIES - 1;
+    let topic = format!("$hw/events/device/default/dev-{d}/twin/update/result");
+    let deadline = Instant::now() + kubeedge_testkit::patience();
+    loop {
+        // Results are not retained: publish the last update again and catch its answer.
+        let cmd = format!(
+            "mosquitto_sub -p {MQTT_PORT} -C 1 -W 3 -t '{topic}' & sleep 0.3; \
+             mosquitto_pub -p {MQTT_PORT} -q 1 -t '$hw/events/device/default/dev-{d}/twin/update' \
+             -m '{{\"event_id\":\"probe\",\"timestamp\":{value},\"twin\":{{\"p{p}\":{{\"actual\":{{\"value\":\"{value}\"}}}}}}}}'; wait"
+        );
+        let (_, out, _) = net.pair.run(net.pair.edge(), "sh", &["-c", &cmd]);
+        if out.contains("probe") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "round {value} was not processed on the edge");
+    }
+}
+
+#[test]
+fn twin_updates_during_a_partition_and_an_edgecore_kill_all_reach_the_api() {
+    if let Some(why) = netns::unavailable() {
+        kubeedge_testkit::skip("twin_updates_during_a_partition_and_an_edgecore_kill_all_reach_the_api", &why);
+        return;
+    }
+    let node = "edge-t";
+    let url = format!("tcp://127.0.0.1:{MQTT_PORT}");
+    let mut net = Net::start_with(
+        node,
+        Duration::from_secs(5),
+        &[
+            (&["modules", "eventBus", "enable"], "true".into()),
+            (&["modules", "eventBus", "mqttMode"], "2".into()),
+            (&["modules", "eventBus", "mqttServerExternal"], url.clone()),
+            (&["modules", "eventBus", "mqttServerInternal"], url),
+            (&["modules", "deviceTwin", "enable"], "true".into()),
+        ],
+    );
+    // The broker on the edge host.
+    let conf = net.dir.path().join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {MQTT_PORT} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
+        .unwrap();
+    let mut broker =
+        net.pair.spawn(net.pair.edge(), Path::new("/usr/sbin/mosquitto"), &["-c", conf.to_str().unwrap()]).unwrap();
+    net.edge.wait_for_line("Connected to the MQTT broker");
+
+    net.apply(
+        "model",
+        "apiVersion: devices.kubeedge.io/v1beta1\nkind: DeviceModel\nmetadata: {name: sensor, namespace: default}\n\
+         spec: {protocol: modbus, properties: [{name: p0, type: INT}, {name: p1, type: INT}, {name: p2, type: INT}, \
+         {name: p3, type: INT}, {name: p4, type: INT}]}\n",
+    );
+    for d in 0..DEVICES {
+        net.apply(&format!("dev-{d}"), &device_yaml(d, node));
+    }
+    // Rounds 0–5 with the link up, then the cut, rounds 6–19 during it, the heal.
+    for value in 0..6 {
+        publish_round(&net, value);
+    }
+    wait_all_reported(&net, "round 5 in the API", 5);
+    let mark = net.cloud.mark();
+    net.pair.cut().unwrap();
+    for value in 6..20 {
+        publish_round(&net, value);
+    }
+    wait_round_processed(&net, 19);
+    net.cloud.wait_for_line_since(mark, "Edge disconnected.");
+    net.pair.heal().unwrap();
+    wait_all_reported(&net, "the last value of every property after the heal", 19);
+    // Nothing older lands afterwards.
+    std::thread::sleep(Duration::from_secs(3));
+    wait_all_reported(&net, "still the last value", 19);
+
+    // kill -9 of edgecore with reports not yet confirmed: cut, a round, kill, restart, heal.
+    net.pair.cut().unwrap();
+    publish_round(&net, 20);
+    wait_round_processed(&net, 20);
+    net.edge.signal("KILL");
+    let _ = net.edge.wait_exit(kubeedge_testkit::patience());
+    let edge_bin = workspace_bin("edgecore");
+    let cfg = net.dir.path().join("edgecore.yaml");
+    net.edge = net.pair.spawn(net.pair.edge(), &edge_bin, &["--config", cfg.to_str().unwrap()]).unwrap();
+    net.pair.heal().unwrap();
+    net.edge.wait_for_line("Connected to CloudHub.");
+    wait_all_reported(&net, "round 20, kept across kill -9, in the API", 20);
+
+    broker.signal("TERM");
+    let _ = broker.wait_exit(kubeedge_testkit::patience());
     net.stop();
 }
