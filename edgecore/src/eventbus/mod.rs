@@ -179,6 +179,14 @@ struct Publisher {
     retain: bool,
 }
 
+/// A broker EventBus connects to, and how it publishes there.
+struct Target {
+    url: BrokerUrl,
+    qos: QoS,
+    retain: bool,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
 /// EventBus as a bus module.
 pub struct EventBusModule {
     cfg: EventBus,
@@ -219,13 +227,10 @@ impl EventBusModule {
         Ok(Some(Arc::new(kubeedge_viaduct::client_tls(&ca, &cert, &key)?)))
     }
 
-    /// The brokers in use: (url, publish QoS, publish retain, TLS). Upstream publishes to an
+    /// The brokers in use. Upstream publishes to an
     /// external broker with QoS 1 and no retain (`mqttQOS` and `mqttRetain` apply to its
     /// embedded broker only); `eventBusTLS` is for the external broker.
-    fn brokers(
-        &self,
-        embedded: Option<std::net::SocketAddr>,
-    ) -> Result<Vec<(BrokerUrl, QoS, bool, Option<Arc<rustls::ClientConfig>>)>, ModuleError> {
+    fn brokers(&self, embedded: Option<std::net::SocketAddr>) -> Result<Vec<Target>, ModuleError> {
         let mut out = Vec::new();
         if let Some(addr) = embedded {
             // The clients reach the embedded broker on loopback when it listens on every address.
@@ -235,12 +240,12 @@ impl EventBusModule {
                 ip => ip,
             };
             let url = BrokerUrl { host: ip.to_string(), port: addr.port(), tls: false };
-            out.push((url, mqtt::qos(self.cfg.mqtt_qos), self.cfg.mqtt_retain, None));
+            out.push(Target { url, qos: mqtt::qos(self.cfg.mqtt_qos), retain: self.cfg.mqtt_retain, tls: None });
         }
         if self.cfg.mqtt_mode >= 1 {
             let url = BrokerUrl::parse(&self.cfg.mqtt_server_external)
                 .map_err(|e| format!("modules.eventBus.mqttServerExternal: {e}"))?;
-            out.push((url, QoS::AtLeastOnce, false, self.tls()?));
+            out.push(Target { url, qos: QoS::AtLeastOnce, retain: false, tls: self.tls()? });
         }
         Ok(out)
     }
@@ -364,7 +369,7 @@ impl Module for EventBusModule {
             }
             let mut publishers = Vec::new();
             let mut subscribers = Vec::new();
-            for (url, qos, retain, tls) in self.brokers(embedded)? {
+            for Target { url, qos, retain, tls } in self.brokers(embedded)? {
                 let base = ClientConfig {
                     url,
                     client_id: String::new(),
