@@ -114,13 +114,18 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, Error> {
         return Err(Error::TooLarge { size: remaining, max });
     }
     if buf.len() < header_len + remaining {
-        buf.reserve(header_len + remaining - buf.len());
+        // The caller's buffer grows as bytes arrive, not to what a header announces.
         return Ok(None);
     }
     let first = buf[0];
     let mut frame = buf.split_to(header_len + remaining).freeze();
     frame.advance(header_len);
     decode_body(first, frame).map(Some)
+}
+
+/// The whole size of the packet at the front of `buf`, once its fixed header is there.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    remaining_length(buf).ok().flatten().map(|(h, r)| h + r)
 }
 
 /// The fixed header's length and the remaining length, once enough bytes are there.

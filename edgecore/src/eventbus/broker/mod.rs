@@ -245,12 +245,20 @@ async fn read_packet(stream: &mut TcpStream, buf: &mut BytesMut, max: usize) -> 
         if let Some(p) = codec::decode(buf, max)? {
             return Ok(Some(p));
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(4096);
-        }
+        grow(buf);
         if stream.read_buf(buf).await? == 0 {
             return Ok(None);
         }
+    }
+}
+
+/// Makes room for the next read: what the packet under way still needs, but at most as much
+/// again as is buffered (so memory follows the bytes that arrived, not what a header claims).
+fn grow(buf: &mut BytesMut) {
+    let need = codec::frame_len(buf).map_or(4096, |total| total.saturating_sub(buf.len()));
+    let step = need.clamp(4096, buf.len().max(4096));
+    if buf.capacity() - buf.len() < step {
+        buf.reserve(step);
     }
 }
 
@@ -264,7 +272,7 @@ async fn read_connect(stream: &mut TcpStream, buf: &mut BytesMut, max: usize) ->
         if let Some(p) = codec::decode(buf, max)? {
             return Ok(Some(p));
         }
-        buf.reserve(4096);
+        grow(buf);
         if stream.read_buf(buf).await? == 0 {
             return Ok(None);
         }
@@ -379,7 +387,7 @@ impl Inner {
         let mut out = BytesMut::new();
         let code = self.check_connect(&connect);
         if code != 0 {
-            let reason = if code == 1 { "protocol" } else { "auth" };
+            let reason = if matches!(code, 4 | 5) { "auth" } else { "protocol" };
             self.metrics.refused.with_label_values(&[reason]).inc();
             if code != u8::MAX {
                 codec::connack(&mut out, false, code);
