@@ -62,9 +62,6 @@ fn main() -> ExitCode {
                 .map_err(|source| SetupError::OpenDatabase { path: path.to_owned(), source })?;
             let node = &cfg.modules.edged.hostname_override;
             if bus_cfg.enable {
-                if bus_cfg.mqtt_mode <= 1 {
-                    return Err(edgecore::eventbus::EMBEDDED_BROKER_UNAVAILABLE.into());
-                }
                 let module = EventBusModule::new(bus_cfg.clone(), node.clone(), store.clone())
                     .with_metrics(metrics.registry())
                     .map_err(|e| e.to_string())?;

@@ -1,5 +1,6 @@
 //! Issue #15 (edge half): the real edgecore binary with EventBus and DeviceTwin, a real MQTT
-//! broker (a private mosquitto, external mode), an MQTT
+//! broker (a private mosquitto in external mode, edgecore's embedded broker in internal mode,
+//! both in mode 1), an MQTT
 //! client (rumqttc) as the mapper, and a scripted cloud on a real WebSocket link (viaduct, mTLS)
 //! that sends membership and Device objects and confirms reports.
 
@@ -125,13 +126,12 @@ fn mosquitto(dir: &Path, port: u16) -> std::process::Child {
     child
 }
 
-fn edgecore_config(dir: &Path, cloud_port: u16, mode: u8, mqtt_port: u16) -> PathBuf {
+fn edgecore_config(dir: &Path, cloud_port: u16, mode: u8, internal_port: u16, external_port: u16) -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
     let out = std::process::Command::new(bin).arg("--defaultconfig").output().unwrap();
     let mut y = String::from_utf8(out.stdout).unwrap();
     y = kubeedge_testkit::set_yaml_line(&y, "bindAddress", "127.0.0.1:0");
     let q = |p: PathBuf| format!("\"{}\"", p.display());
-    let url = format!("tcp://127.0.0.1:{mqtt_port}");
     let settings: Vec<(&[&str], String)> = vec![
         (&["modules", "edged", "enable"], "false".into()),
         (&["modules", "edged", "hostnameOverride"], NODE.into()),
@@ -142,8 +142,8 @@ fn edgecore_config(dir: &Path, cloud_port: u16, mode: u8, mqtt_port: u16) -> Pat
         (&["modules", "edgeHub", "tlsPrivateKeyFile"], q(dir.join("certs/edge.key"))),
         (&["modules", "edgeHub", "heartbeat"], "2".into()),
         (&["modules", "eventBus", "mqttMode"], mode.to_string()),
-        (&["modules", "eventBus", "mqttServerInternal"], url.clone()),
-        (&["modules", "eventBus", "mqttServerExternal"], url),
+        (&["modules", "eventBus", "mqttServerInternal"], format!("tcp://127.0.0.1:{internal_port}")),
+        (&["modules", "eventBus", "mqttServerExternal"], format!("tcp://127.0.0.1:{external_port}")),
         (&["database", "dataSource"], q(dir.join("edgecore.db"))),
     ];
     for (path, value) in settings {
@@ -268,11 +268,13 @@ fn spawn_edgecore(config: &Path) -> Process {
 async fn scenario(mode: u8) {
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::start(dir.path()).await;
-    let mqtt_port = free_port();
-    let mut broker = (mode == 2).then(|| mosquitto(dir.path(), mqtt_port));
-    let config = edgecore_config(dir.path(), cloud.port, mode, mqtt_port);
+    let (internal_port, external_port) = (free_port(), free_port());
+    let mut broker = (mode >= 1).then(|| mosquitto(dir.path(), external_port));
+    let config = edgecore_config(dir.path(), cloud.port, mode, internal_port, external_port);
     let mut edge = spawn_edgecore(&config);
     cloud.wait_for("a keepalive", |m| m.router.operation == "keepalive").await;
+    // The mapper uses the embedded broker when there is one (modes 0 and 1).
+    let mqtt_port = if mode <= 1 { internal_port } else { external_port };
     let mapper = Mapper::start(mqtt_port);
 
     // Membership from the cloud: two devices, republished on membership/updated.
@@ -408,11 +410,19 @@ async fn scenario(mode: u8) {
     }
     cloud.wait_for("an upload after the restart", relay).await;
 
-    // The broker restarts: EventBus reconnects and keeps working.
+    // Mode 1: a mapper on the external broker is served too, and gets what the twin publishes.
+    if mode == 1 {
+        let outside = Mapper::start(external_port);
+        let e5 = r#"{"event_id":"e5","timestamp":1,"twin":{"humidity":{"actual":{"value":"60"}}}}"#;
+        outside.publish_until(t2, e5, r2, |v| v["event_id"] == "e5").await;
+        mapper.wait(r2, |v| v["event_id"] == "e5").await;
+    }
+
+    // The external broker restarts: EventBus reconnects and keeps working.
     if let Some(b) = broker.as_mut() {
         b.kill().unwrap();
         b.wait().unwrap();
-        broker = Some(mosquitto(dir.path(), mqtt_port));
+        broker = Some(mosquitto(dir.path(), external_port));
         let again = r#"{"event_id":"e4","timestamp":1,"twin":{"temperature":{"actual":{"value":"23"}}}}"#;
         mapper.publish_until(t1, again, r1, |v| v["event_id"] == "e4").await;
     }
@@ -429,16 +439,28 @@ async fn twins_over_mosquitto_external_mode() {
     scenario(2).await;
 }
 
-/// mqttMode 0 (the embedded broker) is refused at start, naming the key (not built yet: see
-/// `edgecore::eventbus`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_embedded_broker_mode_is_refused_at_start() {
+async fn twins_over_the_embedded_broker_internal_mode() {
+    scenario(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twins_over_both_brokers_mode_1() {
+    scenario(1).await;
+}
+
+/// The embedded broker's port is taken: edgecore stops at start (exit 1), naming the port and
+/// the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_embedded_broker_port_stops_edgecore_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let config = edgecore_config(dir.path(), free_port(), 0, free_port());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = edgecore_config(dir.path(), free_port(), 0, port, free_port());
     let bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
     let mut p = Process::spawn(bin, &["--config", config.to_str().unwrap()]).unwrap();
     let status = p.wait_exit(Duration::from_secs(30));
     let log = p.log();
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
-    assert!(log.contains("modules.eventBus.mqttMode"), "{log}");
+    assert!(log.contains("modules.eventBus.mqttServerInternal") && log.contains(&port.to_string()), "{log}");
 }

@@ -1,13 +1,17 @@
 //! EventBus (`eventbus`/`bus`): the MQTT bridge between devices (mappers, apps) and the edge
 //! modules, as upstream's `edge/pkg/eventbus`.
 //!
-//! - `mqttMode` 2 (the default): the external broker at `mqttServerExternal` (mosquitto).
-//!   Modes 0 and 1 (upstream's embedded broker on `mqttServerInternal`) are refused at start
-//!   in this build: rumqttd, the embeddable Rust broker, refuses every subscription to a
-//!   `$`-prefixed filter, and upstream's topics (`$hw/events/...`) and mappers need them. For each broker in use
-//!   EventBus keeps two clients, `hub-client-sub-{s}` and `hub-client-pub-{s}` (upstream's ids,
-//!   unless `mqttSubClientID` / `mqttPubClientID` are set), clean session, with the configured
-//!   user name and password and, with `eventBusTLS.enable`, TLS with a client certificate.
+//! - `mqttMode` 0: the embedded broker ([`broker`]) listening on `mqttServerInternal` (default
+//!   `tcp://127.0.0.1:1884`); 1: the embedded broker and the external one; 2 (the default): the
+//!   external broker at `mqttServerExternal` (mosquitto). For each broker in use EventBus keeps
+//!   two clients, `hub-client-sub-{s}` and `hub-client-pub-{s}` (upstream's ids, unless
+//!   `mqttSubClientID` / `mqttPubClientID` are set), clean session, with the configured user
+//!   name and password and, for the external broker with `eventBusTLS.enable`, TLS with a
+//!   client certificate. Upstream's embedded broker hands the messages matching its topic tree
+//!   to EventBus in-process; here EventBus's clients connect to the embedded broker over
+//!   loopback TCP and subscribe to the same topics, which has the same effect.
+//! - Publishing: QoS 1 without retain to the external broker, `mqttQOS` and `mqttRetain` to the
+//!   embedded one (upstream's `pubMQTT` and `mqttServer.Publish`).
 //! - The sub client subscribes (QoS 1) to upstream's topics — `$hw/events/upload/#`,
 //!   `$hw/events/device/+/+/state/update`, `$hw/events/device/+/+/twin/+`,
 //!   `$hw/events/node/+/membership/get`, `SYS/dis/upload_records`, `+/user/#` — plus the
@@ -28,9 +32,14 @@
 //! - → MQTT (publish): each client's request queue ([`mqtt::CLIENT_QUEUE`]); full (the broker
 //!   is away) ⇒ dropped and counted.
 //!
-//! Counter: `kubeedge_eventbus_dropped_total{queue="twin"|"cloud"|"publish"}`, and
-//! `kubeedge_eventbus_messages_total{direction="in"|"out"}`.
+//! - Embedded broker → a subscriber: that connection's queue (`mqttSessionQueueSize`); full ⇒
+//!   dropped for that subscriber and counted (see [`broker`]).
+//!
+//! Counters: `kubeedge_eventbus_dropped_total{queue="twin"|"cloud"|"publish"|"subscriber"}`,
+//! `kubeedge_eventbus_messages_total{direction="in"|"out"}`, and for the embedded broker
+//! `kubeedge_eventbus_broker_connections` and `kubeedge_eventbus_broker_refused_total{reason}`.
 
+pub mod broker;
 pub mod mqtt;
 
 use std::collections::BTreeSet;
@@ -61,10 +70,6 @@ pub const SUB_TOPICS: [&str; 6] = [
     "+/user/#",
 ];
 
-/// Why `mqttMode` 0 and 1 are refused (see the module docs).
-pub const EMBEDDED_BROKER_UNAVAILABLE: &str = "modules.eventBus.mqttMode: 0 and 1 (the embedded broker) are not available in this build yet; \
-     use 2 with an external broker such as mosquitto (the embeddable rumqttd refuses the `$hw/...` subscriptions upstream's topics need)";
-
 /// How long a message from MQTT waits for room in the twin's inbox before it is dropped.
 pub const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 
@@ -73,6 +78,7 @@ pub const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 pub struct Metrics {
     dropped: prometheus::IntCounterVec,
     messages: prometheus::IntCounterVec,
+    broker: broker::Metrics,
 }
 
 impl Metrics {
@@ -92,15 +98,31 @@ impl Metrics {
             ),
             &["direction"],
         )?;
+        let broker = broker::Metrics {
+            connections: prometheus::IntGauge::new(
+                "kubeedge_eventbus_broker_connections",
+                "Connections open to the embedded MQTT broker.",
+            )?,
+            dropped: dropped.with_label_values(&["subscriber"]),
+            refused: prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "kubeedge_eventbus_broker_refused_total",
+                    "Connections the embedded MQTT broker refused (limit, auth, protocol).",
+                ),
+                &["reason"],
+            )?,
+        };
         registry.register(Box::new(dropped.clone()))?;
         registry.register(Box::new(messages.clone()))?;
-        Ok(Self { dropped, messages })
+        registry.register(Box::new(broker.connections.clone()))?;
+        registry.register(Box::new(broker.refused.clone()))?;
+        Ok(Self { dropped, messages, broker })
     }
 
     fn unregistered() -> Self {
         let dropped = prometheus::IntCounterVec::new(prometheus::Opts::new("d", "d"), &["queue"]).expect("valid");
         let messages = prometheus::IntCounterVec::new(prometheus::Opts::new("m", "m"), &["direction"]).expect("valid");
-        Self { dropped, messages }
+        Self { dropped, messages, broker: broker::Metrics::unregistered() }
     }
 
     fn drop(&self, queue: &str) {
@@ -157,6 +179,14 @@ struct Publisher {
     retain: bool,
 }
 
+/// A broker EventBus connects to, and how it publishes there.
+struct Target {
+    url: BrokerUrl,
+    qos: QoS,
+    retain: bool,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
 /// EventBus as a bus module.
 pub struct EventBusModule {
     cfg: EventBus,
@@ -164,6 +194,8 @@ pub struct EventBusModule {
     store: Store,
     metrics: Metrics,
     ids: (String, String),
+    /// The embedded broker's socket, bound in `prepare` (modes 0 and 1).
+    listener: Option<tokio::net::TcpListener>,
 }
 
 impl EventBusModule {
@@ -171,7 +203,7 @@ impl EventBusModule {
     /// table).
     pub fn new(cfg: EventBus, node: String, store: Store) -> Self {
         let ids = client_ids(&cfg);
-        Self { cfg, node, store, metrics: Metrics::unregistered(), ids }
+        Self { cfg, node, store, metrics: Metrics::unregistered(), ids, listener: None }
     }
 
     /// Registers the counters in `registry`.
@@ -195,20 +227,49 @@ impl EventBusModule {
         Ok(Some(Arc::new(kubeedge_viaduct::client_tls(&ca, &cert, &key)?)))
     }
 
-    /// The brokers in use: (url, publish QoS, publish retain). Upstream publishes to an
+    /// The brokers in use. Upstream publishes to an
     /// external broker with QoS 1 and no retain (`mqttQOS` and `mqttRetain` apply to its
-    /// embedded broker only).
-    fn brokers(&self) -> Result<Vec<(BrokerUrl, QoS, bool)>, ModuleError> {
+    /// embedded broker only); `eventBusTLS` is for the external broker.
+    fn brokers(&self, embedded: Option<std::net::SocketAddr>) -> Result<Vec<Target>, ModuleError> {
         let mut out = Vec::new();
-        if self.cfg.mqtt_mode <= 1 {
-            return Err(EMBEDDED_BROKER_UNAVAILABLE.into());
+        if let Some(addr) = embedded {
+            // The clients reach the embedded broker on loopback when it listens on every address.
+            let ip = match addr.ip() {
+                std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+                ip => ip,
+            };
+            let url = BrokerUrl { host: ip.to_string(), port: addr.port(), tls: false };
+            out.push(Target { url, qos: mqtt::qos(self.cfg.mqtt_qos), retain: self.cfg.mqtt_retain, tls: None });
         }
         if self.cfg.mqtt_mode >= 1 {
             let url = BrokerUrl::parse(&self.cfg.mqtt_server_external)
                 .map_err(|e| format!("modules.eventBus.mqttServerExternal: {e}"))?;
-            out.push((url, QoS::AtLeastOnce, false));
+            out.push(Target { url, qos: QoS::AtLeastOnce, retain: false, tls: self.tls()? });
         }
         Ok(out)
+    }
+
+    /// Binds the embedded broker's address (`mqttServerInternal`).
+    async fn bind_embedded(&self) -> Result<tokio::net::TcpListener, ModuleError> {
+        const KEY: &str = "modules.eventBus.mqttServerInternal";
+        let url = BrokerUrl::parse(&self.cfg.mqtt_server_internal).map_err(|e| format!("{KEY}: {e}"))?;
+        if url.tls {
+            return Err(format!("{KEY}: the embedded broker serves plain TCP only (tcp://host:port), not TLS").into());
+        }
+        let addr = url.addr();
+        tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (port {}, {KEY}): {e}", url.port).into())
+    }
+
+    fn broker_options(&self) -> broker::Options {
+        broker::Options {
+            username: self.cfg.mqtt_username.clone(),
+            password: self.cfg.mqtt_password.clone(),
+            queue: usize::try_from(self.cfg.mqtt_session_queue_size).unwrap_or(1).max(1),
+            ..broker::Options::default()
+        }
     }
 }
 
@@ -276,6 +337,15 @@ impl Module for EventBusModule {
         group::BUS
     }
 
+    fn prepare(&mut self) -> BoxFuture<'_, Result<(), ModuleError>> {
+        Box::pin(async move {
+            if self.cfg.mqtt_mode <= 1 {
+                self.listener = Some(self.bind_embedded().await?);
+            }
+            Ok(())
+        })
+    }
+
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
         Box::pin(async move {
             let stored = self.store.query(SELECT_TOPICS, Vec::new()).await?;
@@ -287,16 +357,25 @@ impl Module for EventBusModule {
                 Arc::new(Shared { topics: Mutex::new(topics), bus: ctx.bus.clone(), metrics: self.metrics.clone() });
             let stop = ctx.shutdown().child_token();
             let _guard = stop.clone().drop_guard();
-            let tls = self.tls()?;
+            let mut embedded = None;
+            if self.cfg.mqtt_mode <= 1 {
+                let listener = match self.listener.take() {
+                    Some(l) => l,
+                    None => self.bind_embedded().await?,
+                };
+                embedded = Some(listener.local_addr()?);
+                let b = broker::Broker::new(self.broker_options(), self.metrics.broker.clone());
+                ctx.spawn(b.run(listener, stop.clone()));
+            }
             let mut publishers = Vec::new();
             let mut subscribers = Vec::new();
-            for (url, qos, retain) in self.brokers()? {
+            for Target { url, qos, retain, tls } in self.brokers(embedded)? {
                 let base = ClientConfig {
                     url,
                     client_id: String::new(),
                     username: self.cfg.mqtt_username.clone(),
                     password: self.cfg.mqtt_password.clone(),
-                    tls: tls.clone(),
+                    tls,
                 };
                 let sub = ClientConfig { client_id: self.ids.0.clone(), ..base.clone() };
                 let (client, eventloop) = mqtt::client(&sub);
