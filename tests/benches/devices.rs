@@ -226,9 +226,10 @@ fn main() {
             break;
         }
         if Instant::now() > deadline {
-            let st = cloud.rt.block_on(statuses_probe.get_opt("m-0"));
+            let probe = format!("m-{}", missing[0] as usize % DEVICES);
+            let st = cloud.rt.block_on(statuses_probe.get_opt(&probe)).map(|o| o.map(|o| o.data));
             panic!(
-                "warm-up values missing in the API: {missing:?}; m-0: {st:?}\n{}\n=== edgecore ===\n{}",
+                "warm-up values missing in the API: {missing:?}; {probe}: {st:?}\n{}\n=== edgecore ===\n{}",
                 cloud.proc.log(),
                 edge.log()
             );
