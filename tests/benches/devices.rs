@@ -169,7 +169,11 @@ fn main() {
                 }
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                     let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
-                    if let Some(seq) = v["event_id"].as_str().and_then(|s| s.parse::<u64>().ok()) {
+                    // Only accepted updates: an error result (`code`, e.g. 404 while the edge
+                    // does not know the device yet) does not count.
+                    if v.get("code").is_none()
+                        && let Some(seq) = v["event_id"].as_str().and_then(|s| s.parse::<u64>().ok())
+                    {
                         sink.lock().unwrap().insert(seq, Instant::now());
                     }
                 }

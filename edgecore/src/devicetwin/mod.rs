@@ -16,7 +16,9 @@
 //!   answers (parent id = the report's id), resent every [`RESEND_AFTER`] and at once when the
 //!   link comes back, across edgecore restarts too. Reports are coalesced per device property
 //!   (and per device state): the latest value wins, so the backlog is bounded by the number of
-//!   twins, not by the update rate.
+//!   twins, not by the update rate. One message per device and kind is in flight at a time:
+//!   values arriving meanwhile wait in the outbox and go, merged, once it is confirmed (or
+//!   after [`RESEND_AFTER`]), so EdgeHub's `messageQPS` never queues stale values.
 //!
 //! One task owns the devices in memory and is the only writer of the tables; every change is
 //! committed (with its report, in one transaction) before anything is published.
@@ -115,6 +117,10 @@ struct Report {
 struct Outbox {
     rows: BTreeMap<String, Report>,
     in_flight: HashMap<String, Vec<(String, i64)>>,
+    /// The unconfirmed message of each (device, kind) and when it went: one in flight per
+    /// device and kind, so newer values wait here, coalesced, instead of queueing behind
+    /// EdgeHub's `messageQPS` as stale messages.
+    busy: HashMap<(String, &'static str), (String, Instant)>,
     seq: i64,
     connected: bool,
 }
@@ -255,6 +261,7 @@ impl DeviceTwinModule {
                     r.sent = None;
                 }
                 self.outbox.in_flight.clear();
+                self.outbox.busy.clear();
             }
             return;
         }
@@ -701,6 +708,7 @@ impl DeviceTwinModule {
 
     /// The cloud confirmed a report.
     async fn confirm(&mut self, parent: &str) {
+        self.outbox.busy.retain(|_, (id, _)| id != parent);
         let Some(sent) = self.outbox.in_flight.remove(parent) else {
             debug!(parent, "A confirmation of no pending report.");
             return;
@@ -730,6 +738,14 @@ impl DeviceTwinModule {
         let mut n = 0;
         for (key, r) in &self.outbox.rows {
             if r.sent.is_some_and(|t| now.duration_since(t) < RESEND_AFTER) {
+                continue;
+            }
+            if self
+                .outbox
+                .busy
+                .get(&(r.device.clone(), r.kind))
+                .is_some_and(|(_, t)| now.duration_since(*t) < RESEND_AFTER)
+            {
                 continue;
             }
             groups.entry((r.device.clone(), r.kind)).or_default().push(key.clone());
@@ -769,6 +785,7 @@ impl DeviceTwinModule {
                 debug!("No EdgeHub to report to.");
                 return;
             }
+            self.outbox.busy.insert((device, kind), (id.clone(), now));
             self.outbox.in_flight.insert(id, sent);
         }
         // Forget sends whose confirmation can no longer matter (their rows were resent).
