@@ -79,7 +79,12 @@ impl DeviceView {
         for key in g.by_node.get(node).into_iter().flatten() {
             if let Some(d) = g.devices.get(key) {
                 if !d.model.is_empty() {
-                    models.insert((d.obj.namespace.clone(), d.model.clone()));
+                    let model = (d.obj.namespace.clone(), d.model.clone());
+                    // Never a device before its model: one whose model is not known yet waits.
+                    if !g.models.contains_key(&model) {
+                        continue;
+                    }
+                    models.insert(model);
                 }
                 devices.push(d.obj.clone());
             }

@@ -116,9 +116,24 @@ impl Store {
                 self.seen_models.insert((obj.namespace.clone(), obj.name.clone()));
                 let known = self.view.view().model(&obj.namespace, &obj.name).is_some();
                 self.view.apply_model(obj.clone());
-                if known {
-                    for node in self.view.view().nodes_using_model(&obj.namespace, &obj.name) {
+                let view = self.view.view();
+                for node in view.nodes_using_model(&obj.namespace, &obj.name) {
+                    if known {
                         self.tx.object(&node, &obj, Operation::Update);
+                        continue;
+                    }
+                    // Devices that arrived before their model (two watches, no order between
+                    // them) waited for it: the model first, then them.
+                    self.tx.object(&node, &obj, Operation::Insert);
+                    for o in view.desired(&node).into_iter().filter(|o| o.ty == resource_type::DEVICE) {
+                        if let Some(d) = view.device(&o.namespace, &o.name)
+                            && d.model == obj.name
+                            && d.obj.namespace == obj.namespace
+                            && !self.tx.has(&d.node, &d.obj)
+                        {
+                            self.tx.raw(membership_message(&d.node, vec![d.member()], vec![]));
+                            self.tx.object(&d.node, &d.obj, Operation::Insert);
+                        }
                     }
                 }
             }
@@ -197,6 +212,10 @@ impl Store {
     /// (a cloudcore restart does not resend every device).
     fn added(&mut self, d: &DeviceEntry) {
         if self.tx.has(&d.node, &d.obj) {
+            return;
+        }
+        // Its model not seen yet: the device waits for it (sent after the model, on_model).
+        if !d.model.is_empty() && self.view.view().model(&d.obj.namespace, &d.model).is_none() {
             return;
         }
         self.tx.raw(membership_message(&d.node, vec![d.member()], vec![]));
