@@ -246,6 +246,66 @@ impl Mapper {
     }
 }
 
+/// Device attributes from the cloud, a property leaving the Device, and a burst of updates
+/// (taken into one transaction by the twin) answered one by one, in order.
+async fn attributes_removed_properties_and_bursts(cloud: &Cloud, mapper: &Mapper, db: &Path) {
+    // Attributes (upstream's DeviceUpdated): published with what changed on `…/updated`.
+    let attrs = json!({"event_id":"a1","timestamp":1,"attributes":{
+        "model":{"value":"T-1000","metadata":{"type":"string"}},"serial":{"value":"42","optional":true}}});
+    cloud.send("devicecontroller", "twin", "device/default/thermo-1", "updated", attrs);
+    let topic = "$hw/events/device/default/thermo-1/updated";
+    let u = mapper.wait(topic, |v| v["event_id"] == "a1").await;
+    assert_eq!(u["attributes"]["model"], json!({"value":"T-1000","metadata":{"type":"string"}}), "{u}");
+    let changed = json!({"event_id":"a2","timestamp":2,"attributes":{"model":{"value":"T-2000"},"serial":null}});
+    cloud.send("devicecontroller", "twin", "device/default/thermo-1", "updated", changed);
+    let u = mapper.wait(topic, |v| v["event_id"] == "a2").await;
+    assert_eq!(u["attributes"], json!({"model":{"value":"T-2000"},"serial":null}), "{u}");
+    let get = format!("$hw/events/node/{NODE}/membership/get");
+    mapper.publish(&get, r#"{"event_id":"mg1","timestamp":1}"#).await;
+    let list = mapper.wait(&format!("{get}/result"), |v| v["event_id"] == "mg1").await;
+    let dev = list["devices"].as_array().unwrap().iter().find(|d| d["id"] == "default/thermo-1").unwrap().clone();
+    assert_eq!(dev["attributes"], json!({"model":{"value":"T-2000","optional":true,"metadata":{"type":"string"}}}));
+
+    // The property `target` leaves the Device: its twin is deleted (document: last → null).
+    let device = json!({"apiVersion":"devices.kubeedge.io/v1beta1","kind":"Device",
+        "metadata":{"name":"thermo-1","namespace":"default","resourceVersion":"8"},
+        "spec":{"deviceModelRef":{"name":"thermometer"},"nodeName":NODE,"properties":[{"name":"temperature"}]}});
+    cloud.send("devicecontroller", "resource", "default/device/thermo-1", "update", device);
+    let doc = mapper
+        .wait("$hw/events/device/default/thermo-1/twin/update/document", |v| {
+            v["twin"]["target"]["current"].is_null() && v["twin"]["target"]["last"]["expected"]["value"] == "25"
+        })
+        .await;
+    assert!(doc["twin"].get("temperature").is_none(), "the mapper's own twin stays: {doc}");
+    let get = "$hw/events/device/default/thermo-1/twin/get";
+    mapper.publish(get, r#"{"event_id":"tg1","timestamp":1}"#).await;
+    let twins = mapper.wait(&format!("{get}/result"), |v| v["event_id"] == "tg1").await;
+    assert!(twins["twin"].get("target").is_none() && twins["twin"].get("temperature").is_some(), "{twins}");
+
+    // A burst: every update answered, in order, the last value stored.
+    let t = "$hw/events/device/default/thermo-1/twin/update";
+    let r = "$hw/events/device/default/thermo-1/twin/update/result";
+    let before = twin_row(db, "default/thermo-1", "temperature").await.unwrap();
+    let edge_version = |v: &str| serde_json::from_str::<Value>(v).unwrap()["edge"].as_i64().unwrap();
+    for i in 0..300 {
+        let u = format!(r#"{{"event_id":"b{i}","timestamp":1,"twin":{{"temperature":{{"actual":{{"value":"{i}"}}}}}}}}"#);
+        mapper.publish(t, u).await;
+    }
+    mapper.wait(r, |v| v["event_id"] == "b299").await;
+    let order: Vec<String> = mapper
+        .got
+        .lock()
+        .iter()
+        .filter(|(topic, _)| topic == r)
+        .filter_map(|(_, p)| serde_json::from_slice::<Value>(p).ok())
+        .filter_map(|v| v["event_id"].as_str().filter(|e| e.starts_with('b')).map(str::to_owned))
+        .collect();
+    assert_eq!(order, (0..300).map(|i| format!("b{i}")).collect::<Vec<_>>());
+    let after = twin_row(db, "default/thermo-1", "temperature").await.unwrap();
+    assert_eq!(after.0, "299");
+    assert_eq!(edge_version(&after.1), edge_version(&before.1) + 300, "every update counted: {after:?}");
+}
+
 async fn twin_row(db: &Path, device: &str, name: &str) -> Option<(String, String)> {
     let store = kubeedge_metastore::Store::open(db, Default::default()).unwrap();
     let rows = store
@@ -322,6 +382,8 @@ async fn scenario(mode: u8) {
             m.router.operation == "response" && m.router.resource == "default/device/thermo-1"
         })
         .await;
+
+    attributes_removed_properties_and_bursts(&cloud, &mapper, &dir.path().join("edgecore.db")).await;
 
     // State update → result and the report.
     mapper

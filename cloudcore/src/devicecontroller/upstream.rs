@@ -167,10 +167,10 @@ impl Change {
     fn merge_into(self, p: &mut Pending) {
         match self {
             Change::Twin(u) => {
-                let event_at = u.base.timestamp;
+                let event_at = u.timestamp;
                 for (name, twin) in u.twin {
                     let Some(twin) = twin else { continue };
-                    let ty = twin.metadata.as_ref().map(|m| m.type_.clone());
+                    let ty = twin.metadata.as_ref().map(|m| m.ty.clone());
                     let stamp = |v: Option<super::wire::TwinValue>| {
                         let v = v?;
                         let value = v.value?;
@@ -196,7 +196,7 @@ impl Change {
                 let s = StateChange {
                     state: u.device.state,
                     last_online_time: u.device.last_online_time,
-                    at: u.base.timestamp,
+                    at: u.timestamp,
                 };
                 if p.state.as_ref().is_none_or(|m| s.at >= m.at) {
                     p.state = Some(s);
@@ -536,7 +536,7 @@ pub async fn handle(msg: Message, authz: &NodeAuthorizer, statuses: &Statuses) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devicecontroller::wire::{BaseMessage, MsgTwin, TwinValue, ValueMetadata};
+    use crate::devicecontroller::wire::{MsgTwin, TwinValue, ValueMetadata};
 
     fn twin(value: &str, at: i64) -> Change {
         let t = MsgTwin {
@@ -544,7 +544,8 @@ mod tests {
             ..Default::default()
         };
         Change::Twin(DeviceTwinUpdate {
-            base: BaseMessage { event_id: "e".into(), timestamp: at },
+            event_id: "e".into(),
+            timestamp: at,
             twin: [("temp".to_owned(), Some(t))].into(),
         })
     }

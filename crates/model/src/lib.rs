@@ -18,6 +18,7 @@ mod message;
 mod operation;
 pub mod protocol;
 mod resource;
+pub mod twin;
 
 pub use content::Content;
 pub use message::{DecodeError, Header, MAX_MESSAGE_SIZE, Message, Route, now_millis};

@@ -258,10 +258,7 @@ pub fn update_twin(id: &str, name: &str, t: &TwinRow) -> Op {
 /// Upserts an attribute row (delete, then insert: the table has no unique key).
 pub fn put_attr(id: &str, name: &str, a: &AttrRow) -> Vec<Op> {
     vec![
-        Op::Exec {
-            sql: "DELETE FROM `device_attr` WHERE `deviceid` = ?1 AND `name` = ?2",
-            params: vec![id.into(), name.into()],
-        },
+        delete_attr(id, name),
         Op::Exec {
             sql: "INSERT INTO `device_attr` (`deviceid`,`name`,`description`,`value`,`optional`,`attr_type`,`metadata`) \
                   VALUES (?1,?2,?3,?4,?5,?6,?7)",
@@ -276,6 +273,14 @@ pub fn put_attr(id: &str, name: &str, a: &AttrRow) -> Vec<Op> {
             ],
         },
     ]
+}
+
+/// Removes an attribute row.
+pub fn delete_attr(id: &str, name: &str) -> Op {
+    Op::Exec {
+        sql: "DELETE FROM `device_attr` WHERE `deviceid` = ?1 AND `name` = ?2",
+        params: vec![id.into(), name.into()],
+    }
 }
 
 // === the outbox of reports to the cloud ===

@@ -1,100 +1,16 @@
-//! The twin payloads on MQTT and to the cloud, as upstream's `edge/pkg/devicetwin/dttype`
-//! (`types.go`, `types_helper.go`): the same keys, in the Go structs' field order, with Go's
-//! `omitempty` rules, and maps sorted by key as Go's encoder sorts them — so upstream-shaped
-//! payloads re-encode byte for byte.
+//! The twin payloads on MQTT, as upstream's `edge/pkg/devicetwin/dttype` (`types.go`,
+//! `types_helper.go`): the same keys, in the Go structs' field order, with Go's `omitempty`
+//! rules, and maps sorted by key as Go's encoder sorts them — so upstream-shaped payloads
+//! re-encode byte for byte. The shapes the cloud reads too are in [`kubeedge_model::twin`].
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-fn is_zero(n: &i64) -> bool {
-    *n == 0
-}
-
-/// `{"value", "metadata": {"timestamp"}}` of an expected or actual value.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TwinValue {
-    /// The value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    /// When it was set (ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<ValueMetadata>,
-}
-
-/// `{"timestamp": ms}`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ValueMetadata {
-    /// Milliseconds since the epoch.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub timestamp: i64,
-}
-
-/// `{"type": …}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TypeMetadata {
-    /// `string`, `int`, `integer`, `float`, `boolean`, `deleted`…
-    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
-    pub ty: String,
-}
-
-/// `{"cloud": n, "edge": n}`: how many times the cloud and the edge changed a value.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TwinVersion {
-    /// Cloud changes.
-    #[serde(default)]
-    pub cloud: i64,
-    /// Edge changes.
-    #[serde(default)]
-    pub edge: i64,
-}
-
-/// One twin property (upstream `MsgTwin`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MsgTwin {
-    /// The desired value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected: Option<TwinValue>,
-    /// The reported value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actual: Option<TwinValue>,
-    /// Whether it may be deleted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub optional: Option<bool>,
-    /// The value type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<TypeMetadata>,
-    /// Version of the expected value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected_version: Option<TwinVersion>,
-    /// Version of the actual value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actual_version: Option<TwinVersion>,
-}
-
-impl MsgTwin {
-    /// The twin without its versions (what devices see).
-    pub fn without_versions(&self) -> MsgTwin {
-        MsgTwin { expected_version: None, actual_version: None, ..self.clone() }
-    }
-
-    /// Whether its type is `deleted`.
-    pub fn is_deleted(&self) -> bool {
-        self.metadata.as_ref().is_some_and(|m| m.ty == super::TYPE_DELETED)
-    }
-
-    /// `self` with the fields `newer` carries replaced (latest value wins, field by field).
-    pub fn merged_with(&self, newer: &MsgTwin) -> MsgTwin {
-        MsgTwin {
-            expected: newer.expected.clone().or_else(|| self.expected.clone()),
-            actual: newer.actual.clone().or_else(|| self.actual.clone()),
-            optional: newer.optional.or(self.optional),
-            metadata: newer.metadata.clone().or_else(|| self.metadata.clone()),
-            expected_version: newer.expected_version.or(self.expected_version),
-            actual_version: newer.actual_version.or(self.actual_version),
-        }
-    }
-}
+pub use kubeedge_model::twin::{
+    BaseMessage, DeviceCloudMsg, DeviceMsg, DeviceTwinResult, MsgTwin, TwinValue, TwinVersion, Twins, TypeMetadata,
+    ValueMetadata,
+};
 
 /// A device attribute (upstream `MsgAttr`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,9 +25,6 @@ pub struct MsgAttr {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<TypeMetadata>,
 }
-
-/// Twins by name; a `null` entry deletes (in) or reports a deleted twin (out).
-pub type Twins = BTreeMap<String, Option<MsgTwin>>;
 
 /// A device as twin messages carry it (upstream `dttype.Device`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,18 +64,6 @@ pub struct DeviceTwinUpdate {
     /// The twins to change; absent is an error.
     #[serde(default)]
     pub twin: Option<Twins>,
-}
-
-/// `twin/update/result`, `twin/get/result` and the cloud report `twin/edge_updated`
-/// (upstream `DeviceTwinResult`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceTwinResult {
-    /// Event id.
-    pub event_id: String,
-    /// Milliseconds.
-    pub timestamp: i64,
-    /// Twins.
-    pub twin: Twins,
 }
 
 /// `twin/update/delta` (upstream `DeviceTwinDelta`).
@@ -217,17 +118,6 @@ fn is_zero_i32(n: &i32) -> bool {
     *n == 0
 }
 
-/// A request with only the base fields (`twin/get`, `membership/get`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BaseMessage {
-    /// Event id.
-    #[serde(default)]
-    pub event_id: String,
-    /// Milliseconds.
-    #[serde(default)]
-    pub timestamp: i64,
-}
-
 /// Membership update from the cloud, republished on `membership/updated`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembershipUpdate {
@@ -268,40 +158,9 @@ pub struct DeviceUpdate {
     /// The new state.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub state: String,
-    /// Attributes.
+    /// Attributes; a `null` one is removed.
     #[serde(default)]
-    pub attributes: Option<BTreeMap<String, MsgAttr>>,
-}
-
-/// The device part of a state report (upstream `DeviceCloudMsg`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceCloudMsg {
-    /// Id.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub id: String,
-    /// Name.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
-    /// Description.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub description: String,
-    /// State.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub state: String,
-    /// When last online (RFC 3339).
-    #[serde(rename = "lastOnlineTime", default, skip_serializing_if = "String::is_empty")]
-    pub last_online_time: String,
-}
-
-/// `state/update/result` and the cloud report `state/update` (upstream `DeviceMsg`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceMsg {
-    /// Event id.
-    pub event_id: String,
-    /// Milliseconds.
-    pub timestamp: i64,
-    /// The device.
-    pub device: DeviceCloudMsg,
+    pub attributes: Option<BTreeMap<String, Option<MsgAttr>>>,
 }
 
 #[cfg(test)]
@@ -336,6 +195,9 @@ mod tests {
         );
         rt::<MembershipGetResult>(
             r#"{"event_id":"g","timestamp":5,"devices":[{"id":"default/t","name":"t","state":"online","last_online":"2024-01-01T00:00:00Z","attributes":{"a":{"value":"v","optional":true,"metadata":{"type":"string"}}}}]}"#,
+        );
+        rt::<DeviceUpdate>(
+            r#"{"event_id":"u","timestamp":7,"attributes":{"gone":null,"model":{"value":"T-1000","optional":false,"metadata":{"type":"string"}},"serial":{"value":""}}}"#,
         );
         rt::<DeviceMsg>(
             r#"{"event_id":"s","timestamp":6,"device":{"name":"thermo-1","state":"online","lastOnlineTime":"2024-01-01T00:00:00Z"}}"#,
