@@ -200,7 +200,7 @@ modules:
   metaManager:
     enable: true
     metaServer: {enable: true, server: "127.0.0.1:$META_PORT"}
-  deviceTwin: {enable: true}
+  deviceTwin: {enable: true, dmiSockPath: $OUT/edge/}
 YAML
 "$BIN/edgecore" --config "$OUT/edgecore.yaml" 2> "$OUT/edgecore.log" & pids+=($!)
 connected() { curl -fsS "http://$CLOUD_MON/metrics" | grep -q '^KubeEdge_CloudHub_connected_nodes 1'; }

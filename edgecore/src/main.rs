@@ -68,7 +68,8 @@ fn main() -> ExitCode {
                 registry.register(Box::new(module))?;
             }
             if twin_cfg.enable {
-                registry.register(Box::new(DeviceTwinModule::new(store.clone(), node.clone())))?;
+                let socket = edgecore::devicetwin::dmi::socket_path(&twin_cfg.dmi_sock_path);
+                registry.register(Box::new(DeviceTwinModule::new(store.clone(), node.clone()).with_dmi(socket)))?;
             }
             let server = meta.meta_server.enable.then(|| meta.meta_server.clone());
             let node = cfg.modules.edged.hostname_override.clone();

@@ -48,14 +48,17 @@ fn upstream_defaults_refuse_no_module_and_unbuilt_modules_are_refused_by_name() 
     let s = spec();
     let dir = tempfile::tempdir().unwrap();
     let upstream = std::fs::read_to_string(&s.upstream_config).unwrap();
-    // Upstream's file as it is, with only what needs this host changed: the database in the
-    // test's directory, a free monitor port, and the modules that need a peer switched off.
+    // Upstream's file as it is, with only what needs this host changed: the database and the
+    // DMI socket in the test's directory, a free monitor port, and the modules that need a peer
+    // switched off.
     let mut y = kubeedge_testkit::set_yaml_path(
         &upstream,
         &["database", "dataSource"],
         &format!("\"{}\"", dir.path().join("edgecore.db").display()),
     );
     y = kubeedge_testkit::set_yaml_path(&y, &["commonConfig", "monitorServer", "bindAddress"], "127.0.0.1:0");
+    let dmi = format!("\"{}\"", dir.path().display());
+    y = kubeedge_testkit::set_yaml_path(&y, &["modules", "deviceTwin", "dmiSockPath"], &dmi);
     y = kubeedge_testkit::set_yaml_path(&y, &["commonConfig", "shutdownGracePeriod"], "5");
     for module in ["edgeHub", "edged"] {
         y = kubeedge_testkit::set_yaml_path(&y, &["modules", module, "enable"], "false");

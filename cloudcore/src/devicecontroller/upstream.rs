@@ -193,11 +193,8 @@ impl Change {
                 }
             }
             Change::State(u) => {
-                let s = StateChange {
-                    state: u.device.state,
-                    last_online_time: u.device.last_online_time,
-                    at: u.timestamp,
-                };
+                let s =
+                    StateChange { state: u.device.state, last_online_time: u.device.last_online_time, at: u.timestamp };
                 if p.state.as_ref().is_none_or(|m| s.at >= m.at) {
                     p.state = Some(s);
                 }

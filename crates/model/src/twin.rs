@@ -188,7 +188,8 @@ mod tests {
         assert_eq!(parsed.device.state, "online");
         assert_eq!(serde_json::to_string(&parsed).unwrap(), state);
         // Go's untagged field name, as an upstream cloud-side encoder writes it.
-        let go: DeviceMsg = serde_json::from_str(r#"{"event_id":"","timestamp":0,"Device":{"state":"offline"}}"#).unwrap();
+        let go: DeviceMsg =
+            serde_json::from_str(r#"{"event_id":"","timestamp":0,"Device":{"state":"offline"}}"#).unwrap();
         assert_eq!(go.device.state, "offline");
     }
 

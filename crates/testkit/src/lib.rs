@@ -371,6 +371,8 @@ pub mod daemon {
                 &["database", "dataSource"],
                 &format!("\"{}\"", dir.join("edgecore.db").display()),
             );
+            // DeviceTwin serves DMI: in the test's folder, never the host's /etc/kubeedge.
+            yaml = set_yaml_path(&yaml, &["modules", "deviceTwin", "dmiSockPath"], &format!("\"{}\"", dir.display()));
         }
         let path = dir.join(format!("{name}.yaml"));
         std::fs::write(&path, yaml).expect("write config");
@@ -610,6 +612,8 @@ pub mod link {
             (&["modules", "edgeHub", "tlsCertFile"], quoted(&cert)),
             (&["modules", "edgeHub", "tlsPrivateKeyFile"], quoted(&key)),
             (&["database", "dataSource"], quoted(&dir.join("edge/edgecore.db"))),
+            // DeviceTwin serves DMI: in the test's folder, never the host's /etc/kubeedge.
+            (&["modules", "deviceTwin", "dmiSockPath"], quoted(&dir.join("edge"))),
         ];
         settings.extend(extra.iter().cloned());
         write(bin, dir, "edgecore.yaml", &settings)

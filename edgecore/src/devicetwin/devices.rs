@@ -3,54 +3,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kubeedge_model::constants::operation;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kubeedge_apis::devices::v1beta1 as crd;
+use kubeedge_model::constants::{operation, resource_type};
 use kubeedge_model::{Message, ResourcePath, now_millis};
-use serde::Deserialize;
 use tracing::{debug, info, warn};
 
+use super::dmi::Change;
 use super::rules::{desired_of, validate_value};
 use super::store::{self, AttrRow, DeviceState};
 use super::types::*;
 use super::{DEVICE_PREFIX, DeviceTwinModule, NODE_PREFIX, json, rfc3339_now, uuid};
-
-/// The device JSON fields DeviceTwin reads (v1beta1 `Device`).
-#[derive(Deserialize, Default)]
-struct DeviceObject {
-    #[serde(default)]
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: DeviceSpec,
-}
-
-#[derive(Deserialize, Default)]
-struct ObjectMeta {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize, Default)]
-struct DeviceSpec {
-    #[serde(default)]
-    properties: Vec<DeviceProperty>,
-}
-
-#[derive(Deserialize, Default)]
-struct DeviceProperty {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    desired: Option<Desired>,
-}
-
-#[derive(Deserialize, Default)]
-struct Desired {
-    #[serde(default)]
-    value: String,
-    #[serde(default)]
-    metadata: BTreeMap<String, String>,
-}
 
 impl DeviceTwinModule {
     /// `state/update` (upstream `dealDeviceStateUpdate`).
@@ -274,32 +237,47 @@ impl DeviceTwinModule {
         self.commit(ops, Vec::new(), vec![(format!("{DEVICE_PREFIX}{id}/updated"), json(&update))]);
     }
 
-    /// A device or device model object stored by MetaManager.
+    /// A device or device model object stored by MetaManager: devices to the twin, both to
+    /// the mappers over DMI.
     pub(super) fn object(&mut self, msg: &Message) {
         let Ok(path) = ResourcePath::parse(&msg.router.resource) else { return };
-        if path.resource_type != kubeedge_model::constants::resource_type::DEVICE {
-            debug!(resource = %msg.router.resource, "Device model noted (used by mappers over DMI).");
+        let Some(name) = path.name.clone() else { return };
+        let change = match msg.router.operation.as_str() {
+            operation::INSERT => Change::Insert,
+            operation::DELETE => Change::Delete,
+            _ => Change::Update,
+        };
+        let meta =
+            ObjectMeta { name: Some(name.clone()), namespace: Some(path.namespace.clone()), ..Default::default() };
+        let id = format!("{}/{name}", path.namespace);
+        if path.resource_type == resource_type::DEVICE_MODEL {
+            let model = match msg.content.decode::<crd::DeviceModel>() {
+                Ok(m) => m,
+                Err(_) if change == Change::Delete => crd::DeviceModel { metadata: meta, ..Default::default() },
+                Err(e) => return warn!(model = %id, error = %e, "Dropped an undecodable DeviceModel."),
+            };
+            self.dmi.model(change, model);
             return;
         }
-        let Some(name) = path.name.clone() else { return };
-        let id = format!("{}/{name}", path.namespace);
-        if msg.router.operation == operation::DELETE {
+        if path.resource_type != resource_type::DEVICE {
+            return;
+        }
+        let obj = match msg.content.decode::<crd::Device>() {
+            Ok(o) => o,
+            Err(_) if change == Change::Delete => crd::Device { metadata: meta, ..Default::default() },
+            Err(e) => return warn!(device = %id, error = %e, "Dropped an undecodable Device."),
+        };
+        if change == Change::Delete {
+            self.dmi.device(Change::Delete, obj);
             self.remove_device(Device { id, name, ..Device::default() });
             return;
         }
-        let obj: DeviceObject = match msg.content.decode() {
-            Ok(o) => o,
-            Err(e) => {
-                warn!(device = %id, error = %e, "Dropped an undecodable Device.");
-                return;
-            }
-        };
         let desired: BTreeMap<String, (String, String)> = obj
             .spec
             .properties
             .iter()
             .filter_map(|p| {
-                let d = p.desired.as_ref()?;
+                let d = &p.desired;
                 if p.name.is_empty() || d.value.is_empty() {
                     return None;
                 }
@@ -309,8 +287,8 @@ impl DeviceTwinModule {
             })
             .collect();
         if !self.devices.contains_key(&id) {
-            let name = if obj.metadata.name.is_empty() { name } else { obj.metadata.name.clone() };
-            let description = obj.metadata.labels.get("description").cloned().unwrap_or_default();
+            let description =
+                obj.metadata.labels.as_ref().and_then(|l| l.get("description")).cloned().unwrap_or_default();
             self.add_device(Device { id: id.clone(), name, description, ..Device::default() });
         }
         // A property gone from the Device takes the desired value the cloud gave its twin with
@@ -326,6 +304,7 @@ impl DeviceTwinModule {
             .collect();
         self.remove_desired(&id, &gone);
         self.apply_desired(&id, "", &desired);
+        self.dmi.device(change, obj);
     }
 }
 

@@ -29,6 +29,7 @@
 //! order. A failed commit reads the tables back and answers the batch's twin updates with 500.
 
 mod devices;
+pub mod dmi;
 mod outbox;
 mod rules;
 pub mod store;
@@ -36,14 +37,17 @@ mod twins;
 pub mod types;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
 use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError};
+use kubeedge_dmi::v1beta1::device_manager_service_server::DeviceManagerServiceServer;
 use kubeedge_metastore::{Op, Store};
 use kubeedge_model::constants::{group, module, operation};
 use kubeedge_model::protocol::edge;
 use kubeedge_model::{Content, Message, now_millis};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use outbox::{Outbox, Report};
@@ -99,12 +103,50 @@ pub struct DeviceTwinModule {
     devices: HashMap<String, DeviceState>,
     outbox: Outbox,
     batch: Batch,
+    dmi: dmi::Dmi,
+    /// edgecore's DMI socket, and its listener once bound.
+    dmi_socket: Option<PathBuf>,
+    dmi_listener: Option<tokio::net::UnixListener>,
 }
 
 impl DeviceTwinModule {
     /// A module for `node` over `store` (opened with the DeviceTwin tables).
     pub fn new(store: Store, node: String) -> Self {
-        Self { store, node, devices: HashMap::new(), outbox: Outbox::default(), batch: Batch::default() }
+        Self {
+            store,
+            node,
+            devices: HashMap::new(),
+            outbox: Outbox::default(),
+            batch: Batch::default(),
+            dmi: dmi::Dmi::default(),
+            dmi_socket: None,
+            dmi_listener: None,
+        }
+    }
+
+    /// Serves DMI on `socket` (see [`dmi::socket_path`]).
+    pub fn with_dmi(mut self, socket: PathBuf) -> Self {
+        self.dmi_socket = Some(socket);
+        self
+    }
+
+    async fn bind_dmi(&self) -> Result<Option<tokio::net::UnixListener>, ModuleError> {
+        let Some(path) = &self.dmi_socket else { return Ok(None) };
+        let listener = kubeedge_dmi::bind_unix(path)
+            .await
+            .map_err(|e| format!("modules.deviceTwin.dmiSockPath: cannot serve DMI on {}: {e}", path.display()))?;
+        info!(socket = %path.display(), "DMI is served.");
+        Ok(Some(listener))
+    }
+
+    /// Answers a mapper's registration once its row is stored.
+    async fn registered(&mut self, reg: dmi::Registration) {
+        let (op, answer) = self.dmi.register(&reg.mapper, reg.with_data);
+        let result = match self.store.apply(vec![op]).await {
+            Ok(()) => Ok(answer),
+            Err(e) => Err(tonic::Status::internal(format!("fail to save mapper {}: {e}", reg.mapper.name))),
+        };
+        let _ = reg.reply.send(result);
     }
 
     async fn load(&mut self) -> Result<(), ModuleError> {
@@ -291,13 +333,41 @@ impl Module for DeviceTwinModule {
         group::TWIN
     }
 
+    fn prepare(&mut self) -> BoxFuture<'_, Result<(), ModuleError>> {
+        Box::pin(async move {
+            self.dmi_listener = self.bind_dmi().await?;
+            Ok(())
+        })
+    }
+
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
         Box::pin(async move {
             self.load().await?;
+            self.dmi.load(&self.store).await?;
             let bus = ctx.bus.clone();
+            // DMI: the server hands registrations here; calls to mappers report back on `done`.
+            let (reg_tx, mut registrations) = mpsc::channel(16);
+            let (done_tx, mut done) = mpsc::channel(64);
+            let listener = match self.dmi_listener.take() {
+                Some(l) => Some(l),
+                None => self.bind_dmi().await?,
+            };
+            if let Some(listener) = listener {
+                let svc = DeviceManagerServiceServer::new(dmi::server::Server::new(bus.clone(), reg_tx))
+                    .max_decoding_message_size(dmi::MAX_MESSAGE);
+                let router = tonic::transport::Server::builder().add_service(svc);
+                let stop = ctx.shutdown().clone();
+                ctx.spawn(async move {
+                    if let Err(e) = kubeedge_dmi::serve_unix(router, listener, stop.cancelled_owned()).await {
+                        warn!(error = %e, "The DMI server stopped.");
+                    }
+                });
+            }
+            self.dmi.start(ctx.spawner(), done_tx);
             let mut tick = tokio::time::interval(FLUSH_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                let retry = self.dmi.next_retry();
                 tokio::select! {
                     msg = ctx.recv() => {
                         let Some(msg) = msg else { return Ok(()) };
@@ -310,9 +380,17 @@ impl Module for DeviceTwinModule {
                         self.finish(&bus).await;
                     }
                     _ = tick.tick() => self.flush(&bus).await,
+                    Some(reg) = registrations.recv() => self.registered(reg).await,
+                    Some(d) = done.recv() => self.dmi.done(d),
+                    () = sleep_until_opt(retry), if retry.is_some() => self.dmi.retry_due(),
                 }
             }
         })
     }
 }
 
+async fn sleep_until_opt(at: Option<std::time::Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
+}

@@ -237,4 +237,3 @@ mod tests {
         assert!(validate_value("double", "1").is_err());
     }
 }
-

@@ -128,12 +128,7 @@ impl DeviceTwinModule {
     /// Expected values from the cloud (`twin/cloud_updated`, the membership's twins, a Device's
     /// desired values): the twins' expected values and cloud versions; document and delta on
     /// MQTT. Nothing is reported back.
-    pub(super) fn apply_desired(
-        &mut self,
-        id: &str,
-        event_id: &str,
-        desired: &BTreeMap<String, (String, String)>,
-    ) {
+    pub(super) fn apply_desired(&mut self, id: &str, event_id: &str, desired: &BTreeMap<String, (String, String)>) {
         let Some(mut dev) = self.devices.get(id).cloned() else { return };
         let now = now_millis();
         let mut ops = Vec::new();

@@ -29,8 +29,10 @@
 //!   (backpressure on the broker), then drops the message and counts it.
 //! - MQTT → cloud (upload): handed to EdgeHub without waiting; dropped and counted when its
 //!   inbox is full (the cloud link is down or slow).
-//! - → MQTT (publish): each client's request queue ([`mqtt::CLIENT_QUEUE`]); full (the broker
-//!   is away) ⇒ dropped and counted.
+//! - → MQTT (publish): each client's request queue ([`mqtt::CLIENT_QUEUE`]); full while the
+//!   client is connected (a burst) ⇒ waits up to [`PUBLISH_WAIT`] (backpressure onto EventBus's
+//!   inbox and DeviceTwin), then dropped and counted; full while it is not (the broker is away)
+//!   ⇒ dropped and counted at once.
 //!
 //! - Embedded broker → a subscriber: that connection's queue (`mqttSessionQueueSize`); full ⇒
 //!   dropped for that subscriber and counted (see [`broker`]).
@@ -44,7 +46,7 @@ pub mod mqtt;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -70,6 +72,8 @@ pub const SUB_TOPICS: [&str; 6] = [
     "+/user/#",
 ];
 
+/// How long a publish waits for room in a connected client's queue before it is dropped.
+pub const PUBLISH_WAIT: Duration = Duration::from_secs(1);
 /// How long a message from MQTT waits for room in the twin's inbox before it is dropped.
 pub const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 
@@ -177,6 +181,8 @@ struct Publisher {
     client: AsyncClient,
     qos: QoS,
     retain: bool,
+    /// Whether the client holds a connection (set by its connection task).
+    connected: Arc<AtomicBool>,
 }
 
 /// A broker EventBus connects to, and how it publishes there.
@@ -394,10 +400,10 @@ impl Module for EventBusModule {
                 });
                 let publ = ClientConfig { client_id: self.ids.1.clone(), ..base };
                 let (client, eventloop) = mqtt::client(&publ);
-                publishers.push(Publisher { client: client.clone(), qos, retain });
+                let connected = Arc::new(AtomicBool::new(false));
+                publishers.push(Publisher { client: client.clone(), qos, retain, connected: connected.clone() });
                 let stop_pub = stop.clone();
                 ctx.spawn(async move {
-                    let connected = Arc::new(AtomicBool::new(false));
                     mqtt::run_client(publ, client, eventloop, connected, stop_pub, |_| {}, |_, _| async {}).await;
                 });
             }
@@ -446,7 +452,7 @@ impl EventBusModule {
             }
             operation::PUBLISH => {
                 let payload = msg.content.data().into_owned();
-                self.publish(&topic, payload, shared, publishers);
+                self.publish(&topic, payload, shared, publishers).await;
             }
             operation::MESSAGE => {
                 let body: serde_json::Value = msg.content.decode().unwrap_or_default();
@@ -459,7 +465,7 @@ impl EventBusModule {
                     return;
                 };
                 let payload = serde_json::to_vec(message).unwrap_or_default();
-                self.publish(t, payload, shared, publishers);
+                self.publish(t, payload, shared, publishers).await;
             }
             operation::GET_RESULT => {
                 if topic != "auth_info" {
@@ -468,24 +474,35 @@ impl EventBusModule {
                 }
                 let t = format!("$hw/events/node/{}/authInfo/get/result", self.node);
                 let payload = msg.content.raw().as_bytes().to_vec();
-                self.publish(&t, payload, shared, publishers);
+                self.publish(&t, payload, shared, publishers).await;
             }
             other => debug!(operation = other, resource = %topic, "EventBus ignored a message."),
         }
     }
 
-    fn publish(&self, topic: &str, payload: Vec<u8>, shared: &Shared, publishers: &[Publisher]) {
+    /// Publishes on every broker. A client whose queue is full while it is connected (a burst
+    /// faster than the broker takes it) is waited for up to [`PUBLISH_WAIT`]; one that is not
+    /// connected drops the message at once (counted), so a broker that is away never stalls
+    /// EventBus or DeviceTwin.
+    async fn publish(&self, topic: &str, payload: Vec<u8>, shared: &Shared, publishers: &[Publisher]) {
         if topic.is_empty() || topic.contains(['+', '#']) {
             warn!(%topic, "Not a topic to publish on; dropped.");
             return;
         }
         for p in publishers {
-            match p.client.try_publish(topic, p.qos, p.retain, payload.clone()) {
-                Ok(()) => shared.metrics.messages.with_label_values(&["out"]).inc(),
-                Err(e) => {
-                    shared.metrics.drop("publish");
-                    debug!(%topic, error = %e, "The MQTT client's queue is full; dropped a publish.");
+            let sent = match p.client.try_publish(topic, p.qos, p.retain, payload.clone()) {
+                Ok(()) => true,
+                Err(_) if p.connected.load(Ordering::Relaxed) => {
+                    let wait = p.client.publish(topic, p.qos, p.retain, payload.clone());
+                    matches!(tokio::time::timeout(PUBLISH_WAIT, wait).await, Ok(Ok(())))
                 }
+                Err(_) => false,
+            };
+            if sent {
+                shared.metrics.messages.with_label_values(&["out"]).inc();
+            } else {
+                shared.metrics.drop("publish");
+                debug!(%topic, "The MQTT client's queue is full; dropped a publish.");
             }
         }
     }
