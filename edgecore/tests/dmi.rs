@@ -49,6 +49,7 @@ impl DeviceMapperService for TestMapper {
     ) -> Result<Response<pb::RegisterDeviceResponse>, Status> {
         let d = r.into_inner().device.unwrap_or_default();
         if d.name == "broken" {
+            self.calls.lock().push(format!("Refused {}", d.id()));
             return Err(Status::invalid_argument("bad visitor config"));
         }
         self.calls.lock().push(format!("RegisterDevice {}", describe(&d)));
@@ -169,6 +170,9 @@ async fn mappers_register_report_and_follow_devices() {
 
     // The cloud sends the model and two devices before any mapper exists: they wait.
     cloud.send("devicecontroller", "resource", "default/devicemodel/thermometer", "insert", model());
+    let mut hygrometer = model();
+    hygrometer["metadata"]["name"] = json!("hygrometer");
+    cloud.send("devicecontroller", "resource", "default/devicemodel/hygrometer", "insert", hygrometer);
     cloud.send(
         "devicecontroller",
         "resource",
@@ -194,8 +198,9 @@ async fn mappers_register_report_and_follow_devices() {
     let mut devices: Vec<String> = answer.device_list.iter().map(describe).collect();
     devices.sort();
     assert_eq!(devices, ["default/thermo-1 offset=2 desired=20", "default/thermo-2 offset=0 desired="]);
-    assert_eq!(answer.model_list.iter().map(pb::DeviceModel::id).collect::<Vec<_>>(), ["default/thermometer"]);
-    assert!(calls.lock().is_empty(), "nothing is sent twice: {:?}", calls.lock());
+    // Every model of its protocol, also one no device uses yet.
+    let models: Vec<String> = answer.model_list.iter().map(pb::DeviceModel::id).collect();
+    assert_eq!(models, ["default/hygrometer", "default/thermometer"]);
 
     // A spec change goes to the mapper; a change of nothing but metadata does not.
     cloud.send(
@@ -260,24 +265,48 @@ async fn mappers_register_report_and_follow_devices() {
     cloud.send("devicecontroller", "resource", "default/device/broken", "insert", device("broken", 8, "", Some(1)));
     edge.wait_for_line("The mapper refused the call");
 
-    // The mapper goes down: a removal and an update wait, and arrive once it is back, without
-    // it registering again.
+    // The mapper goes down: what changes meanwhile waits and arrives once it is back, without
+    // it registering again, merged per device: thermo-2 deleted and created again replaces the
+    // mapper's copy (an update: a registration of a device it has would be ignored), thermo-3
+    // created and deleted again is never sent at all.
     stop.cancel();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    cloud.send("devicecontroller", "resource", "default/device/thermo-2", "delete", device("thermo-2", 9, "", None));
-    cloud.send(
-        "devicecontroller",
-        "resource",
-        "default/device/thermo-1",
-        "update",
-        device("thermo-1", 10, "30", Some(2)),
-    );
+    let t1 = device("thermo-1", 9, "30", Some(2));
+    cloud.send("devicecontroller", "resource", "default/device/thermo-1", "update", t1);
     edge.wait_for_line("The mapper is unreachable; the call waits.");
+    for (name, op, rv, desired) in [
+        ("thermo-2", "delete", 10, ""),
+        ("thermo-2", "insert", 11, "5"),
+        ("thermo-3", "insert", 12, ""),
+        ("thermo-3", "delete", 13, ""),
+    ] {
+        cloud.send(
+            "devicecontroller",
+            "resource",
+            &format!("default/device/{name}"),
+            op,
+            device(name, rv, desired, None),
+        );
+    }
+    let acked = |m: &Message| m.router.operation == "response" && m.router.resource == "default/device/thermo-3";
+    cloud.wait_for("the last change stored", acked).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     stop = serve_mapper(&socket, calls.clone()).await;
-    wait_call(&calls, "RemoveDevice default/thermo-2").await;
     wait_call(&calls, "UpdateDevice default/thermo-1 offset=2 desired=30").await;
-    let updates = calls.lock().iter().filter(|c| c.starts_with("UpdateDevice default/thermo-1")).count();
-    assert_eq!(updates, 2, "the metadata-only update was not sent: {:?}", calls.lock());
+    wait_call(&calls, "UpdateDevice default/thermo-2 offset=0 desired=5").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    {
+        let seen = calls.lock();
+        let updates = seen.iter().filter(|c| c.starts_with("UpdateDevice default/thermo-1")).count();
+        assert_eq!(updates, 2, "the metadata-only update was not sent: {seen:?}");
+        assert!(!seen.iter().any(|c| c.contains("thermo-3")), "thermo-3 came and went unseen: {seen:?}");
+        assert!(!seen.iter().any(|c| c.starts_with("RemoveDevice default/thermo-2")), "{seen:?}");
+        // What the registration answered was never sent again.
+        let again = |c: &&String| c.starts_with("RegisterDevice default/thermo") || c.starts_with("CreateDeviceModel");
+        assert!(!seen.iter().any(|c| again(&c)), "{seen:?}");
+        // The refused device was not retried.
+        assert_eq!(seen.iter().filter(|c| c.contains("broken")).count(), 1, "{seen:?}");
+    }
 
     // edgecore is killed: it comes back with the mapper and the devices from its database.
     edge.signal("KILL");
@@ -299,7 +328,8 @@ async fn mappers_register_report_and_follow_devices() {
         .into_inner();
     let devices: Vec<String> = answer.device_list.iter().map(describe).collect();
     assert!(devices.contains(&"default/thermo-1 offset=3 desired=35".to_owned()), "{devices:?}");
-    assert!(!devices.iter().any(|d| d.contains("thermo-2")), "thermo-2 was removed: {devices:?}");
+    assert!(devices.contains(&"default/thermo-2 offset=0 desired=5".to_owned()), "{devices:?}");
+    assert!(!devices.iter().any(|d| d.contains("thermo-3")), "{devices:?}");
     stop.cancel();
     edge.signal("TERM");
     assert!(edge.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", edge.log());

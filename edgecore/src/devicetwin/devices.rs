@@ -302,7 +302,21 @@ impl DeviceTwinModule {
             })
             .map(|(k, _)| k.clone())
             .collect();
-        self.remove_desired(&id, &gone);
+        self.remove_desired(&id, &gone, true);
+        // A property still listed whose desired value was cleared takes it back too.
+        let cleared: Vec<String> = obj
+            .spec
+            .properties
+            .iter()
+            .filter(|p| p.desired.value.is_empty())
+            .filter(|p| {
+                self.devices[&id].twins.get(&p.name).is_some_and(|t| {
+                    !t.is_deleted() && t.expected.is_some() && t.expected_version.is_some_and(|v| v.cloud > 0)
+                })
+            })
+            .map(|p| p.name.clone())
+            .collect();
+        self.remove_desired(&id, &cleared, false);
         self.apply_desired(&id, "", &desired);
         self.dmi.device(change, obj);
     }

@@ -75,6 +75,14 @@ fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 
 /// What to publish after a commit.
 type Publications = Vec<(String, Vec<u8>)>;
+/// How long a batch's publications may wait for room in EventBus's inbox, all together (a
+/// broker that is slow or half-open must not stall the twin: after it, what finds no room is
+/// dropped).
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(2);
+/// Registrations waiting for DeviceTwin's task.
+const REGISTRATIONS_QUEUE: usize = 16;
+/// Results of calls to mappers (one in flight per protocol).
+const CALL_RESULTS_QUEUE: usize = 64;
 /// Messages taken from the inbox into one batch (one transaction) at most.
 pub const BATCH_MAX: usize = 256;
 
@@ -94,6 +102,7 @@ enum Publish {
 struct Batch {
     ops: Vec<Op>,
     pubs: Vec<(Publish, String, Vec<u8>)>,
+    messages: Vec<Message>,
 }
 
 /// DeviceTwin as a bus module.
@@ -139,14 +148,20 @@ impl DeviceTwinModule {
         Ok(Some(listener))
     }
 
-    /// Answers a mapper's registration once its row is stored.
+    /// Answers a mapper's registration once its row is stored (nothing changes if it cannot
+    /// be).
     async fn registered(&mut self, reg: dmi::Registration) {
-        let (op, answer) = self.dmi.register(&reg.mapper, reg.with_data);
-        let result = match self.store.apply(vec![op]).await {
-            Ok(()) => Ok(answer),
+        let answer = self.dmi.answer(&reg.mapper, reg.with_data);
+        let result = match self.store.apply(vec![dmi::store_op(&reg.mapper)]).await {
+            Ok(()) => {
+                self.dmi.registered(&reg.mapper, reg.with_data);
+                Ok(answer)
+            }
             Err(e) => Err(tonic::Status::internal(format!("fail to save mapper {}: {e}", reg.mapper.name))),
         };
-        let _ = reg.reply.send(result);
+        if reg.reply.send(result).is_err() {
+            warn!(mapper = %reg.mapper.name, "The mapper gave up waiting for its registration's answer.");
+        }
     }
 
     async fn load(&mut self) -> Result<(), ModuleError> {
@@ -194,35 +209,47 @@ impl DeviceTwinModule {
         self.batch.pubs.push((Publish::Always, topic, payload));
     }
 
-    /// Commits the batch in one transaction, then publishes what it holds, in order. On
-    /// failure the devices and the outbox are read back from the database and only the
-    /// failure results go out.
+    /// Commits the batch in one transaction, then publishes what it holds, in order. If the
+    /// commit fails, the devices and the outbox are read back from the database and the
+    /// batch's messages are handled again one transaction each, so one bad message costs only
+    /// itself (its failure results go out, nothing else of it).
     async fn finish(&mut self, bus: &Bus) {
         let batch = std::mem::take(&mut self.batch);
-        let committed = if batch.ops.is_empty() {
-            true
-        } else {
-            match self.store.apply(batch.ops).await {
-                Ok(()) => true,
-                Err(e) => {
-                    warn!(error = %e, "Writing the device tables failed; the batch is dropped.");
-                    if let Err(e) = self.load().await {
-                        warn!(error = %e, "Reading the device tables back failed.");
-                    }
-                    false
+        let committed = self.commit_ops(batch.ops).await;
+        if committed || batch.messages.len() <= 1 {
+            publish_all(bus, batch.pubs, committed).await;
+            return;
+        }
+        warn!(messages = batch.messages.len(), "The batch is handled again one message at a time.");
+        for msg in batch.messages {
+            self.handle(msg);
+            let one = std::mem::take(&mut self.batch);
+            let ok = self.commit_ops(one.ops).await;
+            publish_all(bus, one.pubs, ok).await;
+        }
+    }
+
+    /// Applies `ops` in one transaction; on failure reads the devices and the outbox back.
+    async fn commit_ops(&mut self, ops: Vec<Op>) -> bool {
+        if ops.is_empty() {
+            return true;
+        }
+        match self.store.apply(ops).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "Writing the device tables failed; the change is dropped.");
+                if let Err(e) = self.load().await {
+                    warn!(error = %e, "Reading the device tables back failed.");
                 }
-            }
-        };
-        for (when, topic, payload) in batch.pubs {
-            let go = match when {
-                Publish::Always => true,
-                Publish::Committed => committed,
-                Publish::Failed => !committed,
-            };
-            if go {
-                publish(bus, topic, payload).await;
+                false
             }
         }
+    }
+
+    /// Takes `msg` into the batch (kept until the batch commits).
+    fn take_in(&mut self, msg: Message) {
+        self.batch.messages.push(msg.clone());
+        self.handle(msg);
     }
 
     fn handle(&mut self, msg: Message) {
@@ -313,15 +340,40 @@ fn rfc3339_now() -> String {
     kubeedge_kube_serve::time::format_system(std::time::SystemTime::now())
 }
 
-/// Hands a payload to EventBus for MQTT (upstream `SendToEdge`).
-async fn publish(bus: &Bus, topic: String, payload: Vec<u8>) {
-    let content = Content::string(&String::from_utf8_lossy(&payload));
-    let msg = Message::build(module::TWIN, group::BUS, topic, operation::PUBLISH, content);
+/// Publishes a batch's publications in order: those for `committed` (or for a failure),
+/// and the ones that go in any case.
+async fn publish_all(bus: &Bus, pubs: Vec<(Publish, String, Vec<u8>)>, committed: bool) {
     if !bus.has_module(module::EVENTBUS) {
-        debug!(resource = %msg.router.resource, "No EventBus to publish on.");
+        debug!(publications = pubs.len(), "No EventBus to publish on.");
         return;
     }
-    let _ = bus.send(module::EVENTBUS, msg).await;
+    let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
+    let mut dropped = 0usize;
+    for (when, topic, payload) in pubs {
+        let go = match when {
+            Publish::Always => true,
+            Publish::Committed => committed,
+            Publish::Failed => !committed,
+        };
+        if go && !publish(bus, topic, payload, deadline).await {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        warn!(dropped, "EventBus took no more publications of this batch in time; dropped.");
+    }
+}
+
+/// Hands a payload to EventBus for MQTT (upstream `SendToEdge`), waiting for room until
+/// `deadline` and not at all after it.
+async fn publish(bus: &Bus, topic: String, payload: Vec<u8>, deadline: tokio::time::Instant) -> bool {
+    let content = Content::string(&String::from_utf8_lossy(&payload));
+    let msg = Message::build(module::TWIN, group::BUS, topic, operation::PUBLISH, content);
+    if tokio::time::Instant::now() < deadline {
+        matches!(tokio::time::timeout_at(deadline, bus.send(module::EVENTBUS, msg)).await, Ok(Ok(_)))
+    } else {
+        bus.try_send(module::EVENTBUS, msg).is_ok()
+    }
 }
 
 impl Module for DeviceTwinModule {
@@ -345,9 +397,13 @@ impl Module for DeviceTwinModule {
             self.load().await?;
             self.dmi.load(&self.store).await?;
             let bus = ctx.bus.clone();
+            // This run's tasks (the DMI server, calls to mappers) stop with it, also when it
+            // fails and the supervisor runs it again.
+            let stop = ctx.shutdown().child_token();
+            let _stop_on_exit = stop.clone().drop_guard();
             // DMI: the server hands registrations here; calls to mappers report back on `done`.
-            let (reg_tx, mut registrations) = mpsc::channel(16);
-            let (done_tx, mut done) = mpsc::channel(64);
+            let (reg_tx, mut registrations) = mpsc::channel(REGISTRATIONS_QUEUE);
+            let (done_tx, mut done) = mpsc::channel(CALL_RESULTS_QUEUE);
             let listener = match self.dmi_listener.take() {
                 Some(l) => Some(l),
                 None => self.bind_dmi().await?,
@@ -356,33 +412,37 @@ impl Module for DeviceTwinModule {
                 let svc = DeviceManagerServiceServer::new(dmi::server::Server::new(bus.clone(), reg_tx))
                     .max_decoding_message_size(dmi::MAX_MESSAGE);
                 let router = tonic::transport::Server::builder().add_service(svc);
-                let stop = ctx.shutdown().clone();
+                let stop = stop.clone();
                 ctx.spawn(async move {
                     if let Err(e) = kubeedge_dmi::serve_unix(router, listener, stop.cancelled_owned()).await {
                         warn!(error = %e, "The DMI server stopped.");
                     }
                 });
             }
-            self.dmi.start(ctx.spawner(), done_tx);
+            self.dmi.start(ctx.spawner(), done_tx, stop.clone());
             let mut tick = tokio::time::interval(FLUSH_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let retry = self.dmi.next_retry();
                 tokio::select! {
+                    // In this order: the rare branches first (a registering mapper waits at most
+                    // a second, mapper-framework's deadline), the busy inbox last, so a flood of
+                    // messages never starves the flush or the DMI calls.
+                    biased;
+                    Some(reg) = registrations.recv() => self.registered(reg).await,
+                    Some(d) = done.recv() => self.dmi.done(d),
+                    _ = tick.tick() => self.flush(&bus).await,
+                    () = sleep_until_opt(retry), if retry.is_some() => self.dmi.retry_due(),
                     msg = ctx.recv() => {
                         let Some(msg) = msg else { return Ok(()) };
                         // Whatever else is already queued joins the same transaction.
-                        self.handle(msg);
+                        self.take_in(msg);
                         for _ in 1..BATCH_MAX {
                             let Some(msg) = ctx.try_recv() else { break };
-                            self.handle(msg);
+                            self.take_in(msg);
                         }
                         self.finish(&bus).await;
                     }
-                    _ = tick.tick() => self.flush(&bus).await,
-                    Some(reg) = registrations.recv() => self.registered(reg).await,
-                    Some(d) = done.recv() => self.dmi.done(d),
-                    () = sleep_until_opt(retry), if retry.is_some() => self.dmi.retry_due(),
                 }
             }
         })

@@ -178,11 +178,12 @@ impl DeviceTwinModule {
         self.commit(ops, Vec::new(), pubs);
     }
 
-    /// Twins the cloud no longer lists (their property left the Device): marked `deleted`
-    /// with their expected value cleared and the cloud version bumped, as upstream's cloud-side
-    /// `dealTwinDelete`; the document (and the delta, if any remains) on MQTT. Nothing is
-    /// reported back.
-    pub(super) fn remove_desired(&mut self, id: &str, names: &[String]) {
+    /// Desired values the cloud took back: a twin whose property left the Device is marked
+    /// `deleted` (`delete`), one whose property no longer has a desired value keeps its reported
+    /// value; either way the expected value is cleared and the cloud version bumped, as
+    /// upstream's cloud-side `dealTwinDelete`; the document (and the delta, if any remains) on
+    /// MQTT. Nothing is reported back.
+    pub(super) fn remove_desired(&mut self, id: &str, names: &[String], delete: bool) {
         let Some(mut dev) = self.devices.get(id).cloned() else { return };
         let mut ops = Vec::new();
         let mut docs = BTreeMap::new();
@@ -194,9 +195,12 @@ impl DeviceTwinModule {
             row.expected = None;
             row.expected_meta = None;
             row.expected_version = Some(v);
-            row.attr_type = TYPE_DELETED.into();
+            if delete {
+                row.attr_type = TYPE_DELETED.into();
+            }
             ops.push(store::update_twin(id, key, &row));
-            docs.insert(key.clone(), TwinDoc { last: Some(old.to_msg().without_versions()), current: None });
+            let current = (!delete).then(|| row.to_msg().without_versions());
+            docs.insert(key.clone(), TwinDoc { last: Some(old.to_msg().without_versions()), current });
             dev.twins.insert(key.clone(), row);
         }
         if ops.is_empty() {

@@ -73,7 +73,7 @@ pub const SUB_TOPICS: [&str; 6] = [
 ];
 
 /// How long a publish waits for room in a connected client's queue before it is dropped.
-pub const PUBLISH_WAIT: Duration = Duration::from_secs(1);
+pub const PUBLISH_WAIT: Duration = Duration::from_millis(250);
 /// How long a message from MQTT waits for room in the twin's inbox before it is dropped.
 pub const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 

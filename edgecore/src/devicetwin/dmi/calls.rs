@@ -65,14 +65,23 @@ impl Call {
         }
     }
 
-    /// `self` (older) followed by `newer` for the same object, as one call.
-    fn then(self, newer: Call) -> Call {
-        match (self, newer) {
-            // The mapper does not have it yet: it gets the newest spec as a registration.
-            (Call::RegisterDevice(_), Call::UpdateDevice(d)) => Call::RegisterDevice(d),
-            (Call::CreateModel(_), Call::UpdateModel(m)) => Call::CreateModel(m),
+    /// `self` (older, not delivered) followed by `newer` for the same object, as one call, or
+    /// none when they cancel out. A registration not delivered means the mapper lacks the
+    /// object; a removal not delivered means it still has it (mapper-framework's
+    /// `RegisterDevice` ignores a device it has, while `UpdateDevice` adds or replaces).
+    fn then(self, newer: Call) -> Option<Call> {
+        Some(match (self, newer) {
+            // The mapper does not have it: it gets the newest spec as a registration, or nothing.
+            (Call::RegisterDevice(_), Call::UpdateDevice(d) | Call::RegisterDevice(d)) => Call::RegisterDevice(d),
+            (Call::CreateModel(_), Call::UpdateModel(m) | Call::CreateModel(m)) => Call::CreateModel(m),
+            (Call::RegisterDevice(_), Call::RemoveDevice { .. }) | (Call::CreateModel(_), Call::RemoveModel { .. }) => {
+                return None;
+            }
+            // The mapper has it: a registration would be ignored, so the newest spec replaces it.
+            (Call::UpdateDevice(_) | Call::RemoveDevice { .. }, Call::RegisterDevice(d)) => Call::UpdateDevice(d),
+            (Call::UpdateModel(_) | Call::RemoveModel { .. }, Call::CreateModel(m)) => Call::UpdateModel(m),
             (_, newer) => newer,
-        }
+        })
     }
 }
 
@@ -94,22 +103,27 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Queues `call` behind the others, merged into a waiting call for the same object.
+    /// Queues `call` behind the others. A waiting call for the same object is merged into it
+    /// and the result goes to the back, so an object never overtakes what it depends on (a
+    /// device changed to use a model queued after it).
     pub fn push(&mut self, call: Call) {
         let key = call.key();
-        match self.calls.iter().position(|c| c.key() == key).and_then(|i| Some((i, self.calls.remove(i)?))) {
-            Some((i, waiting)) => self.calls.insert(i, waiting.then(call)),
-            None => self.calls.push_back(call),
-        }
+        let merged = match self.calls.iter().position(|c| c.key() == key).and_then(|i| self.calls.remove(i)) {
+            Some(waiting) => waiting.then(call),
+            None => Some(call),
+        };
+        self.calls.extend(merged);
     }
 
-    /// Puts a failed call back at the front, under any newer call for the same object.
+    /// Puts a failed call back: merged into a newer call for the same object where that one
+    /// waits, else at the front.
     pub fn retry(&mut self, failed: Call) {
         let key = failed.key();
         match self.calls.iter().position(|c| c.key() == key) {
             Some(i) => {
-                if let Some(newer) = self.calls.remove(i) {
-                    self.calls.push_front(failed.then(newer));
+                let Some(newer) = self.calls.remove(i) else { return };
+                if let Some(merged) = failed.then(newer) {
+                    self.calls.insert(i, merged);
                 }
             }
             None => self.calls.push_front(failed),
@@ -196,23 +210,39 @@ mod tests {
     }
 
     #[test]
-    fn calls_coalesce_per_object_and_registrations_stay_registrations() {
+    fn calls_coalesce_per_object_keeping_what_the_mapper_has_in_mind() {
+        let model = |n: &str| pb::DeviceModel { name: n.into(), namespace: "default".into(), spec: None };
+        let remove = |n: &str| Call::RemoveDevice { namespace: "default".into(), name: n.into() };
         let mut q = Queue::default();
-        q.push(Call::CreateModel(pb::DeviceModel { name: "m".into(), namespace: "default".into(), spec: None }));
-        q.push(Call::RegisterDevice(dev("a", "1")));
+        q.push(Call::UpdateDevice(dev("a", "1")));
         q.push(Call::RegisterDevice(dev("b", "1")));
-        q.push(Call::UpdateDevice(dev("a", "2")));
-        q.push(Call::RemoveDevice { namespace: "default".into(), name: "b".into() });
-        assert_eq!(q.len(), 3);
+        q.push(Call::CreateModel(model("m")));
+        // a now uses model m: it goes behind m.
+        q.push(Call::UpdateDevice(dev("a", "m")));
+        // b was never delivered: registering then removing it is nothing.
+        q.push(remove("b"));
+        assert_eq!(q.len(), 2);
         assert!(matches!(q.pop(), Some(Call::CreateModel(_))));
         let a = q.pop().unwrap();
-        assert_eq!(a, Call::RegisterDevice(dev("a", "2")));
-        // A failed call goes back to the front, under what came meanwhile.
+        assert_eq!(a, Call::UpdateDevice(dev("a", "m")));
+        assert!(q.is_empty());
+        // The mapper has c: removing and registering it again replaces its spec.
+        q.push(remove("c"));
+        q.push(Call::RegisterDevice(dev("c", "2")));
+        assert_eq!(q.pop(), Some(Call::UpdateDevice(dev("c", "2"))));
+        // A registration not delivered stays one, with the newest spec.
+        q.push(Call::RegisterDevice(dev("d", "1")));
+        q.push(Call::UpdateDevice(dev("d", "2")));
+        assert_eq!(q.pop(), Some(Call::RegisterDevice(dev("d", "2"))));
+        // A failed call is merged where a newer one for its object waits, else goes first.
+        q.push(Call::CreateModel(model("n")));
         q.push(Call::UpdateDevice(dev("a", "3")));
         q.retry(a);
-        assert_eq!(q.pop(), Some(Call::RegisterDevice(dev("a", "3"))));
-        assert!(matches!(q.pop(), Some(Call::RemoveDevice { .. })));
-        assert!(q.is_empty());
+        assert!(matches!(q.pop(), Some(Call::CreateModel(_))));
+        assert_eq!(q.pop(), Some(Call::UpdateDevice(dev("a", "3"))));
+        q.push(Call::CreateModel(model("n")));
+        q.retry(remove("e"));
+        assert_eq!(q.pop(), Some(remove("e")));
         assert_eq!(backoff(0), Duration::from_secs(1));
         assert_eq!(backoff(9), Duration::from_secs(30));
     }

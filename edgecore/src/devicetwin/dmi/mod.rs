@@ -26,6 +26,7 @@ use kubeedge_beehive::Spawner;
 use kubeedge_dmi::v1beta1 as pb;
 use kubeedge_metastore::{MetaRow, Op, Store};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{info, warn};
 
@@ -78,12 +79,23 @@ struct Mapper {
     busy: bool,
     attempts: u32,
     retry_at: Option<Instant>,
+    /// Bumped by each registration with data: a call started before it is stale.
+    generation: u64,
     /// Whether "no mapper for this protocol" was already logged.
     waiting_logged: bool,
 }
 
-/// The result of one call.
-pub type Done = (String, Call, Result<(), CallError>);
+/// The result of one call: (protocol, the mapper's generation it was made for, the call, how it
+/// went).
+pub type Done = (String, u64, Call, Result<(), CallError>);
+
+/// Where calls run: DeviceTwin's tracked tasks, their results coming back on `done`, all
+/// stopped by `stop`.
+struct Runner {
+    spawner: Spawner,
+    done: mpsc::Sender<Done>,
+    stop: CancellationToken,
+}
 
 /// DMI's state (see the module docs).
 #[derive(Default)]
@@ -91,8 +103,8 @@ pub struct Dmi {
     devices: BTreeMap<String, crd::Device>,
     models: BTreeMap<String, crd::DeviceModel>,
     mappers: HashMap<String, Mapper>,
-    /// Where calls run (DeviceTwin's tracked tasks) and report back; none: calls wait.
-    runner: Option<(Spawner, mpsc::Sender<Done>)>,
+    /// None: calls wait (before DeviceTwin runs, and in unit tests).
+    runner: Option<Runner>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, value: &str) -> Option<T> {
@@ -117,11 +129,15 @@ fn sorted_spec(d: &crd::Device) -> crd::DeviceSpec {
     s
 }
 
+fn split_id(id: &str) -> (String, String) {
+    id.split_once('/').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or_default()
+}
+
 impl Dmi {
-    /// Runs calls with `spawner`, their results coming back on `done` (one call per protocol
-    /// is in flight, so the channel never holds more than the number of protocols).
-    pub fn start(&mut self, spawner: Spawner, done: mpsc::Sender<Done>) {
-        self.runner = Some((spawner, done));
+    /// Runs calls with `spawner` until `stop`, their results coming back on `done` (one call per
+    /// protocol is in flight, so the channel never holds more than the number of protocols).
+    pub fn start(&mut self, spawner: Spawner, done: mpsc::Sender<Done>, stop: CancellationToken) {
+        self.runner = Some(Runner { spawner, done, stop });
         let protocols: Vec<String> = self.mappers.keys().cloned().collect();
         for p in protocols {
             if let Some(m) = self.mappers.get_mut(&p) {
@@ -131,8 +147,11 @@ impl Dmi {
         }
     }
 
-    /// Loads the stored devices, models and mappers.
+    /// Loads the stored devices, models and mappers. What was waiting for a mapper when
+    /// edgecore stopped is not stored, so each known mapper gets its protocol's models and
+    /// devices again (updates, which replace what it has).
     pub async fn load(&mut self, store: &Store) -> Result<(), kubeedge_metastore::Error> {
+        *self = Dmi::default();
         for row in store.list_by_type(kubeedge_model::constants::resource_type::DEVICE_MODEL).await? {
             if let Some(m) = decode::<crd::DeviceModel>("devicemodel", &row.value) {
                 self.models.insert(convert::id(&m.metadata), m);
@@ -150,6 +169,19 @@ impl Dmi {
             let m = self.mappers.entry(protocol.to_owned()).or_default();
             m.name = v["name"].as_str().unwrap_or_default().to_owned();
             m.socket = Some(socket_of(&address));
+        }
+        let known: Vec<String> = self.mappers.keys().cloned().collect();
+        let models: Vec<crd::DeviceModel> =
+            self.models.values().filter(|m| known.contains(&m.spec.protocol)).cloned().collect();
+        for m in models {
+            self.queue(&m.spec.protocol.clone(), Call::UpdateModel(convert::model(&m)));
+        }
+        let devices: Vec<crd::Device> =
+            self.devices.values().filter(|d| known.iter().any(|p| p == protocol_of(d))).cloned().collect();
+        for d in devices {
+            if let Some(pb) = self.converted(&d) {
+                self.queue(protocol_of(&d), Call::UpdateDevice(pb));
+            }
         }
         info!(
             devices = self.devices.len(),
@@ -174,12 +206,14 @@ impl Dmi {
         self.pump(protocol);
     }
 
+    fn model_of(&self, d: &crd::Device) -> Option<&crd::DeviceModel> {
+        let ns = d.metadata.namespace.as_deref().unwrap_or_default();
+        d.spec.device_model_ref.as_ref().and_then(|r| self.models.get(&format!("{ns}/{}", r.name)))
+    }
+
     /// The device as its mapper gets it (model defaults laid under it).
     fn converted(&self, d: &crd::Device) -> Option<pb::Device> {
-        let model = d.spec.device_model_ref.as_ref().and_then(|r| {
-            self.models.get(&format!("{}/{}", d.metadata.namespace.as_deref().unwrap_or_default(), r.name))
-        });
-        match convert::device(&convert::overridden(d, model)) {
+        match convert::device(&convert::overridden(d, self.model_of(d))) {
             Ok(pb) => Some(pb),
             Err(e) => {
                 warn!(device = %convert::id(&d.metadata), error = %e, "The device cannot be handed to a mapper.");
@@ -188,101 +222,117 @@ impl Dmi {
         }
     }
 
-    /// A Device stored (or deleted) by MetaManager.
+    /// A Device stored (or deleted) by MetaManager. An insert of a device DMI already holds
+    /// (a resend) is an update: a mapper ignores a registration of a device it has.
     pub fn device(&mut self, change: Change, d: crd::Device) {
         let id = convert::id(&d.metadata);
         let old = self.devices.get(&id).cloned();
         if change == Change::Delete {
             let d = old.unwrap_or(d);
             self.devices.remove(&id);
-            let (namespace, name) = id.split_once('/').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or_default();
+            let (namespace, name) = split_id(&id);
             self.queue(protocol_of(&d), Call::RemoveDevice { namespace, name });
             return;
         }
+        let moved = old.as_ref().is_some_and(|o| protocol_of(o) != protocol_of(&d));
         if let Some(old) = &old {
-            if sorted_spec(old) == sorted_spec(&d) && change == Change::Update {
+            if !moved && sorted_spec(old) == sorted_spec(&d) {
                 self.devices.insert(id, d);
                 return;
             }
-            if protocol_of(old) != protocol_of(&d) {
-                let (namespace, name) =
-                    id.split_once('/').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or_default();
+            if moved {
+                let (namespace, name) = split_id(&id);
                 self.queue(protocol_of(old), Call::RemoveDevice { namespace, name });
             }
         }
-        let moved = old.as_ref().is_some_and(|o| protocol_of(o) != protocol_of(&d));
-        let protocol = protocol_of(&d).to_owned();
         let pb = self.converted(&d);
+        let protocol = protocol_of(&d).to_owned();
         self.devices.insert(id, d);
         let Some(pb) = pb else { return };
-        let call = if old.is_none() || moved || change == Change::Insert {
-            Call::RegisterDevice(pb)
-        } else {
-            Call::UpdateDevice(pb)
-        };
+        let call = if old.is_none() || moved { Call::RegisterDevice(pb) } else { Call::UpdateDevice(pb) };
         self.queue(&protocol, call);
     }
 
-    /// A DeviceModel stored (or deleted) by MetaManager.
+    /// A DeviceModel stored (or deleted) by MetaManager. The devices that take defaults from it
+    /// are sent again when what their mapper gets changes.
     pub fn model(&mut self, change: Change, m: crd::DeviceModel) {
         let id = convert::id(&m.metadata);
-        let protocol = m.spec.protocol.clone();
+        let (namespace, name) = split_id(&id);
         if change == Change::Delete {
             let m = self.models.remove(&id).unwrap_or(m);
-            let (namespace, name) = id.split_once('/').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or_default();
             self.queue(&m.spec.protocol, Call::RemoveModel { namespace, name });
             return;
         }
-        let old = self.models.insert(id.clone(), m.clone());
-        if old.as_ref() == Some(&m) {
+        let old = self.models.get(&id).cloned();
+        if old.as_ref().is_some_and(|o| o.spec == m.spec) {
+            self.models.insert(id, m);
             return;
         }
-        let call =
-            if old.is_none() { Call::CreateModel(convert::model(&m)) } else { Call::UpdateModel(convert::model(&m)) };
-        self.queue(&protocol, call);
-        // Its devices take defaults from it: a new model lets waiting devices go (registered),
-        // a changed one changes them (updated).
-        let ns = m.metadata.namespace.clone().unwrap_or_default();
-        let name = m.metadata.name.clone().unwrap_or_default();
         let users: Vec<crd::Device> = self
             .devices
             .values()
             .filter(|d| {
-                d.metadata.namespace.as_deref() == Some(ns.as_str())
+                d.metadata.namespace.as_deref() == Some(namespace.as_str())
                     && d.spec.device_model_ref.as_ref().is_some_and(|r| r.name == name)
             })
             .cloned()
             .collect();
-        for d in users {
-            if let Some(pb) = self.converted(&d) {
-                let call = if old.is_none() { Call::RegisterDevice(pb) } else { Call::UpdateDevice(pb) };
-                self.queue(protocol_of(&d), call);
+        let before: Vec<Option<pb::Device>> = users.iter().map(|d| self.converted(d)).collect();
+        let protocol = m.spec.protocol.clone();
+        let call = match &old {
+            Some(o) if o.spec.protocol != protocol => {
+                self.queue(&o.spec.protocol.clone(), Call::RemoveModel { namespace, name });
+                Call::CreateModel(convert::model(&m))
+            }
+            Some(_) => Call::UpdateModel(convert::model(&m)),
+            None => Call::CreateModel(convert::model(&m)),
+        };
+        self.models.insert(id, m);
+        self.queue(&protocol, call);
+        for (d, before) in users.iter().zip(before) {
+            // A device sent without its model's defaults (the model came later) is updated: the
+            // mapper has it, or has it queued as a registration (then it stays one).
+            if let Some(after) = self.converted(d).filter(|a| Some(a) != before.as_ref()) {
+                self.queue(protocol_of(d), Call::UpdateDevice(after));
             }
         }
     }
 
-    /// A mapper registered: remembered (and stored), answered with its protocol's devices and
-    /// models when it asks for them.
-    pub fn register(&mut self, mapper: &pb::MapperInfo, with_data: bool) -> (Op, pb::MapperRegisterResponse) {
+    /// What a registering mapper is answered: with data, every device of its protocol (model
+    /// defaults laid under it) and every model of its protocol or used by those devices.
+    pub fn answer(&self, mapper: &pb::MapperInfo, with_data: bool) -> pb::MapperRegisterResponse {
+        let mut answer = pb::MapperRegisterResponse::default();
+        if !with_data {
+            return answer;
+        }
+        let protocol = mapper.protocol.as_str();
+        let mut models: BTreeMap<String, pb::DeviceModel> = self
+            .models
+            .iter()
+            .filter(|(_, m)| m.spec.protocol == protocol)
+            .map(|(id, m)| (id.clone(), convert::model(m)))
+            .collect();
+        for d in self.devices.values().filter(|d| protocol_of(d) == protocol) {
+            let Some(model) = self.model_of(d) else {
+                let model = d.spec.device_model_ref.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+                warn!(device = %convert::id(&d.metadata), model, "The device's model is not on this node yet; it goes to the mapper once it is.");
+                continue;
+            };
+            let Some(pb) = self.converted(d) else { continue };
+            models.entry(convert::id(&model.metadata)).or_insert_with(|| convert::model(model));
+            answer.device_list.push(pb);
+        }
+        answer.model_list = models.into_values().collect();
+        answer
+    }
+
+    /// A mapper registered (its row stored, its answer built): remembered; with data, what
+    /// waited for it is dropped (the answer holds everything) and a call still in flight is
+    /// stale.
+    pub fn registered(&mut self, mapper: &pb::MapperInfo, with_data: bool) {
         let protocol = mapper.protocol.clone();
         let socket = socket_of(&mapper.address);
         info!(mapper = %mapper.name, protocol = %protocol, socket = %socket.display(), with_data, "A mapper registered.");
-        let mut answer = pb::MapperRegisterResponse::default();
-        if with_data {
-            let mut models = BTreeMap::new();
-            for d in self.devices.values().filter(|d| protocol_of(d) == protocol) {
-                let ns = d.metadata.namespace.clone().unwrap_or_default();
-                let Some(model_ref) = &d.spec.device_model_ref else { continue };
-                let Some(model) = self.models.get(&format!("{ns}/{}", model_ref.name)) else {
-                    warn!(device = %convert::id(&d.metadata), model = %model_ref.name, "The device's model is not on this node yet; it goes to the mapper once it is.");
-                    continue;
-                };
-                let Some(pb) = self.converted(d) else { continue };
-                models.entry(convert::id(&model.metadata)).or_insert_with(|| convert::model(model));
-                answer.device_list.push(pb);
-            }
-            answer.model_list = models.into_values().collect();
-        }
         let m = self.mappers.entry(protocol.clone()).or_default();
         m.name = mapper.name.clone();
         m.socket = Some(socket);
@@ -290,17 +340,21 @@ impl Dmi {
         m.retry_at = None;
         m.waiting_logged = false;
         if with_data {
-            // The answer holds everything; what waited is stale.
             m.queue.clear();
+            m.generation += 1;
         }
         self.pump(&protocol);
-        (store_op(mapper), answer)
     }
 
     /// A call finished.
-    pub fn done(&mut self, (protocol, call, result): Done) {
+    pub fn done(&mut self, (protocol, generation, call, result): Done) {
         let Some(m) = self.mappers.get_mut(&protocol) else { return };
         m.busy = false;
+        if generation != m.generation {
+            info!(protocol, rpc = call.rpc(), object = %call.key().1, "A call made before the mapper registered again is dropped (its answer held the object).");
+            self.pump(&protocol);
+            return;
+        }
         match result {
             Ok(()) => {
                 m.attempts = 0;
@@ -352,20 +406,24 @@ impl Dmi {
             return;
         }
         let Some(socket) = m.socket.clone() else { return };
-        let Some((spawner, done)) = &self.runner else { return };
+        let Some(runner) = &self.runner else { return };
         let Some(call) = m.queue.pop() else { return };
         m.busy = true;
-        let (protocol, done) = (protocol.to_owned(), done.clone());
-        spawner.spawn(async move {
-            let result = calls::run(socket, call.clone()).await;
-            let _ = done.send((protocol, call, result)).await;
+        let (protocol, generation, done, stop) =
+            (protocol.to_owned(), m.generation, runner.done.clone(), runner.stop.clone());
+        runner.spawner.spawn(async move {
+            let result = tokio::select! {
+                r = calls::run(socket, call.clone()) => r,
+                () = stop.cancelled() => return,
+            };
+            let _ = done.send((protocol, generation, call, result)).await;
         });
     }
 }
 
 /// The `meta` row of a mapper, as upstream's `saveMapper` writes it (Go's JSON of
 /// `MapperInfo`: `omitempty` keys, the address as base64).
-fn store_op(m: &pb::MapperInfo) -> Op {
+pub fn store_op(m: &pb::MapperInfo) -> Op {
     let mut v = serde_json::Map::new();
     for (k, s) in
         [("name", &m.name), ("version", &m.version), ("api_version", &m.api_version), ("protocol", &m.protocol)]

@@ -6,8 +6,8 @@
 //! which refuses the reports of any mapper with more than a handful of properties. Here
 //! `MapperRegister` keeps upstream's limit and reports have their own bucket
 //! ([`REPORT_QPS`], [`REPORT_BURST`]); beyond it the call fails with `RESOURCE_EXHAUSTED`.
-//! Reports also wait for room in DeviceTwin's inbox, so a fast mapper slows to what the twin
-//! commits.
+//! Reports also wait for room in DeviceTwin's inbox (up to 5 s, then `UNAVAILABLE`), so a
+//! fast mapper slows to what the twin commits.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +32,8 @@ pub const REPORT_BURST: f64 = 5_000.0;
 const REGISTER_QPS: f64 = 1.0;
 const REGISTER_BURST: f64 = 100.0;
 const STATES: [&str; 5] = ["online", "offline", "ok", "unknown", "unhealthy"];
+/// How long a report waits for room in DeviceTwin's inbox.
+const HANDOFF_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A token bucket.
 #[derive(Debug)]
@@ -83,12 +85,15 @@ impl Server {
         }
     }
 
+    /// Hands a message to DeviceTwin, waiting at most [`HANDOFF_WAIT`] for room (then the
+    /// mapper is told to retry: UNAVAILABLE).
     async fn to_twin(&self, topic: String, payload: Vec<u8>) -> Result<(), Status> {
         let msg = crate::eventbus::twin_message(&topic, &payload);
-        self.bus
-            .send(module::TWIN, msg)
-            .await
-            .map_err(|e| Status::unavailable(format!("DeviceTwin is not running: {e}")))
+        match tokio::time::timeout(HANDOFF_WAIT, self.bus.send(module::TWIN, msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Status::unavailable(format!("DeviceTwin is not running: {e}"))),
+            Err(_) => Err(Status::unavailable("DeviceTwin is busy; report again")),
+        }
     }
 }
 
@@ -148,24 +153,25 @@ impl DeviceManagerService for Server {
         if twins.is_empty() {
             return Err(Status::invalid_argument("ReportDeviceStatusRequest does not have twin data"));
         }
-        // One twin/update with every property (upstream sends one per property): the reported
-        // value as `actual`, the desired value the mapper has seen as `expected` when it has one.
-        let mut twin = serde_json::Map::new();
-        for t in twins {
+        // One twin/update per property, as upstream: the reported value as `actual`, the
+        // desired value the mapper has seen as `expected` when it has one, so one value the
+        // twin refuses (answered 400 on its result topic) costs only that property.
+        for t in &twins {
             if t.property_name.is_empty() {
                 return Err(Status::invalid_argument("a twin without propertyName"));
             }
+        }
+        debug!(device = %id, twins = twins.len(), "DMI twin report.");
+        for t in twins {
             let mut m = serde_json::Map::new();
             if let Some(d) = t.observed_desired.filter(|d| !d.value.is_empty()) {
                 m.insert("expected".into(), serde_json::json!({"value": d.value}));
             }
             let reported = t.reported.unwrap_or_default();
             m.insert("actual".into(), serde_json::json!({"value": reported.value}));
-            twin.insert(t.property_name, serde_json::Value::Object(m));
+            let payload = serde_json::json!({"event_id": "", "timestamp": now_millis(), "twin": {t.property_name: m}});
+            self.to_twin(format!("$hw/events/device/{id}/twin/update"), payload.to_string().into_bytes()).await?;
         }
-        let payload = serde_json::json!({"event_id": "", "timestamp": now_millis(), "twin": twin});
-        debug!(device = %id, "DMI twin report.");
-        self.to_twin(format!("$hw/events/device/{id}/twin/update"), payload.to_string().into_bytes()).await?;
         Ok(Response::new(pb::ReportDeviceStatusResponse {}))
     }
 
