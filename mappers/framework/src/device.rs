@@ -70,6 +70,8 @@ struct Prop<P: Protocol> {
     next_collect: Instant,
     next_report: Instant,
     latest: Option<(String, i64)>,
+    /// The last read error, so a failing property logs once per distinct error, not per read.
+    failing: Option<String>,
 }
 
 impl<P: Protocol> Prop<P> {
@@ -181,6 +183,7 @@ pub(crate) fn spawn<P: Protocol>(
                 next_collect: now,
                 next_report: now + cycle(p.report_cycle),
                 latest: None,
+                failing: None,
             }
         })
         .collect();
@@ -383,11 +386,17 @@ impl<P: Protocol> Task<P> {
             Ok(value) => {
                 let (text, ts) = (value.to_string(), now_ms());
                 self.view.lock().reported.insert(p.name.clone(), (text.clone(), ty.as_str().to_owned(), ts));
+                if self.props[i].failing.take().is_some() {
+                    tracing::info!(device = %self.id(), property = %self.props[i].name, "Reading the property works again.");
+                }
                 self.props[i].latest = Some((text, ts));
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(device = %self.id(), property = %p.name, error = %e, "Reading the property failed.");
+                if p.failing.as_deref() != Some(e.message.as_str()) {
+                    tracing::warn!(device = %self.id(), property = %p.name, error = %e, "Reading the property failed.");
+                }
+                self.props[i].failing = Some(e.message.clone());
                 Err(e)
             }
         }

@@ -2,12 +2,19 @@
 //! twin and state reports, desired writes, device changes over DMI, the REST API, bad
 //! configurations, and edgecore restarting under the mapper.
 
+#[path = "common/fake_edgecore.rs"]
+mod fake_edgecore;
+#[path = "common/support.rs"]
 mod support;
+
+/// The protocol name the test devices carry.
+const PROTOCOL: &str = "memory";
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use fake_edgecore::*;
 use kubeedge_dmi::v1beta1::device_mapper_service_client::DeviceMapperServiceClient;
 use kubeedge_dmi::v1beta1::*;
 use kubeedge_mapper_framework::{Config, start};

@@ -1,19 +1,16 @@
-//! Test support: a fake edgecore (DeviceManagerService on a temp unix socket, every call
-//! forwarded to the test), DMI objects, an in-memory protocol, and a tiny HTTP client.
+//! Test support shared by the mapper crates' tests (each includes this file with `#[path]`):
+//! a fake edgecore (DeviceManagerService on a temp unix socket, every call forwarded to the
+//! test), builders of DMI objects, and a tiny HTTP client. The including crate defines
+//! `PROTOCOL`, the protocol name its devices carry.
 
 #![allow(dead_code, missing_docs)]
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use kubeedge_dmi::any;
 use kubeedge_dmi::v1beta1::device_manager_service_server::{DeviceManagerService, DeviceManagerServiceServer};
 use kubeedge_dmi::v1beta1::*;
-use kubeedge_mapper_framework::{DataValue, Property, Protocol, ProtocolError};
-use parking_lot::Mutex;
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -158,7 +155,7 @@ pub fn property(name: &str, visitor: serde_json::Value, desired: &str, cycle_ms:
     DeviceProperty {
         name: name.into(),
         desired: Some(TwinProperty { value: desired.into(), metadata: Default::default() }),
-        visitors: Some(VisitorConfig { protocol_name: "memory".into(), config_data: config(visitor) }),
+        visitors: Some(VisitorConfig { protocol_name: crate::PROTOCOL.into(), config_data: config(visitor) }),
         report_cycle: cycle_ms,
         collect_cycle: cycle_ms,
         report_to_cloud: true,
@@ -169,7 +166,7 @@ pub fn property(name: &str, visitor: serde_json::Value, desired: &str, cycle_ms:
 pub fn device(name: &str, model: &str, protocol: serde_json::Value, properties: Vec<DeviceProperty>) -> Device {
     let spec = DeviceSpec {
         device_model_reference: model.into(),
-        protocol: Some(ProtocolConfig { protocol_name: "memory".into(), config_data: config(protocol) }),
+        protocol: Some(ProtocolConfig { protocol_name: crate::PROTOCOL.into(), config_data: config(protocol) }),
         properties,
         methods: vec![DeviceMethod {
             name: "setTarget".into(),
@@ -182,58 +179,6 @@ pub fn device(name: &str, model: &str, protocol: serde_json::Value, properties: 
         namespace: "default".into(),
         spec: Some(spec),
         status: Some(DeviceStatus { twins: vec![], report_to_cloud: true, report_cycle: 200 }),
-    }
-}
-
-// === An in-memory protocol: registers are map entries the test can see and change ===
-
-#[derive(Clone, Default)]
-pub struct Memory(pub Arc<Mutex<HashMap<String, String>>>);
-
-impl Memory {
-    pub fn get(&self, key: &str) -> Option<String> {
-        self.0.lock().get(key).cloned()
-    }
-    pub fn set(&self, key: &str, value: &str) {
-        self.0.lock().insert(key.into(), value.into());
-    }
-}
-
-#[derive(Deserialize)]
-pub struct MemDevice {
-    /// Which memory bank (so the test can make one device unreachable).
-    pub bank: String,
-}
-
-#[derive(Deserialize)]
-pub struct MemVisitor {
-    pub key: String,
-}
-
-pub struct MemoryProtocol {
-    pub banks: HashMap<String, Memory>,
-}
-
-impl Protocol for MemoryProtocol {
-    type DeviceConfig = MemDevice;
-    type Visitor = MemVisitor;
-    type Client = Memory;
-
-    async fn connect(&self, config: &MemDevice) -> Result<Memory, ProtocolError> {
-        self.banks
-            .get(&config.bank)
-            .cloned()
-            .ok_or_else(|| ProtocolError::connection(format!("no bank {}", config.bank)))
-    }
-
-    async fn read(&self, m: &mut Memory, p: Property<'_, MemVisitor>) -> Result<DataValue, ProtocolError> {
-        let text = m.get(&p.visitor.key).ok_or_else(|| ProtocolError::device(format!("no key {}", p.visitor.key)))?;
-        p.ty.value_of(&text)
-    }
-
-    async fn write(&self, m: &mut Memory, p: Property<'_, MemVisitor>, value: &DataValue) -> Result<(), ProtocolError> {
-        m.set(&p.visitor.key, &value.to_string());
-        Ok(())
     }
 }
 
