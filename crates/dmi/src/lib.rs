@@ -12,7 +12,8 @@
 //! are in [`v1beta1`]. Around them this crate offers what both sides need:
 //! - [`bind_unix`] and [`serve_unix`]: a tonic server on a unix socket (stale socket removed,
 //!   mode 0600, a socket still served by someone else refused);
-//! - [`connect_unix`]: a channel to a unix socket, with a connect timeout;
+//! - [`connect_unix`] / [`connect_unix_lazy`]: a channel to a unix socket, with a connect
+//!   timeout (dialed now, or on first use and again after each failure);
 //! - [`any`]: the `google.protobuf.Any` wrappers that carry `configData` values, to and from
 //!   JSON values, with upstream's rules.
 //!
@@ -31,7 +32,7 @@ mod error;
 mod unix;
 
 pub use error::{Error, Result};
-pub use unix::{DEFAULT_CONNECT_TIMEOUT, bind_unix, connect_unix, serve_unix};
+pub use unix::{DEFAULT_CONNECT_TIMEOUT, bind_unix, connect_unix, connect_unix_lazy, serve_unix};
 
 /// The generated DMI v1beta1 messages, clients and servers (`package v1beta1`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -117,6 +117,17 @@ pub async fn connect_unix(path: impl AsRef<Path>, connect_timeout: Duration) -> 
         .map_err(|source| Error::Connect { path: PathBuf::clone(&path), source })
 }
 
+/// A channel to the unix socket `path` that dials on first use (and again after each failure),
+/// so it can be made before the server is up; every dial has `connect_timeout`.
+pub fn connect_unix_lazy(path: impl AsRef<Path>, connect_timeout: Duration) -> Channel {
+    let path = Arc::new(path.as_ref().to_path_buf());
+    let endpoint = Endpoint::from_static("http://localhost").connect_timeout(connect_timeout);
+    endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+        let path = Arc::clone(&path);
+        async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(&*path).await?)) }
+    }))
+}
+
 async fn remove_if_present(path: &Path) -> std::io::Result<()> {
     match tokio::fs::remove_file(path).await {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
