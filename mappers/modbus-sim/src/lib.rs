@@ -1,7 +1,7 @@
 //! A simulated Modbus TCP device: 1,000 coils, discrete inputs, holding and input registers,
-//! served with tokio-modbus. As a thermometer (see [`Thermometer`]) input register 0 holds the
-//! temperature in tenths of a degree, drifting every second; what is written to holding
-//! registers and coils is held, so a setpoint written by a mapper can be read back.
+//! served with tokio-modbus. As a thermometer (see [`Thermometer`]) input registers 0–1 hold the
+//! temperature as a float, drifting every second; what is written to holding registers and
+//! coils is held, so a setpoint written by a mapper can be read back.
 //!
 //! The memory sits behind one short mutex: the server calls the device from each connection's
 //! task, and the drift task writes one register a second.
@@ -106,23 +106,36 @@ pub async fn serve(listener: tokio::net::TcpListener, device: Device) -> std::io
     server.serve(&on_connected, |_| {}).await
 }
 
-/// The thermometer: input register [`Thermometer::TEMPERATURE`] is the temperature ×10
-/// (starting at 21.5 °C, drifting by up to ±0.3 °C a second within 18–28 °C); holding register
-/// [`Thermometer::SETPOINT`] is a setpoint ×10 (starting at 22.0 °C) that only writes change.
+/// The thermometer: input registers 0–1 hold the temperature in °C as an IEEE 754 `f32`
+/// (big-endian, high word first: a mapper's `FLOAT` with `limit: 2`), starting at 21.5 and
+/// drifting by up to ±0.3 a second within 18–28; holding registers 0–1 hold a setpoint the
+/// same way (starting at 22.0) that only writes change.
 pub struct Thermometer;
 
+/// Writes `v` as an `f32` over two registers starting at `at`.
+pub fn put_f32(regs: &mut [u16], at: usize, v: f32) {
+    let bits = v.to_bits();
+    regs[at] = (bits >> 16) as u16;
+    regs[at + 1] = (bits & 0xffff) as u16;
+}
+
+/// Reads the `f32` over two registers starting at `at`.
+pub fn get_f32(regs: &[u16], at: usize) -> f32 {
+    f32::from_bits((u32::from(regs[at]) << 16) | u32::from(regs[at + 1]))
+}
+
 impl Thermometer {
-    /// Input register of the temperature.
+    /// First input register of the temperature.
     pub const TEMPERATURE: usize = 0;
-    /// Holding register of the setpoint.
-    pub const SETPOINT: usize = 1;
+    /// First holding register of the setpoint.
+    pub const SETPOINT: usize = 0;
 
     /// A device set up as the thermometer.
     pub fn device() -> Device {
         let d = Device::default();
         d.with(|m| {
-            m.input[Self::TEMPERATURE] = 215;
-            m.holding[Self::SETPOINT] = 220;
+            put_f32(&mut m.input, Self::TEMPERATURE, 21.5);
+            put_f32(&mut m.holding, Self::SETPOINT, 22.0);
         });
         d
     }
@@ -134,10 +147,11 @@ impl Thermometer {
         loop {
             tick.tick().await;
             seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            let step = i32::try_from((seed >> 16) % 7).unwrap_or(3) - 3;
+            let step = f32::from(u16::try_from((seed >> 16) % 7).unwrap_or(3)) - 3.0;
             device.with(|m| {
-                let t = i32::from(m.input[Self::TEMPERATURE]) + step;
-                m.input[Self::TEMPERATURE] = u16::try_from(t.clamp(180, 280)).unwrap_or(215);
+                let t = get_f32(&m.input, Self::TEMPERATURE) + step / 10.0;
+                let t = (t.clamp(18.0, 28.0) * 10.0).round() / 10.0;
+                put_f32(&mut m.input, Self::TEMPERATURE, t);
             });
         }
     }
@@ -150,9 +164,10 @@ mod tests {
     #[test]
     fn reads_writes_and_refuses_out_of_range() {
         let d = Thermometer::device();
-        assert_eq!(d.answer(Request::ReadInputRegisters(0, 1)).unwrap(), Response::ReadInputRegisters(vec![215]));
-        d.answer(Request::WriteSingleRegister(1, 250)).unwrap();
-        assert_eq!(d.answer(Request::ReadHoldingRegisters(1, 1)).unwrap(), Response::ReadHoldingRegisters(vec![250]));
+        let Response::ReadInputRegisters(t) = d.answer(Request::ReadInputRegisters(0, 2)).unwrap() else { panic!() };
+        assert!((get_f32(&t, 0) - 21.5).abs() < 1e-6);
+        d.answer(Request::WriteSingleRegister(5, 250)).unwrap();
+        assert_eq!(d.answer(Request::ReadHoldingRegisters(5, 1)).unwrap(), Response::ReadHoldingRegisters(vec![250]));
         assert_eq!(d.answer(Request::ReadHoldingRegisters(999, 2)).unwrap_err(), ExceptionCode::IllegalDataAddress);
         d.answer(Request::WriteSingleCoil(3, true)).unwrap();
         assert_eq!(d.answer(Request::ReadCoils(3, 1)).unwrap(), Response::ReadCoils(vec![true]));

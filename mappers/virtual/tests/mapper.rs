@@ -64,33 +64,50 @@ async fn virtual_mapper_end_to_end() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let dir = tempfile::tempdir().unwrap();
         let (edge_sock, mapper_sock) = temp_paths(dir.path());
-        let gauge = model("gauge", &[("count", "INT", "ReadOnly"), ("setting", "INT", "ReadWrite"), ("walk", "DOUBLE", "ReadOnly")]);
+        let gauge = model(
+            "gauge",
+            &[("count", "INT", "ReadOnly"), ("setting", "INT", "ReadWrite"), ("walk", "DOUBLE", "ReadOnly")],
+        );
         let mut edge = FakeEdgecore::serve(&edge_sock, vec![gauge], vec![counter("g1", json!({"seed": 7}))]).await;
         let mut child = spawn_mapper(dir.path(), &edge_sock, &mapper_sock);
 
         edge.expect(T, "registration", |e| matches!(e, Event::Register(_))).await;
         edge.expect(T, "g1 online", state("default/g1", "online")).await;
         // The counter counts: two successive reports, the second larger.
-        let first = edge.expect(T, "count", |e| matches!(e, Event::Status(i, p, ..) if i == "default/g1" && p == "count")).await;
-        let second = edge.expect(T, "count again", |e| matches!(e, Event::Status(i, p, ..) if i == "default/g1" && p == "count")).await;
+        let first = edge
+            .expect(T, "count", |e| matches!(e, Event::Status(i, p, ..) if i == "default/g1" && p == "count"))
+            .await;
+        let second = edge
+            .expect(T, "count again", |e| matches!(e, Event::Status(i, p, ..) if i == "default/g1" && p == "count"))
+            .await;
         let (Event::Status(_, _, a, _), Event::Status(_, _, b, _)) = (first, second) else { unreachable!() };
         assert!(b.parse::<i64>().unwrap() > a.parse::<i64>().unwrap(), "{a} then {b}");
         // The desired value is held and reported, with the observed desired value.
         let e = edge.expect(T, "setting=42", status("default/g1", "setting", "42")).await;
         assert!(matches!(e, Event::Status(_, _, _, ref d) if d == "42"), "{e:?}");
-        let e = edge.expect(T, "walk", |e| matches!(e, Event::Status(i, p, ..) if i == "default/g1" && p == "walk")).await;
+        let e =
+            edge.expect(T, "walk", |e| matches!(e, Event::Status(i, p, ..) if i == "default/g1" && p == "walk")).await;
         let Event::Status(_, _, w, _) = e else { unreachable!() };
         let w: f64 = w.parse().unwrap();
         assert!((10.0..=20.0).contains(&w), "{w}");
 
         // A second device over DMI, then an offline one, then g1's removal.
-        let mut dmi = DeviceMapperServiceClient::new(kubeedge_dmi::connect_unix(&mapper_sock, Duration::from_secs(1)).await.unwrap());
+        let mut dmi = DeviceMapperServiceClient::new(
+            kubeedge_dmi::connect_unix(&mapper_sock, Duration::from_secs(1)).await.unwrap(),
+        );
         dmi.register_device(RegisterDeviceRequest { device: Some(counter("g2", json!({}))) }).await.unwrap();
         edge.expect(T, "g2 setting", status("default/g2", "setting", "42")).await;
-        dmi.register_device(RegisterDeviceRequest { device: Some(counter("down", json!({"offline": true}))) }).await.unwrap();
+        dmi.register_device(RegisterDeviceRequest { device: Some(counter("down", json!({"offline": true}))) })
+            .await
+            .unwrap();
         edge.expect(T, "down offline", state("default/down", "offline")).await;
-        dmi.remove_device(RemoveDeviceRequest { device_name: "g1".into(), device_namespace: "default".into() }).await.unwrap();
-        let got = dmi.get_device(GetDeviceRequest { device_name: "g1".into(), device_namespace: "default".into() }).await.unwrap_err();
+        dmi.remove_device(RemoveDeviceRequest { device_name: "g1".into(), device_namespace: "default".into() })
+            .await
+            .unwrap();
+        let got = dmi
+            .get_device(GetDeviceRequest { device_name: "g1".into(), device_namespace: "default".into() })
+            .await
+            .unwrap_err();
         assert_eq!(got.code(), tonic::Code::NotFound);
 
         Command::new("kill").arg("-TERM").arg(child.0.id().to_string()).status().unwrap();

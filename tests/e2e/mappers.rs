@@ -1,0 +1,208 @@
+//! Mappers end to end with the real daemons (issue #16): apiserver-lite, cloudcore
+//! (DeviceController), edgecore (DeviceTwin serving DMI), the real `modbus-mapper` binary, and a
+//! real Modbus TCP server (the simulated thermometer of `kubeedge-modbus-sim`).
+//! - The register's value reaches DeviceStatus in the API; a change of it follows;
+//! - the Device's desired value lands in the holding registers; `kubectl patch` of it too;
+//! - `status.state` goes online, offline while the Modbus server is down, online again;
+//! - the mapper restarts: it registers again and keeps reporting.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kubeedge_e2e::{CloudSide, wait_until};
+use kubeedge_modbus_sim::{Device as Sim, Thermometer, get_f32, put_f32};
+use kubeedge_testkit::{Process, free_port, link};
+use serde_json::{Value, json};
+
+const NODE: &str = "edge-modbus";
+
+fn resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: "devices.kubeedge.io".into(),
+        version: "v1beta1".into(),
+        api_version: "devices.kubeedge.io/v1beta1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+fn status(cloud: &CloudSide, name: &str) -> Option<Value> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(cloud.client(), "default", &resource("DeviceStatus", "devicestatuses"));
+    cloud.rt.block_on(api.get_opt(name)).ok()?.map(|o| o.data)
+}
+
+fn reported(cloud: &CloudSide, name: &str, property: &str) -> Option<f64> {
+    let st = status(cloud, name)?;
+    st.pointer("/status/twins")?
+        .as_array()?
+        .iter()
+        .find(|t| t["propertyName"] == property)?
+        .pointer("/reported/value")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+fn state(cloud: &CloudSide, name: &str) -> Option<String> {
+    status(cloud, name)?.pointer("/status/state")?.as_str().map(str::to_owned)
+}
+
+/// The Modbus server, on a fixed address so it can be stopped and started again.
+struct Server {
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn serve(cloud: &CloudSide, addr: std::net::SocketAddr, sim: Sim) -> Server {
+    let listener = cloud.rt.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    cloud.rt.spawn(async move {
+        tokio::select! {
+            _ = kubeedge_modbus_sim::serve(listener, sim) => {}
+            _ = stopped => {}
+        }
+    });
+    Server { stop }
+}
+
+/// The mapper process, killed on drop.
+struct Mapper(Child);
+
+impl Mapper {
+    fn spawn(dir: &Path, edge_sock: &Path) -> Self {
+        let port = free_port();
+        let config = format!(
+            "grpc_server:\n  socket_path: {}\ncommon:\n  name: modbus-mapper\n  version: v1.0.0\n  api_version: v1beta1\n  protocol: modbus\n  address: 127.0.0.1\n  edgecore_sock: {}\n  http_port: \"{port}\"\n",
+            dir.join("modbus.sock").display(),
+            edge_sock.display()
+        );
+        let file = dir.join("modbus-mapper.yaml");
+        std::fs::write(&file, config).unwrap();
+        let child = Command::new(kubeedge_testkit::workspace_bin("modbus-mapper"))
+            .arg("--config-file")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self(child)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        for _ in 0..100 {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("modbus-mapper did not stop within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Mapper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_modbus_register_reaches_devicestatus_and_a_desired_value_the_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cloud = CloudSide::start(dir.path());
+    let sim = Thermometer::device();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut server = serve(&cloud, addr, sim.clone());
+
+    let token = cloud.token();
+    let edge_bin = kubeedge_testkit::workspace_bin("edgecore");
+    let edge_cfg = link::edgecore(
+        &edge_bin,
+        dir.path(),
+        NODE,
+        &token,
+        &cloud.link(),
+        &[(&["modules", "eventBus", "enable"], "false".into()), (&["modules", "deviceTwin", "enable"], "true".into())],
+    );
+    let mut edge = Process::spawn(&edge_bin, &["--config", edge_cfg.to_str().unwrap()]).unwrap();
+    edge.wait_for_line("Connected to CloudHub.");
+    let edge_sock: PathBuf = dir.path().join("edge/dmi.sock");
+
+    let client = cloud.client();
+    let models: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &resource("DeviceModel", "devicemodels"));
+    let devices: Api<DynamicObject> = Api::namespaced_with(client, "default", &resource("Device", "devices"));
+    let model: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
+        "metadata": {"name": "thermometer", "namespace": "default"},
+        "spec": {"protocol": "modbus", "properties": [
+            {"name": "temperature", "type": "FLOAT", "accessMode": "ReadOnly", "unit": "Celsius"},
+            {"name": "setpoint", "type": "FLOAT", "accessMode": "ReadWrite", "unit": "Celsius"}]}
+    }))
+    .unwrap();
+    let visitor = |register: &str| json!({"protocolName": "modbus", "configData": {"register": register, "offset": 0, "limit": 2}});
+    let device: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
+        "metadata": {"name": "thermo-1", "namespace": "default"},
+        "spec": {"deviceModelRef": {"name": "thermometer"}, "nodeName": NODE,
+                 "protocol": {"protocolName": "modbus",
+                              "configData": {"ip": addr.ip().to_string(), "port": addr.port(), "slaveID": 1}},
+                 "properties": [
+                    {"name": "temperature", "collectCycle": 200, "reportCycle": 200, "reportToCloud": true,
+                     "visitors": visitor("InputRegister")},
+                    {"name": "setpoint", "collectCycle": 200, "reportCycle": 200, "reportToCloud": true,
+                     "desired": {"value": "25.5", "metadata": {"type": "float"}},
+                     "visitors": visitor("HoldingRegister")}],
+                 "stateReport": {"reportToCloud": true, "reportCycle": 500}}
+    }))
+    .unwrap();
+    cloud.rt.block_on(models.create(&PostParams::default(), &model)).unwrap();
+    cloud.rt.block_on(devices.create(&PostParams::default(), &device)).unwrap();
+
+    // The mapper registers, gets the device, reads the registers, reports.
+    let mapper = Mapper::spawn(dir.path(), &edge_sock);
+    wait_until("the temperature register in DeviceStatus", || {
+        reported(&cloud, "thermo-1", "temperature").is_some_and(|t| (t - 21.5).abs() < 1e-3)
+    });
+    wait_until("status.state online", || state(&cloud, "thermo-1").as_deref() == Some("online"));
+    // The desired value is written to the holding registers.
+    wait_until("the setpoint written", || sim.with(|m| (get_f32(&m.holding, 0) - 25.5).abs() < 1e-3));
+    // The register changes: DeviceStatus follows.
+    sim.with(|m| put_f32(&mut m.input, 0, 23.25));
+    wait_until("the new temperature in DeviceStatus", || {
+        reported(&cloud, "thermo-1", "temperature").is_some_and(|t| (t - 23.25).abs() < 1e-3)
+    });
+    // kubectl patch of the desired value: written to the device.
+    let patch = json!({"spec": {"properties": [
+        {"name": "temperature", "collectCycle": 200, "reportCycle": 200, "reportToCloud": true, "visitors": visitor("InputRegister")},
+        {"name": "setpoint", "collectCycle": 200, "reportCycle": 200, "reportToCloud": true,
+         "desired": {"value": "19", "metadata": {"type": "float"}}, "visitors": visitor("HoldingRegister")}]}});
+    cloud.rt.block_on(devices.patch("thermo-1", &PatchParams::default(), &Patch::Merge(&patch))).unwrap();
+    wait_until("the patched setpoint written", || sim.with(|m| (get_f32(&m.holding, 0) - 19.0).abs() < 1e-3));
+
+    // The Modbus server goes away: offline; back: online, values again.
+    let _ = server.stop.send(());
+    wait_until("status.state offline", || state(&cloud, "thermo-1").as_deref() == Some("offline"));
+    server = serve(&cloud, addr, sim.clone());
+    sim.with(|m| put_f32(&mut m.input, 0, 24.5));
+    wait_until("status.state online again", || state(&cloud, "thermo-1").as_deref() == Some("online"));
+    wait_until("values after the server came back", || {
+        reported(&cloud, "thermo-1", "temperature").is_some_and(|t| (t - 24.5).abs() < 1e-3)
+    });
+
+    // The mapper restarts: it registers again and keeps reporting.
+    mapper.stop();
+    let _mapper = Mapper::spawn(dir.path(), &edge_sock);
+    sim.with(|m| put_f32(&mut m.input, 0, 20.75));
+    wait_until("values after the mapper restarted", || {
+        reported(&cloud, "thermo-1", "temperature").is_some_and(|t| (t - 20.75).abs() < 1e-3)
+    });
+    assert!(edge.wait_exit(Duration::ZERO).is_none(), "edgecore is still running");
+    let _ = server.stop.send(());
+    edge.signal("TERM");
+    edge.wait_exit(Duration::from_secs(20));
+    cloud.proc.signal("TERM");
+}
