@@ -112,7 +112,7 @@ impl Drop for Mapper {
 #[test]
 fn a_modbus_register_reaches_devicestatus_and_a_desired_value_the_register() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cloud = CloudSide::start(dir.path());
+    let cloud = CloudSide::start(dir.path());
     let sim = Thermometer::device();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut server = serve(&cloud, addr, sim.clone());
