@@ -10,12 +10,15 @@
 # Ports (loopback): APISERVER_LISTEN 127.0.0.1:6443, CLOUDHUB_WS_PORT 10000,
 # CLOUDHUB_HTTPS_PORT 10002, CLOUDCORE_MONITOR 127.0.0.1:9091, EDGECORE_MONITOR 127.0.0.1:9092,
 # METASERVER_PORT 10550, KUBELET_PORT 10350 (Edged's logs/exec server), MQTT_PORT 1883 (a
-# private mosquitto: the device twins' broker, EventBus's external mode).
+# private mosquitto: the device twins' broker, EventBus's external mode), MODBUS_PORT 5020 (a
+# simulated Modbus TCP thermometer, modbus-sim), MODBUS_MAPPER_HTTP_PORT 7777 (the modbus
+# mapper's REST API; the mapper registers with edgecore over DMI, on $LOCAL_UP_DIR/edge/dmi.sock).
 # EDGE_NODE_NAME names the edge node (default: edge-local). POD_CIDR is the pod network
 # (default 10.215.0.0/24, bridge kelocal0). PROFILE=debug skips the release build.
 #
 # Try: kubectl apply -f examples/web.yaml; kubectl get pods -o wide; curl http://<pod IP>:8080/
 # Devices: kubectl apply -f examples/devices/; mosquitto_pub/mosquitto_sub on MQTT_PORT (README).
+# A Modbus device: kubectl apply -f examples/devices/modbus/ (modbus-sim on MODBUS_PORT, 5020).
 set -euo pipefail
 # Job control: each daemon gets its own process group, so Ctrl-C reaches only this script,
 # which then stops the daemons in order (edge, cloud, API server) with one SIGTERM each.
@@ -35,11 +38,13 @@ CTRD=${LOCAL_UP_CONTAINERD_DIR:-/tmp/kubeedge-local-up}
 POD_CIDR=${POD_CIDR:-10.215.0.0/24}
 KUBELET_PORT=${KUBELET_PORT:-10350}
 MQTT_PORT=${MQTT_PORT:-1883}
+MODBUS_PORT=${MODBUS_PORT:-5020}
+MAPPER_HTTP_PORT=${MODBUS_MAPPER_HTTP_PORT:-7777}
 BRIDGE=kelocal0
 
 bash hack/install-deps.sh
-echo "local-up: building apiserver-lite, cloudcore and edgecore ($PROFILE)"
-PKGS=(-p cloudcore -p edgecore -p apiserver-lite)
+echo "local-up: building apiserver-lite, cloudcore, edgecore, the modbus mapper and its simulator ($PROFILE)"
+PKGS=(-p cloudcore -p edgecore -p apiserver-lite -p kubeedge-mapper-modbus -p kubeedge-modbus-sim)
 if [ "$PROFILE" = release ]; then cargo build --release --locked "${PKGS[@]}"; else cargo build --locked "${PKGS[@]}"; fi
 BIN=target/$PROFILE
 rm -rf "$OUT"
@@ -209,10 +214,28 @@ echo "local-up: edge node $NODE joined with the token and is connected (edgecore
 ready() { [ "$(kubectl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
 wait_for "node $NODE to be Ready" ready
 kubectl get nodes -o wide
+# A simulated Modbus TCP thermometer and the modbus mapper, registered with edgecore over DMI.
+"$BIN/modbus-sim" --listen "127.0.0.1:$MODBUS_PORT" > "$OUT/modbus-sim.log" 2>&1 & pids+=($!)
+wait_for "the Modbus simulator" bash -c "exec 3<>/dev/tcp/127.0.0.1/$MODBUS_PORT"
+cat > "$OUT/modbus-mapper.yaml" <<YAML
+grpc_server:
+  socket_path: $OUT/edge/modbus.sock
+common:
+  name: modbus-mapper
+  version: v1.0.0
+  api_version: v1beta1
+  protocol: modbus
+  address: 127.0.0.1
+  edgecore_sock: $OUT/edge/dmi.sock
+  http_port: "$MAPPER_HTTP_PORT"
+YAML
+"$BIN/modbus-mapper" --config-file "$OUT/modbus-mapper.yaml" 2> "$OUT/modbus-mapper.log" & pids+=($!)
+echo "local-up: a Modbus thermometer on 127.0.0.1:$MODBUS_PORT and the modbus mapper (REST on :$MAPPER_HTTP_PORT)"
 echo "local-up: run pods on the edge: kubectl apply -f examples/web.yaml && kubectl get pods -o wide"
 echo "local-up: container logs from Edged: curl http://127.0.0.1:$KUBELET_PORT/containerLogs/default/web/httpd"
 echo "local-up: the edge's local Kubernetes API (MetaServer): kubectl --server http://127.0.0.1:$META_PORT get pods -A"
 echo "local-up: devices: kubectl apply -f examples/devices/ && mosquitto_sub -p $MQTT_PORT -t '\$hw/events/device/#' -v (README: Devices)"
+echo "local-up: a Modbus device: kubectl apply -f examples/devices/modbus/ && kubectl get devicestatus thermostat-1 -o yaml"
 echo "local-up: KUBECONFIG=$KUBECONFIG; configs, certificates and logs in $OUT; Ctrl-C stops everything"
 wait -n "${pids[@]}" "$ctrd_pid" || true
 echo "local-up: a process exited on its own; see $OUT/*.log" >&2

@@ -200,6 +200,26 @@ fn a_modbus_register_reaches_devicestatus_and_a_desired_value_the_register() {
     wait_until("values after the mapper restarted", || {
         reported(&cloud, "thermo-1", "temperature").is_some_and(|t| (t - 20.75).abs() < 1e-3)
     });
+    // The demo's files (examples/devices/modbus/, the visitors in the model) on this cluster.
+    let example = |file: &str| -> DynamicObject {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/devices/modbus").join(file);
+        let mut v: Value = yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        if v["kind"] == "Device" {
+            v["spec"]["nodeName"] = json!(NODE);
+            v["spec"]["protocol"]["configData"]["port"] = json!(addr.port());
+            for p in v["spec"]["properties"].as_array_mut().unwrap() {
+                p["collectCycle"] = json!(200);
+                p["reportCycle"] = json!(200);
+            }
+        }
+        serde_json::from_value(v).unwrap()
+    };
+    cloud.rt.block_on(models.create(&PostParams::default(), &example("thermostat-model.yaml"))).unwrap();
+    cloud.rt.block_on(devices.create(&PostParams::default(), &example("thermostat.yaml"))).unwrap();
+    wait_until("the example's temperature in DeviceStatus", || {
+        reported(&cloud, "thermostat-1", "temperature").is_some_and(|t| (t - 20.75).abs() < 1e-3)
+    });
+    wait_until("the example's setpoint written", || sim.with(|m| (get_f32(&m.holding, 0) - 21.5).abs() < 1e-3));
     assert!(edge.wait_exit(Duration::ZERO).is_none(), "edgecore is still running");
     let _ = server.stop.send(());
     edge.signal("TERM");
