@@ -28,11 +28,19 @@ pub struct Memory {
     pub holding: Vec<u16>,
     /// Input registers (read-only words).
     pub input: Vec<u16>,
+    /// Requests answered (reads and writes), for benchmarks.
+    pub requests: u64,
 }
 
 impl Default for Memory {
     fn default() -> Self {
-        Self { coils: vec![false; SIZE], discrete: vec![false; SIZE], holding: vec![0; SIZE], input: vec![0; SIZE] }
+        Self {
+            coils: vec![false; SIZE],
+            discrete: vec![false; SIZE],
+            holding: vec![0; SIZE],
+            input: vec![0; SIZE],
+            requests: 0,
+        }
     }
 }
 
@@ -53,7 +61,14 @@ impl Device {
     }
 
     fn answer(&self, req: Request<'static>) -> Result<Response, ExceptionCode> {
-        self.with(|m| match req {
+        self.with(|m| {
+            m.requests += 1;
+            Self::apply(m, req)
+        })
+    }
+
+    fn apply(m: &mut Memory, req: Request<'static>) -> Result<Response, ExceptionCode> {
+        match req {
             Request::ReadCoils(a, n) => slice(&m.coils, a, n).map(Response::ReadCoils),
             Request::ReadDiscreteInputs(a, n) => slice(&m.discrete, a, n).map(Response::ReadDiscreteInputs),
             Request::ReadHoldingRegisters(a, n) => slice(&m.holding, a, n).map(Response::ReadHoldingRegisters),
@@ -81,7 +96,7 @@ impl Device {
                 Ok(Response::WriteMultipleRegisters(a, u16::try_from(words.len()).unwrap_or(u16::MAX)))
             }
             _ => Err(ExceptionCode::IllegalFunction),
-        })
+        }
     }
 }
 
