@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,32 +100,34 @@ where
 /// The channel reconnects by itself on the next call if the server restarts; each reconnect
 /// has the same timeout.
 pub async fn connect_unix(path: impl AsRef<Path>, connect_timeout: Duration) -> Result<Channel> {
-    let path = Arc::new(path.as_ref().to_path_buf());
-    // The URI only names the HTTP/2 authority; the connector dials the socket (grpc-go says
-    // "localhost" for unix sockets too).
+    let path = path.as_ref().to_path_buf();
+    let (endpoint, connector) = dialer(&path, connect_timeout);
+    endpoint.connect_with_connector(connector).await.map_err(|source| Error::Connect { path, source })
+}
+
+/// An endpoint with `connect_timeout` and a connector that dials `path`. The URI only names the
+/// HTTP/2 authority; the connector ignores it (grpc-go says "localhost" for unix sockets too).
+fn dialer(
+    path: &Path,
+    connect_timeout: Duration,
+) -> (
+    Endpoint,
+    impl tower::Service<Uri, Response = TokioIo<UnixStream>, Error = std::io::Error, Future: Send> + Clone + Send + 'static,
+) {
+    let path = Arc::new(path.to_path_buf());
     let endpoint = Endpoint::from_static("http://localhost").connect_timeout(connect_timeout);
-    let connector = {
+    let connector = tower::service_fn(move |_: Uri| {
         let path = Arc::clone(&path);
-        tower::service_fn(move |_: Uri| {
-            let path = Arc::clone(&path);
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(&*path).await?)) }
-        })
-    };
-    endpoint
-        .connect_with_connector(connector)
-        .await
-        .map_err(|source| Error::Connect { path: PathBuf::clone(&path), source })
+        async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(&*path).await?)) }
+    });
+    (endpoint, connector)
 }
 
 /// A channel to the unix socket `path` that dials on first use (and again after each failure),
 /// so it can be made before the server is up; every dial has `connect_timeout`.
 pub fn connect_unix_lazy(path: impl AsRef<Path>, connect_timeout: Duration) -> Channel {
-    let path = Arc::new(path.as_ref().to_path_buf());
-    let endpoint = Endpoint::from_static("http://localhost").connect_timeout(connect_timeout);
-    endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-        let path = Arc::clone(&path);
-        async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(&*path).await?)) }
-    }))
+    let (endpoint, connector) = dialer(path.as_ref(), connect_timeout);
+    endpoint.connect_with_connector_lazy(connector)
 }
 
 async fn remove_if_present(path: &Path) -> std::io::Result<()> {

@@ -235,3 +235,67 @@ async fn a_live_mapper_socket_is_not_stolen() {
     let err = start(mapper_config(&edge_sock, &mapper_sock), protocol, CancellationToken::new()).await.err().unwrap();
     assert!(format!("{:?}", err).contains("SocketInUse"), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_push_posts_upstreams_form_body() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let (edge_sock, mapper_sock) = temp_paths(dir.path());
+        // The push target: answers 200 and hands the request to the test.
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = target.local_addr().unwrap().port();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = target.accept().await else { return };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = String::new();
+                    while !got.contains("time=") {
+                        let n = s.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+                    let _ = tx.send(got).await;
+                });
+            }
+        });
+        let bank = Memory::default();
+        bank.set("t", "21");
+        let protocol = MemoryProtocol { banks: HashMap::from([("a".to_owned(), bank)]) };
+        let mut prop = property("temperature", json!({"key": "t"}), "", 100);
+        prop.push_method = Some(PushMethod {
+            http: Some(PushMethodHttp {
+                hostname: "http://127.0.0.1".into(),
+                port: port.into(),
+                requestpath: "/ingest".into(),
+                timeout: 1000,
+            }),
+            ..Default::default()
+        });
+        let dev = device("pushed", "thermometer", json!({"bank": "a"}), vec![prop]);
+        let edge = FakeEdgecore::serve(&edge_sock, vec![thermometer()], vec![dev]).await;
+        let stop = CancellationToken::new();
+        let mapper = start(mapper_config(&edge_sock, &mapper_sock), protocol, stop.clone()).await.unwrap();
+
+        let request = rx.recv().await.unwrap();
+        assert!(request.starts_with("POST /ingest HTTP/1.1\r\n"), "{request}");
+        assert!(request.to_ascii_lowercase().contains("content-type: application/x-www-form-urlencoded"), "{request}");
+        let body = request.split("\r\n\r\n").nth(1).unwrap();
+        let (value, time) = body.split_once("&time=").unwrap();
+        assert_eq!(value, "temperature=21");
+        // `2006-01-02 15:04:05`.
+        assert_eq!((time.len(), &time[4..5], &time[10..11]), (19, "-", " "), "{time}");
+
+        stop.cancel();
+        assert!(mapper.wait().await);
+        edge.shut().await;
+    })
+    .await
+    .expect("likely deadlocked");
+}
