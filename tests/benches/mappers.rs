@@ -74,9 +74,9 @@ impl Drop for KillOnDrop {
 }
 
 fn release_bin(var: &str, name: &str) -> PathBuf {
-    std::env::var(var).map(PathBuf::from).unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release").join(name)
-    })
+    std::env::var(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release").join(name))
 }
 
 fn reported(cloud: &CloudSide, api: &Api<DynamicObject>, name: &str, property: &str) -> Option<String> {
@@ -151,9 +151,8 @@ fn main() {
     let devices: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource("Device", "devices"));
     let statuses: Api<DynamicObject> =
         Api::namespaced_with(client, "default", &resource("DeviceStatus", "devicestatuses"));
-    let props: Vec<Value> = (0..PROPERTIES)
-        .map(|i| json!({"name": format!("p{i}"), "type": "FLOAT", "accessMode": "ReadOnly"}))
-        .collect();
+    let props: Vec<Value> =
+        (0..PROPERTIES).map(|i| json!({"name": format!("p{i}"), "type": "FLOAT", "accessMode": "ReadOnly"})).collect();
     let model: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
         "metadata": {"name": "meter", "namespace": "default"},
@@ -180,8 +179,10 @@ fn main() {
         cloud.rt.block_on(devices.create(&PostParams::default(), &device)).unwrap();
     }
     // Warm-up: every device's last property in DeviceStatus.
-    for (d, (sim, _)) in sims.iter().enumerate() {
+    for (sim, _) in &sims {
         sim.with(|m| put_f32(&mut m.input, 2 * (PROPERTIES - 1), 1.0));
+    }
+    for d in 0..DEVICES {
         until(&format!("meter-{d} in DeviceStatus"), || {
             reported(&cloud, &statuses, &format!("meter-{d}"), &format!("p{}", PROPERTIES - 1))
                 .filter(|v| v.starts_with("1.0"))
@@ -195,11 +196,8 @@ fn main() {
     std::thread::sleep(Duration::from_secs(10));
     let secs = t0.elapsed().as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
-    let (reads, mcpu, ecpu) = (
-        (requests() - r0) as f64 / secs,
-        (cpu_ticks(mpid) - m0) as f64 / secs,
-        (cpu_ticks(epid) - e0) as f64 / secs,
-    );
+    let (reads, mcpu, ecpu) =
+        ((requests() - r0) as f64 / secs, (cpu_ticks(mpid) - m0) as f64 / secs, (cpu_ticks(epid) - e0) as f64 / secs);
     let busy_rss = rss_kb(mpid);
 
     // Latency: a register changes → DeviceStatus, one device at a time.
@@ -224,7 +222,9 @@ fn main() {
     lat.sort();
     let size = std::fs::metadata(&mapper_bin).map(|m| m.len()).unwrap_or(0);
     println!("modbus-mapper {} ({:.1} MB), edgecore {}:", mapper_bin.display(), size as f64 / 1e6, edge_bin.display());
-    println!("  mapper RSS: {idle_rss} KB with no device, {busy_rss} KB with {DEVICES} devices × {PROPERTIES} properties");
+    println!(
+        "  mapper RSS: {idle_rss} KB with no device, {busy_rss} KB with {DEVICES} devices × {PROPERTIES} properties"
+    );
     println!(
         "  {DEVICES} × {PROPERTIES} properties at 1 s cycles: {reads:.0} Modbus reads/s; CPU mapper {mcpu:.1} %, edgecore {ecpu:.1} % of one core"
     );

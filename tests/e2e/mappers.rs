@@ -220,6 +220,26 @@ fn a_modbus_register_reaches_devicestatus_and_a_desired_value_the_register() {
         reported(&cloud, "thermostat-1", "temperature").is_some_and(|t| (t - 20.75).abs() < 1e-3)
     });
     wait_until("the example's setpoint written", || sim.with(|m| (get_f32(&m.holding, 0) - 21.5).abs() < 1e-3));
+    // The mappers' samples (mappers/*/samples/) are valid objects of this API (renamed apart).
+    for m in ["modbus", "virtual"] {
+        for file in ["device-model.yaml", "device.yaml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mappers").join(m).join("samples").join(file);
+            let mut v: Value = yaml_serde::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let name = v["metadata"]["name"].as_str().unwrap().to_owned();
+            v["metadata"]["name"] = json!(format!("sample-{m}-{name}"));
+            if v["kind"] == "Device" {
+                let model = v["spec"]["deviceModelRef"]["name"].as_str().unwrap().to_owned();
+                v["spec"]["deviceModelRef"]["name"] = json!(format!("sample-{m}-{model}"));
+                v["spec"]["nodeName"] = json!("elsewhere");
+            }
+            let obj: DynamicObject = serde_json::from_value(v).unwrap();
+            let api = if file == "device.yaml" { &devices } else { &models };
+            cloud
+                .rt
+                .block_on(api.create(&PostParams::default(), &obj))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
     assert!(edge.wait_exit(Duration::ZERO).is_none(), "edgecore is still running");
     let _ = server.stop.send(());
     edge.signal("TERM");
