@@ -121,6 +121,15 @@ async fn wait_call(calls: &Calls, what: &str) {
     }
 }
 
+/// Waits (30 s) for a log line of `edge` holding every one of `needles`.
+async fn wait_log(edge: &mut Process, needles: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !edge.log().lines().any(|l| needles.iter().all(|n| l.contains(n))) {
+        assert!(tokio::time::Instant::now() < deadline, "no log line with {needles:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn edgecore_client(dir: &Path) -> DeviceManagerServiceClient<tonic::transport::Channel> {
     let ch = kubeedge_dmi::connect_unix(dir.join("dmi.sock"), Duration::from_secs(2)).await.unwrap();
     DeviceManagerServiceClient::new(ch)
@@ -264,6 +273,27 @@ async fn mappers_register_report_and_follow_devices() {
     // A device the mapper refuses is logged and not retried; the others go on.
     cloud.send("devicecontroller", "resource", "default/device/broken", "insert", device("broken", 8, "", Some(1)));
     edge.wait_for_line("The mapper refused the call");
+    // A device of a protocol no mapper serves waits, named in the log; a mapper whose socket
+    // accepts and never answers costs only its own protocol (the call times out and waits).
+    let mut nosuch = device("nosuch-1", 14, "", None);
+    nosuch["spec"]["protocol"]["protocolName"] = json!("nosuch");
+    cloud.send("devicecontroller", "resource", "default/device/nosuch-1", "insert", nosuch);
+    wait_log(&mut edge, &["No mapper has registered for this protocol yet", "nosuch"]).await;
+    let hang_sock = dir.path().join("hang.sock");
+    let _hang = std::os::unix::net::UnixListener::bind(&hang_sock).unwrap();
+    let hang = pb::MapperInfo { name: "hang-mapper".into(), protocol: "hang".into(), ..mapper_info(&hang_sock) };
+    client.mapper_register(pb::MapperRegisterRequest { with_data: true, mapper: Some(hang) }).await.unwrap();
+    let mut stuck = device("stuck-1", 15, "", None);
+    stuck["spec"]["protocol"]["protocolName"] = json!("hang");
+    cloud.send("devicecontroller", "resource", "default/device/stuck-1", "insert", stuck);
+    cloud.send(
+        "devicecontroller",
+        "resource",
+        "default/device/thermo-1",
+        "update",
+        device("thermo-1", 16, "26", Some(2)),
+    );
+    wait_call(&calls, "UpdateDevice default/thermo-1 offset=2 desired=26").await;
 
     // The mapper goes down: what changes meanwhile waits and arrives once it is back, without
     // it registering again, merged per device: thermo-2 deleted and created again replaces the
@@ -298,7 +328,7 @@ async fn mappers_register_report_and_follow_devices() {
     {
         let seen = calls.lock();
         let updates = seen.iter().filter(|c| c.starts_with("UpdateDevice default/thermo-1")).count();
-        assert_eq!(updates, 2, "the metadata-only update was not sent: {seen:?}");
+        assert_eq!(updates, 3, "the metadata-only update was not sent: {seen:?}");
         assert!(!seen.iter().any(|c| c.contains("thermo-3")), "thermo-3 came and went unseen: {seen:?}");
         assert!(!seen.iter().any(|c| c.starts_with("RemoveDevice default/thermo-2")), "{seen:?}");
         // What the registration answered was never sent again.
@@ -307,6 +337,8 @@ async fn mappers_register_report_and_follow_devices() {
         // The refused device was not retried.
         assert_eq!(seen.iter().filter(|c| c.contains("broken")).count(), 1, "{seen:?}");
     }
+
+    wait_log(&mut edge, &["The mapper is unreachable", "\"hang\""]).await;
 
     // edgecore is killed: it comes back with the mapper and the devices from its database.
     edge.signal("KILL");
