@@ -300,7 +300,12 @@ async fn mappers_register_report_and_follow_devices() {
     // mapper's copy (an update: a registration of a device it has would be ignored), thermo-3
     // created and deleted again is never sent at all.
     stop.cancel();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Down: its socket is gone once the server has stopped.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while socket.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "the test mapper's socket stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let t1 = device("thermo-1", 9, "30", Some(2));
     cloud.send("devicecontroller", "resource", "default/device/thermo-1", "update", t1);
     edge.wait_for_line("The mapper is unreachable; the call waits.");

@@ -19,59 +19,15 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, PostParams};
+use kube::api::{DynamicObject, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kubeedge_e2e::{CloudSide, until};
+use kubeedge_e2e::measure::{KillOnDrop, cpu_ticks, pct_ms, rss_kb};
+use kubeedge_e2e::{CloudSide, device_resource, until};
 use kubeedge_testkit::{Process, free_port, link};
 use serde_json::json;
 
 const NODE: &str = "edge-dev-bench";
 const DEVICES: usize = 100;
-
-fn resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: "devices.kubeedge.io".into(),
-        version: "v1beta1".into(),
-        api_version: "devices.kubeedge.io/v1beta1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    }
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1e3
-}
-
-/// A child process killed when dropped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Publish times by value (the value is the update's sequence number).
 type Sent = Arc<Mutex<HashMap<u64, Instant>>>;
@@ -134,10 +90,11 @@ fn main() {
     // 100 devices of one model, one property `v`.
     let client = cloud.client();
     let models: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &resource("DeviceModel", "devicemodels"));
-    let devices: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource("Device", "devices"));
+        Api::namespaced_with(client.clone(), "default", &device_resource("DeviceModel", "devicemodels"));
+    let devices: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &device_resource("Device", "devices"));
     let statuses: Api<DynamicObject> =
-        Api::namespaced_with(client, "default", &resource("DeviceStatus", "devicestatuses"));
+        Api::namespaced_with(client, "default", &device_resource("DeviceStatus", "devicestatuses"));
     let model: DynamicObject = serde_json::from_value(json!({"apiVersion": "devices.kubeedge.io/v1beta1",
         "kind": "DeviceModel", "metadata": {"name": "meter", "namespace": "default"},
         "spec": {"protocol": "modbus", "properties": [{"name": "v", "type": "INT", "accessMode": "ReadOnly"}]}}))
@@ -321,14 +278,14 @@ fn main() {
         println!(
             "    MQTT → edge SQLite (result): {} answered, {edge_rate:.0}/s, p50 {:.1} ms, p99 {:.1} ms",
             edge_lat.len(),
-            pct(&edge_lat, 0.5),
-            pct(&edge_lat, 0.99)
+            pct_ms(&edge_lat, 0.5),
+            pct_ms(&edge_lat, 0.99)
         );
         println!(
             "    MQTT → DeviceStatus (watch): {} values seen (coalesced per device), p50 {:.1} ms, p99 {:.1} ms; every device's last value: {}",
             api_lat.len(),
-            pct(&api_lat, 0.5),
-            pct(&api_lat, 0.99),
+            pct_ms(&api_lat, 0.5),
+            pct_ms(&api_lat, 0.99),
             if api_last { "yes" } else { "NO" }
         );
         println!("    CPU: edgecore {ecpu:.0} %, cloudcore {ccpu:.0} % of one core");

@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, PostParams};
-use kubeedge_e2e::{CloudSide, until};
+use kube::api::{DynamicObject, PostParams};
+use kubeedge_e2e::measure::{KillOnDrop, cpu_ticks, pct_ms, rss_kb};
+use kubeedge_e2e::{CloudSide, device_resource, until};
 use kubeedge_modbus_sim::{Device as Sim, put_f32};
 use kubeedge_testkit::{Process, free_port, link};
 use serde_json::{Value, json};
@@ -27,51 +28,6 @@ use serde_json::{Value, json};
 const NODE: &str = "edge-mapper-bench";
 const DEVICES: usize = 100;
 const PROPERTIES: usize = 10;
-
-fn resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: "devices.kubeedge.io".into(),
-        version: "v1beta1".into(),
-        api_version: "devices.kubeedge.io/v1beta1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    }
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1e3
-}
-
-/// A child process killed when dropped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn release_bin(var: &str, name: &str) -> PathBuf {
     std::env::var(var)
@@ -147,10 +103,11 @@ fn main() {
     // 100 devices × 10 properties at upstream's 1 s cycles.
     let client = cloud.client();
     let models: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &resource("DeviceModel", "devicemodels"));
-    let devices: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource("Device", "devices"));
+        Api::namespaced_with(client.clone(), "default", &device_resource("DeviceModel", "devicemodels"));
+    let devices: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &device_resource("Device", "devices"));
     let statuses: Api<DynamicObject> =
-        Api::namespaced_with(client, "default", &resource("DeviceStatus", "devicestatuses"));
+        Api::namespaced_with(client, "default", &device_resource("DeviceStatus", "devicestatuses"));
     let props: Vec<Value> =
         (0..PROPERTIES).map(|i| json!({"name": format!("p{i}"), "type": "FLOAT", "accessMode": "ReadOnly"})).collect();
     let model: DynamicObject = serde_json::from_value(json!({
@@ -230,8 +187,8 @@ fn main() {
     );
     println!(
         "  register change → DeviceStatus (40 changes): p50 {:.0} ms, p99 {:.0} ms",
-        pct(&lat, 0.5),
-        pct(&lat, 0.99)
+        pct_ms(&lat, 0.5),
+        pct_ms(&lat, 0.99)
     );
     drop(mapper);
     edge.signal("TERM");

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use kubeedge_e2e::{CloudSide, wait_until};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kubeedge_e2e::{CloudSide, device_resource, wait_until};
 use kubeedge_testkit::link;
 use kubeedge_testkit::{Process, free_port, until};
 use serde_json::{Value, json};
@@ -91,20 +91,10 @@ impl Mapper {
     }
 }
 
-fn resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: "devices.kubeedge.io".into(),
-        version: "v1beta1".into(),
-        api_version: "devices.kubeedge.io/v1beta1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    }
-}
-
 /// The reported value of `property` in DeviceStatus `default/name`.
 fn reported(cloud: &CloudSide, name: &str, property: &str) -> Option<String> {
     let api: Api<DynamicObject> =
-        Api::namespaced_with(cloud.client(), "default", &resource("DeviceStatus", "devicestatuses"));
+        Api::namespaced_with(cloud.client(), "default", &device_resource("DeviceStatus", "devicestatuses"));
     let st = cloud.rt.block_on(api.get_opt(name)).ok()??;
     let twins = st.data.pointer("/status/twins")?.as_array()?.clone();
     twins
@@ -117,7 +107,7 @@ fn reported(cloud: &CloudSide, name: &str, property: &str) -> Option<String> {
 
 fn status_field(cloud: &CloudSide, name: &str, field: &str) -> Option<Value> {
     let api: Api<DynamicObject> =
-        Api::namespaced_with(cloud.client(), "default", &resource("DeviceStatus", "devicestatuses"));
+        Api::namespaced_with(cloud.client(), "default", &device_resource("DeviceStatus", "devicestatuses"));
     let st = cloud.rt.block_on(api.get_opt(name)).ok()??;
     st.data.pointer(&format!("/status/{field}")).cloned()
 }
@@ -160,8 +150,8 @@ fn a_device_twin_travels_between_mqtt_and_the_api() {
     // The model and the device, bound to the edge, with a desired value.
     let client = cloud.client();
     let models: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &resource("DeviceModel", "devicemodels"));
-    let devices: Api<DynamicObject> = Api::namespaced_with(client, "default", &resource("Device", "devices"));
+        Api::namespaced_with(client.clone(), "default", &device_resource("DeviceModel", "devicemodels"));
+    let devices: Api<DynamicObject> = Api::namespaced_with(client, "default", &device_resource("Device", "devices"));
     let model: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
         "metadata": {"name": "thermometer", "namespace": "default"},

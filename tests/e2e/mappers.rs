@@ -10,27 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use kubeedge_e2e::{CloudSide, wait_until};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kubeedge_e2e::{CloudSide, device_resource, wait_until};
 use kubeedge_modbus_sim::{Device as Sim, Thermometer, get_f32, put_f32};
 use kubeedge_testkit::{Process, free_port, link};
 use serde_json::{Value, json};
 
 const NODE: &str = "edge-modbus";
 
-fn resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: "devices.kubeedge.io".into(),
-        version: "v1beta1".into(),
-        api_version: "devices.kubeedge.io/v1beta1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    }
-}
-
 fn status(cloud: &CloudSide, name: &str) -> Option<Value> {
     let api: Api<DynamicObject> =
-        Api::namespaced_with(cloud.client(), "default", &resource("DeviceStatus", "devicestatuses"));
+        Api::namespaced_with(cloud.client(), "default", &device_resource("DeviceStatus", "devicestatuses"));
     cloud.rt.block_on(api.get_opt(name)).ok()?.map(|o| o.data)
 }
 
@@ -133,8 +123,8 @@ fn a_modbus_register_reaches_devicestatus_and_a_desired_value_the_register() {
 
     let client = cloud.client();
     let models: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &resource("DeviceModel", "devicemodels"));
-    let devices: Api<DynamicObject> = Api::namespaced_with(client, "default", &resource("Device", "devices"));
+        Api::namespaced_with(client.clone(), "default", &device_resource("DeviceModel", "devicemodels"));
+    let devices: Api<DynamicObject> = Api::namespaced_with(client, "default", &device_resource("Device", "devices"));
     let model: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
         "metadata": {"name": "thermometer", "namespace": "default"},

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+pub mod measure;
+
 use kubeedge_testkit::link::{self, Cloud};
 use kubeedge_testkit::{Process, free_port, http_get, workspace_bin};
 
@@ -92,5 +94,16 @@ impl CloudSide {
         let status = self.proc.wait_exit(kubeedge_testkit::patience());
         assert!(status.is_some_and(|s| s.success()), "{}", self.proc.log());
         self.rt.block_on(self.api.shutdown());
+    }
+}
+
+/// The `devices.kubeedge.io/v1beta1` resource of `kind` (e.g. `Device`, `devices`).
+pub fn device_resource(kind: &str, plural: &str) -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: "devices.kubeedge.io".into(),
+        version: "v1beta1".into(),
+        api_version: "devices.kubeedge.io/v1beta1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
     }
 }
