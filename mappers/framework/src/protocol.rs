@@ -34,6 +34,11 @@ pub trait Protocol: Send + Sync + 'static {
     /// An open connection to one device.
     type Client: Send + 'static;
 
+    /// Log targets of the protocol's libraries that are silenced below `-v 4` (and when
+    /// `RUST_LOG` is not set): libraries that log every failure at error level themselves,
+    /// while the framework already logs it once, with the device and property.
+    const QUIET_TARGETS: &'static [&'static str] = &[];
+
     /// Opens a connection. A [`ErrorKind::Connection`](crate::ErrorKind::Connection) error makes
     /// the framework retry with backoff; a [`ErrorKind::Config`](crate::ErrorKind::Config) one
     /// marks the device unhealthy until it is updated.

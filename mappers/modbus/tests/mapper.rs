@@ -7,8 +7,7 @@ mod fake_edgecore;
 
 use std::future;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -192,53 +191,6 @@ fn sensor(name: &str, addr: SocketAddr, transport: &str) -> kubeedge_dmi::v1beta
     d
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Writes `config.yaml` and starts the mapper; its REST port.
-fn spawn_mapper(dir: &Path, edge_sock: &Path, mapper_sock: &Path) -> (Child, u16) {
-    let port = free_port();
-    let config = format!(
-        "grpc_server:\n  socket_path: {}\ncommon:\n  name: modbus-mapper\n  version: v1.20.0\n  api_version: v1.0.0\n  protocol: modbus\n  address: 127.0.0.1\n  edgecore_sock: {}\n  http_port: \"{port}\"\n",
-        mapper_sock.display(),
-        edge_sock.display()
-    );
-    let file = dir.join("config.yaml");
-    std::fs::write(&file, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_modbus-mapper"))
-        .arg("--config-file")
-        .arg(&file)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    (child, port)
-}
-
-/// Kills the mapper if the test fails before stopping it.
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(12);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(std::time::Instant::now() < deadline, "the mapper did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modbus_tcp_and_rtu_over_tcp_end_to_end() {
     tokio::time::timeout(Duration::from_secs(90), async {
@@ -261,8 +213,8 @@ async fn modbus_tcp_and_rtu_over_tcp_end_to_end() {
             vec![sensor("plc-tcp", tcp, "tcp"), sensor("plc-rtu", rtu, "rtuovertcp"), broken],
         )
         .await;
-        let (child, port) = spawn_mapper(dir.path(), &edge_sock, &mapper_sock);
-        let mut child = Reap(child);
+        let (mut child, port) =
+            spawn_mapper(env!("CARGO_BIN_EXE_modbus-mapper"), dir.path(), &edge_sock, &mapper_sock, "warn");
 
         let Event::Register(info) = edge.expect(T, "registration", |e| matches!(e, Event::Register(_))).await else {
             unreachable!()

@@ -5,8 +5,6 @@
 #[path = "../../framework/tests/common/fake_edgecore.rs"]
 mod fake_edgecore;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fake_edgecore::*;
@@ -17,34 +15,6 @@ use serde_json::json;
 /// The protocol name the test devices carry.
 const PROTOCOL: &str = "virtual";
 const T: Duration = Duration::from_secs(15);
-
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_mapper(dir: &Path, edge_sock: &Path, mapper_sock: &Path) -> Reap {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = format!(
-        "grpc_server:\n  socket_path: {}\ncommon:\n  name: virtual-mapper\n  version: v1.20.0\n  api_version: v1.0.0\n  protocol: virtual\n  address: 127.0.0.1\n  edgecore_sock: {}\n  http_port: {port}\n",
-        mapper_sock.display(),
-        edge_sock.display()
-    );
-    let file = dir.join("config.yaml");
-    std::fs::write(&file, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_virtual-mapper"))
-        .arg("--config-file")
-        .arg(&file)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    Reap(child)
-}
 
 fn counter(name: &str, extra: serde_json::Value) -> Device {
     device(
@@ -69,7 +39,8 @@ async fn virtual_mapper_end_to_end() {
             &[("count", "INT", "ReadOnly"), ("setting", "INT", "ReadWrite"), ("walk", "DOUBLE", "ReadOnly")],
         );
         let mut edge = FakeEdgecore::serve(&edge_sock, vec![gauge], vec![counter("g1", json!({"seed": 7}))]).await;
-        let mut child = spawn_mapper(dir.path(), &edge_sock, &mapper_sock);
+        let (mut child, _port) =
+            spawn_mapper(env!("CARGO_BIN_EXE_virtual-mapper"), dir.path(), &edge_sock, &mapper_sock, "warn");
 
         edge.expect(T, "registration", |e| matches!(e, Event::Register(_))).await;
         edge.expect(T, "g1 online", state("default/g1", "online")).await;
@@ -110,15 +81,7 @@ async fn virtual_mapper_end_to_end() {
             .unwrap_err();
         assert_eq!(got.code(), tonic::Code::NotFound);
 
-        Command::new("kill").arg("-TERM").arg(child.0.id().to_string()).status().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(12);
-        let status = loop {
-            if let Some(s) = child.0.try_wait().unwrap() {
-                break s;
-            }
-            assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let status = sigterm(&mut child.0);
         assert!(status.success(), "{status:?}");
         assert!(!mapper_sock.exists());
         edge.shut().await;

@@ -1,12 +1,13 @@
 //! Test support shared by the mapper crates' tests (each includes this file with `#[path]`):
 //! a fake edgecore (DeviceManagerService on a temp unix socket, every call forwarded to the
-//! test), builders of DMI objects, and a tiny HTTP client. The including crate defines
-//! `PROTOCOL`, the protocol name its devices carry.
+//! test), builders of DMI objects, a tiny HTTP client, and the mapper as a child process. The
+//! including crate defines `PROTOCOL`, the protocol name its devices carry.
 
 #![allow(dead_code, missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use kubeedge_dmi::any;
 use kubeedge_dmi::v1beta1::device_manager_service_server::{DeviceManagerService, DeviceManagerServiceServer};
@@ -205,4 +206,56 @@ pub async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 pub fn temp_paths(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("edgecore/dmi.sock"), dir.join("mapper.sock"))
+}
+
+// === The mapper process ===
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The mapper, killed if the test fails before stopping it.
+pub struct Reap(pub Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Writes a `config.yaml` for `{PROTOCOL}-mapper` and starts `bin` (the crate's
+/// `env!("CARGO_BIN_EXE_…")`) with `RUST_LOG=log`; the process and its REST port.
+pub fn spawn_mapper(bin: &str, dir: &Path, edge_sock: &Path, mapper_sock: &Path, log: &str) -> (Reap, u16) {
+    let port = free_port();
+    let config = format!(
+        "grpc_server:\n  socket_path: {}\ncommon:\n  name: {p}-mapper\n  version: v1.20.0\n  api_version: v1.0.0\n  protocol: {p}\n  address: 127.0.0.1\n  edgecore_sock: {}\n  http_port: \"{port}\"\n",
+        mapper_sock.display(),
+        edge_sock.display(),
+        p = crate::PROTOCOL,
+    );
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, config).unwrap();
+    let child = Command::new(bin)
+        .arg("--config-file")
+        .arg(&file)
+        .env("RUST_LOG", log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    (Reap(child), port)
+}
+
+/// Sends SIGTERM and waits (12 s at most) for the exit.
+pub fn sigterm(child: &mut Child) -> ExitStatus {
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(12);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the mapper did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
