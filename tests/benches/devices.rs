@@ -89,10 +89,7 @@ fn main() {
 
     // 100 devices of one model, one property `v`.
     let client = cloud.client();
-    let models: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &device_resource("DeviceModel", "devicemodels"));
-    let devices: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &device_resource("Device", "devices"));
+    let (models, devices) = kubeedge_e2e::device_apis(&client);
     let statuses: Api<DynamicObject> =
         Api::namespaced_with(client, "default", &device_resource("DeviceStatus", "devicestatuses"));
     let model: DynamicObject = serde_json::from_value(json!({"apiVersion": "devices.kubeedge.io/v1beta1",

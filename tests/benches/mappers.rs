@@ -102,10 +102,7 @@ fn main() {
 
     // 100 devices × 10 properties at upstream's 1 s cycles.
     let client = cloud.client();
-    let models: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &device_resource("DeviceModel", "devicemodels"));
-    let devices: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &device_resource("Device", "devices"));
+    let (models, devices) = kubeedge_e2e::device_apis(&client);
     let statuses: Api<DynamicObject> =
         Api::namespaced_with(client, "default", &device_resource("DeviceStatus", "devicestatuses"));
     let props: Vec<Value> =

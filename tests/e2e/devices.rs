@@ -149,9 +149,7 @@ fn a_device_twin_travels_between_mqtt_and_the_api() {
 
     // The model and the device, bound to the edge, with a desired value.
     let client = cloud.client();
-    let models: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &device_resource("DeviceModel", "devicemodels"));
-    let devices: Api<DynamicObject> = Api::namespaced_with(client, "default", &device_resource("Device", "devices"));
+    let (models, devices) = kubeedge_e2e::device_apis(&client);
     let model: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
         "metadata": {"name": "thermometer", "namespace": "default"},

@@ -61,6 +61,23 @@ fn serve(cloud: &CloudSide, addr: std::net::SocketAddr, sim: Sim) -> Server {
     Server { stop }
 }
 
+/// edgecore joined as `node`, DeviceTwin serving DMI (no EventBus); its DMI socket.
+fn start_edge(cloud: &CloudSide, dir: &Path, node: &str) -> (Process, PathBuf) {
+    let token = cloud.token();
+    let edge_bin = kubeedge_testkit::workspace_bin("edgecore");
+    let edge_cfg = link::edgecore(
+        &edge_bin,
+        dir,
+        node,
+        &token,
+        &cloud.link(),
+        &[(&["modules", "eventBus", "enable"], "false".into()), (&["modules", "deviceTwin", "enable"], "true".into())],
+    );
+    let mut edge = Process::spawn(&edge_bin, &["--config", edge_cfg.to_str().unwrap()]).unwrap();
+    edge.wait_for_line("Connected to CloudHub.");
+    (edge, dir.join("edge/dmi.sock"))
+}
+
 /// The mapper process, killed on drop.
 struct Mapper(Child);
 
@@ -115,24 +132,10 @@ fn a_modbus_register_reaches_devicestatus_and_a_desired_value_the_register() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut server = serve(&cloud, addr, sim.clone());
 
-    let token = cloud.token();
-    let edge_bin = kubeedge_testkit::workspace_bin("edgecore");
-    let edge_cfg = link::edgecore(
-        &edge_bin,
-        dir.path(),
-        NODE,
-        &token,
-        &cloud.link(),
-        &[(&["modules", "eventBus", "enable"], "false".into()), (&["modules", "deviceTwin", "enable"], "true".into())],
-    );
-    let mut edge = Process::spawn(&edge_bin, &["--config", edge_cfg.to_str().unwrap()]).unwrap();
-    edge.wait_for_line("Connected to CloudHub.");
-    let edge_sock: PathBuf = dir.path().join("edge/dmi.sock");
+    let (mut edge, edge_sock) = start_edge(&cloud, dir.path(), NODE);
 
     let client = cloud.client();
-    let models: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &device_resource("DeviceModel", "devicemodels"));
-    let devices: Api<DynamicObject> = Api::namespaced_with(client, "default", &device_resource("Device", "devices"));
+    let (models, devices) = kubeedge_e2e::device_apis(&client);
     let model: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
         "metadata": {"name": "thermometer", "namespace": "default"},
@@ -267,24 +270,10 @@ fn an_opcua_variable_reaches_devicestatus_and_a_desired_value_the_node() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = CloudSide::start(dir.path());
     let node = "edge-opcua";
-    let token = cloud.token();
-    let edge_bin = kubeedge_testkit::workspace_bin("edgecore");
-    let edge_cfg = link::edgecore(
-        &edge_bin,
-        dir.path(),
-        node,
-        &token,
-        &cloud.link(),
-        &[(&["modules", "eventBus", "enable"], "false".into()), (&["modules", "deviceTwin", "enable"], "true".into())],
-    );
-    let mut edge = Process::spawn(&edge_bin, &["--config", edge_cfg.to_str().unwrap()]).unwrap();
-    edge.wait_for_line("Connected to CloudHub.");
-    let edge_sock: PathBuf = dir.path().join("edge/dmi.sock");
+    let (mut edge, edge_sock) = start_edge(&cloud, dir.path(), node);
 
     let client = cloud.client();
-    let models: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &device_resource("DeviceModel", "devicemodels"));
-    let devices: Api<DynamicObject> = Api::namespaced_with(client, "default", &device_resource("Device", "devices"));
+    let (models, devices) = kubeedge_e2e::device_apis(&client);
     let model: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
         "metadata": {"name": "opcua-thermostat", "namespace": "default"},

@@ -107,3 +107,12 @@ pub fn device_resource(kind: &str, plural: &str) -> kube::api::ApiResource {
         plural: plural.into(),
     }
 }
+
+/// The `default` namespace's DeviceModels and Devices, as dynamic objects.
+pub fn device_apis(
+    client: &kube::Client,
+) -> (kube::Api<kube::api::DynamicObject>, kube::Api<kube::api::DynamicObject>) {
+    let models = kube::Api::namespaced_with(client.clone(), "default", &device_resource("DeviceModel", "devicemodels"));
+    let devices = kube::Api::namespaced_with(client.clone(), "default", &device_resource("Device", "devices"));
+    (models, devices)
+}
