@@ -12,8 +12,9 @@ device simulator uses) with one namespace ("urn:kubeedge:opcua-sim:thermostat", 
   ns=2;s=Small        Byte     7, writable
   ns=2;s=Label        String   "thermostat-1", writable
 
-Every value a client writes is printed as `written <name> <value>`; `ready <url>` is printed
-once the server listens. With --security basic256sha256 the server offers only
+Every value a client writes is printed as `written <name> <value>`, every Read of Temperature
+or Counter as `read <name>` (subscriptions are not Reads); `ready <url>` is printed once the
+server listens. With --security basic256sha256 the server offers only
 Basic256Sha256 SignAndEncrypt and accepts only the client certificate in --certs (generated
 there with the server's on first use: server-cert.der, server-key.pem, client-cert.der,
 client-key.pem); with --user NAME:PASSWORD it accepts only that user (anonymous is refused).
@@ -139,8 +140,17 @@ async def main() -> None:
             if name is not None:
                 print(f"written {name} {request.Value.Value.Value}", flush=True)
 
+    watched = {ua.NodeId("Temperature", idx): "Temperature", ua.NodeId("Counter", idx): "Counter"}
+
+    async def on_read(event, _dispatcher):
+        for request in event.request_params.NodesToRead:
+            name = watched.get(request.NodeId)
+            if name is not None and request.AttributeId == ua.AttributeIds.Value:
+                print(f"read {name}", flush=True)
+
     await server.start()
     server.subscribe_server_callback(CallbackType.PostWrite, on_write)
+    server.subscribe_server_callback(CallbackType.PreRead, on_read)
     print(f"ready {url}", flush=True)
     tick = 0
     while True:

@@ -30,7 +30,8 @@ use crate::push::{Pusher, Sample};
 
 /// Upstream's collect and report cycle when a Device gives 0.
 pub const DEFAULT_CYCLE: Duration = Duration::from_secs(1);
-/// The deadline of one connect, read or write.
+/// The deadline of one connect, read or write when the configuration is invalid (the
+/// protocol's [`Protocol::timeout`] otherwise).
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const RECONNECT_START: Duration = Duration::from_millis(500);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
@@ -190,11 +191,13 @@ pub(crate) fn spawn<P: Protocol>(
     let status = device.status.clone().unwrap_or_default();
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let view = Arc::new(Mutex::new(View { state: state::OFFLINE.to_owned(), ..View::default() }));
+    let io_timeout = config.as_ref().map_or(IO_TIMEOUT, |c| protocol.timeout(c));
     let task = Task {
         protocol,
         namespace: device.namespace.clone(),
         name: device.name.clone(),
         config,
+        io_timeout,
         props,
         state_cycle: status.report_to_cloud.then(|| cycle(status.report_cycle)),
         edgecore,
@@ -211,6 +214,8 @@ struct Task<P: Protocol> {
     namespace: String,
     name: String,
     config: Result<P::DeviceConfig, ProtocolError>,
+    /// [`Protocol::timeout`] for this configuration.
+    io_timeout: Duration,
     props: Vec<Prop<P>>,
     state_cycle: Option<Duration>,
     edgecore: Edgecore,
@@ -247,7 +252,7 @@ impl<P: Protocol> Task<P> {
             {
                 let attempt = tokio::select! {
                     _ = self.stop.cancelled() => break,
-                    r = tokio::time::timeout(IO_TIMEOUT, self.protocol.connect(config)) => r,
+                    r = tokio::time::timeout(self.io_timeout, self.protocol.connect(config)) => r,
                 };
                 match attempt.unwrap_or_else(|_| Err(ProtocolError::connection("connect timed out"))) {
                     Ok(mut c) => {
@@ -364,7 +369,7 @@ impl<P: Protocol> Task<P> {
         for p in self.props.iter().filter(|p| p.writable && !p.desired.is_empty()) {
             let Ok(prop) = p.usable() else { continue };
             let result = match prop.ty.value_of(&p.desired) {
-                Ok(value) => io(self.protocol.write(client, prop, &value)).await,
+                Ok(value) => io(self.io_timeout, self.protocol.write(client, prop, &value)).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -382,7 +387,7 @@ impl<P: Protocol> Task<P> {
         let p = &self.props[i];
         let Ok(prop) = p.usable() else { return Ok(()) };
         let ty = prop.ty;
-        match io(self.protocol.read(client, prop)).await {
+        match io(self.io_timeout, self.protocol.read(client, prop)).await {
             Ok(value) => {
                 let (text, ts) = (value.to_string(), now_ms());
                 self.view.lock().reported.insert(p.name.clone(), (text.clone(), ty.as_str().to_owned(), ts));
@@ -449,21 +454,27 @@ impl<P: Protocol> Task<P> {
             .ok_or_else(|| format!("device {} has no property {property}", self.id()))?;
         let prop = p.usable().map_err(|e| e.to_string())?;
         let ty = prop.ty;
-        let c = client.as_mut().ok_or_else(|| format!("device {} is not connected", self.id()))?;
+        let c = client.as_mut().ok_or_else(|| match self.view.lock().error.clone() {
+            Some(why) => format!("device {} is not connected: {why}", self.id()),
+            None => format!("device {} is not connected", self.id()),
+        })?;
         match write {
-            None => io(self.protocol.read(c, prop)).await.map(|v| (v, ty)).map_err(|e| e.to_string()),
+            None => io(self.io_timeout, self.protocol.read(c, prop)).await.map(|v| (v, ty)).map_err(|e| e.to_string()),
             Some(text) => {
                 let value = ty.value_of(text).map_err(|e| e.to_string())?;
-                io(self.protocol.write(c, prop, &value)).await.map_err(|e| e.to_string())?;
+                io(self.io_timeout, self.protocol.write(c, prop, &value)).await.map_err(|e| e.to_string())?;
                 Ok((value, ty))
             }
         }
     }
 }
 
-/// A protocol call bounded by [`IO_TIMEOUT`] (a timeout counts as a lost connection).
-async fn io<T>(call: impl std::future::Future<Output = Result<T, ProtocolError>>) -> Result<T, ProtocolError> {
-    tokio::time::timeout(IO_TIMEOUT, call)
+/// A protocol call bounded by `timeout` (a timeout counts as a lost connection).
+async fn io<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, ProtocolError>>,
+) -> Result<T, ProtocolError> {
+    tokio::time::timeout(timeout, call)
         .await
         .unwrap_or_else(|_| Err(ProtocolError::connection("the device did not answer in time")))
 }

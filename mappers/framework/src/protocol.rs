@@ -8,6 +8,7 @@
 //! never overlap (a Modbus line or an OPC UA session wants exactly that).
 
 use std::future::Future;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
@@ -43,6 +44,12 @@ pub trait Protocol: Send + Sync + 'static {
     /// the framework retry with backoff; a [`ErrorKind::Config`](crate::ErrorKind::Config) one
     /// marks the device unhealthy until it is updated.
     fn connect(&self, config: &Self::DeviceConfig) -> impl Future<Output = Result<Self::Client, ProtocolError>> + Send;
+
+    /// The deadline of one connect, read or write of a device with this configuration (a call
+    /// that takes longer counts as a lost connection). The default is 5 s.
+    fn timeout(&self, _config: &Self::DeviceConfig) -> Duration {
+        Duration::from_secs(5)
+    }
 
     /// Checks a visitor once, before any I/O (e.g. an offset out of range). The default
     /// accepts every visitor that parsed.

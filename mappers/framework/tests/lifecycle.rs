@@ -299,3 +299,75 @@ async fn http_push_posts_upstreams_form_body() {
     .await
     .expect("likely deadlocked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_push_publishes_upstreams_payload_to_a_real_broker() {
+    if std::process::Command::new("mosquitto").arg("-h").output().is_err() {
+        assert!(
+            std::env::var_os("KUBEEDGE_REQUIRE_TOOLS").is_none_or(|v| v.is_empty()),
+            "mosquitto is needed (hack/install-deps.sh installs it)"
+        );
+        eprintln!("skipped: mosquitto is not installed (hack/install-deps.sh)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
+    let broker = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _broker = Reap(broker);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A subscriber from mosquitto's own clients: the first message on the topic, 20 s at most.
+    let sub = std::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "heating/edge-1", "-C", "1", "-W", "20", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (edge_sock, mapper_sock) = temp_paths(dir.path());
+        let bank = Memory::default();
+        bank.set("t", "21");
+        let protocol = MemoryProtocol { banks: HashMap::from([("a".to_owned(), bank)]) };
+        let mut prop = property("temperature", json!({"key": "t"}), "", 100);
+        prop.push_method = Some(PushMethod {
+            mqtt: Some(PushMethodMqtt {
+                address: format!("tcp://127.0.0.1:{port}"),
+                topic: "heating/edge-1".into(),
+                qos: 1,
+                retained: false,
+            }),
+            ..Default::default()
+        });
+        let dev = device("pushed", "thermometer", json!({"bank": "a"}), vec![prop]);
+        let edge = FakeEdgecore::serve(&edge_sock, vec![thermometer()], vec![dev]).await;
+        let stop = CancellationToken::new();
+        let mapper = start(mapper_config(&edge_sock, &mapper_sock), protocol, stop.clone()).await.unwrap();
+
+        let out = tokio::task::spawn_blocking(move || sub.wait_with_output().unwrap()).await.unwrap();
+        assert!(out.status.success(), "mosquitto_sub got nothing within 20 s");
+        let line = String::from_utf8(out.stdout).unwrap();
+        // `-v`: the topic, a space, then upstream's payload `time is 2006-01-02 15:04:05  {topic}: {value}`.
+        let payload = line.trim_end().strip_prefix("heating/edge-1 ").unwrap_or_else(|| panic!("{line:?}"));
+        let rest = payload.strip_prefix("time is ").unwrap_or_else(|| panic!("{payload:?}"));
+        assert_eq!(&rest[19..], "  heating/edge-1: 21", "{payload:?}");
+        assert_eq!((&rest[4..5], &rest[10..11], &rest[13..14]), ("-", " ", ":"), "{payload:?}");
+
+        stop.cancel();
+        assert!(mapper.wait().await);
+        edge.shut().await;
+    })
+    .await
+    .expect("likely deadlocked");
+}

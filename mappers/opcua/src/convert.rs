@@ -59,8 +59,15 @@ pub fn to_variant(value: &DataValue, ty: VariantScalarTypeId) -> Result<Variant,
         VariantScalarTypeId::UInt32 => fit!(u32, UInt32),
         VariantScalarTypeId::Int64 => Variant::Int64(int()?),
         VariantScalarTypeId::UInt64 => fit!(u64, UInt64),
-        #[allow(clippy::cast_possible_truncation)]
-        VariantScalarTypeId::Float => Variant::Float(value.as_f64().ok_or_else(|| not("a number"))? as f32),
+        VariantScalarTypeId::Float => {
+            let x = value.as_f64().ok_or_else(|| not("a number"))?;
+            #[allow(clippy::cast_possible_truncation)]
+            let f = x as f32;
+            if f.is_infinite() && x.is_finite() {
+                return Err(ProtocolError::config(format!("{x} is out of range for the node's type Float")));
+            }
+            Variant::Float(f)
+        }
         VariantScalarTypeId::Double => Variant::Double(value.as_f64().ok_or_else(|| not("a number"))?),
         VariantScalarTypeId::String => Variant::String(UAString::from(value.to_string())),
         VariantScalarTypeId::ByteString => Variant::ByteString(ByteString::from(value.to_string().into_bytes())),
@@ -93,5 +100,7 @@ mod tests {
         let err = to_variant(&DataValue::Float(1.5), VariantScalarTypeId::Int16).unwrap_err();
         assert!(err.message.contains("is not an integer"), "{err}");
         assert!(to_variant(&DataValue::Int(1), VariantScalarTypeId::Guid).is_err());
+        let err = to_variant(&DataValue::Float(1e300), VariantScalarTypeId::Float).unwrap_err();
+        assert!(err.message.contains("out of range for the node's type Float"), "{err}");
     }
 }

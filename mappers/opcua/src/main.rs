@@ -3,9 +3,9 @@
 //! The device's `spec.protocol.configData` has upstream's fields: `url`, `userName`,
 //! `password` (a file holding the password), `securityPolicy` (None, Basic256Sha256,
 //! Aes128Sha256RsaOaep, Aes256Sha256RsaPss), `securityMode` (None, Sign, SignAndEncrypt),
-//! `certificate` and `privateKey` (the mapper's own, PEM or DER files), `remoteCertificate`
+//! `certificate` and `privateKey` (the mapper's own: a DER or PEM certificate, a PEM key), `remoteCertificate`
 //! (the server's certificate, pinned: required with a security policy), `timeout` (seconds per
-//! request, 5); and ours: `subscriptionInterval` (ms, 1000), `pkiDir`, `applicationUri`.
+//! request and per connect, 5); and ours: `subscriptionInterval` (ms, 1000), `pkiDir`, `applicationUri`.
 //! Each property's `visitors.configData`: `nodeID` (e.g. `ns=2;i=3`, `ns=2;s=Temperature`),
 //! `browseName` (informational), and ours: `subscribe` (take the value from a subscription
 //! instead of a read per collect cycle).
@@ -21,13 +21,13 @@ use std::time::Duration;
 
 use kubeedge_mapper_framework::{DataValue, Property, Protocol, ProtocolError};
 use opcua::client::{DataChangeCallback, Session};
+use opcua::core::comms::url::hostname_port_from_url;
 use opcua::types::{
-    AttributeId, DataValue as UaValue, MonitoredItemCreateRequest, NodeId, ReadValueId, StatusCode, TimestampsToReturn,
-    VariantScalarTypeId, WriteValue,
+    AttributeId, DataValue as UaValue, Identifier, MonitoredItemCreateRequest, NodeId, ReadValueId, StatusCode,
+    TimestampsToReturn, Variant, VariantScalarTypeId, WriteValue,
 };
 use serde::{Deserialize, Deserializer};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// `spec.protocol.configData`.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +61,13 @@ struct DeviceConfig {
 fn default_timeout() -> u64 {
     5
 }
+
+impl DeviceConfig {
+    /// `timeout`, at least 1 s.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout.max(1))
+    }
+}
 fn default_interval() -> u64 {
     1000
 }
@@ -91,7 +98,7 @@ type Latest = HashMap<NodeId, UaValue>;
 /// One device's session and what it learnt.
 struct Client {
     session: Arc<Session>,
-    event_loop: JoinHandle<StatusCode>,
+    event_loop: session::EventLoop,
     url: String,
     timeout: Duration,
     interval: Duration,
@@ -100,19 +107,20 @@ struct Client {
     monitored: HashSet<NodeId>,
     latest: watch::Receiver<Latest>,
     latest_tx: watch::Sender<Latest>,
-    /// Each node's value type, from its last read: a write converts to it.
+    /// Each written node's value type (see [`Client::value_type`]): a write converts to it.
     types: HashMap<NodeId, VariantScalarTypeId>,
 }
 
 impl Client {
     fn alive(&self) -> Result<(), ProtocolError> {
-        if self.event_loop.is_finished() {
+        if self.event_loop.0.is_finished() {
             return Err(ProtocolError::connection(format!("the session with {} was closed", self.url)));
         }
         Ok(())
     }
 
-    /// A service call within the timeout; errors of the call itself mean the connection.
+    /// A service call within the timeout: a lost connection, channel or session (or no
+    /// answer) is a connection error, any other refusal a device error for this call only.
     async fn call<T>(
         &self,
         what: &str,
@@ -120,7 +128,10 @@ impl Client {
     ) -> Result<T, ProtocolError> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(t)) => Ok(t),
-            Ok(Err(e)) => Err(session::failure(what, e.status(), e)),
+            Ok(Err(e)) if session::is_connection_status(e.status()) => {
+                Err(ProtocolError::connection(format!("{what}: {} ({e})", e.status())))
+            }
+            Ok(Err(e)) => Err(ProtocolError::device(format!("{what}: {} ({e})", e.status()))),
             Err(_) => Err(ProtocolError::connection(format!("{what}: no answer within {:?}", self.timeout))),
         }
     }
@@ -134,15 +145,38 @@ impl Client {
         self.value_of(node, &value)
     }
 
-    fn value_of(&mut self, node: &NodeId, value: &UaValue) -> Result<DataValue, ProtocolError> {
+    /// The node's value type, for writes: its `DataType` attribute when that is a built-in
+    /// scalar type, else the type of its current value.
+    async fn value_type(&mut self, node: &NodeId) -> Result<VariantScalarTypeId, ProtocolError> {
+        if let Some(ty) = self.types.get(node) {
+            return Ok(*ty);
+        }
+        let what = format!("reading the type of {node}");
+        let attribute = |a: AttributeId| ReadValueId { attribute_id: a as u32, ..ReadValueId::from(node.clone()) };
+        let ids = [attribute(AttributeId::DataType), attribute(AttributeId::Value)];
+        let values = self.call(&what, self.session.read(&ids, TimestampsToReturn::Neither, 0.0)).await?;
+        let declared = match values.first().and_then(|v| v.value.as_ref()) {
+            Some(Variant::NodeId(id)) if id.namespace == 0 => match &id.identifier {
+                Identifier::Numeric(n) => VariantScalarTypeId::try_from(*n).ok(),
+                _ => None,
+            },
+            _ => None,
+        };
+        let current = values.get(1).and_then(|v| v.value.as_ref()).and_then(Variant::scalar_type_id);
+        let ty = declared.or(current).ok_or_else(|| {
+            let status = values.first().and_then(|v| v.status).unwrap_or(StatusCode::Good);
+            ProtocolError::device(format!("{what}: neither its DataType ({status}) nor its value tells a scalar type"))
+        })?;
+        self.types.insert(node.clone(), ty);
+        Ok(ty)
+    }
+
+    fn value_of(&self, node: &NodeId, value: &UaValue) -> Result<DataValue, ProtocolError> {
         let status = value.status.unwrap_or(StatusCode::Good);
         if status.is_bad() {
-            return Err(ProtocolError::device(format!("reading {node}: {}", status)));
+            return Err(ProtocolError::device(format!("reading {node}: {status}")));
         }
         let variant = value.value.as_ref().ok_or_else(|| ProtocolError::device(format!("reading {node}: no value")))?;
-        if let Some(ty) = variant.scalar_type_id() {
-            self.types.insert(node.clone(), ty);
-        }
         convert::from_variant(variant)
     }
 
@@ -191,9 +225,14 @@ impl Protocol for OpcUa {
 
     const QUIET_TARGETS: &'static [&'static str] = &["opcua_client", "opcua_core", "opcua_crypto", "opcua_types"];
 
+    /// The request timeout, and one more second for the framework's own deadline.
+    fn timeout(&self, c: &DeviceConfig) -> Duration {
+        c.timeout() + Duration::from_secs(1)
+    }
+
     async fn connect(&self, c: &DeviceConfig) -> Result<Client, ProtocolError> {
-        if !c.url.starts_with("opc.tcp://") {
-            return Err(ProtocolError::config(format!("url {:?} must start with opc.tcp://", c.url)));
+        if !c.url.starts_with("opc.tcp://") || hostname_port_from_url(&c.url, 4840).is_err() {
+            return Err(ProtocolError::config(format!("url {:?} is not an opc.tcp://host[:port][/path] URL", c.url)));
         }
         let opened = session::open(c).await?;
         let (latest_tx, latest) = watch::channel(Latest::new());
@@ -201,7 +240,7 @@ impl Protocol for OpcUa {
             session: opened.session,
             event_loop: opened.event_loop,
             url: c.url.clone(),
-            timeout: Duration::from_secs(c.timeout.max(1)),
+            timeout: c.timeout(),
             interval: Duration::from_millis(c.subscription_interval.max(10)),
             subscription: None,
             monitored: HashSet::new(),
@@ -218,8 +257,10 @@ impl Protocol for OpcUa {
             if !c.monitored.contains(node) {
                 c.monitor(node).await?;
             } else {
+                // The latest notification, while it is good; else (none yet, or the item
+                // reports a bad status) a Read says what the node holds now.
                 let cached = c.latest.borrow().get(node).cloned();
-                if let Some(value) = cached {
+                if let Some(value) = cached.filter(|v| v.status.is_none_or(|s| s.is_good())) {
                     return c.value_of(node, &value);
                 }
             }
@@ -230,12 +271,7 @@ impl Protocol for OpcUa {
     async fn write(&self, c: &mut Client, p: Property<'_, Visitor>, value: &DataValue) -> Result<(), ProtocolError> {
         c.alive()?;
         let node = &p.visitor.node_id;
-        if !c.types.contains_key(node) {
-            c.read_node(node).await?;
-        }
-        let ty = *c.types.get(node).ok_or_else(|| {
-            ProtocolError::device(format!("writing {node}: its value has no scalar type to convert to"))
-        })?;
+        let ty = c.value_type(node).await?;
         let write = WriteValue {
             node_id: node.clone(),
             attribute_id: AttributeId::Value as u32,
@@ -252,8 +288,8 @@ impl Protocol for OpcUa {
     }
 
     async fn stop(&self, c: Client) {
+        // Dropping the client afterwards aborts its event loop.
         let _ = tokio::time::timeout(Duration::from_secs(1), c.session.disconnect()).await;
-        c.event_loop.abort();
     }
 }
 

@@ -1,20 +1,21 @@
 //! Opening an OPC UA session for one device: the security policy and mode, the mapper's own
 //! certificate, the server's certificate pinned in a private PKI directory, and the user.
 //!
-//! The session's event loop runs with no retries of its own: when the connection breaks the
-//! loop ends, the next call fails with a connection error, and the framework reconnects with its
-//! backoff and marks the device `offline` meanwhile.
+//! The endpoint is chosen by security policy and mode among those the server offers (as
+//! upstream's Go client does), whatever path the server advertises, and reached at the
+//! device's own `url`. The session's event loop never reconnects by itself: when the
+//! connection breaks the loop ends, the next call fails with a connection error, and the
+//! framework reconnects with its backoff and marks the device `offline` meanwhile.
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kubeedge_mapper_framework::ProtocolError;
 use opcua::client::{ClientBuilder, IdentityToken, Password, Session};
 use opcua::crypto::{CertificateStore, SecurityPolicy};
-use opcua::types::{EndpointDescription, MessageSecurityMode, StatusCode};
+use opcua::types::{EndpointDescription, MessageSecurityMode, StatusCode, UAString};
 use tokio::task::JoinHandle;
 
 use crate::DeviceConfig;
@@ -22,22 +23,36 @@ use crate::DeviceConfig;
 /// Where per-server PKI directories go when the device does not name one.
 const DEFAULT_PKI_DIR: &str = "/var/lib/kubeedge/mappers/opcua/pki";
 
+/// PKI directories are prepared one at a time: devices pinning the same certificate for the
+/// same server share one.
+static PKI: Mutex<()> = Mutex::new(());
+
+/// The session's event loop; aborted when dropped (a cancelled connect or a dropped client
+/// never leaves a session running).
+pub struct EventLoop(pub JoinHandle<StatusCode>);
+
+impl Drop for EventLoop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// An open session and the task running its event loop.
 pub struct Opened {
     pub session: Arc<Session>,
-    pub event_loop: JoinHandle<StatusCode>,
+    pub event_loop: EventLoop,
 }
 
 /// The policy and mode a device asks for, checked for consistency.
 fn security(c: &DeviceConfig) -> Result<(SecurityPolicy, MessageSecurityMode), ProtocolError> {
-    let name = c.security_policy.as_deref().unwrap_or("None");
+    let name = c.security_policy.as_deref().filter(|p| !p.is_empty()).unwrap_or("None");
     let policy = SecurityPolicy::from_str(name).ok().filter(|p| *p != SecurityPolicy::Unknown).ok_or_else(|| {
         ProtocolError::config(format!(
             "securityPolicy {name:?} is not known (None, Basic256Sha256, Aes128Sha256RsaOaep, Aes256Sha256RsaPss)"
         ))
     })?;
     let default_mode = if policy == SecurityPolicy::None { "None" } else { "SignAndEncrypt" };
-    let mode = match c.security_mode.as_deref().unwrap_or(default_mode) {
+    let mode = match c.security_mode.as_deref().filter(|m| !m.is_empty()).unwrap_or(default_mode) {
         "None" => MessageSecurityMode::None,
         "Sign" => MessageSecurityMode::Sign,
         "SignAndEncrypt" => MessageSecurityMode::SignAndEncrypt,
@@ -76,28 +91,29 @@ fn password(c: &DeviceConfig) -> Result<Option<IdentityToken>, ProtocolError> {
     Ok(Some(IdentityToken::UserName(user.to_owned(), Password::new(pw))))
 }
 
-/// The PKI directory for one server and one pinned certificate:
-/// `<pkiDir>/<url as a file name>-<certificate hash>`, whose `trusted/` holds exactly that
-/// certificate. Devices pinning different certificates for one server never share a
-/// directory; `rejected/` is emptied, or a certificate rejected once would stay refused.
+/// The PKI directory for one server and one pinned certificate,
+/// `<pkiDir>/<url as a file name>-<certificate thumbprint>`, whose `trusted/` holds that
+/// certificate. A copy of it in `rejected/` (left by an earlier pin of another certificate)
+/// is removed, or it would stay refused. Failures here are retried (a connection error): a
+/// directory may become writable.
 fn pin(pki: &Path, url: &str, remote: &Path) -> Result<PathBuf, ProtocolError> {
     let bad = |e: &dyn std::fmt::Display| ProtocolError::config(format!("remoteCertificate {}: {e}", remote.display()));
     let cert = CertificateStore::read_cert(remote).map_err(|e| bad(&e))?;
     let der = cert.to_der().map_err(|e| bad(&e))?;
-    let mut hash = std::hash::DefaultHasher::new();
-    der.hash(&mut hash);
-    let dir = pki.join(format!("{}-{:016x}", dir_name(url), hash.finish()));
-    let io = |e: std::io::Error| ProtocolError::config(format!("PKI directory {}: {e}", dir.display()));
+    let dir = pki.join(format!("{}-{}", dir_name(url), cert.thumbprint().as_hex_string()));
+    let io = |e: std::io::Error| ProtocolError::connection(format!("PKI directory {}: {e}", dir.display()));
+    let _one_at_a_time = PKI.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (trusted, rejected) = (dir.join("trusted"), dir.join("rejected"));
     std::fs::create_dir_all(&trusted).map_err(io)?;
-    if rejected.exists() {
-        std::fs::remove_dir_all(&rejected).map_err(io)?;
-    }
     std::fs::create_dir_all(&rejected).map_err(io)?;
-    let file = trusted.join(CertificateStore::cert_file_name(&cert));
+    let name = CertificateStore::cert_file_name(&cert);
+    match std::fs::remove_file(rejected.join(&name)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
+    let file = trusted.join(&name);
     if std::fs::read(&file).ok().as_deref() != Some(der.as_slice()) {
-        // Written aside and renamed: a device connecting at the same time never reads half a file.
-        let part = trusted.join(format!(".{}.part", std::process::id()));
+        let part = trusted.join(format!(".{name}.part"));
         std::fs::write(&part, &der).map_err(io)?;
         std::fs::rename(&part, &file).map_err(io)?;
     }
@@ -110,10 +126,11 @@ fn dir_name(url: &str) -> String {
 }
 
 /// Builds the client (file reads: run off the async runtime).
-fn build(c: &DeviceConfig) -> Result<(opcua::client::Client, EndpointDescription, IdentityToken), ProtocolError> {
+fn build(
+    c: &DeviceConfig,
+) -> Result<(opcua::client::Client, SecurityPolicy, MessageSecurityMode, IdentityToken), ProtocolError> {
     let (policy, mode) = security(c)?;
     let identity = password(c)?.unwrap_or(IdentityToken::Anonymous);
-    let timeout = Duration::from_secs(c.timeout.max(1));
     let pki = c.pki_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_PKI_DIR));
     let mut builder = ClientBuilder::new()
         .application_name("KubeEdge OPC UA mapper")
@@ -121,34 +138,66 @@ fn build(c: &DeviceConfig) -> Result<(opcua::client::Client, EndpointDescription
         .product_uri("urn:kubeedge:opcua-mapper")
         .create_sample_keypair(false)
         .trust_server_certs(false)
-        .verify_server_certs(true)
+        // Trust is the pin: the server's certificate must be the pinned one, byte for byte.
+        // The extra checks (host name and application URI in the certificate, validity dates)
+        // would refuse a pinned certificate reached by an address it does not name.
+        .verify_server_certs(false)
         .session_retry_limit(0)
-        .request_timeout(timeout)
+        .request_timeout(c.timeout())
         .keep_alive_interval(Duration::from_secs(5))
         .max_failed_keep_alive_count(2);
-    if policy != SecurityPolicy::None {
+    if policy == SecurityPolicy::None {
+        // No certificate is used, but the client still wants a PKI directory (it creates
+        // `trusted/` and `rejected/` there and looks for its own certificate).
+        builder = builder.pki_dir(pki.join("none"));
+    } else {
         let cert = required("certificate", c.certificate.as_ref(), policy)?;
         let key = required("privateKey", c.private_key.as_ref(), policy)?;
         let remote = required("remoteCertificate", c.remote_certificate.as_ref(), policy)?;
+        // The library only logs when it cannot load these: check them here, clearly.
+        CertificateStore::read_cert(cert)
+            .map_err(|e| ProtocolError::config(format!("certificate {} (DER or PEM): {e}", cert.display())))?;
+        CertificateStore::read_pkey(key)
+            .map_err(|e| ProtocolError::config(format!("privateKey {} (PEM): {e}", key.display())))?;
         let dir = pin(&pki, &c.url, remote)?;
         builder = builder.pki_dir(dir).certificate_path(cert).private_key_path(key);
-    } else {
-        // No certificate is used, but the client still wants a PKI directory (it creates
-        // `trusted/` and `rejected/` and looks for its own certificate there): a throwaway one.
-        builder = builder.pki_dir(std::env::temp_dir().join("opcua-mapper-no-security"));
     }
     let client = builder.client().map_err(|errors| ProtocolError::config(errors.join("; ")))?;
-    let endpoint = EndpointDescription::from((c.url.as_str(), policy.to_uri(), mode));
-    Ok((client, endpoint, identity))
+    Ok((client, policy, mode, identity))
 }
 
-/// A failed call or session: "cannot reach it", retried by the framework with backoff; a
-/// certificate refusal says where to look.
-pub fn failure(what: &str, status: StatusCode, detail: impl std::fmt::Display) -> ProtocolError {
+/// Whether a status means the connection, channel or session is gone (the framework
+/// reconnects) rather than a refusal of one request.
+pub fn is_connection_status(status: StatusCode) -> bool {
+    let name = status.to_string();
+    [
+        "BadCommunicationError",
+        "BadConnection",
+        "BadDisconnect",
+        "BadNotConnected",
+        "BadSecureChannel",
+        "BadSession",
+        "BadTimeout",
+        "BadRequestTimeout",
+        "BadServerNotConnected",
+        "BadServerHalted",
+        "BadShutdown",
+        "BadTcp",
+        "BadNoCommunication",
+        "BadEncodingLimitsExceeded",
+        "BadResponseTooLarge",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
+/// A failed connect: "cannot reach it", retried by the framework with backoff; refusals of the
+/// certificate or the identity say where to look.
+fn failure(what: &str, status: StatusCode, detail: impl std::fmt::Display) -> ProtocolError {
     let message = format!("{what}: {status} ({detail})");
     let name = status.to_string();
     let hint = if name.starts_with("BadCertificate") || name == "BadSecurityChecksFailed" {
-        "; check remoteCertificate and the server's trust list"
+        "; check remoteCertificate (the server's certificate), and that the server trusts the mapper's certificate"
     } else if name.starts_with("BadIdentityToken")
         || name == "BadUserAccessDenied"
         || name == "BadSecurityPolicyRejected"
@@ -160,44 +209,65 @@ pub fn failure(what: &str, status: StatusCode, detail: impl std::fmt::Display) -
     ProtocolError::connection(format!("{message}{hint}"))
 }
 
-/// Connects and activates a session within the device's timeout.
+/// The server's endpoint for this policy and mode, whatever its advertised path.
+fn choose(
+    offered: &[EndpointDescription],
+    url: &str,
+    policy: SecurityPolicy,
+    mode: MessageSecurityMode,
+) -> Result<EndpointDescription, ProtocolError> {
+    let found = offered.iter().find(|e| e.security_policy_uri.as_ref() == policy.to_uri() && e.security_mode == mode);
+    let Some(endpoint) = found else {
+        let list: Vec<String> = offered
+            .iter()
+            .map(|e| {
+                let p = SecurityPolicy::from_uri(e.security_policy_uri.as_ref());
+                format!("{p}/{:?}", e.security_mode)
+            })
+            .collect();
+        return Err(ProtocolError::connection(format!(
+            "{url} offers no endpoint with securityPolicy {policy} and securityMode {mode:?} (it offers {})",
+            list.join(", ")
+        )));
+    };
+    let mut endpoint = endpoint.clone();
+    // Reached where the device says: servers often advertise a host name the edge cannot resolve.
+    endpoint.endpoint_url = UAString::from(url);
+    Ok(endpoint)
+}
+
+/// Connects and activates a session, all within the device's timeout.
 pub async fn open(c: &DeviceConfig) -> Result<Opened, ProtocolError> {
-    let timeout = Duration::from_secs(c.timeout.max(1));
+    let timeout = c.timeout();
+    let url = c.url.clone();
+    tokio::time::timeout(timeout, open_inner(c)).await.unwrap_or_else(|_| {
+        Err(ProtocolError::connection(format!("opening a session with {url}: no session within {timeout:?}")))
+    })
+}
+
+async fn open_inner(c: &DeviceConfig) -> Result<Opened, ProtocolError> {
     let config = c.clone();
-    let (mut client, endpoint, identity) = tokio::task::spawn_blocking(move || build(&config))
+    let (mut client, policy, mode, identity) = tokio::task::spawn_blocking(move || build(&config))
         .await
         .map_err(|e| ProtocolError::connection(format!("building the client: {e}")))??;
-    let url = c.url.clone();
-    let connect = client.connect_to_matching_endpoint(endpoint, identity);
-    let (session, event_loop) = match tokio::time::timeout(timeout, connect).await {
-        Err(_) => return Err(ProtocolError::connection(format!("{url}: no answer within {timeout:?}"))),
-        Ok(Err(e)) if e.status() == StatusCode::BadTcpEndpointUrlInvalid => {
-            return Err(ProtocolError::connection(format!(
-                "{url} offers no endpoint with securityPolicy {} and securityMode {} ({e})",
-                c.security_policy.as_deref().unwrap_or("None"),
-                c.security_mode.as_deref().unwrap_or("the default")
-            )));
-        }
-        Ok(Err(e)) => return Err(failure(&url, e.status(), e)),
-        Ok(Ok(pair)) => pair,
+    let url = c.url.as_str();
+    let offered = client.get_server_endpoints_from_url(url).await.map_err(|e| failure(url, e.status(), &e))?;
+    let endpoint = choose(&offered, url, policy, mode)?;
+    let (session, event_loop) =
+        client.connect_to_endpoint_directly(endpoint, identity).map_err(|e| failure(url, e.status(), &e))?;
+    let mut event_loop = EventLoop(event_loop.spawn());
+    let connected = tokio::select! {
+        ok = session.wait_for_connection() => if ok { Ok(()) } else { Err(StatusCode::BadNotConnected) },
+        status = &mut event_loop.0 => Err(status.unwrap_or(StatusCode::BadUnexpectedError)),
     };
-    let mut event_loop = event_loop.spawn();
-    let connected = tokio::time::timeout(timeout, async {
-        tokio::select! {
-            ok = session.wait_for_connection() => if ok { Ok(()) } else { Err(StatusCode::BadNotConnected) },
-            status = &mut event_loop => Err(status.unwrap_or(StatusCode::BadUnexpectedError)),
-        }
-    })
-    .await;
     match connected {
-        Ok(Ok(())) => Ok(Opened { session, event_loop }),
-        Ok(Err(status)) => {
-            event_loop.abort();
-            Err(failure(&format!("opening a session with {url}"), status, "the session could not be activated"))
+        Ok(()) => {
+            // One session per connect: when it breaks, the loop ends and the framework decides.
+            session.disable_reconnects();
+            Ok(Opened { session, event_loop })
         }
-        Err(_) => {
-            event_loop.abort();
-            Err(ProtocolError::connection(format!("opening a session with {url}: no session within {timeout:?}")))
+        Err(status) => {
+            Err(failure(&format!("opening a session with {url}"), status, "the session could not be activated"))
         }
     }
 }
@@ -216,6 +286,7 @@ mod tests {
     #[test]
     fn security_settings_are_checked_together() {
         assert_eq!(security(&config(None, None)).unwrap().1, MessageSecurityMode::None);
+        assert_eq!(security(&config(Some(""), Some(""))).unwrap().1, MessageSecurityMode::None);
         let (p, m) = security(&config(Some("Basic256Sha256"), None)).unwrap();
         assert_eq!((p, m), (SecurityPolicy::Basic256Sha256, MessageSecurityMode::SignAndEncrypt));
         let err = security(&config(Some("Basic256Sha256"), Some("None"))).unwrap_err();
@@ -224,6 +295,35 @@ mod tests {
         assert!(err.message.contains("securityPolicy \"Rot13\" is not known"), "{err}");
         let err = build(&config(Some("Basic256Sha256"), Some("Sign"))).err().unwrap();
         assert!(err.message.contains("certificate must be set for securityPolicy"), "{err}");
+    }
+
+    #[test]
+    fn the_endpoint_is_chosen_by_policy_and_mode_and_reached_at_the_devices_url() {
+        let offered: Vec<EndpointDescription> = vec![
+            ("opc.tcp://server-host:4840/freeopcua/server/", SecurityPolicy::None.to_uri(), MessageSecurityMode::None)
+                .into(),
+            (
+                "opc.tcp://server-host:4840/freeopcua/server/",
+                SecurityPolicy::Basic256Sha256.to_uri(),
+                MessageSecurityMode::SignAndEncrypt,
+            )
+                .into(),
+        ];
+        let url = "opc.tcp://10.0.0.5:4840";
+        let e = choose(&offered, url, SecurityPolicy::Basic256Sha256, MessageSecurityMode::SignAndEncrypt).unwrap();
+        assert_eq!((e.endpoint_url.as_ref(), e.security_mode), (url, MessageSecurityMode::SignAndEncrypt));
+        let err = choose(&offered, url, SecurityPolicy::Basic256Sha256, MessageSecurityMode::Sign).unwrap_err();
+        assert!(err.message.contains("it offers None/None, Basic256Sha256/SignAndEncrypt"), "{err}");
+    }
+
+    #[test]
+    fn connection_statuses_are_told_from_refusals() {
+        assert!(is_connection_status(StatusCode::BadConnectionClosed));
+        assert!(is_connection_status(StatusCode::BadSessionIdInvalid));
+        assert!(is_connection_status(StatusCode::BadTimeout));
+        assert!(!is_connection_status(StatusCode::BadNodeIdUnknown));
+        assert!(!is_connection_status(StatusCode::BadTooManyOperations));
+        assert!(!is_connection_status(StatusCode::BadUserAccessDenied));
     }
 
     #[test]
