@@ -101,13 +101,19 @@ fn mapper_units_run_sandboxed_under_systemd() {
             "grpc_server:\n  socket_path: /etc/kubeedge/{protocol}.sock\ncommon:\n  name: {bin}\n  protocol: {protocol}\n  address: 127.0.0.1\n  edgecore_sock: /etc/kubeedge/dmi.sock\n  http_port: \"{port}\"\n"
         );
         std::fs::write(conf_dir.join("config.yaml"), config).unwrap();
+        // The binaries are bound at a neutral path: the units' ProtectHome and PrivateTmp
+        // would hide a target directory under /root, /home or /tmp.
         let name = format!("{unit_name}.service");
-        std::fs::write(units.join(&name), with_built_binary(&name, bin)).unwrap();
+        let text = unit(&name).replace(&format!("/usr/local/bin/{bin}"), &format!("/opt/ketest/bin/{bin}"));
+        std::fs::write(units.join(&name), text).unwrap();
     }
     let bins = workspace_bin("modbus-mapper").parent().unwrap().to_path_buf();
-    let machine =
-        Machine::boot(&[Bind::ro(&bins), Bind::rw(&etc, "/etc/kubeedge"), Bind::rw(&units, "/etc/systemd/system")])
-            .unwrap();
+    let machine = Machine::boot(&[
+        Bind { host: bins, inside: "/opt/ketest/bin".into(), read_only: true },
+        Bind::rw(&etc, "/etc/kubeedge"),
+        Bind::rw(&units, "/etc/systemd/system"),
+    ])
+    .unwrap();
     assert!(machine.exec(&["systemctl", "daemon-reload"]).status.success());
     for ((unit_name, _, protocol), port) in MAPPERS.into_iter().zip(&ports) {
         let name = format!("{unit_name}.service");

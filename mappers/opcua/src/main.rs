@@ -63,9 +63,9 @@ fn default_timeout() -> u64 {
 }
 
 impl DeviceConfig {
-    /// `timeout`, at least 1 s.
+    /// `timeout`, 1 s to 1 h.
     fn timeout(&self) -> Duration {
-        Duration::from_secs(self.timeout.max(1))
+        Duration::from_secs(self.timeout.clamp(1, 3600))
     }
 }
 fn default_interval() -> u64 {
@@ -157,7 +157,9 @@ impl Client {
         let values = self.call(&what, self.session.read(&ids, TimestampsToReturn::Neither, 0.0)).await?;
         let declared = match values.first().and_then(|v| v.value.as_ref()) {
             Some(Variant::NodeId(id)) if id.namespace == 0 => match &id.identifier {
-                Identifier::Numeric(n) => VariantScalarTypeId::try_from(*n).ok(),
+                // Only the built-in scalars (Boolean … ByteString); BaseDataType (24), Structure
+                // and the rest say nothing a write can use: the value's own type decides.
+                Identifier::Numeric(n @ 1..=15) => VariantScalarTypeId::try_from(*n).ok(),
                 _ => None,
             },
             _ => None,

@@ -71,12 +71,14 @@ fn security(c: &DeviceConfig) -> Result<(SecurityPolicy, MessageSecurityMode), P
 }
 
 /// A file the device names, which must exist.
-fn required<'a>(field: &str, path: Option<&'a PathBuf>, policy: SecurityPolicy) -> Result<&'a Path, ProtocolError> {
+/// Absolute, because the library reads its own certificate and key relative to its PKI
+/// directory.
+fn required(field: &str, path: Option<&PathBuf>, policy: SecurityPolicy) -> Result<PathBuf, ProtocolError> {
     let path = path.ok_or_else(|| ProtocolError::config(format!("{field} must be set for securityPolicy {policy}")))?;
     if !path.is_file() {
         return Err(ProtocolError::config(format!("{field} {} is not a readable file", path.display())));
     }
-    Ok(path)
+    std::path::absolute(path).map_err(|e| ProtocolError::config(format!("{field} {}: {e}", path.display())))
 }
 
 /// Reads upstream's password file (one trailing newline dropped).
@@ -155,11 +157,11 @@ fn build(
         let key = required("privateKey", c.private_key.as_ref(), policy)?;
         let remote = required("remoteCertificate", c.remote_certificate.as_ref(), policy)?;
         // The library only logs when it cannot load these: check them here, clearly.
-        CertificateStore::read_cert(cert)
+        CertificateStore::read_cert(&cert)
             .map_err(|e| ProtocolError::config(format!("certificate {} (DER or PEM): {e}", cert.display())))?;
-        CertificateStore::read_pkey(key)
+        CertificateStore::read_pkey(&key)
             .map_err(|e| ProtocolError::config(format!("privateKey {} (PEM): {e}", key.display())))?;
-        let dir = pin(&pki, &c.url, remote)?;
+        let dir = pin(&pki, &c.url, &remote)?;
         builder = builder.pki_dir(dir).certificate_path(cert).private_key_path(key);
     }
     let client = builder.client().map_err(|errors| ProtocolError::config(errors.join("; ")))?;
@@ -216,7 +218,14 @@ fn choose(
     policy: SecurityPolicy,
     mode: MessageSecurityMode,
 ) -> Result<EndpointDescription, ProtocolError> {
-    let found = offered.iter().find(|e| e.security_policy_uri.as_ref() == policy.to_uri() && e.security_mode == mode);
+    // The binary TCP transport only (a server may also offer https or wss endpoints).
+    let binary = |e: &EndpointDescription| {
+        e.endpoint_url.as_ref().starts_with("opc.tcp://")
+            && (e.transport_profile_uri.is_empty() || e.transport_profile_uri.as_ref().ends_with("uatcp-uasc-uabinary"))
+    };
+    let found = offered
+        .iter()
+        .find(|e| binary(e) && e.security_policy_uri.as_ref() == policy.to_uri() && e.security_mode == mode);
     let Some(endpoint) = found else {
         let list: Vec<String> = offered
             .iter()
@@ -255,17 +264,16 @@ async fn open_inner(c: &DeviceConfig) -> Result<Opened, ProtocolError> {
     let endpoint = choose(&offered, url, policy, mode)?;
     let (session, event_loop) =
         client.connect_to_endpoint_directly(endpoint, identity).map_err(|e| failure(url, e.status(), &e))?;
+    // One session per connect: when it breaks, the loop ends and the framework decides (set
+    // before the loop runs, so no drop can slip between connecting and this).
+    session.disable_reconnects();
     let mut event_loop = EventLoop(event_loop.spawn());
     let connected = tokio::select! {
         ok = session.wait_for_connection() => if ok { Ok(()) } else { Err(StatusCode::BadNotConnected) },
         status = &mut event_loop.0 => Err(status.unwrap_or(StatusCode::BadUnexpectedError)),
     };
     match connected {
-        Ok(()) => {
-            // One session per connect: when it breaks, the loop ends and the framework decides.
-            session.disable_reconnects();
-            Ok(Opened { session, event_loop })
-        }
+        Ok(()) => Ok(Opened { session, event_loop }),
         Err(status) => {
             Err(failure(&format!("opening a session with {url}"), status, "the session could not be activated"))
         }
