@@ -23,7 +23,7 @@ use kubeedge_config::edgecore::EdgeCoreConfig;
 use kubeedge_daemon::Daemon;
 
 /// Config keys (under `modules`) of the modules this build implements.
-const AVAILABLE_MODULES: &[&str] = &["edgeHub", "metaManager", "edged", "eventBus", "deviceTwin"];
+const AVAILABLE_MODULES: &[&str] = &["edgeHub", "metaManager", "edged", "eventBus", "deviceTwin", "edgeStream"];
 
 fn main() -> ExitCode {
     let daemon = Daemon {
@@ -76,6 +76,9 @@ fn main() -> ExitCode {
             let module = MetaManagerModule::new(store, node, meta.remote_query_timeout(), server);
             registry.register(Box::new(module))?;
         }
+        if cfg.modules.edge_stream.enable {
+            registry.register(Box::new(edge_stream_module(cfg)?))?;
+        }
         let edged = &cfg.modules.edged;
         if edged.enable {
             if !meta.enable {
@@ -85,6 +88,42 @@ fn main() -> ExitCode {
         }
         Ok(())
     })
+}
+
+/// The node's internal IP: `modules.edged.nodeIP`, or the address this host reaches the cloud
+/// from.
+fn node_ip(cfg: &EdgeCoreConfig) -> String {
+    let e = &cfg.modules.edged;
+    if e.node_ip.is_empty() { detect_node_ip(&cfg.modules.edge_hub.websocket.server) } else { e.node_ip.clone() }
+}
+
+/// Edged's kubelet-style server, `tailoredKubeletConfig.address:readOnlyPort`.
+fn kubelet_addr(cfg: &EdgeCoreConfig) -> Result<Option<std::net::SocketAddr>, SetupError> {
+    let k = &cfg.modules.edged.tailored_kubelet_config;
+    if k.read_only_port <= 0 {
+        return Ok(None);
+    }
+    let ip: std::net::IpAddr =
+        k.address.parse().map_err(|source| SetupError::Address { address: k.address.clone(), source })?;
+    let port = u16::try_from(k.read_only_port).map_err(|_| SetupError::ReadOnlyPort)?;
+    Ok(Some(std::net::SocketAddr::new(ip, port)))
+}
+
+/// The EdgeStream module: it needs Edged's server to replay requests to.
+fn edge_stream_module(cfg: &EdgeCoreConfig) -> Result<edgecore::edgestream::EdgeStreamModule, SetupError> {
+    let s = &cfg.modules.edge_stream;
+    let kubelet = kubelet_addr(cfg)?.ok_or(SetupError::EdgeStreamWithoutServer)?;
+    let (handshake_timeout, read_deadline, _) = s.timeouts();
+    let dial = edgecore::edgestream::DialSettings {
+        server: s.server.clone(),
+        ca: s.tls_tunnel_ca_file.clone().into(),
+        cert: s.tls_tunnel_cert_file.clone().into(),
+        key: s.tls_tunnel_private_key_file.clone().into(),
+        node: cfg.modules.edged.hostname_override.clone(),
+        node_ip: node_ip(cfg),
+        handshake_timeout,
+    };
+    Ok(edgecore::edgestream::EdgeStreamModule::new(dial, kubelet, read_deadline))
 }
 
 /// The Edged module as edgecore.yaml describes it.
@@ -100,8 +139,7 @@ fn edged_module(cfg: &EdgeCoreConfig) -> Result<EdgedModule, SetupError> {
     let dur = |key: &'static str, d: &kubeedge_config::GoDuration| {
         d.to_std().map_err(|source| SetupError::Duration { path: format!("{at}.{key}"), source })
     };
-    let node_ip =
-        if e.node_ip.is_empty() { detect_node_ip(&cfg.modules.edge_hub.websocket.server) } else { e.node_ip.clone() };
+    let node_ip = node_ip(cfg);
     let spec = NodeSpec {
         name: e.hostname_override.clone(),
         node_ip: node_ip.clone(),
@@ -138,11 +176,8 @@ fn edged_module(cfg: &EdgeCoreConfig) -> Result<EdgedModule, SetupError> {
         let every = dur("fileCheckFrequency", &k.file_check_frequency)?.max(Duration::from_secs(1));
         module = module.with_static_pods(k.static_pod_path.clone().into(), every, e.hostname_override.clone());
     }
-    if k.read_only_port > 0 {
-        let ip: std::net::IpAddr =
-            k.address.parse().map_err(|source| SetupError::Address { address: k.address.clone(), source })?;
-        let port = u16::try_from(k.read_only_port).map_err(|_| SetupError::ReadOnlyPort)?;
-        module = module.with_server(std::net::SocketAddr::new(ip, port));
+    if let Some(addr) = kubelet_addr(cfg)? {
+        module = module.with_server(addr);
     }
     Ok(module)
 }
@@ -170,6 +205,10 @@ enum SetupError {
     Address { address: String, source: std::net::AddrParseError },
     #[error("modules.edged.tailoredKubeletConfig.readOnlyPort: out of range")]
     ReadOnlyPort,
+    #[error(
+        "modules.edgeStream: needs Edged's server (modules.edged.tailoredKubeletConfig.readOnlyPort > 0) to replay requests to"
+    )]
+    EdgeStreamWithoutServer,
 }
 
 /// How often Edged relists the runtime (kubelet's PLEG period).

@@ -24,3 +24,15 @@ pub use content::Content;
 pub use message::{DecodeError, Header, MAX_MESSAGE_SIZE, Message, Route, now_millis};
 pub use operation::Operation;
 pub use resource::{CloudResource, ResourceError, ResourcePath, trim_node_prefix, valid_node_name};
+
+/// `error: cause: cause…`: an error and its sources, for log lines and messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

@@ -195,16 +195,7 @@ impl Error {
 }
 
 /// `error: cause: cause…`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
+pub use kubeedge_model::error_chain as chain;
 
 /// Runs `keadm ctl`.
 pub fn main(args: &Args) -> ExitCode {

@@ -260,16 +260,7 @@ pub async fn run(plan: &Plan) -> Ready {
 }
 
 /// An error and its causes on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
-}
+pub use kubeedge_model::error_chain as chain;
 
 fn root() -> Outcome {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

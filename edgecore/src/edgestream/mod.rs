@@ -1,0 +1,90 @@
+//! EdgeStream (`modules.edgeStream`): the edge end of upstream's stream tunnel, which carries
+//! `kubectl logs`, `exec`, `attach` and node metrics from CloudStream to Edged's kubelet-style
+//! server on this host (../shared/reference/kubeedge-protocols.md §8).
+//!
+//! It dials `wss://{server}/v1/kubeedge/connect` with the node's certificate (verifying the
+//! tunnel server against the hub CA, where upstream skips verification) and upstream's headers
+//! `SessionHostNameOverride` and `SessionInternalIP`, serves the session ([`session`]), and
+//! dials again 2 s after it ends, as upstream. The certificate files are read at every dial:
+//! until EdgeHub has fetched them the dial fails quietly, and a rotated certificate is used
+//! from the next connection on.
+//!
+//! Layout: `dial` (TLS and the WebSocket handshake), `session` (frames in and out, the table
+//! of open streams), `conn` (one request replayed to Edged's server).
+
+mod conn;
+pub mod dial;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
+use tracing::{debug, info, warn};
+
+pub use dial::DialSettings;
+
+/// Upstream's redial period.
+pub const REDIAL_EVERY: Duration = Duration::from_secs(2);
+
+/// The EdgeStream module.
+pub struct EdgeStreamModule {
+    dial: DialSettings,
+    kubelet: SocketAddr,
+    read_deadline: Duration,
+}
+
+impl EdgeStreamModule {
+    /// The module: dial with `dial`, replay requests to Edged's server at `kubelet`; a tunnel
+    /// silent for `read_deadline` (upstream's `readDeadline`, at least 3 pings) is redialled.
+    pub fn new(dial: DialSettings, kubelet: SocketAddr, read_deadline: Duration) -> Self {
+        Self { dial, kubelet, read_deadline: read_deadline.max(Duration::from_secs(15)) }
+    }
+}
+
+impl Module for EdgeStreamModule {
+    fn name(&self) -> &'static str {
+        "edgestream"
+    }
+
+    fn group(&self) -> &'static str {
+        "stream"
+    }
+
+    fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            let shutdown = ctx.shutdown().clone();
+            let spawner = ctx.spawner();
+            // The same failure every 2 s is logged once, then again only when it changes.
+            let mut last_error: Option<String> = None;
+            while !shutdown.is_cancelled() {
+                let dialled = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    r = dial::dial(&self.dial) => r,
+                };
+                match dialled {
+                    Ok(tunnel) => {
+                        info!(server = %self.dial.server, "Tunnel to CloudStream connected.");
+                        last_error = None;
+                        let ended = session::serve(tunnel, self.kubelet, self.read_deadline, &shutdown, &spawner).await;
+                        info!(server = %self.dial.server, reason = %ended, "Tunnel to CloudStream ended.");
+                    }
+                    Err(e) => {
+                        let chain = kubeedge_model::error_chain(&e);
+                        if last_error.as_deref() == Some(chain.as_str()) {
+                            debug!(server = %self.dial.server, error = %chain, "Cannot reach CloudStream; retrying.");
+                        } else {
+                            warn!(server = %self.dial.server, error = %chain, "Cannot reach CloudStream; retrying every 2 s.");
+                            last_error = Some(chain);
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(REDIAL_EVERY) => {}
+                }
+            }
+            Ok(())
+        })
+    }
+}
