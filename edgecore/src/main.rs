@@ -113,7 +113,8 @@ fn kubelet_addr(cfg: &EdgeCoreConfig) -> Result<Option<std::net::SocketAddr>, Se
 fn edge_stream_module(cfg: &EdgeCoreConfig) -> Result<edgecore::edgestream::EdgeStreamModule, SetupError> {
     let s = &cfg.modules.edge_stream;
     let kubelet = kubelet_addr(cfg)?.ok_or(SetupError::EdgeStreamWithoutServer)?;
-    let (handshake_timeout, read_deadline, _) = s.timeouts();
+    // readDeadline is not used: upstream's edge has no read deadline either (session::SILENCE).
+    let (handshake_timeout, _, write_deadline) = s.timeouts();
     let dial = edgecore::edgestream::DialSettings {
         server: s.server.clone(),
         ca: s.tls_tunnel_ca_file.clone().into(),
@@ -123,7 +124,7 @@ fn edge_stream_module(cfg: &EdgeCoreConfig) -> Result<edgecore::edgestream::Edge
         node_ip: node_ip(cfg),
         handshake_timeout,
     };
-    Ok(edgecore::edgestream::EdgeStreamModule::new(dial, kubelet, read_deadline))
+    Ok(edgecore::edgestream::EdgeStreamModule::new(dial, kubelet, write_deadline))
 }
 
 /// The Edged module as edgecore.yaml describes it.

@@ -3,7 +3,7 @@
 //! test kubelet-style server standing in for Edged's: a followed log streamed back as DATA, a
 //! metrics request, an exec stream relayed raw both ways (the `101` included), REMOVE_CONNECT
 //! in both directions, a malformed message dropped without ending the tunnel, and a redial
-//! after the cloud closes the tunnel.
+//! after the cloud closes the tunnel or refuses the session (CLOSE_CONNECT).
 
 mod support;
 
@@ -279,7 +279,12 @@ async fn edgestream_replays_logs_metrics_and_exec_through_the_tunnel() {
     let head = heads.recv().await.unwrap();
     assert!(head.starts_with("POST /exec/default/web/app?command=sh&input=1&output=1 HTTP/1.1\r\n"), "{head}");
     s.send(Message::new(3, MessageType::Data, Bytes::from_static(b"echo hi\xff"))).await;
-    let (data, _) = s.collect(3, Some("ECHO HI")).await;
+    let mut data = Vec::new();
+    while data.len() < 8 {
+        let (more, removed) = s.collect(3, Some("")).await;
+        assert!(!removed);
+        data.extend(more);
+    }
     assert_eq!(data, b"ECHO HI\xff");
     s.send(Message::new(3, MessageType::RemoveConnect, Bytes::new())).await;
     let (_, removed) = s.collect(3, None).await;
@@ -292,6 +297,11 @@ async fn edgestream_replays_logs_metrics_and_exec_through_the_tunnel() {
     again.send(connect(4, MessageType::MetricConnect, "/stats/summary", None)).await;
     let (data, removed) = again.collect(4, None).await;
     assert!(removed && !data.is_empty(), "{}", edge.log());
+    // CLOSE_CONNECT (id 0): the cloud refuses the session; the edge ends it and dials again.
+    again.send(Message::new(0, MessageType::CloseConnect, Bytes::from_static(b"node update failed"))).await;
+    let third = tokio::time::timeout(T, sessions.recv()).await.expect("no redial after CLOSE_CONNECT").unwrap();
+    drop(third);
+    edge.wait_for_line("CLOSE_CONNECT: \"node update failed\"");
 
     edge.signal("TERM");
     assert!(edge.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()));

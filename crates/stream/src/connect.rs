@@ -60,8 +60,11 @@ fn unescape_path(raw: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -187,5 +190,6 @@ mod tests {
         assert_eq!(GoUrl::parse("http://h?").unwrap().request_uri(), "/?");
         assert!(GoUrl::parse("no-slash").is_none());
         assert!(GoUrl::parse("/bad%zz").is_none());
+        assert!(GoUrl::parse("/bad%+f").is_none());
     }
 }

@@ -108,13 +108,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 127 => self.io.read_u64().await?,
                 n => u64::from(n),
             };
+            if len >> 63 != 0 {
+                return Err(Error::Protocol("a 64-bit length with its top bit set"));
+            }
             let control = opcode & 0x08 != 0;
             if control && (!fin || len > 125) {
                 return Err(Error::Protocol("a control frame fragmented or over 125 bytes"));
             }
             let already = self.partial.as_ref().map_or(0, BytesMut::len) as u64;
-            if !control && already + len > self.cap as u64 {
-                return Err(Error::TooLarge { len: already + len, cap: self.cap });
+            if !control && len > (self.cap as u64).saturating_sub(already) {
+                return Err(Error::TooLarge { len: already.saturating_add(len), cap: self.cap });
             }
             let mut mask = [0u8; 4];
             if masked {
@@ -297,10 +300,17 @@ mod tests {
         let mut huge = vec![0x81, 0x7f];
         huge.extend_from_slice(&(1u64 << 40).to_be_bytes());
         refused(huge, Role::Client, 1 << 20, "over the 1048576-byte cap").await;
+        // A length that would overflow when added to a fragment already held: refused, no panic.
+        let mut wrap = vec![0x01, 0x01, b'a', 0x80, 0x7f];
+        wrap.extend_from_slice(&(u64::MAX >> 1).to_be_bytes());
+        refused(wrap, Role::Client, 1 << 20, "over the 1048576-byte cap").await;
+        let mut top = vec![0x81, 0x7f];
+        top.extend_from_slice(&u64::MAX.to_be_bytes());
+        refused(top, Role::Client, 1 << 20, "top bit").await;
         // Fragments adding up past the cap.
         refused(vec![0x01, 0x03, 1, 2, 3, 0x80, 0x03, 4, 5, 6], Role::Client, 5, "over the 5-byte cap").await;
         refused(vec![0x81, 0x01, b'x'], Role::Server, 64, "unmasked").await;
-        refused(vec![0x81, 0x81, 0, 0, 0, 0, b'x'], Role::Client, 64, "masked").await;
+        refused(vec![0x81, 0x81, 0, 0, 0, 0, b'x'], Role::Client, 64, "server sent a masked").await;
         refused(vec![0xc1, 0x00], Role::Client, 64, "reserved bits").await;
         refused(vec![0x09, 0x00], Role::Client, 64, "control frame").await;
         refused(vec![0x80, 0x00], Role::Client, 64, "continuation").await;

@@ -81,7 +81,7 @@ async fn get(
         }
         let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else { continue };
         for v in values {
-            if let Ok(v) = HeaderValue::from_str(v) {
+            if let Ok(v) = HeaderValue::from_bytes(v.as_bytes()) {
                 request.headers_mut().append(name.clone(), v);
             }
         }
@@ -155,7 +155,8 @@ fn request_head(req: &ConnectRequest, kubelet: SocketAddr) -> Result<String, Str
             return Err(format!("header name {name:?} is not a token"));
         }
         for v in values {
-            if HeaderValue::from_str(v).is_err() || v.contains(['\r', '\n']) {
+            // Go writes any value without line breaks or other controls (UTF-8 included).
+            if HeaderValue::from_bytes(v.as_bytes()).is_err() || v.contains(['\r', '\n']) {
                 return Err(format!("header {name} has a value with control characters"));
             }
             let _ = write!(head, "{name}: {v}\r\n");
@@ -174,14 +175,16 @@ async fn raw(
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let head = request_head(req, kubelet)?;
-    let mut tcp = TcpStream::connect(kubelet).await.map_err(|e| format!("connecting to {kubelet}: {e}"))?;
+    let tcp = TcpStream::connect(kubelet).await.map_err(|e| format!("connecting to {kubelet}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    tcp.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            n = tcp.read(&mut buf) => match n {
+    let (mut rd, mut wr) = tcp.into_split();
+    wr.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+    // The two directions run apart (a stdin write waiting on Edged never keeps its output
+    // from being read); either ending ends the stream.
+    let up = async {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match rd.read(&mut buf).await {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     if !send_data(id, Bytes::copy_from_slice(&buf[..n]), out).await {
@@ -189,14 +192,22 @@ async fn raw(
                     }
                 }
                 Err(e) => return Err(format!("reading from Edged's server: {e}")),
-            },
-            m = inbox.recv() => match m {
-                Some(m) if m.kind == MessageType::Data => {
-                    tcp.write_all(&m.data).await.map_err(|e| format!("writing to Edged's server: {e}"))?;
-                }
-                _ => return Ok(()),
-            },
+            }
         }
+    };
+    let down = async {
+        while let Some(m) = inbox.recv().await {
+            if m.kind != MessageType::Data {
+                break;
+            }
+            wr.write_all(&m.data).await.map_err(|e| format!("writing to Edged's server: {e}"))?;
+        }
+        Ok(())
+    };
+    tokio::select! {
+        _ = stop.cancelled() => Ok(()),
+        r = up => r,
+        r = down => r,
     }
 }
 

@@ -31,14 +31,14 @@ pub const REDIAL_EVERY: Duration = Duration::from_secs(2);
 pub struct EdgeStreamModule {
     dial: DialSettings,
     kubelet: SocketAddr,
-    read_deadline: Duration,
+    write_deadline: Duration,
 }
 
 impl EdgeStreamModule {
-    /// The module: dial with `dial`, replay requests to Edged's server at `kubelet`; a tunnel
-    /// silent for `read_deadline` (upstream's `readDeadline`, at least 3 pings) is redialled.
-    pub fn new(dial: DialSettings, kubelet: SocketAddr, read_deadline: Duration) -> Self {
-        Self { dial, kubelet, read_deadline: read_deadline.max(Duration::from_secs(15)) }
+    /// The module: dial with `dial`, replay requests to Edged's server at `kubelet`; a write to
+    /// the tunnel taking longer than `write_deadline` (`writeDeadline`) ends the session.
+    pub fn new(dial: DialSettings, kubelet: SocketAddr, write_deadline: Duration) -> Self {
+        Self { dial, kubelet, write_deadline: write_deadline.max(Duration::from_secs(1)) }
     }
 }
 
@@ -66,7 +66,8 @@ impl Module for EdgeStreamModule {
                     Ok(tunnel) => {
                         info!(server = %self.dial.server, "Tunnel to CloudStream connected.");
                         last_error = None;
-                        let ended = session::serve(tunnel, self.kubelet, self.read_deadline, &shutdown, &spawner).await;
+                        let ended =
+                            session::serve(tunnel, self.kubelet, self.write_deadline, &shutdown, &spawner).await;
                         info!(server = %self.dial.server, reason = %ended, "Tunnel to CloudStream ended.");
                     }
                     Err(e) => {

@@ -3,11 +3,11 @@
 //! the dispatcher (this function), which owns the table of open connections and starts one
 //! task per `*_CONNECT`.
 //!
-//! Each connection has a bounded inbox; the reader waits when one is full, so memory per
-//! stream stays bounded and a slow stream slows the tunnel rather than growing. The session
-//! ends when the cloud closes, a read or write fails, nothing arrives within the read
-//! deadline (the cloud answers our pings, so a live tunnel is never silent that long), or at
-//! shutdown; every connection task is then stopped and awaited.
+//! Each connection has a bounded inbox; the dispatcher waits when one is full, so memory per
+//! stream stays bounded, and a stream that takes nothing for 5 s is closed alone. The session
+//! ends when the cloud closes or refuses it (CLOSE_CONNECT), a read or write fails or a write
+//! takes longer than `writeDeadline`, nothing arrives for [`SILENCE`], or at shutdown; every
+//! connection task is then stopped and awaited.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +32,8 @@ const PING_PAYLOAD: &[u8] = b"ping you";
 const OUTBOX: usize = 256;
 /// Messages waiting for one connection.
 const CONN_INBOX: usize = 16;
+/// How long a stream may leave its inbox full before it is closed.
+const STREAM_STALL: Duration = Duration::from_secs(5);
 /// Open connections per session; more are refused with REMOVE_CONNECT.
 pub const MAX_CONNECTIONS: usize = 1024;
 
@@ -46,8 +48,10 @@ pub enum Ended {
     Read(String),
     /// Writing failed.
     Write(String),
-    /// Nothing arrived within the read deadline.
+    /// Nothing arrived within [`SILENCE`].
     Silent(Duration),
+    /// The cloud refused the session (CLOSE_CONNECT), with its reason.
+    Refused(String),
 }
 
 impl std::fmt::Display for Ended {
@@ -58,21 +62,45 @@ impl std::fmt::Display for Ended {
             Self::Read(e) => write!(f, "reading: {e}"),
             Self::Write(e) => write!(f, "writing: {e}"),
             Self::Silent(d) => write!(f, "nothing from the cloud for {d:?}"),
+            Self::Refused(why) => write!(f, "the cloud refused the session (CLOSE_CONNECT: {why:?})"),
         }
     }
 }
 
-/// What the reader hands the dispatcher.
-enum Inbound {
-    Message(Message),
-    End(Ended),
+/// A write bounded by the write deadline and cut short by `stop` (a cut frame does not matter
+/// on a session that is ending); the error text, or `None` when stopped.
+async fn bounded(
+    stop: &CancellationToken,
+    deadline: Duration,
+    write: impl Future<Output = Result<(), kubeedge_stream::ws::Error>>,
+) -> Result<(), Option<String>> {
+    tokio::select! {
+        _ = stop.cancelled() => Err(None),
+        r = tokio::time::timeout(deadline, write) => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Some(e.to_string())),
+            Err(_) => Err(Some(format!("no write completed within {deadline:?}"))),
+        },
+    }
 }
 
-/// Serves the tunnel until it ends; replays requests to Edged's server at `kubelet`.
+/// Records why the session ends (the first reason wins) and stops it.
+fn finish(end: &mpsc::Sender<Ended>, stop: &CancellationToken, why: Ended) {
+    let _ = end.try_send(why);
+    stop.cancel();
+}
+
+/// How long the tunnel may be silent. Upstream's edge has no read deadline, and upstream's
+/// cloud answers pings only while it is not blocked writing to a slow `kubectl logs` client,
+/// so this is long: it only catches a link that died without a reset.
+pub const SILENCE: Duration = Duration::from_secs(120);
+
+/// Serves the tunnel until it ends; replays requests to Edged's server at `kubelet`. Writes
+/// taking longer than `write_deadline` end the session.
 pub async fn serve(
     tunnel: Tunnel,
     kubelet: SocketAddr,
-    read_deadline: Duration,
+    write_deadline: Duration,
     shutdown: &CancellationToken,
     spawner: &Spawner,
 ) -> Ended {
@@ -82,45 +110,50 @@ pub async fn serve(
     let tasks = TaskTracker::new();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUTBOX);
     let (pong_tx, mut pong_rx) = mpsc::channel::<Bytes>(4);
-    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(64);
+    let (in_tx, mut in_rx) = mpsc::channel::<Message>(64);
     let (done_tx, mut done_rx) = mpsc::channel::<u64>(64);
+    let (end_tx, mut end_rx) = mpsc::channel::<Ended>(2);
 
     // The writer: the only task writing to the tunnel.
-    let write_stop = stop.clone();
-    let write_end = in_tx.clone();
+    let (write_stop, write_end) = (stop.clone(), end_tx.clone());
     spawner.spawn(tasks.track_future(async move {
         let mut ping = tokio::time::interval(PING_EVERY);
-        let result = loop {
+        let failed = loop {
             let r = tokio::select! {
-                _ = write_stop.cancelled() => break Ok(()),
+                _ = write_stop.cancelled() => break None,
                 m = out_rx.recv() => match m {
-                    Some(m) => writer.text(&m.encode()).await,
-                    None => break Ok(()),
+                    Some(m) => bounded(&write_stop, write_deadline, writer.text(&m.encode())).await,
+                    None => break None,
                 },
-                Some(p) = pong_rx.recv() => writer.pong(&p).await,
-                _ = ping.tick() => writer.ping(PING_PAYLOAD).await,
+                Some(p) = pong_rx.recv() => bounded(&write_stop, write_deadline, writer.pong(&p)).await,
+                _ = ping.tick() => bounded(&write_stop, write_deadline, writer.ping(PING_PAYLOAD)).await,
             };
-            if let Err(e) = r {
-                break Err(e);
+            match r {
+                Ok(()) => {}
+                Err(None) => break None,
+                Err(Some(e)) => break Some(e),
             }
         };
-        if let Err(e) = result {
-            let _ = write_end.send(Inbound::End(Ended::Write(e.to_string()))).await;
-        } else {
-            let _ = writer.close(1000, "").await;
+        // out_rx is dropped with this task: streams waiting to send see the session gone.
+        match failed {
+            Some(e) => finish(&write_end, &write_stop, Ended::Write(e)),
+            None => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), writer.close(1000, "")).await;
+            }
         }
     }));
 
-    // The reader: frames in, until the tunnel ends (not cancelled mid-frame: it owns the reader).
-    let read_stop = stop.clone();
+    // The reader: frames in, until the tunnel ends (never cut mid-frame except when stopping,
+    // after which the reader is dropped).
+    let (read_stop, read_end) = (stop.clone(), end_tx);
     spawner.spawn(tasks.track_future(async move {
         let end = loop {
             let next = tokio::select! {
                 _ = read_stop.cancelled() => return,
-                r = tokio::time::timeout(read_deadline, reader.next()) => r,
+                r = tokio::time::timeout(SILENCE, reader.next()) => r,
             };
             match next {
-                Err(_) => break Ended::Silent(read_deadline),
+                Err(_) => break Ended::Silent(SILENCE),
                 Ok(Err(e)) => break Ended::Read(e.to_string()),
                 Ok(Ok(None)) => break Ended::Closed(None, "the connection ended".into()),
                 Ok(Ok(Some(Frame::Close(code, reason)))) => break Ended::Closed(code, reason),
@@ -130,8 +163,9 @@ pub async fn serve(
                 Ok(Ok(Some(Frame::Pong(_)))) => {}
                 Ok(Ok(Some(Frame::Message(bytes)))) => match Message::decode(bytes) {
                     Ok(m) => {
-                        if in_tx.send(Inbound::Message(m)).await.is_err() {
-                            return;
+                        tokio::select! {
+                            _ = read_stop.cancelled() => return,
+                            r = in_tx.send(m) => if r.is_err() { return },
                         }
                     }
                     // One bad frame is dropped; the tunnel goes on.
@@ -139,29 +173,30 @@ pub async fn serve(
                 },
             }
         };
-        let _ = in_tx.send(Inbound::End(end)).await;
+        finish(&read_end, &read_stop, end);
     }));
 
     // The dispatcher: owns the connection table.
     let mut conns: HashMap<u64, mpsc::Sender<Message>> = HashMap::new();
     let ended = loop {
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break Ended::Shutdown,
+            _ = stop.cancelled() => break end_rx.try_recv().unwrap_or(Ended::Read("the session stopped".into())),
             Some(id) = done_rx.recv() => {
                 conns.remove(&id);
             }
-            inbound = in_rx.recv() => match inbound {
-                None => break Ended::Read("the reader stopped".into()),
-                Some(Inbound::End(end)) => break end,
-                Some(Inbound::Message(m)) => {
-                    let streams = Streams { conns: &mut conns, tasks: &tasks, spawner, out: &out_tx, done: &done_tx };
-                    dispatch(m, streams, kubelet, &stop).await;
+            Some(m) = in_rx.recv() => {
+                let streams = Streams { conns: &mut conns, tasks: &tasks, spawner, out: &out_tx, done: &done_tx };
+                if let Some(end) = dispatch(m, streams, kubelet, &stop).await {
+                    break end;
                 }
-            },
+            }
         }
     };
     stop.cancel();
-    drop(conns);
+    // Nothing reads these any more: senders must not wait on them.
+    drop((conns, in_rx, done_rx, end_rx));
     tasks.close();
     tasks.wait().await;
     ended
@@ -176,7 +211,8 @@ struct Streams<'a> {
     done: &'a mpsc::Sender<u64>,
 }
 
-async fn dispatch(m: Message, s: Streams<'_>, kubelet: SocketAddr, stop: &CancellationToken) {
+/// Handles one message from the cloud; `Some` when it ends the session.
+async fn dispatch(m: Message, s: Streams<'_>, kubelet: SocketAddr, stop: &CancellationToken) -> Option<Ended> {
     let Streams { conns, tasks, spawner, out, done } = s;
     let id = m.connect_id;
     match m.kind {
@@ -186,13 +222,13 @@ async fn dispatch(m: Message, s: Streams<'_>, kubelet: SocketAddr, stop: &Cancel
                 Err(e) => {
                     warn!(id, kind = kind.as_str(), error = %e, "Refusing a connect whose payload is not JSON.");
                     let _ = out.send(Message::new(id, MessageType::RemoveConnect, Bytes::new())).await;
-                    return;
+                    return None;
                 }
             };
             if conns.contains_key(&id) || conns.len() >= MAX_CONNECTIONS {
                 warn!(id, open = conns.len(), "Refusing a connect: the id is in use or too many are open.");
                 let _ = out.send(Message::new(id, MessageType::RemoveConnect, Bytes::new())).await;
-                return;
+                return None;
             }
             info!(id, kind = kind.as_str(), path = %req.url.path, "Stream opened.");
             let (tx, rx) = mpsc::channel(CONN_INBOX);
@@ -209,15 +245,26 @@ async fn dispatch(m: Message, s: Streams<'_>, kubelet: SocketAddr, stop: &Cancel
         MessageType::Data | MessageType::RemoveConnect => match conns.get(&id) {
             Some(tx) => {
                 let remove = m.kind == MessageType::RemoveConnect;
-                // Waits while the stream's inbox is full: bounded memory, backpressure.
-                let _ = tx.send(m).await;
-                if remove {
+                // Waits while the stream's inbox is full (bounded memory, backpressure), but not
+                // for ever: a stream that takes nothing for STREAM_STALL is closed, alone.
+                let sent = tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    r = tokio::time::timeout(STREAM_STALL, tx.send(m)) => r,
+                };
+                if sent.is_err() {
+                    warn!(id, "A stream took nothing from the tunnel for {STREAM_STALL:?}; closing it.");
+                }
+                if remove || sent.is_err() {
                     conns.remove(&id);
                 }
             }
             None => debug!(id, kind = m.kind.as_str(), "A message for no open stream; dropped."),
         },
-        MessageType::CloseConnect => warn!(id, "The cloud refused the session (CLOSE_CONNECT)."),
+        MessageType::CloseConnect => {
+            let why = String::from_utf8_lossy(&m.data).into_owned();
+            return Some(Ended::Refused(why));
+        }
         other => debug!(id, kind = other.as_str(), "Ignoring an unexpected message."),
     }
+    None
 }
