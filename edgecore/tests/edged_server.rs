@@ -111,7 +111,8 @@ fn with_server(test: &str, body: impl AsyncFnOnce(&PrivateContainerd, &Env)) {
         let cri = Cri::connect(ctrd.socket()).await.unwrap();
         let rt = PodRuntime { cri: cri.clone(), log_root: ctrd.pod_log_root(), pods_root: ctrd.dir().join("pods") };
         let stop = CancellationToken::new();
-        let (addr, task) = server::serve(cri, "127.0.0.1:0".parse().unwrap(), stop.clone()).await.unwrap();
+        let (addr, task) =
+            server::serve(cri, "edge-stats".into(), "127.0.0.1:0".parse().unwrap(), stop.clone()).await.unwrap();
         let http = Client::builder(TokioExecutor::new()).build_http();
         let env = Env { rt, addr, http, stop: stop.clone() };
         assert_eq!(env.get("/healthz").await, (200, "ok".into()));
@@ -439,5 +440,68 @@ fn exec_is_proxied_to_the_runtimes_streaming_server() {
         assert_eq!(String::from_utf8_lossy(&stdout), "hi\n");
 
         env.rt.kill("uid-shell", Duration::from_secs(1)).await.unwrap();
+    });
+}
+
+#[test]
+fn stats_summary_and_resource_metrics_come_from_cri_stats() {
+    with_server("kubelet server stats test", async |ctrd, env| {
+        let p = pod("stats", ctrd.busybox_image(), &[("main", "sleep 3600"), ("side", "sleep 3600")]);
+        env.rt.start(&p, &NoObjects, HOST_IP).await.unwrap_or_else(|e| panic!("{e:#}\n{}", ctrd.log()));
+        let deadline = Instant::now() + kubeedge_testkit::patience();
+        while env.rt.running_containers("uid-stats").await.unwrap().len() < 2 {
+            assert!(Instant::now() < deadline, "containers never ran");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        let (code, body) = env.get("/stats/summary").await;
+        assert_eq!(code, 200, "{body}");
+        let summary: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(summary["node"]["nodeName"], "edge-stats");
+        assert!(summary["node"]["cpu"]["usageCoreNanoSeconds"].as_u64().is_some_and(|n| n > 0), "{summary}");
+        assert!(summary["node"]["memory"]["workingSetBytes"].as_u64().is_some_and(|n| n > 0), "{summary}");
+        let pods = summary["pods"].as_array().unwrap();
+        let ours = pods.iter().find(|p| p["podRef"]["name"] == "stats").unwrap_or_else(|| panic!("{summary}"));
+        assert_eq!(ours["podRef"], json!({"name": "stats", "namespace": "default", "uid": "uid-stats"}));
+        let names: Vec<&str> =
+            ours["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["main", "side"]);
+        for c in ours["containers"].as_array().unwrap() {
+            assert!(c["cpu"]["usageCoreNanoSeconds"].is_u64(), "{c}");
+            assert!(c["memory"]["workingSetBytes"].is_u64(), "{c}");
+            assert!(c["startTime"].as_str().is_some_and(|t| t.ends_with('Z')), "{c}");
+        }
+        let sum = |k: &str, f: &str| -> u64 {
+            ours["containers"].as_array().unwrap().iter().map(|c| c[k][f].as_u64().unwrap()).sum()
+        };
+        assert_eq!(ours["memory"]["workingSetBytes"].as_u64(), Some(sum("memory", "workingSetBytes")));
+        // A second summary has a previous node sample: a CPU rate.
+        let (_, body) = env.get("/stats/summary").await;
+        let again: Value = serde_json::from_str(&body).unwrap();
+        assert!(again["node"]["cpu"]["usageNanoCores"].is_u64(), "{again}");
+
+        let (code, text) = env.get("/metrics/resource").await;
+        assert_eq!(code, 200, "{text}");
+        for want in [
+            "# TYPE container_cpu_usage_seconds_total counter",
+            "container_cpu_usage_seconds_total{container=\"main\",namespace=\"default\",pod=\"stats\"} ",
+            "container_memory_working_set_bytes{container=\"side\",namespace=\"default\",pod=\"stats\"} ",
+            "container_start_time_seconds{container=\"main\",namespace=\"default\",pod=\"stats\"} ",
+            "pod_cpu_usage_seconds_total{namespace=\"default\",pod=\"stats\"} ",
+            "node_cpu_usage_seconds_total ",
+            "node_memory_working_set_bytes ",
+            "resource_scrape_error 0",
+        ] {
+            assert!(text.contains(want), "no {want:?} in:\n{text}");
+        }
+        // Each sample line: name{labels} value timestamp, all numbers.
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.starts_with("resource_scrape_error")) {
+            let mut f = line.rsplitn(3, ' ');
+            let (ts, v) = (f.next().unwrap(), f.next().unwrap());
+            assert!(ts.parse::<u64>().is_ok() && v.parse::<f64>().is_ok(), "{line}");
+        }
+        let (code, _) = env.get("/stats/nope").await;
+        assert_eq!(code, 404);
+        env.rt.kill("uid-stats", Duration::from_secs(1)).await.ok();
     });
 }

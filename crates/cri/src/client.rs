@@ -216,6 +216,19 @@ impl Cri {
         Ok(resp.containers)
     }
 
+    /// Resource usage (CPU, memory, writable layer) of the containers matching `filter` (all
+    /// when `None`).
+    pub async fn list_container_stats(
+        &self,
+        filter: Option<v1::ContainerStatsFilter>,
+    ) -> Result<Vec<v1::ContainerStats>> {
+        let req = v1::ListContainerStatsRequest { filter };
+        let resp =
+            call("ListContainerStats", self.options.request_timeout, self.runtime.clone().list_container_stats(req))
+                .await?;
+        Ok(resp.stats)
+    }
+
     /// A container's status: state, exit code, reason, log path, start and finish times.
     pub async fn container_status(&self, id: &str) -> Result<v1::ContainerStatus> {
         let req = v1::ContainerStatusRequest { container_id: id.into(), verbose: false };

@@ -556,7 +556,11 @@ impl Module for EdgedModule {
                     None => bind_server(addr).await?,
                 };
                 info!(address = %listener.local_addr()?, "Serving container logs and exec.");
-                ctx.spawn(super::server::run(listener, runtime.cri.clone(), stop.clone()));
+                let node = (self.node.as_ref().map(|(spec, ..)| &spec.name))
+                    .or(self.agent.as_ref().map(|a| &a.spec.name))
+                    .cloned()
+                    .unwrap_or_default();
+                ctx.spawn(super::server::run(listener, runtime.cri.clone(), node, stop.clone()));
             }
             if let Some((spec, namespace, timings)) = self.node.take() {
                 self.agent = Some(NodeAgent { bus: ctx.bus.clone(), spec, namespace, timings });

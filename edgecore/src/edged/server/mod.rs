@@ -12,6 +12,8 @@
 //!   kubelet with `redirectContainerStreaming=false`, the client's upgrade request (SPDY/3.1 or
 //!   WebSocket) is forwarded to the runtime's streaming server, its `101 Switching Protocols`
 //!   relayed, and bytes copied both ways until one side closes.
+//! - `GET /stats/summary` and `GET /metrics/resource`: kubelet's resource endpoints, from CRI
+//!   stats and `/proc` ([`stats`]).
 //! - `GET /healthz` (and `/healthz/{check}`, upstream edged polls `/healthz/syncloop`): `ok`.
 //!
 //! Pods are found through CRI (not through Edged's pod list): the newest sandbox labelled with
@@ -55,6 +57,7 @@ use super::pods::{LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LAB
 
 mod exec;
 mod logs;
+mod stats;
 
 use exec::*;
 use logs::*;
@@ -113,18 +116,25 @@ pub enum Error {
 /// Binds `addr` (port 0 picks a free one) and serves on it in a spawned task until `stop`.
 /// Returns the bound address and the task, which ends once open connections have finished (or
 /// the shutdown grace period has passed).
-pub async fn serve(cri: Cri, addr: SocketAddr, stop: CancellationToken) -> Result<(SocketAddr, JoinHandle<()>), Error> {
+pub async fn serve(
+    cri: Cri,
+    node: String,
+    addr: SocketAddr,
+    stop: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>), Error> {
     let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
     info!(server.addr = %local, "Edged's kubelet server is listening.");
-    Ok((local, tokio::spawn(run(listener, cri, stop))))
+    Ok((local, tokio::spawn(run(listener, cri, node, stop))))
 }
 
 /// Serves on an already-bound listener until `stop`, then waits (a while) for open connections,
-/// log streams and exec sessions to end; each of them observes `stop` too.
-pub async fn run(listener: TcpListener, cri: Cri, stop: CancellationToken) {
+/// log streams and exec sessions to end; each of them observes `stop` too. `node` is the node's
+/// name, as `/stats/summary` reports it.
+pub async fn run(listener: TcpListener, cri: Cri, node: String, stop: CancellationToken) {
     let tasks = TaskTracker::new();
-    let shared = Arc::new(Shared { cri, stop: stop.clone(), tasks: tasks.clone() });
+    let shared =
+        Arc::new(Shared { cri, node, node_cpu: stats::NodeCpu::default(), stop: stop.clone(), tasks: tasks.clone() });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         // A slot first, then the connection; both waits are cancel-safe.
@@ -159,6 +169,10 @@ pub async fn run(listener: TcpListener, cri: Cri, stop: CancellationToken) {
 /// What every request handler shares.
 struct Shared {
     cri: Cri,
+    /// The node's name, for `/stats/summary`.
+    node: String,
+    /// The node's CPU counter at the last summary (for `usageNanoCores`).
+    node_cpu: stats::NodeCpu,
     stop: CancellationToken,
     /// Connections, exec relays and their backend connections.
     tasks: TaskTracker,
@@ -255,6 +269,8 @@ enum Route {
     Healthz,
     Logs(Target),
     Exec(Target),
+    StatsSummary,
+    MetricsResource,
 }
 
 /// Maps a method and path to an endpoint (path segments percent-decoded).
@@ -271,6 +287,8 @@ fn route(method: &Method, path: &str) -> Result<Route, HttpError> {
     };
     match segs.as_slice() {
         ["healthz"] | ["healthz", _] => get_only(Route::Healthz),
+        ["stats", "summary"] => get_only(Route::StatsSummary),
+        ["metrics", "resource"] => get_only(Route::MetricsResource),
         ["containerLogs", ns, pod, container] => {
             // Kubelet's own messages (JSON-looking, yet sent as plain text).
             if pod.is_empty() {
@@ -316,6 +334,20 @@ async fn handle(
         Ok(Route::Healthz) => Ok(text(StatusCode::OK, "ok".into())),
         Ok(Route::Logs(target)) => container_logs(&shared, &target, &query).await,
         Ok(Route::Exec(target)) => exec(&shared, &target, &query, req, peer, permit).await,
+        Ok(Route::StatsSummary) => match stats::summary(&shared.cri, &shared.node, &shared.node_cpu).await {
+            Ok(summary) => {
+                let mut resp = Response::new(full(summary.to_string()));
+                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Ok(resp)
+            }
+            Err(e) => Err(runtime_error(e)),
+        },
+        Ok(Route::MetricsResource) => {
+            let mut resp = Response::new(full(stats::resource_metrics(&shared.cri).await));
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            Ok(resp)
+        }
         Err(e) => Err(e),
     };
     let resp = result.unwrap_or_else(|e| e.response());
