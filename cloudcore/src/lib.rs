@@ -10,6 +10,7 @@
 
 pub mod authz;
 pub mod cloudhub;
+pub mod cloudstream;
 pub mod delivery;
 pub mod devicecontroller;
 pub mod dynamiccontroller;

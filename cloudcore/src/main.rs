@@ -21,7 +21,7 @@ use kubeedge_daemon::Daemon;
 
 /// Config keys (under `modules`) of the modules this build implements.
 const AVAILABLE_MODULES: &[&str] =
-    &["cloudHub", "edgeController", "deviceController", "syncController", "dynamicController"];
+    &["cloudHub", "edgeController", "deviceController", "syncController", "dynamicController", "cloudStream"];
 
 fn main() -> ExitCode {
     let daemon = Daemon {
@@ -39,6 +39,14 @@ fn main() -> ExitCode {
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
         }
         // One refusal counter for every module that authorizes edge requests.
+        if cfg.modules.cloud_stream.enable {
+            let module = cloudcore::cloudstream::CloudStreamModule::new(
+                cfg.modules.cloud_stream.clone(),
+                hub.clone(),
+                cfg.kube_api_config.clone(),
+            );
+            registry.register(Box::new(module)).map_err(|e| e.to_string())?;
+        }
         let authz_metrics = Some(AuthzMetrics::register(metrics.registry()).map_err(|e| e.to_string())?);
         // DynamicController authorizes against EdgeController's view of which pods use what;
         // without EdgeController the view stays empty and edges read no secrets or configmaps.

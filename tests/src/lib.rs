@@ -37,6 +37,11 @@ pub struct CloudSide {
 impl CloudSide {
     /// Starts both, cloudcore's config and state in `dir`, and waits until CloudHub listens.
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`CloudSide::start`] with cloudcore.yaml settings (`path` → YAML value) applied.
+    pub fn start_with(dir: &Path, settings: &[(&[&str], String)]) -> Self {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let api = rt.block_on(async {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -47,6 +52,11 @@ impl CloudSide {
         let (ws_port, https_port) = (free_port(), free_port());
         let bin = workspace_bin("cloudcore");
         let cfg = link::cloudcore(&bin, dir, &Cloud { kubeconfig: &kubeconfig, ip: "127.0.0.1", ws_port, https_port });
+        let mut yaml = std::fs::read_to_string(&cfg).unwrap();
+        for (path, value) in settings {
+            yaml = kubeedge_testkit::set_yaml_path(&yaml, path, value);
+        }
+        std::fs::write(&cfg, yaml).unwrap();
         // Debugging aid: `KE_CLOUD_LOG=info,cloudcore=debug cargo test …` sets cloudcore's log level.
         if let Ok(level) = std::env::var("KE_CLOUD_LOG") {
             let yaml = std::fs::read_to_string(&cfg).unwrap();

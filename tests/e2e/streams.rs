@@ -1,0 +1,238 @@
+//! CloudStream ⇄ EdgeStream with the real daemons (issue #17): apiserver-lite, cloudcore with
+//! CloudStream (tunnel and stream servers on free ports, the stream server's certificate issued
+//! by the hub CA, API-server clients from a separate CA), edgecore with EdgeStream, and a
+//! stand-in for Edged's server on the edge side. The caller is a TLS client holding the
+//! stream CA's certificate, as the API server is:
+//! - `containerLogs` of a pod bound to the node streams through the tunnel; the caller going
+//!   away closes the edge's request;
+//! - `stats/summary` by the node's IP in `Host`, and by `X-Forwarded-Uri`;
+//! - a pod that does not exist (404), a node with no tunnel (502), exec (501), and a caller
+//!   without a certificate (refused).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::PostParams;
+use kubeedge_e2e::CloudSide;
+use kubeedge_testkit::{Process, free_port, link};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const NODE: &str = "edge-stream";
+const NODE_IP: &str = "127.0.0.7";
+
+/// A stand-in for Edged's server: a followed log (a line every 50 ms; "log closed" is reported
+/// when the reader goes away) and `/stats/summary`.
+async fn kubelet(events: mpsc::UnboundedSender<String>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            let events = events.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let _ = events.send(head.lines().next().unwrap_or_default().to_owned());
+                if head.starts_with("GET /containerLogs/") {
+                    let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+                    for i in 0.. {
+                        let line = format!("line {i}\n");
+                        if tcp.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes()).await.is_err() {
+                            let _ = events.send("log closed".into());
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                } else {
+                    let body = format!(r#"{{"node":{{"nodeName":"{NODE}"}}}}"#);
+                    let _ = tcp
+                        .write_all(
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A TLS client of the stream server (`cert` is the caller's certificate, or none).
+struct Caller {
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Caller {
+    /// Sends `GET path` with `headers` and returns the connection after the request.
+    async fn open(&self, path: &str, headers: &str) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp).await?;
+        tls.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {NODE_IP}:10350\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        Ok(tls)
+    }
+
+    /// The whole response (status line and body text).
+    async fn get(&self, path: &str, headers: &str) -> (u16, String) {
+        let mut tls = self.open(path, headers).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        (text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0), text)
+    }
+}
+
+fn pem_der(path: &Path) -> Vec<u8> {
+    kubeedge_pki::parse_pem(&std::fs::read_to_string(path).unwrap()).unwrap().1
+}
+
+#[test]
+fn logs_and_metrics_reach_the_edge_through_the_tunnel() {
+    let dir = tempfile::tempdir().unwrap();
+    // The API server's client CA (tlsStreamCAFile) and its client certificate.
+    let api_ca = kubeedge_pki::Ca::generate().unwrap();
+    let (csr, api_key) = kubeedge_pki::edge_csr("apiserver").unwrap();
+    let api_cert = api_ca.issue_node_client(&csr, "apiserver", Duration::from_secs(3600)).unwrap();
+    std::fs::write(dir.path().join("streamCA.crt"), kubeedge_pki::pem("CERTIFICATE", api_ca.cert_der())).unwrap();
+    let (tunnel_port, stream_port) = (free_port(), free_port());
+    let q = |p: &Path| format!("\"{}\"", p.display());
+    let mut cloud = CloudSide::start_with(
+        dir.path(),
+        &[
+            (&["modules", "cloudStream", "enable"], "true".into()),
+            (&["modules", "cloudStream", "tunnelPort"], tunnel_port.to_string()),
+            (&["modules", "cloudStream", "streamPort"], stream_port.to_string()),
+            (&["modules", "cloudStream", "tlsStreamCAFile"], q(&dir.path().join("streamCA.crt"))),
+            (&["modules", "cloudStream", "tlsStreamCertFile"], q(&dir.path().join("absent.crt"))),
+            (&["modules", "cloudStream", "tlsStreamPrivateKeyFile"], q(&dir.path().join("absent.key"))),
+        ],
+    );
+    cloud.proc.wait_for_line("CloudStream listening.");
+
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let kubelet_port = cloud.rt.block_on(kubelet(events_tx));
+    let [ca, cert, key] = link::edge_cert_paths(dir.path());
+    let edge_bin = kubeedge_testkit::workspace_bin("edgecore");
+    let edge_cfg = link::edgecore(
+        &edge_bin,
+        dir.path(),
+        NODE,
+        &cloud.token(),
+        &cloud.link(),
+        &[
+            (&["modules", "edged", "nodeIP"], NODE_IP.into()),
+            (&["modules", "edged", "tailoredKubeletConfig", "address"], "127.0.0.1".into()),
+            (&["modules", "edged", "tailoredKubeletConfig", "readOnlyPort"], kubelet_port.to_string()),
+            (&["modules", "edgeStream", "enable"], "true".into()),
+            (&["modules", "edgeStream", "server"], format!("127.0.0.1:{tunnel_port}")),
+            (&["modules", "edgeStream", "tlsTunnelCAFile"], q(&ca)),
+            (&["modules", "edgeStream", "tlsTunnelCertFile"], q(&cert)),
+            (&["modules", "edgeStream", "tlsTunnelPrivateKeyFile"], q(&key)),
+        ],
+    );
+    let mut edge = Process::spawn(&edge_bin, &["--config", edge_cfg.to_str().unwrap()]).unwrap();
+    edge.wait_for_line("Tunnel to CloudStream connected.");
+    cloud.proc.wait_for_line("Tunnel session started.");
+
+    // Pods: one on our node, one on a node with no tunnel.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(cloud.client(), "default");
+    for (name, node) in [("web", NODE), ("far", "elsewhere")] {
+        let pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "busybox"}]}
+        }))
+        .unwrap();
+        cloud.rt.block_on(pods.create(&PostParams::default(), &pod)).unwrap();
+    }
+
+    let hub_ca = pem_der(&ca);
+    let with_cert = |cert: Option<(&[u8], &[u8])>| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from(hub_ca.clone())).unwrap();
+        let b = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        Arc::new(match cert {
+            Some((c, k)) => b.with_client_auth_cert(vec![c.to_vec().into()], kubeedge_pki::rustls_key(k)).unwrap(),
+            None => b.with_no_client_auth(),
+        })
+    };
+    let caller = Caller { port: stream_port, tls: with_cert(Some((&api_cert, &api_key))) };
+
+    cloud.rt.block_on(async {
+        // A followed log: lines arrive through the tunnel; the caller leaving ends the edge's request.
+        let mut tls = caller.open("/containerLogs/default/web/app?follow=true&tailLines=3", "").await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("line 3") {
+            let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("line 0\n"), "{text}");
+        let first = events.recv().await.unwrap();
+        assert_eq!(first, "GET /containerLogs/default/web/app?follow=true&tailLines=3 HTTP/1.1");
+        drop(tls);
+        let closed = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(e) = events.recv().await {
+                if e == "log closed" {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the edge's log request outlived the caller");
+
+        // Metrics: by the node's IP in Host, and by X-Forwarded-Uri.
+        let (code, text) = caller.get("/stats/summary", "").await;
+        assert_eq!(code, 200, "{text}");
+        assert!(text.contains(&format!(r#"{{"node":{{"nodeName":"{NODE}"}}}}"#)), "{text}");
+        assert!(text.to_ascii_lowercase().contains("content-type: application/json"), "{text}");
+        let forwarded = format!("X-Forwarded-Uri: /api/v1/nodes/{NODE}/proxy/stats/summary\r\n");
+        let (code, text) = caller.get("/stats/summary", &forwarded).await;
+        assert_eq!(code, 200, "{text}");
+
+        // Clear errors.
+        let (code, text) = caller.get("/containerLogs/default/nope/app", "").await;
+        assert_eq!(code, 404, "{text}");
+        let (code, text) = caller.get("/containerLogs/default/far/app", "").await;
+        assert_eq!(code, 502, "{text}");
+        assert!(text.contains("no tunnel session"), "{text}");
+        let (code, _) = caller.get("/exec/default/web/app?command=true&output=1", "").await;
+        assert_eq!(code, 501);
+        // A caller without a certificate of the stream CA is refused.
+        let anonymous = Caller { port: stream_port, tls: with_cert(None) };
+        let refused = match anonymous.open("/stats/summary", "").await {
+            Err(_) => true,
+            Ok(mut tls) => {
+                let mut out = Vec::new();
+                tls.read_to_end(&mut out).await.is_err() || out.is_empty()
+            }
+        };
+        assert!(refused, "a caller without a certificate was served");
+    });
+
+    edge.signal("TERM");
+    edge.wait_exit(Duration::from_secs(20));
+    cloud.proc.signal("TERM");
+    assert!(cloud.proc.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+}
