@@ -45,6 +45,9 @@ async fn kubelet(events: mpsc::UnboundedSender<String>) -> u16 {
                 }
                 let head = String::from_utf8_lossy(&head).into_owned();
                 let _ = events.send(head.lines().next().unwrap_or_default().to_owned());
+                if !head.starts_with("GET /containerLogs/") {
+                    let _ = events.send(format!("HEAD {head}"));
+                }
                 if head.starts_with("GET /containerLogs/") {
                     let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await;
                     for i in 0.. {
@@ -78,13 +81,21 @@ struct Caller {
 impl Caller {
     /// Sends `GET path` with `headers` and returns the connection after the request.
     async fn open(&self, path: &str, headers: &str) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        self.open_as(path, &format!("{NODE_IP}:10350"), headers).await
+    }
+
+    /// As [`Caller::open`], with this `Host`.
+    async fn open_as(
+        &self,
+        path: &str,
+        host: &str,
+        headers: &str,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(("127.0.0.1", self.port)).await?;
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
         let mut tls = tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp).await?;
-        tls.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {NODE_IP}:10350\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).await?;
         Ok(tls)
     }
 
@@ -207,9 +218,28 @@ fn logs_and_metrics_reach_the_edge_through_the_tunnel() {
         assert_eq!(code, 200, "{text}");
         assert!(text.contains(&format!(r#"{{"node":{{"nodeName":"{NODE}"}}}}"#)), "{text}");
         assert!(text.to_ascii_lowercase().contains("content-type: application/json"), "{text}");
-        let forwarded = format!("X-Forwarded-Uri: /api/v1/nodes/{NODE}/proxy/stats/summary\r\n");
-        let (code, text) = caller.get("/stats/summary", &forwarded).await;
-        assert_eq!(code, 200, "{text}");
+        // X-Forwarded-Uri names the node (the Host names no node's IP here), and the caller's
+        // credentials never reach the edge.
+        let forwarded =
+            format!("X-Forwarded-Uri: /api/v1/nodes/{NODE}/proxy/stats/summary\r\nAuthorization: Bearer secret\r\n");
+        let mut tls = caller.open_as("/stats/summary", "10.9.9.9:10250", &forwarded).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut out)).await.unwrap().ok();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200") && text.contains(NODE), "{text}");
+        let head = loop {
+            let e = events.recv().await.unwrap();
+            if e.starts_with("HEAD ") && e.to_ascii_lowercase().contains("x-forwarded-uri") {
+                break e;
+            }
+        };
+        assert!(!head.to_ascii_lowercase().contains("authorization"), "{head}");
+        // A Host that names no node's IP, and no X-Forwarded-Uri: no session.
+        let mut tls = caller.open_as("/stats/summary", "10.9.9.9:10250", "").await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut out)).await.unwrap().ok();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.starts_with("HTTP/1.1 502"), "{text}");
 
         // Clear errors.
         let (code, text) = caller.get("/containerLogs/default/nope/app", "").await;
@@ -225,7 +255,8 @@ fn logs_and_metrics_reach_the_edge_through_the_tunnel() {
             Err(_) => true,
             Ok(mut tls) => {
                 let mut out = Vec::new();
-                tls.read_to_end(&mut out).await.is_err() || out.is_empty()
+                let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut out)).await;
+                read.expect("the server neither answered nor closed").is_err() || out.is_empty()
             }
         };
         assert!(refused, "a caller without a certificate was served");

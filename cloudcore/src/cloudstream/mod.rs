@@ -55,27 +55,36 @@ async fn bind(port: u32, field: &str) -> Result<TcpListener, ModuleError> {
         .map_err(|e| format!("cannot listen on {addr} (modules.cloudStream.{field}): {e}").into())
 }
 
-/// Accepts connections until `stop`, handing each to `handle` on the module's spawner; accept
-/// errors (e.g. out of file descriptors) back off instead of spinning.
+/// Accepts connections until `stop`, at most `max` at once, handing each to `handle` on the
+/// module's spawner; accept errors (e.g. out of file descriptors) back off instead of spinning.
 pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     stop: CancellationToken,
     spawner: Spawner,
     what: &'static str,
+    max: usize,
     handle: F,
 ) where
     F: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max));
     loop {
-        let accepted = tokio::select! {
+        // A slot first, then the connection; both waits are cancel-safe.
+        let next = async { (slots.clone().acquire_owned().await, listener.accept().await) };
+        let (permit, accepted) = tokio::select! {
             _ = stop.cancelled() => return,
-            a = listener.accept() => a,
+            n = next => n,
         };
+        let Ok(permit) = permit else { return };
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                spawner.spawn(handle(tcp, peer));
+                let work = handle(tcp, peer);
+                spawner.spawn(async move {
+                    work.await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 warn!(server = what, error = %e, "Could not accept a connection.");

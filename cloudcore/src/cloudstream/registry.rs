@@ -44,6 +44,10 @@ impl Registry {
                 };
                 match cmd {
                     Cmd::Add { node, ip, generation, handle } => {
+                        // A session that already ended (its Remove may have come first).
+                        if handle.stop.is_cancelled() {
+                            continue;
+                        }
                         if let Some((_, _, old)) = sessions.insert(node.clone(), (generation, ip.clone(), handle)) {
                             info!(node, "A new tunnel session replaces the node's previous one.");
                             old.stop.cancel();
@@ -57,7 +61,15 @@ impl Registry {
                     Cmd::Get { key, reply } => {
                         let found = match &key {
                             Key::Node(n) => sessions.get(n).map(|(_, _, h)| h.clone()),
-                            Key::Ip(ip) => sessions.values().find(|(_, i, _)| i == ip).map(|(_, _, h)| h.clone()),
+                            // Only an IP exactly one node claims: an empty or shared IP says nothing.
+                            Key::Ip(ip) if !ip.is_empty() => {
+                                let mut claims = sessions.values().filter(|(_, i, _)| i == ip);
+                                match (claims.next(), claims.next()) {
+                                    (Some((_, _, h)), None) => Some(h.clone()),
+                                    _ => None,
+                                }
+                            }
+                            Key::Ip(_) => None,
                         };
                         let _ = reply.send(found);
                     }

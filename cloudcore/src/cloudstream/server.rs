@@ -34,7 +34,9 @@ use super::session::Stream;
 
 /// Edged's server, where the edge replays requests (upstream rewrites every URL to it).
 const EDGE_SERVER: &str = "127.0.0.1:10350";
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the stream server holds at once (each open log stream is one).
+const MAX_CONNECTIONS: usize = 2048;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -61,13 +63,13 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 /// Serves until `stop`.
 pub async fn serve(listener: TcpListener, s: StreamServer, stop: CancellationToken) {
     let spawner = s.spawner.clone();
-    super::accept_loop(listener, stop.clone(), spawner, "stream", move |tcp, peer| {
+    super::accept_loop(listener, stop.clone(), spawner, "stream", MAX_CONNECTIONS, move |tcp, peer| {
         let (s, stop) = (s.clone(), stop.clone());
         async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, s.tls.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return debug!(%peer, error = %e, "Stream server TLS failed."),
-                Err(_) => return debug!(%peer, "No TLS handshake within 30 s."),
+                Err(_) => return debug!(%peer, "No TLS handshake within 10 s."),
             };
             let service = service_fn(move |req| {
                 let s = s.clone();
@@ -88,14 +90,13 @@ pub async fn serve(listener: TcpListener, s: StreamServer, stop: CancellationTok
 
 /// The body of a stream: the edge's DATA until its REMOVE_CONNECT (or the session's end).
 fn body(stream: Stream) -> Body {
-    let frames = futures::stream::unfold(stream, |mut s| async move {
-        match s.from_edge.recv().await {
-            Some(m) if m.kind == MessageType::Data => Some((Ok(Frame::data(m.data)), s)),
-            _ => None,
-        }
-    });
+    let frames =
+        futures::stream::unfold(stream, |mut s| async move { s.next_data().await.map(|d| (Ok(Frame::data(d)), s)) });
     StreamBody::new(frames).boxed_unsync()
 }
+
+/// Headers that carry the caller's credentials: never sent to an edge.
+const CREDENTIALS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
 fn connect_request(req: &Request<Incoming>) -> Option<ConnectRequest> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -103,6 +104,9 @@ fn connect_request(req: &Request<Incoming>) -> Option<ConnectRequest> {
     url.scheme = "http".into();
     let mut header = std::collections::BTreeMap::<String, Vec<String>>::new();
     for (name, value) in req.headers() {
+        if CREDENTIALS.contains(&name.as_str()) {
+            continue;
+        }
         if let Ok(v) = value.to_str() {
             header.entry(canonical(name.as_str())).or_default().push(v.to_owned());
         }

@@ -53,14 +53,37 @@ pub struct Stream {
     /// The connect id.
     pub id: u64,
     /// DATA and REMOVE_CONNECT from the edge; ends when the session does.
-    pub from_edge: mpsc::Receiver<Message>,
-    /// To the edge (DATA); REMOVE_CONNECT is sent when the stream is dropped.
+    from_edge: mpsc::Receiver<Message>,
+    /// To the edge (DATA); REMOVE_CONNECT is sent when the stream is dropped before the edge
+    /// ended it.
     pub to_edge: mpsc::Sender<Message>,
+    /// The edge ended the stream (its REMOVE_CONNECT, or the session is gone): nothing is sent
+    /// back. Upstream's edge may panic on a REMOVE_CONNECT for a connection it is deleting.
+    edge_done: bool,
+}
+
+impl Stream {
+    /// The edge's next DATA; `None` once the edge ended the stream.
+    pub async fn next_data(&mut self) -> Option<Bytes> {
+        if self.edge_done {
+            return None;
+        }
+        match self.from_edge.recv().await {
+            Some(m) if m.kind == MessageType::Data => Some(m.data),
+            _ => {
+                self.edge_done = true;
+                None
+            }
+        }
+    }
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        let _ = self.to_edge.try_send(Message::new(self.id, MessageType::RemoveConnect, Bytes::new()));
+        // The API server's caller went away while the edge was still sending: tell the edge.
+        if !self.edge_done {
+            let _ = self.to_edge.try_send(Message::new(self.id, MessageType::RemoveConnect, Bytes::new()));
+        }
     }
 }
 
@@ -175,6 +198,9 @@ where
                 biased;
                 _ = session_stop.cancelled() => break end_rx.try_recv().unwrap_or_else(|_| "the session was stopped".into()),
                 Some(open) = opens.recv() => {
+                    // Streams whose caller is gone (their REMOVE_CONNECT may have been lost,
+                    // or the edge never answered) are forgotten here.
+                    streams.retain(|_, tx| !tx.is_closed());
                     if streams.len() >= MAX_STREAMS {
                         let _ = open.reply.send(Err(format!("{MAX_STREAMS} streams are open on this node's tunnel")));
                         continue;
@@ -201,7 +227,7 @@ where
                     }
                     streams.insert(id, tx);
                     debug!(id, kind = open.kind.as_str(), path = %req.url.path, "Stream opened.");
-                    let _ = open.reply.send(Ok(Stream { id, from_edge: rx, to_edge: out_tx.clone() }));
+                    let _ = open.reply.send(Ok(Stream { id, from_edge: rx, to_edge: out_tx.clone(), edge_done: false }));
                 }
                 Some(m) = in_rx.recv() => {
                     let id = m.connect_id;

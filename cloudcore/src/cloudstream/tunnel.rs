@@ -29,7 +29,7 @@ use super::session;
 pub const CONNECT_PATH: &str = "/v1/kubeedge/connect";
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// TLS and the HTTP upgrade together.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Numbers sessions, so a node's old session never removes its replacement.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -56,10 +56,11 @@ fn answer(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
 /// Accepts edges until `stop`.
 pub async fn serve(listener: TcpListener, t: Tunnel, stop: CancellationToken) {
     let spawner = t.spawner.clone();
-    super::accept_loop(listener, stop.clone(), spawner, "tunnel", move |tcp, peer| {
+    // One tunnel per node; the cap only bounds what a flood of half-open handshakes can take.
+    super::accept_loop(listener, stop.clone(), spawner, "tunnel", 16_384, move |tcp, peer| {
         let (t, stop) = (t.clone(), stop.clone());
         async move {
-            if let Err(e) = connection(tcp, &t, &stop).await {
+            if let Err(e) = connection(tcp, peer, &t, &stop).await {
                 debug!(%peer, error = %e, "A tunnel connection failed.");
             }
         }
@@ -67,10 +68,15 @@ pub async fn serve(listener: TcpListener, t: Tunnel, stop: CancellationToken) {
     .await;
 }
 
-async fn connection(tcp: tokio::net::TcpStream, t: &Tunnel, stop: &CancellationToken) -> Result<(), String> {
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    t: &Tunnel,
+    stop: &CancellationToken,
+) -> Result<(), String> {
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, t.tls.accept(tcp))
         .await
-        .map_err(|_| "no TLS handshake within 30 s".to_owned())?
+        .map_err(|_| "no TLS handshake within 10 s".to_owned())?
         .map_err(|e| format!("TLS: {e}"))?;
     let cn = tls
         .get_ref()
@@ -89,8 +95,15 @@ async fn connection(tcp: tokio::net::TcpStream, t: &Tunnel, stop: &CancellationT
                 return Ok::<_, Infallible>(answer(StatusCode::NOT_FOUND, "404 page not found"));
             }
             let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-            let (node, ip, key) = (h("SessionHostNameOverride"), h("SessionInternalIP"), h("Sec-WebSocket-Key"));
-            if node.is_empty() || key.is_empty() || !h("Upgrade").eq_ignore_ascii_case("websocket") {
+            let (node, mut ip, key) = (h("SessionHostNameOverride"), h("SessionInternalIP"), h("Sec-WebSocket-Key"));
+            if ip.is_empty() {
+                // As upstream: the peer's address when the edge does not say.
+                ip = peer.ip().to_string();
+            }
+            if !kubeedge_model::valid_node_name(&node) {
+                return Ok(answer(StatusCode::BAD_REQUEST, "SessionHostNameOverride is not a valid node name"));
+            }
+            if key.is_empty() || !h("Upgrade").eq_ignore_ascii_case("websocket") {
                 return Ok(answer(
                     StatusCode::BAD_REQUEST,
                     "a WebSocket upgrade with SessionHostNameOverride is required",

@@ -28,9 +28,13 @@ use super::super::pods::{LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPA
 /// Jiffies per second in `/proc/stat` (USER_HZ, 100 on every Linux ABI kubelet supports).
 const USER_HZ: u64 = 100;
 
-/// The node's CPU counter at the last request, for `usageNanoCores`.
+/// The node's CPU counter at the last sample, and the rate measured then, for `usageNanoCores`.
 #[derive(Default)]
-pub struct NodeCpu(Mutex<Option<(Instant, u64)>>);
+pub struct NodeCpu(Mutex<Option<(Instant, u64, Option<u64>)>>);
+
+/// The shortest window a CPU rate is measured over (jiffies are 10 ms: shorter windows are
+/// noise); requests closer together get the last rate.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One container's numbers.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -114,10 +118,11 @@ fn parse_node(stat: &str, meminfo: &str) -> Node {
     for line in stat.lines() {
         let mut f = line.split_whitespace();
         match f.next() {
-            // user nice system idle iowait irq softirq steal: busy time leaves out idle and iowait.
+            // user nice system idle iowait irq softirq steal: busy time leaves out idle, iowait
+            // and steal (time the hypervisor gave to others).
             Some("cpu") => {
                 let v: Vec<u64> = f.filter_map(|x| x.parse().ok()).collect();
-                let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
+                let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum();
                 node.cpu_ns = busy.saturating_mul(1_000_000_000 / USER_HZ);
             }
             Some("btime") => node.boot_secs = f.next().and_then(|x| x.parse().ok()).unwrap_or(0),
@@ -202,13 +207,18 @@ pub async fn summary(cri: &Cri, node_name: &str, last: &NodeCpu) -> Result<Value
     let sampled = Instant::now();
     let nano_cores = {
         let mut last = last.0.lock();
-        let rate = last.and_then(|(at, ns)| {
-            let dt = sampled.duration_since(at).as_nanos();
-            (dt > 0 && n.cpu_ns >= ns)
-                .then(|| u64::try_from(u128::from(n.cpu_ns - ns) * 1_000_000_000 / dt).unwrap_or(u64::MAX))
-        });
-        *last = Some((sampled, n.cpu_ns));
-        rate
+        match *last {
+            Some((at, _, rate)) if sampled.duration_since(at) < RATE_WINDOW => rate,
+            previous => {
+                let rate = previous.and_then(|(at, ns, _)| {
+                    let dt = sampled.duration_since(at).as_nanos();
+                    (dt > 0 && n.cpu_ns >= ns)
+                        .then(|| u64::try_from(u128::from(n.cpu_ns - ns) * 1_000_000_000 / dt).unwrap_or(u64::MAX))
+                });
+                *last = Some((sampled, n.cpu_ns, rate));
+                rate
+            }
+        }
     };
     let node = json!({
         "nodeName": node_name,
@@ -351,8 +361,8 @@ mod tests {
         let stat = "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\nbtime 1764750000\n";
         let meminfo = "MemTotal:       2048 kB\nMemFree:         512 kB\nMemAvailable:   1024 kB\n";
         let n = parse_node(stat, meminfo);
-        // (100 + 5 + 50 + 3 + 2 + 1) jiffies × 10 ms.
-        assert_eq!(n.cpu_ns, 161 * 10_000_000);
+        // (100 + 5 + 50 + 3 + 2) jiffies × 10 ms.
+        assert_eq!(n.cpu_ns, 160 * 10_000_000);
         assert_eq!(
             (n.boot_secs, n.mem_total, n.mem_available, n.mem_free),
             (1_764_750_000, 2 << 20, 1 << 20, 512 << 10)
