@@ -6,8 +6,10 @@
 //! - `containerLogs` of a pod bound to the node streams through the tunnel; the caller going
 //!   away closes the edge's request;
 //! - `stats/summary` by the node's IP in `Host`, and by `X-Forwarded-Uri`;
-//! - a pod that does not exist (404), a node with no tunnel (502), exec (501), and a caller
-//!   without a certificate (refused).
+//! - exec: the SPDY upgrade reaches Edged's server, its 101 comes back, bytes flow both ways,
+//!   and the caller leaving closes the edge's connection;
+//! - a pod that does not exist (404), a node with no tunnel (502), port-forward (501), and a
+//!   caller without a certificate (refused).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -48,7 +50,21 @@ async fn kubelet(events: mpsc::UnboundedSender<String>) -> u16 {
                 if !head.starts_with("GET /containerLogs/") {
                     let _ = events.send(format!("HEAD {head}"));
                 }
-                if head.starts_with("GET /containerLogs/") {
+                if head.starts_with("POST /exec/") {
+                    let _ = tcp
+                        .write_all(
+                            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n",
+                        )
+                        .await;
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        let n = tcp.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 || tcp.write_all(&buf[..n].to_ascii_uppercase()).await.is_err() {
+                            let _ = events.send("exec closed".into());
+                            return;
+                        }
+                    }
+                } else if head.starts_with("GET /containerLogs/") {
                     let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await;
                     for i in 0.. {
                         let line = format!("line {i}\n");
@@ -99,6 +115,17 @@ impl Caller {
         Ok(tls)
     }
 
+    /// Sends an exec upgrade request (as the API server does, SPDY) and returns the connection.
+    async fn open_exec(&self, path: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let headers = "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n";
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp).await.unwrap();
+        let request = format!("POST {path} HTTP/1.1\r\nHost: {NODE_IP}:10350\r\n{headers}Content-Length: 0\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        tls
+    }
+
     /// The whole response (status line and body text).
     async fn get(&self, path: &str, headers: &str) -> (u16, String) {
         let mut tls = self.open(path, headers).await.unwrap();
@@ -107,6 +134,20 @@ impl Caller {
         let text = String::from_utf8_lossy(&out).into_owned();
         (text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0), text)
     }
+}
+
+/// The next event of the stand-in kubelet accepted by `want` (others skipped), within 20 s.
+async fn event(events: &mut mpsc::UnboundedReceiver<String>, what: &str, want: impl Fn(&str) -> bool) -> String {
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = events.recv().await {
+            if want(&e) {
+                return Some(e);
+            }
+        }
+        None
+    })
+    .await;
+    found.ok().flatten().unwrap_or_else(|| panic!("no {what} within 20 s"))
 }
 
 fn pem_der(path: &Path) -> Vec<u8> {
@@ -203,15 +244,7 @@ fn logs_and_metrics_reach_the_edge_through_the_tunnel() {
         let first = events.recv().await.unwrap();
         assert_eq!(first, "GET /containerLogs/default/web/app?follow=true&tailLines=3 HTTP/1.1");
         drop(tls);
-        let closed = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(e) = events.recv().await {
-                if e == "log closed" {
-                    return;
-                }
-            }
-        })
-        .await;
-        assert!(closed.is_ok(), "the edge's log request outlived the caller");
+        event(&mut events, "closing of the edge's log request", |e| e == "log closed").await;
 
         // Metrics: by the node's IP in Host, and by X-Forwarded-Uri.
         let (code, text) = caller.get("/stats/summary", "").await;
@@ -227,12 +260,10 @@ fn logs_and_metrics_reach_the_edge_through_the_tunnel() {
         tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut out)).await.unwrap().ok();
         let text = String::from_utf8_lossy(&out).into_owned();
         assert!(text.starts_with("HTTP/1.1 200") && text.contains(NODE), "{text}");
-        let head = loop {
-            let e = events.recv().await.unwrap();
-            if e.starts_with("HEAD ") && e.to_ascii_lowercase().contains("x-forwarded-uri") {
-                break e;
-            }
-        };
+        let head = event(&mut events, "the forwarded request", |e| {
+            e.starts_with("HEAD ") && e.to_ascii_lowercase().contains("x-forwarded-uri")
+        })
+        .await;
         assert!(!head.to_ascii_lowercase().contains("authorization"), "{head}");
         // A Host that names no node's IP, and no X-Forwarded-Uri: no session.
         let mut tls = caller.open_as("/stats/summary", "10.9.9.9:10250", "").await.unwrap();
@@ -247,7 +278,32 @@ fn logs_and_metrics_reach_the_edge_through_the_tunnel() {
         let (code, text) = caller.get("/containerLogs/default/far/app", "").await;
         assert_eq!(code, 502, "{text}");
         assert!(text.contains("no tunnel session"), "{text}");
-        let (code, _) = caller.get("/exec/default/web/app?command=true&output=1", "").await;
+        // Exec: the upgrade goes through both tunnels; Edged's 101 comes back; bytes both ways.
+        let mut tls = caller.open_exec("/exec/default/web/app?command=sh&input=1&output=1").await;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("upgrade: spdy/3.1"), "{head}");
+        let seen = event(&mut events, "the exec request", |e| e.starts_with("HEAD POST /exec/")).await;
+        assert!(seen.starts_with("HEAD POST /exec/default/web/app?command=sh&input=1&output=1 HTTP/1.1"), "{seen}");
+        assert!(seen.to_ascii_lowercase().contains("upgrade: spdy/3.1"), "{seen}");
+        tls.write_all(b"echo hi\xff").await.unwrap();
+        let mut echoed = Vec::new();
+        while echoed.len() < 8 {
+            let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0);
+            echoed.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(echoed, b"ECHO HI\xff");
+        drop(tls);
+        event(&mut events, "closing of the edge's exec connection", |e| e == "exec closed").await;
+        let (code, _) = caller.get("/portForward/default/web", "").await;
         assert_eq!(code, 501);
         // A caller without a certificate of the stream CA is refused.
         let anonymous = Caller { port: stream_port, tls: with_cert(None) };

@@ -11,11 +11,12 @@
 //!   certificate is `tlsStreamCertFile`/`tlsStreamPrivateKeyFile`, or, when they do not exist,
 //!   one issued by the hub CA at start (upstream needs a manual certgen step).
 //!
-//! Built so far: logs and metrics. Not yet: exec, attach and port-forward (answered 501), the
+//! Built so far: logs, metrics, exec and attach. Not yet: port-forward (answered 501), the
 //! tunnel port negotiation (`kubeedge/tunnelport`, the node's kubelet endpoint port) and the
 //! iptables manager; until then the API server must reach `streamPort` directly.
 
 pub mod registry;
+mod relay;
 pub mod server;
 pub mod session;
 pub mod tunnel;

@@ -8,7 +8,11 @@
 //! - `/stats/...` and `/metrics...`: the node from `X-Forwarded-Uri`
 //!   (`/api/v1/nodes/{node}/proxy/...`), else the node whose internal IP is the `Host`;
 //!   METRIC_CONNECT, streamed the same way;
-//! - `/exec/...`, `/attach/...`, `/portForward/...` are answered 501 until they are built.
+//! - `/exec/{ns}/{pod}[/{uid}]/{container}` and `/attach/...`: the node is the pod's;
+//!   EXEC_CONNECT or ATTACH_CONNECT with the method; the edge relays Edged's raw answer, whose
+//!   head becomes this response (a `101` upgrades the API server's connection, and from then
+//!   on bytes are copied both ways, see `relay`);
+//! - `/portForward/...` is answered 501 until it is built.
 //!
 //! A node with no tunnel session gets a clear 502; a pod that does not exist, 404.
 
@@ -38,7 +42,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections the stream server holds at once (each open log stream is one).
 const MAX_CONNECTIONS: usize = 2048;
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// What the stream server needs.
 #[derive(Clone)]
@@ -53,7 +57,7 @@ pub struct StreamServer {
     pub spawner: Spawner,
 }
 
-fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(message.into())).boxed_unsync());
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -89,7 +93,7 @@ pub async fn serve(listener: TcpListener, s: StreamServer, stop: CancellationTok
 }
 
 /// The body of a stream: the edge's DATA until its REMOVE_CONNECT (or the session's end).
-fn body(stream: Stream) -> Body {
+pub(crate) fn body(stream: Stream) -> Body {
     let frames =
         futures::stream::unfold(stream, |mut s| async move { s.next_data().await.map(|d| (Ok(Frame::data(d)), s)) });
     StreamBody::new(frames).boxed_unsync()
@@ -138,27 +142,45 @@ fn metrics_node(req: &Request<Incoming>) -> Key {
     Key::Ip(ip.to_owned())
 }
 
-async fn handle(s: &StreamServer, req: Request<Incoming>) -> Response<Body> {
+/// The node a pod is bound to, or the answer to give.
+async fn pod_node(s: &StreamServer, ns: &str, pod: &str) -> Result<String, Response<Body>> {
+    let pods: kube::Api<Pod> = kube::Api::namespaced(s.kube.clone(), ns);
+    match pods.get_opt(pod).await {
+        Ok(Some(p)) => p
+            .spec
+            .and_then(|s| s.node_name)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| text(StatusCode::BAD_REQUEST, format!("pod {ns}/{pod} is not bound to a node"))),
+        Ok(None) => Err(text(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} not found"))),
+        Err(e) => Err(text(StatusCode::BAD_GATEWAY, format!("reading pod {ns}/{pod}: {e}"))),
+    }
+}
+
+async fn handle(s: &StreamServer, mut req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (key, kind) = match segs.as_slice() {
         ["containerLogs", ns, pod, container] if !ns.is_empty() && !pod.is_empty() && !container.is_empty() => {
-            let pods: kube::Api<Pod> = kube::Api::namespaced(s.kube.clone(), ns);
-            match pods.get_opt(pod).await {
-                Ok(Some(p)) => match p.spec.and_then(|s| s.node_name).filter(|n| !n.is_empty()) {
-                    Some(node) => (Key::Node(node), MessageType::LogsConnect),
-                    None => return text(StatusCode::BAD_REQUEST, format!("pod {ns}/{pod} is not bound to a node")),
-                },
-                Ok(None) => return text(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} not found")),
-                Err(e) => return text(StatusCode::BAD_GATEWAY, format!("reading pod {ns}/{pod}: {e}")),
+            match pod_node(s, ns, pod).await {
+                Ok(node) => (Key::Node(node), MessageType::LogsConnect),
+                Err(answer) => return answer,
+            }
+        }
+        [verb @ ("exec" | "attach"), ns, pod, rest @ ..]
+            if matches!(rest.len(), 1 | 2)
+                && !ns.is_empty()
+                && !pod.is_empty()
+                && rest.iter().all(|r| !r.is_empty()) =>
+        {
+            let kind = if *verb == "exec" { MessageType::ExecConnect } else { MessageType::AttachConnect };
+            match pod_node(s, ns, pod).await {
+                Ok(node) => (Key::Node(node), kind),
+                Err(answer) => return answer,
             }
         }
         ["stats", ..] | ["metrics", ..] => (metrics_node(&req), MessageType::MetricConnect),
-        ["exec" | "attach" | "portForward", ..] => {
-            return text(
-                StatusCode::NOT_IMPLEMENTED,
-                "exec, attach and port-forward through CloudStream are not built yet",
-            );
+        ["portForward", ..] => {
+            return text(StatusCode::NOT_IMPLEMENTED, "port-forward through CloudStream is not built yet");
         }
         _ => return text(StatusCode::NOT_FOUND, "404 page not found"),
     };
@@ -168,9 +190,17 @@ async fn handle(s: &StreamServer, req: Request<Incoming>) -> Response<Body> {
             format!("no tunnel session for {key:?}: is edgeStream enabled on the node?"),
         );
     };
-    let Some(connect) = connect_request(&req) else {
+    let Some(mut connect) = connect_request(&req) else {
         return text(StatusCode::BAD_REQUEST, "the request's URL cannot be tunnelled");
     };
+    if matches!(kind, MessageType::ExecConnect | MessageType::AttachConnect) {
+        connect.method = Some(req.method().as_str().to_owned());
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        return match session.open(kind, connect).await {
+            Ok(stream) => super::relay::upgrade(stream, on_upgrade, &s.spawner).await,
+            Err(e) => text(StatusCode::BAD_GATEWAY, e),
+        };
+    }
     match session.open(kind, connect).await {
         Ok(stream) => {
             let mut resp = Response::new(body(stream));
