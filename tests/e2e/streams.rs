@@ -50,11 +50,15 @@ async fn kubelet(events: mpsc::UnboundedSender<String>) -> u16 {
                 if !head.starts_with("GET /containerLogs/") {
                     let _ = events.send(format!("HEAD {head}"));
                 }
-                if head.starts_with("POST /exec/") {
+                if head.starts_with("POST /exec/default/web/nope") {
+                    // Edged's error for an unknown container, its connection kept open.
+                    let _ =
+                        tcp.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 19\r\n\r\ncontainer not found").await;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                } else if head.starts_with("POST /exec/") {
+                    // The 101 and the first output in one write.
                     let _ = tcp
-                        .write_all(
-                            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n",
-                        )
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\nready\n")
                         .await;
                     let mut buf = [0u8; 1024];
                     loop {
@@ -287,9 +291,16 @@ fn logs_and_metrics_reach_the_edge_through_the_tunnel() {
             assert!(n > 0, "{}", String::from_utf8_lossy(&got));
             got.extend_from_slice(&buf[..n]);
         }
+        while !got.ends_with(b"ready\n") {
+            let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
         let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 101"), "{head}");
         assert!(head.contains("upgrade: spdy/3.1"), "{head}");
+        // What Edged sent right after its 101 came through.
+        assert!(head.ends_with("\r\n\r\nready\n"), "{head}");
         let seen = event(&mut events, "the exec request", |e| e.starts_with("HEAD POST /exec/")).await;
         assert!(seen.starts_with("HEAD POST /exec/default/web/app?command=sh&input=1&output=1 HTTP/1.1"), "{seen}");
         assert!(seen.to_ascii_lowercase().contains("upgrade: spdy/3.1"), "{seen}");
@@ -305,6 +316,21 @@ fn logs_and_metrics_reach_the_edge_through_the_tunnel() {
         event(&mut events, "closing of the edge's exec connection", |e| e == "exec closed").await;
         let (code, _) = caller.get("/portForward/default/web", "").await;
         assert_eq!(code, 501);
+        // Edged's error answer comes back whole and at once (its connection stays open).
+        let started = std::time::Instant::now();
+        let mut tls = caller.open_exec("/exec/default/web/nope?command=true&output=1").await;
+        let mut out = Vec::new();
+        while !out.ends_with(b"container not found") {
+            let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&out));
+            out.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 404") && text.ends_with("container not found"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(10), "the error took {:?}", started.elapsed());
+        // Exec that is not an upgrade: refused before anything reaches the edge.
+        let (code, text) = caller.get("/exec/default/web/app?command=true&output=1", "").await;
+        assert_eq!(code, 400, "{text}");
         // A caller without a certificate of the stream CA is refused.
         let anonymous = Caller { port: stream_port, tls: with_cert(None) };
         let refused = match anonymous.open("/stats/summary", "").await {

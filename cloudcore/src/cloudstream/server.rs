@@ -93,7 +93,7 @@ pub async fn serve(listener: TcpListener, s: StreamServer, stop: CancellationTok
 }
 
 /// The body of a stream: the edge's DATA until its REMOVE_CONNECT (or the session's end).
-pub(crate) fn body(stream: Stream) -> Body {
+fn body(stream: Stream) -> Body {
     let frames =
         futures::stream::unfold(stream, |mut s| async move { s.next_data().await.map(|d| (Ok(Frame::data(d)), s)) });
     StreamBody::new(frames).boxed_unsync()
@@ -194,6 +194,16 @@ async fn handle(s: &StreamServer, mut req: Request<Incoming>) -> Response<Body> 
         return text(StatusCode::BAD_REQUEST, "the request's URL cannot be tunnelled");
     };
     if matches!(kind, MessageType::ExecConnect | MessageType::AttachConnect) {
+        // As upstream (`httpstream.IsUpgradeRequest`): exec and attach are upgrades or nothing.
+        let has = |name: header::HeaderName, want: &str| {
+            req.headers()
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(want))))
+        };
+        if !has(header::CONNECTION, "upgrade") || req.headers().get(header::UPGRADE).is_none() {
+            return text(StatusCode::BAD_REQUEST, "Upgrade request required");
+        }
         connect.method = Some(req.method().as_str().to_owned());
         let on_upgrade = hyper::upgrade::on(&mut req);
         return match session.open(kind, connect).await {

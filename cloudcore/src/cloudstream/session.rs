@@ -60,6 +60,8 @@ pub struct Stream {
     /// The edge ended the stream (its REMOVE_CONNECT, or the session is gone): nothing is sent
     /// back. Upstream's edge may panic on a REMOVE_CONNECT for a connection it is deleting.
     edge_done: bool,
+    /// The session's stop token: cancelled when the session ends.
+    pub session: CancellationToken,
 }
 
 impl Stream {
@@ -74,6 +76,18 @@ impl Stream {
                 self.edge_done = true;
                 None
             }
+        }
+    }
+}
+
+impl Stream {
+    /// Ends the stream from this side: REMOVE_CONNECT is sent (waiting up to 1 s for room in
+    /// the outbox, where `Drop` can only try once) unless the edge ended it first.
+    pub async fn close(mut self) {
+        if !self.edge_done {
+            self.edge_done = true;
+            let remove = Message::new(self.id, MessageType::RemoveConnect, Bytes::new());
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.to_edge.send(remove)).await;
         }
     }
 }
@@ -227,7 +241,14 @@ where
                     }
                     streams.insert(id, tx);
                     debug!(id, kind = open.kind.as_str(), path = %req.url.path, "Stream opened.");
-                    let _ = open.reply.send(Ok(Stream { id, from_edge: rx, to_edge: out_tx.clone(), edge_done: false }));
+                    let stream = Stream {
+                        id,
+                        from_edge: rx,
+                        to_edge: out_tx.clone(),
+                        edge_done: false,
+                        session: session_stop.clone(),
+                    };
+                    let _ = open.reply.send(Ok(stream));
                 }
                 Some(m) = in_rx.recv() => {
                     let id = m.connect_id;
