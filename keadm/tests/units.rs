@@ -133,7 +133,13 @@ fn mapper_units_run_sandboxed_under_systemd() {
     // The opcua mapper's state directory (each server's pinned certificate) exists, owner-only.
     let state = machine.exec(&["stat", "-c", "%a", "/var/lib/kubeedge/mappers/opcua"]);
     assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "700", "{}", machine.journal("mapper-opcua.service"));
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    // Each has retried registering with the absent edgecore at least twice (still running).
+    for (unit_name, _, _) in MAPPERS {
+        let name = format!("{unit_name}.service");
+        until(&format!("{name} retrying registration"), || {
+            (machine.journal(&name).matches("Registering with edgecore failed; retrying.").count() >= 2).then_some(())
+        });
+    }
     for (unit_name, _, protocol) in MAPPERS {
         let name = format!("{unit_name}.service");
         // Still running after retrying registration for a while; then a clean stop.
