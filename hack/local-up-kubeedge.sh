@@ -12,11 +12,16 @@
 # METASERVER_PORT 10550, KUBELET_PORT 10350 (Edged's logs/exec server), MQTT_PORT 1883 (a
 # private mosquitto: the device twins' broker, EventBus's external mode), MODBUS_PORT 5020 (a
 # simulated Modbus TCP thermometer, modbus-sim), MODBUS_MAPPER_HTTP_PORT 7777 (the modbus
-# mapper's REST API; the mapper registers with edgecore over DMI, on $LOCAL_UP_DIR/edge/dmi.sock).
+# mapper's REST API; the mapper registers with edgecore over DMI, on $LOCAL_UP_DIR/edge/dmi.sock),
+# STREAM_PORT 10003 and TUNNEL_PORT 10004 (CloudStream: the stream server the API server reaches,
+# the tunnel EdgeStream dials). cloudcore's iptables manager adds the nat chain TUNNEL-PORT to
+# this host (a DNAT of its negotiated tunnel port, 10351 on any address, to the stream server),
+# and removes it when cloudcore stops: that is how `kubectl logs/exec/port-forward` reach Edged.
 # EDGE_NODE_NAME names the edge node (default: edge-local). POD_CIDR is the pod network
 # (default 10.215.0.0/24, bridge kelocal0). PROFILE=debug skips the release build.
 #
 # Try: kubectl apply -f examples/web.yaml; kubectl get pods -o wide; curl http://<pod IP>:8080/
+# Streams: kubectl logs -f web; kubectl exec -it web -- sh; kubectl port-forward pod/web 8080
 # Devices: kubectl apply -f examples/devices/; mosquitto_pub/mosquitto_sub on MQTT_PORT (README).
 # A Modbus device: kubectl apply -f examples/devices/modbus/ (modbus-sim on MODBUS_PORT, 5020).
 set -euo pipefail
@@ -40,6 +45,8 @@ KUBELET_PORT=${KUBELET_PORT:-10350}
 MQTT_PORT=${MQTT_PORT:-1883}
 MODBUS_PORT=${MODBUS_PORT:-5020}
 MAPPER_HTTP_PORT=${MODBUS_MAPPER_HTTP_PORT:-7777}
+STREAM_PORT=${STREAM_PORT:-10003}
+TUNNEL_PORT=${TUNNEL_PORT:-10004}
 BRIDGE=kelocal0
 
 bash hack/install-deps.sh
@@ -159,7 +166,8 @@ modules:
   edgeController: {enable: true}
   deviceController: {enable: true}
   syncController: {enable: true}
-  iptablesManager: {enable: false}
+  cloudStream: {enable: true, streamPort: $STREAM_PORT, tunnelPort: $TUNNEL_PORT}
+  iptablesManager: {enable: true, mode: internal}
 YAML
 "$BIN/cloudcore" --config "$OUT/cloudcore.yaml" 2> "$OUT/cloudcore.log" & pids+=($!)
 wait_for "cloudcore" curl -fsS "http://$CLOUD_MON/readyz"
@@ -206,6 +214,12 @@ modules:
     enable: true
     metaServer: {enable: true, server: "127.0.0.1:$META_PORT"}
   deviceTwin: {enable: true, dmiSockPath: $OUT/edge/}
+  edgeStream:
+    enable: true
+    server: 127.0.0.1:$TUNNEL_PORT
+    tlsTunnelCAFile: $OUT/edge/ca/rootCA.crt
+    tlsTunnelCertFile: $OUT/edge/certs/server.crt
+    tlsTunnelPrivateKeyFile: $OUT/edge/certs/server.key
 YAML
 "$BIN/edgecore" --config "$OUT/edgecore.yaml" 2> "$OUT/edgecore.log" & pids+=($!)
 connected() { curl -fsS "http://$CLOUD_MON/metrics" | grep -q '^KubeEdge_CloudHub_connected_nodes 1'; }
@@ -233,6 +247,8 @@ YAML
 echo "local-up: a Modbus thermometer on 127.0.0.1:$MODBUS_PORT and the modbus mapper (REST on :$MAPPER_HTTP_PORT)"
 echo "local-up: run pods on the edge: kubectl apply -f examples/web.yaml && kubectl get pods -o wide"
 echo "local-up: container logs from Edged: curl http://127.0.0.1:$KUBELET_PORT/containerLogs/default/web/httpd"
+echo "local-up: through the stream tunnel: kubectl logs -f web; kubectl exec -it web -- sh; kubectl port-forward pod/web 8080"
+echo "local-up: node stats: kubectl get --raw /api/v1/nodes/$NODE/proxy/stats/summary"
 echo "local-up: the edge's local Kubernetes API (MetaServer): kubectl --server http://127.0.0.1:$META_PORT get pods -A"
 echo "local-up: devices: kubectl apply -f examples/devices/ && mosquitto_sub -p $MQTT_PORT -t '\$hw/events/device/#' -v (README: Devices)"
 echo "local-up: a Modbus device: kubectl apply -f examples/devices/modbus/ && kubectl get devicestatus thermostat-1 -o yaml"

@@ -15,5 +15,6 @@ pub mod delivery;
 pub mod devicecontroller;
 pub mod dynamiccontroller;
 pub mod edgecontroller;
+pub mod iptables;
 pub mod kubeclient;
 pub mod synccontroller;

@@ -20,8 +20,15 @@ use kubeedge_config::cloudcore::CloudCoreConfig;
 use kubeedge_daemon::Daemon;
 
 /// Config keys (under `modules`) of the modules this build implements.
-const AVAILABLE_MODULES: &[&str] =
-    &["cloudHub", "edgeController", "deviceController", "syncController", "dynamicController", "cloudStream"];
+const AVAILABLE_MODULES: &[&str] = &[
+    "cloudHub",
+    "edgeController",
+    "deviceController",
+    "syncController",
+    "dynamicController",
+    "cloudStream",
+    "iptablesManager",
+];
 
 fn main() -> ExitCode {
     let daemon = Daemon {
@@ -44,6 +51,17 @@ fn main() -> ExitCode {
                 cfg.modules.cloud_stream.clone(),
                 hub.clone(),
                 cfg.kube_api_config.clone(),
+                cloudcore::cloudstream::metrics::StreamMetrics::register(metrics.registry())
+                    .map_err(|e| e.to_string())?,
+            );
+            registry.register(Box::new(module)).map_err(|e| e.to_string())?;
+        }
+        // Mode `external`: the rules are another process's job (upstream's DaemonSet).
+        let im = &cfg.modules.iptables_manager;
+        if im.enable && im.mode == "internal" {
+            let module = cloudcore::iptables::IptablesManagerModule::new(
+                cfg.kube_api_config.clone(),
+                cfg.modules.cloud_stream.stream_port,
             );
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
         }

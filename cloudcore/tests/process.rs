@@ -13,7 +13,7 @@ fn spec() -> Spec {
         monitor_default: "127.0.0.1:9091",
         link_module: "cloudHub",
         numeric_key: "nodeLimit",
-        unbuilt_module: "iptablesManager",
+        unbuilt_module: "router",
         upstream_config: Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../crates/config/tests/fixtures/upstream-cloudcore.yaml"),
     }

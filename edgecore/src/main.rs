@@ -77,7 +77,7 @@ fn main() -> ExitCode {
             registry.register(Box::new(module))?;
         }
         if cfg.modules.edge_stream.enable {
-            registry.register(Box::new(edge_stream_module(cfg)?))?;
+            registry.register(Box::new(edge_stream_module(cfg)?.with_metrics(metrics.registry())?))?;
         }
         let edged = &cfg.modules.edged;
         if edged.enable {

@@ -1,12 +1,14 @@
-//! Edged's kubelet server (`/containerLogs`, `/exec`, `/healthz`) against a real, private
-//! containerd: pods started through [`PodRuntime`], the server in the test's runtime on a port
-//! of its own, plain HTTP/1.1 and WebSocket clients.
+//! Edged's kubelet server (`/containerLogs`, `/exec`, `/attach`, `/portForward`, `/stats`,
+//! `/metrics/*`, `/healthz`) against a real, private containerd: pods started through
+//! [`PodRuntime`], the server in the test's runtime on a port of its own, plain HTTP/1.1 and
+//! WebSocket clients.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edgecore::edged::pods::{PodRuntime, container_config, sandbox_config};
+use edgecore::edged::probes::{ProbeMetrics, Prober};
 use edgecore::edged::server;
 use edgecore::edged::volumes::ObjectSource;
 use futures::{SinkExt, StreamExt};
@@ -57,6 +59,8 @@ struct Env {
     rt: PodRuntime,
     addr: SocketAddr,
     http: Client<HttpConnector, Empty<Bytes>>,
+    /// Where the server reads probe counts.
+    probes: ProbeMetrics,
     /// The server's shutdown token.
     stop: CancellationToken,
 }
@@ -111,10 +115,13 @@ fn with_server(test: &str, body: impl AsyncFnOnce(&PrivateContainerd, &Env)) {
         let cri = Cri::connect(ctrd.socket()).await.unwrap();
         let rt = PodRuntime { cri: cri.clone(), log_root: ctrd.pod_log_root(), pods_root: ctrd.dir().join("pods") };
         let stop = CancellationToken::new();
+        let probes = ProbeMetrics::default();
         let (addr, task) =
-            server::serve(cri, "edge-stats".into(), "127.0.0.1:0".parse().unwrap(), stop.clone()).await.unwrap();
+            server::serve(cri, "edge-stats".into(), probes.clone(), "127.0.0.1:0".parse().unwrap(), stop.clone())
+                .await
+                .unwrap();
         let http = Client::builder(TokioExecutor::new()).build_http();
-        let env = Env { rt, addr, http, stop: stop.clone() };
+        let env = Env { rt, addr, http, probes, stop: stop.clone() };
         assert_eq!(env.get("/healthz").await, (200, "ok".into()));
         body(&ctrd, &env).await;
         stop.cancel();
@@ -506,5 +513,284 @@ fn stats_summary_and_resource_metrics_come_from_cri_stats() {
         let (code, _) = env.get("/stats/nope").await;
         assert_eq!(code, 404);
         env.rt.kill("uid-stats", Duration::from_secs(1)).await.ok();
+    });
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Opens a WebSocket with the `v4.channel.k8s.io` protocol at `path`; the refusal's status
+/// code when the server answers without upgrading.
+async fn ws_open(addr: SocketAddr, path: &str) -> Result<Ws, u16> {
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "v4.channel.k8s.io".parse().unwrap());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(20), tokio_tungstenite::client_async(req, tcp)).await {
+        Ok(Ok((ws, resp))) => {
+            assert_eq!(resp.headers()["sec-websocket-protocol"], "v4.channel.k8s.io");
+            Ok(ws)
+        }
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => Err(resp.status().as_u16()),
+        Ok(Err(e)) => panic!("{path}: {e}"),
+        Err(_) => panic!("{path}: no handshake answer"),
+    }
+}
+
+/// Reads binary frames until channel `ch` holds something `want` accepts (or the session
+/// ends, or 20 s pass); returns what the channel got.
+async fn ws_read_until(ws: &mut Ws, ch: u8, want: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut got = Vec::new();
+    let read = async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Binary(b) = msg
+                && b.first() == Some(&ch)
+            {
+                got.extend_from_slice(&b[1..]);
+                if want(&got) {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(20), read).await;
+    got
+}
+
+/// Sends an upgrade request with `Upgrade: SPDY/3.1` and `protocol`; returns the response head
+/// in lower case.
+async fn spdy_upgrade(addr: SocketAddr, path: &str, protocol: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+         X-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the response head: {}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&head).to_ascii_lowercase()
+}
+
+/// Waits until the pod `uid` has `n` running containers.
+async fn wait_running(rt: &PodRuntime, uid: &str, n: usize) -> Vec<(String, String)> {
+    let deadline = Instant::now() + kubeedge_testkit::patience();
+    loop {
+        let running = rt.running_containers(uid).await.unwrap();
+        if running.len() >= n {
+            return running;
+        }
+        assert!(Instant::now() < deadline, "{uid}: containers never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn attach_reaches_the_containers_main_process() {
+    with_server("kubelet server attach test", async |ctrd, env| {
+        // `cat` with its stdin kept open by the runtime (the spec's `stdin`): it echoes what an
+        // attached client types.
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "echo", "namespace": "default", "uid": "uid-echo"},
+            "spec": {"hostNetwork": true, "restartPolicy": "Never", "containers": [
+                {"name": "cat", "image": ctrd.busybox_image(), "command": ["cat"], "stdin": true}]}
+        }))
+        .unwrap();
+        env.rt.start(&p, &NoObjects, HOST_IP).await.unwrap_or_else(|e| panic!("{e:#}\n{}", ctrd.log()));
+        wait_running(&env.rt, "uid-echo", 1).await;
+
+        // WebSocket, v4 channels: channel 0 in, the echo on channel 1.
+        let mut ws = ws_open(env.addr, "/attach/default/echo/cat?input=1&output=1&error=1").await.unwrap();
+        ws.send(Message::Binary(Bytes::from_static(b"\x00hello attach\n"))).await.unwrap();
+        let out = ws_read_until(&mut ws, 1, |b| b.ends_with(b"hello attach\n")).await;
+        assert_eq!(String::from_utf8_lossy(&out), "hello attach\n");
+        let _ = ws.close(None).await;
+        drop(ws);
+
+        // The same process for the next client (the uid form of the path): detaching left it
+        // running.
+        let mut ws = ws_open(env.addr, "/attach/default/echo/uid-echo/cat?stdin=1&stdout=1").await.unwrap();
+        ws.send(Message::Binary(Bytes::from_static(b"\x00again\n"))).await.unwrap();
+        let out = ws_read_until(&mut ws, 1, |b| b.ends_with(b"again\n")).await;
+        assert_eq!(String::from_utf8_lossy(&out), "again\n");
+        drop(ws);
+        assert_eq!(wait_running(&env.rt, "uid-echo", 1).await.len(), 1, "still running after detach");
+
+        // SPDY: the runtime's 101 is relayed.
+        let head = spdy_upgrade(env.addr, "/attach/default/echo/cat?output=1", "v4.channel.k8s.io").await;
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("x-stream-protocol-version: v4.channel.k8s.io"), "{head}");
+
+        // Errors: no upgrade, no streams, unknown pod, container or uid.
+        let (status, text) = env.get("/attach/default/echo/cat?output=1").await;
+        assert_eq!((status, text.as_str()), (400, "Upgrade request required"));
+        for (path, code) in [
+            ("/attach/default/echo/cat", 400),
+            ("/attach/default/nope/cat?output=1", 404),
+            ("/attach/default/echo/nope?output=1", 404),
+            ("/attach/default/echo/uid-other/cat?output=1", 404),
+        ] {
+            assert_eq!(ws_open(env.addr, path).await.err(), Some(code), "{path}");
+        }
+        env.rt.kill("uid-echo", Duration::from_secs(1)).await.unwrap();
+    });
+}
+
+/// One WebSocket port forward of an HTTP/1.0 GET to `port`: the port announced on both of its
+/// channels, then the response on the data channel until the pod's side closes.
+async fn ws_forward_get(addr: SocketAddr, path: &str, port: u16) -> String {
+    let mut ws = ws_open(addr, path).await.unwrap_or_else(|code| panic!("{path}: {code}"));
+    // The streaming server opens each channel with its port, little-endian.
+    let (mut data, mut error) = (Vec::new(), Vec::new());
+    while data.len() < 2 || error.len() < 2 {
+        let msg =
+            tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("port frames").unwrap().unwrap();
+        if let Message::Binary(b) = msg {
+            match b.first() {
+                Some(0) => data.extend_from_slice(&b[1..]),
+                Some(1) => error.extend_from_slice(&b[1..]),
+                other => panic!("channel {other:?}"),
+            }
+        }
+    }
+    assert_eq!((&data[..2], &error[..2]), (&port.to_le_bytes()[..], &port.to_le_bytes()[..]));
+    ws.send(Message::Binary(Bytes::from_static(b"\x00GET /index.html HTTP/1.0\r\n\r\n"))).await.unwrap();
+    let mut got = data[2..].to_vec();
+    got.extend(ws_read_until(&mut ws, 0, |_| false).await);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn port_forward_carries_http_to_a_pods_port() {
+    with_server("kubelet server port-forward test", async |ctrd, env| {
+        // On the bridge network: port 8080 is the pod's own, not the host's.
+        let script = "mkdir -p /www && echo hello from the pod > /www/index.html && exec httpd -f -p 8080 -h /www";
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "uid-web"},
+            "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "httpd", "image": ctrd.busybox_image(), "command": ["sh", "-c", script]}]}
+        }))
+        .unwrap();
+        env.rt.start(&p, &NoObjects, HOST_IP).await.unwrap_or_else(|e| panic!("{e:#}\n{}", ctrd.log()));
+        wait_running(&env.rt, "uid-web", 1).await;
+
+        // httpd may not listen yet: forward until it answers.
+        let deadline = Instant::now() + kubeedge_testkit::patience();
+        let answer = loop {
+            let answer = ws_forward_get(env.addr, "/portForward/default/web?port=8080", 8080).await;
+            if answer.contains("hello from the pod") || Instant::now() > deadline {
+                break answer;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(answer.starts_with("HTTP/1.") && answer.contains(" 200 "), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nhello from the pod\n"), "{answer}");
+        let answer = ws_forward_get(env.addr, "/portForward/default/web/uid-web?port=8080", 8080).await;
+        assert!(answer.ends_with("hello from the pod\n"), "the uid form: {answer}");
+
+        // SPDY (what kubectl speaks to a kubelet): the runtime's 101 is relayed.
+        let head = spdy_upgrade(env.addr, "/portForward/default/web", "portforward.k8s.io").await;
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("x-stream-protocol-version: portforward.k8s.io"), "{head}");
+
+        // Errors: unknown pod or uid, no upgrade, WebSocket ports missing or bad.
+        for (path, code) in [
+            ("/portForward/default/nope?port=8080", 404),
+            ("/portForward/other/web?port=8080", 404),
+            ("/portForward/default/web/uid-other?port=8080", 404),
+            ("/portForward/default/web", 400),
+            ("/portForward/default/web?port=0", 400),
+            ("/portForward/default/web?port=http", 400),
+        ] {
+            assert_eq!(ws_open(env.addr, path).await.err(), Some(code), "{path}");
+        }
+        let (status, text) = env.get("/portForward/default/web").await;
+        assert_eq!((status, text.as_str()), (400, "Upgrade request required"));
+        let (status, text) = env.get("/portForward/default/nope").await;
+        assert_eq!((status, text.as_str()), (404, "pod \"nope\" does not exist"));
+        env.rt.kill("uid-web", Duration::from_secs(1)).await.unwrap();
+    });
+}
+
+/// The value of the `prober_probe_total` series with these label values, if present.
+fn probe_total(text: &str, container: &str, pod: &str, kind: &str, result: &str) -> Option<u64> {
+    let series = format!(
+        "prober_probe_total{{container=\"{container}\",namespace=\"default\",pod=\"{pod}\",pod_uid=\"uid-{pod}\",\
+         probe_type=\"{kind}\",result=\"{result}\"}} "
+    );
+    text.lines().find_map(|l| l.strip_prefix(series.as_str())).map(|v| v.parse().unwrap())
+}
+
+#[test]
+fn probe_counts_are_served_while_the_pods_prober_lives() {
+    with_server("kubelet server probe metrics test", async |ctrd, env| {
+        assert_eq!(env.get("/metrics/probes").await, (200, String::new()), "no probe has run");
+        // `main`: an exec readiness probe and a TCP liveness probe (to a port this test
+        // listens on) that pass; `side`: an exec readiness probe that fails.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "probed", "namespace": "default", "uid": "uid-probed"},
+            "spec": {"hostNetwork": true, "restartPolicy": "Never", "containers": [{
+                "name": "main", "image": ctrd.busybox_image(), "command": ["sleep", "3600"],
+                "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 2},
+                "livenessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 2}
+            }, {
+                "name": "side", "image": ctrd.busybox_image(), "command": ["sleep", "3600"],
+                "readinessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 2}
+            }]}
+        }))
+        .unwrap();
+        env.rt.start(&p, &NoObjects, HOST_IP).await.unwrap_or_else(|e| panic!("{e:#}\n{}", ctrd.log()));
+        let running = wait_running(&env.rt, "uid-probed", 2).await;
+        let id = |name: &str| running.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        let (main, side) = (id("main"), id("side"));
+
+        // The prober a pod's worker owns, registered where the server reads.
+        let mut prober = Prober::new(env.probes.clone());
+        let check_all = async |prober: &mut Prober| {
+            let v = prober.check(&env.rt.cri, &p, "main", &main, "127.0.0.1").await;
+            assert!(v.ready && !v.kill, "{v:?}");
+            let v = prober.check(&env.rt.cri, &p, "side", &side, "127.0.0.1").await;
+            assert!(!v.ready && !v.kill, "{v:?}");
+        };
+        check_all(&mut prober).await;
+        let (code, text) = env.get("/metrics/probes").await;
+        assert_eq!(code, 200);
+        assert!(
+            text.starts_with(
+                "# HELP prober_probe_total [ALPHA] Cumulative number of a liveness, readiness or startup probe \
+                 for a container by result.\n# TYPE prober_probe_total counter\n"
+            ),
+            "{text}"
+        );
+        let totals = |text: &str| {
+            [
+                probe_total(text, "main", "probed", "Readiness", "successful"),
+                probe_total(text, "main", "probed", "Liveness", "successful"),
+                probe_total(text, "side", "probed", "Readiness", "failed"),
+            ]
+        };
+        assert_eq!(totals(&text), [Some(1); 3], "{text}");
+        assert_eq!(text.lines().count(), 5, "nothing else counted: {text}");
+
+        // A period later the probes run again and the counters go up. (2 s periods: the checks
+        // themselves, exec probes in containerd, take a good part of a second on a busy host.)
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        check_all(&mut prober).await;
+        let (_, text) = env.get("/metrics/probes").await;
+        assert_eq!(totals(&text), [Some(2); 3], "{text}");
+        // Within the period nothing runs, and nothing is counted.
+        check_all(&mut prober).await;
+        let (_, again) = env.get("/metrics/probes").await;
+        assert_eq!(again, text);
+        drop(listener);
+
+        // The pod goes, its worker (and prober) with it: so do its series.
+        env.rt.kill("uid-probed", Duration::from_secs(1)).await.unwrap();
+        drop(prober);
+        assert_eq!(env.get("/metrics/probes").await, (200, String::new()));
     });
 }

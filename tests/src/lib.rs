@@ -4,6 +4,7 @@
 use std::path::Path;
 
 pub mod measure;
+pub mod netstreams;
 
 use kubeedge_testkit::link::{self, Cloud};
 use kubeedge_testkit::{Process, free_port, http_get, workspace_bin};

@@ -11,15 +11,19 @@
 //!   certificate is `tlsStreamCertFile`/`tlsStreamPrivateKeyFile`, or, when they do not exist,
 //!   one issued by the hub CA at start (upstream needs a manual certgen step).
 //!
-//! Built so far: logs, metrics, exec and attach. Not yet: port-forward (answered 501), the
-//! tunnel port negotiation (`kubeedge/tunnelport`, the node's kubelet endpoint port) and the
-//! iptables manager; until then the API server must reach `streamPort` directly.
+//! - `tunnelport`: the port this cloudcore takes in ConfigMap `kubeedge/tunnelport`, and
+//!   `endpoint`: each node with a session gets it as its kubelet endpoint port, so the API
+//!   server dials `nodeIP:tunnelPort`, which the iptables manager (`crate::iptables`) DNATs to
+//!   the stream server.
 
+pub mod endpoint;
+pub mod metrics;
 pub mod registry;
 mod relay;
 pub mod server;
 pub mod session;
 pub mod tunnel;
+pub mod tunnelport;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -39,13 +43,14 @@ pub struct CloudStreamModule {
     cfg: CloudStream,
     hub: CloudHub,
     kube: KubeApiConfig,
+    metrics: metrics::StreamMetrics,
     listeners: (Option<TcpListener>, Option<TcpListener>),
 }
 
 impl CloudStreamModule {
     /// The module; `hub` says where CloudHub's PKI is (the tunnel uses it too).
-    pub fn new(cfg: CloudStream, hub: CloudHub, kube: KubeApiConfig) -> Self {
-        Self { cfg, hub, kube, listeners: (None, None) }
+    pub fn new(cfg: CloudStream, hub: CloudHub, kube: KubeApiConfig, metrics: metrics::StreamMetrics) -> Self {
+        Self { cfg, hub, kube, metrics, listeners: (None, None) }
     }
 }
 
@@ -91,6 +96,22 @@ pub(crate) async fn accept_loop<F, Fut>(
                 warn!(server = what, error = %e, "Could not accept a connection.");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
+        }
+    }
+}
+
+/// The address this cloudcore is known by (the first `advertiseAddress`), the key of its
+/// tunnel port and of its DNAT rule.
+pub fn advertise_ip(hub: &CloudHub) -> String {
+    match hub.advertise_address.iter().find(|a| a.parse::<std::net::Ipv4Addr>().is_ok()) {
+        Some(ip) => ip.clone(),
+        None => {
+            warn!(
+                advertise = ?hub.advertise_address,
+                "modules.cloudHub.advertiseAddress has no IPv4 address: the tunnel port is recorded for 127.0.0.1, \
+                 which only an API server on this host can use"
+            );
+            "127.0.0.1".to_owned()
         }
     }
 }
@@ -174,10 +195,15 @@ impl Module for CloudStreamModule {
             };
             let stream_tls = tunnel::acceptor(&client_ca, &serving.cert_der, &serving.key_sec1)?;
 
+            let own_ip = advertise_ip(&self.hub);
+            let tunnel_port = tunnelport::negotiate(&client, &own_ip).await?;
+
             let stop = ctx.shutdown().clone();
             let spawner = ctx.spawner();
             let (registry, registry_task) = registry::Registry::start(stop.clone());
             spawner.spawn(registry_task);
+            let (endpoints, endpoints_task) = endpoint::Endpoints::start(client.clone(), tunnel_port, stop.clone());
+            spawner.spawn(endpoints_task);
             let (tunnel_listener, stream_listener) = match (self.listeners.0.take(), self.listeners.1.take()) {
                 (Some(t), Some(s)) => (t, s),
                 (t, s) => (
@@ -191,12 +217,19 @@ impl Module for CloudStreamModule {
                     },
                 ),
             };
-            info!(tunnel = %tunnel_listener.local_addr()?, stream = %stream_listener.local_addr()?, "CloudStream listening.");
+            info!(
+                tunnel = %tunnel_listener.local_addr()?,
+                stream = %stream_listener.local_addr()?,
+                tunnel_port,
+                "CloudStream listening."
+            );
             let t = tunnel::Tunnel {
                 tls: tunnel_tls,
                 registry: registry.clone(),
                 identity_check: self.hub.node_identity_check,
                 spawner: spawner.clone(),
+                endpoints,
+                metrics: self.metrics.clone(),
             };
             spawner.spawn(tunnel::serve(tunnel_listener, t, stop.clone()));
             let s = server::StreamServer { tls: stream_tls, registry, kube: client, spawner: spawner.clone() };

@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt as _, Empty, StreamBody};
-use hyper::body::Frame;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use kubeedge_beehive::Spawner;
@@ -142,26 +141,7 @@ pub async fn upgrade(mut stream: Stream, on_upgrade: OnUpgrade, spawner: &Spawne
 /// A body of `first`, then the stream's DATA; `length` bytes in all when given (then it ends
 /// at once, and dropping the stream tells the edge: the answer is complete).
 fn prefixed(first: Bytes, stream: Stream, length: Option<usize>) -> Body {
-    let frames =
-        futures::stream::unfold((Some(first), stream, length), |(mut first, mut stream, mut left)| async move {
-            if left == Some(0) {
-                return None;
-            }
-            let data = match first.take() {
-                Some(d) => d,
-                None => stream.next_data().await?,
-            };
-            let data = match left {
-                Some(n) => {
-                    let take = data.len().min(n);
-                    left = Some(n - take);
-                    data.slice(..take)
-                }
-                None => data,
-            };
-            Some((Ok::<_, std::convert::Infallible>(Frame::data(data)), (first, stream, left)))
-        });
-    StreamBody::new(frames).boxed_unsync()
+    StreamBody::new(super::server::frames(Some(first), stream, length)).boxed_unsync()
 }
 
 /// Copies the edge's headers onto the response (all, or only `only` when given); hop-by-hop

@@ -12,7 +12,9 @@
 //!   EXEC_CONNECT or ATTACH_CONNECT with the method; the edge relays Edged's raw answer, whose
 //!   head becomes this response (a `101` upgrades the API server's connection, and from then
 //!   on bytes are copied both ways, see `relay`);
-//! - `/portForward/...` is answered 501 until it is built.
+//! - `/portForward/{ns}/{pod}[/{uid}]`: the node is the pod's; upstream's tunnel has no
+//!   port-forward type, so it is sent as EXEC_CONNECT with its own path, an upgraded stream
+//!   like exec (an upstream edge replays it to its kubelet the same way).
 //!
 //! A node with no tunnel session gets a clear 502; a pod that does not exist, 404.
 
@@ -42,7 +44,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections the stream server holds at once (each open log stream is one).
 const MAX_CONNECTIONS: usize = 2048;
 
-pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// A response body; its error aborts the response (a chunked one ends without its last chunk,
+/// so the API server's caller sees the stream cut, not a clean end).
+pub(crate) type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// What the stream server needs.
 #[derive(Clone)]
@@ -58,7 +62,7 @@ pub struct StreamServer {
 }
 
 pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(message.into())).boxed_unsync());
+    let mut r = Response::new(Full::new(Bytes::from(message.into())).map_err(|never| match never {}).boxed_unsync());
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
@@ -92,11 +96,46 @@ pub async fn serve(listener: TcpListener, s: StreamServer, stop: CancellationTok
     .await;
 }
 
-/// The body of a stream: the edge's DATA until its REMOVE_CONNECT (or the session's end).
+/// The body of a stream: the edge's DATA until its REMOVE_CONNECT; an error if the tunnel
+/// session ends first.
 fn body(stream: Stream) -> Body {
-    let frames =
-        futures::stream::unfold(stream, |mut s| async move { s.next_data().await.map(|d| (Ok(Frame::data(d)), s)) });
-    StreamBody::new(frames).boxed_unsync()
+    StreamBody::new(frames(None, stream, None)).boxed_unsync()
+}
+
+/// `first`, then the stream's DATA, `length` bytes in all when given (then it ends at once, and
+/// dropping the stream tells the edge: the answer is complete); a stream lost with its session
+/// ends with an error.
+pub(crate) fn frames(
+    first: Option<Bytes>,
+    stream: Stream,
+    length: Option<usize>,
+) -> impl futures::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send {
+    futures::stream::unfold(Some((first, stream, length)), |state| async move {
+        let (mut first, mut stream, mut left) = state?;
+        if left == Some(0) {
+            return None;
+        }
+        let data = match first.take() {
+            Some(d) => d,
+            None => match stream.next_data().await {
+                Some(d) => d,
+                None if stream.lost() => {
+                    let cut = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "the node's tunnel was lost");
+                    return Some((Err(cut), None));
+                }
+                None => return None,
+            },
+        };
+        let data = match left {
+            Some(n) => {
+                let take = data.len().min(n);
+                left = Some(n - take);
+                data.slice(..take)
+            }
+            None => data,
+        };
+        Some((Ok(Frame::data(data)), Some((first, stream, left))))
+    })
 }
 
 /// Headers that carry the caller's credentials: never sent to an edge.
@@ -133,9 +172,17 @@ fn canonical(name: &str) -> String {
 fn metrics_node(req: &Request<Incoming>) -> Key {
     let forwarded = req.headers().get("x-forwarded-uri").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if let Some(rest) = forwarded.strip_prefix("/api/v1/nodes/")
-        && let Some(node) = rest.split('/').next().filter(|n| !n.is_empty())
+        && let Some(id) = rest.split('/').next()
     {
-        return Key::Node(node.to_owned());
+        // `{name}`, `{name}:{port}` or `{scheme}:{name}:{port}`, as kube-apiserver accepts.
+        let parts: Vec<&str> = id.split(':').collect();
+        let node = match parts.as_slice() {
+            [name] | [name, _] | [_, name, _] => *name,
+            _ => "",
+        };
+        if !node.is_empty() {
+            return Key::Node(node.to_owned());
+        }
     }
     let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let ip = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_matches(['[', ']']);
@@ -178,10 +225,17 @@ async fn handle(s: &StreamServer, mut req: Request<Incoming>) -> Response<Body> 
                 Err(answer) => return answer,
             }
         }
-        ["stats", ..] | ["metrics", ..] => (metrics_node(&req), MessageType::MetricConnect),
-        ["portForward", ..] => {
-            return text(StatusCode::NOT_IMPLEMENTED, "port-forward through CloudStream is not built yet");
+        // Upstream's tunnel has no port-forward type: it travels as an upgraded stream like
+        // exec (the edge replays the path to its kubelet, which serves `/portForward`).
+        ["portForward", ns, pod, rest @ ..]
+            if rest.len() <= 1 && !ns.is_empty() && !pod.is_empty() && rest.iter().all(|r| !r.is_empty()) =>
+        {
+            match pod_node(s, ns, pod).await {
+                Ok(node) => (Key::Node(node), MessageType::ExecConnect),
+                Err(answer) => return answer,
+            }
         }
+        ["stats", ..] | ["metrics", ..] => (metrics_node(&req), MessageType::MetricConnect),
         _ => return text(StatusCode::NOT_FOUND, "404 page not found"),
     };
     let Some(session) = s.registry.get(key.clone()).await else {
@@ -194,7 +248,8 @@ async fn handle(s: &StreamServer, mut req: Request<Incoming>) -> Response<Body> 
         return text(StatusCode::BAD_REQUEST, "the request's URL cannot be tunnelled");
     };
     if matches!(kind, MessageType::ExecConnect | MessageType::AttachConnect) {
-        // As upstream (`httpstream.IsUpgradeRequest`): exec and attach are upgrades or nothing.
+        // As upstream (`httpstream.IsUpgradeRequest`): exec, attach and port-forward are
+        // upgrades or nothing.
         let has = |name: header::HeaderName, want: &str| {
             req.headers()
                 .get_all(name)

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use super::metrics::{Counted, StreamMetrics};
+
 /// Messages waiting for the writer.
 const OUTBOX: usize = 256;
 /// Messages waiting for one stream.
@@ -30,8 +32,11 @@ const STREAM_STALL: Duration = Duration::from_secs(5);
 pub const MAX_STREAMS: usize = 1024;
 /// How long a write to the tunnel may take.
 const WRITE_DEADLINE: Duration = Duration::from_secs(15);
-/// How long the tunnel may be silent: the edge pings every 5 s.
-const SILENCE: Duration = Duration::from_secs(60);
+/// How long the tunnel may be silent: the edge pings every 5 s (ours and upstream's), so this
+/// is three missed pings and a margin; a partitioned edge's streams end within it.
+const SILENCE: Duration = Duration::from_secs(20);
+/// How often we ping the edge (announced by [`kubeedge_stream::CLOUD_PINGS_HEADER`]).
+pub const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// A request to open a stream.
 struct Open {
@@ -54,14 +59,22 @@ pub struct Stream {
     pub id: u64,
     /// DATA and REMOVE_CONNECT from the edge; ends when the session does.
     from_edge: mpsc::Receiver<Message>,
-    /// To the edge (DATA); REMOVE_CONNECT is sent when the stream is dropped before the edge
-    /// ended it.
+    /// To the edge (DATA).
     pub to_edge: mpsc::Sender<Message>,
+    /// Tells the session this stream is gone (it then sends REMOVE_CONNECT, waiting for room
+    /// in the outbox, so none is lost when many callers leave at once). Unbounded, but at most
+    /// one message per stream, and streams are capped at [`MAX_STREAMS`].
+    gone: mpsc::UnboundedSender<u64>,
     /// The edge ended the stream (its REMOVE_CONNECT, or the session is gone): nothing is sent
     /// back. Upstream's edge may panic on a REMOVE_CONNECT for a connection it is deleting.
     edge_done: bool,
+    /// The stream ended because the session did (the tunnel was lost), not by the edge's
+    /// REMOVE_CONNECT: the answer is incomplete.
+    lost: bool,
     /// The session's stop token: cancelled when the session ends.
     pub session: CancellationToken,
+    /// Counted in `kubeedge_cloudstream_streams` while it lives.
+    _counted: Counted,
 }
 
 impl Stream {
@@ -72,23 +85,26 @@ impl Stream {
         }
         match self.from_edge.recv().await {
             Some(m) if m.kind == MessageType::Data => Some(m.data),
-            _ => {
+            end => {
                 self.edge_done = true;
+                self.lost = end.is_none();
                 None
             }
         }
+    }
+
+    /// Whether the stream ended with its tunnel session (after [`Stream::next_data`] returned
+    /// `None`): what the caller got is cut short.
+    pub fn lost(&self) -> bool {
+        self.lost
     }
 }
 
 impl Stream {
     /// Ends the stream from this side: REMOVE_CONNECT is sent (waiting up to 1 s for room in
     /// the outbox, where `Drop` can only try once) unless the edge ended it first.
-    pub async fn close(mut self) {
-        if !self.edge_done {
-            self.edge_done = true;
-            let remove = Message::new(self.id, MessageType::RemoveConnect, Bytes::new());
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.to_edge.send(remove)).await;
-        }
+    pub async fn close(self) {
+        drop(self);
     }
 }
 
@@ -96,7 +112,7 @@ impl Drop for Stream {
     fn drop(&mut self) {
         // The API server's caller went away while the edge was still sending: tell the edge.
         if !self.edge_done {
-            let _ = self.to_edge.try_send(Message::new(self.id, MessageType::RemoveConnect, Bytes::new()));
+            let _ = self.gone.send(self.id);
         }
     }
 }
@@ -131,6 +147,7 @@ pub fn start<R, W>(
     mut writer: FrameWriter<W>,
     stop: CancellationToken,
     spawner: &Spawner,
+    metrics: &StreamMetrics,
     ended: impl FnOnce(String) + Send + 'static,
 ) -> SessionHandle
 where
@@ -146,6 +163,9 @@ where
 
     let (write_stop, write_end) = (stop.clone(), end_tx.clone());
     spawner.spawn(tasks.track_future(async move {
+        // Our own pings: the edge hears from us every PING_EVERY even while the reader waits
+        // for a slow stream (pongs answer only what the reader has read).
+        let mut ping = tokio::time::interval(PING_EVERY);
         let failed = loop {
             let r = tokio::select! {
                 _ = write_stop.cancelled() => break None,
@@ -154,6 +174,7 @@ where
                     None => break None,
                 },
                 Some(p) = pong_rx.recv() => bounded(&write_stop, writer.pong(&p)).await,
+                _ = ping.tick() => bounded(&write_stop, writer.ping(b"ping you")).await,
             };
             match r {
                 Ok(()) => {}
@@ -204,6 +225,8 @@ where
     }));
 
     let session_stop = stop.clone();
+    let (session_count, stream_gauge) = (Counted::new(&metrics.sessions), metrics.streams.clone());
+    let (gone_tx, mut gone_rx) = mpsc::unbounded_channel::<u64>();
     spawner.spawn(async move {
         let mut streams: HashMap<u64, mpsc::Sender<Message>> = HashMap::new();
         let mut next_id: u64 = 1;
@@ -245,10 +268,22 @@ where
                         id,
                         from_edge: rx,
                         to_edge: out_tx.clone(),
+                        gone: gone_tx.clone(),
                         edge_done: false,
+                        lost: false,
                         session: session_stop.clone(),
+                        _counted: Counted::new(&stream_gauge),
                     };
                     let _ = open.reply.send(Ok(stream));
+                }
+                Some(id) = gone_rx.recv() => {
+                    // The caller left before the edge ended the stream.
+                    streams.remove(&id);
+                    let remove = Message::new(id, MessageType::RemoveConnect, Bytes::new());
+                    tokio::select! {
+                        _ = session_stop.cancelled() => {}
+                        _ = out_tx.send(remove) => {}
+                    }
                 }
                 Some(m) = in_rx.recv() => {
                     let id = m.connect_id;
@@ -282,6 +317,7 @@ where
         drop((streams, in_rx, opens, end_rx));
         tasks.close();
         tasks.wait().await;
+        drop(session_count);
         ended(why);
     });
     SessionHandle { opens: opens_tx, stop }

@@ -22,6 +22,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::endpoint::Endpoints;
+use super::metrics::StreamMetrics;
 use super::registry::Registry;
 use super::session;
 
@@ -45,6 +47,10 @@ pub struct Tunnel {
     pub identity_check: bool,
     /// The module's spawner.
     pub spawner: Spawner,
+    /// Points a node's kubelet endpoint at this cloudcore when its session starts.
+    pub endpoints: Endpoints,
+    /// Sessions and streams.
+    pub metrics: StreamMetrics,
 }
 
 fn answer(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
@@ -130,18 +136,21 @@ async fn connection(
                     FrameWriter::new(w, Role::Server),
                     stop.child_token(),
                     &spawner,
+                    &t.metrics,
                     move |why| {
                         info!(node = %node2, reason = %why, "Tunnel session ended.");
                         rt.spawn(async move { registry.remove(node2, generation).await });
                     },
                 );
                 info!(node, ip, "Tunnel session started.");
-                t.registry.add(node, ip, generation, handle).await;
+                t.registry.add(node.clone(), ip, generation, handle).await;
+                t.endpoints.point(node).await;
             });
             let mut resp = answer(StatusCode::SWITCHING_PROTOCOLS, "");
             let headers = resp.headers_mut();
             headers.insert(header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
             headers.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
+            headers.insert(kubeedge_stream::CLOUD_PINGS_HEADER, http::HeaderValue::from(session::PING_EVERY.as_secs()));
             if let Ok(v) = http::HeaderValue::from_str(&accept) {
                 headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
             }

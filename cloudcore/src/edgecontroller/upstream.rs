@@ -335,6 +335,9 @@ impl Upstream {
             }
         }
         let ns = pod.map(|(ns, _)| ns);
+        if ns.is_none() {
+            keep_kubelet_endpoint(&mut patch);
+        }
         let pp = PatchParams::default();
         let result = match ns {
             None => {
@@ -363,9 +366,10 @@ impl Upstream {
     async fn node_status(&self, msg: &Message, name: &str) -> Message {
         let api: Api<Node> = Api::all(self.client.clone());
         let status = content_value(msg).and_then(|v| v.get("Status").cloned());
-        let Some(status) = status else {
+        let Some(mut status) = status else {
             return reply::response(msg, Content::from_value(&bad_request("nodestatus content has no Status")));
         };
+        keep_kubelet_endpoint(&mut status);
         match api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await {
             Ok(_) => reply::response(msg, reply::ok()),
             Err(e) => reply::response(msg, Content::from_value(&status_error(&e))),
@@ -568,6 +572,19 @@ impl Upstream {
         };
         if let Err(e) = result {
             debug!(error = %e, "Recording an event from the edge failed.");
+        }
+    }
+}
+
+/// Drops the kubelet endpoint from a node status an edge sends (`{"status": {...}}` or the
+/// status itself): it is CloudStream's, the negotiated tunnel port set when the node's tunnel
+/// comes up, and the edge's own port (Edged's 10350, in its registration patch and every
+/// status update) must not overwrite it. Upstream keeps a non-zero stored port the same way.
+/// Creating the Node still sets the edge's.
+fn keep_kubelet_endpoint(v: &mut Value) {
+    for at in ["/daemonEndpoints", "/status/daemonEndpoints"] {
+        if let Some(endpoints) = v.pointer_mut(at).and_then(Value::as_object_mut) {
+            endpoints.remove("kubeletEndpoint");
         }
     }
 }

@@ -483,6 +483,10 @@ fn patch_object(
                 }
                 let obj = patch::apply(None, &patch_doc, &t.kind, &manager, &now).map_err(|e| e.to_api_error())?;
                 let created = store.create(t, ns, obj)?;
+                if t.kind == "Namespace" {
+                    // As for a POST: the service-account and root-CA controllers fill it.
+                    store.namespace_added(name, &ctx.shared.ca_pem);
+                }
                 return Ok(render_one(ctx, t, &created, StatusCode::CREATED));
             }
             Err(e) => return Err(e),
@@ -608,16 +612,22 @@ fn token(
     Ok(object_response(StatusCode::CREATED, ctx.accept, &req))
 }
 
-/// Hands a log or exec request to the node running the pod.
-pub async fn proxy_to_node(shared: &Shared, r: &ResourceRequest, req: Request<Incoming>) -> Response<Body> {
-    let t = match shared.store.resolve(&r.group, &r.version, &r.resource) {
-        Some(t) if t.kind == "Pod" => t,
+/// Hands a pod's log, exec, attach or portforward request to the node running the pod.
+pub async fn proxy_to_node(
+    shared: &Shared,
+    r: &ResourceRequest,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
+    match shared.store.resolve(&r.group, &r.version, &r.resource) {
+        Some(t) if t.kind == "Pod" => {}
         _ => return error_response(&no_such_path()),
     };
-    let (Some(name), Some(sub)) = (r.name.as_deref(), r.subresource.as_deref()) else {
+    let (Some(ns), Some(name), Some(sub)) = (r.namespace.as_deref(), r.name.as_deref(), r.subresource.as_deref())
+    else {
         return error_response(&no_such_path());
     };
-    match proxy::to_kubelet(&shared.store, &t, r.namespace.as_deref(), name, sub, req).await {
+    match proxy::pod_to_kubelet(shared, ns, name, sub, req, peer).await {
         Ok(resp) => resp,
         Err(e) => error_response(&e),
     }

@@ -5,7 +5,8 @@
 //! client-certificate authentication, discovery, CRUD with resourceVersions and optimistic
 //! concurrency, list/watch with selectors, bookmarks and 410 Gone, the patch types, server-side
 //! apply, Tables for `kubectl get`, CRDs registered at run time, graceful pod deletion, and
-//! `pods/log` / `pods/exec` proxied to the node. The REST machinery itself lives in
+//! `pods/log`, `exec`, `attach`, `portforward` and `nodes/proxy` proxied to the node's kubelet
+//! with a kubelet-client certificate. The REST machinery itself lives in
 //! `kubeedge-kube-serve`, shared with edgecore's MetaServer.
 //!
 //! ```no_run
@@ -72,6 +73,7 @@ pub struct ApiServer {
     addr: SocketAddr,
     pki: Pki,
     admin: CertPair,
+    kubelet_client: CertPair,
     admin_token: String,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
@@ -95,6 +97,9 @@ impl ApiServer {
         let san_refs: Vec<&str> = sans.iter().map(String::as_str).collect();
         let (_, tls_config) = pki.issue_server(&san_refs)?;
         let admin = pki.issue_client("kubernetes-admin", &["system:masters"])?;
+        // What kube-apiserver presents to kubelets (`--kubelet-client-certificate`).
+        let kubelet_client = pki.issue_client(proxy::KUBELET_CLIENT_CN, &[proxy::KUBELET_CLIENT_GROUP])?;
+        let kubelet = proxy::KubeletClient::new(&kubelet_client)?;
         let auth = Arc::new(Authenticator::default());
         let admin_token = auth::random_token();
         auth.add_token(&admin_token, User { name: "kubernetes-admin".into(), groups: vec!["system:masters".into()] });
@@ -106,9 +111,10 @@ impl ApiServer {
             shutdown: CancellationToken::new(),
             watch_reset: parking_lot::Mutex::new(CancellationToken::new()),
             address: addr,
+            kubelet,
         });
         let task = tokio::spawn(server::serve(listener, tls_config, shared.clone()));
-        Ok(Self { addr, pki, admin, admin_token, shared, task })
+        Ok(Self { addr, pki, admin, kubelet_client, admin_token, shared, task })
     }
 
     /// The address served.
@@ -134,6 +140,13 @@ impl ApiServer {
     /// The admin client certificate (CN `kubernetes-admin`, O `system:masters`).
     pub fn admin_cert(&self) -> &CertPair {
         &self.admin
+    }
+
+    /// The certificate presented to kubelets on pods/log, exec, attach, portforward and
+    /// nodes/proxy: CN `kube-apiserver-kubelet-client`, O `kubeadm:cluster-admins`, signed by
+    /// the cluster CA (the one in every namespace's `kube-root-ca.crt`).
+    pub fn kubelet_client_cert(&self) -> &CertPair {
+        &self.kubelet_client
     }
 
     /// A client certificate for any user, signed by the cluster CA.

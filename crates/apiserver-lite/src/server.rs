@@ -46,6 +46,9 @@ pub struct Shared {
     pub watch_reset: parking_lot::Mutex<CancellationToken>,
     /// The server's own address, for `/api` discovery.
     pub address: SocketAddr,
+    /// Dials kubelets with the kubelet-client certificate (pods/log, exec, attach,
+    /// portforward, nodes/proxy).
+    pub kubelet: crate::proxy::KubeletClient,
 }
 
 /// Accepts connections until `shutdown`, serving HTTP/1.1 and HTTP/2 over TLS.
@@ -86,7 +89,7 @@ pub async fn serve(listener: TcpListener, tls_config: rustls::ServerConfig, shar
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
                 let cert_user = cert_user.clone();
-                async move { Ok::<_, Infallible>(handle(shared, req, cert_user).await) }
+                async move { Ok::<_, Infallible>(handle(shared, req, cert_user, peer).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
@@ -148,7 +151,12 @@ fn accept_yaml(accept: &str) -> bool {
     first.starts_with("application/yaml")
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>, cert_user: Option<User>) -> Response<Body> {
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    cert_user: Option<User>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let bearer =
         req.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| shared.auth.bearer(h));
     let path = req.uri().path().to_owned();
@@ -175,6 +183,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, cert_user: Option<U
         return match api::openapi_v3(&shared.store, rest.trim_start_matches('/')) {
             Some(doc) => json_response(StatusCode::OK, &doc),
             None => error_response(&api::no_such_path()),
+        };
+    }
+    // nodes/proxy keeps the path after `proxy`, which `parse_path` (shared with MetaServer)
+    // drops; any method is proxied.
+    if let Some(np) = crate::proxy::NodeProxyPath::parse(&path) {
+        return match crate::proxy::node_proxy(&shared, np, req, peer).await {
+            Ok(resp) => resp,
+            Err(e) => error_response(&e),
         };
     }
     let parsed = parse_path(&path);
@@ -208,11 +224,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, cert_user: Option<U
         }
         ApiPath::Resource(r) => {
             let (parts, body) = req.into_parts();
-            let upgrade = parts.headers.contains_key(header::UPGRADE);
-            if upgrade || r.subresource.as_deref() == Some("log") {
+            if matches!(r.subresource.as_deref(), Some("log" | "exec" | "attach" | "portforward")) {
                 // Streams go to the node: the request (and its upgrade) is handed over whole.
                 let req = Request::from_parts(parts, body);
-                return api::proxy_to_node(&shared, &r, req).await;
+                return api::proxy_to_node(&shared, &r, req, peer).await;
             }
             let body = match read_body(&parts.headers, body).await {
                 Ok(b) => b,

@@ -125,7 +125,7 @@ fn dn(cn: &str, orgs: &[&str]) -> DistinguishedName {
 }
 
 /// The DER of a PEM block we generated ourselves.
-fn pem_der(pem: &str) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn pem_der(pem: &str) -> Result<Vec<u8>, TlsError> {
     kubeedge_pki::parse_pem(pem)
         .map(|(_, der)| der)
         .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))

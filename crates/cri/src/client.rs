@@ -261,6 +261,23 @@ impl Cri {
         Ok(resp.url)
     }
 
+    /// Prepares a streaming attach to a running container's main process (CRI `Attach`):
+    /// returns the URL on the runtime's streaming server for the client's upgrade request.
+    /// `tty` must match the container's config (the runtime checks nothing else of it).
+    pub async fn attach(&self, req: v1::AttachRequest) -> Result<String> {
+        let resp = call("Attach", self.options.request_timeout, self.runtime.clone().attach(req)).await?;
+        Ok(resp.url)
+    }
+
+    /// Prepares a port forward into a sandbox's network namespace (CRI `PortForward`): returns
+    /// the URL on the runtime's streaming server for the client's upgrade request. `ports` are
+    /// used by WebSocket clients; SPDY clients name a port per stream instead.
+    pub async fn port_forward(&self, sandbox_id: &str, ports: Vec<i32>) -> Result<String> {
+        let req = v1::PortForwardRequest { pod_sandbox_id: sandbox_id.into(), port: ports };
+        let resp = call("PortForward", self.options.request_timeout, self.runtime.clone().port_forward(req)).await?;
+        Ok(resp.url)
+    }
+
     // === ImageService ===
 
     /// Pulls an image (with registry credentials, and the sandbox config the runtime may use

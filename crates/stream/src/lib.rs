@@ -17,3 +17,10 @@ pub mod ws;
 
 pub use connect::{ConnectRequest, GoUrl};
 pub use message::{DecodeError, MAX_DATA, Message, MessageType};
+
+/// Our extension header on the tunnel's `101`: the cloud pings the edge every this many
+/// seconds from a writer that never waits on a slow stream, so the edge may treat a short
+/// silence as a dead link. Upstream's cloud only answers the edge's pings, and only once it has
+/// read them (which a slow `kubectl logs` caller can hold up), so without the header the edge
+/// waits much longer.
+pub const CLOUD_PINGS_HEADER: &str = "X-KubeEdge-Rs-Cloud-Pings";

@@ -115,6 +115,13 @@ impl PrivateContainerd {
     /// and imports the busybox and pause images (building them first if this target dir has
     /// none yet). Errors say what failed and carry containerd's log.
     pub fn start() -> Result<Self, Error> {
+        Self::start_in(None)
+    }
+
+    /// As [`PrivateContainerd::start`], with containerd (and so its pods' bridge and its
+    /// streaming server) inside network namespace `netns` (e.g. a [`crate::netns::Pair`]'s
+    /// edge host), when given.
+    pub fn start_in(netns: Option<&str>) -> Result<Self, Error> {
         if let Some(why) = unavailable() {
             return Err(Error::Unavailable(why));
         }
@@ -141,7 +148,18 @@ impl PrivateContainerd {
         let log = fs::File::create(dir.join("containerd.log"))
             .map_err(|source| Error::Io { what: "creating containerd.log".into(), source })?;
         let log2 = log.try_clone().map_err(|source| Error::Io { what: "containerd.log".into(), source })?;
-        let child = Command::new("containerd")
+        // `nsenter` execs containerd (the child's pid is containerd's own) and changes only
+        // the network namespace: `ip netns exec` also remounts /sys, which hides the cgroup
+        // mount runc needs.
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("containerd");
+                c
+            }
+            None => Command::new("containerd"),
+        };
+        let child = command
             .arg("--config")
             .arg(dir.join("config.toml"))
             .stdin(Stdio::null())

@@ -345,10 +345,19 @@ pub mod daemon {
     /// link or a Kubernetes API.
     pub fn peer_modules(name: &str) -> &'static [&'static str] {
         if name == "cloudcore" {
-            &["cloudHub", "edgeController", "deviceController", "syncController", "dynamicController"]
+            &[
+                "cloudHub",
+                "edgeController",
+                "deviceController",
+                "syncController",
+                "dynamicController",
+                "cloudStream",
+                // It would change the host's nat table.
+                "iptablesManager",
+            ]
         } else {
-            // Edged needs a container runtime.
-            &["edgeHub", "edged"]
+            // Edged needs a container runtime; EdgeStream, a CloudStream.
+            &["edgeHub", "edged", "edgeStream"]
         }
     }
 
@@ -417,7 +426,8 @@ pub mod daemon {
         pub link_module: &'static str,
         /// A numeric key of the link module, for a wrong-type test.
         pub numeric_key: &'static str,
-        /// A module upstream enables by default that this build does not have.
+        /// A module of upstream's config that this build does not have (switched on in
+        /// upstream's default config for the refusal test).
         pub unbuilt_module: &'static str,
         /// Upstream's default config (fixture).
         pub upstream_config: PathBuf,
@@ -459,10 +469,11 @@ pub mod daemon {
             refuses_config(self.path(), dir.path(), "", &["empty"]);
         }
 
-        /// Upstream's own default config names a module this build does not have.
+        /// Upstream's own default config, with a module this build does not have switched on.
         pub fn refuses_unbuilt_modules_by_name(&self) {
             let dir = tempfile_dir();
             let upstream = std::fs::read_to_string(&self.upstream_config).expect("upstream config fixture");
+            let upstream = set_yaml_path(&upstream, &["modules", self.unbuilt_module, "enable"], "true");
             refuses_config(
                 self.path(),
                 dir.path(),
@@ -581,6 +592,11 @@ pub mod link {
             (&["modules", "cloudHub", "tlsCertFile"], quoted(&dir.join("cloud/server.crt"))),
             (&["modules", "cloudHub", "tlsPrivateKeyFile"], quoted(&dir.join("cloud/server.key"))),
             (&["modules", "cloudHub", "unixsocket", "enable"], "false".to_owned()),
+            // Streams listen on fixed default ports and the iptables manager changes the host's
+            // nat table: tests that want them switch them on with their own ports (and in a
+            // network namespace).
+            (&["modules", "cloudStream", "enable"], "false".to_owned()),
+            (&["modules", "iptablesManager", "enable"], "false".to_owned()),
         ];
         write(bin, dir, "cloudcore.yaml", &settings)
     }
@@ -604,6 +620,7 @@ pub mod link {
         let mut settings: Vec<(&[&str], String)> = vec![
             // Off unless `extra` switches it on (it needs a container runtime).
             (&["modules", "edged", "enable"], "false".to_owned()),
+            (&["modules", "edgeStream", "enable"], "false".to_owned()),
             (&["modules", "edged", "hostnameOverride"], node.to_owned()),
             (&["modules", "edgeHub", "token"], format!("\"{token}\"")),
             (&["modules", "edgeHub", "httpServer"], format!("https://{}:{}", c.ip, c.https_port)),

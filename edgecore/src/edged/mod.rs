@@ -1,7 +1,7 @@
 //! Edged, the edge's kubelet: the node's side of the contract with the cloud (registration,
 //! lease and status, here in [`NodeAgent`]), pods through CRI (`pods`, `volumes`, `probes`,
 //! `resources`), static pods (`static_pods`), the bus module that ties them together
-//! (`module`) and the kubelet-style logs/exec server (`server`).
+//! (`module`) and the kubelet-style server (`server`: logs, exec, attach, port-forward, stats).
 
 pub mod module;
 pub mod node;

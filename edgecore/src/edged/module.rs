@@ -17,8 +17,8 @@
 //! - at start, the pods in the local database are taken up: running ones are adopted, not
 //!   recreated (also with the cloud away), and sandboxes of pods the node no longer has go;
 //! - static pods from the manifests folder run, shown in the API as mirror pods;
-//! - dead containers are collected every minute; the kubelet-style server serves logs and
-//!   exec.
+//! - dead containers are collected every minute; the kubelet-style server serves logs, exec,
+//!   attach, port-forward, stats and the probe workers' counts.
 //!
 //! Volumes and env come from configmaps, secrets and tokens through MetaManager (its database
 //! first, then the cloud).
@@ -181,7 +181,8 @@ impl EdgedModule {
         self
     }
 
-    /// Serves container logs and exec (the kubelet-style server) on `addr`.
+    /// Serves container logs, exec, attach, port-forward and metrics (the kubelet-style server)
+    /// on `addr`.
     pub fn with_server(mut self, addr: std::net::SocketAddr) -> Self {
         self.server = Some(addr);
         self
@@ -550,17 +551,19 @@ impl Module for EdgedModule {
                     r
                 }
             };
+            // One registry per run: the server reads it, each pod's worker registers its counts.
+            let probe_metrics = super::probes::ProbeMetrics::default();
             if let Some(addr) = self.server {
                 let listener = match self.server_listener.take() {
                     Some(l) => l,
                     None => bind_server(addr).await?,
                 };
-                info!(address = %listener.local_addr()?, "Serving container logs and exec.");
+                info!(address = %listener.local_addr()?, "Serving container logs, exec, attach and port-forward.");
                 let node = (self.node.as_ref().map(|(spec, ..)| &spec.name))
                     .or(self.agent.as_ref().map(|a| &a.spec.name))
                     .cloned()
                     .unwrap_or_default();
-                ctx.spawn(super::server::run(listener, runtime.cri.clone(), node, stop.clone()));
+                ctx.spawn(super::server::run(listener, runtime.cri.clone(), node, probe_metrics.clone(), stop.clone()));
             }
             if let Some((spec, namespace, timings)) = self.node.take() {
                 self.agent = Some(NodeAgent { bus: ctx.bus.clone(), spec, namespace, timings });
@@ -578,6 +581,7 @@ impl Module for EdgedModule {
                 bus: ctx.bus.clone(),
                 host_ip: self.host_ip.clone(),
                 restart_backoff: self.restart_backoff,
+                probe_metrics,
                 stop: stop.clone(),
                 tracker: tracker.clone(),
             };

@@ -197,6 +197,11 @@ pub fn container_config(pod: &Pod, c: &Container, attempt: u32) -> Result<v1::Co
             envs,
             log_path: format!("{}/{attempt}.log", c.name),
             labels,
+            // As kubelet: what `kubectl attach` can use (the runtime keeps the container's stdin
+            // open only when asked here, and attach's TTY must match this one).
+            stdin: c.stdin.unwrap_or(false),
+            stdin_once: c.stdin_once.unwrap_or(false),
+            tty: c.tty.unwrap_or(false),
             linux: Some(v1::LinuxContainerConfig {
                 security_context: Some(v1::LinuxContainerSecurityContext {
                     namespace_options: Some(namespaces(host_network(pod))),
@@ -955,6 +960,11 @@ mod tests {
         assert_eq!(c.envs, vec![v1::KeyValue { key: "A".into(), value: b"1".to_vec() }]);
         assert_eq!(c.log_path, "c/0.log");
         assert_eq!(c.labels[LABEL_POD_UID], "u-1");
+        assert!(!c.stdin && !c.stdin_once && !c.tty);
+        let mut spec = p.spec.as_ref().unwrap().containers[0].clone();
+        (spec.stdin, spec.stdin_once, spec.tty) = (Some(true), Some(true), Some(true));
+        let c = container_config(&p, &spec, 0).unwrap();
+        assert!(c.stdin && c.stdin_once && c.tty, "what attach needs");
         assert!(PodKey::of(&Pod::default()).is_err());
     }
 }

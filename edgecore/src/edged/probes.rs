@@ -7,17 +7,28 @@
 //! and the restart policy restarts it (so `restartCount` goes up); readiness decides the
 //! container's `ready` and the pod's Ready condition; until a startup probe has succeeded the
 //! other two are not run.
+//!
+//! Every probe run is counted as kubelet's `prober_probe_total` counts it (by container, probe
+//! type and result), for the kubelet server's `/metrics/probes`. The counts of a pod belong to
+//! its [`Prober`], that is to its worker: the prober is their only writer, and a
+//! [`ProbeMetrics`] registry only holds weak references for the server to read, so a pod's
+//! counters are gone as soon as its worker ends (the pod was deleted).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kubeedge_cri::Cri;
+use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// gRPC's `DeadlineExceeded` status code (an ExecSync that timed out).
+const GRPC_DEADLINE_EXCEEDED: i32 = 4;
+
 /// Which probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// startupProbe.
     Startup,
@@ -26,6 +37,131 @@ pub enum Kind {
     /// readinessProbe.
     Readiness,
 }
+
+impl Kind {
+    /// The `probe_type` label kubelet gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Startup => "Startup",
+            Kind::Liveness => "Liveness",
+            Kind::Readiness => "Readiness",
+        }
+    }
+}
+
+/// What one probe run gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// The check passed.
+    Success,
+    /// The check failed (non-zero exit, refused connection, a status ≥ 400, a timeout).
+    Failure,
+    /// The check could not be run (the runtime's error, a named port the container lacks);
+    /// it counts as a failure towards the thresholds.
+    Unknown,
+}
+
+impl Outcome {
+    /// The `result` label kubelet gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "successful",
+            Outcome::Failure => "failed",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+// === metrics ===
+
+/// One pod's probe counts, written by its prober alone.
+#[derive(Debug)]
+struct PodCounts {
+    namespace: String,
+    pod: String,
+    uid: String,
+    /// (container, probe, outcome) → runs. A lock only because the server reads it; each
+    /// critical section is one map operation.
+    counts: Mutex<BTreeMap<(String, Kind, Outcome), u64>>,
+}
+
+/// One sample of `prober_probe_total`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeCount {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's UID.
+    pub uid: String,
+    /// The container's name.
+    pub container: String,
+    /// Which probe.
+    pub kind: Kind,
+    /// The result counted.
+    pub outcome: Outcome,
+    /// How many runs gave it.
+    pub count: u64,
+}
+
+/// Where the kubelet server reads the probe counts of the pods that have probe workers. Cheap
+/// to clone. It owns none of them: each pod's prober registers its counts at its first check,
+/// and they disappear with the prober.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeMetrics {
+    pods: Arc<Mutex<Vec<Weak<PodCounts>>>>,
+}
+
+impl ProbeMetrics {
+    fn register(&self, pod: &Pod) -> Arc<PodCounts> {
+        let counts = Arc::new(PodCounts {
+            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            pod: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            counts: Mutex::new(BTreeMap::new()),
+        });
+        let mut pods = self.pods.lock();
+        // Pods that went are pruned here, so the list is as long as the live pods with probes.
+        pods.retain(|w| w.strong_count() > 0);
+        pods.push(Arc::downgrade(&counts));
+        counts
+    }
+
+    /// Every live count, ordered by its labels as Prometheus prints them (container,
+    /// namespace, pod, pod_uid, probe_type, result); counts under the same labels (a pod
+    /// briefly with two workers) are summed.
+    pub fn snapshot(&self) -> Vec<ProbeCount> {
+        let live: Vec<Arc<PodCounts>> = self.pods.lock().iter().filter_map(Weak::upgrade).collect();
+        let mut merged: BTreeMap<(String, String, String, String, &str, &str), ProbeCount> = BTreeMap::new();
+        for p in &live {
+            for ((container, kind, outcome), n) in p.counts.lock().iter() {
+                let key = (
+                    container.clone(),
+                    p.namespace.clone(),
+                    p.pod.clone(),
+                    p.uid.clone(),
+                    kind.as_str(),
+                    outcome.as_str(),
+                );
+                merged
+                    .entry(key)
+                    .or_insert_with(|| ProbeCount {
+                        namespace: p.namespace.clone(),
+                        pod: p.pod.clone(),
+                        uid: p.uid.clone(),
+                        container: container.clone(),
+                        kind: *kind,
+                        outcome: *outcome,
+                        count: 0,
+                    })
+                    .count += n;
+            }
+        }
+        merged.into_values().collect()
+    }
+}
+
+// === probes ===
 
 #[derive(Debug, Default)]
 struct Track {
@@ -37,10 +173,15 @@ struct Track {
     passed: bool,
 }
 
-/// The probes' state for every container of every pod (`{uid}/{container}/{kind}`).
+/// The probes' state for the containers of one pod (by container and probe), owned by the
+/// pod's worker.
 #[derive(Debug, Default)]
 pub struct Prober {
-    tracks: HashMap<(String, String, Kind), Track>,
+    tracks: HashMap<(String, Kind), Track>,
+    /// Where this pod's counts are published.
+    metrics: ProbeMetrics,
+    /// This pod's counts, registered with `metrics` at the first check.
+    counts: Option<Arc<PodCounts>>,
 }
 
 /// What the probes concluded for one container.
@@ -64,31 +205,43 @@ fn port_of(p: &IntOrString, c: &k8s_openapi::api::core::v1::Container) -> Option
     }
 }
 
+fn outcome(passed: bool) -> Outcome {
+    if passed { Outcome::Success } else { Outcome::Failure }
+}
+
 async fn run_once(
     cri: &Cri,
     probe: &Probe,
     c: &k8s_openapi::api::core::v1::Container,
     container_id: &str,
     ip: &str,
-) -> bool {
+) -> Outcome {
     let timeout = Duration::from_secs(u64::try_from(probe.timeout_seconds.unwrap_or(1).max(1)).unwrap_or(1));
     if let Some(e) = &probe.exec {
         let cmd = e.command.clone().unwrap_or_default();
-        return matches!(cri.exec_sync(container_id, cmd, timeout).await, Ok(r) if r.exit_code == 0);
+        return match cri.exec_sync(container_id, cmd, timeout).await {
+            Ok(r) => outcome(r.exit_code == 0),
+            // As kubelet: a command that timed out failed; other runtime errors say nothing.
+            Err(e) if e.code().map(i32::from) == Some(GRPC_DEADLINE_EXCEEDED) => Outcome::Failure,
+            Err(_) => Outcome::Unknown,
+        };
     }
     if let Some(h) = &probe.http_get {
-        return http_get(h, c, ip, timeout).await;
+        if port_of(&h.port, c).is_none() {
+            return Outcome::Unknown;
+        }
+        return outcome(http_get(h, c, ip, timeout).await);
     }
     if let Some(t) = &probe.tcp_socket {
-        let Some(port) = port_of(&t.port, c) else { return false };
+        let Some(port) = port_of(&t.port, c) else { return Outcome::Unknown };
         let host = t.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| ip.to_owned());
-        return matches!(
+        return outcome(matches!(
             tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), port))).await,
             Ok(Ok(_))
-        );
+        ));
     }
     // A probe with no handler (e.g. gRPC, not built): treated as passing, as if absent.
-    true
+    Outcome::Success
 }
 
 /// An `httpGet` probe: HTTP/1.1 GET (HTTPS without verifying the certificate, as kubelet),
@@ -140,16 +293,24 @@ async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &m
 }
 
 impl Prober {
+    /// A prober whose counts `metrics` shows.
+    pub fn new(metrics: ProbeMetrics) -> Self {
+        Self { metrics, ..Self::default() }
+    }
+
     /// Runs the probes that are due for container `name` (id `container_id`, running) of `pod`,
-    /// reachable at `ip`, and says what they conclude.
+    /// reachable at `ip`, and says what they conclude. A prober serves one pod: the first
+    /// `pod` it is given names its counts.
     pub async fn check(&mut self, cri: &Cri, pod: &Pod, name: &str, container_id: &str, ip: &str) -> Verdict {
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
         let Some(c) = pod.spec.as_ref().and_then(|s| s.containers.iter().find(|c| c.name == name)) else {
             return Verdict { ready: true, kill: false };
         };
+        if self.counts.is_none() {
+            self.counts = Some(self.metrics.register(pod));
+        }
         let mut verdict = Verdict { ready: true, kill: false };
         let startup_ok = match &c.startup_probe {
-            Some(p) => self.step(cri, (uid.clone(), name.to_owned(), Kind::Startup), p, c, container_id, ip).await,
+            Some(p) => self.step(cri, (name.to_owned(), Kind::Startup), p, c, container_id, ip).await,
             None => Some(true),
         };
         if startup_ok != Some(true) {
@@ -159,15 +320,13 @@ impl Prober {
             return verdict;
         }
         if let Some(p) = &c.liveness_probe
-            && self.step(cri, (uid.clone(), name.to_owned(), Kind::Liveness), p, c, container_id, ip).await
-                == Some(false)
+            && self.step(cri, (name.to_owned(), Kind::Liveness), p, c, container_id, ip).await == Some(false)
         {
             verdict.kill = true;
         }
         if let Some(p) = &c.readiness_probe {
             verdict.ready =
-                self.step(cri, (uid.clone(), name.to_owned(), Kind::Readiness), p, c, container_id, ip).await
-                    == Some(true);
+                self.step(cri, (name.to_owned(), Kind::Readiness), p, c, container_id, ip).await == Some(true);
         }
         verdict
     }
@@ -177,13 +336,13 @@ impl Prober {
     async fn step(
         &mut self,
         cri: &Cri,
-        key: (String, String, Kind),
+        key: (String, Kind),
         probe: &Probe,
         c: &k8s_openapi::api::core::v1::Container,
         container_id: &str,
         ip: &str,
     ) -> Option<bool> {
-        let t = self.tracks.entry(key).or_default();
+        let t = self.tracks.entry(key.clone()).or_default();
         if t.container_id != container_id {
             // A new container: its probes start over.
             *t = Track { container_id: container_id.to_owned(), started: Some(Instant::now()), ..Track::default() };
@@ -197,7 +356,12 @@ impl Prober {
         let due = t.last_run.is_none_or(|last| now >= last + period);
         if due {
             t.last_run = Some(now);
-            if run_once(cri, probe, c, container_id, ip).await {
+            let result = run_once(cri, probe, c, container_id, ip).await;
+            if let Some(counts) = &self.counts {
+                let (container, kind) = key;
+                *counts.counts.lock().entry((container, kind, result)).or_default() += 1;
+            }
+            if result == Outcome::Success {
                 t.successes += 1;
                 t.failures = 0;
                 if t.successes >= probe.success_threshold.unwrap_or(1).max(1) {
@@ -214,11 +378,6 @@ impl Prober {
             }
         }
         if t.passed { Some(true) } else { None }
-    }
-
-    /// Forgets a pod's probes.
-    pub fn forget(&mut self, uid: &str) {
-        self.tracks.retain(|(u, _, _), _| u != uid);
     }
 }
 
@@ -267,6 +426,46 @@ mod tests {
             path: Some("/healthz".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_pods_counts_are_shown_while_its_prober_lives() {
+        let metrics = ProbeMetrics::default();
+        let pod = |name: &str| -> Pod {
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": name, "namespace": "ns", "uid": format!("u-{name}")}}),
+            )
+            .unwrap()
+        };
+        let add = |c: &PodCounts, container: &str, kind, outcome| {
+            *c.counts.lock().entry((container.to_owned(), kind, outcome)).or_default() += 1;
+        };
+        let web = metrics.register(&pod("web"));
+        let db = metrics.register(&pod("db"));
+        add(&web, "app", Kind::Readiness, Outcome::Success);
+        add(&web, "app", Kind::Readiness, Outcome::Success);
+        add(&web, "app", Kind::Liveness, Outcome::Unknown);
+        add(&db, "app", Kind::Startup, Outcome::Failure);
+        let seen = |m: &ProbeMetrics| -> Vec<(String, &'static str, &'static str, u64)> {
+            m.snapshot().into_iter().map(|s| (s.pod, s.kind.as_str(), s.outcome.as_str(), s.count)).collect()
+        };
+        assert_eq!(
+            seen(&metrics),
+            [
+                ("db".into(), "Startup", "failed", 1),
+                ("web".into(), "Liveness", "unknown", 1),
+                ("web".into(), "Readiness", "successful", 2),
+            ],
+            "ordered by labels: container, namespace, pod, pod_uid, probe_type, result"
+        );
+        // A second worker of the same pod (briefly, across a restart): one series.
+        let again = metrics.register(&pod("web"));
+        add(&again, "app", Kind::Readiness, Outcome::Success);
+        assert!(seen(&metrics).contains(&("web".into(), "Readiness", "successful", 3)));
+        drop((web, again));
+        assert_eq!(seen(&metrics), [("db".into(), "Startup", "failed", 1)], "the deleted pod's series are gone");
+        let _later = metrics.register(&pod("cache"));
+        assert_eq!(metrics.pods.lock().len(), 2, "dead entries are pruned");
     }
 
     #[tokio::test]

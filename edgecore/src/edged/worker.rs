@@ -23,7 +23,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::module::MetaSource;
 use super::pods::{Backoffs, PodRuntime};
-use super::probes::Prober;
+use super::probes::{ProbeMetrics, Prober};
 
 /// How long a status patch or delete through MetaManager may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,6 +37,8 @@ pub(super) struct Shared {
     pub bus: Bus,
     pub host_ip: String,
     pub restart_backoff: Duration,
+    /// Where the pods' probe counts are published (for the kubelet server).
+    pub probe_metrics: ProbeMetrics,
     pub stop: CancellationToken,
     pub tracker: TaskTracker,
 }
@@ -109,7 +111,7 @@ pub(super) fn spawn(shared: &Shared, uid: String, first: Desired, is_static: boo
         failed_at: None,
         last_status: None,
         readiness: HashMap::new(),
-        prober: Prober::default(),
+        prober: Prober::new(shared.probe_metrics.clone()),
         backoffs: Backoffs::new(),
         steady: None,
     };

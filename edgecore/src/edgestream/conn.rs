@@ -11,6 +11,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, header};
@@ -60,6 +61,9 @@ async fn send_data(id: u64, mut bytes: Bytes, out: &mpsc::Sender<Message>) -> bo
     true
 }
 
+/// How long Edged's server may take to answer a request's head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Whether the cloud's message ends the stream (REMOVE_CONNECT, or the session is gone).
 fn ends(m: Option<&Message>) -> bool {
     m.is_none_or(|m| m.kind == MessageType::RemoveConnect)
@@ -100,10 +104,13 @@ async fn get(
     let mut conn = std::pin::pin!(conn);
     let mut send = std::pin::pin!(sender.send_request(request));
     let mut conn_done = false;
+    let head_deadline = tokio::time::sleep(HEAD_TIMEOUT);
+    tokio::pin!(head_deadline);
     let response = loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => return Ok(()),
+            _ = &mut head_deadline => return Err(format!("Edged's server at {kubelet} did not answer within {HEAD_TIMEOUT:?}")),
             r = &mut send => break r.map_err(|e| e.to_string())?,
             m = inbox.recv() => if ends(m.as_ref()) { return Ok(()) } else { return Err("data before the response".into()) },
             r = &mut conn, if !conn_done => {

@@ -107,6 +107,8 @@ pub struct Tunnel {
     pub reader: FrameReader<ReadHalf<TokioIo<Upgraded>>>,
     /// Frames to the cloud.
     pub writer: FrameWriter<WriteHalf<TokioIo<Upgraded>>>,
+    /// How often the cloud said it pings us ([`kubeedge_stream::CLOUD_PINGS_HEADER`]).
+    pub cloud_pings: Option<Duration>,
 }
 
 async fn read_pem(path: &Path, want_key: bool) -> Result<Vec<u8>, DialError> {
@@ -184,10 +186,17 @@ async fn dial_inner(s: &DialSettings) -> Result<Tunnel, DialError> {
     if accept != Some(expected.as_str()) {
         return Err(handshake(&"Sec-WebSocket-Accept does not match the key"));
     }
+    let cloud_pings = response
+        .headers()
+        .get(kubeedge_stream::CLOUD_PINGS_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .filter(|s| (1..=60).contains(s))
+        .map(Duration::from_secs);
     let upgraded = hyper::upgrade::on(response).await.map_err(|e| handshake(&e))?;
     let (read, write) = tokio::io::split(TokioIo::new(upgraded));
     Ok(Tunnel {
         reader: FrameReader::new(read, Role::Client, kubeedge_stream::MAX_DATA + 32),
         writer: FrameWriter::new(write, Role::Client),
+        cloud_pings,
     })
 }

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
+use prometheus::IntGauge;
 use tracing::{debug, info, warn};
 
 pub use dial::DialSettings;
@@ -32,13 +33,33 @@ pub struct EdgeStreamModule {
     dial: DialSettings,
     kubelet: SocketAddr,
     write_deadline: Duration,
+    streams: Option<IntGauge>,
+    connected: Option<IntGauge>,
 }
 
 impl EdgeStreamModule {
     /// The module: dial with `dial`, replay requests to Edged's server at `kubelet`; a write to
     /// the tunnel taking longer than `write_deadline` (`writeDeadline`) ends the session.
     pub fn new(dial: DialSettings, kubelet: SocketAddr, write_deadline: Duration) -> Self {
-        Self { dial, kubelet, write_deadline: write_deadline.max(Duration::from_secs(1)) }
+        Self {
+            dial,
+            kubelet,
+            write_deadline: write_deadline.max(Duration::from_secs(1)),
+            streams: None,
+            connected: None,
+        }
+    }
+
+    /// Registers `kubeedge_edgestream_connected` (1 while the tunnel is up) and
+    /// `kubeedge_edgestream_streams` (requests being replayed to Edged).
+    pub fn with_metrics(mut self, registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let connected = IntGauge::new("kubeedge_edgestream_connected", "1 while the tunnel to CloudStream is up.")?;
+        let streams =
+            IntGauge::new("kubeedge_edgestream_streams", "Tunnelled requests being replayed to Edged's server.")?;
+        registry.register(Box::new(connected.clone()))?;
+        registry.register(Box::new(streams.clone()))?;
+        (self.connected, self.streams) = (Some(connected), Some(streams));
+        Ok(self)
     }
 }
 
@@ -66,8 +87,17 @@ impl Module for EdgeStreamModule {
                     Ok(tunnel) => {
                         info!(server = %self.dial.server, "Tunnel to CloudStream connected.");
                         last_error = None;
-                        let ended =
-                            session::serve(tunnel, self.kubelet, self.write_deadline, &shutdown, &spawner).await;
+                        self.connected.iter().for_each(|g| g.set(1));
+                        let ended = session::serve(
+                            tunnel,
+                            self.kubelet,
+                            self.write_deadline,
+                            self.streams.as_ref(),
+                            &shutdown,
+                            &spawner,
+                        )
+                        .await;
+                        self.connected.iter().for_each(|g| g.set(0));
                         info!(server = %self.dial.server, reason = %ended, "Tunnel to CloudStream ended.");
                     }
                     Err(e) => {

@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use prometheus::IntGauge;
+
 use super::conn;
 use super::dial::Tunnel;
 
@@ -94,6 +96,8 @@ fn finish(end: &mpsc::Sender<Ended>, stop: &CancellationToken, why: Ended) {
 /// cloud answers pings only while it is not blocked writing to a slow `kubectl logs` client,
 /// so this is long: it only catches a link that died without a reset.
 pub const SILENCE: Duration = Duration::from_secs(120);
+/// The silence allowed from a cloud that pings us itself (ours), in its ping periods.
+pub const MISSED_CLOUD_PINGS: u32 = 4;
 
 /// Serves the tunnel until it ends; replays requests to Edged's server at `kubelet`. Writes
 /// taking longer than `write_deadline` end the session.
@@ -101,10 +105,12 @@ pub async fn serve(
     tunnel: Tunnel,
     kubelet: SocketAddr,
     write_deadline: Duration,
+    streams: Option<&IntGauge>,
     shutdown: &CancellationToken,
     spawner: &Spawner,
 ) -> Ended {
-    let Tunnel { mut reader, mut writer } = tunnel;
+    let Tunnel { mut reader, mut writer, cloud_pings } = tunnel;
+    let silence = cloud_pings.map_or(SILENCE, |every| every * MISSED_CLOUD_PINGS);
     let stop = shutdown.child_token();
     // The module's spawner runs them (a panic fails the module); the tracker awaits them.
     let tasks = TaskTracker::new();
@@ -150,10 +156,10 @@ pub async fn serve(
         let end = loop {
             let next = tokio::select! {
                 _ = read_stop.cancelled() => return,
-                r = tokio::time::timeout(SILENCE, reader.next()) => r,
+                r = tokio::time::timeout(silence, reader.next()) => r,
             };
             match next {
-                Err(_) => break Ended::Silent(SILENCE),
+                Err(_) => break Ended::Silent(silence),
                 Ok(Err(e)) => break Ended::Read(e.to_string()),
                 Ok(Ok(None)) => break Ended::Closed(None, "the connection ended".into()),
                 Ok(Ok(Some(Frame::Close(code, reason)))) => break Ended::Closed(code, reason),
@@ -187,7 +193,7 @@ pub async fn serve(
                 conns.remove(&id);
             }
             Some(m) = in_rx.recv() => {
-                let streams = Streams { conns: &mut conns, tasks: &tasks, spawner, out: &out_tx, done: &done_tx };
+                let streams = Streams { conns: &mut conns, tasks: &tasks, spawner, out: &out_tx, done: &done_tx, gauge: streams };
                 if let Some(end) = dispatch(m, streams, kubelet, &stop).await {
                     break end;
                 }
@@ -202,6 +208,22 @@ pub async fn serve(
     ended
 }
 
+/// Counts one stream in `kubeedge_edgestream_streams` while it lives.
+struct Counted(Option<IntGauge>);
+
+impl Counted {
+    fn new(gauge: Option<&IntGauge>) -> Self {
+        gauge.iter().for_each(|g| g.inc());
+        Self(gauge.cloned())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.iter().for_each(IntGauge::dec);
+    }
+}
+
 /// What the dispatcher needs to open and feed streams.
 struct Streams<'a> {
     conns: &'a mut HashMap<u64, mpsc::Sender<Message>>,
@@ -209,11 +231,13 @@ struct Streams<'a> {
     spawner: &'a Spawner,
     out: &'a mpsc::Sender<Message>,
     done: &'a mpsc::Sender<u64>,
+    /// `kubeedge_edgestream_streams`.
+    gauge: Option<&'a IntGauge>,
 }
 
 /// Handles one message from the cloud; `Some` when it ends the session.
 async fn dispatch(m: Message, s: Streams<'_>, kubelet: SocketAddr, stop: &CancellationToken) -> Option<Ended> {
-    let Streams { conns, tasks, spawner, out, done } = s;
+    let Streams { conns, tasks, spawner, out, done, gauge } = s;
     let id = m.connect_id;
     match m.kind {
         kind if kind.is_connect() => {
@@ -234,7 +258,9 @@ async fn dispatch(m: Message, s: Streams<'_>, kubelet: SocketAddr, stop: &Cancel
             let (tx, rx) = mpsc::channel(CONN_INBOX);
             conns.insert(id, tx);
             let (out, done, stop) = (out.clone(), done.clone(), stop.child_token());
+            let counted = Counted::new(gauge);
             spawner.spawn(tasks.track_future(async move {
+                let _counted = counted;
                 conn::run(id, kind, req, kubelet, rx, &out, &stop).await;
                 // Upstream sends REMOVE_CONNECT at the end, whoever ended it.
                 let _ = out.send(Message::new(id, MessageType::RemoveConnect, Bytes::new())).await;

@@ -225,7 +225,7 @@ pub struct DynamicController {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct CloudStream {
-    /// Run the module (default false).
+    /// Run the module (default true here; upstream's default is false).
     pub enable: bool,
     /// CA of the edge-facing tunnel server.
     #[serde(rename = "tlsTunnelCAFile")]
@@ -250,7 +250,7 @@ pub struct CloudStream {
 impl Default for CloudStream {
     fn default() -> Self {
         Self {
-            enable: false,
+            enable: true,
             tls_tunnel_ca_file: CA_FILE.to_owned(),
             tls_tunnel_cert_file: CERT_FILE.to_owned(),
             tls_tunnel_private_key_file: KEY_FILE.to_owned(),

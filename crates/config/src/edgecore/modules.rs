@@ -120,7 +120,7 @@ pub struct DbTest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct EdgeStream {
-    /// Run the module (default false).
+    /// Run the module (default true here; upstream's default is false).
     pub enable: bool,
     /// CA of the cloudstream tunnel.
     #[serde(rename = "tlsTunnelCAFile")]
@@ -142,7 +142,7 @@ pub struct EdgeStream {
 impl Default for EdgeStream {
     fn default() -> Self {
         Self {
-            enable: false,
+            enable: true,
             tls_tunnel_ca_file: CA_FILE.to_owned(),
             tls_tunnel_cert_file: CERT_FILE.to_owned(),
             tls_tunnel_private_key_file: KEY_FILE.to_owned(),

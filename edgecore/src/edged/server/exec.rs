@@ -1,4 +1,5 @@
-//! Exec: kubelet's `/exec`, the runtime's streaming server proxied after the upgrade.
+//! Exec and attach: kubelet's `/exec` and `/attach`, the runtime's streaming server proxied
+//! after the upgrade ([`proxy_upgrade`], which `/portForward` uses too).
 
 use super::*;
 
@@ -26,6 +27,18 @@ impl ExecOptions {
     /// kubelet (`input`/`output`/`error`/`tty`, value `1`) or as `stdin`/`stdout`/`stderr`
     /// (`1` or `true`). With a TTY, stderr is merged into stdout, as kubelet does.
     pub(super) fn parse(query: &str) -> Result<Self, HttpError> {
+        Self::parse_with(query, true)
+    }
+
+    /// Reads an attach's query: the streams as [`ExecOptions::parse`] does; a `command` is
+    /// ignored.
+    pub(super) fn parse_attach(query: &str) -> Result<Self, HttpError> {
+        let mut o = Self::parse_with(query, false)?;
+        o.command.clear();
+        Ok(o)
+    }
+
+    fn parse_with(query: &str, needs_command: bool) -> Result<Self, HttpError> {
         let pairs = query_pairs(query);
         let flag = |keys: &[&str]| {
             pairs
@@ -40,7 +53,7 @@ impl ExecOptions {
         if !stdin && !stdout && !stderr {
             return Err(HttpError::bad_request("you must specify at least 1 of stdin, stdout, stderr"));
         }
-        if command.is_empty() {
+        if needs_command && command.is_empty() {
             return Err(HttpError::bad_request("you must specify a command"));
         }
         Ok(Self { command, stdin, stdout, stderr, tty })
@@ -58,7 +71,7 @@ pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
     connection_upgrade && headers.contains_key(header::UPGRADE)
 }
 
-/// A failure of CRI `Exec`, as kubelet's streaming code maps it.
+/// A failure of CRI `Exec`, `Attach` or `PortForward`, as kubelet's streaming code maps it.
 pub(super) fn streaming_error(e: CriError) -> HttpError {
     let status = match e.code().map(i32::from) {
         Some(GRPC_NOT_FOUND) => StatusCode::NOT_FOUND,
@@ -79,17 +92,11 @@ pub(super) async fn exec(
     let opts = ExecOptions::parse(query)?;
     // Checked before CRI Exec, so that no session is prepared for a request that cannot use it.
     if !is_upgrade(req.headers()) {
-        return Err(HttpError::bad_request("Upgrade request required"));
+        return Err(upgrade_required());
     }
-    let runs = container_runs(&shared.cri, target).await?;
-    let Some(current) = runs.last() else {
-        return Err(HttpError::not_found(format!(
-            "container {:?} not found in pod {:?}",
-            target.container, target.pod
-        )));
-    };
+    let container_id = current_run(shared, target).await?;
     let request = v1::ExecRequest {
-        container_id: current.id.clone(),
+        container_id: container_id.clone(),
         cmd: opts.command,
         tty: opts.tty,
         stdin: opts.stdin,
@@ -97,9 +104,53 @@ pub(super) async fn exec(
         stderr: opts.stderr,
     };
     let url = shared.cri.exec(request).await.map_err(streaming_error)?;
-    debug!(container.id = %current.id, "Proxying exec to the runtime's streaming server.");
+    debug!(container.id = %container_id, "Proxying exec to the runtime's streaming server.");
     let client = hyper::upgrade::on(&mut req);
     proxy_upgrade(shared, &url, req.method(), req.headers(), client, peer, permit).await
+}
+
+/// `/attach`: as exec, to the container's main process. A container whose spec has no
+/// `stdin` gets no input from the runtime, whatever the client sends.
+pub(super) async fn attach(
+    shared: &Arc<Shared>,
+    target: &Target,
+    query: &str,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    permit: Arc<OwnedSemaphorePermit>,
+) -> Result<Response<Body>, HttpError> {
+    let opts = ExecOptions::parse_attach(query)?;
+    if !is_upgrade(req.headers()) {
+        return Err(upgrade_required());
+    }
+    let container_id = current_run(shared, target).await?;
+    let request = v1::AttachRequest {
+        container_id: container_id.clone(),
+        stdin: opts.stdin,
+        tty: opts.tty,
+        stdout: opts.stdout,
+        stderr: opts.stderr,
+    };
+    let url = shared.cri.attach(request).await.map_err(streaming_error)?;
+    debug!(container.id = %container_id, "Proxying attach to the runtime's streaming server.");
+    let client = hyper::upgrade::on(&mut req);
+    proxy_upgrade(shared, &url, req.method(), req.headers(), client, peer, permit).await
+}
+
+/// What a streaming endpoint answers a plain request.
+pub(super) fn upgrade_required() -> HttpError {
+    HttpError::bad_request("Upgrade request required")
+}
+
+/// The id of the target container's current run.
+async fn current_run(shared: &Shared, target: &Target) -> Result<String, HttpError> {
+    let runs = container_runs(&shared.cri, target).await?;
+    match runs.last() {
+        Some(c) => Ok(c.id.clone()),
+        None => {
+            Err(HttpError::not_found(format!("container {:?} not found in pod {:?}", target.container, target.pod)))
+        }
+    }
 }
 
 /// Forwards the client's upgrade request to `url` (its path replacing the client's), then
@@ -212,7 +263,7 @@ pub(super) async fn relay(
     let (client, backend) = match upgraded {
         Ok(pair) => pair,
         Err(e) => {
-            debug!(error = %e, "Exec upgrade did not complete.");
+            debug!(error = %e, "Streaming upgrade did not complete.");
             return;
         }
     };
@@ -234,12 +285,12 @@ pub(super) async fn relay(
         tokio::select! {
             _ = stop.cancelled() => break,
             r = &mut down => {
-                debug!(bytes = ?r.as_ref().ok(), "Exec session ended by the runtime.");
+                debug!(bytes = ?r.as_ref().ok(), "Streaming session ended by the runtime.");
                 break;
             }
             r = &mut up, if !up_done => {
                 up_done = true;
-                debug!(bytes = ?r.as_ref().ok(), "Exec client closed its side.");
+                debug!(bytes = ?r.as_ref().ok(), "Streaming client closed its side.");
             }
         }
     }

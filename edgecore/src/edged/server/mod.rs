@@ -1,6 +1,7 @@
 //! Edged's kubelet server: the endpoints upstream's edged (a kubelet) serves on
 //! `tailoredKubeletConfig.address:readOnlyPort` (127.0.0.1:10350 by default), which EdgeStream
-//! calls when CloudStream tunnels `kubectl logs` and `kubectl exec` to the edge.
+//! calls when CloudStream tunnels `kubectl logs`, `exec`, `attach` and `port-forward` to the
+//! edge.
 //!
 //! - `GET /containerLogs/{namespace}/{pod}/{container}`: the container's log, read from the file
 //!   CRI names (`ContainerStatus.log_path`, in the CRI log format), with kubelet's query
@@ -12,8 +13,19 @@
 //!   kubelet with `redirectContainerStreaming=false`, the client's upgrade request (SPDY/3.1 or
 //!   WebSocket) is forwarded to the runtime's streaming server, its `101 Switching Protocols`
 //!   relayed, and bytes copied both ways until one side closes.
+//! - `GET|POST /attach/{namespace}/{pod}[/{uid}]/{container}`: CRI `Attach` to the current run
+//!   of the container, with exec's stream flags (no command), then proxied as exec is. The TTY
+//!   flag is the client's (kubectl sets it from the container's spec, as kubelet would).
+//! - `GET|POST /portForward/{namespace}/{pod}[/{uid}]`: CRI `PortForward` into the pod's
+//!   newest sandbox (a ready one first), then proxied as exec is. SPDY clients
+//!   (`portforward.k8s.io`) name a port per stream; WebSocket clients (`v4.channel.k8s.io`)
+//!   name them in the query as kubelet reads it (`port`, repeated or comma-separated,
+//!   required), and the ports go into the CRI request, where the runtime's streaming server
+//!   takes them from ([`portforward`]).
 //! - `GET /stats/summary` and `GET /metrics/resource`: kubelet's resource endpoints, from CRI
 //!   stats and `/proc` ([`stats`]).
+//! - `GET /metrics/probes`: kubelet's `prober_probe_total` counter, from the probe workers'
+//!   counts ([`ProbeMetrics`]); a deleted pod's series are gone.
 //! - `GET /healthz` (and `/healthz/{check}`, upstream edged polls `/healthz/syncloop`): `ok`.
 //!
 //! Pods are found through CRI (not through Edged's pod list): the newest sandbox labelled with
@@ -23,8 +35,9 @@
 //! Errors are plain text with kubelet's status codes and messages: 404 for an unknown pod or
 //! container, 400 for a query that does not decode (`tailLines=abc`) and for log failures
 //! (`previous` without an earlier run), 422 for values kubelet's validation rejects
-//! (`tailLines=-1`, `limitBytes=0`), and for exec the runtime's gRPC code as kubelet maps it
-//! (NotFound → 404, ResourceExhausted → 429, else 500).
+//! (`tailLines=-1`, `limitBytes=0`), and for exec, attach and port-forward the runtime's gRPC
+//! code as kubelet maps it (NotFound → 404, ResourceExhausted → 429, else 500). A streaming
+//! request that is not an upgrade gets 400 `Upgrade request required`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -54,13 +67,16 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::pods::{LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
+use super::probes::ProbeMetrics;
 
 mod exec;
 mod logs;
+mod portforward;
 mod stats;
 
 use exec::*;
 use logs::*;
+use portforward::*;
 
 /// Where upstream's edged serves by default (`address: 127.0.0.1`, `readOnlyPort: 10350`).
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 10350);
@@ -73,7 +89,9 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
 const RUNNING_CHECK: Duration = Duration::from_secs(1);
 /// Open connections at most; past it, new clients wait in the listen backlog. An exec session
 /// keeps its connection's slot until the relay ends.
-const MAX_CONNECTIONS: usize = 128;
+/// As many as EdgeStream opens at once (its `MAX_CONNECTIONS`), so every tunnelled stream gets
+/// an answer.
+const MAX_CONNECTIONS: usize = 1024;
 /// The largest request head accepted from a client (hyper's read buffer cap).
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// The largest response head accepted from the runtime's streaming server.
@@ -119,22 +137,30 @@ pub enum Error {
 pub async fn serve(
     cri: Cri,
     node: String,
+    probes: ProbeMetrics,
     addr: SocketAddr,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), Error> {
     let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
     info!(server.addr = %local, "Edged's kubelet server is listening.");
-    Ok((local, tokio::spawn(run(listener, cri, node, stop))))
+    Ok((local, tokio::spawn(run(listener, cri, node, probes, stop))))
 }
 
 /// Serves on an already-bound listener until `stop`, then waits (a while) for open connections,
-/// log streams and exec sessions to end; each of them observes `stop` too. `node` is the node's
-/// name, as `/stats/summary` reports it.
-pub async fn run(listener: TcpListener, cri: Cri, node: String, stop: CancellationToken) {
+/// log streams and streaming sessions to end; each of them observes `stop` too. `node` is the
+/// node's name, as `/stats/summary` reports it; `probes` is where the probe workers' counts
+/// are read.
+pub async fn run(listener: TcpListener, cri: Cri, node: String, probes: ProbeMetrics, stop: CancellationToken) {
     let tasks = TaskTracker::new();
-    let shared =
-        Arc::new(Shared { cri, node, node_cpu: stats::NodeCpu::default(), stop: stop.clone(), tasks: tasks.clone() });
+    let shared = Arc::new(Shared {
+        cri,
+        node,
+        node_cpu: stats::NodeCpu::default(),
+        probes,
+        stop: stop.clone(),
+        tasks: tasks.clone(),
+    });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         // A slot first, then the connection; both waits are cancel-safe.
@@ -173,13 +199,15 @@ struct Shared {
     node: String,
     /// The node's CPU counter at the last summary (for `usageNanoCores`).
     node_cpu: stats::NodeCpu,
+    /// The probe workers' counts, for `/metrics/probes`.
+    probes: ProbeMetrics,
     stop: CancellationToken,
-    /// Connections, exec relays and their backend connections.
+    /// Connections, streaming relays and their backend connections.
     tasks: TaskTracker,
 }
 
 /// Serves one HTTP/1.1 connection (with upgrades) until it closes or the server shuts down.
-/// `permit` is the connection's slot; an exec relay keeps a clone of it.
+/// `permit` is the connection's slot; a streaming relay keeps a clone of it.
 async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, permit: Arc<OwnedSemaphorePermit>) {
     let _ = stream.set_nodelay(true);
     let stop = shared.stop.clone();
@@ -258,8 +286,9 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 struct Target {
     namespace: String,
     pod: String,
-    /// Only in exec's `/{ns}/{pod}/{uid}/{container}` form.
+    /// Only in the streaming endpoints' `/{ns}/{pod}/{uid}/…` form.
     uid: Option<String>,
+    /// Empty for a port forward (a pod's, not a container's).
     container: String,
 }
 
@@ -269,8 +298,11 @@ enum Route {
     Healthz,
     Logs(Target),
     Exec(Target),
+    Attach(Target),
+    PortForward(Target),
     StatsSummary,
     MetricsResource,
+    MetricsProbes,
 }
 
 /// Maps a method and path to an endpoint (path segments percent-decoded).
@@ -278,17 +310,15 @@ fn route(method: &Method, path: &str) -> Result<Route, HttpError> {
     let segments: Vec<String> = path.trim_start_matches('/').split('/').map(percent_decode).collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let not_found = || HttpError::not_found("404 page not found");
-    let get_only = |r: Route| {
-        if method == Method::GET || method == Method::HEAD {
-            Ok(r)
-        } else {
-            Err(HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed"))
-        }
-    };
+    let not_allowed = || HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed");
+    let get_only = |r: Route| if method == Method::GET || method == Method::HEAD { Ok(r) } else { Err(not_allowed()) };
+    // The streaming endpoints take GET (WebSocket) and POST (SPDY), as kubelet.
+    let streaming = |r: Route| if method == Method::GET || method == Method::POST { Ok(r) } else { Err(not_allowed()) };
     match segs.as_slice() {
         ["healthz"] | ["healthz", _] => get_only(Route::Healthz),
         ["stats", "summary"] => get_only(Route::StatsSummary),
         ["metrics", "resource"] => get_only(Route::MetricsResource),
+        ["metrics", "probes"] => get_only(Route::MetricsProbes),
         ["containerLogs", ns, pod, container] => {
             // Kubelet's own messages (JSON-looking, yet sent as plain text).
             if pod.is_empty() {
@@ -303,7 +333,9 @@ fn route(method: &Method, path: &str) -> Result<Route, HttpError> {
             let t = Target { namespace: (*ns).into(), pod: (*pod).into(), uid: None, container: (*container).into() };
             get_only(Route::Logs(t))
         }
-        ["exec", ns, pod, rest @ ..] if matches!(rest.len(), 1 | 2) && !ns.is_empty() && !pod.is_empty() => {
+        [kind @ ("exec" | "attach"), ns, pod, rest @ ..]
+            if matches!(rest.len(), 1 | 2) && !ns.is_empty() && !pod.is_empty() =>
+        {
             let (uid, container) = match rest {
                 [c] => (None, *c),
                 [u, c] => (Some((*u).to_owned()), *c),
@@ -312,10 +344,21 @@ fn route(method: &Method, path: &str) -> Result<Route, HttpError> {
             if container.is_empty() {
                 return Err(not_found());
             }
-            if method != Method::GET && method != Method::POST {
-                return Err(HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed"));
-            }
-            Ok(Route::Exec(Target { namespace: (*ns).into(), pod: (*pod).into(), uid, container: container.into() }))
+            let t = Target { namespace: (*ns).into(), pod: (*pod).into(), uid, container: container.into() };
+            streaming(if *kind == "exec" { Route::Exec(t) } else { Route::Attach(t) })
+        }
+        ["portForward", ns, pod, rest @ ..] if rest.len() <= 1 && !ns.is_empty() && !pod.is_empty() => {
+            let uid = match rest {
+                [u] if !u.is_empty() => Some((*u).to_owned()),
+                [] => None,
+                _ => return Err(not_found()),
+            };
+            streaming(Route::PortForward(Target {
+                namespace: (*ns).into(),
+                pod: (*pod).into(),
+                uid,
+                container: String::new(),
+            }))
         }
         _ => Err(not_found()),
     }
@@ -334,6 +377,8 @@ async fn handle(
         Ok(Route::Healthz) => Ok(text(StatusCode::OK, "ok".into())),
         Ok(Route::Logs(target)) => container_logs(&shared, &target, &query).await,
         Ok(Route::Exec(target)) => exec(&shared, &target, &query, req, peer, permit).await,
+        Ok(Route::Attach(target)) => attach(&shared, &target, &query, req, peer, permit).await,
+        Ok(Route::PortForward(target)) => port_forward(&shared, &target, &query, req, peer, permit).await,
         Ok(Route::StatsSummary) => match stats::summary(&shared.cri, &shared.node, &shared.node_cpu).await {
             Ok(summary) => {
                 let mut resp = Response::new(full(summary.to_string()));
@@ -342,12 +387,8 @@ async fn handle(
             }
             Err(e) => Err(runtime_error(e)),
         },
-        Ok(Route::MetricsResource) => {
-            let mut resp = Response::new(full(stats::resource_metrics(&shared.cri).await));
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-            Ok(resp)
-        }
+        Ok(Route::MetricsResource) => Ok(prometheus(stats::resource_metrics(&shared.cri).await)),
+        Ok(Route::MetricsProbes) => Ok(prometheus(stats::probe_metrics(&shared.probes))),
         Err(e) => Err(e),
     };
     let resp = result.unwrap_or_else(|e| e.response());
@@ -355,9 +396,17 @@ async fn handle(
     resp
 }
 
-/// The runs of the target container in the pod's newest sandbox, oldest attempt first; 404 when
-/// there is no such pod or container.
-async fn container_runs(cri: &Cri, t: &Target) -> Result<Vec<v1::Container>, HttpError> {
+/// A Prometheus text answer.
+fn prometheus(body: String) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp
+}
+
+/// The target pod's sandboxes (those of its `uid` when the path names one); 404 when it has
+/// none.
+async fn pod_sandboxes(cri: &Cri, t: &Target) -> Result<Vec<v1::PodSandbox>, HttpError> {
     let filter = v1::PodSandboxFilter {
         label_selector: HashMap::from([
             (LABEL_POD_NAMESPACE.to_owned(), t.namespace.clone()),
@@ -365,12 +414,21 @@ async fn container_runs(cri: &Cri, t: &Target) -> Result<Vec<v1::Container>, Htt
         ]),
         ..Default::default()
     };
-    let sandboxes = cri.list_pod_sandbox(Some(filter)).await.map_err(runtime_error)?;
-    let sandbox = sandboxes
+    let sandboxes: Vec<v1::PodSandbox> = (cri.list_pod_sandbox(Some(filter)).await.map_err(runtime_error)?)
         .into_iter()
         .filter(|s| t.uid.as_ref().is_none_or(|uid| s.labels.get(LABEL_POD_UID) == Some(uid)))
-        .max_by_key(|s| s.created_at)
-        .ok_or_else(|| HttpError::not_found(format!("pod {:?} does not exist", t.pod)))?;
+        .collect();
+    if sandboxes.is_empty() {
+        return Err(HttpError::not_found(format!("pod {:?} does not exist", t.pod)));
+    }
+    Ok(sandboxes)
+}
+
+/// The runs of the target container in the pod's newest sandbox, oldest attempt first; 404 when
+/// there is no such pod or container.
+async fn container_runs(cri: &Cri, t: &Target) -> Result<Vec<v1::Container>, HttpError> {
+    let sandbox = pod_sandboxes(cri, t).await?.into_iter().max_by_key(|s| s.created_at);
+    let Some(sandbox) = sandbox else { return Err(HttpError::not_found(format!("pod {:?} does not exist", t.pod))) };
     let filter = v1::ContainerFilter {
         pod_sandbox_id: sandbox.id,
         label_selector: HashMap::from([(LABEL_CONTAINER_NAME.to_owned(), t.container.clone())]),
@@ -410,12 +468,33 @@ mod tests {
         assert_eq!(route(&Method::GET, "/containerLogs/ns/p%2Dx/c"), Ok(Route::Logs(t("ns", "p-x", None, "c"))));
         assert_eq!(route(&Method::POST, "/exec/ns/p/c"), Ok(Route::Exec(t("ns", "p", None, "c"))));
         assert_eq!(route(&Method::GET, "/exec/ns/p/u/c"), Ok(Route::Exec(t("ns", "p", Some("u"), "c"))));
+        assert_eq!(route(&Method::POST, "/attach/ns/p/c"), Ok(Route::Attach(t("ns", "p", None, "c"))));
+        assert_eq!(route(&Method::GET, "/attach/ns/p/u/c"), Ok(Route::Attach(t("ns", "p", Some("u"), "c"))));
+        assert_eq!(route(&Method::GET, "/portForward/ns/p"), Ok(Route::PortForward(t("ns", "p", None, ""))));
+        assert_eq!(route(&Method::POST, "/portForward/ns/p/u"), Ok(Route::PortForward(t("ns", "p", Some("u"), ""))));
+        assert_eq!(route(&Method::GET, "/metrics/probes"), Ok(Route::MetricsProbes));
         let status = |m: Method, p: &str| route(&m, p).unwrap_err().status;
         assert_eq!(status(Method::GET, "/containerLogs/ns/p/"), StatusCode::BAD_REQUEST);
         assert_eq!(status(Method::GET, "/containerLogs//p/c"), StatusCode::BAD_REQUEST);
         assert_eq!(status(Method::POST, "/containerLogs/ns/p/c"), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(status(Method::PUT, "/exec/ns/p/c"), StatusCode::METHOD_NOT_ALLOWED);
-        for p in ["/", "/pods", "/containerLogs/ns/p", "/exec/ns/p", "/exec/ns/p/u/c/x", "/attach/ns/p/c"] {
+        assert_eq!(status(Method::DELETE, "/attach/ns/p/c"), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(status(Method::PUT, "/portForward/ns/p"), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(status(Method::POST, "/metrics/probes"), StatusCode::METHOD_NOT_ALLOWED);
+        for p in [
+            "/",
+            "/pods",
+            "/containerLogs/ns/p",
+            "/exec/ns/p",
+            "/exec/ns/p/u/c/x",
+            "/attach/ns/p",
+            "/attach//p/c",
+            "/portForward/ns",
+            "/portForward/ns/p/",
+            "/portForward/ns/p/u/x",
+            "/portforward/ns/p",
+            "/metrics/probes/x",
+        ] {
             assert_eq!(status(Method::GET, p), StatusCode::NOT_FOUND, "{p}");
         }
     }
@@ -551,6 +630,9 @@ mod tests {
         assert!(o.stdin && o.stdout && o.tty && !o.stderr, "a TTY merges stderr: {o:?}");
         assert_eq!(ExecOptions::parse("command=sh&tty=1").unwrap_err().status, StatusCode::BAD_REQUEST);
         assert_eq!(ExecOptions::parse("output=1").unwrap_err().status, StatusCode::BAD_REQUEST);
+        let o = ExecOptions::parse_attach("input=1&output=1&tty=1&error=1&command=ignored").unwrap();
+        assert!(o.stdin && o.stdout && o.tty && !o.stderr && o.command.is_empty(), "{o:?}");
+        assert_eq!(ExecOptions::parse_attach("tty=1").unwrap_err().status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   `container_memory_working_set_bytes`, `container_start_time_seconds`,
 //!   `pod_cpu_usage_seconds_total`, `pod_memory_working_set_bytes`, `resource_scrape_error`,
 //!   with kubelet's label names and millisecond timestamps.
+//! - `/metrics/probes` is kubelet's `prober_probe_total` counter, from the probe workers' counts
+//!   ([`ProbeMetrics`]); like the Prometheus client, it prints nothing while no probe has run.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,6 +26,10 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use super::super::pods::{LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
+use super::super::probes::{ProbeCount, ProbeMetrics};
+
+/// Kubelet's stability tag of `prober_probe_total`, as its `# HELP` line shows it.
+const PROBE_TOTAL_STABILITY: &str = "ALPHA";
 
 /// Jiffies per second in `/proc/stat` (USER_HZ, 100 on every Linux ABI kubelet supports).
 const USER_HZ: u64 = 100;
@@ -352,6 +358,35 @@ pub async fn resource_metrics(cri: &Cri) -> String {
     out
 }
 
+/// `/metrics/probes`.
+pub fn probe_metrics(probes: &ProbeMetrics) -> String {
+    render_probe_counts(probes.snapshot())
+}
+
+fn render_probe_counts(samples: Vec<ProbeCount>) -> String {
+    if samples.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "# HELP prober_probe_total [{PROBE_TOTAL_STABILITY}] Cumulative number of a liveness, readiness or startup \
+         probe for a container by result.\n# TYPE prober_probe_total counter\n"
+    );
+    for s in samples {
+        let _ = writeln!(
+            out,
+            "prober_probe_total{{container=\"{}\",namespace=\"{}\",pod=\"{}\",pod_uid=\"{}\",probe_type=\"{}\",result=\"{}\"}} {}",
+            label(&s.container),
+            label(&s.namespace),
+            label(&s.pod),
+            label(&s.uid),
+            s.kind.as_str(),
+            s.outcome.as_str(),
+            s.count
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +409,33 @@ mod tests {
         assert_eq!(sum([None, None].into_iter()), None);
         assert_eq!(sum([Some(1), None, Some(2)].into_iter()), Some(3));
         assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
+    }
+
+    #[test]
+    fn probe_counts_render_as_kubelets_counter() {
+        use super::super::super::probes::{Kind, Outcome};
+        assert_eq!(render_probe_counts(vec![]), "", "no family without samples");
+        let count = |container: &str, kind, outcome, count| ProbeCount {
+            namespace: "default".into(),
+            pod: "web".into(),
+            uid: "u-1".into(),
+            container: container.into(),
+            kind,
+            outcome,
+            count,
+        };
+        let text = render_probe_counts(vec![
+            count("app", Kind::Readiness, Outcome::Success, 3),
+            count("a\"b", Kind::Liveness, Outcome::Failure, 1),
+        ]);
+        assert_eq!(
+            text,
+            "# HELP prober_probe_total [ALPHA] Cumulative number of a liveness, readiness or startup probe for a \
+             container by result.\n# TYPE prober_probe_total counter\n\
+             prober_probe_total{container=\"app\",namespace=\"default\",pod=\"web\",pod_uid=\"u-1\",\
+             probe_type=\"Readiness\",result=\"successful\"} 3\n\
+             prober_probe_total{container=\"a\\\"b\",namespace=\"default\",pod=\"web\",pod_uid=\"u-1\",\
+             probe_type=\"Liveness\",result=\"failed\"} 1\n"
+        );
     }
 }
