@@ -69,6 +69,19 @@ spec:
         pct_ms(&times, 0.5),
         pct_ms(&times, 0.99)
     );
+    // For scale: kubectl's own start and one API round trip, no tunnel.
+    let mut gets = Vec::with_capacity(execs);
+    for _ in 0..execs {
+        let t = Instant::now();
+        net.kubectl(&["get", "pod", "web", "-o", "name"]);
+        gets.push(t.elapsed());
+    }
+    gets.sort();
+    println!(
+        "  for scale, kubectl get pod web (no tunnel): p50 {:.0} ms, p99 {:.0} ms",
+        pct_ms(&gets, 0.5),
+        pct_ms(&gets, 0.99)
+    );
 
     // One followed log, read as fast as kubectl can print it.
     std::thread::sleep(Duration::from_secs(5));

@@ -32,11 +32,8 @@ fn kubectl_reaches_edge_pods_through_the_tunnel() {
     });
     let record = net.kubectl(&["-n", "kubeedge", "get", "configmap", "tunnelport", "-o", "yaml"]);
     assert!(record.contains(r#"{"ipTunnelPort":{"10.213.0.1":10351},"port":{"10351":true}}"#), "{record}");
-    // The iptables manager reads the record every 5 s.
-    until("the DNAT of the tunnel port", || {
-        let (ok, rules, _) = net.pair.run(net.pair.cloud(), "iptables", &["-t", "nat", "-S", "TUNNEL-PORT"]);
-        (ok && rules.contains("--dport 10351 -j DNAT --to-destination 10.213.0.1:10003")).then_some(())
-    });
+    let (ok, rules, err) = net.pair.run(net.pair.cloud(), "iptables", &["-t", "nat", "-S", "TUNNEL-PORT"]);
+    assert!(ok && rules.contains("--dport 10351 -j DNAT --to-destination 10.213.0.1:10003"), "{rules} {err}");
 
     net.apply("web", &pod_yaml(net.ctrd.busybox_image()));
     let deadline = Instant::now() + kubeedge_testkit::patience();

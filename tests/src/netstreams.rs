@@ -103,6 +103,11 @@ impl Net {
         let mut edge = pair.spawn(pair.edge(), &edge_bin, &["--config", edge_cfg.to_str().unwrap()]).unwrap();
         edge.wait_for_line("Connected to CloudHub.");
         edge.wait_for_line("Tunnel to CloudStream connected.");
+        // The iptables manager reads the record every 2 s.
+        kubeedge_testkit::until("the DNAT of the tunnel port", || {
+            let (ok, rules, _) = pair.run(pair.cloud(), "iptables", &["-t", "nat", "-S", "TUNNEL-PORT"]);
+            (ok && rules.contains(&format!("--dport 10351 -j DNAT --to-destination {CLOUD_IP}:10003"))).then_some(())
+        });
         Self { edge, cloud, api, ctrd, kubeconfig, dir, pair }
     }
 

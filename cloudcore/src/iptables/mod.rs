@@ -25,8 +25,8 @@ use crate::cloudhub::certs::NAMESPACE;
 use crate::cloudstream::tunnelport::{self, Record};
 use crate::kubeclient::kube_client;
 
-/// How often the ConfigMap is read.
-const POLL: Duration = Duration::from_secs(5);
+/// How often the ConfigMap is read (one GET; a new cloudcore's port is routed within it).
+const POLL: Duration = Duration::from_secs(2);
 /// How often the chain is checked against the record even when the record did not change.
 const RESYNC: Duration = Duration::from_secs(60);
 /// The longest an iptables command may take.
