@@ -88,19 +88,27 @@ pub fn tls_config(ca: &Ca, server: &CertAndKey) -> Result<rustls::ServerConfig, 
     Ok(config)
 }
 
+/// How long a client may take to send a request's head (also the idle time allowed between
+/// requests on a kept-alive connection).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves the join API on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, api: Arc<JoinApi>, shutdown: CancellationToken) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     if let Ok(addr) = listener.local_addr() {
         info!(address = %addr, "CloudHub HTTPS server listening.");
     }
+    let mut backoff = kubeedge_telemetry::AcceptBackoff::new("cloudhub-https");
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             a = listener.accept() => match a {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff.succeeded();
+                    a
+                }
                 Err(e) => {
-                    warn!(error = %e, "Accept failed.");
+                    backoff.failed(&e).await;
                     continue;
                 }
             },
@@ -119,7 +127,9 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, api: Arc<Jo
                 let (api, client_cert) = (api.clone(), client_cert.clone());
                 async move { Ok::<_, Infallible>(handle(&api, req, client_cert.as_deref(), peer).await) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A head sent slowly, or never after a keep-alive answer, closes the connection.
+            builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
             let conn = builder.serve_connection(TokioIo::new(tls), svc);
             tokio::select! {
                 _ = conn => {}

@@ -174,13 +174,17 @@ impl Hub {
         }
         // Handshakes and sessions, waited for at shutdown so each edge gets its close frame.
         let sessions = tokio_util::task::TaskTracker::new();
+        let mut backoff = kubeedge_telemetry::AcceptBackoff::new("cloudhub-websocket");
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 a = listener.accept() => match a {
-                    Ok(a) => a,
+                    Ok(a) => {
+                        backoff.succeeded();
+                        a
+                    }
                     Err(e) => {
-                        warn!(error = %e, "Accept failed.");
+                        backoff.failed(&e).await;
                         continue;
                     }
                 },

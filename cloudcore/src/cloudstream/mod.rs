@@ -75,6 +75,7 @@ pub(crate) async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max));
+    let mut backoff = kubeedge_telemetry::AcceptBackoff::new(what);
     loop {
         // A slot first, then the connection; both waits are cancel-safe.
         let next = async { (slots.clone().acquire_owned().await, listener.accept().await) };
@@ -85,6 +86,7 @@ pub(crate) async fn accept_loop<F, Fut>(
         let Ok(permit) = permit else { return };
         match accepted {
             Ok((tcp, peer)) => {
+                backoff.succeeded();
                 let _ = tcp.set_nodelay(true);
                 let work = handle(tcp, peer);
                 spawner.spawn(async move {
@@ -92,10 +94,7 @@ pub(crate) async fn accept_loop<F, Fut>(
                     drop(permit);
                 });
             }
-            Err(e) => {
-                warn!(server = what, error = %e, "Could not accept a connection.");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
+            Err(e) => backoff.failed(&e).await,
         }
     }
 }

@@ -161,6 +161,7 @@ impl Daemon {
         cfg: C,
         register: impl FnOnce(&C, &mut Registry, &Metrics) -> Result<(), RegisterError>,
     ) -> ExitCode {
+        raise_open_file_limit();
         let mut signals = signal::Signals::install();
         let metrics = match Metrics::new(self.name, VERSION) {
             Ok(m) => m,
@@ -212,6 +213,21 @@ impl Daemon {
         } else {
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: systemd's default soft limit (1,024)
+/// is too few for a cloudcore with hundreds of edges, and running out makes every accept
+/// fail. The units set `LimitNOFILE` too.
+fn raise_open_file_limit() {
+    use rlimit::Resource;
+    match Resource::NOFILE.get() {
+        Ok((soft, hard)) if soft < hard => match Resource::NOFILE.set(hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "Raised the open-file limit to its hard limit."),
+            Err(e) => warn!(soft, hard, error = %e, "Cannot raise the open-file limit."),
+        },
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "Cannot read the open-file limit."),
     }
 }
 

@@ -3,11 +3,13 @@
 //!
 //! Libraries never install a subscriber; the binaries call [`init_logging`] once.
 
+pub mod accept;
 mod logging;
 mod metrics;
 mod process;
 mod server;
 
+pub use accept::AcceptBackoff;
 pub use logging::{LogFormat, init_logging, parse_filter};
 pub use metrics::Metrics;
 pub use server::serve;

@@ -104,8 +104,6 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections get to finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Bytes read from a log file at a time.
 const READ_CHUNK: usize = 32 * 1024;
 /// A log "line" longer than this without a newline is dropped (CRI runtimes split long lines
@@ -162,6 +160,7 @@ pub async fn run(listener: TcpListener, cri: Cri, node: String, probes: ProbeMet
         tasks: tasks.clone(),
     });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = kubeedge_telemetry::AcceptBackoff::new("edged-kubelet-server");
     loop {
         // A slot first, then the connection; both waits are cancel-safe.
         let next = async {
@@ -175,12 +174,10 @@ pub async fn run(listener: TcpListener, cri: Cri, node: String, probes: ProbeMet
         let Ok(permit) = permit else { break };
         match accepted {
             Ok((stream, peer)) => {
+                backoff.succeeded();
                 tasks.spawn(connection(stream, peer, shared.clone(), Arc::new(permit)));
             }
-            Err(e) => {
-                warn!(error = %e, "Kubelet server could not accept a connection.");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-            }
+            Err(e) => backoff.failed(&e).await,
         }
     }
     drop(listener);

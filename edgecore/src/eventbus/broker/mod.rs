@@ -201,14 +201,17 @@ impl Broker {
             info!(address = %addr, "Embedded MQTT broker listening.");
         }
         let mut over_limit = 0u64;
+        let mut backoff = kubeedge_telemetry::AcceptBackoff::new("mqtt-broker");
         loop {
             let (stream, peer) = tokio::select! {
                 _ = stop.cancelled() => break,
                 a = listener.accept() => match a {
-                    Ok(a) => a,
+                    Ok(a) => {
+                        backoff.succeeded();
+                        a
+                    }
                     Err(e) => {
-                        warn!(error = %e, "The MQTT broker could not accept a connection.");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        backoff.failed(&e).await;
                         continue;
                     }
                 },

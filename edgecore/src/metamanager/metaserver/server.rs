@@ -39,8 +39,6 @@ pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What every request handler shares.
 pub(crate) struct Shared {
@@ -65,6 +63,7 @@ pub(crate) struct Shared {
 pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut connections = JoinSet::new();
     let slots = Arc::new(Semaphore::new(shared.opts.max_connections.max(1)));
+    let mut backoff = kubeedge_telemetry::AcceptBackoff::new("metaserver");
     loop {
         // A connection slot first: past the limit, new clients wait in the listen backlog.
         // Both waits are cancel-safe, so losing the race to a finished connection loses nothing.
@@ -79,10 +78,12 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Ca
         };
         let Ok(permit) = permit else { break };
         let (stream, peer) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                backoff.succeeded();
+                a
+            }
             Err(e) => {
-                warn!(error = %e, "MetaServer could not accept a connection.");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                backoff.failed(&e).await;
                 continue;
             }
         };
