@@ -42,6 +42,7 @@ pub struct HubMetrics {
     queue_depth: IntGaugeVec,
     resends: IntCounterVec,
     dropped: IntCounterVec,
+    rejected: IntCounterVec,
 }
 
 impl HubMetrics {
@@ -61,11 +62,19 @@ impl HubMetrics {
                 Opts::new("kubeedge_cloudhub_dropped_total", "Messages for a node that were dropped."),
                 &["node"],
             )?,
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "kubeedge_cloudhub_rejected_messages_total",
+                    "Messages from edges dropped unread, by reason (their warnings are rate-limited).",
+                ),
+                &["reason"],
+            )?,
         };
         registry.register(Box::new(m.connected.clone()))?;
         registry.register(Box::new(m.queue_depth.clone()))?;
         registry.register(Box::new(m.resends.clone()))?;
         registry.register(Box::new(m.dropped.clone()))?;
+        registry.register(Box::new(m.rejected.clone()))?;
         Ok(m)
     }
 }
@@ -292,6 +301,9 @@ impl Hub {
             .metrics
             .as_ref()
             .map(|m| (m.queue_depth.with_label_values(&[&node]), m.resends.with_label_values(&[&node])));
+        let malformed_count = self.metrics.as_ref().map(|m| m.rejected.with_label_values(&["malformed"]));
+        // A peer sending garbage gets one warning, then one every 10 s with the count.
+        let mut malformed = kubeedge_telemetry::LogLimiter::new(Duration::from_secs(10));
         let reason = loop {
             let now = Instant::now();
             let mut write_failed = false;
@@ -334,7 +346,12 @@ impl Hub {
                         self.upstream(&node, msg, &mut queue).await;
                     }
                     Ok(None) => break "edge closed the connection",
-                    Err(e) if e.is_recoverable() => warn!(node, error = %e, "Dropped a malformed message from the edge."),
+                    Err(e) if e.is_recoverable() => {
+                        malformed_count.iter().for_each(|c| c.inc());
+                        if let Some(held_back) = malformed.admit() {
+                            warn!(node, error = %e, held_back, "Dropped a malformed message from the edge (warning at most every 10 s).");
+                        }
+                    }
                     Err(e) => {
                         debug!(node, error = %e, "Read failed.");
                         break "read failed";

@@ -195,6 +195,7 @@ where
 
     let (read_stop, read_end) = (stop.clone(), end_tx);
     spawner.spawn(tasks.track_future(async move {
+        let mut malformed = kubeedge_telemetry::LogLimiter::new(Duration::from_secs(10));
         let why = loop {
             let next = tokio::select! {
                 _ = read_stop.cancelled() => return,
@@ -216,7 +217,11 @@ where
                         _ = read_stop.cancelled() => return,
                         r = in_tx.send(m) => if r.is_err() { return },
                     },
-                    Err(e) => warn!(error = %e, "Dropping a malformed tunnel message."),
+                    Err(e) => {
+                        if let Some(held_back) = malformed.admit() {
+                            warn!(error = %e, held_back, "Dropping a malformed tunnel message (warning at most every 10 s).");
+                        }
+                    }
                 },
             }
         };

@@ -7,11 +7,13 @@ pub mod accept;
 mod logging;
 mod metrics;
 mod process;
+pub mod ratelimit;
 mod server;
 
 pub use accept::AcceptBackoff;
 pub use logging::{LogFormat, init_logging, parse_filter};
 pub use metrics::Metrics;
+pub use ratelimit::LogLimiter;
 pub use server::serve;
 
 /// Errors of telemetry setup.

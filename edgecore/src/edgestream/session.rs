@@ -153,6 +153,7 @@ pub async fn serve(
     // after which the reader is dropped).
     let (read_stop, read_end) = (stop.clone(), end_tx);
     spawner.spawn(tasks.track_future(async move {
+        let mut malformed = kubeedge_telemetry::LogLimiter::new(Duration::from_secs(10));
         let end = loop {
             let next = tokio::select! {
                 _ = read_stop.cancelled() => return,
@@ -175,7 +176,11 @@ pub async fn serve(
                         }
                     }
                     // One bad frame is dropped; the tunnel goes on.
-                    Err(e) => warn!(error = %e, "Dropping a malformed tunnel message."),
+                    Err(e) => {
+                        if let Some(held_back) = malformed.admit() {
+                            warn!(error = %e, held_back, "Dropping a malformed tunnel message (warning at most every 10 s).");
+                        }
+                    }
                 },
             }
         };
