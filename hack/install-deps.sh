@@ -67,4 +67,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo is missing; install the Rust toolchain (rustup) first" >&2
   exit 1
 fi
+
+# cargo-fuzz (crates.io) for the fuzz targets in fuzz/: hack/fuzz.sh, and hack/test.sh runs
+# each target briefly. With `-s none` it works on the stable toolchain (AddressSanitizer runs
+# need nightly). Built from source (about a minute). No build lock here: CI runs this script
+# on its own, and a caller holding the lock would wait on itself.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "install-deps: installing cargo-fuzz (crates.io)"
+  cargo install --locked --quiet cargo-fuzz --version 0.13.2
+fi
 echo "install-deps: ok ($(cargo --version); $("$TOOLS_DIR/helm" version --short 2>/dev/null || helm version --short))"

@@ -40,6 +40,7 @@ async fn edge(ca: Arc<Ca>, addr: String, node: String, db: std::path::PathBuf, c
         project_id: "e632aba927ea4ac2b575ec1603d56f10".into(),
         max_message: kubeedge_model::MAX_MESSAGE_SIZE,
         handshake_timeout: Duration::from_secs(60),
+        features: Vec::new(),
     };
     let store = Store::open(&db, Default::default()).expect("store");
     let mut conn = kubeedge_viaduct::connect(&opts, tls).await.expect("connect");

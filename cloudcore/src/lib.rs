@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod devicecontroller;
 pub mod dynamiccontroller;
 pub mod edgecontroller;
+pub mod inflight;
 pub mod iptables;
 pub mod kubeclient;
 pub mod synccontroller;

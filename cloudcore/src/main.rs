@@ -18,6 +18,7 @@ use cloudcore::synccontroller::SyncControllerModule;
 use kubeedge_beehive::RestartPolicy;
 use kubeedge_config::cloudcore::CloudCoreConfig;
 use kubeedge_daemon::Daemon;
+use kubeedge_model::constants::module;
 
 /// Config keys (under `modules`) of the modules this build implements.
 const AVAILABLE_MODULES: &[&str] = &[
@@ -40,11 +41,15 @@ fn main() -> ExitCode {
     };
     daemon.main::<CloudCoreConfig>(|cfg, registry, metrics| {
         let hub = &cfg.modules.cloud_hub;
+        // What edges may have in flight: CloudHub admits, the controllers report each done.
+        let mut admission = None;
         if hub.enable {
             let module = CloudHubModule::new(hub.clone(), cfg.kube_api_config.clone(), Some(metrics.registry()))
                 .map_err(|e| e.to_string())?;
+            admission = Some(module.admission());
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
         }
+        let completion = |group: &'static str| admission.as_ref().map(|a| a.completion(group));
         // One refusal counter for every module that authorizes edge requests.
         if cfg.modules.cloud_stream.enable {
             let module = cloudcore::cloudstream::CloudStreamModule::new(
@@ -82,17 +87,22 @@ fn main() -> ExitCode {
         let dc = &cfg.modules.device_controller;
         if dc.enable {
             let module = DeviceControllerModule::new(cfg.kube_api_config.clone(), dc.clone(), syncs.clone())
-                .with_authz_metrics(authz_metrics.clone());
+                .with_authz_metrics(authz_metrics.clone())
+                .with_completion(completion(module::DEVICECONTROLLER));
             devices = Some(module.devices());
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
         }
         if ec.enable {
             let module = EdgeControllerModule::new(cfg.kube_api_config.clone(), syncs.clone())
-                .with_authz_metrics(authz_metrics.clone());
+                .with_authz_metrics(authz_metrics.clone())
+                .with_completion(completion(module::EDGECONTROLLER));
             view = module.view();
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
             if let Some(syncs) = syncs {
-                let mut module = SyncControllerModule::new(cfg.kube_api_config.clone(), view.clone(), syncs);
+                let inventory = cloudcore::synccontroller::InventoryMetrics::register(metrics.registry())
+                    .map_err(|e| e.to_string())?;
+                let mut module =
+                    SyncControllerModule::new(cfg.kube_api_config.clone(), view.clone(), syncs).with_metrics(inventory);
                 if let Some(d) = devices {
                     module = module.with_devices(d);
                 }
@@ -100,7 +110,8 @@ fn main() -> ExitCode {
             }
         }
         if cfg.modules.dynamic_controller.enable {
-            let module = DynamicControllerModule::new(cfg.kube_api_config.clone(), view, authz_metrics);
+            let module = DynamicControllerModule::new(cfg.kube_api_config.clone(), view, authz_metrics)
+                .with_completion(completion(module::DYNAMICCONTROLLER));
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
         }
         Ok(())

@@ -33,6 +33,7 @@ async fn edge_with(s: &Setup, node: &str, cert: &[u8], key: &[u8]) -> Conn {
         project_id: "p".to_owned(),
         max_message: kubeedge_model::MAX_MESSAGE_SIZE,
         handshake_timeout: PATIENCE,
+        features: Vec::new(),
     };
     connect(&opts, tls).await.unwrap()
 }

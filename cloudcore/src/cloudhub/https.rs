@@ -34,7 +34,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use kube::api::{Patch, PatchParams};
-use kubeedge_pki::{Ca, CertAndKey};
+use kubeedge_pki::{Ca, CertAndKey, NodeCsrError};
 use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
@@ -43,8 +43,9 @@ use tracing::{debug, info, warn};
 
 use super::session::Hub;
 
-/// The largest request body accepted (a CSR is a few hundred bytes).
-pub const MAX_BODY: usize = 64 * 1024;
+/// The largest request body accepted (a CSR is a few hundred bytes); the CSR checks
+/// ([`kubeedge_pki::check_node_csr`]) refuse a larger one too.
+pub const MAX_BODY: usize = kubeedge_pki::MAX_CSR_BODY;
 
 /// Node annotation recording when the node's latest certificate expires (RFC 3339), written
 /// when the join API issues one.
@@ -99,41 +100,87 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, api: Arc<Jo
         info!(address = %addr, "CloudHub HTTPS server listening.");
     }
     let mut backoff = kubeedge_telemetry::AcceptBackoff::new("cloudhub-https");
+    // Which connections are idle (a TLS handshake under way, or no request in flight): a
+    // connection that completed no request head within 10 s is closed (hyper's header timer
+    // does not cover a client silent after TLS: version detection has no timeout), and out of
+    // file descriptors the one idle longest is closed so that accepting can go on. No cap.
+    let conns =
+        kubeedge_telemetry::Connections::new("cloudhub-https", kubeedge_telemetry::conns::Limits::with_cap(usize::MAX));
+    let mut sweep = tokio::time::interval(kubeedge_telemetry::conns::SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = sweep.tick() => {
+                conns.sweep();
+                continue;
+            }
             a = listener.accept() => match a {
                 Ok(a) => {
                     backoff.succeeded();
                     a
                 }
                 Err(e) => {
+                    conns.on_accept_error(&e);
                     backoff.failed(&e).await;
                     continue;
                 }
             },
         };
         let (acceptor, api, shutdown) = (acceptor.clone(), api.clone(), shutdown.clone());
+        let registered = Arc::new(conns.register());
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(t)) => t,
-                _ => {
-                    debug!(%peer, "TLS handshake failed.");
+            let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp));
+            let tls = tokio::select! {
+                t = handshake => match t {
+                    Ok(Ok(t)) => t,
+                    _ => {
+                        debug!(%peer, "TLS handshake failed.");
+                        return;
+                    }
+                },
+                () = registered.shed() => {
+                    debug!(%peer, "Dropped a pending TLS handshake to free a file descriptor.");
                     return;
                 }
             };
             let client_cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
-            let svc = service_fn(move |req| {
-                let (api, client_cert) = (api.clone(), client_cert.clone());
-                async move { Ok::<_, Infallible>(handle(&api, req, client_cert.as_deref(), peer).await) }
+            let svc = service_fn({
+                let registered = registered.clone();
+                move |req| {
+                    // Busy from a complete request head until the answer is sent.
+                    let busy = registered.request();
+                    let (api, client_cert) = (api.clone(), client_cert.clone());
+                    async move {
+                        let resp = handle(&api, req, client_cert.as_deref(), peer).await;
+                        Ok::<_, Infallible>(resp.map(|body| {
+                            body.map_frame(move |frame| {
+                                let _busy = &busy;
+                                frame
+                            })
+                        }))
+                    }
+                }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // A head sent slowly, or never after a keep-alive answer, closes the connection.
             builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
             let conn = builder.serve_connection(TokioIo::new(tls), svc);
-            tokio::select! {
-                _ = conn => {}
-                _ = shutdown.cancelled() => {}
+            tokio::pin!(conn);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = shutdown.cancelled() => return,
+                    // Idle: closed at once; a request that started meanwhile is answered first.
+                    () = registered.shed(), if !closing => {
+                        if !registered.is_busy() {
+                            return;
+                        }
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
             }
         });
     }
@@ -200,7 +247,7 @@ async fn sign(api: &JoinApi, req: Request<Incoming>, client_cert: Option<&[u8]>)
     let by_cert = match client_cert {
         Some(cert) if kubeedge_pki::verify_signed_by(cert, api.ca.cert_der()) => {
             let (cn, orgs) = kubeedge_pki::subject(cert).map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
-            if !subject_matches(&cn, &orgs, &node, api.permissive) {
+            if !kubeedge_pki::node_subject_matches(&cn, &orgs, &node, api.permissive) {
                 return Err((StatusCode::FORBIDDEN, format!("certificate {cn:?} may not renew node {node:?}")));
             }
             // The certificate the node's live session uses may always renew itself (also when
@@ -232,24 +279,11 @@ async fn sign(api: &JoinApi, req: Request<Incoming>, client_cert: Option<&[u8]>)
         }
     }
     let body = read_capped(req.into_body()).await?;
-    let csr_subject =
-        kubeedge_pki::csr_subject(&body).map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid CSR: {e}")))?;
-    if !subject_matches(&csr_subject.0, &csr_subject.1, &node, api.permissive) {
-        let legacy = csr_subject.0 == "kubeedge.io";
-        return Err((
-            StatusCode::FORBIDDEN,
-            format!(
-                "the CSR subject CN={} O={:?} is not node {node:?} (CN=system:node:{node}, O=system:nodes){}",
-                csr_subject.0,
-                csr_subject.1,
-                if legacy {
-                    "; this is a pre-1.17 edge: set modules.cloudHub.nodeIdentityCheck: false to admit such edges"
-                } else {
-                    ""
-                }
-            ),
-        ));
-    }
+    kubeedge_pki::check_node_csr(&body, &node, api.permissive).map_err(|e| match e {
+        NodeCsrError::TooLarge => too_large(),
+        NodeCsrError::Invalid(e) => (StatusCode::BAD_REQUEST, format!("invalid CSR: {e}")),
+        e @ NodeCsrError::Subject { .. } => (StatusCode::FORBIDDEN, e.to_string()),
+    })?;
     let valid_for = std::time::Duration::from_secs(u64::from(api.signing_days) * 86_400);
     let cert = api
         .ca
@@ -346,16 +380,14 @@ async fn record_not_after(api: &JoinApi, node: &str, cert: &[u8]) -> Result<(), 
     }
 }
 
-fn subject_matches(cn: &str, orgs: &[String], node: &str, permissive: bool) -> bool {
-    let strict = cn == format!("system:node:{node}") && orgs.iter().any(|o| o == "system:nodes");
-    let legacy = cn == "kubeedge.io" && orgs.iter().any(|o| o.eq_ignore_ascii_case("kubeedge"));
-    strict || (permissive && legacy)
-}
-
 async fn read_capped(body: Incoming) -> Result<Vec<u8>, Refusal> {
     let limited = http_body_util::Limited::new(body, MAX_BODY);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes().to_vec()),
-        Err(_) => Err((StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {MAX_BODY} bytes"))),
+        Err(_) => Err(too_large()),
     }
+}
+
+fn too_large() -> Refusal {
+    (StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {MAX_BODY} bytes"))
 }

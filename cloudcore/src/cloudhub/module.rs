@@ -12,8 +12,9 @@ use kubeedge_viaduct::{AuthMode, ServerOptions};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use super::session::{Hub, HubMetrics};
+use super::session::{EdgeLimits, Hub, HubMetrics};
 use super::{certs, https};
+use crate::inflight::{Admission, Limits};
 use crate::kubeclient::kube_client;
 
 /// CloudHub as a bus module (`cloudhub`/`cloudhub`).
@@ -21,6 +22,8 @@ pub struct CloudHubModule {
     cfg: CloudHub,
     kube: KubeApiConfig,
     metrics: Option<HubMetrics>,
+    /// What edges may have in flight, shared with the controllers (`edgeMessages`).
+    admission: Admission,
     /// The join API's and the WebSocket server's listeners, bound by `prepare`; a restart
     /// after a failure binds again.
     listeners: (Option<TcpListener>, Option<TcpListener>),
@@ -34,7 +37,19 @@ impl CloudHubModule {
         registry: Option<&prometheus::Registry>,
     ) -> Result<Self, prometheus::Error> {
         let metrics = registry.map(HubMetrics::register).transpose()?;
-        Ok(Self { cfg, kube, metrics, listeners: (None, None) })
+        let em = &cfg.edge_messages;
+        let limits = Limits {
+            node_in_flight: usize::try_from(em.node_in_flight).unwrap_or(1),
+            memory: em.in_flight_memory_bytes(),
+        };
+        let admission = Admission::new(limits, registry)?;
+        Ok(Self { cfg, kube, metrics, admission, listeners: (None, None) })
+    }
+
+    /// What edges may have in flight: the controllers EdgeController, DeviceController and
+    /// DynamicController take their [`Completion`](crate::inflight::Completion) from it.
+    pub fn admission(&self) -> Admission {
+        self.admission.clone()
     }
 }
 
@@ -113,11 +128,20 @@ impl Module for CloudHubModule {
                     }
                 });
             }
-            let hub = Hub::new(
+            let em = &cfg.edge_messages;
+            let limits = EdgeLimits {
+                qps: f64::from(em.message_qps),
+                burst: f64::from(em.message_burst),
+                admission: self.admission.clone(),
+            };
+            // Memory freed by large edge messages goes back to the OS after each burst.
+            ctx.spawn(self.admission.clone().trim_after_bursts(shutdown.clone()));
+            let hub = Hub::with_limits(
                 ctx.bus.clone(),
                 usize::try_from(cfg.node_limit).unwrap_or(0),
                 cfg.keepalive_interval(),
                 self.metrics.clone(),
+                limits,
             );
             if cfg.https.enable {
                 let listener = match self.listeners.0.take() {
@@ -143,13 +167,17 @@ impl Module for CloudHubModule {
                 let tls = kubeedge_viaduct::server_tls(ca.cert_der(), &pki.server.cert_der, &pki.server.key_sec1)?;
                 let opts = ServerOptions {
                     auth: if permissive { AuthMode::Permissive } else { AuthMode::Strict },
+                    // Edges may send less than they are sent (32 MiB).
+                    max_message: em.max_message_bytes(),
                     ..ServerOptions::default()
                 };
                 sessions = Some(ctx.spawn(hub.clone().serve(listener, tls, opts, shutdown.clone())));
             }
             while let Some(msg) = ctx.recv().await {
                 if is_sessions_query(&msg) {
-                    hub.announce_sessions().await;
+                    // Not awaited here: SyncController may be waiting on this inbox meanwhile.
+                    let hub = hub.clone();
+                    ctx.spawn(async move { hub.announce_sessions().await });
                     continue;
                 }
                 hub.dispatch(msg);

@@ -41,6 +41,10 @@ pub fn no_ack_required(msg: &Message) -> bool {
     {
         return true;
     }
+    // Ours: the anti-entropy question is answered, not ACKed.
+    if kubeedge_model::protocol::inventory::is_request(msg) {
+        return true;
+    }
     if r.group == group::USER || r.source == module::TASKMANAGER || r.source == module::NODEUPGRADEJOBCONTROLLER {
         return true;
     }

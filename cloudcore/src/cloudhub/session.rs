@@ -9,7 +9,9 @@
 //! `twin` → devicecontroller, `metaserver` → dynamiccontroller, everything else → edgecontroller.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::queue::NodeQueue;
+use crate::inflight::{Admission, Wait};
 
 /// How long shutdown waits for the edges' sessions to send their close frames.
 const SHUTDOWN_CLOSE: Duration = Duration::from_secs(2);
@@ -86,6 +89,8 @@ struct Entry {
     peer: SocketAddr,
     cert_not_before: i64,
     cert_sha256: String,
+    /// The edge answers inventory questions (it is ours).
+    inventory: bool,
 }
 
 /// Whether a new session may replace `old` for the same node: only with the same certificate
@@ -108,11 +113,46 @@ pub struct Hub {
     keepalive: Duration,
     bus: Bus,
     metrics: Option<HubMetrics>,
+    /// What one edge may send (`modules.cloudHub.edgeMessages`); `None`: no limits (tests).
+    limits: Option<EdgeLimits>,
+}
+
+/// What CloudHub enforces on the messages edges send it (`modules.cloudHub.edgeMessages`).
+#[derive(Clone)]
+pub struct EdgeLimits {
+    /// Requests per second one node may hand the controllers (`messageQPS`).
+    pub qps: f64,
+    /// Requests above that rate one node may send at once (`messageBurst`).
+    pub burst: f64,
+    /// Messages per node in flight and the memory budget, shared with the controllers.
+    pub admission: Admission,
 }
 
 impl Hub {
-    /// A hub that admits at most `node_limit` nodes and drops a node silent for `keepalive`.
+    /// A hub that admits at most `node_limit` nodes and drops a node silent for `keepalive`;
+    /// it puts no limits on what edges send ([`Hub::with_limits`] does).
     pub fn new(bus: Bus, node_limit: usize, keepalive: Duration, metrics: Option<HubMetrics>) -> Arc<Self> {
+        Self::build(bus, node_limit, keepalive, metrics, None)
+    }
+
+    /// [`Hub::new`] enforcing `limits` on every edge's messages.
+    pub fn with_limits(
+        bus: Bus,
+        node_limit: usize,
+        keepalive: Duration,
+        metrics: Option<HubMetrics>,
+        limits: EdgeLimits,
+    ) -> Arc<Self> {
+        Self::build(bus, node_limit, keepalive, metrics, Some(limits))
+    }
+
+    fn build(
+        bus: Bus,
+        node_limit: usize,
+        keepalive: Duration,
+        metrics: Option<HubMetrics>,
+        limits: Option<EdgeLimits>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             sessions: Mutex::default(),
             newest_cert: Mutex::default(),
@@ -121,6 +161,7 @@ impl Hub {
             keepalive,
             bus,
             metrics,
+            limits,
         })
     }
 
@@ -144,9 +185,10 @@ impl Hub {
     /// Tells SyncController about every session now, as if each had just connected: what a
     /// (re)started SyncController asks for, since it keeps no state across runs.
     pub async fn announce_sessions(&self) {
-        let live: Vec<(String, u64)> = self.sessions.lock().iter().map(|(n, e)| (n.clone(), e.id)).collect();
-        for (node, id) in live {
-            self.notify_sync(&node, Operation::Connected, id).await;
+        let live: Vec<(String, u64, bool)> =
+            self.sessions.lock().iter().map(|(n, e)| (n.clone(), e.id, e.inventory)).collect();
+        for (node, id, inventory) in live {
+            self.notify_sync(&node, Operation::Connected, id, inventory).await;
         }
     }
 
@@ -184,6 +226,13 @@ impl Hub {
         // Handshakes and sessions, waited for at shutdown so each edge gets its close frame.
         let sessions = tokio_util::task::TaskTracker::new();
         let mut backoff = kubeedge_telemetry::AcceptBackoff::new("cloudhub-websocket");
+        // Handshakes under way (TLS, then the WebSocket upgrade): out of file descriptors, the
+        // oldest is dropped so that accepting can go on. No cap and no sweep: viaduct's
+        // handshake timeout bounds each one.
+        let handshakes = kubeedge_telemetry::Connections::new(
+            "cloudhub-websocket",
+            kubeedge_telemetry::conns::Limits::with_cap(usize::MAX),
+        );
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -193,18 +242,26 @@ impl Hub {
                         a
                     }
                     Err(e) => {
+                        handshakes.on_accept_error(&e);
                         backoff.failed(&e).await;
                         continue;
                     }
                 },
             };
             let (hub, acceptor, opts, shutdown) = (self.clone(), acceptor.clone(), opts.clone(), shutdown.clone());
+            let handshake = handshakes.register();
             sessions.spawn(async move {
                 // A handshake under way when cloudcore stops is abandoned, not waited for.
                 let accepted = tokio::select! {
                     _ = shutdown.cancelled() => return,
+                    () = handshake.shed() => {
+                        debug!(%peer, "Dropped a pending edge handshake to free a file descriptor.");
+                        return;
+                    }
                     a = kubeedge_viaduct::accept(tcp, acceptor, &opts) => a,
                 };
+                // A session is not a handshake: never shed.
+                drop(handshake);
                 match accepted {
                     Ok((id, conn)) => hub.run_session(id, peer, conn, shutdown).await,
                     Err(e) => debug!(%peer, error = %e, "Edge handshake failed."),
@@ -252,6 +309,7 @@ impl Hub {
                         peer,
                         cert_not_before: id.cert_not_before,
                         cert_sha256: id.cert_sha256.clone(),
+                        inventory: id.has_feature(kubeedge_model::protocol::inventory::FEATURE),
                     };
                     if let Some(old) = sessions.insert(node.clone(), entry) {
                         info!(node, old_peer = %old.peer, new_peer = %peer, "Replacing the node's previous session.");
@@ -293,7 +351,8 @@ impl Hub {
             }
         }
         info!(node, cert = %id.cert_cn, "Edge connected.");
-        self.notify_sync(&node, Operation::Connected, session_id).await;
+        let inventory = id.has_feature(kubeedge_model::protocol::inventory::FEATURE);
+        self.notify_sync(&node, Operation::Connected, session_id, inventory).await;
         let mut queue = NodeQueue::default();
         let mut last_seen = tokio::time::Instant::now();
         // This node's series, looked up once: not a labelled lookup per message.
@@ -302,8 +361,18 @@ impl Hub {
             .as_ref()
             .map(|m| (m.queue_depth.with_label_values(&[&node]), m.resends.with_label_values(&[&node])));
         let malformed_count = self.metrics.as_ref().map(|m| m.rejected.with_label_values(&["malformed"]));
+        let too_large_count = self.metrics.as_ref().map(|m| m.rejected.with_label_values(&["too_large"]));
         // A peer sending garbage gets one warning, then one every 10 s with the count.
         let mut malformed = kubeedge_telemetry::LogLimiter::new(Duration::from_secs(10));
+        // The node's pace of requests to the controllers, and the note when it is held back.
+        let mut bucket = self.limits.as_ref().map(|l| Bucket::new(l.qps, l.burst, Instant::now()));
+        let mut held_back_note = kubeedge_telemetry::LogLimiter::new(Duration::from_secs(10));
+        // A request read and not yet taken by the bus (waiting for its rate, room in flight or
+        // memory). While there is one the connection is not read: the edge waits on its own
+        // socket, and downstream messages still flow.
+        let mut handing: Option<Handing> = None;
+        // The close frame a refused session gets.
+        let mut close_frame: Option<(u16, String)> = None;
         let reason = loop {
             let now = Instant::now();
             let mut write_failed = false;
@@ -328,9 +397,25 @@ impl Hub {
             }
             let wake = queue.next_deadline().map(tokio::time::Instant::from_std);
             let silent_until = last_seen + self.keepalive;
+            let reading = handing.is_none();
             tokio::select! {
                 _ = cancel.cancelled() => break "replaced or shutting down",
-                _ = tokio::time::sleep_until(silent_until) => break "keepalive timeout",
+                // Silence counts only while the connection is read.
+                _ = tokio::time::sleep_until(silent_until), if reading => break "keepalive timeout",
+                waited = async { match handing.as_mut() { Some(h) => h.await, None => std::future::pending().await } }, if !reading => {
+                    handing = None;
+                    last_seen = tokio::time::Instant::now();
+                    if !waited.is_empty() && let Some(held_back) = held_back_note.admit() {
+                        let waited: Vec<&str> = waited.iter().map(|w| w.as_str()).collect();
+                        info!(
+                            node,
+                            ?waited,
+                            held_back,
+                            "Held back the edge's messages: it sends faster than the cloud takes them \
+                             (modules.cloudHub.edgeMessages; note at most every 10 s)."
+                        );
+                    }
+                }
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
                     if let Some((_, resends)) = &gauges {
                         resends.inc();
@@ -340,17 +425,32 @@ impl Hub {
                     Some(msg) => { queue.enqueue(msg); }
                     None => break "session closed",
                 },
-                up = conn.recv() => match up {
+                up = conn.recv(), if reading => match up {
                     Ok(Some(msg)) => {
                         last_seen = tokio::time::Instant::now();
-                        self.upstream(&node, msg, &mut queue).await;
+                        handing = self.upstream(&node, msg, &mut queue, bucket.as_mut());
                     }
                     Ok(None) => break "edge closed the connection",
                     Err(e) if e.is_recoverable() => {
-                        malformed_count.iter().for_each(|c| c.inc());
+                        let count = if e.too_large().is_some() { &too_large_count } else { &malformed_count };
+                        count.iter().for_each(|c| c.inc());
                         if let Some(held_back) = malformed.admit() {
                             warn!(node, error = %e, held_back, "Dropped a malformed message from the edge (warning at most every 10 s).");
                         }
+                    }
+                    Err(e) if let Some((size, limit)) = e.too_large() => {
+                        // Refused from its frame header: the payload was never read, so the
+                        // connection cannot go on.
+                        too_large_count.iter().for_each(|c| c.inc());
+                        warn!(
+                            node,
+                            size,
+                            limit,
+                            "Refused a message from the edge over the edge→cloud limit \
+                             (modules.cloudHub.edgeMessages.maxMessageMiB); closing its session."
+                        );
+                        close_frame = Some((1009, format!("message of {size} bytes is over the {limit}-byte limit")));
+                        break "message too large";
                     }
                     Err(e) => {
                         debug!(node, error = %e, "Read failed.");
@@ -361,6 +461,8 @@ impl Hub {
         };
         if reason == "the node was deleted" {
             let _ = conn.close().await;
+        } else if let Some((code, why)) = close_frame {
+            let _ = tokio::time::timeout(SHUTDOWN_CLOSE, conn.close_with(code, &why)).await;
         } else if shutdown.is_cancelled() && matches!(reason, "replaced or shutting down" | "session closed") {
             // Upstream edges log 1006 (abnormal closure) for a dropped TCP connection; a
             // close frame lets them reconnect at once.
@@ -386,7 +488,7 @@ impl Hub {
             depth.set(0);
         }
         if still_current {
-            self.notify_sync(&node, Operation::Disconnected, session_id).await;
+            self.notify_sync(&node, Operation::Disconnected, session_id, false).await;
         }
         info!(node, reason, "Edge disconnected.");
     }
@@ -394,8 +496,8 @@ impl Hub {
     /// Tells SyncController a node connected (it then resumes the node from its ObjectSyncs at
     /// once) or went away.
     /// The content is the session's id, so a late notice of an old session can be told from
-    /// the current one.
-    async fn notify_sync(&self, node: &str, op: Operation, session: u64) {
+    /// the current one, followed by ` inventory` when the edge answers inventory questions.
+    async fn notify_sync(&self, node: &str, op: Operation, session: u64, inventory: bool) {
         if self.bus.group_members(module::SYNCCONTROLLER).is_empty() {
             return;
         }
@@ -404,18 +506,28 @@ impl Hub {
             module::SYNCCONTROLLER,
             CloudResource::node_notice(node),
             op,
-            Content::string(&session.to_string()),
+            Content::string(&if inventory { format!("{session} inventory") } else { session.to_string() }),
         );
         let _ = self.bus.send(module::SYNCCONTROLLER, msg).await;
     }
 
-    async fn upstream(&self, node: &str, mut msg: Message, queue: &mut NodeQueue) {
+    /// Handles one message from the edge: keepalives, ACKs and replies at once (never paced or
+    /// counted: an edge's ACKs must not wait behind its requests); a request for the controllers
+    /// is returned as the [`Handing`] that waits for the node's pace and room, then gives it to
+    /// the bus.
+    fn upstream(
+        self: &Arc<Self>,
+        node: &str,
+        mut msg: Message,
+        queue: &mut NodeQueue,
+        bucket: Option<&mut Bucket>,
+    ) -> Option<Handing> {
         if msg.is_empty_frame() {
             // A v1.15 edge writes a zero-value message as it shuts down.
-            return;
+            return None;
         }
         match msg.operation() {
-            Operation::Keepalive => return,
+            Operation::Keepalive => return None,
             Operation::Response if msg.parent_id().is_some() => {
                 let parent = msg.header.parent_id.clone();
                 if let Some(acked) = queue.ack(&parent) {
@@ -428,17 +540,17 @@ impl Hub {
                         note.router.source = module::CLOUDHUB.to_owned();
                         let _ = self.bus.try_send(module::SYNCCONTROLLER, note);
                     }
-                    return;
+                    return None;
                 }
                 // Not an ACK of ours: a reply to a cloud request, for a waiting module.
                 if let Err(m) = self.bus.try_send_resp(msg) {
                     debug!(node, msg.parent_id = %m.header.parent_id, "A response answers nothing waiting.");
                 }
-                return;
+                return None;
             }
             Operation::Error => {
                 warn!(node, resource = %msg.router.resource, content = ?msg.content, "The edge reported an error.");
-                return;
+                return None;
             }
             _ => {}
         }
@@ -451,13 +563,73 @@ impl Hub {
         };
         if msg.operation() == Operation::Upload && msg.router.group == group::USER {
             let _ = self.bus.try_send(module::ROUTER, msg);
-            return;
+            return None;
         }
         if self.bus.group_members(group).is_empty() {
             debug!(node, group, "No module for an upstream message; dropped.");
-            return;
+            return None;
         }
-        let _ = self.bus.send_to_group(group, msg).await;
+        let not_before = bucket.and_then(|b| b.take(Instant::now()));
+        Some(Box::pin(self.clone().hand_over(node.to_owned(), group, msg, not_before)))
+    }
+
+    /// Waits for the node's pace (`not_before`) and its room in flight, then gives `msg` to
+    /// `group`. A group whose module takes a ticket for it keeps it counted until handled;
+    /// otherwise it is counted until the bus took it. Returns what it waited for.
+    async fn hand_over(
+        self: Arc<Self>,
+        node: String,
+        group: &'static str,
+        msg: Message,
+        not_before: Option<Instant>,
+    ) -> Vec<Wait> {
+        let mut waited = Vec::new();
+        let Some(limits) = &self.limits else {
+            let _ = self.bus.send_to_group(group, msg).await;
+            return waited;
+        };
+        if let Some(at) = not_before {
+            limits.admission.count_wait(Wait::Rate);
+            waited.push(Wait::Rate);
+            tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+        }
+        let admitted = limits.admission.admit(&node, crate::inflight::weight(&msg)).await;
+        waited.extend_from_slice(&admitted.waited);
+        // A ticket per member would release the message twice: hand over to a sole member only.
+        let completes = limits.admission.completes(group) && self.bus.group_members(group).len() == 1;
+        if self.bus.send_to_group(group, msg).await.is_ok() && completes {
+            admitted.handed_over();
+        }
+        waited
+    }
+}
+
+/// A request on its way from a session to the controllers ([`Hub::hand_over`]).
+type Handing = Pin<Box<dyn Future<Output = Vec<Wait>> + Send>>;
+
+/// One node's pace of requests to the controllers: EdgeHub's token bucket (`messageQPS`,
+/// `messageBurst`), enforced by the cloud on what it reads.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    burst: f64,
+    qps: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(qps: f64, burst: f64, now: Instant) -> Self {
+        let burst = burst.max(1.0);
+        Self { tokens: burst, burst, qps: qps.max(f64::MIN_POSITIVE), at: now }
+    }
+
+    /// Takes a token: `None` if one was there, else the moment it will have been (taken in
+    /// advance; the session reads nothing more until then, so the debt is one token at most).
+    fn take(&mut self, now: Instant) -> Option<Instant> {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.qps;
+        self.tokens = (self.tokens + refill).min(self.burst) - 1.0;
+        self.at = now;
+        (self.tokens < 0.0).then(|| now + Duration::from_secs_f64(-self.tokens / self.qps))
     }
 }
 
@@ -466,4 +638,36 @@ fn deletes_node(msg: &Message, node: &str) -> bool {
     msg.operation() == Operation::Delete
         && ResourcePath::parse(&msg.router.resource)
             .is_ok_and(|p| p.resource_type == resource_type::NODE && p.name.as_deref() == Some(node))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(30.0, 60.0, t0);
+        // EdgeHub's own burst passes at once …
+        for _ in 0..60 {
+            assert_eq!(b.take(t0), None);
+        }
+        // … the next waits one token's time (1/30 s), taken in advance.
+        let at = b.take(t0).expect("paced");
+        assert!((at - t0).as_secs_f64() - 1.0 / 30.0 < 1e-6, "{:?}", at - t0);
+        // Read again at that moment: the next is one more token's time away.
+        let next = b.take(at).expect("paced");
+        assert!(((next - at).as_secs_f64() - 1.0 / 30.0).abs() < 1e-6);
+        // A quiet second refills 30, never beyond the burst.
+        let later = next + Duration::from_secs(1);
+        for _ in 0..30 {
+            assert_eq!(b.take(later), None);
+        }
+        assert!(b.take(later).is_some());
+        let much_later = later + Duration::from_secs(3600);
+        for _ in 0..60 {
+            assert_eq!(b.take(much_later), None);
+        }
+        assert!(b.take(much_later).is_some(), "the burst caps what a quiet hour saves");
+    }
 }

@@ -1,9 +1,12 @@
 //! The DeviceController module (`devicecontroller`): installs the device CRDs when missing,
-//! runs the store task and the DeviceStatus workers, and hands edge reports to them.
+//! runs the store task and the DeviceStatus workers, and hands edge reports to them. Reports
+//! are taken in turn per node ([`FairQueue`], a node's in order), so a node whose reports wait
+//! (a device with [`upstream::MAX_WAITING`] unanswered) holds up only itself.
 
 use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
 use kubeedge_config::cloudcore::{DeviceController, KubeApiConfig};
 use kubeedge_model::constants::module;
+use kubeedge_model::{CloudResource, Message};
 use tracing::info;
 
 use super::downstream;
@@ -13,11 +16,15 @@ use crate::delivery::devices::{DeviceView, DeviceViewWriter};
 use crate::delivery::messages::Sender;
 use crate::delivery::syncs::Syncs;
 use crate::delivery::view::View;
+use crate::inflight::fair::FairQueue;
+use crate::inflight::{Completion, Ticket};
 use crate::kubeclient::{install_crds, kube_client};
 
 /// Fewest DeviceStatus workers (concurrent patches): upstream's default of one
 /// (`load.updateDeviceStatusWorkers`) would put every device behind one API call.
 pub const MIN_WORKERS: usize = 4;
+/// Tasks taking edge reports into the pending set, nodes in turn.
+const REPORT_WORKERS: usize = 4;
 
 /// DeviceController as a bus module.
 pub struct DeviceControllerModule {
@@ -26,12 +33,19 @@ pub struct DeviceControllerModule {
     devices: DeviceView,
     syncs: Option<Syncs>,
     authz_metrics: Option<AuthzMetrics>,
+    completion: Option<Completion>,
 }
 
 impl DeviceControllerModule {
     /// A module for this cluster; `syncs` is SyncController's record when it runs.
     pub fn new(kube: KubeApiConfig, cfg: DeviceController, syncs: Option<Syncs>) -> Self {
-        Self { kube, cfg, devices: DeviceView::default(), syncs, authz_metrics: None }
+        Self { kube, cfg, devices: DeviceView::default(), syncs, authz_metrics: None, completion: None }
+    }
+
+    /// Reports each edge message taken to CloudHub's admission (see [`crate::inflight`]).
+    pub fn with_completion(mut self, completion: Option<Completion>) -> Self {
+        self.completion = completion;
+        self
     }
 
     /// Counts the node authorizer's refusals in `metrics`.
@@ -90,9 +104,26 @@ impl Module for DeviceControllerModule {
             let authz =
                 NodeAuthorizer::new(client, View::default(), self.authz_metrics.clone(), module::DEVICECONTROLLER)
                     .with_devices(self.devices.clone());
+            // A report is done once merged into the pending set (its answer waits for the patch).
+            let reports = FairQueue::<(Message, Option<Ticket>)>::new(1);
+            for _ in 0..REPORT_WORKERS {
+                let (authz, statuses, stop, reports) = (authz.clone(), statuses.clone(), stop.clone(), reports.clone());
+                ctx.spawn(async move {
+                    loop {
+                        let ((msg, ticket), turn) = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            t = reports.take() => t,
+                        };
+                        upstream::handle(msg, &authz, &statuses).await;
+                        drop((ticket, turn));
+                    }
+                });
+            }
             info!(workers = self.workers(), "DeviceController started.");
             while let Some(msg) = ctx.recv().await {
-                upstream::handle(msg, &authz, &statuses).await;
+                let ticket = self.completion.as_ref().map(|c| c.ticket(&msg));
+                let node = CloudResource::node_of(&msg.router.resource).unwrap_or_default().to_owned();
+                reports.push(&node, (msg, ticket)).await;
             }
             Ok(())
         })

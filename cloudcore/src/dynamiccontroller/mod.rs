@@ -28,6 +28,8 @@ use tracing::{debug, info, warn};
 
 use crate::authz::{Attributes, AuthzMetrics, NodeAuthorizer};
 use crate::delivery::view::View;
+use crate::inflight::fair::FairQueue;
+use crate::inflight::{Completion, Ticket};
 use crate::kubeclient::kube_client;
 
 /// Operation of the reply.
@@ -105,8 +107,11 @@ pub fn pass_through(path: &str) -> bool {
         || path.strip_prefix("/apis/").is_some_and(|gv| !gv.is_empty() && gv.split('/').count() <= 2)
 }
 
-/// Applications processed at once; more wait (backpressure on the module's inbox).
+/// Applications processed at once (workers); more wait in their node's queue.
 const MAX_IN_FLIGHT: usize = 16;
+/// Applications of one node processed at once: nodes take turns, so one busy edge leaves the
+/// other workers to the rest.
+const PER_NODE: usize = 4;
 
 /// An object key parsed: (group, version, plural, namespace, name); `None` for other paths.
 pub fn parse_key(key: &str) -> Option<(String, String, String, String, String)> {
@@ -124,13 +129,20 @@ pub struct DynamicControllerModule {
     kube: KubeApiConfig,
     view: View,
     authz_metrics: Option<AuthzMetrics>,
+    completion: Option<Completion>,
 }
 
 impl DynamicControllerModule {
     /// A module for this cluster, authorizing against `view` (EdgeController's record of which
     /// pods use what) and counting refusals in `authz_metrics`.
     pub fn new(kube: KubeApiConfig, view: View, authz_metrics: Option<AuthzMetrics>) -> Self {
-        Self { kube, view, authz_metrics }
+        Self { kube, view, authz_metrics, completion: None }
+    }
+
+    /// Reports each Application answered to CloudHub's admission (see [`crate::inflight`]).
+    pub fn with_completion(mut self, completion: Option<Completion>) -> Self {
+        self.completion = completion;
+        self
     }
 }
 
@@ -359,6 +371,53 @@ fn status_error(e: &kube::Error) -> Value {
     .to_value()
 }
 
+/// Performs one Application as its node and sends the answer to CloudHub.
+async fn answer(client: &kube::Client, bus: &kubeedge_beehive::Bus, authz: &NodeAuthorizer, msg: Message) {
+    let Some(node) = CloudResource::node_of(&msg.router.resource).map(str::to_owned) else { return };
+    let Ok(mut app) = msg.content.decode::<Application>() else {
+        warn!(node, "Dropped an Application that does not decode.");
+        return;
+    };
+    if !app.nodename.is_empty() && app.nodename != node {
+        warn!(node, claimed = %app.nodename, "Dropped an Application made for another node.");
+        return;
+    }
+    let outcome = match attributes(&node, &app) {
+        Err(why) => Outcome::Bad(why),
+        Ok(None) => process(client, &app, None).await,
+        Ok(Some((attrs, body))) => match authz.authorize(&attrs, body.as_ref()).await {
+            Ok(grant) => process(client, &app, grant.pin_uid()).await,
+            Err(denied) => Outcome::Denied(denied.status_error()),
+        },
+    };
+    match outcome {
+        Outcome::Ok(resp) => {
+            app.status = "Approved".into();
+            app.resp_body = resp.map(|v| serde_json::to_vec(&v).unwrap_or_default()).unwrap_or_default();
+        }
+        Outcome::Err(e) => {
+            debug!(node, key = %app.key, verb = %app.verb, error = %e, "Application rejected.");
+            app.status = "Rejected".into();
+            app.error = status_error(&e);
+        }
+        Outcome::Denied(error) => {
+            app.status = "Rejected".into();
+            app.error = error;
+        }
+        Outcome::Bad(reason) => {
+            app.status = "Rejected".into();
+            app.reason = reason;
+        }
+    }
+    let Ok(content) = Content::json(&app) else { return };
+    let mut reply = Message::response_to(&msg, content);
+    reply.router.source = "dynamiccontroller".into();
+    reply.router.group = group::RESOURCE.into();
+    reply.router.resource = CloudResource::prefixed(&node, "ignore/Application/ignore");
+    reply.router.operation = APPLICATION_RESPONSE.into();
+    let _ = bus.send(module::CLOUDHUB, reply).await;
+}
+
 impl Module for DynamicControllerModule {
     fn name(&self) -> &'static str {
         "dynamiccontroller"
@@ -373,58 +432,29 @@ impl Module for DynamicControllerModule {
             let client = kube_client(&self.kube).await?;
             let authz =
                 NodeAuthorizer::new(client.clone(), self.view.clone(), self.authz_metrics.clone(), "dynamiccontroller");
-            let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+            let stop = ctx.shutdown().child_token();
+            let _guard = stop.clone().drop_guard();
+            // Per node, in turn; each Application's ticket is dropped once it is answered.
+            let queue = FairQueue::<(Message, Option<Ticket>)>::new(PER_NODE);
+            for _ in 0..MAX_IN_FLIGHT {
+                let (client, bus, authz) = (client.clone(), ctx.bus.clone(), authz.clone());
+                let (queue, stop) = (queue.clone(), stop.clone());
+                ctx.spawn(async move {
+                    loop {
+                        let ((msg, ticket), turn) = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            t = queue.take() => t,
+                        };
+                        answer(&client, &bus, &authz, msg).await;
+                        drop((ticket, turn));
+                    }
+                });
+            }
             info!("DynamicController started.");
             while let Some(msg) = ctx.recv().await {
-                let Some(node) = CloudResource::node_of(&msg.router.resource) else { continue };
-                let Ok(mut app) = msg.content.decode::<Application>() else {
-                    warn!(node, "Dropped an Application that does not decode.");
-                    continue;
-                };
-                if !app.nodename.is_empty() && app.nodename != node {
-                    warn!(node, claimed = %app.nodename, "Dropped an Application made for another node.");
-                    continue;
-                }
-                let Ok(permit) = permits.clone().acquire_owned().await else { return Ok(()) };
-                let (client, bus, node, authz) = (client.clone(), ctx.bus.clone(), node.to_owned(), authz.clone());
-                ctx.spawn(async move {
-                    let _permit = permit;
-                    let outcome = match attributes(&node, &app) {
-                        Err(why) => Outcome::Bad(why),
-                        Ok(None) => process(&client, &app, None).await,
-                        Ok(Some((attrs, body))) => match authz.authorize(&attrs, body.as_ref()).await {
-                            Ok(grant) => process(&client, &app, grant.pin_uid()).await,
-                            Err(denied) => Outcome::Denied(denied.status_error()),
-                        },
-                    };
-                    match outcome {
-                        Outcome::Ok(resp) => {
-                            app.status = "Approved".into();
-                            app.resp_body =
-                                resp.map(|v| serde_json::to_vec(&v).unwrap_or_default()).unwrap_or_default();
-                        }
-                        Outcome::Err(e) => {
-                            debug!(node, key = %app.key, verb = %app.verb, error = %e, "Application rejected.");
-                            app.status = "Rejected".into();
-                            app.error = status_error(&e);
-                        }
-                        Outcome::Denied(error) => {
-                            app.status = "Rejected".into();
-                            app.error = error;
-                        }
-                        Outcome::Bad(reason) => {
-                            app.status = "Rejected".into();
-                            app.reason = reason;
-                        }
-                    }
-                    let Ok(content) = Content::json(&app) else { return };
-                    let mut reply = Message::response_to(&msg, content);
-                    reply.router.source = "dynamiccontroller".into();
-                    reply.router.group = group::RESOURCE.into();
-                    reply.router.resource = CloudResource::prefixed(&node, "ignore/Application/ignore");
-                    reply.router.operation = APPLICATION_RESPONSE.into();
-                    let _ = bus.send(module::CLOUDHUB, reply).await;
-                });
+                let Some(node) = CloudResource::node_of(&msg.router.resource).map(str::to_owned) else { continue };
+                let ticket = self.completion.as_ref().map(|c| c.ticket(&msg));
+                queue.push(&node, (msg, ticket)).await;
             }
             Ok(())
         })

@@ -1,13 +1,13 @@
 //! The EdgeController module (`edgecontroller`): runs the watches and handles upstream
-//! messages, one worker per slice of nodes so each node's messages stay in order.
-
-use std::hash::{Hash, Hasher};
+//! messages with a pool of workers taking nodes in turn ([`FairQueue`], one message of a node
+//! at a time, so each node's messages stay in order and a flooding node holds one worker at
+//! most). Each message's [`Ticket`] is dropped once it is handled: CloudHub then lets its node
+//! have another in flight.
 
 use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
 use kubeedge_config::cloudcore::KubeApiConfig;
 use kubeedge_model::constants::module;
 use kubeedge_model::{CloudResource, Message};
-use tokio::sync::mpsc;
 use tracing::info;
 
 use super::downstream::{self, Sender};
@@ -15,12 +15,12 @@ use super::upstream::Upstream;
 use crate::authz::{AuthzMetrics, NodeAuthorizer};
 use crate::delivery::syncs::Syncs;
 use crate::delivery::view::{View, ViewWriter};
+use crate::inflight::fair::FairQueue;
+use crate::inflight::{Completion, Ticket};
 use crate::kubeclient::kube_client;
 
-/// Upstream workers; a node's messages always go to the same one.
+/// Upstream workers, shared by all nodes in turn.
 const WORKERS: usize = 8;
-/// Each worker's inbox (backpressure when full).
-const WORKER_INBOX: usize = 256;
 
 /// EdgeController as a bus module.
 pub struct EdgeControllerModule {
@@ -28,12 +28,19 @@ pub struct EdgeControllerModule {
     view: View,
     syncs: Option<Syncs>,
     authz_metrics: Option<AuthzMetrics>,
+    completion: Option<Completion>,
 }
 
 impl EdgeControllerModule {
     /// A module for this cluster; `syncs` is SyncController's record when it runs.
     pub fn new(kube: KubeApiConfig, syncs: Option<Syncs>) -> Self {
-        Self { kube, view: View::default(), syncs, authz_metrics: None }
+        Self { kube, view: View::default(), syncs, authz_metrics: None, completion: None }
+    }
+
+    /// Reports each upstream message handled to CloudHub's admission (see [`crate::inflight`]).
+    pub fn with_completion(mut self, completion: Option<Completion>) -> Self {
+        self.completion = completion;
+        self
     }
 
     /// Counts the node authorizer's refusals in `metrics`.
@@ -46,13 +53,6 @@ impl EdgeControllerModule {
     pub fn view(&self) -> View {
         self.view.clone()
     }
-}
-
-fn worker_of(msg: &Message) -> usize {
-    let node = CloudResource::node_of(&msg.router.resource).unwrap_or_default();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    node.hash(&mut h);
-    (h.finish() % WORKERS as u64) as usize
 }
 
 impl Module for EdgeControllerModule {
@@ -80,24 +80,27 @@ impl Module for EdgeControllerModule {
                 module::EDGECONTROLLER,
             );
             let up = Upstream { client, tx, authz };
-            let mut workers = Vec::with_capacity(WORKERS);
+            // Per node, in arrival order; a new queue per run (what the last run held was
+            // dropped with its tickets, and the edges re-send what they miss).
+            let queue = FairQueue::<(Message, Option<Ticket>)>::new(1);
             for _ in 0..WORKERS {
-                let (wtx, mut wrx) = mpsc::channel::<Message>(WORKER_INBOX);
-                let (up, stop) = (up.clone(), stop.clone());
+                let (up, stop, queue) = (up.clone(), stop.clone(), queue.clone());
                 ctx.spawn(async move {
                     loop {
-                        let msg = tokio::select! {
+                        let ((msg, ticket), turn) = tokio::select! {
                             _ = stop.cancelled() => return,
-                            m = wrx.recv() => match m { Some(m) => m, None => return },
+                            t = queue.take() => t,
                         };
                         up.handle(msg).await;
+                        drop((ticket, turn));
                     }
                 });
-                workers.push(wtx);
             }
-            info!("EdgeController started.");
+            info!(workers = WORKERS, "EdgeController started.");
             while let Some(msg) = ctx.recv().await {
-                let _ = workers[worker_of(&msg)].send(msg).await;
+                let ticket = self.completion.as_ref().map(|c| c.ticket(&msg));
+                let node = CloudResource::node_of(&msg.router.resource).unwrap_or_default().to_owned();
+                queue.push(&node, (msg, ticket)).await;
             }
             Ok(())
         })

@@ -17,6 +17,12 @@
 //! The module task is the only writer of the acknowledged versions ([`SyncsWriter`]):
 //! EdgeController reads them, and the ObjectSync writers report failures back to it.
 //! - ObjectSyncs of nodes that no longer exist are deleted at start and when a node is deleted.
+//! - Anti-entropy ([`inventory`]): an edge of ours (it announces the `inventory` feature) is
+//!   asked what it holds when it connects and every [`INVENTORY_EVERY`], and whatever differs
+//!   from the view is repaired — what the ObjectSyncs cannot know (an ACK whose record was lost
+//!   with a crash, a delete made while cloudcore was down).
+
+mod inventory;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -24,11 +30,13 @@ use std::time::Duration;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kubeedge_apis::reliablesyncs::v1alpha1::{ObjectSync, ObjectSyncSpec};
 use kubeedge_apis::reliablesyncs::{object_sync_name, parse_object_sync_name};
-use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError, Spawner};
+use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError, Spawner};
 use kubeedge_config::cloudcore::KubeApiConfig;
 use kubeedge_model::constants::{module, resource_type};
 use kubeedge_model::{CloudResource, Content, Message, Operation};
+use prometheus::{IntCounterVec, Opts, Registry};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::cloudhub::module::SESSIONS_QUERY;
@@ -44,6 +52,19 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 /// and on EdgeController's notice of a deleted node, which may be lost when this module's
 /// inbox is full).
 const COLLECT_EVERY: Duration = Duration::from_secs(600);
+/// How often an edge of ours is asked what it holds (and at once when it connects); each node
+/// is asked up to a fifth earlier, so a fleet that connected together spreads out.
+pub const INVENTORY_EVERY: Duration = Duration::from_secs(300);
+/// The next question after an unanswered or unreadable one (doubling with each failure in a
+/// row, up to [`INVENTORY_EVERY`]).
+const INVENTORY_RETRY: Duration = Duration::from_secs(30);
+/// The next question after an answer that showed objects to confirm ([`inventory::Plan::suspects`])
+/// or more to repair than one answer does.
+const INVENTORY_CONFIRM: Duration = Duration::from_secs(10);
+/// How long an edge has to answer.
+const INVENTORY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Questions awaiting their answer at once, at most.
+const MAX_ASKING: usize = 32;
 
 /// The types whose delivery is recorded in ObjectSyncs.
 fn tracked(ty: &str) -> bool {
@@ -67,12 +88,52 @@ pub struct SyncControllerModule {
     view: View,
     devices: Option<DeviceView>,
     syncs: Syncs,
+    metrics: Option<InventoryMetrics>,
+}
+
+/// Counters of the anti-entropy questions and what they repaired.
+#[derive(Clone)]
+pub struct InventoryMetrics {
+    asked: IntCounterVec,
+    repairs: IntCounterVec,
+}
+
+impl InventoryMetrics {
+    /// Registers `kubeedge_synccontroller_inventories_total{result}` and
+    /// `kubeedge_synccontroller_inventory_repairs_total{action}`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            asked: IntCounterVec::new(
+                Opts::new(
+                    "kubeedge_synccontroller_inventories_total",
+                    "Anti-entropy questions to edges, by result (answered, unanswered, malformed).",
+                ),
+                &["result"],
+            )?,
+            repairs: IntCounterVec::new(
+                Opts::new(
+                    "kubeedge_synccontroller_inventory_repairs_total",
+                    "What anti-entropy found different on edges, by action (insert, update, delete, record).",
+                ),
+                &["action"],
+            )?,
+        };
+        registry.register(Box::new(m.asked.clone()))?;
+        registry.register(Box::new(m.repairs.clone()))?;
+        Ok(m)
+    }
 }
 
 impl SyncControllerModule {
     /// A module reading EdgeController's `view` and keeping `syncs`.
     pub fn new(kube: KubeApiConfig, view: View, syncs: Syncs) -> Self {
-        Self { kube, view, devices: None, syncs }
+        Self { kube, view, devices: None, syncs, metrics: None }
+    }
+
+    /// Counts the anti-entropy questions and repairs.
+    pub fn with_metrics(mut self, metrics: InventoryMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Also reconciles devices and device models against DeviceController's `devices`.
@@ -108,6 +169,36 @@ struct Controller {
     sessions: HashMap<String, u64>,
     /// Nodes to reconcile, each at most once.
     queue: NodeQueue,
+    /// Anti-entropy: the connected edges that answer inventory questions.
+    asked: HashMap<String, Asked>,
+    /// Questions awaiting their answer.
+    asking: usize,
+    bus: Bus,
+    spawner: Spawner,
+    answers: mpsc::Sender<Answer>,
+    metrics: Option<InventoryMetrics>,
+}
+
+/// An edge of ours, for anti-entropy.
+struct Asked {
+    session: u64,
+    /// When to ask next.
+    next: Instant,
+    /// A question is awaiting its answer.
+    pending: bool,
+    /// Questions unanswered (or unreadable) in a row.
+    failures: u32,
+    /// What the last answer showed that nothing knows (deleted if the next shows it too).
+    suspects: HashSet<String>,
+}
+
+/// An edge's answer, read (or why there is none).
+struct Answer {
+    node: String,
+    session: u64,
+    types: Vec<&'static str>,
+    /// The inventory and its size in bytes, or (`unanswered` or `malformed`, why).
+    reply: Result<(kubeedge_model::protocol::inventory::Inventory, usize), (&'static str, String)>,
 }
 
 /// A FIFO of node names without duplicates.
@@ -243,6 +334,19 @@ impl Controller {
                 let node = node.to_owned();
                 self.connected.insert(node.clone());
                 self.sessions.insert(node.clone(), session_of(&msg));
+                if answers_inventory(&msg) {
+                    let a = Asked {
+                        session: session_of(&msg),
+                        next: Instant::now(),
+                        pending: false,
+                        failures: 0,
+                        suspects: HashSet::new(),
+                    };
+                    self.asked.insert(node.clone(), a);
+                    self.ask_due();
+                } else {
+                    self.asked.remove(&node);
+                }
                 // Its Node object too: it may have changed while it was away.
                 if let Some(mut m) = self.view.node_message(&node) {
                     m.header.id = Message::new().header.id;
@@ -255,6 +359,7 @@ impl Controller {
                 if self.sessions.get(node).is_none_or(|s| *s == session_of(&msg)) {
                     self.connected.remove(node);
                     self.sessions.remove(node);
+                    self.asked.remove(node);
                 }
             }
             (module::EDGECONTROLLER, Operation::Delete) if notice => {
@@ -264,6 +369,149 @@ impl Controller {
             (module::CLOUDHUB, _) => self.record_ack(&msg).await,
             _ => debug!(resource = %msg.router.resource, "SyncController ignored a message."),
         }
+    }
+
+    /// The types an edge can be asked about now: those whose view has listed.
+    fn inventory_types(&self) -> Vec<&'static str> {
+        let mut types = Vec::new();
+        if self.view.is_synced() {
+            types.extend([resource_type::POD, resource_type::CONFIGMAP, resource_type::SECRET]);
+        }
+        if self.devices.as_ref().is_some_and(DeviceView::is_synced) {
+            types.extend([resource_type::DEVICE, resource_type::DEVICE_MODEL]);
+        }
+        types
+    }
+
+    /// Asks the edges whose question is due, at most [`MAX_ASKING`] awaiting at once.
+    fn ask_due(&mut self) {
+        let types = self.inventory_types();
+        if !self.view.is_synced() {
+            return;
+        }
+        let now = Instant::now();
+        for (node, a) in &mut self.asked {
+            if self.asking >= MAX_ASKING {
+                break;
+            }
+            if a.pending || a.next > now {
+                continue;
+            }
+            a.pending = true;
+            self.asking += 1;
+            let (bus, tx, node, session, types) =
+                (self.bus.clone(), self.answers.clone(), node.clone(), a.session, types.clone());
+            self.spawner.spawn(async move {
+                use kubeedge_model::protocol::inventory;
+                let question = inventory::request(&node, &types);
+                // Read here, off the module's task.
+                let reply = match bus.send_sync(module::CLOUDHUB, question, INVENTORY_TIMEOUT).await {
+                    Err(e) => Err(("unanswered", e.to_string())),
+                    Ok(m) => match inventory::parse_answer(&m) {
+                        Ok(inv) => Ok((inv, m.content.raw().len())),
+                        Err(e) => Err(("malformed", e.to_string())),
+                    },
+                };
+                let _ = tx.send(Answer { node, session, types, reply }).await;
+            });
+        }
+    }
+
+    /// An edge answered (or did not): whatever differs from the view is repaired.
+    async fn on_answer(&mut self, a: Answer) {
+        self.asking = self.asking.saturating_sub(1);
+        self.repair(a).await;
+        // A freed slot goes to the next edge due, not to the next tick.
+        self.ask_due();
+    }
+
+    async fn repair(&mut self, a: Answer) {
+        let Some(asked) = self.asked.get_mut(&a.node).filter(|s| s.session == a.session) else {
+            return; // gone or reconnected since: its new session is asked on its own
+        };
+        asked.pending = false;
+        let metrics = self.metrics.clone();
+        let count = |result: &str| {
+            if let Some(m) = &metrics {
+                m.asked.with_label_values(&[result]).inc();
+            }
+        };
+        let (inv, bytes) = match a.reply {
+            Err((result, why)) => {
+                asked.failures = asked.failures.saturating_add(1);
+                let wait = INVENTORY_RETRY.saturating_mul(1 << asked.failures.min(4)).min(INVENTORY_EVERY);
+                asked.next = Instant::now() + wait;
+                count(result);
+                warn!(node = a.node, result, error = why, retry_in = ?wait, "No usable answer to the inventory question.");
+                return;
+            }
+            Ok(answer) => answer,
+        };
+        asked.failures = 0;
+        count("answered");
+        let devices = self.devices.as_ref().filter(|d| d.is_synced());
+        let mut desired = self.view.desired(&a.node);
+        if let Some(d) = devices {
+            desired.extend(d.desired(&a.node));
+        }
+        let types: Vec<&str> = a.types.iter().copied().filter(|t| !is_device_type(t) || devices.is_some()).collect();
+        let known = inventory::Known {
+            desired: &desired,
+            syncs: self.syncs.syncs(),
+            view: &self.view,
+            devices,
+            suspects: &asked.suspects,
+        };
+        let plan = inventory::plan(&a.node, &inv, &types, &known);
+        // Suspects are confirmed (or cleared) by the next answer, soon; so is what one answer
+        // could not repair.
+        let soon = !plan.suspects.is_empty() || plan.cut;
+        asked.next =
+            Instant::now() + if soon { INVENTORY_CONFIRM } else { spread(&a.node, a.session, INVENTORY_EVERY) };
+        asked.suspects = plan.suspects;
+        if plan.sends.is_empty() && plan.records.is_empty() {
+            debug!(
+                node = a.node,
+                objects = inv.len(),
+                bytes,
+                suspects = asked.suspects.len(),
+                "The edge holds what it should."
+            );
+            return;
+        }
+        let recorded = plan.records.len();
+        for (uid, s) in plan.records {
+            let before = self.syncs.syncs().get(&a.node, &uid);
+            let create = before.is_none().then(|| ObjectSyncSpec {
+                object_api_version: api_version_of(&s.ty).to_owned(),
+                object_kind: kind_of(&s.ty).to_owned(),
+                object_name: s.name.clone(),
+            });
+            let (ns, rv) = (s.namespace.clone(), s.rv);
+            self.syncs.set(&a.node, &uid, s);
+            self.writers.send(AckWrite::Upsert { node: a.node.clone(), uid, ns, rv, create }).await;
+        }
+        for m in plan.sends {
+            self.tx.raw(m).await;
+        }
+        if let Some(m) = &self.metrics {
+            for (action, n) in
+                [("insert", plan.inserts), ("update", plan.updates), ("delete", plan.deletes), ("record", recorded)]
+            {
+                m.repairs.with_label_values(&[action]).inc_by(n as u64);
+            }
+        }
+        info!(
+            node = a.node,
+            objects = inv.len(),
+            bytes,
+            inserted = plan.inserts,
+            updated = plan.updates,
+            deleted = plan.deletes,
+            recorded,
+            cut = plan.cut,
+            "Anti-entropy repaired an edge node."
+        );
     }
 
     /// Brings `node` to what it should have.
@@ -432,7 +680,22 @@ async fn write_ack(client: &kube::Client, w: AckWrite) -> Option<AckFailed> {
 
 /// The session id a CloudHub notice carries (0 if absent).
 fn session_of(msg: &Message) -> u64 {
-    msg.content.as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
+    msg.content.as_str().and_then(|s| s.split_whitespace().next().and_then(|id| id.parse().ok())).unwrap_or(0)
+}
+
+/// Whether a `connected` notice says the edge answers inventory questions.
+fn answers_inventory(msg: &Message) -> bool {
+    msg.content.as_str().is_some_and(|s| s.split_whitespace().skip(1).any(|f| f == "inventory"))
+}
+
+/// `every`, less up to a fifth chosen by node and session: edges that connected together are
+/// not all asked together again.
+fn spread(node: &str, session: u64, every: Duration) -> Duration {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&(node, session), &mut h);
+    let fifth = every / 5;
+    let off = std::hash::Hasher::finish(&h) % (fifth.as_millis().max(1) as u64);
+    every - Duration::from_millis(off)
 }
 
 fn kind_static(ty: &str) -> &'static str {
@@ -456,6 +719,7 @@ impl Module for SyncControllerModule {
         Box::pin(async move {
             let client = kube_client(&self.kube).await?;
             let (failed_tx, mut failed) = mpsc::unbounded_channel();
+            let (answers_tx, mut answers) = mpsc::channel(MAX_ASKING);
             let mut c = Controller {
                 client: client.clone(),
                 view: self.view.clone(),
@@ -466,6 +730,12 @@ impl Module for SyncControllerModule {
                 connected: HashSet::new(),
                 sessions: HashMap::new(),
                 queue: NodeQueue::default(),
+                asked: HashMap::new(),
+                asking: 0,
+                bus: ctx.bus.clone(),
+                spawner: ctx.spawner(),
+                answers: answers_tx,
+                metrics: self.metrics.clone(),
             };
             crate::kubeclient::install_crds(&c.client, kubeedge_apis::reliablesyncs::GROUP).await?;
             c.load().await.map_err(|e| format!("listing ObjectSyncs failed: {e}"))?;
@@ -498,6 +768,7 @@ impl Module for SyncControllerModule {
                         let Some(msg) = msg else { return Ok(()) };
                         c.handle(msg).await;
                     }
+                    Some(a) = answers.recv() => c.on_answer(a).await,
                     Some(f) = failed.recv() => {
                         c.syncs.remove_if_at(&f.node, &f.uid, f.rv);
                         if c.connected.contains(&f.node) {
@@ -508,6 +779,7 @@ impl Module for SyncControllerModule {
                         for node in &c.connected {
                             c.queue.push(node);
                         }
+                        c.ask_due();
                     }
                     () = std::future::ready(()), if !c.queue.is_empty() => {
                         if let Some(node) = c.queue.pop().filter(|n| c.connected.contains(n)) {

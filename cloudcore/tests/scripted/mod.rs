@@ -51,6 +51,7 @@ impl Edge {
             project_id: "e632aba927ea4ac2b575ec1603d56f10".into(),
             max_message: kubeedge_model::MAX_MESSAGE_SIZE,
             handshake_timeout: PATIENCE,
+            features: Vec::new(),
         };
         Ok(Self { conn: kubeedge_viaduct::connect(&opts, Arc::new(tls)).await?, backlog: Default::default() })
     }

@@ -42,6 +42,7 @@ fn cloud_tree_without_extensions(c: &CloudCoreConfig) -> Value {
     remove(&mut v, &["commonConfig", "logging"]);
     remove(&mut v, &["commonConfig", "shutdownGracePeriod"]);
     remove(&mut v, &["modules", "cloudHub", "nodeIdentityCheck"]);
+    remove(&mut v, &["modules", "cloudHub", "edgeMessages"]);
     v
 }
 
@@ -364,4 +365,24 @@ fn edge_hub_transport_exclusivity() {
     assert!(errs.has_path("modules.edgeHub.websocket.enable"), "{errs}");
     c.modules.edge_hub.websocket.enable = false;
     c.validate().expect("quic only");
+}
+
+#[test]
+fn cloud_hub_edge_message_limits_default_and_validate() {
+    let c = load::<CloudCoreConfig>(UPSTREAM_CLOUDCORE).expect("fixture loads").config;
+    let limits = &c.modules.cloud_hub.edge_messages;
+    // An upstream file gets EdgeHub's own pace and our bounds.
+    assert_eq!((limits.message_qps, limits.message_burst, limits.node_in_flight), (30, 60, 64));
+    assert_eq!((limits.max_message_bytes(), limits.in_flight_memory_bytes()), (8 << 20, 256 << 20));
+    let yaml = UPSTREAM_CLOUDCORE.replace(
+        "  cloudHub:\n",
+        "  cloudHub:\n    edgeMessages:\n      messageQPS: 0\n      messageBurst: -1\n      nodeInFlight: 0\n      maxMessageMiB: 33\n      inFlightMemoryMiB: 4\n",
+    );
+    let loaded = load::<CloudCoreConfig>(&yaml).expect("loads");
+    assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+    let errs = loaded.config.validate().expect_err("invalid");
+    for key in ["messageQPS", "messageBurst", "nodeInFlight", "maxMessageMiB", "inFlightMemoryMiB"] {
+        let path = format!("modules.cloudHub.edgeMessages.{key}");
+        assert!(errs.has_path(&path), "{path} missing from:\n{errs}");
+    }
 }

@@ -68,6 +68,7 @@ pub async fn connect_fleet(
                 project_id: crate::PROJECT_ID.to_owned(),
                 max_message: kubeedge_model::MAX_MESSAGE_SIZE,
                 handshake_timeout: Duration::from_secs(60),
+                features: Vec::new(),
             };
             // The first connection inside the concurrency limit; the edge then lives on its own.
             let first = connect(&opts, tls.clone()).await;

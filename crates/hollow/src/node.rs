@@ -116,6 +116,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ca: Arc<Ca>, index: usize) {
         project_id: PROJECT_ID.to_owned(),
         max_message: kubeedge_model::MAX_MESSAGE_SIZE,
         handshake_timeout: Duration::from_secs(60),
+        features: Vec::new(),
     };
     let mut node = Node {
         shared: shared.clone(),

@@ -418,6 +418,65 @@ pub fn csr_subject(csr_der: &[u8]) -> Result<(String, Vec<String>)> {
     Ok((cn, orgs))
 }
 
+/// The largest `/edge.crt` request body CloudHub reads (a CSR is a few hundred bytes).
+pub const MAX_CSR_BODY: usize = 64 * 1024;
+
+/// Why the CSR of a `/edge.crt` request is refused ([`check_node_csr`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeCsrError {
+    /// The body is over [`MAX_CSR_BODY`]; it was not parsed.
+    #[error("the body is larger than {MAX_CSR_BODY} bytes")]
+    TooLarge,
+    /// The body is not a DER CSR, or its signature does not verify.
+    #[error("invalid CSR")]
+    Invalid(#[source] Error),
+    /// A valid CSR whose subject is not the node's.
+    #[error(
+        "the CSR subject CN={cn} O={orgs:?} is not node {node:?} (CN=system:node:{node}, O=system:nodes){}",
+        legacy_hint(cn)
+    )]
+    Subject {
+        /// The CSR's CN.
+        cn: String,
+        /// The CSR's O values.
+        orgs: Vec<String>,
+        /// The node the request is for (its `NodeName` header).
+        node: String,
+    },
+}
+
+fn legacy_hint(cn: &str) -> &'static str {
+    if cn == "kubeedge.io" {
+        "; this is a pre-1.17 edge: set modules.cloudHub.nodeIdentityCheck: false to admit such edges"
+    } else {
+        ""
+    }
+}
+
+/// Whether a certificate or CSR subject names `node`: `CN=system:node:{node}` with
+/// `O=system:nodes`, or, when `permissive`, v1.15's shared legacy subject (`CN=kubeedge.io`,
+/// `O=kubeEdge` in any case).
+pub fn node_subject_matches(cn: &str, orgs: &[String], node: &str, permissive: bool) -> bool {
+    let strict = cn == format!("system:node:{node}") && orgs.iter().any(|o| o == "system:nodes");
+    let legacy = cn == "kubeedge.io" && orgs.iter().any(|o| o.eq_ignore_ascii_case("kubeedge"));
+    strict || (permissive && legacy)
+}
+
+/// The checks CloudHub's `/edge.crt` makes of a request body before signing it: at most
+/// [`MAX_CSR_BODY`] bytes, a DER CSR whose signature verifies, and a subject naming `node`
+/// ([`node_subject_matches`]). Pure, so it can be tested and fuzzed without a server.
+pub fn check_node_csr(body: &[u8], node: &str, permissive: bool) -> Result<(), NodeCsrError> {
+    if body.len() > MAX_CSR_BODY {
+        return Err(NodeCsrError::TooLarge);
+    }
+    let (cn, orgs) = csr_subject(body).map_err(NodeCsrError::Invalid)?;
+    if node_subject_matches(&cn, &orgs, node, permissive) {
+        Ok(())
+    } else {
+        Err(NodeCsrError::Subject { cn, orgs, node: node.to_owned() })
+    }
+}
+
 /// What a certificate says about whom it is for and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
@@ -512,3 +571,38 @@ pub fn rustls_key(sec1: &[u8]) -> rustls_pki_types::PrivateKeyDer<'static> {
 pub use rcgen::ExtendedKeyUsagePurpose as ExtKeyUsage;
 /// The key and certificate types rcgen and rustls share.
 pub use rustls_pki_types;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_csr_checks_size_signature_and_subject() {
+        let (csr, _) = edge_csr("edge-1").expect("csr");
+        check_node_csr(&csr, "edge-1", false).expect("the node's own CSR");
+        let other = check_node_csr(&csr, "edge-2", true).expect_err("another node");
+        assert_eq!(
+            other.to_string(),
+            "the CSR subject CN=system:node:edge-1 O=[\"system:nodes\"] is not node \"edge-2\" \
+             (CN=system:node:edge-2, O=system:nodes)"
+        );
+        assert!(matches!(check_node_csr(b"junk", "edge-1", false), Err(NodeCsrError::Invalid(_))));
+        let mut tampered = csr.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(matches!(check_node_csr(&tampered, "edge-1", false), Err(NodeCsrError::Invalid(_))));
+        let huge = vec![0u8; MAX_CSR_BODY + 1];
+        assert!(matches!(check_node_csr(&huge, "edge-1", false), Err(NodeCsrError::TooLarge)));
+    }
+
+    #[test]
+    fn legacy_subject_only_when_permissive() {
+        let legacy = [("C", "CN"), ("O", "kubeEdge"), ("CN", "kubeedge.io")];
+        let (csr, _) = csr_with_subject(&legacy).expect("csr");
+        check_node_csr(&csr, "edge-capture", true).expect("permissive");
+        let refused = check_node_csr(&csr, "edge-capture", false).expect_err("strict");
+        assert!(refused.to_string().ends_with("nodeIdentityCheck: false to admit such edges"), "{refused}");
+        assert!(!node_subject_matches("system:node:a", &["system:masters".into()], "a", true));
+        assert!(node_subject_matches("system:node:a", &["x".into(), "system:nodes".into()], "a", false));
+    }
+}

@@ -1,7 +1,8 @@
 //! Accept loops that neither spin nor flood the log when `accept` fails — out of file
 //! descriptors above all (EMFILE at systemd's default soft limit of 1,024): the loop pauses,
 //! doubling from 10 ms to 1 s while failures go on, and warns at most once every 10 s with the
-//! number of failures since its last warning.
+//! number of failures since its last warning. Servers that know which of their connections are
+//! idle also shed the oldest of them when out of descriptors ([`crate::Connections`]).
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,15 @@ use tracing::warn;
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
 const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// `EMFILE` and `ENFILE` (the same numbers on Linux, the BSDs and macOS).
+const OUT_OF_FDS: [i32; 2] = [24, 23];
+
+/// Whether an `accept` error means the process (EMFILE) or the system (ENFILE) is out of file
+/// descriptors, the case where closing an idle connection lets the next accept succeed.
+pub fn is_out_of_fds(error: &std::io::Error) -> bool {
+    error.raw_os_error().is_some_and(|code| OUT_OF_FDS.contains(&code))
+}
 
 /// The state of one accept loop's failures.
 #[derive(Debug)]

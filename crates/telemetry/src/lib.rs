@@ -1,16 +1,20 @@
 //! Telemetry shared by the daemons: the tracing subscriber, the Prometheus registry with
-//! process and bus metrics, and the monitor server (`/healthz`, `/readyz`, `/metrics`).
+//! process and bus metrics, and the monitor server (`/healthz`, `/readyz`, `/metrics`); and
+//! what every accept loop shares: backing off on accept errors ([`AcceptBackoff`]) and knowing
+//! which connections are idle, to shed them before they starve the rest ([`Connections`]).
 //!
 //! Libraries never install a subscriber; the binaries call [`init_logging`] once.
 
 pub mod accept;
+pub mod conns;
 mod logging;
 mod metrics;
 mod process;
 pub mod ratelimit;
 mod server;
 
-pub use accept::AcceptBackoff;
+pub use accept::{AcceptBackoff, is_out_of_fds};
+pub use conns::{Conn, Connections};
 pub use logging::{LogFormat, init_logging, parse_filter};
 pub use metrics::Metrics;
 pub use ratelimit::LogLimiter;

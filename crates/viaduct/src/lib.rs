@@ -34,6 +34,11 @@ pub const HEADER_NODE_ID: &str = "node_id";
 pub const HEADER_PROJECT_ID: &str = "project_id";
 /// Header telling message connections from stream connections.
 pub const HEADER_CONNECTION_USE: &str = "ConnectionUse";
+/// Header in which an edge of ours lists what it can do beyond upstream's protocol
+/// (comma-separated, e.g. `inventory`); upstream peers neither send nor read it.
+pub const HEADER_FEATURES: &str = "X-KubeEdge-Rs-Features";
+/// Features read from one handshake, at most.
+const MAX_FEATURES: usize = 16;
 
 /// Errors of the transport.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +71,20 @@ impl Error {
     pub fn is_recoverable(&self) -> bool {
         matches!(self, Error::Malformed(_))
     }
+
+    /// The size and the limit of a message refused for its size: a frame whose header
+    /// announces more than the reader's cap is refused before its payload is read (the
+    /// connection is then unusable: the payload is still on the wire).
+    pub fn too_large(&self) -> Option<(usize, usize)> {
+        use tungstenite::error::CapacityError;
+        match self {
+            Error::WebSocket(tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+                Some((*size, *max_size))
+            }
+            Error::Malformed(DecodeError::TooLarge { len, max }) => Some((*len, *max)),
+            _ => None,
+        }
+    }
 }
 
 /// How the server ties a certificate to the node it claims to be.
@@ -81,7 +100,10 @@ pub enum AuthMode {
 /// Server-side options.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// The largest message accepted.
+    /// The largest message read from an edge: frames and messages over it are refused from
+    /// their header, before the payload is buffered ([`Error::too_large`]). What the server
+    /// writes is not capped here (the edge's own reader caps it), so CloudHub can take less
+    /// from edges than it sends them.
     pub max_message: usize,
     /// How long TLS plus the WebSocket handshake may take.
     pub handshake_timeout: Duration,
@@ -109,6 +131,15 @@ pub struct Identity {
     pub cert_not_before: i64,
     /// Hex SHA-256 of the client certificate (DER): tells the same certificate reconnecting.
     pub cert_sha256: String,
+    /// What the edge announced in [`HEADER_FEATURES`] (empty for upstream edges).
+    pub features: Vec<String>,
+}
+
+impl Identity {
+    /// Whether the edge announced `feature`.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
 }
 
 /// Frame buffers start small: an idle edge costs little, and buffers grow with the messages
@@ -220,6 +251,13 @@ fn check_handshake(req: &Request, cert_cn: &str, auth: AuthMode) -> Result<Ident
         cert_cn: cert_cn.to_owned(),
         cert_not_before: 0,
         cert_sha256: String::new(),
+        features: get(HEADER_FEATURES)
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty() && f.len() <= 64)
+            .take(MAX_FEATURES)
+            .map(str::to_owned)
+            .collect(),
     })
 }
 
@@ -239,6 +277,8 @@ pub struct ClientOptions {
     pub max_message: usize,
     /// How long TCP, TLS and the handshake may take.
     pub handshake_timeout: Duration,
+    /// Features announced in [`HEADER_FEATURES`] (none: the handshake is upstream's exactly).
+    pub features: Vec<String>,
 }
 
 /// Dials CloudHub as an edge node.
@@ -262,9 +302,10 @@ pub async fn connect(
             .header("Sec-WebSocket-Key", tungstenite::handshake::client::generate_key())
             .header(HEADER_NODE_ID, &opts.node_id)
             .header(HEADER_PROJECT_ID, &opts.project_id)
-            .header(HEADER_CONNECTION_USE, "msg")
-            .body(())
-            .map_err(|e| Error::Refused(e.to_string()))?;
+            .header(HEADER_CONNECTION_USE, "msg");
+        let request =
+            if opts.features.is_empty() { request } else { request.header(HEADER_FEATURES, opts.features.join(",")) };
+        let request = request.body(()).map_err(|e| Error::Refused(e.to_string()))?;
         let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config(opts.max_message)))
             .await
             .map_err(|e| match e {

@@ -68,6 +68,7 @@ fn client_opts(addr: &str, node: &str) -> ClientOptions {
         project_id: "e632aba927ea4ac2b575ec1603d56f10".to_owned(),
         max_message: 1024 * 1024,
         handshake_timeout: PATIENCE,
+        features: Vec::new(),
     }
 }
 
@@ -77,7 +78,8 @@ async fn messages_flow_both_ways_with_the_node_identity() {
     let (addr, server) = serve_one(&p, ServerOptions::default()).await;
     let (cert, key) = edge_cert(&p.ca, "edge-1");
     let tls = Arc::new(client_tls(p.ca.cert_der(), &cert, &key).unwrap());
-    let mut conn = connect(&client_opts(&addr, "edge-1"), tls).await.unwrap();
+    let opts = ClientOptions { features: vec!["inventory".into(), "future".into()], ..client_opts(&addr, "edge-1") };
+    let mut conn = connect(&opts, tls).await.unwrap();
     let mut msg = Message::build("websocket", "resource", "node", "keepalive", Content::string("ping"));
     msg.header.sync = true;
     conn.send(&msg).await.unwrap();
@@ -89,6 +91,7 @@ async fn messages_flow_both_ways_with_the_node_identity() {
     assert_eq!(id.node_id, "edge-1");
     assert_eq!(id.project_id, "e632aba927ea4ac2b575ec1603d56f10");
     assert_eq!(id.cert_cn, "system:node:edge-1");
+    assert!(id.has_feature("inventory") && id.has_feature("future") && !id.has_feature("other"));
     let first = got[0].as_ref().unwrap();
     assert!(!first.header.sync, "the writer clears sync, as upstream");
     assert_eq!(first.content.as_str().as_deref(), Some("ping"));
@@ -123,6 +126,7 @@ async fn permissive_mode_accepts_upstreams_legacy_certificates() {
     conn.close().await.unwrap();
     let (id, _) = permissive.await.unwrap().unwrap();
     assert_eq!((id.node_id.as_str(), id.cert_cn.as_str()), ("edge-capture", "kubeedge.io"));
+    assert!(id.features.is_empty(), "no features header: the handshake is upstream's");
 }
 
 /// A CSR with the v1.15 subject, and its SEC1 key.
@@ -225,4 +229,36 @@ async fn oversized_messages_are_refused() {
         .await;
     let (_, got) = tokio::time::timeout(PATIENCE, server).await.unwrap().unwrap().unwrap();
     assert_eq!(got.len(), 1, "the oversized frame ends the connection; only the small message arrived");
+}
+
+/// The server's cap is a read cap: an edge's frame over it is refused from its header (the
+/// error says size and limit), while the server may still write larger messages (CloudHub takes
+/// 8 MiB from edges and sends them up to 32 MiB).
+#[tokio::test]
+async fn the_server_cap_limits_what_it_reads_not_what_it_writes() {
+    let p = pki();
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(
+        server_tls(p.ca.cert_der(), &p.server.cert_der, &p.server.key_sec1).unwrap(),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let big =
+        Message::build("edgecontroller", "resource", "default/pod/p", "update", Content::string(&"y".repeat(20_000)));
+    let down = big.clone();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (_, mut conn) = accept(tcp, tls, &ServerOptions { max_message: 4096, ..Default::default() }).await.unwrap();
+        conn.send(&down).await.unwrap();
+        conn.recv().await.map(|_| ()).map_err(|e| e.too_large())
+    });
+    let (cert, key) = edge_cert(&p.ca, "edge-1");
+    let tls = Arc::new(client_tls(p.ca.cert_der(), &cert, &key).unwrap());
+    let mut conn = connect(&client_opts(&addr, "edge-1"), tls).await.unwrap();
+    let got = tokio::time::timeout(PATIENCE, conn.recv()).await.unwrap().unwrap().unwrap();
+    assert_eq!(got.content, big.content, "20 kB down through a 4 kB read cap");
+    let up = Message::build("edged", "meta", "default/pod/p", "update", Content::string(&"x".repeat(10_000)));
+    let _ = conn.send(&up).await;
+    let refused = tokio::time::timeout(PATIENCE, server).await.unwrap().unwrap();
+    let (size, limit) = refused.expect_err("refused").expect("as too large");
+    assert!(size > 10_000 && limit == 4096, "{size} / {limit}");
 }

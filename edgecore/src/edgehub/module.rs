@@ -247,6 +247,12 @@ impl Module for EdgeHubModule {
                         handshake_timeout: Duration::from_secs(
                             u64::try_from(self.cfg.websocket.handshake_timeout).unwrap_or(30).max(1),
                         ),
+                        // MetaManager answers the inventory question.
+                        features: if ctx.bus.has_module(module::METAMANAGER) {
+                            vec![kubeedge_model::protocol::inventory::FEATURE.to_owned()]
+                        } else {
+                            Vec::new()
+                        },
                     };
                     Ok(kubeedge_viaduct::connect(&opts, tls).await?)
                 };

@@ -5,6 +5,7 @@
 //! Upstream's `edge/pkg/metamanager` (kubeedge/kubeedge); the wire shapes are checked against
 //! the recorded upstream traffic in `tests/fixtures/upstream/`.
 
+mod inventory;
 pub mod metaserver;
 pub mod module;
 mod token;

@@ -6,8 +6,11 @@
 //!   change is published to MetaServer's watches, the message is forwarded to edged (or to twin
 //!   for devicecontroller), and only then is the cloud ACKed with `"OK"` — never the reverse,
 //!   so nothing ACKed can be missing after a crash. Node updates are stored, not forwarded. A
-//!   pod delete only removes the row if it holds that pod's UID (a recreated pod survives an
-//!   old delete), and removes the pod's stored status patch.
+//!   delete naming a UID (every delete the cloud sends) only acts if the row holds that UID: a
+//!   re-created object survives an old delete, which is ACKed without touching the row, edged
+//!   or DeviceTwin. A pod delete also removes the pod's stored status patch.
+//! - The cloud's anti-entropy question (`kubeedge/inventory`) is answered from the database
+//!   (`inventory.rs`).
 //! - **From edged**: queries are answered from the local database first; a key absent locally
 //!   is asked of the cloud when connected (`remoteQueryTimeout`), stored and ACKed. Inserts
 //!   (node, pod, lease) go to the cloud and the reply's object is stored. Patches (podpatch,
@@ -198,6 +201,10 @@ impl Worker {
             if ty == resource_type::POD && !h.metadata.uid.is_empty() {
                 ops.push(Op::DeleteMetaIfValueContains { key: key.clone(), needle: h.metadata.uid.clone() });
                 ops.push(Op::DeleteMeta { key: format!("{}/{}/{name}", path.namespace, resource_type::POD_PATCH) });
+            } else if !h.metadata.uid.is_empty() {
+                // A delete names the object it removes: a newer one under the same name
+                // (re-created while a repair was on its way) stays.
+                ops.push(Op::DeleteMetaIfValueContains { key: key.clone(), needle: h.metadata.uid.clone() });
             } else {
                 ops.push(Op::DeleteMeta { key: key.clone() });
             }
@@ -232,6 +239,17 @@ impl Worker {
         (ops, change)
     }
 
+    /// Whether the `meta` row at `key` holds an object other than the one a delete's `value`
+    /// names by uid (false when the delete names none, or the row is absent).
+    async fn holds_another(&self, key: &str, value: &str) -> bool {
+        let uid = head(value).metadata.uid;
+        if uid.is_empty() {
+            return false;
+        }
+        let row = self.store.get(key).await.ok().flatten();
+        row.is_some_and(|r| head(&r.value).metadata.uid != uid)
+    }
+
     /// An object from the cloud: commit, publish, forward, then ACK.
     async fn store_cloud_object(&self, msg: Message) {
         let Ok(path) = ResourcePath::parse(&msg.router.resource) else {
@@ -242,6 +260,13 @@ impl Worker {
         let op = msg.operation();
         if op != Operation::Delete && serde_json::from_str::<Value>(&value).is_err() {
             warn!(resource = %msg.router.resource, "Dropped a cloud message whose content is not JSON.");
+            return;
+        }
+        if op == Operation::Delete && self.holds_another(&msg.router.resource, &value).await {
+            // A delete of an object this name no longer holds (it was re-created, and the new
+            // one arrived first): nothing to remove, nothing to tell edged or DeviceTwin.
+            debug!(resource = %msg.router.resource, "A delete names an object no longer held; ACKed only.");
+            up(&self.bus, edge::ack(&msg)).await;
             return;
         }
         let (ops, change) = self.object_ops(&path, &op, &value).await;
@@ -270,6 +295,9 @@ impl Worker {
 
     /// A query from a local module: the database first, then the cloud.
     async fn query(&self, msg: Message) {
+        if kubeedge_model::protocol::inventory::is_request(&msg) {
+            return self.inventory(msg).await;
+        }
         let Ok(path) = ResourcePath::parse(&msg.router.resource) else {
             let _ = self.bus.send_resp(error_to(&msg, "malformed resource"));
             return;
@@ -294,6 +322,19 @@ impl Worker {
                 let _ = self.bus.send_resp(error_to(&msg, "not found locally and the cloud is not reachable"));
             }
             _ => self.remote(msg, true).await,
+        }
+    }
+
+    /// The cloud asks what this node holds (anti-entropy): answered from the database.
+    async fn inventory(&self, msg: Message) {
+        use kubeedge_model::protocol::inventory;
+        let request: inventory::Request = msg.content.decode().unwrap_or_default();
+        match super::inventory::collect(&self.store, &request).await {
+            Ok(inv) => {
+                debug!(objects = inv.len(), "Answering the cloud's inventory question.");
+                up(&self.bus, inventory::answer(&msg, &inv)).await;
+            }
+            Err(e) => warn!(error = %e, "Reading the inventory failed; the cloud asks again later."),
         }
     }
 

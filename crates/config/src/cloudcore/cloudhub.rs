@@ -58,6 +58,8 @@ pub struct CloudHub {
     /// on the WebSocket and for `/edge.crt`. Default true; false restores upstream's permissive
     /// behaviour, which v1.15 edges (certificate CN `kubeedge.io`) need.
     pub node_identity_check: bool,
+    /// Extension (ours): what one edge may have the cloud read, queue and handle at once.
+    pub edge_messages: CloudHubEdgeMessages,
 }
 
 impl Default for CloudHub {
@@ -81,6 +83,7 @@ impl Default for CloudHub {
             token_refresh_duration: 12,
             authorization: CloudHubAuthorization::default(),
             node_identity_check: true,
+            edge_messages: CloudHubEdgeMessages::default(),
         }
     }
 }
@@ -148,6 +151,71 @@ impl CloudHub {
         if !self.websocket.enable && !self.quic.enable {
             c.error(format!("{at}.websocket.enable"), "at least one of websocket and quic must be enabled");
         }
+        self.edge_messages.validate(c, &format!("{at}.edgeMessages"));
+    }
+}
+
+/// `modules.cloudHub.edgeMessages` (ours, not upstream's): the limits on what edges send the
+/// cloud, so a flooding edge slows only itself. Upstream bounds an edge only on the edge
+/// (EdgeHub's `messageQPS`/`messageBurst`); these enforce the same pace in the cloud, bound
+/// each node's messages queued or being handled, cap an edge→cloud message below the
+/// cloud→edge one, and bound the memory of all edges' messages in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CloudHubEdgeMessages {
+    /// Requests per second one node may hand the controllers (default 30, EdgeHub's
+    /// `messageQPS`). ACKs, replies and keepalives are not counted.
+    #[serde(rename = "messageQPS")]
+    pub message_qps: i32,
+    /// Requests one node may send at once above that rate (default 60, EdgeHub's
+    /// `messageBurst`).
+    pub message_burst: i32,
+    /// Messages of one node queued or being handled by the controllers at once (default 64);
+    /// beyond that CloudHub stops reading that node's connection until one is done.
+    pub node_in_flight: i32,
+    /// The largest message an edge may send, in MiB (default 8; cloud→edge messages may be
+    /// 32 MiB). A larger one is refused from its frame header, before it is read, and ends
+    /// the session (close code 1009).
+    #[serde(rename = "maxMessageMiB")]
+    pub max_message_mib: i32,
+    /// Memory for all edges' messages read and not yet handled, in MiB (default 256). Each
+    /// node has 256 KiB of its own beyond this; when it is used up, sessions wait (no
+    /// message is dropped) and a warning says so.
+    #[serde(rename = "inFlightMemoryMiB")]
+    pub in_flight_memory_mib: i32,
+}
+
+impl Default for CloudHubEdgeMessages {
+    fn default() -> Self {
+        Self { message_qps: 30, message_burst: 60, node_in_flight: 64, max_message_mib: 8, in_flight_memory_mib: 256 }
+    }
+}
+
+impl CloudHubEdgeMessages {
+    /// `maxMessageMiB` in bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        usize::try_from(self.max_message_mib.max(1)).unwrap_or(1) << 20
+    }
+
+    /// `inFlightMemoryMiB` in bytes.
+    pub fn in_flight_memory_bytes(&self) -> usize {
+        usize::try_from(self.in_flight_memory_mib.max(1)).unwrap_or(1) << 20
+    }
+
+    fn validate(&self, c: &mut Checker, at: &str) {
+        c.positive(&format!("{at}.messageQPS"), self.message_qps.into());
+        c.positive(&format!("{at}.messageBurst"), self.message_burst.into());
+        c.positive(&format!("{at}.nodeInFlight"), self.node_in_flight.into());
+        // 32 MiB is the protocol's cap (the edge's own reader refuses more).
+        let mib = i64::from(self.max_message_mib);
+        c.check((1..=32).contains(&mib), &format!("{at}.maxMessageMiB"), "must be between 1 and 32");
+        // The budget must hold the largest message, and a semaphore counts at most 4 TiB.
+        let budget = i64::from(self.in_flight_memory_mib);
+        c.check(
+            budget >= mib.max(1) && budget <= 1 << 20,
+            &format!("{at}.inFlightMemoryMiB"),
+            "must be at least maxMessageMiB and at most 1048576",
+        );
     }
 }
 

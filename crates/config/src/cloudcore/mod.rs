@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use self::cloudhub::{
-    AuthorizationMode, CloudHub, CloudHubAuthorization, CloudHubHttps, CloudHubQuic, CloudHubUnixSocket,
-    CloudHubWebSocket, NodeAuthorization,
+    AuthorizationMode, CloudHub, CloudHubAuthorization, CloudHubEdgeMessages, CloudHubHttps, CloudHubQuic,
+    CloudHubUnixSocket, CloudHubWebSocket, NodeAuthorization,
 };
 pub use self::edgecontroller::{EdgeController, EdgeControllerBuffer, EdgeControllerLoad};
 pub use self::modules::{

@@ -8,6 +8,7 @@
 //!   patches, lease insert/update/query, pod deletes and queries.
 //! - [`objects`]: the content of those requests: the Node and Lease an edge registers, the
 //!   status heartbeat patch.
+//! - [`inventory`]: the anti-entropy question the cloud asks an edge of ours, and its answer.
 //! - [`reply`]: the cloud's answers: `"OK"`, ObjectResp (`{"Object","Err"}`) and Go's
 //!   `StatusError` (`{"ErrStatus"}`), built (cloud) and parsed (edge).
 //!
@@ -15,6 +16,7 @@
 //! [`Message`](crate::Message) gets. Times inside objects are passed in.
 
 pub mod edge;
+pub mod inventory;
 pub mod objects;
 pub mod reply;
 

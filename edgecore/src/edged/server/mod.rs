@@ -38,6 +38,14 @@
 //! (`tailLines=-1`, `limitBytes=0`), and for exec, attach and port-forward the runtime's gRPC
 //! code as kubelet maps it (NotFound → 404, ResourceExhausted → 429, else 500). A streaming
 //! request that is not an upgrade gets 400 `Upgrade request required`.
+//!
+//! Idle connections cannot starve the rest (issue #18): every connection is registered in a
+//! [`Connections`] registry, busy while a request is in flight (a followed log for as long as it
+//! streams, an exec, attach or port-forward once upgraded until its relay ends) and idle
+//! otherwise. A connection without a complete request head within 10 s, or idle for 60 s (5 s
+//! once three quarters of [`MAX_CONNECTIONS`] are open), is closed; at the cap, a new connection
+//! is admitted at once by closing the connection idle longest; and when accept runs out of file
+//! descriptors, the connection idle longest is closed too. Busy connections are never closed.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -58,6 +66,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use kubeedge_cri::v1::{self, ContainerState};
 use kubeedge_cri::{Cri, Error as CriError};
 use kubeedge_kube_serve::request::{percent_decode, query_pairs};
+use kubeedge_telemetry::conns::{self, Busy, Conn, Connections, Limits};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -87,19 +96,20 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// How often a followed container is asked whether it still runs (kubelet's
 /// `logForceCheckPeriod`).
 const RUNNING_CHECK: Duration = Duration::from_secs(1);
-/// Open connections at most; past it, new clients wait in the listen backlog. An exec session
-/// keeps its connection's slot until the relay ends.
-/// As many as EdgeStream opens at once (its `MAX_CONNECTIONS`), so every tunnelled stream gets
-/// an answer.
-const MAX_CONNECTIONS: usize = 1024;
+/// Open connections at most. An exec session keeps its connection's slot until the relay ends.
+/// Past it, a new client takes the slot of the connection idle longest (which is closed); with
+/// none idle, it waits in the listen backlog. As many as EdgeStream opens at once (its
+/// `MAX_CONNECTIONS`), so every tunnelled stream gets an answer.
+pub const MAX_CONNECTIONS: usize = 1024;
 /// The largest request head accepted from a client (hyper's read buffer cap).
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// The largest response head accepted from the runtime's streaming server.
 const MAX_UPGRADE_RESPONSE_HEAD: usize = 16 * 1024;
 /// The largest error body relayed from the streaming server.
 const MAX_ERROR_BODY: usize = 64 * 1024;
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request's headers, also between kept-alive requests:
+/// hyper's own timer, a backstop for the registry's shorter first-head and pressured timeouts.
+const HEADER_READ_TIMEOUT: Duration = conns::IDLE_TIMEOUT;
 /// How long dialling the streaming server and getting its response head may take.
 const BACKEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections get to finish after shutdown.
@@ -160,25 +170,41 @@ pub async fn run(listener: TcpListener, cri: Cri, node: String, probes: ProbeMet
         tasks: tasks.clone(),
     });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let registry = Connections::new("edged-kubelet-server", Limits::with_cap(MAX_CONNECTIONS));
     let mut backoff = kubeedge_telemetry::AcceptBackoff::new("edged-kubelet-server");
+    let mut sweep = tokio::time::interval(conns::SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // A slot first, then the connection; both waits are cancel-safe.
-        let next = async {
-            let permit = slots.clone().acquire_owned().await;
-            (permit, listener.accept().await)
-        };
-        let (permit, accepted) = tokio::select! {
+        let accepted = tokio::select! {
             _ = stop.cancelled() => break,
-            n = next => n,
-        };
-        let Ok(permit) = permit else { break };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff.succeeded();
-                tasks.spawn(connection(stream, peer, shared.clone(), Arc::new(permit)));
+            _ = sweep.tick() => {
+                registry.sweep();
+                continue;
             }
-            Err(e) => backoff.failed(&e).await,
-        }
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff.succeeded();
+                a
+            }
+            Err(e) => {
+                // Out of file descriptors: the connection idle longest gives its one back.
+                registry.on_accept_error(&e);
+                backoff.failed(&e).await;
+                continue;
+            }
+        };
+        // The connection first, then its slot: at the cap, the connection idle longest makes
+        // room at once; with all busy, this waits for one to end. Cancel-safe.
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = registry.admit(&slots) => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        tasks.spawn(connection(stream, peer, shared.clone(), Arc::new(permit), registry.register()));
     }
     drop(listener);
     tasks.close();
@@ -203,32 +229,76 @@ struct Shared {
     tasks: TaskTracker,
 }
 
-/// Serves one HTTP/1.1 connection (with upgrades) until it closes or the server shuts down.
-/// `permit` is the connection's slot; a streaming relay keeps a clone of it.
-async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, permit: Arc<OwnedSemaphorePermit>) {
+/// Serves one HTTP/1.1 connection (with upgrades) until it closes, the registry sheds it, or
+/// the server shuts down. `permit` is the connection's slot; a streaming relay keeps a clone of
+/// it. `registered` is the connection's entry: each request marks it busy until its response
+/// body is done (an upgrade until the connection is handed over).
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    permit: Arc<OwnedSemaphorePermit>,
+    registered: Conn,
+) {
     let _ = stream.set_nodelay(true);
     let stop = shared.stop.clone();
-    let svc = service_fn(move |req| {
-        let (shared, permit) = (shared.clone(), permit.clone());
-        async move { Ok::<_, Infallible>(handle(shared, req, peer, permit).await) }
+    let registered = Arc::new(registered);
+    let svc = service_fn({
+        let registered = registered.clone();
+        move |req| {
+            // Called as soon as the request head is complete.
+            let busy = registered.request();
+            let (shared, permit) = (shared.clone(), permit.clone());
+            async move { Ok::<_, Infallible>(busy_until_sent(handle(shared, req, peer, permit).await, busy)) }
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_REQUEST_HEAD);
     let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
-                Ok(r) => r,
-                Err(_) => return,
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            () = registered.shed(), if !closing => {
+                // Idle (or fresh): closed at once. A request that started since the registry
+                // chose this connection finishes first.
+                if !registered.is_busy() {
+                    debug!(%peer, "Closed an idle kubelet server connection to make room.");
+                    return;
+                }
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
+                    Ok(r) => break r,
+                    Err(_) => return,
+                }
             }
         }
     };
     if let Err(e) = result {
         debug!(%peer, error = %e, "Kubelet server connection ended with an error.");
     }
+}
+
+/// Keeps the connection busy while `resp` is sent: until its body is done (a followed log for as
+/// long as it streams), or, for a `101 Switching Protocols`, until the connection is handed to
+/// the relay and leaves the server.
+fn busy_until_sent(resp: Response<Body>, busy: Busy) -> Response<Body> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        busy.hand_over();
+        return resp;
+    }
+    resp.map(|body| {
+        body.map_frame(move |frame| {
+            let _busy = &busy;
+            frame
+        })
+        .boxed_unsync()
+    })
 }
 
 // === routing and errors ===

@@ -118,7 +118,8 @@ pub struct Options {
     pub history_bytes: usize,
     /// How often an idle watch that allows bookmarks gets one; default 30 s.
     pub bookmark_interval: Duration,
-    /// Connections served at once; more wait to be accepted. Default [`DEFAULT_MAX_CONNECTIONS`].
+    /// Connections served at once; at the cap a new one replaces the connection idle longest,
+    /// and waits only while every connection is busy. Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
 }
 

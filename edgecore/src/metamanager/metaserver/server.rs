@@ -1,5 +1,13 @@
 //! The HTTP side: the accept loop (HTTP/1.1 and h2c), request routing to discovery, reads,
 //! watches and writes, body caps, and rendering results in the form the client asked for.
+//!
+//! Idle connections cannot starve the rest (issue #18): every connection is registered in a
+//! [`Connections`] registry, busy while a request is in flight (a watch for as long as it
+//! streams) and idle otherwise. A connection without a complete first request head (or TLS
+//! handshake) within 10 s, or idle for 60 s (5 s once three quarters of the cap are open), is
+//! closed; at the cap, a new connection is admitted at once by closing the connection idle
+//! longest; and when accept runs out of file descriptors, the connection idle longest is closed
+//! too. Busy connections (watches, requests being answered) are never closed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,6 +28,7 @@ use kubeedge_kube_serve::status::ApiError;
 use kubeedge_kube_serve::table::{self, AcceptKind};
 use kubeedge_kube_serve::time;
 use kubeedge_metastore::Store;
+use kubeedge_telemetry::conns::{self, Busy, Conn, Connections, Limits};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -37,8 +46,12 @@ pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
 /// How long open connections get to finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send an HTTP/1 request's headers, also between kept-alive
+/// requests: hyper's own timer, a backstop for the registry's shorter first-head and pressured
+/// timeouts (which also cover a silent client: hyper-util's version detection has no timeout).
+const HEADER_READ_TIMEOUT: Duration = conns::IDLE_TIMEOUT;
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = conns::HEADER_TIMEOUT;
 
 /// What every request handler shares.
 pub(crate) struct Shared {
@@ -62,43 +75,64 @@ pub(crate) struct Shared {
 /// still open after [`SHUTDOWN_GRACE`] are aborted.
 pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut connections = JoinSet::new();
-    let slots = Arc::new(Semaphore::new(shared.opts.max_connections.max(1)));
+    let cap = shared.opts.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(cap));
+    let registry = Connections::new("metaserver", Limits::with_cap(cap));
     let mut backoff = kubeedge_telemetry::AcceptBackoff::new("metaserver");
+    let mut sweep = tokio::time::interval(conns::SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // A connection slot first: past the limit, new clients wait in the listen backlog.
-        // Both waits are cancel-safe, so losing the race to a finished connection loses nothing.
-        let next = async {
-            let permit = slots.clone().acquire_owned().await;
-            (permit, listener.accept().await)
-        };
-        let (permit, accepted) = tokio::select! {
+        // Every wait here is cancel-safe, so losing a race loses nothing.
+        let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            n = next => n,
+            _ = sweep.tick() => {
+                registry.sweep();
+                continue;
+            }
+            a = listener.accept() => a,
         };
-        let Ok(permit) = permit else { break };
         let (stream, peer) = match accepted {
             Ok(a) => {
                 backoff.succeeded();
                 a
             }
             Err(e) => {
+                // Out of file descriptors: the connection idle longest gives its one back.
+                registry.on_accept_error(&e);
                 backoff.failed(&e).await;
                 continue;
             }
         };
+        // The connection first, then its slot: at the cap, the connection idle longest makes
+        // room at once; with all busy (watches), this waits for one to end.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = registry.admit(&slots) => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let registered = registry.register();
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let _ = stream.set_nodelay(true);
             match shared.opts.tls.clone() {
-                None => connection(stream, peer, shared, shutdown).await,
+                None => connection(stream, peer, shared, shutdown, registered).await,
                 // Off loopback: mutual TLS, the client's certificate verified against
-                // `tlsCaFile` before any request is read.
+                // `tlsCaFile` before any request is read. The handshake is fresh: it may be shed.
                 Some(tls) => {
                     let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
-                    match tokio::time::timeout(HEADER_READ_TIMEOUT, accept).await {
-                        Ok(Ok(tls)) => connection(tls, peer, shared, shutdown).await,
+                    let accepted = tokio::select! {
+                        a = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept) => a,
+                        () = registered.shed() => {
+                            debug!(%peer, "Closed a pending MetaServer TLS handshake to make room.");
+                            return;
+                        }
+                    };
+                    match accepted {
+                        Ok(Ok(tls)) => connection(tls, peer, shared, shutdown, registered).await,
                         Ok(Err(e)) => debug!(%peer, error = %e, "MetaServer TLS handshake failed."),
                         Err(_) => debug!(%peer, "MetaServer TLS handshake timed out."),
                     }
@@ -117,30 +151,61 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Ca
     }
 }
 
-/// Serves one connection (HTTP/1.1, or HTTP/2 with prior knowledge) until it closes or the
-/// server shuts down.
-async fn connection<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken)
+/// Serves one connection (HTTP/1.1, or HTTP/2 with prior knowledge) until it closes, the
+/// registry sheds it, or the server shuts down. `registered` is the connection's entry: each
+/// request (an HTTP/2 stream) marks it busy until its response body is done.
+async fn connection<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken, registered: Conn)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(shared, req).await) }
+    let registered = Arc::new(registered);
+    let svc = service_fn({
+        let registered = registered.clone();
+        move |req| {
+            // Called as soon as the request head is complete.
+            let busy = registered.request();
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(busy_until_sent(handle(shared, req).await, busy)) }
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            () = registered.shed(), if !closing => {
+                // Idle (or fresh): closed at once. A request that started since the registry
+                // chose this connection finishes first.
+                if !registered.is_busy() {
+                    debug!(%peer, "Closed an idle MetaServer connection.");
+                    return;
+                }
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
         }
     };
     if let Err(e) = result {
         debug!(%peer, error = %e, "MetaServer connection ended with an error.");
     }
+}
+
+/// Keeps the connection busy until `resp`'s body is done (a watch for as long as it streams).
+fn busy_until_sent(resp: Response<Body>, busy: Busy) -> Response<Body> {
+    resp.map(|body| {
+        body.map_frame(move |frame| {
+            let _busy = &busy;
+            frame
+        })
+        .boxed()
+    })
 }
 
 /// One request's context.
