@@ -40,6 +40,8 @@ fn idle_connections_do_not_starve_health_checks() {
         kubeedge_testkit::skip("idle connection e2e", &why);
         return;
     }
+    // The test holds about 1,500 sockets: more than the usual soft limit of 1,024.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let ctrd = PrivateContainerd::start().unwrap_or_else(|e| panic!("private containerd: {e}"));
     let dir = tempfile::tempdir().unwrap();
     let mut cloud = CloudSide::start(dir.path());

@@ -105,6 +105,9 @@ impl Module for CloudHubModule {
             let refresh = cfg.token_refresh_duration();
             certs::refresh_token(&client, &pki.ca, refresh).await?;
             let shutdown = ctx.shutdown().clone();
+            // This run's own tasks end with it, so a restart does not leave them behind.
+            let run_stop = shutdown.child_token();
+            let _run_guard = run_stop.clone().drop_guard();
             let ca = Arc::new(pki.ca);
             let permissive = !cfg.node_identity_check;
             if permissive {
@@ -115,11 +118,11 @@ impl Module for CloudHubModule {
             }
 
             {
-                let (client, ca, shutdown) = (client.clone(), ca.clone(), shutdown.clone());
+                let (client, ca, stop) = (client.clone(), ca.clone(), run_stop.clone());
                 ctx.spawn(async move {
                     loop {
                         tokio::select! {
-                            _ = shutdown.cancelled() => return,
+                            _ = stop.cancelled() => return,
                             _ = tokio::time::sleep(refresh) => {}
                         }
                         if let Err(e) = certs::refresh_token(&client, &ca, refresh).await {
@@ -135,7 +138,7 @@ impl Module for CloudHubModule {
                 admission: self.admission.clone(),
             };
             // Memory freed by large edge messages goes back to the OS after each burst.
-            ctx.spawn(self.admission.clone().trim_after_bursts(shutdown.clone()));
+            ctx.spawn(self.admission.clone().trim_after_bursts(run_stop.clone()));
             let hub = Hub::with_limits(
                 ctx.bus.clone(),
                 usize::try_from(cfg.node_limit).unwrap_or(0),

@@ -368,9 +368,12 @@ impl Hub {
         let mut bucket = self.limits.as_ref().map(|l| Bucket::new(l.qps, l.burst, Instant::now()));
         let mut held_back_note = kubeedge_telemetry::LogLimiter::new(Duration::from_secs(10));
         // A request read and not yet taken by the bus (waiting for its rate, room in flight or
-        // memory). While there is one the connection is not read: the edge waits on its own
-        // socket, and downstream messages still flow.
+        // memory), and the requests read behind it (a few): ACKs, replies and keepalives read
+        // meanwhile are handled at once. With those few waiting the connection is not read: the
+        // edge waits on its own socket, and downstream messages still flow.
         let mut handing: Option<Handing> = None;
+        let mut held: std::collections::VecDeque<Message> = std::collections::VecDeque::new();
+        let mut held_bytes = 0usize;
         // The close frame a refused session gets.
         let mut close_frame: Option<(u16, String)> = None;
         let reason = loop {
@@ -378,7 +381,10 @@ impl Hub {
             let mut write_failed = false;
             let mut node_deleted = false;
             while let Some(out) = queue.next_to_send(now) {
-                if let Err(e) = conn.send(&out).await {
+                // An edge that reads nothing for a keepalive interval is gone: a write never
+                // waits longer (both ends could otherwise wait on each other's full buffers).
+                let sent = tokio::time::timeout(self.keepalive, conn.send(&out)).await;
+                if let Err(e) = sent.map_err(|_| "timed out".to_owned()).and_then(|r| r.map_err(|e| e.to_string())) {
                     debug!(node, error = %e, "Write failed.");
                     write_failed = true;
                     break;
@@ -397,14 +403,18 @@ impl Hub {
             }
             let wake = queue.next_deadline().map(tokio::time::Instant::from_std);
             let silent_until = last_seen + self.keepalive;
-            let reading = handing.is_none();
+            let reading = held.len() < HELD_MAX && held_bytes < HELD_BYTES;
             tokio::select! {
                 _ = cancel.cancelled() => break "replaced or shutting down",
                 // Silence counts only while the connection is read.
                 _ = tokio::time::sleep_until(silent_until), if reading => break "keepalive timeout",
-                waited = async { match handing.as_mut() { Some(h) => h.await, None => std::future::pending().await } }, if !reading => {
+                waited = async { match handing.as_mut() { Some(h) => h.await, None => std::future::pending().await } }, if handing.is_some() => {
                     handing = None;
                     last_seen = tokio::time::Instant::now();
+                    while handing.is_none() && let Some(next) = held.pop_front() {
+                        held_bytes = held_bytes.saturating_sub(next.content.raw().len());
+                        handing = self.upstream(&node, next, &mut queue, bucket.as_mut());
+                    }
                     if !waited.is_empty() && let Some(held_back) = held_back_note.admit() {
                         let waited: Vec<&str> = waited.iter().map(|w| w.as_str()).collect();
                         info!(
@@ -428,7 +438,15 @@ impl Hub {
                 up = conn.recv(), if reading => match up {
                     Ok(Some(msg)) => {
                         last_seen = tokio::time::Instant::now();
-                        handing = self.upstream(&node, msg, &mut queue, bucket.as_mut());
+                        if handing.is_some() && !is_control(&msg) {
+                            held_bytes += msg.content.raw().len();
+                            held.push_back(msg);
+                        } else {
+                            let h = self.upstream(&node, msg, &mut queue, bucket.as_mut());
+                            if handing.is_none() {
+                                handing = h;
+                            }
+                        }
                     }
                     Ok(None) => break "edge closed the connection",
                     Err(e) if e.is_recoverable() => {
@@ -597,11 +615,25 @@ impl Hub {
         waited.extend_from_slice(&admitted.waited);
         // A ticket per member would release the message twice: hand over to a sole member only.
         let completes = limits.admission.completes(group) && self.bus.group_members(group).len() == 1;
-        if self.bus.send_to_group(group, msg).await.is_ok() && completes {
+        // Delivered to no one (an inbox closing at shutdown): no ticket will come back.
+        if matches!(self.bus.send_to_group(group, msg).await, Ok(n) if n > 0) && completes {
             admitted.handed_over();
         }
         waited
     }
+}
+
+/// Requests read behind one being handed over, at most (count and content bytes): beyond
+/// them the connection is not read.
+const HELD_MAX: usize = 16;
+const HELD_BYTES: usize = 1 << 20;
+
+/// What a session handles at once even while a request waits: keepalives, ACKs and replies
+/// (`response` with a parent id), error reports and the empty shutdown frame.
+fn is_control(msg: &Message) -> bool {
+    msg.is_empty_frame()
+        || matches!(msg.operation(), Operation::Keepalive | Operation::Error)
+        || (msg.operation() == Operation::Response && msg.parent_id().is_some())
 }
 
 /// A request on its way from a session to the controllers ([`Hub::hand_over`]).

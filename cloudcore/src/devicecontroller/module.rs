@@ -34,12 +34,22 @@ pub struct DeviceControllerModule {
     syncs: Option<Syncs>,
     authz_metrics: Option<AuthzMetrics>,
     completion: Option<Completion>,
+    /// Reports per node, kept across runs as the inbox is.
+    reports: FairQueue<(Message, Option<Ticket>)>,
 }
 
 impl DeviceControllerModule {
     /// A module for this cluster; `syncs` is SyncController's record when it runs.
     pub fn new(kube: KubeApiConfig, cfg: DeviceController, syncs: Option<Syncs>) -> Self {
-        Self { kube, cfg, devices: DeviceView::default(), syncs, authz_metrics: None, completion: None }
+        Self {
+            kube,
+            cfg,
+            devices: DeviceView::default(),
+            syncs,
+            authz_metrics: None,
+            completion: None,
+            reports: FairQueue::new(1),
+        }
     }
 
     /// Reports each edge message taken to CloudHub's admission (see [`crate::inflight`]).
@@ -105,16 +115,23 @@ impl Module for DeviceControllerModule {
                 NodeAuthorizer::new(client, View::default(), self.authz_metrics.clone(), module::DEVICECONTROLLER)
                     .with_devices(self.devices.clone());
             // A report is done once merged into the pending set (its answer waits for the patch).
-            let reports = FairQueue::<(Message, Option<Ticket>)>::new(1);
+            let reports = self.reports.clone();
             for _ in 0..REPORT_WORKERS {
                 let (authz, statuses, stop, reports) = (authz.clone(), statuses.clone(), stop.clone(), reports.clone());
                 ctx.spawn(async move {
                     loop {
                         let ((msg, ticket), turn) = tokio::select! {
+                            biased;
                             _ = stop.cancelled() => return,
                             t = reports.take() => t,
                         };
-                        upstream::handle(msg, &authz, &statuses).await;
+                        // A report waiting for room in a device's pending set waits on this
+                        // run's patchers: it ends with them (unanswered, the edge sends it again).
+                        tokio::select! {
+                            biased;
+                            _ = stop.cancelled() => return,
+                            () = upstream::handle(msg, &authz, &statuses) => {}
+                        }
                         drop((ticket, turn));
                     }
                 });

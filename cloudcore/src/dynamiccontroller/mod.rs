@@ -130,13 +130,15 @@ pub struct DynamicControllerModule {
     view: View,
     authz_metrics: Option<AuthzMetrics>,
     completion: Option<Completion>,
+    /// Applications per node, kept across runs as the inbox is.
+    queue: FairQueue<(Message, Option<Ticket>)>,
 }
 
 impl DynamicControllerModule {
     /// A module for this cluster, authorizing against `view` (EdgeController's record of which
     /// pods use what) and counting refusals in `authz_metrics`.
     pub fn new(kube: KubeApiConfig, view: View, authz_metrics: Option<AuthzMetrics>) -> Self {
-        Self { kube, view, authz_metrics, completion: None }
+        Self { kube, view, authz_metrics, completion: None, queue: FairQueue::new(PER_NODE) }
     }
 
     /// Reports each Application answered to CloudHub's admission (see [`crate::inflight`]).
@@ -435,13 +437,14 @@ impl Module for DynamicControllerModule {
             let stop = ctx.shutdown().child_token();
             let _guard = stop.clone().drop_guard();
             // Per node, in turn; each Application's ticket is dropped once it is answered.
-            let queue = FairQueue::<(Message, Option<Ticket>)>::new(PER_NODE);
+            let queue = self.queue.clone();
             for _ in 0..MAX_IN_FLIGHT {
                 let (client, bus, authz) = (client.clone(), ctx.bus.clone(), authz.clone());
                 let (queue, stop) = (queue.clone(), stop.clone());
                 ctx.spawn(async move {
                     loop {
                         let ((msg, ticket), turn) = tokio::select! {
+                            biased;
                             _ = stop.cancelled() => return,
                             t = queue.take() => t,
                         };

@@ -29,12 +29,15 @@ pub struct EdgeControllerModule {
     syncs: Option<Syncs>,
     authz_metrics: Option<AuthzMetrics>,
     completion: Option<Completion>,
+    /// Upstream messages per node, kept across runs as the inbox is: a restart loses none,
+    /// and a node whose message an old run's worker still handles keeps its turn.
+    queue: FairQueue<(Message, Option<Ticket>)>,
 }
 
 impl EdgeControllerModule {
     /// A module for this cluster; `syncs` is SyncController's record when it runs.
     pub fn new(kube: KubeApiConfig, syncs: Option<Syncs>) -> Self {
-        Self { kube, view: View::default(), syncs, authz_metrics: None, completion: None }
+        Self { kube, view: View::default(), syncs, authz_metrics: None, completion: None, queue: FairQueue::new(1) }
     }
 
     /// Reports each upstream message handled to CloudHub's admission (see [`crate::inflight`]).
@@ -80,14 +83,14 @@ impl Module for EdgeControllerModule {
                 module::EDGECONTROLLER,
             );
             let up = Upstream { client, tx, authz };
-            // Per node, in arrival order; a new queue per run (what the last run held was
-            // dropped with its tickets, and the edges re-send what they miss).
-            let queue = FairQueue::<(Message, Option<Ticket>)>::new(1);
+            // Per node, in arrival order.
+            let queue = self.queue.clone();
             for _ in 0..WORKERS {
                 let (up, stop, queue) = (up.clone(), stop.clone(), queue.clone());
                 ctx.spawn(async move {
                     loop {
                         let ((msg, ticket), turn) = tokio::select! {
+                            biased;
                             _ = stop.cancelled() => return,
                             t = queue.take() => t,
                         };

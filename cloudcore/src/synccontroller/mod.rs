@@ -173,6 +173,8 @@ struct Controller {
     asked: HashMap<String, Asked>,
     /// Questions awaiting their answer.
     asking: usize,
+    /// Whether the types asked included devices: when they start to, every edge is asked again.
+    asked_devices: bool,
     bus: Bus,
     spawner: Spawner,
     answers: mpsc::Sender<Answer>,
@@ -390,6 +392,15 @@ impl Controller {
             return;
         }
         let now = Instant::now();
+        let devices = types.contains(&resource_type::DEVICE);
+        if devices && !self.asked_devices {
+            // DeviceController's view has listed: what edges hold of devices is asked now, not
+            // at their next turn.
+            for a in self.asked.values_mut() {
+                a.next = a.next.min(now);
+            }
+        }
+        self.asked_devices = devices;
         for (node, a) in &mut self.asked {
             if self.asking >= MAX_ASKING {
                 break;
@@ -732,6 +743,7 @@ impl Module for SyncControllerModule {
                 queue: NodeQueue::default(),
                 asked: HashMap::new(),
                 asking: 0,
+                asked_devices: false,
                 bus: ctx.bus.clone(),
                 spawner: ctx.spawner(),
                 answers: answers_tx,

@@ -607,7 +607,12 @@ impl Module for EdgedModule {
                             router.sync_static(dir, node).await;
                         }
                     }
-                    _ = tick.tick() => router.tick().await,
+                    // A slow runtime (the snapshot may take its whole timeout) does not hold
+                    // up a shutdown.
+                    _ = tick.tick() => tokio::select! {
+                        () = stop.cancelled() => break Ok(()),
+                        () = router.tick() => {}
+                    },
                     msg = ctx.recv() => match msg {
                         Some(msg) => router.route(&msg),
                         None => break Ok(()),

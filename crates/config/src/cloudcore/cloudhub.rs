@@ -205,7 +205,8 @@ impl CloudHubEdgeMessages {
     fn validate(&self, c: &mut Checker, at: &str) {
         c.positive(&format!("{at}.messageQPS"), self.message_qps.into());
         c.positive(&format!("{at}.messageBurst"), self.message_burst.into());
-        c.positive(&format!("{at}.nodeInFlight"), self.node_in_flight.into());
+        // The controllers' per-node queues hold 1024 (cloudcore's `inflight::MAX_PER_KEY`).
+        c.check((1..=1024).contains(&self.node_in_flight), &format!("{at}.nodeInFlight"), "must be between 1 and 1024");
         // 32 MiB is the protocol's cap (the edge's own reader refuses more).
         let mib = i64::from(self.max_message_mib);
         c.check((1..=32).contains(&mib), &format!("{at}.maxMessageMiB"), "must be between 1 and 32");
