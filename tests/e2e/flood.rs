@@ -145,8 +145,17 @@ fn a_flooding_edge_slows_only_itself() {
     let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let flooder = cloud.rt.block_on(connect(&ca, cloud.ws_port, flood_node));
     let flooding = cloud.rt.spawn(flood(flooder, stop.clone(), sent.clone()));
-    // Let the flood fill whatever it can fill before measuring.
-    std::thread::sleep(Duration::from_secs(3));
+    // Measured once the flood fills what it can: the cloud holds it back.
+    kubeedge_testkit::until("the flood to be held back", || {
+        let (_, m) = kubeedge_testkit::http_get(cloud.monitor, "/metrics").ok()?;
+        let held = m.lines().find_map(|l| {
+            l.strip_prefix(r#"kubeedge_cloudhub_throttled_messages_total{reason="node_in_flight"} "#)?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        });
+        held.filter(|h| *h >= 1.0).map(drop)
+    });
     let flood_start = sent.load(Ordering::Relaxed);
     let t_flood = Instant::now();
     let flooded = cloud.rt.block_on(phase(&mut honest, honest_node));

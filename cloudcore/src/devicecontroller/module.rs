@@ -117,24 +117,20 @@ impl Module for DeviceControllerModule {
             // A report is done once merged into the pending set (its answer waits for the patch).
             let reports = self.reports.clone();
             for _ in 0..REPORT_WORKERS {
-                let (authz, statuses, stop, reports) = (authz.clone(), statuses.clone(), stop.clone(), reports.clone());
-                ctx.spawn(async move {
-                    loop {
-                        let ((msg, ticket), turn) = tokio::select! {
-                            biased;
-                            _ = stop.cancelled() => return,
-                            t = reports.take() => t,
-                        };
+                let (authz, statuses, run_stop) = (authz.clone(), statuses.clone(), stop.clone());
+                ctx.spawn(reports.clone().work(stop.clone(), move |(msg, ticket)| {
+                    let (authz, statuses, stop) = (authz.clone(), statuses.clone(), run_stop.clone());
+                    async move {
                         // A report waiting for room in a device's pending set waits on this
                         // run's patchers: it ends with them (unanswered, the edge sends it again).
                         tokio::select! {
                             biased;
-                            _ = stop.cancelled() => return,
+                            _ = stop.cancelled() => {}
                             () = upstream::handle(msg, &authz, &statuses) => {}
                         }
-                        drop((ticket, turn));
+                        drop(ticket);
                     }
-                });
+                }));
             }
             info!(workers = self.workers(), "DeviceController started.");
             while let Some(msg) = ctx.recv().await {

@@ -440,18 +440,13 @@ impl Module for DynamicControllerModule {
             let queue = self.queue.clone();
             for _ in 0..MAX_IN_FLIGHT {
                 let (client, bus, authz) = (client.clone(), ctx.bus.clone(), authz.clone());
-                let (queue, stop) = (queue.clone(), stop.clone());
-                ctx.spawn(async move {
-                    loop {
-                        let ((msg, ticket), turn) = tokio::select! {
-                            biased;
-                            _ = stop.cancelled() => return,
-                            t = queue.take() => t,
-                        };
+                ctx.spawn(queue.clone().work(stop.clone(), move |(msg, ticket)| {
+                    let (client, bus, authz) = (client.clone(), bus.clone(), authz.clone());
+                    async move {
                         answer(&client, &bus, &authz, msg).await;
-                        drop((ticket, turn));
+                        drop(ticket);
                     }
-                });
+                }));
             }
             info!("DynamicController started.");
             while let Some(msg) = ctx.recv().await {

@@ -86,18 +86,14 @@ impl Module for EdgeControllerModule {
             // Per node, in arrival order.
             let queue = self.queue.clone();
             for _ in 0..WORKERS {
-                let (up, stop, queue) = (up.clone(), stop.clone(), queue.clone());
-                ctx.spawn(async move {
-                    loop {
-                        let ((msg, ticket), turn) = tokio::select! {
-                            biased;
-                            _ = stop.cancelled() => return,
-                            t = queue.take() => t,
-                        };
+                let up = up.clone();
+                ctx.spawn(queue.clone().work(stop.clone(), move |(msg, ticket)| {
+                    let up = up.clone();
+                    async move {
                         up.handle(msg).await;
-                        drop((ticket, turn));
+                        drop(ticket);
                     }
-                });
+                }));
             }
             info!(workers = WORKERS, "EdgeController started.");
             while let Some(msg) = ctx.recv().await {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// Items one key may have queued before [`FairQueue::push`] waits (a backstop: CloudHub's
 /// admission keeps a node to `nodeInFlight`).
@@ -88,6 +89,24 @@ impl<T> FairQueue<T> {
                 }
             }
             room.await;
+        }
+    }
+
+    /// A worker: takes items in turn and gives each to `handle`, holding its key's turn until
+    /// `handle` is done, until `stop` (looked at before each take, first).
+    pub async fn work<F, Fut>(self, stop: CancellationToken, mut handle: F)
+    where
+        F: FnMut(T) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        loop {
+            let (item, turn) = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                t = self.take() => t,
+            };
+            handle(item).await;
+            drop(turn);
         }
     }
 
@@ -246,7 +265,10 @@ mod tests {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Every worker waits in `take` (the test runtime has one thread).
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
         for (i, node) in ["a", "b", "c", "d"].iter().enumerate() {
             q.push(node, i as u32).await;
         }

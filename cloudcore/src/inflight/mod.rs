@@ -439,6 +439,13 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(50), fut).await.is_err()
     }
 
+    /// Lets every spawned task run until it waits (the test runtime has one thread).
+    async fn settle() {
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test]
     async fn a_full_node_waits_while_others_pass() {
         let adm = admission(2, 1 << 20);
@@ -452,7 +459,7 @@ mod tests {
         assert_eq!(other.waited, vec![]);
         let adm2 = adm.clone();
         let third = tokio::spawn(async move { adm2.admit("flood", 600).await.waited.clone() });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        settle().await;
         assert!(!third.is_finished(), "the full node waits");
         // The controller finishes one: the third is admitted.
         drop(done.ticket(&a));
@@ -485,7 +492,7 @@ mod tests {
         }
         let adm2 = adm.clone();
         let third = tokio::spawn(async move { adm2.admit("big-3", big).await.waited.clone() });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        settle().await;
         assert!(!third.is_finished());
         drop(first);
         assert_eq!(tokio::time::timeout(PATIENCE, third).await.unwrap().unwrap(), vec![Wait::MemoryBudget]);
