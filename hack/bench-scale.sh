@@ -3,12 +3,16 @@
 # edgemark hollow nodes and ClusterLoader2's density test, scaled to one machine.
 #
 #   hack/bench-scale.sh [nodes=100] [pods-per-node=10] [extra bench-scale flags…]
+#   hack/bench-scale.sh 9000 1 --replicas 3 --kill-replica   # 3 cloudcores behind haproxy, one killed
 #
 # Builds apiserver-lite, cloudcore and the fleet (release), raises the open-file limit (each
 # connected node is one socket in cloudcore and one in the fleet), and runs `bench-scale`:
 # three processes (apiserver-lite, cloudcore, hollow-edge) on loopback. Prints nodes
 # connected, cloudcore RSS and CPU, pod startup latency p50/p90/p99, ACKed msg/s, reconnect
-# time after a cloudcore restart and idle uplink per node. Results: docs/performance.md.
+# time after a cloudcore restart and idle uplink per node. With --replicas N the cloudcores run
+# behind haproxy (hack/install-deps.sh installs it); --kill-replica SIGKILLs the busiest after
+# the idle phase and reports the reconnection time and any object lost or duplicated.
+# Results: docs/performance.md.
 # CARGO_TARGET_DIR is honoured; RATE (pods/s, default 500) and IDLE_SECS (default 60) too.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -13,9 +13,11 @@ set -euo pipefail
 # default mode) for EventBus and the mappers. systemd-container: systemd-nspawn boots a real
 # systemd for the tests of keadm join/reset and the units in build/ (installing it also brings
 # the host's systemd packages to the matching version); systemd-analyze verifies the units.
+# haproxy: a real TCP load balancer in front of several cloudcore replicas (the multi-replica
+# e2e test and `bench-scale --replicas`; the package does not start it, tests run their own).
 APT_PACKAGES=(procps curl ca-certificates iproute2 iptables
   containerd runc containernetworking-plugins busybox-static
-  mosquitto mosquitto-clients systemd systemd-container)
+  mosquitto mosquitto-clients systemd systemd-container haproxy)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -31,6 +31,10 @@ const AVAILABLE_MODULES: &[&str] = &[
     "iptablesManager",
 ];
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: kubeedge_malloc::MiMalloc = kubeedge_malloc::MiMalloc;
+
 fn main() -> ExitCode {
     let daemon = Daemon {
         name: "cloudcore",
@@ -43,9 +47,15 @@ fn main() -> ExitCode {
         let hub = &cfg.modules.cloud_hub;
         // What edges may have in flight: CloudHub admits, the controllers report each done.
         let mut admission = None;
+        // What nodes acknowledged: CloudHub's sessions report it to SyncController.
+        let (ack_feed, ack_inbox) = cloudcore::delivery::acks::channel();
+        let (ec, sc) = (&cfg.modules.edge_controller, &cfg.modules.sync_controller);
         if hub.enable {
-            let module = CloudHubModule::new(hub.clone(), cfg.kube_api_config.clone(), Some(metrics.registry()))
+            let mut module = CloudHubModule::new(hub.clone(), cfg.kube_api_config.clone(), Some(metrics.registry()))
                 .map_err(|e| e.to_string())?;
+            if ec.enable && sc.enable {
+                module = module.with_acks(ack_feed);
+            }
             admission = Some(module.admission());
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
         }
@@ -58,7 +68,9 @@ fn main() -> ExitCode {
                 cfg.kube_api_config.clone(),
                 cloudcore::cloudstream::metrics::StreamMetrics::register(metrics.registry())
                     .map_err(|e| e.to_string())?,
-            );
+            )
+            // Each replica's own address (the chart passes status.podIP): its tunnel port record.
+            .with_own_ip(std::env::var("POD_IP").ok());
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
         }
         // Mode `external`: the rules are another process's job (upstream's DaemonSet).
@@ -74,7 +86,6 @@ fn main() -> ExitCode {
         // DynamicController authorizes against EdgeController's view of which pods use what;
         // without EdgeController the view stays empty and edges read no secrets or configmaps.
         let mut view = View::default();
-        let (ec, sc) = (&cfg.modules.edge_controller, &cfg.modules.sync_controller);
         if sc.enable && !ec.enable {
             return Err("modules.syncController needs modules.edgeController: it reconciles edges against \
                         EdgeController's view"
@@ -101,8 +112,9 @@ fn main() -> ExitCode {
             if let Some(syncs) = syncs {
                 let inventory = cloudcore::synccontroller::InventoryMetrics::register(metrics.registry())
                     .map_err(|e| e.to_string())?;
-                let mut module =
-                    SyncControllerModule::new(cfg.kube_api_config.clone(), view.clone(), syncs).with_metrics(inventory);
+                let mut module = SyncControllerModule::new(cfg.kube_api_config.clone(), view.clone(), syncs)
+                    .with_metrics(inventory)
+                    .with_acks(ack_inbox);
                 if let Some(d) = devices {
                     module = module.with_devices(d);
                 }

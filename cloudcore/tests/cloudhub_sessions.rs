@@ -87,6 +87,72 @@ async fn an_edge_that_withholds_acks_sees_resends() {
     s.stop.cancel();
 }
 
+/// The ACK a real upstream edgecore v1.15.4 sent (`real-pair/transcript.jsonl`), for the
+/// message `parent`: the recorded frame with its ids replaced.
+fn recorded_upstream_ack(parent: &Message) -> RawFrame {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/upstream/real-pair/transcript.jsonl"
+    ))
+    .unwrap();
+    let frame = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["dir"] == "edge->cloud")
+        .filter_map(|r| r["raw"].as_str().map(str::to_owned))
+        .find(|raw| raw.contains(r#""operation":"response""#) && raw.contains(r#""content":"OK""#))
+        .expect("the transcript has an upstream ACK");
+    let recorded: Message = serde_json::from_str(&frame).unwrap();
+    let frame = frame
+        .replace(&recorded.header.parent_id, &parent.header.id)
+        .replace(&recorded.header.id, &Message::new().header.id)
+        .replace(&recorded.router.resource, &parent.router.resource);
+    RawFrame::text(frame)
+}
+
+#[tokio::test]
+async fn a_window_in_flight_acked_out_of_order_by_an_upstream_edge() {
+    let s = setup(10, kubeedge_model::MAX_MESSAGE_SIZE).await;
+    let mut e = edge(&s, "edge-1").await;
+    until_connected(&s.hub, &["edge-1"]).await;
+    let window = cloudcore::cloudhub::session::DEFAULT_WINDOW;
+    let same = |rv: &str| common::pod_message("edge-1", "same", "u-same", rv, "update");
+    assert!(s.hub.dispatch(same("6")));
+    for i in 0..window + 3 {
+        assert!(s.hub.dispatch(common::pod_message("edge-1", &format!("p{i}"), &format!("u{i}"), "5", "insert")));
+    }
+    let mut first = Vec::new();
+    for _ in 0..window {
+        first.push(tokio::time::timeout(PATIENCE, e.recv()).await.unwrap().unwrap().unwrap());
+    }
+    // Newer versions of an object in flight wait for its ACK, the middle one superseded.
+    assert!(s.hub.dispatch(same("7")));
+    assert!(s.hub.dispatch(same("8")));
+    // The window is full: nothing more until an ACK (a resend would take 5 s).
+    assert!(tokio::time::timeout(Duration::from_millis(500), e.recv()).await.is_err(), "at most the window");
+    // ACKed in reverse order, with the frames an upstream edge writes.
+    for m in first.iter().rev() {
+        e.send_raw(recorded_upstream_ack(m)).await.unwrap();
+    }
+    let mut rest = Vec::new();
+    while rest.len() < 5 {
+        let m = tokio::time::timeout(PATIENCE, e.recv()).await.unwrap().unwrap().unwrap();
+        assert!(first.iter().all(|f| f.header.id != m.header.id), "an ACKed message came again");
+        if m.router.resource.ends_with("/same") {
+            e.send_raw(recorded_upstream_ack(&m)).await.unwrap();
+        }
+        rest.push(m);
+    }
+    let same: Vec<&str> = first
+        .iter()
+        .chain(&rest)
+        .filter(|m| m.router.resource.ends_with("/same"))
+        .map(|m| m.header.resource_version.as_str())
+        .collect();
+    assert_eq!(same, ["6", "8"], "one object's versions in order, the superseded one skipped");
+    s.stop.cancel();
+}
+
 #[tokio::test]
 async fn a_new_session_replaces_the_old_and_the_limit_refuses() {
     let s = setup(1, kubeedge_model::MAX_MESSAGE_SIZE).await;

@@ -10,6 +10,7 @@
 //! | 6 | the shared token mints a certificate for a connected node and steals its session | `row6_a_token_cannot_take_over_a_node` |
 //! | 7 | DynamicController: read casecret, patch another node, create a pod elsewhere | `row7_dynamic_controller_applications_are_authorized` |
 //! | — | every recorded upstream edge message type that names an object, rewritten to name another node's | `fixture_messages_for_another_node_are_all_refused` |
+//! | — | the compact lease renewal of an edge of ours (`renew`) for another node's lease | `a_node_renews_only_its_own_lease_compactly` |
 
 mod scripted;
 
@@ -319,6 +320,59 @@ async fn fixture_messages_for_another_node_are_all_refused() {
     }
     let nodes: Api<Node> = Api::all(c.client.clone());
     assert!(nodes.get("edge-b").await.unwrap().status.and_then(|s| s.conditions).is_none(), "edge-b untouched");
+    c.stop().await;
+}
+
+/// Issue #19: CloudHub agrees to `lease-renew` in the handshake; a node then renews its own
+/// lease by the cloud's clock (`"OK"`, nothing else of the Lease changed), never another
+/// node's (403, that lease untouched), and a missing lease is a 404 (the edge then creates it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_renews_only_its_own_lease_compactly() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kubeedge_model::protocol::lease;
+
+    let c = Cluster::start(&[]).await;
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
+    let long_ago = "2020-01-01T00:00:00.000000Z";
+    for node in ["edge-a", "edge-b"] {
+        let l = json!({"metadata": {"name": node},
+            "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": long_ago}});
+        leases.create(&PostParams::default(), &serde_json::from_value(l).unwrap()).await.unwrap();
+    }
+    let (cert, key) = node_cert(&c.ca, "edge-a");
+    let tls = kubeedge_viaduct::client_tls(c.ca.cert_der(), &cert, &key).unwrap();
+    let opts = kubeedge_viaduct::ClientOptions {
+        server: c.ws.clone(),
+        node_id: "edge-a".into(),
+        project_id: "e632aba927ea4ac2b575ec1603d56f10".into(),
+        max_message: kubeedge_model::MAX_MESSAGE_SIZE,
+        handshake_timeout: scripted::PATIENCE,
+        features: vec![lease::FEATURE.into(), "inventory".into(), "not-ours-yet".into()],
+    };
+    let conn = kubeedge_viaduct::connect(&opts, std::sync::Arc::new(tls)).await.unwrap();
+    assert_eq!(conn.features(), [lease::FEATURE, "inventory"], "what CloudHub agreed to");
+    let mut a = Edge { conn, backlog: Default::default() };
+    let renewed = |l: Lease| l.spec.and_then(|s| s.renew_time).map(|t| t.0.to_string()).unwrap_or_default();
+
+    let b_before = leases.get("edge-b").await.unwrap();
+    let reply = a.ask(&lease::renew("edge-b")).await.unwrap();
+    assert_eq!(error_code(&reply), Some(403), "{:?}", reply.content);
+    let b_after = leases.get("edge-b").await.unwrap();
+    assert_eq!(b_after.metadata.resource_version, b_before.metadata.resource_version, "edge-b's lease untouched");
+
+    let reply = a.ask(&lease::renew("edge-a")).await.unwrap();
+    assert_eq!(reply.content.as_str().as_deref(), Some("OK"), "{:?}", reply.content);
+    assert!(lease::renew_result(&reply).is_ok());
+    assert!(reply.header.resource_version.is_empty(), "the reply needs no ACK");
+    let mine = leases.get("edge-a").await.unwrap();
+    assert_eq!(mine.spec.as_ref().and_then(|s| s.holder_identity.as_deref()), Some("edge-a"));
+    assert_eq!(mine.spec.as_ref().and_then(|s| s.lease_duration_seconds), Some(40));
+    assert!(renewed(mine).as_str() > "2020-01-01T00:00:00Z", "renewTime advanced");
+
+    leases.delete("edge-a", &Default::default()).await.unwrap();
+    let reply = a.ask(&lease::renew("edge-a")).await.unwrap();
+    assert_eq!(error_code(&reply), Some(404), "{:?}", reply.content);
+    assert!(lease::renew_result(&reply).unwrap_err().is_not_found());
     c.stop().await;
 }
 

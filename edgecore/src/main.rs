@@ -34,10 +34,13 @@ fn main() -> ExitCode {
     };
     daemon.main::<EdgeCoreConfig>(|cfg, registry, metrics| {
         let hub = &cfg.modules.edge_hub;
+        // What EdgeHub's sessions agree on with CloudHub (none without EdgeHub).
+        let mut link = edgecore::edgehub::LinkFeatures::default();
         if hub.enable {
             let node = cfg.modules.edged.hostname_override.clone();
             let module =
                 EdgeHubModule::new(hub.clone(), node).with_metrics(metrics.registry()).map_err(|e| e.to_string())?;
+            link = module.link_features();
             registry.register(Box::new(module))?;
         }
         let meta = &cfg.modules.meta_manager;
@@ -84,7 +87,7 @@ fn main() -> ExitCode {
             if !meta.enable {
                 return Err(SetupError::EdgedWithoutMetaManager.into());
             }
-            registry.register(Box::new(edged_module(cfg)?))?;
+            registry.register(Box::new(edged_module(cfg)?.with_link(link)))?;
         }
         Ok(())
     })

@@ -64,6 +64,7 @@ fn a_pod_runs_in_containerd_reports_running_and_is_deleted() {
             },
             namespace: "default".into(),
             timings: Timings::default(),
+            link: Default::default(),
         };
         let edged = EdgedModule::new(runtime, Some(agent), "127.0.0.1".into(), Duration::from_secs(1))
             .with_restart_backoff(Duration::from_millis(200));

@@ -51,6 +51,8 @@ fn the_node_registers_itself_and_keeps_its_lease_fresh() {
             },
             namespace: "default".into(),
             timings: Timings { lease_duration: Duration::from_secs(4), ..Timings::default() },
+            // Upstream's full Lease update (tests/e2e/lease_renew.rs covers the compact one).
+            link: Default::default(),
         };
         let stop = CancellationToken::new();
         cloud.rt.spawn(agent.run(stop.clone()));

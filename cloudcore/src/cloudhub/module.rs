@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use super::session::{EdgeLimits, Hub, HubMetrics};
 use super::{certs, https};
+use crate::delivery::acks::AckFeed;
 use crate::inflight::{Admission, Limits};
 use crate::kubeclient::kube_client;
 
@@ -27,6 +28,8 @@ pub struct CloudHubModule {
     /// The join API's and the WebSocket server's listeners, bound by `prepare`; a restart
     /// after a failure binds again.
     listeners: (Option<TcpListener>, Option<TcpListener>),
+    /// Where sessions report what nodes acknowledged (SyncController's inbox), when it runs.
+    acks: Option<AckFeed>,
 }
 
 impl CloudHubModule {
@@ -43,7 +46,13 @@ impl CloudHubModule {
             memory: em.in_flight_memory_bytes(),
         };
         let admission = Admission::new(limits, registry)?;
-        Ok(Self { cfg, kube, metrics, admission, listeners: (None, None) })
+        Ok(Self { cfg, kube, metrics, admission, listeners: (None, None), acks: None })
+    }
+
+    /// Reports what nodes acknowledged to SyncController through `acks`.
+    pub fn with_acks(mut self, acks: AckFeed) -> Self {
+        self.acks = Some(acks);
+        self
     }
 
     /// What edges may have in flight: the controllers EdgeController, DeviceController and
@@ -136,6 +145,7 @@ impl Module for CloudHubModule {
                 qps: f64::from(em.message_qps),
                 burst: f64::from(em.message_burst),
                 admission: self.admission.clone(),
+                window: em.delivery_window(),
             };
             // Memory freed by large edge messages goes back to the OS after each burst.
             ctx.spawn(self.admission.clone().trim_after_bursts(run_stop.clone()));
@@ -145,6 +155,7 @@ impl Module for CloudHubModule {
                 cfg.keepalive_interval(),
                 self.metrics.clone(),
                 limits,
+                self.acks.clone(),
             );
             if cfg.https.enable {
                 let listener = match self.listeners.0.take() {
@@ -172,6 +183,7 @@ impl Module for CloudHubModule {
                     auth: if permissive { AuthMode::Permissive } else { AuthMode::Strict },
                     // Edges may send less than they are sent (32 MiB).
                     max_message: em.max_message_bytes(),
+                    features: SUPPORTED_FEATURES.iter().map(|f| (*f).to_owned()).collect(),
                     ..ServerOptions::default()
                 };
                 sessions = Some(ctx.spawn(hub.clone().serve(listener, tls, opts, shutdown.clone())));
@@ -193,6 +205,12 @@ impl Module for CloudHubModule {
         })
     }
 }
+
+/// What CloudHub agrees to when an edge of ours announces it in its handshake
+/// (`X-KubeEdge-Rs-Features`): SyncController's inventory question, and EdgeController's
+/// compact lease renewal (with keepalives left out while other messages flow).
+pub const SUPPORTED_FEATURES: [&str; 2] =
+    [kubeedge_model::protocol::inventory::FEATURE, kubeedge_model::protocol::lease::FEATURE];
 
 /// The resource of SyncController's question "which nodes are connected?" (operation `query`,
 /// to CloudHub): answered with one `connected` notice per live session.

@@ -29,14 +29,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::queue::NodeQueue;
+use crate::delivery::acks::{AckFeed, AckNote, Pending};
 use crate::inflight::{Admission, Wait};
 
 /// How long shutdown waits for the edges' sessions to send their close frames.
 const SHUTDOWN_CLOSE: Duration = Duration::from_secs(2);
 
 /// Downstream messages buffered per node session before new ones are dropped (and counted):
-/// the SyncController re-sends what a node misses.
+/// the session then asks SyncController to reconcile the node, which re-sends what it missed.
 const SESSION_INBOX: usize = 1024;
+
+/// Reliable messages in flight per node when no limits are configured
+/// (`modules.cloudHub.edgeMessages.deliveryWindow`'s default).
+pub const DEFAULT_WINDOW: usize = 16;
 
 /// CloudHub's metrics, with upstream's gauge kept as named.
 #[derive(Clone)]
@@ -91,6 +96,9 @@ struct Entry {
     cert_sha256: String,
     /// The edge answers inventory questions (it is ours).
     inventory: bool,
+    /// A message for the node was dropped (its inbox was full): the session asks for a
+    /// reconcile.
+    missed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Whether a new session may replace `old` for the same node: only with the same certificate
@@ -115,6 +123,8 @@ pub struct Hub {
     metrics: Option<HubMetrics>,
     /// What one edge may send (`modules.cloudHub.edgeMessages`); `None`: no limits (tests).
     limits: Option<EdgeLimits>,
+    /// Where sessions report what their nodes acknowledged (when SyncController runs).
+    acks: Option<AckFeed>,
 }
 
 /// What CloudHub enforces on the messages edges send it (`modules.cloudHub.edgeMessages`).
@@ -126,13 +136,15 @@ pub struct EdgeLimits {
     pub burst: f64,
     /// Messages per node in flight and the memory budget, shared with the controllers.
     pub admission: Admission,
+    /// Reliable messages sent to one node and not yet acknowledged (`deliveryWindow`).
+    pub window: usize,
 }
 
 impl Hub {
     /// A hub that admits at most `node_limit` nodes and drops a node silent for `keepalive`;
     /// it puts no limits on what edges send ([`Hub::with_limits`] does).
     pub fn new(bus: Bus, node_limit: usize, keepalive: Duration, metrics: Option<HubMetrics>) -> Arc<Self> {
-        Self::build(bus, node_limit, keepalive, metrics, None)
+        Self::build(bus, node_limit, keepalive, metrics, None, None)
     }
 
     /// [`Hub::new`] enforcing `limits` on every edge's messages.
@@ -142,8 +154,9 @@ impl Hub {
         keepalive: Duration,
         metrics: Option<HubMetrics>,
         limits: EdgeLimits,
+        acks: Option<AckFeed>,
     ) -> Arc<Self> {
-        Self::build(bus, node_limit, keepalive, metrics, Some(limits))
+        Self::build(bus, node_limit, keepalive, metrics, Some(limits), acks)
     }
 
     fn build(
@@ -152,6 +165,7 @@ impl Hub {
         keepalive: Duration,
         metrics: Option<HubMetrics>,
         limits: Option<EdgeLimits>,
+        acks: Option<AckFeed>,
     ) -> Arc<Self> {
         Arc::new(Self {
             sessions: Mutex::default(),
@@ -162,7 +176,13 @@ impl Hub {
             bus,
             metrics,
             limits,
+            acks,
         })
+    }
+
+    /// [`Hub::new`] reporting what nodes acknowledged to `acks` (SyncController's inbox).
+    pub fn with_acks(bus: Bus, node_limit: usize, keepalive: Duration, acks: AckFeed) -> Arc<Self> {
+        Self::build(bus, node_limit, keepalive, None, None, Some(acks))
     }
 
     /// Whether `node` has a session now.
@@ -194,14 +214,20 @@ impl Hub {
 
     /// Hands a downstream message (resource `node/{node}/…`) to that node's session. Returns
     /// false when the node is not connected or its session inbox is full (the message is
-    /// dropped and counted; SyncController repairs it).
+    /// dropped and counted; the session asks SyncController to reconcile the node).
     pub fn dispatch(&self, msg: Message) -> bool {
         let Some(node) = CloudResource::node_of(&msg.router.resource) else {
             debug!(resource = %msg.router.resource, "Dropped a downstream message without a node.");
             return false;
         };
-        let tx = self.sessions.lock().get(node).map(|e| e.tx.clone());
-        let delivered = tx.is_some_and(|tx| tx.try_send(msg.clone()).is_ok());
+        let session = self.sessions.lock().get(node).map(|e| (e.tx.clone(), e.missed.clone()));
+        let delivered = session.is_some_and(|(tx, missed)| match tx.try_send(msg.clone()) {
+            Ok(()) => true,
+            Err(_) => {
+                missed.store(true, Ordering::Relaxed);
+                false
+            }
+        });
         if !delivered {
             if let Some(m) = &self.metrics {
                 m.dropped.with_label_values(&[node]).inc();
@@ -289,6 +315,7 @@ impl Hub {
         let (tx, mut rx) = mpsc::channel(SESSION_INBOX);
         let cancel = shutdown.child_token();
         let session_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let missed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Decided under the lock, acted on after it: no guard lives across an await.
         let admitted = {
             let mut sessions = self.sessions.lock();
@@ -310,6 +337,7 @@ impl Hub {
                         cert_not_before: id.cert_not_before,
                         cert_sha256: id.cert_sha256.clone(),
                         inventory: id.has_feature(kubeedge_model::protocol::inventory::FEATURE),
+                        missed: missed.clone(),
                     };
                     if let Some(old) = sessions.insert(node.clone(), entry) {
                         info!(node, old_peer = %old.peer, new_peer = %peer, "Replacing the node's previous session.");
@@ -353,7 +381,11 @@ impl Hub {
         info!(node, cert = %id.cert_cn, "Edge connected.");
         let inventory = id.has_feature(kubeedge_model::protocol::inventory::FEATURE);
         self.notify_sync(&node, Operation::Connected, session_id, inventory).await;
-        let mut queue = NodeQueue::default();
+        let window = self.limits.as_ref().map_or(DEFAULT_WINDOW, |l| l.window);
+        let mut queue = NodeQueue::with_window(window);
+        // What the node acknowledged, for SyncController: coalesced while a batch is on its way.
+        let mut acked = Pending::default();
+        let mut noting: Option<Noting> = None;
         let mut last_seen = tokio::time::Instant::now();
         // This node's series, looked up once: not a labelled lookup per message.
         let gauges = self
@@ -380,17 +412,25 @@ impl Hub {
             let now = Instant::now();
             let mut write_failed = false;
             let mut node_deleted = false;
-            while let Some(out) = queue.next_to_send(now) {
+            loop {
+                // What is due goes out together, with one flush (at most WRITE_BATCH at a time).
+                let batch: Vec<Message> = std::iter::from_fn(|| queue.next_to_send(now)).take(WRITE_BATCH).collect();
+                if batch.is_empty() {
+                    break;
+                }
                 // An edge that reads nothing for a keepalive interval is gone: a write never
                 // waits longer (both ends could otherwise wait on each other's full buffers).
-                let sent = tokio::time::timeout(self.keepalive, conn.send(&out)).await;
+                let sent = tokio::time::timeout(self.keepalive, conn.send_all(&batch)).await;
                 if let Err(e) = sent.map_err(|_| "timed out".to_owned()).and_then(|r| r.map_err(|e| e.to_string())) {
                     debug!(node, error = %e, "Write failed.");
                     write_failed = true;
                     break;
                 }
                 // Upstream's IsNodeStopped: the node's own delete ends its session.
-                node_deleted |= deletes_node(&out, &node);
+                node_deleted |= batch.iter().any(|out| deletes_node(out, &node));
+                if node_deleted {
+                    break;
+                }
             }
             if write_failed {
                 break "write failed";
@@ -401,6 +441,16 @@ impl Hub {
             if let Some((depth, _)) = &gauges {
                 depth.set(queue.depth() as i64);
             }
+            if missed.swap(false, Ordering::Relaxed) {
+                acked.resync();
+            }
+            if noting.is_none()
+                && let Some(feed) = &self.acks
+                && let Some(batch) = acked.take(&node)
+            {
+                let feed = feed.clone();
+                noting = Some(Box::pin(async move { feed.send(batch).await }));
+            }
             let wake = queue.next_deadline().map(tokio::time::Instant::from_std);
             let silent_until = last_seen + self.keepalive;
             let reading = held.len() < HELD_MAX && held_bytes < HELD_BYTES;
@@ -408,12 +458,15 @@ impl Hub {
                 _ = cancel.cancelled() => break "replaced or shutting down",
                 // Silence counts only while the connection is read.
                 _ = tokio::time::sleep_until(silent_until), if reading => break "keepalive timeout",
+                _ = async { match noting.as_mut() { Some(n) => n.await, None => std::future::pending().await } }, if noting.is_some() => {
+                    noting = None;
+                }
                 waited = async { match handing.as_mut() { Some(h) => h.await, None => std::future::pending().await } }, if handing.is_some() => {
                     handing = None;
                     last_seen = tokio::time::Instant::now();
                     while handing.is_none() && let Some(next) = held.pop_front() {
                         held_bytes = held_bytes.saturating_sub(next.content.raw().len());
-                        handing = self.upstream(&node, next, &mut queue, bucket.as_mut());
+                        handing = self.upstream(&node, next, &mut queue, &mut acked, bucket.as_mut());
                     }
                     if !waited.is_empty() && let Some(held_back) = held_back_note.admit() {
                         let waited: Vec<&str> = waited.iter().map(|w| w.as_str()).collect();
@@ -442,7 +495,7 @@ impl Hub {
                             held_bytes += msg.content.raw().len();
                             held.push_back(msg);
                         } else {
-                            let h = self.upstream(&node, msg, &mut queue, bucket.as_mut());
+                            let h = self.upstream(&node, msg, &mut queue, &mut acked, bucket.as_mut());
                             if handing.is_none() {
                                 handing = h;
                             }
@@ -485,12 +538,14 @@ impl Hub {
             // Upstream edges log 1006 (abnormal closure) for a dropped TCP connection; a
             // close frame lets them reconnect at once.
             let _ = tokio::time::timeout(SHUTDOWN_CLOSE, conn.close_with(1001, "cloudcore is shutting down")).await;
+            // SyncController stops too: what it was not told is sent again after the restart.
             info!(node, reason = "cloudcore is shutting down", "Edge disconnected.");
             if let Some((depth, _)) = &gauges {
                 depth.set(0);
             }
             return;
         }
+        self.flush_acks(&node, noting, &mut acked).await;
         let still_current = {
             let mut sessions = self.sessions.lock();
             let current = sessions.get(&node).is_some_and(|e| e.id == session_id);
@@ -509,6 +564,23 @@ impl Hub {
             self.notify_sync(&node, Operation::Disconnected, session_id, false).await;
         }
         info!(node, reason, "Edge disconnected.");
+    }
+
+    /// Hands SyncController what the node acknowledged and it was not told yet, as the session
+    /// ends (bounded by [`SHUTDOWN_CLOSE`]: a SyncController that is gone is not waited for).
+    async fn flush_acks(&self, node: &str, noting: Option<Noting>, acked: &mut Pending) {
+        let (Some(feed), batch) = (&self.acks, acked.take(node)) else { return };
+        let flush = async {
+            if let Some(n) = noting {
+                n.await;
+            }
+            if let Some(b) = batch {
+                feed.send(b).await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_CLOSE, flush).await.is_err() {
+            debug!(node, "SyncController did not take the session's last ACK notes in time.");
+        }
     }
 
     /// Tells SyncController a node connected (it then resumes the node from its ObjectSyncs at
@@ -538,6 +610,7 @@ impl Hub {
         node: &str,
         mut msg: Message,
         queue: &mut NodeQueue,
+        acked: &mut Pending,
         bucket: Option<&mut Bucket>,
     ) -> Option<Handing> {
         if msg.is_empty_frame() {
@@ -548,15 +621,16 @@ impl Hub {
             Operation::Keepalive => return None,
             Operation::Response if msg.parent_id().is_some() => {
                 let parent = msg.header.parent_id.clone();
-                if let Some(acked) = queue.ack(&parent) {
+                if let Some((key, done)) = queue.ack(&parent) {
                     debug!(node, msg.parent_id = %parent, "ACK.");
-                    if acked.router.source == module::EDGECONTROLLER || acked.router.source == module::DEVICECONTROLLER
+                    let source = done.router.source.as_str();
+                    if self.acks.is_some()
+                        && (source == module::EDGECONTROLLER || source == module::DEVICECONTROLLER)
+                        && let Some(note) = AckNote::of(&key, &done, crate::synccontroller::tracked)
                     {
-                        // SyncController records it (dropped when busy: its loop resends,
-                        // and the edge ACKs again).
-                        let mut note = acked;
-                        note.router.source = module::CLOUDHUB.to_owned();
-                        let _ = self.bus.try_send(module::SYNCCONTROLLER, note);
+                        // SyncController records it: coalesced here, handed over with
+                        // backpressure, never dropped.
+                        acked.push(note);
                     }
                     return None;
                 }
@@ -623,6 +697,9 @@ impl Hub {
     }
 }
 
+/// Messages written with one flush, at most.
+const WRITE_BATCH: usize = 64;
+
 /// Requests read behind one being handed over, at most (count and content bytes): beyond
 /// them the connection is not read.
 const HELD_MAX: usize = 16;
@@ -638,6 +715,9 @@ fn is_control(msg: &Message) -> bool {
 
 /// A request on its way from a session to the controllers ([`Hub::hand_over`]).
 type Handing = Pin<Box<dyn Future<Output = Vec<Wait>> + Send>>;
+
+/// A batch of ACK notes on its way to SyncController.
+type Noting = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 /// One node's pace of requests to the controllers: EdgeHub's token bucket (`messageQPS`,
 /// `messageBurst`), enforced by the cloud on what it reads.

@@ -45,12 +45,25 @@ pub struct CloudStreamModule {
     kube: KubeApiConfig,
     metrics: metrics::StreamMetrics,
     listeners: (Option<TcpListener>, Option<TcpListener>),
+    /// This replica's own address, when it has one apart from the shared `advertiseAddress`.
+    own_ip: Option<String>,
 }
 
 impl CloudStreamModule {
     /// The module; `hub` says where CloudHub's PKI is (the tunnel uses it too).
     pub fn new(cfg: CloudStream, hub: CloudHub, kube: KubeApiConfig, metrics: metrics::StreamMetrics) -> Self {
-        Self { cfg, hub, kube, metrics, listeners: (None, None) }
+        Self { cfg, hub, kube, metrics, listeners: (None, None), own_ip: None }
+    }
+
+    /// The address this cloudcore's tunnel port is recorded (and DNATed) for, instead of the
+    /// first `advertiseAddress`: with several replicas behind a load balancer they all
+    /// advertise the balancer's address, but each must record its own, or they would share
+    /// one tunnel port and one DNAT target (upstream uses the host's default-route address).
+    /// The binary takes it from `POD_IP` (the chart sets it from `status.podIP`). An address
+    /// that is not IPv4 is ignored.
+    pub fn with_own_ip(mut self, ip: Option<String>) -> Self {
+        self.own_ip = ip.filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok());
+        self
     }
 }
 
@@ -184,6 +197,8 @@ impl Module for CloudStreamModule {
                 _ => {
                     let mut ips = advertise;
                     ips.push(IpAddr::from([127, 0, 0, 1]));
+                    // The API server reaches it at its own address (the DNAT target).
+                    ips.extend(self.own_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()));
                     info!(
                         "modules.cloudStream.tlsStreamCertFile does not exist: serving a certificate issued by the hub CA."
                     );
@@ -194,7 +209,7 @@ impl Module for CloudStreamModule {
             };
             let stream_tls = tunnel::acceptor(&client_ca, &serving.cert_der, &serving.key_sec1)?;
 
-            let own_ip = advertise_ip(&self.hub);
+            let own_ip = self.own_ip.clone().unwrap_or_else(|| advertise_ip(&self.hub));
             let tunnel_port = tunnelport::negotiate(&client, &own_ip).await?;
 
             let stop = ctx.shutdown().clone();

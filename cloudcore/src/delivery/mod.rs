@@ -2,6 +2,7 @@
 //! from its watches and sends) and SyncController (which records ACKs and reconciles against
 //! the view): neither imports the other.
 
+pub mod acks;
 pub mod devices;
 pub mod messages;
 pub mod refs;

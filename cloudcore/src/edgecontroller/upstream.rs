@@ -7,7 +7,8 @@
 //! `edgecontroller`, group `resource`, operation `response`:
 //! - node insert, nodepatch, podpatch and leases: `{"Object": <object or null>, "Err": <Go
 //!   StatusError or null>}`;
-//! - node update, nodestatus, podstatus and pod delete: `"OK"` (or the error);
+//! - node update, nodestatus, podstatus, pod delete and the compact lease renewal of an edge of
+//!   ours (`renew`, `kubeedge_model::protocol::lease`): `"OK"` (or the error);
 //! - queries: the object itself with its resourceversion (ACKed by the edge), or on error the
 //!   Go error value `{"ErrStatus": {…}}`.
 //!
@@ -15,10 +16,12 @@
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event as KubeEvent, Node, Pod, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use kubeedge_model::constants::resource_type;
 use kubeedge_model::protocol::{StatusError, reply};
 use kubeedge_model::{CloudResource, Content, Message, Operation};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
@@ -86,13 +89,14 @@ fn bad_request(what: &str) -> Value {
 }
 
 /// Whether upstream answers this request with an ObjectResp (`{"Object", "Err"}`) rather than
-/// the bare object or error: node insert, node and pod status patches, and every lease request.
+/// the bare object or error: node insert, node and pod status patches, and every lease request
+/// upstream knows (our compact renewal is answered `"OK"` or the bare error).
 fn object_resp_reply(ty: &str, op: &Operation) -> bool {
     matches!(
         (ty, op),
         (resource_type::NODE, Operation::Insert)
             | (resource_type::NODE_PATCH | resource_type::POD_PATCH, Operation::Patch)
-            | (resource_type::LEASE, _)
+            | (resource_type::LEASE, Operation::Insert | Operation::Update | Operation::Query)
     )
 }
 
@@ -153,6 +157,8 @@ fn attributes(node: &str, ty: &str, op: &Operation, ns: &str, name: &str, msg: &
             a("update", "coordination.k8s.io", "leases", or_lease_ns(ns), &named(name))
         }
         (resource_type::LEASE, Operation::Query) => a("get", "coordination.k8s.io", "leases", or_lease_ns(ns), name),
+        // The compact renewal names its lease in the resource only (its content is null).
+        (resource_type::LEASE, Operation::Renew) => a("patch", "coordination.k8s.io", "leases", or_lease_ns(ns), name),
         (resource_type::EVENT, Operation::Insert | Operation::Update | Operation::Patch) => {
             a("create", "", "events", ns, "")
         }
@@ -192,8 +198,9 @@ impl Upstream {
         let ty = res.path.resource_type.as_str();
         let mut grant = Grant::default();
         if let Some(attrs) = attributes(&node, ty, &op, &ns, &name, &msg) {
-            // What the request writes: the object, a patch, or a TokenRequest.
-            let mut body = content_value(&msg);
+            // What the request writes: the object, a patch, or a TokenRequest (a renewal writes
+            // only the time, and its content is not read).
+            let mut body = if op == Operation::Renew { None } else { content_value(&msg) };
             if (ty, &op) == (resource_type::NODE, &Operation::Update)
                 && let Some(b) = body.as_mut()
             {
@@ -250,6 +257,7 @@ impl Upstream {
                 Some(self.lease_write(&msg, &ns, &name).await)
             }
             (resource_type::LEASE, Operation::Query) => Some(self.lease_query(&msg, &ns, &name).await),
+            (resource_type::LEASE, Operation::Renew) => Some(self.lease_renew(&msg, &ns, &name).await),
             (resource_type::EVENT, Operation::Insert | Operation::Update | Operation::Patch) => {
                 self.event(&msg, &ns).await;
                 None
@@ -534,6 +542,21 @@ impl Upstream {
         }
     }
 
+    /// The compact renewal of an edge of ours: `spec.renewTime` set to the cloud's time by a
+    /// merge patch (no resourceVersion, so no conflict with anything), answered `"OK"` or with
+    /// the error (a 404 tells the edge to create its lease).
+    async fn lease_renew(&self, msg: &Message, ns: &str, name: &str) -> Message {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), or_lease_ns(ns));
+        let patch = RenewPatch { spec: RenewSpec { renew_time: MicroTime(k8s_openapi::jiff::Timestamp::now()) } };
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                debug!(lease = name, "Renewed a node lease.");
+                reply::response(msg, reply::ok())
+            }
+            Err(e) => reply::response(msg, Content::from_value(&status_error(&e))),
+        }
+    }
+
     /// A lease query, answered as upstream does: an ObjectResp with the Lease or the error.
     async fn lease_query(&self, msg: &Message, ns: &str, name: &str) -> Message {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), or_lease_ns(ns));
@@ -576,6 +599,18 @@ impl Upstream {
     }
 }
 
+/// The merge patch of a compact renewal: `{"spec":{"renewTime":"…"}}`.
+#[derive(Debug, Serialize)]
+struct RenewPatch {
+    spec: RenewSpec,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RenewSpec {
+    renew_time: MicroTime,
+}
+
 /// Drops the kubelet endpoint from a node status an edge sends (`{"status": {...}}` or the
 /// status itself): it is CloudStream's, the negotiated tunnel port set when the node's tunnel
 /// comes up, and the edge's own port (Edged's 10350, in its registration patch and every
@@ -586,5 +621,59 @@ fn keep_kubelet_endpoint(v: &mut Value) {
         if let Some(endpoints) = v.pointer_mut(at).and_then(Value::as_object_mut) {
             endpoints.remove("kubeletEndpoint");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubeedge_model::protocol::lease;
+
+    use super::*;
+    use crate::delivery::view::View;
+
+    /// An authorizer whose cluster is never asked (leases are decided without it).
+    fn authorizer() -> NodeAuthorizer {
+        let client = kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        NodeAuthorizer::new(client, View::default(), None, "edgecontroller")
+    }
+
+    /// What `handle` asks the authorizer for a renewal that `node` sent.
+    fn renewal_attributes(node: &str, msg: &Message) -> Attributes {
+        let res = CloudResource::parse(&CloudResource::prefixed(node, &msg.router.resource)).unwrap();
+        let (ns, name) = (res.path.namespace().unwrap_or_default(), res.path.name.clone().unwrap_or_default());
+        attributes(node, &res.path.resource_type, &msg.operation(), ns, &name, msg).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_node_renews_only_its_own_lease() {
+        let authz = authorizer();
+        let own = renewal_attributes("edge-a", &lease::renew("edge-a"));
+        assert_eq!(
+            (own.verb.as_str(), own.group.as_str(), own.resource.as_str(), own.namespace.as_str(), own.name.as_str()),
+            ("patch", "coordination.k8s.io", "leases", "kube-node-lease", "edge-a")
+        );
+        assert!(authz.authorize(&own, None).await.is_ok());
+
+        let other = renewal_attributes("edge-a", &lease::renew("edge-b"));
+        let denied = authz.authorize(&other, None).await.unwrap_err();
+        let status = denied.status_error();
+        assert_eq!(status["ErrStatus"]["code"], 403);
+        assert_eq!(status["ErrStatus"]["details"]["name"], "edge-b");
+
+        // Its own name in another namespace is not its lease either.
+        let mut elsewhere = lease::renew("edge-a");
+        elsewhere.router.resource = "default/lease/edge-a".into();
+        let elsewhere = renewal_attributes("edge-a", &elsewhere);
+        assert!(authz.authorize(&elsewhere, None).await.is_err());
+    }
+
+    #[test]
+    fn a_renewal_is_answered_ok_or_with_the_bare_error() {
+        assert!(!object_resp_reply(resource_type::LEASE, &Operation::Renew));
+        for op in [Operation::Insert, Operation::Update, Operation::Query] {
+            assert!(object_resp_reply(resource_type::LEASE, &op), "{op}");
+        }
+        let patch = RenewPatch { spec: RenewSpec { renew_time: MicroTime(k8s_openapi::jiff::Timestamp::UNIX_EPOCH) } };
+        assert_eq!(serde_json::to_string(&patch).unwrap(), r#"{"spec":{"renewTime":"1970-01-01T00:00:00.000000Z"}}"#);
     }
 }

@@ -2,17 +2,21 @@
 //! objects (`reliablesyncs.kubeedge.io/v1alpha1`, named `{node}.{uid}` in the object's
 //! namespace), and the loop that makes every connected node converge on it.
 //!
-//! - CloudHub tells this module about every ACK of an EdgeController message: an insert or
-//!   update sets the ObjectSync's `status.objectResourceVersion` (creating it first), a delete
-//!   removes it. EdgeController reads the same record so it does not resend what a node has.
+//! - CloudHub's sessions tell this module what their nodes acknowledged, in batches coalesced
+//!   per node and handed over with backpressure, never dropped ([`crate::delivery::acks`]): an
+//!   insert or update sets the ObjectSync's `status.objectResourceVersion` (creating it
+//!   first), a delete removes it. EdgeController reads the same record so it does not resend
+//!   what a node has.
 //! - When a node (re)connects its own Node object is sent again (as `update`).
 //! - A reconcile loop over a queue of nodes brings each connected node to EdgeController's
 //!   view: objects newer than their ObjectSync are sent as `update`, objects it should have but
 //!   never acknowledged as `insert`, and ObjectSyncs whose object vanished (or was replaced
-//!   under the same name) become a `delete` carrying namespace, name and uid. A node is queued
-//!   when it (re)connects — upstream waits for its next 5 s loop —, when an ObjectSync write
-//!   for it failed, and every 5 s; a node is in the queue at most once, and ACKs are handled
-//!   between two nodes, so a long queue never holds them up.
+//!   under the same name) become a `delete` carrying namespace, name and uid. Changes queue a
+//!   node: it (re)connects — upstream waits for its next 5 s loop —, an ObjectSync write for it
+//!   failed, a message for it was dropped before its session, a view has just listed. A safety
+//!   sweep visits each connected node once every [`SWEEP_EVERY`] (upstream: all every 5 s); a
+//!   node is in the queue at most once, and ACKs are handled between two nodes, so a long
+//!   queue never holds them up.
 //!
 //! The module task is the only writer of the acknowledged versions ([`SyncsWriter`]):
 //! EdgeController reads them, and the ObjectSync writers report failures back to it.
@@ -23,6 +27,7 @@
 //!   with a crash, a delete made while cloudcore was down).
 
 mod inventory;
+mod watch;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -40,14 +45,19 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::cloudhub::module::SESSIONS_QUERY;
+use crate::delivery::acks::{AckInbox, AckNote, Notes};
 use crate::delivery::devices::{DeviceView, MemberDevice, membership_message};
 use crate::delivery::messages::{Sender, delete_message, object_message};
 pub use crate::delivery::syncs::{Synced, Syncs, SyncsWriter};
 use crate::delivery::view::{View, api_version_of, kind_of};
 use crate::kubeclient::kube_client;
 
-/// How often connected nodes are reconciled.
+/// How often the reconcile loop's timer ticks (a slice of the safety sweep, anti-entropy
+/// questions due).
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// How often each connected node is reconciled without a change asking for it: a safety net
+/// (upstream walks every node every 5 s).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How often the ObjectSyncs of nodes that no longer exist are looked for (besides at start
 /// and on EdgeController's notice of a deleted node, which may be lost when this module's
 /// inbox is full).
@@ -67,7 +77,7 @@ const INVENTORY_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_ASKING: usize = 32;
 
 /// The types whose delivery is recorded in ObjectSyncs.
-fn tracked(ty: &str) -> bool {
+pub(crate) fn tracked(ty: &str) -> bool {
     matches!(
         ty,
         resource_type::POD
@@ -89,6 +99,8 @@ pub struct SyncControllerModule {
     devices: Option<DeviceView>,
     syncs: Syncs,
     metrics: Option<InventoryMetrics>,
+    /// What CloudHub's sessions report their nodes acknowledged.
+    acks: Option<AckInbox>,
 }
 
 /// Counters of the anti-entropy questions and what they repaired.
@@ -127,7 +139,16 @@ impl InventoryMetrics {
 impl SyncControllerModule {
     /// A module reading EdgeController's `view` and keeping `syncs`.
     pub fn new(kube: KubeApiConfig, view: View, syncs: Syncs) -> Self {
-        Self { kube, view, devices: None, syncs, metrics: None }
+        Self { kube, view, devices: None, syncs, metrics: None, acks: None }
+    }
+
+    /// Records what CloudHub's sessions report through `acks` (CloudHub's [`AckFeed`]
+    /// side, made with it by [`crate::delivery::acks::channel`]).
+    ///
+    /// [`AckFeed`]: crate::delivery::acks::AckFeed
+    pub fn with_acks(mut self, acks: AckInbox) -> Self {
+        self.acks = Some(acks);
+        self
     }
 
     /// Counts the anti-entropy questions and repairs.
@@ -143,20 +164,6 @@ impl SyncControllerModule {
     }
 }
 
-#[derive(serde::Deserialize, Default)]
-struct Meta {
-    #[serde(default)]
-    uid: String,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct Identity {
-    #[serde(default, rename = "apiVersion")]
-    api_version: String,
-    #[serde(default)]
-    metadata: Meta,
-}
-
 struct Controller {
     client: kube::Client,
     view: View,
@@ -169,6 +176,10 @@ struct Controller {
     sessions: HashMap<String, u64>,
     /// Nodes to reconcile, each at most once.
     queue: NodeQueue,
+    /// Ticks so far: which slice of the connected nodes the safety sweep visits.
+    ticks: u64,
+    /// Whether EdgeController's and DeviceController's views had listed at the last tick.
+    views_synced: (bool, bool),
     /// Anti-entropy: the connected edges that answer inventory questions.
     asked: HashMap<String, Asked>,
     /// Questions awaiting their answer.
@@ -290,44 +301,41 @@ impl Controller {
         }
     }
 
-    /// An edge acknowledged an EdgeController message. The shared record is updated here, at
-    /// once and in ACK order, so the reconcile loop never resends what was ACKed; the
-    /// ObjectSync write goes to the node's writer (see [`AckWriters`]).
-    async fn record_ack(&mut self, msg: &Message) {
-        let Ok(res) = CloudResource::parse(&msg.router.resource) else { return };
-        let ty = res.path.resource_type.as_str();
-        if !tracked(ty) {
-            return;
+    /// A session's batch: what its node acknowledged, and whether to reconcile it.
+    async fn on_notes(&mut self, notes: Notes) {
+        for note in notes.acks {
+            self.record_ack(&notes.node, note).await;
         }
-        let Some(ns) = res.path.namespace().map(str::to_owned) else { return };
-        let name = res.path.name.clone().unwrap_or_default();
-        let id: Identity = msg.content.decode().unwrap_or_default();
-        let uid = id.metadata.uid;
-        if uid.is_empty() {
-            return;
+        if notes.resync && self.connected.contains(&notes.node) {
+            self.queue.push(&notes.node);
         }
-        let node = res.node.as_str();
-        if msg.operation() == Operation::Delete {
+    }
+
+    /// An edge acknowledged an object message. The shared record is updated here, at once and
+    /// in ACK order, so the reconcile loop never resends what was ACKed; the ObjectSync write
+    /// goes to the node's writer (see [`AckWriters`]).
+    async fn record_ack(&mut self, node: &str, note: AckNote) {
+        let AckNote { uid, ty, namespace: ns, name, rv } = note;
+        let Some(rv) = rv else {
             self.syncs.remove(node, &uid);
             self.writers.send(AckWrite::Delete { node: node.to_owned(), uid, ns }).await;
             return;
-        }
-        let Ok(rv) = msg.header.resource_version.parse::<u64>() else { return };
+        };
         let before = self.syncs.syncs().get(node, &uid);
         if before.as_ref().is_some_and(|s| s.rv >= rv) {
             return;
         }
-        let synced = Synced { rv, ty: ty.to_owned(), namespace: ns.clone(), name: name.clone() };
+        let synced = Synced { rv, ty: ty.clone(), namespace: ns.clone(), name: name.clone() };
         self.syncs.set(node, &uid, synced);
-        let create = before.is_none().then(|| {
-            let api_version = if id.api_version.is_empty() { api_version_of(ty).to_owned() } else { id.api_version };
-            ObjectSyncSpec { object_api_version: api_version, object_kind: kind_of(ty).to_owned(), object_name: name }
+        let create = before.is_none().then(|| ObjectSyncSpec {
+            object_api_version: api_version_of(&ty).to_owned(),
+            object_kind: kind_of(&ty).to_owned(),
+            object_name: name,
         });
         self.writers.send(AckWrite::Upsert { node: node.to_owned(), uid, ns, rv, create }).await;
     }
 
-    /// A message from CloudHub (connected, disconnected, an ACK) or EdgeController (a node
-    /// deleted).
+    /// A message from CloudHub (connected, disconnected) or EdgeController (a node deleted).
     async fn handle(&mut self, msg: Message) {
         let node = CloudResource::node_of(&msg.router.resource).unwrap_or_default();
         let notice = msg.router.resource == CloudResource::node_notice(node);
@@ -368,9 +376,28 @@ impl Controller {
                 let node = node.to_owned();
                 self.collect_deleted_nodes(Some(&node)).await;
             }
-            (module::CLOUDHUB, _) => self.record_ack(&msg).await,
             _ => debug!(resource = %msg.router.resource, "SyncController ignored a message."),
         }
+    }
+
+    /// Every [`RECONCILE_EVERY`]: a slice of the connected nodes is reconciled, so that each is
+    /// visited once every [`SWEEP_EVERY`] — a safety net; delivery is driven by changes (a node
+    /// connecting, a failed ObjectSync write, a message dropped before its session), not by this
+    /// walk. Every connected node is reconciled when a view has just listed (a node that
+    /// connected before could not be). Anti-entropy questions that are due are asked.
+    fn on_tick(&mut self) {
+        let synced = (self.view.is_synced(), self.devices.as_ref().is_some_and(DeviceView::is_synced));
+        let listed = (synced.0 && !self.views_synced.0) || (synced.1 && !self.views_synced.1);
+        self.views_synced = synced;
+        let slices = (SWEEP_EVERY.as_secs() / RECONCILE_EVERY.as_secs()).max(1);
+        let slice = self.ticks % slices;
+        self.ticks = self.ticks.wrapping_add(1);
+        for node in &self.connected {
+            if listed || slice_of(node, slices) == slice {
+                self.queue.push(node);
+            }
+        }
+        self.ask_due();
     }
 
     /// The types an edge can be asked about now: those whose view has listed.
@@ -689,6 +716,13 @@ async fn write_ack(client: &kube::Client, w: AckWrite) -> Option<AckFailed> {
     None
 }
 
+/// Which of `slices` slices of the safety sweep `node` is in.
+fn slice_of(node: &str, slices: u64) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(node, &mut h);
+    std::hash::Hasher::finish(&h) % slices
+}
+
 /// The session id a CloudHub notice carries (0 if absent).
 fn session_of(msg: &Message) -> u64 {
     msg.content.as_str().and_then(|s| s.split_whitespace().next().and_then(|id| id.parse().ok())).unwrap_or(0)
@@ -741,6 +775,8 @@ impl Module for SyncControllerModule {
                 connected: HashSet::new(),
                 sessions: HashMap::new(),
                 queue: NodeQueue::default(),
+                ticks: 0,
+                views_synced: (false, false),
                 asked: HashMap::new(),
                 asking: 0,
                 asked_devices: false,
@@ -751,6 +787,11 @@ impl Module for SyncControllerModule {
             };
             crate::kubeclient::install_crds(&c.client, kubeedge_apis::reliablesyncs::GROUP).await?;
             c.load().await.map_err(|e| format!("listing ObjectSyncs failed: {e}"))?;
+            // Other replicas' ObjectSync writes, merged into the record (see `watch`): from here
+            // on the record remembers its own changes until the API shows them back.
+            c.syncs.track_local_changes();
+            let mut objectsyncs = watch::start(client.clone(), &ctx.spawner(), ctx.shutdown().clone());
+            let mut merge = watch::Merge::default();
             c.collect_deleted_nodes(None).await;
             // This run knows no sessions yet (a restart forgets them): CloudHub announces each
             // live one as if it had just connected.
@@ -765,6 +806,11 @@ impl Module for SyncControllerModule {
                 let _ = ctx.bus.send(module::CLOUDHUB, ask).await;
             }
             let mut tick = tokio::time::interval(RECONCILE_EVERY);
+            // What CloudHub's sessions report (one run at a time holds the receiver).
+            let mut acks = match &self.acks {
+                Some(inbox) => Some(inbox.lock().await),
+                None => None,
+            };
             let mut collect = tokio::time::interval_at(tokio::time::Instant::now() + COLLECT_EVERY, COLLECT_EVERY);
             let shutdown = ctx.shutdown().clone();
             loop {
@@ -781,17 +827,16 @@ impl Module for SyncControllerModule {
                         c.handle(msg).await;
                     }
                     Some(a) = answers.recv() => c.on_answer(a).await,
+                    Some(change) = objectsyncs.recv() => merge.apply(&mut c.syncs, change),
                     Some(f) = failed.recv() => {
                         c.syncs.remove_if_at(&f.node, &f.uid, f.rv);
                         if c.connected.contains(&f.node) {
                             c.queue.push(&f.node);
                         }
                     }
-                    _ = tick.tick() => {
-                        for node in &c.connected {
-                            c.queue.push(node);
-                        }
-                        c.ask_due();
+                    _ = tick.tick() => c.on_tick(),
+                    Some(notes) = async { match acks.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                        c.on_notes(notes).await;
                     }
                     () = std::future::ready(()), if !c.queue.is_empty() => {
                         if let Some(node) = c.queue.pop().filter(|n| c.connected.contains(n)) {

@@ -45,13 +45,25 @@ pub struct Setup {
 }
 
 pub async fn setup(node_limit: usize, max_message: usize) -> Setup {
+    setup_with(node_limit, max_message, None).await
+}
+
+/// [`setup`], the sessions reporting what their nodes ACK to `acks` when given.
+pub async fn setup_with(
+    node_limit: usize,
+    max_message: usize,
+    acks: Option<cloudcore::delivery::acks::AckFeed>,
+) -> Setup {
     let ca = Ca::generate().unwrap();
     let server = ca.issue_server(&["127.0.0.1".parse().unwrap()], &[]).unwrap();
     let (tx, upstream) = mpsc::unbounded_channel();
     let mut reg = Registry::new();
     reg.register(Box::new(Controller(tx))).unwrap();
     let sup = reg.start(RestartPolicy::default());
-    let hub = Hub::new(sup.bus(), node_limit, Duration::from_secs(30), None);
+    let hub = match acks {
+        Some(feed) => Hub::with_acks(sup.bus(), node_limit, Duration::from_secs(30), feed),
+        None => Hub::new(sup.bus(), node_limit, Duration::from_secs(30), None),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let tls = kubeedge_viaduct::server_tls(ca.cert_der(), &server.cert_der, &server.key_sec1).unwrap();
@@ -63,15 +75,18 @@ pub async fn setup(node_limit: usize, max_message: usize) -> Setup {
 }
 
 pub fn pod_insert(node: &str, uid: &str, rv: &str) -> Message {
+    pod_message(node, "web", uid, rv, "insert")
+}
+
+/// A pod message from EdgeController: pod `name` (UID `uid`, version `rv`) on `node`.
+pub fn pod_message(node: &str, name: &str, uid: &str, rv: &str, op: &str) -> Message {
     let mut m = Message::build(
         "edgecontroller",
         "resource",
-        format!("node/{node}/default/pod/web"),
-        "insert",
-        Content::json(
-            &json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","uid":uid,"resourceVersion":rv}}),
-        )
-        .unwrap(),
+        format!("node/{node}/default/pod/{name}"),
+        op,
+        Content::json(&json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":name,"uid":uid,"resourceVersion":rv}}))
+            .unwrap(),
     );
     m.header.resource_version = rv.to_owned();
     m

@@ -17,13 +17,11 @@ use kubeedge_kube_serve::selector::{FieldSelector, LabelSelector};
 use kubeedge_kube_serve::status::{ApiError, success_status};
 use kubeedge_kube_serve::table::{self, AcceptKind};
 use kubeedge_kube_serve::time;
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
 use crate::registry::ResourceType;
 use crate::server::{Body, Shared, error_response, object_response, typed_response};
-use crate::store::{DeleteOptions, Store};
+use crate::store::{DeleteOptions, Object, Store};
 use crate::{proxy, watch};
 
 /// One request's context.
@@ -153,7 +151,7 @@ async fn handle_inner(ctx: &RequestCtx<'_>, r: &ResourceRequest, body: Bytes) ->
             let obj = decode_body(ctx.content_type, &body)?;
             let created = store.create(&t, ns, obj)?;
             if t.kind == "Namespace"
-                && let Some(n) = created.pointer("/metadata/name").and_then(Value::as_str)
+                && let Some(n) = metadata(&created).pointer("/metadata/name").and_then(Value::as_str)
             {
                 store.namespace_added(n, &ctx.shared.ca_pem);
             }
@@ -184,18 +182,19 @@ async fn handle_inner(ctx: &RequestCtx<'_>, r: &ResourceRequest, body: Bytes) ->
         (Verb::DeleteCollection, None, None) => {
             let grace = query_param(ctx.query, "gracePeriodSeconds").and_then(|g| g.parse().ok());
             let del = DeleteOptions::parse(&body, grace)?;
-            let filter = filter(&opts)?;
-            let (items, _, _) = store.list(&t, ns, None, None, &|o| filter(o));
+            let filter = Filter::new(&opts)?;
+            let (items, _, _) = store.list(&t, ns, None, None, &|o| filter.matches_object(o), true);
             let mut deleted = Vec::new();
             for item in items {
+                let meta = metadata(&item);
                 let (Some(n), item_ns) = (
-                    item.pointer("/metadata/name").and_then(Value::as_str),
-                    item.pointer("/metadata/namespace").and_then(Value::as_str),
+                    meta.pointer("/metadata/name").and_then(Value::as_str),
+                    meta.pointer("/metadata/namespace").and_then(Value::as_str),
                 ) else {
                     continue;
                 };
                 if let Ok((obj, _)) = store.delete(&t, item_ns, n, &del) {
-                    deleted.push((*obj).clone());
+                    deleted.push(obj.value());
                 }
             }
             let list = kubeedge_kube_serve::object::list(
@@ -233,24 +232,67 @@ pub fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-/// A predicate from the label and field selectors of a request.
-pub fn filter(opts: &ListOptions) -> Result<impl Fn(&Value) -> bool + Send + Sync + 'static, ApiError> {
-    let labels = match opts.label_selector.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => {
-            Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(format!("invalid labelSelector: {e}")))?)
+/// A stored object's `metadata` alone, parsed (`{"metadata": {…}}`).
+pub fn metadata(obj: &Object) -> Value {
+    obj.project(&["metadata".to_owned()])
+}
+
+/// The label and field selectors of a request.
+pub struct Filter {
+    labels: Option<LabelSelector>,
+    fields: Option<FieldSelector>,
+    /// The top-level fields the selectors read: all a stored object needs parsed to be tested.
+    keys: Vec<String>,
+}
+
+impl Filter {
+    /// The request's selectors.
+    pub fn new(opts: &ListOptions) -> Result<Self, ApiError> {
+        let labels = match opts.label_selector.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(
+                LabelSelector::parse(s).map_err(|e| ApiError::bad_request(format!("invalid labelSelector: {e}")))?,
+            ),
+            None => None,
+        };
+        let fields = match opts.field_selector.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(
+                FieldSelector::parse(s).map_err(|e| ApiError::bad_request(format!("invalid fieldSelector: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut keys: Vec<String> = Vec::new();
+        if labels.is_some() {
+            keys.push("metadata".to_owned());
         }
-        None => None,
-    };
-    let fields = match opts.field_selector.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => {
-            Some(FieldSelector::parse(s).map_err(|e| ApiError::bad_request(format!("invalid fieldSelector: {e}")))?)
+        for path in fields.iter().flat_map(FieldSelector::requirements) {
+            let top = path.split('.').next().unwrap_or_default();
+            if !keys.iter().any(|k| k == top) {
+                keys.push(top.to_owned());
+            }
         }
-        None => None,
-    };
-    Ok(move |obj: &Value| {
-        labels.as_ref().is_none_or(|l| l.matches(obj.pointer("/metadata/labels").and_then(Value::as_object)))
-            && fields.as_ref().is_none_or(|f| f.matches(obj))
-    })
+        Ok(Self { labels, fields, keys })
+    }
+
+    /// The top-level fields the selectors read.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// Whether every object passes (no selector).
+    pub fn is_everything(&self) -> bool {
+        self.labels.is_none() && self.fields.is_none()
+    }
+
+    /// Whether an object passes.
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.as_ref().is_none_or(|l| l.matches(obj.pointer("/metadata/labels").and_then(Value::as_object)))
+            && self.fields.as_ref().is_none_or(|f| f.matches(obj))
+    }
+
+    /// Whether a stored object passes, parsing only the fields the selectors read.
+    pub fn matches_object(&self, obj: &Object) -> bool {
+        self.is_everything() || self.matches(&obj.project(&self.keys))
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -267,7 +309,7 @@ fn list(
     opts: &ListOptions,
 ) -> Result<Response<Body>, ApiError> {
     let store = &ctx.shared.store;
-    let filter = filter(opts)?;
+    let filter = Filter::new(opts)?;
     let after = match opts.continue_token.as_deref().filter(|c| !c.is_empty()) {
         Some(c) => {
             let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -287,7 +329,9 @@ fn list(
     }
     let limit = opts.limit.filter(|l| *l > 0).map(|l| l as usize);
     let after_key = after.as_ref().map(|(ns, name, _)| (ns.clone(), name.clone()));
-    let (items, current_rv, remaining) = store.list(t, ns, after_key.as_ref(), limit, &|o| filter(o));
+    let counted = filter.is_everything();
+    let (items, current_rv, remaining) =
+        store.list(t, ns, after_key.as_ref(), limit, &|o| filter.matches_object(o), counted);
     // Every page of a paged list reports the first page's version, as kube-apiserver does;
     // clients start their watch from it, so changes between pages are not missed.
     let rv = match &after {
@@ -303,9 +347,10 @@ fn list(
     };
     let continue_token = if remaining > 0 {
         items.last().map(|last| {
+            let meta = metadata(last);
             let tok = ContinueToken {
-                ns: last.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                name: last.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                ns: meta.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                name: meta.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned(),
                 rv,
             };
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&tok).unwrap_or_default())
@@ -313,7 +358,8 @@ fn list(
     } else {
         None
     };
-    let remaining = (remaining > 0).then_some(remaining as i64);
+    // With a selector the count is unknown, and left out as kube-apiserver leaves it out.
+    let remaining = (remaining > 0 && counted).then_some(remaining as i64);
     shaped(
         ctx,
         t,
@@ -324,8 +370,8 @@ fn list(
 
 /// What is being returned: one object or a page of a list.
 enum Shape<'a> {
-    One(&'a Value),
-    List { objects: Vec<Arc<Value>>, rv: u64, continue_token: Option<&'a str>, remaining: Option<i64> },
+    One(&'a Object),
+    List { objects: Vec<Object>, rv: u64, continue_token: Option<&'a str>, remaining: Option<i64> },
 }
 
 /// Renders a result in the form the Accept header asks for: the object or list itself, a
@@ -350,7 +396,7 @@ fn shaped(
         }
         AcceptKind::Table { version } => {
             let (objects, meta) = match shape {
-                Shape::One(o) => (vec![o.clone()], json!({})),
+                Shape::One(o) => (vec![o.value()], json!({})),
                 Shape::List { objects, rv, continue_token, remaining } => {
                     let mut m = json!({"resourceVersion": rv.to_string()});
                     if let Some(c) = continue_token {
@@ -359,7 +405,7 @@ fn shaped(
                     if let Some(r) = remaining {
                         m["remainingItemCount"] = json!(r);
                     }
-                    (objects.iter().map(|o| (**o).clone()).collect(), m)
+                    (objects.iter().map(Object::value).collect(), m)
                 }
             };
             let mut tbl = render_table(ctx.query, t, &objects)?;
@@ -368,7 +414,10 @@ fn shaped(
             Ok(typed_response(code, kind.content_type(), &tbl))
         }
         AcceptKind::PartialObjectMetadata { version } | AcceptKind::PartialObjectMetadataList { version } => {
-            let partial = |o: &Value| json!({"apiVersion": format!("meta.k8s.io/{version}"), "kind": "PartialObjectMetadata", "metadata": o["metadata"]});
+            let partial = |o: &Object| {
+                let mut meta = metadata(o);
+                json!({"apiVersion": format!("meta.k8s.io/{version}"), "kind": "PartialObjectMetadata", "metadata": meta["metadata"].take()})
+            };
             let body = match shape {
                 Shape::One(o) => partial(o),
                 Shape::List { objects, rv, continue_token, remaining } => kubeedge_kube_serve::object::list(
@@ -377,40 +426,40 @@ fn shaped(
                     &rv.to_string(),
                     continue_token,
                     remaining,
-                    objects.iter().map(|o| partial(o)).collect(),
+                    objects.iter().map(partial).collect(),
                 ),
             };
             Ok(typed_response(code, kind.content_type(), &body))
         }
         AcceptKind::Yaml => {
             let body = match shape {
-                Shape::One(o) => return Ok(object_response(code, ctx.accept, o)),
+                Shape::One(o) => return Ok(object_response(code, ctx.accept, &o.value())),
                 Shape::List { objects, rv, continue_token, remaining } => kubeedge_kube_serve::object::list(
                     &t.list_kind(),
                     &t.api_version(),
                     &rv.to_string(),
                     continue_token,
                     remaining,
-                    objects.iter().map(|o| (**o).clone()).collect(),
+                    objects.iter().map(Object::value).collect(),
                 ),
             };
             Ok(object_response(code, ctx.accept, &body))
         }
         _ => match shape {
-            Shape::One(o) => Ok(object_response(code, ctx.accept, o)),
+            // The stored JSON is the response: nothing is encoded.
+            Shape::One(o) => Ok(crate::server::bytes_response(code, "application/json", o.bytes())),
             Shape::List { objects, rv, continue_token, remaining } => {
-                // Written straight from the shared objects: a list of 10,000 pods is not
-                // deep-copied to be encoded.
                 let meta = list_meta(rv, continue_token, remaining);
                 let head = json!({"kind": t.list_kind(), "apiVersion": t.api_version(), "metadata": meta});
                 let mut out = serde_json::to_vec(&head).unwrap_or_default();
+                out.reserve(objects.iter().map(|o| o.len() + 1).sum::<usize>() + 16);
                 out.pop(); // the closing brace
                 out.extend_from_slice(b",\"items\":[");
                 for (i, o) in objects.iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
-                    let _ = serde_json::to_writer(&mut out, &**o);
+                    out.extend_from_slice(o.json());
                 }
                 out.extend_from_slice(b"]}");
                 Ok(crate::server::bytes_response(code, "application/json", out))
@@ -437,10 +486,11 @@ fn list_meta(rv: u64, continue_token: Option<&str>, remaining: Option<i64>) -> V
 fn protobuf_shape(t: &ResourceType, shape: &Shape<'_>, json_too: bool) -> Result<Vec<u8>, protobuf::Unencodable> {
     let mode = if json_too { protobuf::Mode::Strict } else { protobuf::Mode::Lenient };
     match shape {
-        Shape::One(o) => protobuf::encode(o, mode),
+        Shape::One(o) => protobuf::encode(&o.value(), mode),
         Shape::List { objects, rv, continue_token, remaining } => {
             let meta = list_meta(*rv, *continue_token, *remaining);
-            protobuf::encode_list(&t.api_version(), &t.list_kind(), &meta, objects.iter().map(|o| &**o), mode)
+            let values: Vec<Value> = objects.iter().map(Object::value).collect();
+            protobuf::encode_list(&t.api_version(), &t.list_kind(), &meta, values.iter(), mode)
         }
     }
 }
@@ -451,7 +501,7 @@ pub fn render_table(query: &str, t: &ResourceType, objects: &[Value]) -> Result<
     Ok(table::to_table(&t.plural, &t.group, objects, include, time::now_unix()))
 }
 
-fn render_one(ctx: &RequestCtx<'_>, t: &ResourceType, obj: &Value, code: StatusCode) -> Response<Body> {
+fn render_one(ctx: &RequestCtx<'_>, t: &ResourceType, obj: &Object, code: StatusCode) -> Response<Body> {
     shaped(ctx, t, Shape::One(obj), code).unwrap_or_else(|e| error_response(&e))
 }
 
@@ -553,7 +603,7 @@ fn token(
     name: &str,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
-    let sa = ctx.shared.store.get(t, ns, name)?;
+    let sa = ctx.shared.store.get(t, ns, name)?.value();
     let mut req = decode_body(ctx.content_type, body)?;
     let secs = req.pointer("/spec/expirationSeconds").and_then(Value::as_u64).unwrap_or(3600);
     if !(600..=1 << 32).contains(&secs) {
@@ -573,7 +623,7 @@ fn token(
     if let Some((pod_name, pod_uid)) = &pod {
         // kube-apiserver binds a token only to a pod that exists with that UID.
         let pods = ctx.shared.store.resolve("", "v1", "pods").ok_or_else(no_such_path)?;
-        let p = ctx.shared.store.get(&pods, Some(ns), pod_name)?;
+        let p = ctx.shared.store.get(&pods, Some(ns), pod_name)?.value();
         if !pod_uid.is_empty() && p.pointer("/metadata/uid").and_then(Value::as_str) != Some(pod_uid.as_str()) {
             return Err(ApiError::conflict(
                 &t.group_resource(),

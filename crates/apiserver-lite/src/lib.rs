@@ -20,6 +20,7 @@
 mod api;
 pub mod auth;
 mod defaults;
+mod object;
 mod proxy;
 pub mod registry;
 pub mod satoken;
@@ -56,15 +57,18 @@ pub enum Error {
 /// Start-up options.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Watch events kept for resuming watches (older versions get 410 Gone).
+    /// Watch events kept per resource type for resuming watches (older versions get 410 Gone).
     pub history: usize,
+    /// About how many bytes of objects the watch histories of all types keep together; the
+    /// oldest events go first.
+    pub history_bytes: usize,
     /// Extra subject alternative names for the serving certificate (IPs or DNS names).
     pub extra_sans: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { history: store::DEFAULT_HISTORY, extra_sans: Vec::new() }
+        Self { history: store::DEFAULT_HISTORY, history_bytes: store::DEFAULT_HISTORY_BYTES, extra_sans: Vec::new() }
     }
 }
 
@@ -103,7 +107,7 @@ impl ApiServer {
         let auth = Arc::new(Authenticator::default());
         let admin_token = auth::random_token();
         auth.add_token(&admin_token, User { name: "kubernetes-admin".into(), groups: vec!["system:masters".into()] });
-        let store = Arc::new(Store::new(opts.history, pki.ca_pem()));
+        let store = Arc::new(Store::new(opts.history, opts.history_bytes, pki.ca_pem()));
         let shared = Arc::new(Shared {
             store,
             auth,

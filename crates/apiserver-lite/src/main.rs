@@ -19,9 +19,12 @@ struct Flags {
     /// Extra subject alternative names for the serving certificate.
     #[arg(long = "tls-san", value_name = "NAME")]
     tls_san: Vec<String>,
-    /// Watch events kept for resuming watches.
+    /// Watch events kept per resource type for resuming watches.
     #[arg(long, default_value_t = apiserver_lite::store::DEFAULT_HISTORY)]
     history: usize,
+    /// About how many bytes of objects the watch histories keep in all (oldest events go first).
+    #[arg(long, value_name = "BYTES", default_value_t = apiserver_lite::store::DEFAULT_HISTORY_BYTES)]
+    history_bytes: usize,
 }
 
 #[tokio::main]
@@ -34,7 +37,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let listener =
         tokio::net::TcpListener::bind(flags.listen).await.with_context(|| format!("binding {}", flags.listen))?;
-    let opts = apiserver_lite::Options { history: flags.history, extra_sans: flags.tls_san };
+    let opts = apiserver_lite::Options {
+        history: flags.history,
+        history_bytes: flags.history_bytes,
+        extra_sans: flags.tls_san,
+    };
     let server = apiserver_lite::ApiServer::start(listener, opts).await?;
     if let Some(path) = &flags.kubeconfig_out {
         std::fs::write(path, server.kubeconfig()).with_context(|| format!("writing {}", path.display()))?;

@@ -231,7 +231,7 @@ const ADDRESS_PREFERENCE: [&str; 5] = ["InternalIP", "InternalDNS", "ExternalIP"
 /// The kubelet of node `name`: its preferred address and reported port.
 fn kubelet_of(shared: &Shared, name: &str) -> Result<Target, ApiError> {
     let nodes = shared.store.resolve("", "v1", "nodes").ok_or_else(|| ApiError::internal("no nodes type"))?;
-    let node = shared.store.get(&nodes, None, name)?;
+    let node = shared.store.get(&nodes, None, name)?.value();
     let addresses = node.pointer("/status/addresses").and_then(Value::as_array).cloned().unwrap_or_default();
     let host = ADDRESS_PREFERENCE
         .iter()
@@ -298,7 +298,7 @@ pub async fn pod_to_kubelet(
         return Err(ApiError::bad_request("Upgrade request required"));
     }
     let pods = shared.store.resolve("", "v1", "pods").ok_or_else(|| ApiError::internal("no pods type"))?;
-    let pod = shared.store.get(&pods, Some(ns), name)?;
+    let pod = shared.store.get(&pods, Some(ns), name)?.value();
     let node_name = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)

@@ -107,8 +107,8 @@ pub fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
 }
 
 /// A full response with a content type.
-pub fn bytes_response(code: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+pub fn bytes_response(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed());
     *resp.status_mut() = code;
     if let Ok(v) = HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);

@@ -1,12 +1,20 @@
 //! The in-memory object store: one global, monotonic resourceVersion, objects by resource type,
-//! namespace and name, a bounded event history for watches that resume from a version, and a
-//! broadcast of every change.
+//! namespace and name, a bounded event history per resource type for watches that resume from
+//! a version, and a broadcast of every change.
 //!
 //! All state sits behind one mutex, held only for in-memory work (never across an await): a
 //! write, its resourceVersion and its event are one atomic step, so watchers see changes in
 //! version order with no gaps.
+//!
+//! Objects are kept as compact JSON ([`Object`]), each version once: the map entry, the
+//! history event and the broadcast share it. The history is a window per resource type, as
+//! kube-apiserver's watch cache keeps one per type: lease renewals do not push pod events out.
+//! Each window holds at most `history` events, and all of them together about `history_bytes`
+//! of objects (the oldest event of any type goes first); a watch that resumes from a version
+//! that has left its type's window gets 410 Gone ("too old resource version") and relists.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use kubeedge_kube_serve::status::ApiError;
@@ -17,10 +25,18 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::defaults;
+pub use crate::object::Object;
 use crate::registry::{self, ResourceType};
 
-/// Events kept for watches that resume from a resourceVersion; older ones get 410 Gone.
+/// Events kept per resource type for watches that resume from a resourceVersion; older ones
+/// get 410 Gone. (kube-apiserver's watch cache keeps 100 to 102,400 per type, sized to hold
+/// the last 75 seconds.)
 pub const DEFAULT_HISTORY: usize = 50_000;
+/// About how many bytes of objects the histories of all types hold together at most.
+pub const DEFAULT_HISTORY_BYTES: usize = 256 << 20;
+/// What a history event costs besides its object's JSON (the event, its queue slot), for the
+/// byte bound.
+const EVENT_OVERHEAD: usize = 96;
 /// The longest grace period honoured (a year); larger requests are cut to it.
 const MAX_GRACE_SECONDS: i64 = 365 * 86_400;
 /// Events buffered per watcher before it is considered too slow and closed (it then relists).
@@ -34,33 +50,43 @@ pub type TypeKey = (String, String);
 pub struct Event {
     /// The resourceVersion of the change.
     pub rv: u64,
-    /// Which resource type.
-    pub key: TypeKey,
-    /// The object's namespace (empty for cluster-scoped).
-    pub namespace: String,
+    /// Which resource type (shared by every event of the type).
+    pub key: Arc<TypeKey>,
     /// Added, Modified or Deleted.
     pub kind: EventType,
     /// The object after the change (for Deleted: its last state, with the new resourceVersion).
-    pub object: Arc<Value>,
-    /// The object before the change, for selector transitions.
-    pub previous: Option<Arc<Value>>,
-    /// The watch line for this event, encoded once for all watchers that see it unchanged.
-    pub encoded: std::sync::OnceLock<bytes::Bytes>,
+    pub object: Object,
+    /// The object before the change, for selector transitions (the previous event's object,
+    /// shared).
+    pub previous: Option<Object>,
+}
+
+/// The history of one resource type.
+struct Window {
+    key: Arc<TypeKey>,
+    /// Oldest first, in resourceVersion order.
+    events: VecDeque<Arc<Event>>,
+    /// A watch may resume from this version or a later one: every event of the type after it
+    /// is still here.
+    floor: u64,
 }
 
 #[derive(Default)]
 struct State {
     rv: u64,
-    objects: HashMap<TypeKey, BTreeMap<(String, String), Arc<Value>>>,
+    objects: HashMap<TypeKey, BTreeMap<(String, String), Object>>,
     /// Served types by (group, version, plural).
     types: HashMap<(String, String, String), Arc<ResourceType>>,
-    history: VecDeque<Arc<Event>>,
-    /// The oldest resourceVersion a watch may resume from.
+    windows: HashMap<TypeKey, Window>,
+    /// What the windows hold, as counted against the byte bound.
+    history_bytes: usize,
+    /// The version of the last [`Store::compact`]: the oldest any watch or continued list may
+    /// resume from.
     compacted: u64,
 }
 
 /// A watch's beginning: the backlog to send first, the version it starts at, and the live feed.
-pub type WatchStart = (Vec<Arc<Event>>, u64, broadcast::Receiver<Arc<Event>>);
+pub type WatchStart = (Backlog, u64, broadcast::Receiver<Arc<Event>>);
 
 /// Options of a delete.
 #[derive(Debug, Default, Clone)]
@@ -102,11 +128,19 @@ impl DeleteOptions {
 pub struct Store {
     state: Mutex<State>,
     events: broadcast::Sender<Arc<Event>>,
+    /// Events kept per type.
     history_limit: usize,
+    /// Bytes kept by all types together, about.
+    history_bytes_limit: usize,
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
+}
+
+/// Whether a stored object has a deletionTimestamp (only its metadata is parsed).
+fn terminating(obj: &Object) -> bool {
+    obj.project(&["metadata".to_owned()]).pointer("/metadata/deletionTimestamp").is_some()
 }
 
 /// Five characters as kube-apiserver's `generateName` uses (no vowels, no confusable digits).
@@ -160,9 +194,15 @@ impl Store {
     /// A store serving the built-in types, with the `default`, `kube-system`, `kube-public` and
     /// `kube-node-lease` namespaces (each with its `default` service account and
     /// `kube-root-ca.crt` configmap holding `ca_pem`).
-    pub fn new(history_limit: usize, ca_pem: &str) -> Self {
+    /// `history` events are kept per type, and about `history_bytes` of objects in all.
+    pub fn new(history: usize, history_bytes: usize, ca_pem: &str) -> Self {
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let store = Self { state: Mutex::new(State::default()), events, history_limit: history_limit.max(1) };
+        let store = Self {
+            state: Mutex::new(State::default()),
+            events,
+            history_limit: history.max(1),
+            history_bytes_limit: history_bytes,
+        };
         {
             let mut st = store.state.lock();
             for t in registry::builtins() {
@@ -227,7 +267,8 @@ impl Store {
         }
     }
 
-    /// Records a change under the lock: bumps the version, stamps it, stores, and emits.
+    /// Records a change under the lock: bumps the version, stamps it, encodes the object once,
+    /// stores it, and emits the event.
     fn commit(
         &self,
         st: &mut State,
@@ -236,37 +277,55 @@ impl Store {
         name: &str,
         kind: EventType,
         mut obj: Value,
-    ) -> Arc<Value> {
+    ) -> Object {
         st.rv += 1;
         let rv = st.rv;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let obj = Arc::new(obj);
+        let obj = Object::encode(&obj);
         let key = Self::key(t);
         let slot = st.objects.entry(key.clone()).or_default();
         let k = (ns.to_owned(), name.to_owned());
         let previous = if kind == EventType::Deleted { slot.remove(&k) } else { slot.insert(k, obj.clone()) };
-        let event = Arc::new(Event {
-            rv,
-            key,
-            namespace: ns.to_owned(),
-            kind,
-            object: obj.clone(),
-            previous,
-            encoded: Default::default(),
+        let floor = st.compacted;
+        let window = st.windows.entry(key).or_insert_with_key(|key| Window {
+            key: Arc::new(key.clone()),
+            events: VecDeque::new(),
+            floor,
         });
-        st.history.push_back(event.clone());
-        while st.history.len() > self.history_limit {
-            if let Some(old) = st.history.pop_front() {
-                st.compacted = old.rv;
-            }
+        let event = Arc::new(Event { rv, key: window.key.clone(), kind, object: obj.clone(), previous });
+        window.events.push_back(event.clone());
+        st.history_bytes += obj.len() + EVENT_OVERHEAD;
+        if window.events.len() > self.history_limit
+            && let Some(old) = window.events.pop_front()
+        {
+            window.floor = old.rv;
+            st.history_bytes -= old.object.len() + EVENT_OVERHEAD;
         }
+        while st.history_bytes > self.history_bytes_limit && Self::evict_oldest(st, rv) {}
         // No receivers is fine.
         let _ = self.events.send(event);
         obj
     }
 
+    /// Drops the oldest history event of any type, unless that is the event of `newest` (one
+    /// event is always kept). Returns whether one was dropped.
+    fn evict_oldest(st: &mut State, newest: u64) -> bool {
+        let Some(window) = st
+            .windows
+            .values_mut()
+            .filter(|w| w.events.front().is_some_and(|e| e.rv < newest))
+            .min_by_key(|w| w.events.front().map_or(u64::MAX, |e| e.rv))
+        else {
+            return false;
+        };
+        let Some(old) = window.events.pop_front() else { return false };
+        window.floor = old.rv;
+        st.history_bytes -= old.object.len() + EVENT_OVERHEAD;
+        true
+    }
+
     /// The stored object, or 404.
-    fn current(st: &State, t: &ResourceType, ns_key: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+    fn current(st: &State, t: &ResourceType, ns_key: &str, name: &str) -> Result<Object, ApiError> {
         st.objects
             .get(&Self::key(t))
             .and_then(|m| m.get(&(ns_key.to_owned(), name.to_owned())))
@@ -275,33 +334,46 @@ impl Store {
     }
 
     /// Reads one object.
-    pub fn get(&self, t: &ResourceType, ns: Option<&str>, name: &str) -> Result<Arc<Value>, ApiError> {
+    pub fn get(&self, t: &ResourceType, ns: Option<&str>, name: &str) -> Result<Object, ApiError> {
         let ns_key = Self::ns_key(t, ns)?;
         Self::current(&self.state.lock(), t, &ns_key, name)
     }
 
     /// Lists objects in `ns` (all namespaces when `None`) that pass `filter`, sorted by
     /// namespace and name, starting after `after`, at most `limit`. Returns the items, the
-    /// list resourceVersion, and how many matching items remain after the page.
+    /// list resourceVersion, and how many matching objects follow the page. With `count_rest`
+    /// false that is only 0 or 1: the scan stops at the first one (a selector parses every
+    /// object it looks at, and kube-apiserver leaves `remainingItemCount` out with one).
     pub fn list(
         &self,
         t: &ResourceType,
         ns: Option<&str>,
         after: Option<&(String, String)>,
         limit: Option<usize>,
-        filter: &dyn Fn(&Value) -> bool,
-    ) -> (Vec<Arc<Value>>, u64, usize) {
+        filter: &dyn Fn(&Object) -> bool,
+        count_rest: bool,
+    ) -> (Vec<Object>, u64, usize) {
         let st = self.state.lock();
         let mut items = Vec::new();
         let mut remaining = 0;
         if let Some(m) = st.objects.get(&Self::key(t)) {
-            let range = m.iter().filter(|((o_ns, _), _)| ns.is_none_or(|n| n == o_ns));
-            for (k, v) in range {
-                if after.is_some_and(|a| k <= a) || !filter(v) {
+            // Keys sort by namespace, then name: a namespace, and a page after a key, are ranges.
+            let start = match (after, ns) {
+                (Some(a), Some(n)) if a.0.as_str() < n => Bound::Included((n.to_owned(), String::new())),
+                (Some(a), _) => Bound::Excluded(a.clone()),
+                (None, Some(n)) => Bound::Included((n.to_owned(), String::new())),
+                (None, None) => Bound::Unbounded,
+            };
+            let range = m.range((start, Bound::Unbounded)).take_while(|((o_ns, _), _)| ns.is_none_or(|n| n == o_ns));
+            for (_, v) in range {
+                if !filter(v) {
                     continue;
                 }
                 if limit.is_some_and(|l| items.len() >= l) {
                     remaining += 1;
+                    if !count_rest {
+                        break;
+                    }
                 } else {
                     items.push(v.clone());
                 }
@@ -311,7 +383,7 @@ impl Store {
     }
 
     /// Creates an object: name or generateName, uid, creationTimestamp, generation, defaults.
-    pub fn create(&self, t: &ResourceType, ns: Option<&str>, mut obj: Value) -> Result<Arc<Value>, ApiError> {
+    pub fn create(&self, t: &ResourceType, ns: Option<&str>, mut obj: Value) -> Result<Object, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
@@ -352,7 +424,7 @@ impl Store {
                 .and_then(|m| m.get(&(String::new(), ns_key.clone())));
             match ns_exists {
                 None => return Err(ApiError::not_found("namespaces", &ns_key)),
-                Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+                Some(n) if terminating(n) => {
                     return Err(ApiError::forbidden(format!(
                         "{} \"{name}\" is forbidden: unable to create new content in namespace {ns_key} because it is being terminated",
                         t.group_resource()
@@ -424,10 +496,11 @@ impl Store {
         name: &str,
         status_only: bool,
         change: impl FnOnce(&Value) -> Result<Value, ApiError>,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Object, ApiError> {
         let ns_key = Self::ns_key(t, ns)?;
-        let mut st = self.state.lock();
-        let current = Self::current(&st, t, &ns_key, name)?;
+        let st = self.state.lock();
+        let stored = Self::current(&st, t, &ns_key, name)?;
+        let current = stored.value();
         let mut new = change(&current)?;
         if !new.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
@@ -457,8 +530,14 @@ impl Store {
             ));
         }
         if status_only {
-            let status = new.get("status").cloned();
-            new = (*current).clone();
+            // Only `.status` is written: the rest stays the current object's, so there is
+            // nothing else to check, and the write is a no-op when the status is the same.
+            let status = new.get_mut("status").map(Value::take);
+            if current.get("status") == status.as_ref() {
+                return Ok(stored);
+            }
+            let old = (t.kind == "CustomResourceDefinition").then(|| current.clone());
+            let mut new = current;
             match status {
                 Some(s) => new["status"] = s,
                 None => {
@@ -467,7 +546,9 @@ impl Store {
                     }
                 }
             }
-        } else if t.has_status() {
+            return self.write_updated(st, t, &ns_key, name, old.as_ref(), new);
+        }
+        if t.has_status() {
             match current.get("status") {
                 Some(s) => new["status"] = s.clone(),
                 None => {
@@ -501,7 +582,7 @@ impl Store {
                 }
             }
         }
-        if t.kind == "Pod" && !status_only {
+        if t.kind == "Pod" {
             // Pod specs are mostly immutable; allow what kube-apiserver allows (images,
             // tolerations additions, activeDeadlineSeconds) and the scheduler's binding.
             let (old_spec, new_spec) = (&current["spec"], &new["spec"]);
@@ -541,36 +622,47 @@ impl Store {
             let g = current["metadata"]["generation"].as_i64().unwrap_or(1);
             new["metadata"]["generation"] = json!(g + 1);
         }
-        let unchanged = {
-            let mut a = (*current).clone();
-            a["metadata"]["resourceVersion"] = Value::Null;
-            let mut b = new.clone();
-            b["metadata"]["resourceVersion"] = Value::Null;
-            a == b
-        };
-        if unchanged {
+        // The new version is compared with the current one as if it kept its resourceVersion
+        // (commit stamps the new one anyway).
+        new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        if new == current {
             // A no-op write does not bump the resourceVersion (as kube-apiserver).
-            return Ok(current);
+            return Ok(stored);
         }
+        self.write_updated(st, t, &ns_key, name, Some(&current), new)
+    }
+
+    /// The end of [`Store::update`]: commits the new version, or removes the object when it
+    /// is terminating and nothing holds it any more. `old` is the current version (needed for
+    /// CRDs only).
+    fn write_updated(
+        &self,
+        mut st: parking_lot::MutexGuard<'_, State>,
+        t: &ResourceType,
+        ns_key: &str,
+        name: &str,
+        old: Option<&Value>,
+        new: Value,
+    ) -> Result<Object, ApiError> {
         let terminating = new.pointer("/metadata/deletionTimestamp").is_some();
         let finalizers_empty =
             new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
         let grace_done = new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0;
         // A namespace goes only when it is empty (finalize_namespace decides).
         if terminating && finalizers_empty && grace_done && t.kind != "Namespace" {
-            let obj = self.commit(&mut st, t, &ns_key, name, EventType::Deleted, new);
+            let obj = self.commit(&mut st, t, ns_key, name, EventType::Deleted, new);
             if t.kind == "CustomResourceDefinition" {
-                self.crd_changed(&mut st, Some(&current), None);
+                self.crd_changed(&mut st, old, None);
             }
             drop(st);
-            self.after_delete(&ns_key);
+            self.after_delete(ns_key);
             return Ok(obj);
         }
         if t.kind == "CustomResourceDefinition" {
             registry::from_crd(&new).map_err(|m| ApiError::invalid(&t.kind, name, vec![("spec".to_owned(), m)]))?;
-            self.crd_changed(&mut st, Some(&current), Some(&new));
+            self.crd_changed(&mut st, old, Some(&new));
         }
-        Ok(self.commit(&mut st, t, &ns_key, name, EventType::Modified, new))
+        Ok(self.commit(&mut st, t, ns_key, name, EventType::Modified, new))
     }
 
     /// Deletes an object as kube-apiserver does: preconditions, finalizers hold it with a
@@ -582,10 +674,11 @@ impl Store {
         ns: Option<&str>,
         name: &str,
         opts: &DeleteOptions,
-    ) -> Result<(Arc<Value>, bool), ApiError> {
+    ) -> Result<(Object, bool), ApiError> {
         let ns_key = Self::ns_key(t, ns)?;
         let mut st = self.state.lock();
-        let current = Self::current(&st, t, &ns_key, name)?;
+        let stored = Self::current(&st, t, &ns_key, name)?;
+        let current = stored.value();
         if opts.uid.as_deref().is_some_and(|u| Some(u) != meta_str(&current, "uid")) {
             return Err(ApiError::conflict(
                 &t.group_resource(),
@@ -624,9 +717,9 @@ impl Store {
         let already = current.pointer("/metadata/deletionTimestamp").is_some();
         if t.kind == "Namespace" {
             let obj = if already {
-                current.clone()
+                stored
             } else {
-                let mut obj = (*current).clone();
+                let mut obj = current;
                 obj["metadata"]["deletionTimestamp"] = json!(time::now());
                 obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
                 obj["status"]["phase"] = json!("Terminating");
@@ -640,16 +733,16 @@ impl Store {
         if has_finalizers || grace > 0 {
             let current_grace = current.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
             if already && current_grace.is_some_and(|g| g <= grace) {
-                return Ok((current, false));
+                return Ok((stored, false));
             }
-            let mut obj = (*current).clone();
+            let mut obj = current;
             obj["metadata"]["deletionTimestamp"] =
                 json!(time::format_unix(time::now_unix().saturating_add(grace.max(0))));
             obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
             let obj = self.commit(&mut st, t, &ns_key, name, EventType::Modified, obj);
             return Ok((obj, false));
         }
-        let obj = self.commit(&mut st, t, &ns_key, name, EventType::Deleted, (*current).clone());
+        let obj = self.commit(&mut st, t, &ns_key, name, EventType::Deleted, current.clone());
         if t.kind == "CustomResourceDefinition" {
             self.crd_changed(&mut st, Some(&current), None);
         }
@@ -685,7 +778,7 @@ impl Store {
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default();
             for ((o_ns, o_name), v) in objects {
-                self.commit(st, ct, &o_ns, &o_name, EventType::Deleted, (*v).clone());
+                self.commit(st, ct, &o_ns, &o_name, EventType::Deleted, v.value());
             }
         }
     }
@@ -698,9 +791,9 @@ impl Store {
             if !seen.insert(Self::key(&t)) {
                 continue;
             }
-            let (items, _, _) = self.list(&t, Some(ns), None, None, &|_| true);
+            let (items, _, _) = self.list(&t, Some(ns), None, None, &|_| true, true);
             for item in items {
-                if let Some(name) = meta_str(&item, "name") {
+                if let Some(name) = meta_str(&item.project(&["metadata".to_owned()]), "name") {
                     let _ = self.delete(&t, Some(ns), name, &DeleteOptions::default());
                 }
             }
@@ -716,7 +809,7 @@ impl Store {
         else {
             return true;
         };
-        if obj.pointer("/metadata/deletionTimestamp").is_none() {
+        if !terminating(&obj) {
             return false;
         }
         let empty = st
@@ -727,7 +820,7 @@ impl Store {
         if !empty {
             return false;
         }
-        self.commit(&mut st, &ns_type, "", ns, EventType::Deleted, (*obj).clone());
+        self.commit(&mut st, &ns_type, "", ns, EventType::Deleted, obj.value());
         true
     }
 
@@ -740,43 +833,76 @@ impl Store {
     /// older resourceVersion then gets 410 Gone and must relist.
     pub fn compact(&self) {
         let mut st = self.state.lock();
-        st.compacted = st.rv;
-        st.history.clear();
+        let rv = st.rv;
+        st.compacted = rv;
+        for w in st.windows.values_mut() {
+            w.events.clear();
+            w.floor = rv;
+        }
+        st.history_bytes = 0;
     }
 
-    /// Starts a watch of one type: the events after `from` still in history (or, with no
+    /// Starts a watch of one type: the events after `from` still in its history (or, with no
     /// version, synthetic ADDED events for the current objects), and a receiver of later ones.
-    /// A version older than the history gives 410 Gone.
+    /// A version older than the type's history gives 410 Gone.
     pub fn watch(&self, t: &ResourceType, from: Option<u64>) -> Result<WatchStart, ApiError> {
         let st = self.state.lock();
         let rx = self.events.subscribe();
         let key = Self::key(t);
+        let window = st.windows.get(&key);
         let backlog = match from {
-            None => st
-                .objects
-                .get(&key)
-                .map(|m| {
-                    m.iter()
-                        .map(|((ns, _), v)| {
-                            Arc::new(Event {
-                                rv: st.rv,
-                                key: key.clone(),
-                                namespace: ns.clone(),
-                                kind: EventType::Added,
-                                object: v.clone(),
-                                previous: None,
-                                encoded: Default::default(),
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Some(rv) if rv < st.compacted => {
-                return Err(ApiError::gone(format!("too old resource version: {rv} ({})", st.compacted + 1)));
+            None => Backlog::Current {
+                key: window.map_or_else(|| Arc::new(key.clone()), |w| w.key.clone()),
+                rv: st.rv,
+                objects: st
+                    .objects
+                    .get(&key)
+                    .map(|m| m.values().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default()
+                    .into_iter(),
+            },
+            Some(rv) => {
+                let floor = window.map_or(st.compacted, |w| w.floor.max(st.compacted));
+                if rv < floor {
+                    return Err(ApiError::gone(format!("too old resource version: {rv} ({})", floor + 1)));
+                }
+                let events = window.map_or_else(Vec::new, |w| {
+                    let first = w.events.partition_point(|e| e.rv <= rv);
+                    w.events.range(first..).cloned().collect()
+                });
+                Backlog::History(events.into_iter())
             }
-            Some(rv) => st.history.iter().filter(|e| e.rv > rv && e.key == key).cloned().collect(),
         };
         Ok((backlog, st.rv, rx))
+    }
+}
+
+/// What a new watch sends before the live feed, made one event at a time as it is sent.
+pub enum Backlog {
+    /// The current objects, as ADDED events at the watch's version.
+    Current {
+        /// Their type.
+        key: Arc<TypeKey>,
+        /// The version the watch starts at.
+        rv: u64,
+        /// The objects not sent yet.
+        objects: std::vec::IntoIter<Object>,
+    },
+    /// The history events after the version the watch resumes from.
+    History(std::vec::IntoIter<Arc<Event>>),
+}
+
+impl Iterator for Backlog {
+    type Item = Arc<Event>;
+
+    fn next(&mut self) -> Option<Arc<Event>> {
+        match self {
+            Backlog::Current { key, rv, objects } => {
+                let object = objects.next()?;
+                Some(Arc::new(Event { rv: *rv, key: key.clone(), kind: EventType::Added, object, previous: None }))
+            }
+            Backlog::History(events) => events.next(),
+        }
     }
 }
 

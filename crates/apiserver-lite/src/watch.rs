@@ -18,10 +18,10 @@ use kubeedge_kube_serve::watch::{EventType, bookmark, encode_event};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use crate::api::{RequestCtx, filter, render_table};
+use crate::api::{Filter, RequestCtx, render_table};
 use crate::registry::ResourceType;
 use crate::server::Body;
-use crate::store::Event;
+use crate::store::{Backlog, Event, Object};
 
 /// How often an idle watch that allows bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
@@ -37,16 +37,7 @@ pub fn serve(
     opts: &ListOptions,
 ) -> Result<Response<Body>, ApiError> {
     let store = ctx.shared.store.clone();
-    let selector = filter(opts)?;
-    let name = name.map(str::to_owned);
-    let ns = ns.map(str::to_owned);
-    let matches = move |obj: &Value| {
-        let meta =
-            |f: &str| obj.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or_default().to_owned();
-        ns.as_deref().is_none_or(|n| meta("namespace") == n)
-            && name.as_deref().is_none_or(|n| meta("name") == n)
-            && selector(obj)
-    };
+    let matches = Matcher::new(Filter::new(opts)?, ns, name);
     let initial_events = opts.send_initial_events == Some(true);
     if initial_events && !opts.allow_watch_bookmarks {
         return Err(ApiError::invalid(
@@ -82,24 +73,22 @@ pub fn serve(
     };
     let timeout = opts.timeout_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
     let as_table = matches!(ctx.table, AcceptKind::Table { .. });
-    let mut state =
-        StreamState { t, as_table, proto, query: ctx.query.to_owned(), columns_sent: false, last_rv: start_rv };
-    let mut first: std::collections::VecDeque<Bytes> =
-        backlog.iter().filter_map(|ev| state.frame(ev, &matches)).collect();
-    if initial_events && opts.allow_watch_bookmarks {
+    let state = StreamState { t, as_table, proto, query: ctx.query.to_owned(), columns_sent: false, last_rv: start_rv };
+    let initial_end = (initial_events && opts.allow_watch_bookmarks).then(|| {
         let mut b = bookmark(&state.t.kind, &state.t.api_version(), &start_rv.to_string());
         b["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-        first.push_back(state.encode(EventType::Bookmark, &b));
-    }
+        state.encode(EventType::Bookmark, &b)
+    });
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The body polls the broadcast itself: no task or channel per watcher between an event and
     // the connection that writes it.
     let live = Live {
         state,
-        first,
+        backlog,
+        initial_end,
         rx,
-        matches: Box::new(matches),
+        matches,
         bookmarks: opts.allow_watch_bookmarks,
         tick,
         deadline: Box::pin(tokio::time::sleep(timeout)),
@@ -120,12 +109,45 @@ pub fn serve(
     Ok(resp)
 }
 
-type Matcher = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+/// Which objects a watch sees: its namespace, its object (a watch of one name) and selectors.
+struct Matcher {
+    ns: Option<String>,
+    name: Option<String>,
+    filter: Filter,
+    /// `metadata` for the namespace and name, and what the selectors read.
+    keys: Vec<String>,
+}
+
+impl Matcher {
+    fn new(filter: Filter, ns: Option<&str>, name: Option<&str>) -> Self {
+        let mut keys = filter.keys().to_vec();
+        if (ns.is_some() || name.is_some()) && !keys.iter().any(|k| k == "metadata") {
+            keys.push("metadata".to_owned());
+        }
+        Self { ns: ns.map(str::to_owned), name: name.map(str::to_owned), filter, keys }
+    }
+
+    /// Whether the watch sees this object. A watch of every object of a type parses nothing;
+    /// others parse only the top-level fields they test.
+    fn matches(&self, obj: &Object) -> bool {
+        if self.keys.is_empty() {
+            return true;
+        }
+        let v = obj.project(&self.keys);
+        let meta = |f: &str| v.get("metadata").and_then(|m| m.get(f)).and_then(Value::as_str).unwrap_or_default();
+        self.ns.as_deref().is_none_or(|n| meta("namespace") == n)
+            && self.name.as_deref().is_none_or(|n| meta("name") == n)
+            && self.filter.matches(&v)
+    }
+}
 
 /// An open watch: what is left of the backlog, then the live feed.
 struct Live {
     state: StreamState,
-    first: std::collections::VecDeque<Bytes>,
+    /// Encoded as it is sent, not all at the start (a watch of 100,000 pods begins with them).
+    backlog: Backlog,
+    /// The bookmark that ends the initial events, still to send.
+    initial_end: Option<Bytes>,
     rx: broadcast::Receiver<Arc<Event>>,
     matches: Matcher,
     bookmarks: bool,
@@ -142,8 +164,13 @@ impl Live {
         if self.done {
             return None;
         }
-        if let Some(f) = self.first.pop_front() {
-            return Some(f);
+        for ev in self.backlog.by_ref() {
+            if let Some(f) = self.state.frame(&ev, &self.matches) {
+                return Some(f);
+            }
+        }
+        if let Some(b) = self.initial_end.take() {
+            return Some(b);
         }
         loop {
             tokio::select! {
@@ -208,13 +235,13 @@ impl StreamState {
 
     /// The line for one store event as this watcher should see it, or `None` when it does not
     /// concern the watcher.
-    fn frame(&mut self, ev: &Event, matches: &(dyn Fn(&Value) -> bool + Send + Sync)) -> Option<Bytes> {
+    fn frame(&mut self, ev: &Event, matches: &Matcher) -> Option<Bytes> {
         if ev.key.0 != self.t.group || ev.key.1 != self.t.plural {
             return None;
         }
         self.last_rv = self.last_rv.max(ev.rv);
-        let now = matches(&ev.object);
-        let before = ev.previous.as_deref().is_some_and(matches);
+        let now = matches.matches(&ev.object);
+        let before = ev.previous.as_ref().is_some_and(|p| matches.matches(p));
         let kind = match ev.kind {
             EventType::Modified if now && !before => EventType::Added,
             EventType::Modified if !now && before => EventType::Deleted,
@@ -224,24 +251,47 @@ impl StreamState {
             k => k,
         };
         if self.proto {
-            return Some(self.encode(kind, &ev.object));
+            return Some(self.encode(kind, &ev.object.value()));
         }
-        if !self.as_table && kind == ev.kind {
-            return Some(ev.encoded.get_or_init(|| Bytes::from(encode_event(kind, &ev.object))).clone());
+        if !self.as_table {
+            return Some(json_line(kind, &ev.object));
         }
-        let object = if self.as_table {
-            let mut tbl = match render_table(&self.query, &self.t, std::slice::from_ref(&*ev.object)) {
-                Ok(t) => t,
-                Err(e) => return Some(self.encode(EventType::Error, &e.to_status())),
-            };
-            if self.columns_sent {
-                tbl["columnDefinitions"] = json!([]);
-            }
-            self.columns_sent = true;
-            tbl
-        } else {
-            (*ev.object).clone()
+        let mut tbl = match render_table(&self.query, &self.t, &[ev.object.value()]) {
+            Ok(t) => t,
+            Err(e) => return Some(self.encode(EventType::Error, &e.to_status())),
         };
-        Some(Bytes::from(encode_event(kind, &object)))
+        if self.columns_sent {
+            tbl["columnDefinitions"] = json!([]);
+        }
+        self.columns_sent = true;
+        Some(Bytes::from(encode_event(kind, &tbl)))
+    }
+}
+
+/// `{"object":…,"type":"…"}` and a newline, as `encode_event` writes it (keys sorted), around
+/// the stored JSON: a copy, not an encoding.
+fn json_line(kind: EventType, object: &Object) -> Bytes {
+    const HEAD: &[u8] = b"{\"object\":";
+    let kind = kind.as_str().as_bytes();
+    let mut line = Vec::with_capacity(HEAD.len() + object.len() + kind.len() + 12);
+    line.extend_from_slice(HEAD);
+    line.extend_from_slice(object.json());
+    line.extend_from_slice(b",\"type\":\"");
+    line.extend_from_slice(kind);
+    line.extend_from_slice(b"\"}\n");
+    Bytes::from(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_line_is_what_encode_event_writes() {
+        let v =
+            json!({"kind": "Pod", "metadata": {"name": "p\"q", "labels": {"a": "b"}}, "status": {"phase": "Running"}});
+        for kind in [EventType::Added, EventType::Modified, EventType::Deleted] {
+            assert_eq!(&json_line(kind, &Object::encode(&v))[..], encode_event(kind, &v).as_slice());
+        }
     }
 }

@@ -376,12 +376,12 @@ fn cloud_hub_edge_message_limits_default_and_validate() {
     assert_eq!((limits.max_message_bytes(), limits.in_flight_memory_bytes()), (8 << 20, 256 << 20));
     let yaml = UPSTREAM_CLOUDCORE.replace(
         "  cloudHub:\n",
-        "  cloudHub:\n    edgeMessages:\n      messageQPS: 0\n      messageBurst: -1\n      nodeInFlight: 0\n      maxMessageMiB: 33\n      inFlightMemoryMiB: 4\n",
+        "  cloudHub:\n    edgeMessages:\n      messageQPS: 0\n      messageBurst: -1\n      nodeInFlight: 0\n      maxMessageMiB: 33\n      inFlightMemoryMiB: 4\n      deliveryWindow: 0\n",
     );
     let loaded = load::<CloudCoreConfig>(&yaml).expect("loads");
     assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
     let errs = loaded.config.validate().expect_err("invalid");
-    for key in ["messageQPS", "messageBurst", "nodeInFlight", "maxMessageMiB", "inFlightMemoryMiB"] {
+    for key in ["messageQPS", "messageBurst", "nodeInFlight", "maxMessageMiB", "inFlightMemoryMiB", "deliveryWindow"] {
         let path = format!("modules.cloudHub.edgeMessages.{key}");
         assert!(errs.has_path(&path), "{path} missing from:\n{errs}");
     }

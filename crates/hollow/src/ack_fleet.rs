@@ -4,13 +4,18 @@
 //! MetaManager would (`protocol::edge::ack`) and reporting it. When its session ends an edge
 //! reconnects the way EdgeHub does while CloudHub is away: a new attempt about every second
 //! (±20 %). Unlike [`Fleet`](crate::Fleet) it registers nothing and runs no pods.
+//!
+//! [`Tally`] counts what such a fleet received, per object version and session: the exact
+//! "nothing lost, nothing duplicated" check of the multi-replica test and bench, where a
+//! replica is killed and its edges move to the others.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kubeedge_model::Message;
 use kubeedge_model::protocol::edge;
+use kubeedge_model::{Message, Operation, ResourcePath};
 use kubeedge_pki::{Ca, ExtKeyUsage};
 use kubeedge_viaduct::{ClientOptions, client_tls, connect};
 use tokio::sync::mpsc;
@@ -102,4 +107,182 @@ pub async fn connect_fleet(
         }
     }));
     rx
+}
+
+/// What an edge holds: `ns/type/name` → (uid, resourceVersion).
+pub type Holdings = BTreeMap<String, (String, String)>;
+
+/// One delivery of an object version to an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// The edge's session it came in (1 = the first).
+    pub session: u32,
+    /// Whether it came after [`Tally::mark_kill`].
+    pub after_kill: bool,
+}
+
+/// What a fleet of ACKing edges received: what each edge holds now (pods, configmaps and
+/// secrets, applied as MetaManager would), and every delivery of every version of them.
+#[derive(Debug, Default)]
+pub struct Tally {
+    session: HashMap<String, u32>,
+    connected: HashSet<String>,
+    holds: HashMap<String, Holdings>,
+    /// (node, uid, version or `delete`) → its deliveries.
+    deliveries: HashMap<(String, String, String), Vec<Delivery>>,
+    /// Each edge's session at the kill, once marked.
+    at_kill: Option<HashMap<String, u32>>,
+}
+
+/// What happened to a fleet's edges across a failover ([`Tally::failover`]).
+#[derive(Debug, Default)]
+pub struct Failover {
+    /// Edges whose session ended at the kill and that connected again.
+    pub moved: usize,
+    /// Versions delivered once more to an edge that moved, which the killed replica had sent
+    /// but not recorded in the ObjectSyncs (in flight, or ACKed but not written): allowed.
+    pub resent: usize,
+    /// Versions delivered twice before the kill (reported, not part of the failover).
+    pub before: usize,
+    /// Every other version delivered more than once after the kill: duplicates.
+    pub duplicates: Vec<String>,
+}
+
+impl Tally {
+    /// Applies one event of [`connect_fleet`]'s channel.
+    pub fn on(&mut self, ev: FleetEvent) {
+        match ev {
+            FleetEvent::Connected(n) => {
+                *self.session.entry(n.clone()).or_default() += 1;
+                self.connected.insert(n);
+            }
+            FleetEvent::Disconnected(n) => {
+                self.connected.remove(&n);
+            }
+            FleetEvent::Received(n, msg) => self.received(n, &msg),
+        }
+    }
+
+    fn received(&mut self, node: String, msg: &Message) {
+        let Ok(path) = ResourcePath::parse(&msg.router.resource) else { return };
+        if !matches!(path.resource_type.as_str(), "pod" | "configmap" | "secret") {
+            return;
+        }
+        let uid = msg
+            .content
+            .decode::<serde_json::Value>()
+            .ok()
+            .and_then(|v| v.pointer("/metadata/uid").and_then(serde_json::Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
+        let holds = self.holds.entry(node.clone()).or_default();
+        let version = if msg.operation() == Operation::Delete {
+            holds.remove(&msg.router.resource);
+            "delete".to_owned()
+        } else {
+            let rv = msg.header.resource_version.clone();
+            holds.insert(msg.router.resource.clone(), (uid.clone(), rv.clone()));
+            rv
+        };
+        let d = Delivery { session: self.session.get(&node).copied().unwrap_or(0), after_kill: self.at_kill.is_some() };
+        self.deliveries.entry((node, uid, version)).or_default().push(d);
+    }
+
+    /// The edges with a session now.
+    pub fn connected(&self) -> usize {
+        self.connected.len()
+    }
+
+    /// What `node` holds now.
+    pub fn holds(&self, node: &str) -> Option<&Holdings> {
+        self.holds.get(node)
+    }
+
+    /// A replica is about to be killed: what comes from now on is counted as after it.
+    pub fn mark_kill(&mut self) {
+        self.at_kill = Some(self.session.clone());
+    }
+
+    /// The edges that connected again since [`Tally::mark_kill`].
+    pub fn moved(&self) -> HashSet<String> {
+        let Some(at) = &self.at_kill else { return HashSet::new() };
+        self.session.iter().filter(|(n, s)| at.get(*n).is_some_and(|k| *s > k)).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Judges every version delivered more than once, given what the ObjectSyncs recorded
+    /// right after the kill (`recorded`: (node, uid) → version): after the kill, a version may
+    /// reach an edge that moved once more, in its new session, only if the killed replica had
+    /// sent it in the old one without its ACK recorded (a delete: while its ObjectSync still
+    /// existed). Anything else delivered twice with the second after the kill is a duplicate.
+    pub fn failover(&self, recorded: &HashMap<(String, String), u64>) -> Failover {
+        let at_kill = self.at_kill.clone().unwrap_or_default();
+        let moved = self.moved();
+        let mut out = Failover { moved: moved.len(), ..Failover::default() };
+        for ((node, uid, version), ds) in &self.deliveries {
+            if ds.len() < 2 {
+                continue;
+            }
+            if ds.iter().all(|d| !d.after_kill) {
+                out.before += 1;
+                continue;
+            }
+            let kill_session = at_kill.get(node).copied().unwrap_or(0);
+            let old = ds.iter().filter(|d| d.session <= kill_session).count();
+            let new = ds.len() - old;
+            let rec = recorded.get(&(node.clone(), uid.clone()));
+            let unrecorded = if version == "delete" {
+                rec.is_some()
+            } else {
+                version.parse::<u64>().is_ok_and(|v| rec.is_none_or(|r| *r < v))
+            };
+            if moved.contains(node) && old == 1 && new == 1 && unrecorded {
+                out.resent += 1;
+            } else {
+                out.duplicates.push(format!(
+                    "{node} got {uid} ({version}) {} times: {ds:?}; recorded at the kill: {rec:?}",
+                    ds.len()
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubeedge_model::Content;
+
+    use super::*;
+
+    fn msg(op: Operation, res: &str, uid: &str, rv: &str) -> Box<Message> {
+        let content = Content::from_value(&serde_json::json!({"metadata": {"uid": uid}}));
+        let mut m = Message::build("edgecontroller", "resource", res, op, content);
+        m.header.resource_version = rv.to_owned();
+        Box::new(m)
+    }
+
+    #[test]
+    fn a_tally_tells_inflight_resends_from_duplicates() {
+        let mut t = Tally::default();
+        let (a, b) = ("a".to_owned(), "b".to_owned());
+        t.on(FleetEvent::Connected(a.clone()));
+        t.on(FleetEvent::Connected(b.clone()));
+        t.on(FleetEvent::Received(a.clone(), msg(Operation::Insert, "ns/pod/p", "u1", "5")));
+        t.on(FleetEvent::Received(a.clone(), msg(Operation::Insert, "ns/configmap/c", "u2", "7")));
+        t.on(FleetEvent::Received(b.clone(), msg(Operation::Insert, "ns/pod/q", "u3", "5")));
+        t.mark_kill();
+        // `a` was on the killed replica; `b` was not.
+        t.on(FleetEvent::Disconnected(a.clone()));
+        t.on(FleetEvent::Connected(a.clone()));
+        t.on(FleetEvent::Received(a.clone(), msg(Operation::Update, "ns/pod/p", "u1", "5")));
+        t.on(FleetEvent::Received(a.clone(), msg(Operation::Update, "ns/configmap/c", "u2", "7")));
+        t.on(FleetEvent::Received(b.clone(), msg(Operation::Update, "ns/pod/q", "u3", "5")));
+        t.on(FleetEvent::Received(a.clone(), msg(Operation::Delete, "ns/configmap/c", "u2", "")));
+        let recorded: HashMap<(String, String), u64> = [((a.clone(), "u1".to_owned()), 5)].into();
+        let f = t.failover(&recorded);
+        assert_eq!(f.moved, 1);
+        assert_eq!(f.resent, 1, "u2 at 7 was not recorded: it may come again");
+        assert_eq!(f.duplicates.len(), 2, "u1 at 5 was recorded; b did not move: {:?}", f.duplicates);
+        assert_eq!(t.holds("a").map(|h| h.len()), Some(1));
+        assert_eq!(t.connected(), 2);
+    }
 }

@@ -7,12 +7,15 @@
 //! Each hollow node does what an edgecore with EdgeHub, MetaManager and Edged does on the
 //! wire, with an in-memory fake runtime instead of CRI:
 //!
-//! - EdgeHub: connects with `node_id`/`project_id` headers, sends a `keepalive` (content
-//!   `ping`) and a WebSocket ping every heartbeat (15 s), reconnects about every second (±20 %)
-//!   while the cloud is away;
+//! - EdgeHub: connects with `node_id`/`project_id` headers, announcing `lease-renew` in
+//!   `X-KubeEdge-Rs-Features` as an edgecore of ours does (unless [`Config::upstream_edge`]),
+//!   sends a `keepalive` (content `ping`) and a WebSocket ping every heartbeat (15 s) — when a
+//!   cloud of ours agreed to `lease-renew`, the keepalive only after a heartbeat without any
+//!   other message — and reconnects about every second (±20 %) while the cloud is away;
 //! - MetaManager: ACKs every cloud message (`response`, content `"OK"`) once it is "stored";
 //! - Edged: registers the node (`insert` of the Node, then a full status `nodepatch`), renews
-//!   its Lease every quarter of the lease duration (insert, then `update` of the stored Lease),
+//!   its Lease every quarter of the lease duration (insert, then `update` of the stored Lease;
+//!   with `lease-renew` agreed, the compact `renew` instead, the insert only after its 404),
 //!   sends a status heartbeat `nodepatch` every `nodeStatusReportFrequency` (5 min); a new pod
 //!   is "started" at once and reported Running by a `podpatch`; a pod with a
 //!   deletionTimestamp is reported terminated and deleted (`delete`, grace 0, UID
@@ -89,6 +92,10 @@ pub struct Config {
     pub timings: Timings,
     /// Record what each node ACKed ([`Fleet::acked`]): for correctness tests.
     pub record_acks: bool,
+    /// Behave like an upstream edge: announce no features in the handshake, so the whole
+    /// Lease goes up at every renewal and a keepalive with every heartbeat, whatever the cloud
+    /// supports (the scale bench's baseline).
+    pub upstream_edge: bool,
 }
 
 impl Config {
@@ -103,6 +110,7 @@ impl Config {
             register: true,
             timings: Timings::default(),
             record_acks: false,
+            upstream_edge: false,
         }
     }
 
@@ -126,7 +134,7 @@ pub enum Kind {
     NodeInsert,
     /// Node status patches (registration and heartbeats).
     NodeStatus,
-    /// Lease inserts and updates.
+    /// Lease inserts, updates and compact renewals.
     Lease,
     /// Lease queries (after an `AlreadyExists`).
     Query,
@@ -188,6 +196,8 @@ pub struct Stats {
     pub pods_deleted: AtomicU64,
     /// Lease inserts and renewals the cloud accepted.
     pub lease_renewals: AtomicU64,
+    /// Of those, compact renewals (`renew`, with a cloud of ours).
+    pub lease_renewals_compact: AtomicU64,
     /// Requests the cloud refused (lease conflicts, patch errors…).
     pub request_errors: AtomicU64,
     sent: [AtomicU64; 9],
@@ -224,6 +234,7 @@ impl Stats {
             ("hollow_pods_running".to_owned(), get(&self.pods_running)),
             ("hollow_pods_deleted".to_owned(), get(&self.pods_deleted)),
             ("hollow_lease_renewals_total".to_owned(), get(&self.lease_renewals)),
+            ("hollow_lease_renewals_compact_total".to_owned(), get(&self.lease_renewals_compact)),
             ("hollow_request_errors_total".to_owned(), get(&self.request_errors)),
         ];
         for k in Kind::ALL {

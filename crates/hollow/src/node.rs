@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kubeedge_model::constants::resource_type;
 use kubeedge_model::protocol::objects::{self, NodeFacts};
-use kubeedge_model::protocol::{NODE_NAMESPACE, ReplyError, edge, reply};
+use kubeedge_model::protocol::{NODE_NAMESPACE, ReplyError, edge, lease, reply};
 use kubeedge_model::{Message, Operation, ResourcePath};
 use kubeedge_pki::{Ca, ExtKeyUsage};
 use kubeedge_viaduct::{ClientOptions, Connection};
@@ -32,9 +32,15 @@ const STATUS_RETRY: Duration = Duration::from_secs(20);
 enum Pending {
     NodeInsert,
     NodeStatus,
-    Lease { insert: bool },
+    Lease {
+        insert: bool,
+    },
+    /// A compact renewal (with a cloud of ours).
+    Renew,
     LeaseQuery,
-    PodPatch { uid: String },
+    PodPatch {
+        uid: String,
+    },
     PodDelete,
 }
 
@@ -97,6 +103,10 @@ struct Node {
     pods: HashMap<String, FakePod>,
     pending: HashMap<String, Pending>,
     next_ip: u32,
+    /// This session agreed on `lease-renew`: compact renewals, keepalives only when idle.
+    compact: bool,
+    /// When this session last sent a message.
+    last_sent: Instant,
 }
 
 /// Why a session ended.
@@ -116,7 +126,8 @@ pub(crate) async fn run(shared: Arc<Shared>, ca: Arc<Ca>, index: usize) {
         project_id: PROJECT_ID.to_owned(),
         max_message: kubeedge_model::MAX_MESSAGE_SIZE,
         handshake_timeout: Duration::from_secs(60),
-        features: Vec::new(),
+        // As an edgecore of ours (no MetaManager here, so no inventory answers).
+        features: if shared.cfg.upstream_edge { Vec::new() } else { vec![lease::FEATURE.to_owned()] },
     };
     let mut node = Node {
         shared: shared.clone(),
@@ -129,6 +140,8 @@ pub(crate) async fn run(shared: Arc<Shared>, ca: Arc<Ca>, index: usize) {
         pods: HashMap::new(),
         pending: HashMap::new(),
         next_ip: 0,
+        compact: false,
+        last_sent: Instant::now(),
     };
     if node.registered {
         shared.stats.registered.fetch_add(1, Ordering::Relaxed);
@@ -201,6 +214,7 @@ impl Node {
             return false;
         }
         self.shared.stats.count(kind, bytes);
+        self.last_sent = Instant::now();
         if let Some(p) = pending {
             self.pending.insert(id, p);
         }
@@ -212,6 +226,8 @@ impl Node {
         let t = self.shared.cfg.timings.clone();
         let salt = self.index;
         self.pending.clear();
+        self.compact = conn.has_feature(lease::FEATURE);
+        self.last_sent = Instant::now();
         if !self.registered && !self.register(&mut conn).await {
             return End::Lost;
         }
@@ -223,7 +239,7 @@ impl Node {
                 return End::Lost;
             }
         }
-        // EdgeHub sends its first keepalive at once.
+        // EdgeHub sends its first keepalive (upstream's; a ping only between ours) at once.
         if !self.keepalive(&mut conn).await {
             return End::Lost;
         }
@@ -238,6 +254,10 @@ impl Node {
                     return End::Stop;
                 }
                 _ = keepalive.tick() => self.keepalive(&mut conn).await,
+                // Between ours, the keepalive message after a heartbeat without any other.
+                _ = tokio::time::sleep_until(self.last_sent + t.keepalive), if self.compact => {
+                    self.send(&mut conn, edge::keepalive(), Kind::Keepalive, None).await
+                }
                 _ = lease.tick() => self.lease_tick(&mut conn).await,
                 _ = status.tick() => {
                     if self.registered {
@@ -277,8 +297,10 @@ impl Node {
         self.send(conn, msg, Kind::NodeStatus, Some(Pending::NodeStatus)).await
     }
 
+    /// A heartbeat: the WebSocket ping, with upstream's keepalive message unless this session
+    /// agreed on `lease-renew` (then the message goes only when the node is otherwise idle).
     async fn keepalive(&mut self, conn: &mut Conn) -> bool {
-        if !self.send(conn, edge::keepalive(), Kind::Keepalive, None).await {
+        if !self.compact && !self.send(conn, edge::keepalive(), Kind::Keepalive, None).await {
             return false;
         }
         self.shared.stats.count(Kind::Ping, 0);
@@ -295,7 +317,9 @@ impl Node {
 
     /// Every quarter of the lease duration: registration retries, then the lease.
     async fn lease_tick(&mut self, conn: &mut Conn) -> bool {
-        let in_flight = |p: &Pending| matches!(p, Pending::NodeInsert | Pending::Lease { .. } | Pending::LeaseQuery);
+        let in_flight = |p: &Pending| {
+            matches!(p, Pending::NodeInsert | Pending::Lease { .. } | Pending::Renew | Pending::LeaseQuery)
+        };
         if self.pending.values().any(in_flight) {
             return true;
         }
@@ -315,6 +339,15 @@ impl Node {
                 return false;
             }
         }
+        if self.compact {
+            // A cloud of ours renews it by its clock; a 404 brings the insert.
+            return self.send(conn, lease::renew(&self.name), Kind::Lease, Some(Pending::Renew)).await;
+        }
+        self.write_lease(conn).await
+    }
+
+    /// Upstream's renewal: `update` of the stored Lease, or `insert` when there is none.
+    async fn write_lease(&mut self, conn: &mut Conn) -> bool {
         let (_, micro) = now_strings();
         let secs = i32::try_from(self.shared.cfg.timings.lease_duration.as_secs()).unwrap_or(i32::MAX);
         let (msg, insert) = match self.lease.clone() {
@@ -443,6 +476,24 @@ impl Node {
     /// A reply to one of this node's requests.
     async fn reply(&mut self, conn: &mut Conn, p: Pending, msg: &Message) -> bool {
         let stats = self.shared.stats.clone();
+        if matches!(p, Pending::Renew) {
+            return match lease::renew_result(msg) {
+                Ok(()) => {
+                    stats.lease_renewals.fetch_add(1, Ordering::Relaxed);
+                    stats.lease_renewals_compact.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(e) => {
+                    stats.request_errors.fetch_add(1, Ordering::Relaxed);
+                    if e.is_not_found() {
+                        // No Lease (a first start): created at once.
+                        self.lease = None;
+                        return self.write_lease(conn).await;
+                    }
+                    true
+                }
+            };
+        }
         let resp = reply::object_of(msg);
         if resp.is_err() {
             stats.request_errors.fetch_add(1, Ordering::Relaxed);
@@ -476,6 +527,7 @@ impl Node {
                 }
                 Err(_) => self.lease = None,
             },
+            Pending::Renew => {}
             Pending::LeaseQuery => {
                 if let Ok(v) = resp {
                     let v = reply::first_stored(v);

@@ -11,6 +11,10 @@
 //! workspace keeps `unsafe_code = "forbid"`. Other C libraries (musl) have no such call;
 //! there [`trim`] does nothing.
 
+/// mimalloc, for a binary's `#[global_allocator]` (feature `mimalloc`).
+#[cfg(feature = "mimalloc")]
+pub use mimalloc::MiMalloc;
+
 /// Releases the free pages of every malloc arena to the OS. Returns whether any memory was
 /// released. Takes the arenas' locks while it runs (milliseconds for a few hundred MB): call
 /// it off the async runtime's threads (`spawn_blocking`) and not often.

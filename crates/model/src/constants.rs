@@ -59,6 +59,9 @@ pub mod operation {
     pub const STOP: &str = "stop";
     /// Node task status report.
     pub const UPDATE_NODE_ACTION_STATUS: &str = "UpdateNodeActionStatus";
+    /// Ours, not upstream's: the compact lease renewal between ends that are both ours
+    /// (`protocol::lease`), sent only when both agreed on it in the handshake.
+    pub const RENEW: &str = "renew";
 }
 
 /// Resource types (the `{type}` token of a resource string).

@@ -9,7 +9,7 @@ use crate::constants::operation as op;
 /// A `route.operation`, parsed. Unknown operations are kept verbatim in [`Operation::Other`]
 /// so a message can still be forwarded unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[allow(missing_docs)] // The variants are the upstream strings in constants::operation.
+#[allow(missing_docs)] // The variants are the strings in constants::operation (upstream's, and `renew`).
 pub enum Operation {
     Insert,
     Delete,
@@ -39,6 +39,8 @@ pub enum Operation {
     Stop,
     UnholdUpgrade,
     UpdateNodeActionStatus,
+    /// Ours, not upstream's: the compact lease renewal (`protocol::lease`).
+    Renew,
     /// Any other string.
     Other(String),
 }
@@ -72,6 +74,7 @@ const TABLE: &[(&str, Operation)] = &[
     (op::STOP, Operation::Stop),
     (op::UNHOLD_UPGRADE, Operation::UnholdUpgrade),
     (op::UPDATE_NODE_ACTION_STATUS, Operation::UpdateNodeActionStatus),
+    (op::RENEW, Operation::Renew),
 ];
 
 impl Operation {

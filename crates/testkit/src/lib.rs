@@ -331,8 +331,10 @@ impl Drop for TempDir {
 }
 
 pub mod containerd;
+pub mod haproxy;
 pub mod netns;
 pub mod nspawn;
+pub mod replicas;
 
 /// Scenarios every daemon must pass, shared by the cloudcore and edgecore process tests.
 pub mod daemon {

@@ -9,6 +9,12 @@
 //! - In [`AuthMode::Strict`] (our default) the client certificate's CN must be
 //!   `system:node:{node_id}`; [`AuthMode::Permissive`] restores upstream's default, which does not
 //!   tie the certificate to the node (needed for v1.15 edges, whose CN is `kubeedge.io`).
+//! - Features beyond upstream's protocol are negotiated in the handshake: an edge of ours lists
+//!   what it can do in [`HEADER_FEATURES`], the server answers in the same header of its 101
+//!   response with those it supports too ([`ServerOptions::features`]), and both ends read the
+//!   result from [`Connection::features`]. No header is sent when nothing is agreed, so a
+//!   handshake with an upstream peer is upstream's byte for byte; an upstream cloud never
+//!   answers the header, so an edge of ours then speaks upstream's protocol only.
 //! - One JSON [`Message`] per frame: written as text, read from text or binary, a trailing
 //!   newline tolerated, frames and messages capped (32 MiB by default). A malformed frame is a
 //!   per-message error; the connection stays usable.
@@ -35,7 +41,8 @@ pub const HEADER_PROJECT_ID: &str = "project_id";
 /// Header telling message connections from stream connections.
 pub const HEADER_CONNECTION_USE: &str = "ConnectionUse";
 /// Header in which an edge of ours lists what it can do beyond upstream's protocol
-/// (comma-separated, e.g. `inventory`); upstream peers neither send nor read it.
+/// (comma-separated, e.g. `inventory`), and in which a server of ours answers, in its 101
+/// response, with those it supports too; upstream peers neither send nor read it.
 pub const HEADER_FEATURES: &str = "X-KubeEdge-Rs-Features";
 /// Features read from one handshake, at most.
 const MAX_FEATURES: usize = 16;
@@ -109,11 +116,19 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     /// Certificate-to-node check.
     pub auth: AuthMode,
+    /// The features this server supports: those of them an edge announces are echoed in the
+    /// 101 response's [`HEADER_FEATURES`] (none by default: no header, as upstream).
+    pub features: Vec<String>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { max_message: MAX_MESSAGE_SIZE, handshake_timeout: Duration::from_secs(30), auth: AuthMode::Strict }
+        Self {
+            max_message: MAX_MESSAGE_SIZE,
+            handshake_timeout: Duration::from_secs(30),
+            auth: AuthMode::Strict,
+            features: Vec::new(),
+        }
     }
 }
 
@@ -131,7 +146,8 @@ pub struct Identity {
     pub cert_not_before: i64,
     /// Hex SHA-256 of the client certificate (DER): tells the same certificate reconnecting.
     pub cert_sha256: String,
-    /// What the edge announced in [`HEADER_FEATURES`] (empty for upstream edges).
+    /// What the edge announced in [`HEADER_FEATURES`] (empty for upstream edges); what both
+    /// ends agreed on is [`Connection::features`].
     pub features: Vec<String>,
 }
 
@@ -153,6 +169,39 @@ fn ws_config(max: usize) -> WebSocketConfig {
     c.read_buffer_size = IO_BUFFER;
     c.write_buffer_size = IO_BUFFER;
     c
+}
+
+/// The features both ends agree on: those `announced` that are also `supported`, in the
+/// announced order.
+pub fn negotiate(announced: &[String], supported: &[String]) -> Vec<String> {
+    let mut agreed: Vec<String> = Vec::new();
+    for f in announced {
+        if supported.contains(f) && !agreed.contains(f) {
+            agreed.push(f.clone());
+        }
+    }
+    agreed
+}
+
+/// The features in a [`HEADER_FEATURES`] value: comma-separated, trimmed, at most
+/// [`MAX_FEATURES`] of at most 64 bytes each.
+fn parse_features(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty() && f.len() <= 64)
+        .take(MAX_FEATURES)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The header an answer carries for `agreed` features: none when nothing was agreed (the
+/// response is then upstream's exactly).
+fn features_header(agreed: &[String]) -> Option<http::HeaderValue> {
+    if agreed.is_empty() {
+        return None;
+    }
+    http::HeaderValue::from_str(&agreed.join(",")).ok()
 }
 
 /// A TLS server config for CloudHub: the serving certificate, TLS ≥ 1.2, HTTP/1.1, and a
@@ -197,13 +246,18 @@ pub async fn accept(
         let cert_sha256 = kubeedge_pki::ca_hash(&cert);
         let auth = opts.auth;
         let mut identity = None;
+        let mut agreed = Vec::new();
         // The callback's signature is tungstenite's.
         #[allow(clippy::result_large_err)]
-        let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
             match check_handshake(req, &cert_cn, auth) {
                 Ok(mut id) => {
                     id.cert_not_before = cert_not_before;
                     id.cert_sha256 = cert_sha256.clone();
+                    agreed = negotiate(&id.features, &opts.features);
+                    if let Some(v) = features_header(&agreed) {
+                        resp.headers_mut().insert(HEADER_FEATURES, v);
+                    }
                     identity = Some(id);
                     Ok(resp)
                 }
@@ -218,10 +272,7 @@ pub async fn accept(
         let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config(opts.max_message)))
             .await?;
         let identity = identity.ok_or_else(|| Error::Refused("no identity".into()))?;
-        Ok((
-            identity,
-            Connection { ws, max: opts.max_message, last_activity: std::time::Instant::now(), peer_close: None },
-        ))
+        Ok((identity, Connection::new(ws, opts.max_message, agreed)))
     };
     tokio::time::timeout(opts.handshake_timeout, run).await.map_err(|_| Error::Timeout)?
 }
@@ -251,13 +302,7 @@ fn check_handshake(req: &Request, cert_cn: &str, auth: AuthMode) -> Result<Ident
         cert_cn: cert_cn.to_owned(),
         cert_not_before: 0,
         cert_sha256: String::new(),
-        features: get(HEADER_FEATURES)
-            .split(',')
-            .map(str::trim)
-            .filter(|f| !f.is_empty() && f.len() <= 64)
-            .take(MAX_FEATURES)
-            .map(str::to_owned)
-            .collect(),
+        features: parse_features(get(HEADER_FEATURES)),
     })
 }
 
@@ -306,17 +351,22 @@ pub async fn connect(
         let request =
             if opts.features.is_empty() { request } else { request.header(HEADER_FEATURES, opts.features.join(",")) };
         let request = request.body(()).map_err(|e| Error::Refused(e.to_string()))?;
-        let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config(opts.max_message)))
-            .await
-            .map_err(|e| match e {
-                tungstenite::Error::Http(resp) => Error::Refused(format!(
-                    "{} {}",
-                    resp.status(),
-                    resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default()
-                )),
-                other => Error::WebSocket(other),
-            })?;
-        Ok(Connection { ws, max: opts.max_message, last_activity: std::time::Instant::now(), peer_close: None })
+        let (ws, resp) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config(opts.max_message)))
+                .await
+                .map_err(|e| match e {
+                    tungstenite::Error::Http(resp) => Error::Refused(format!(
+                        "{} {}",
+                        resp.status(),
+                        resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default()
+                    )),
+                    other => Error::WebSocket(other),
+                })?;
+        // What the server agreed to: only ever what this edge announced (an upstream server
+        // sends no header, so nothing).
+        let echoed = resp.headers().get(HEADER_FEATURES).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let agreed = negotiate(&parse_features(echoed), &opts.features);
+        Ok(Connection::new(ws, opts.max_message, agreed))
     };
     tokio::time::timeout(opts.handshake_timeout, run).await.map_err(|_| Error::Timeout)?
 }
@@ -327,6 +377,24 @@ pub struct Connection<S> {
     max: usize,
     last_activity: std::time::Instant,
     peer_close: Option<(u16, String)>,
+    features: Vec<String>,
+}
+
+impl<S> Connection<S> {
+    fn new(ws: WebSocketStream<S>, max: usize, features: Vec<String>) -> Self {
+        Self { ws, max, last_activity: std::time::Instant::now(), peer_close: None, features }
+    }
+
+    /// The features both ends agreed on in the handshake (see [`HEADER_FEATURES`]): empty
+    /// with an upstream peer.
+    pub fn features(&self) -> &[String] {
+        &self.features
+    }
+
+    /// Whether both ends agreed on `feature`.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -374,6 +442,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
+    /// Sends messages with one flush at the end: frames written together share TLS records
+    /// and system calls (a window of messages to an edge goes out at once).
+    pub async fn send_all(&mut self, msgs: &[Message]) -> Result<(), Error> {
+        for msg in msgs {
+            let mut out = msg.clone();
+            out.header.sync = false;
+            let text = String::from_utf8(out.encode()).map_err(|e| Error::Refused(e.to_string()))?;
+            self.ws.feed(Frame::text(text)).await?;
+        }
+        self.ws.flush().await?;
+        Ok(())
+    }
+
     /// Sends a raw frame (tests and fault injection).
     pub async fn send_raw(&mut self, frame: Frame) -> Result<(), Error> {
         self.ws.send(frame).await?;
@@ -402,3 +483,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 }
 
 pub use tokio_tungstenite::tungstenite::Message as RawFrame;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_agreed_features_are_the_announced_ones_the_server_supports() {
+        let supported = v(&["inventory", "lease-renew"]);
+        assert_eq!(
+            negotiate(&v(&["lease-renew", "future", "inventory"]), &supported),
+            v(&["lease-renew", "inventory"])
+        );
+        assert_eq!(negotiate(&v(&["future"]), &supported), Vec::<String>::new());
+        assert_eq!(negotiate(&v(&["inventory", "inventory"]), &supported), v(&["inventory"]));
+        assert_eq!(negotiate(&v(&["inventory"]), &[]), Vec::<String>::new(), "a server supporting nothing");
+        assert_eq!(negotiate(&[], &supported), Vec::<String>::new(), "an upstream edge announces nothing");
+    }
+
+    #[test]
+    fn nothing_agreed_means_no_header() {
+        assert_eq!(features_header(&[]), None);
+        let h = features_header(&v(&["inventory", "lease-renew"])).unwrap();
+        assert_eq!(h.to_str().unwrap(), "inventory,lease-renew");
+    }
+
+    #[test]
+    fn feature_lists_are_trimmed_and_bounded() {
+        assert_eq!(parse_features(" inventory , ,lease-renew,"), v(&["inventory", "lease-renew"]));
+        assert_eq!(parse_features(""), Vec::<String>::new());
+        assert_eq!(parse_features(&"x".repeat(65)), Vec::<String>::new());
+        let many = (0..40).map(|i| format!("f{i}")).collect::<Vec<_>>().join(",");
+        assert_eq!(parse_features(&many).len(), MAX_FEATURES);
+    }
+}

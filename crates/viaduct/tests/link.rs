@@ -97,6 +97,74 @@ async fn messages_flow_both_ways_with_the_node_identity() {
     assert_eq!(first.content.as_str().as_deref(), Some("ping"));
 }
 
+/// The 101 response echoes the announced features the server supports, and both ends see what
+/// was agreed; with nothing agreed (an upstream edge, or a server supporting none of them) there
+/// is no header and nothing is agreed.
+#[tokio::test]
+async fn the_handshake_agrees_on_the_features_both_ends_support() {
+    let p = pki();
+    let supported = vec!["inventory".to_owned(), "lease-renew".to_owned()];
+    let (cert, key) = edge_cert(&p.ca, "edge-1");
+    let tls = Arc::new(client_tls(p.ca.cert_der(), &cert, &key).unwrap());
+    for (announced, server_supports, want) in [
+        (vec!["lease-renew", "future", "inventory"], supported.clone(), vec!["lease-renew", "inventory"]),
+        (vec!["lease-renew"], Vec::new(), vec![]),
+        (vec![], supported.clone(), vec![]),
+    ] {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+            server_tls(p.ca.cert_der(), &p.server.cert_der, &p.server.key_sec1).unwrap(),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let opts = ServerOptions { features: server_supports, ..Default::default() };
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (id, conn) = accept(tcp, acceptor, &opts).await.unwrap();
+            (id.features.clone(), conn.features().to_vec())
+        });
+        let features: Vec<String> = announced.iter().map(|s| (*s).to_owned()).collect();
+        let opts = ClientOptions { features: features.clone(), ..client_opts(&addr, "edge-1") };
+        let conn = connect(&opts, tls.clone()).await.unwrap();
+        let (server_announced, server_agreed) = tokio::time::timeout(PATIENCE, server).await.unwrap().unwrap();
+        assert_eq!(server_announced, features, "Identity.features is what the edge announced");
+        assert_eq!(server_agreed, want, "announced {announced:?}");
+        assert_eq!(conn.features(), want.as_slice(), "the edge sees what the server agreed to");
+        assert_eq!(conn.has_feature("lease-renew"), want.contains(&"lease-renew"));
+    }
+}
+
+/// What a server of ours answers on the wire: the header with the agreed features, or no
+/// header at all when nothing is agreed (the 101 is then upstream's).
+#[tokio::test]
+async fn the_101_response_carries_the_header_only_when_something_is_agreed() {
+    let p = pki();
+    let (cert, key) = edge_cert(&p.ca, "edge-1");
+    let tls = Arc::new(client_tls(p.ca.cert_der(), &cert, &key).unwrap());
+    for (announce, want) in [(Some("lease-renew, future"), Some("lease-renew")), (Some("future"), None), (None, None)] {
+        let opts = ServerOptions { features: vec!["inventory".into(), "lease-renew".into()], ..Default::default() };
+        let (addr, _server) = serve_one(&p, opts).await;
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut s =
+            tokio_rustls::TlsConnector::from(tls.clone()).connect("127.0.0.1".try_into().unwrap(), tcp).await.unwrap();
+        let mut req = format!(
+            "GET /e632aba927ea4ac2b575ec1603d56f10/edge-1/events HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             node_id: edge-1\r\nproject_id: e632aba927ea4ac2b575ec1603d56f10\r\nConnectionUse: msg\r\n"
+        );
+        if let Some(a) = announce {
+            req.push_str(&format!("X-KubeEdge-Rs-Features: {a}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        let echoed = head.lines().find_map(|l| l.strip_prefix("x-kubeedge-rs-features:")).map(str::trim);
+        assert_eq!(echoed, want, "{head}");
+    }
+}
+
 #[tokio::test]
 async fn a_certificate_for_another_node_is_refused_in_strict_mode() {
     let p = pki();
@@ -161,7 +229,9 @@ async fn no_client_certificate_no_connection() {
 #[tokio::test]
 async fn an_upstream_v1_15_handshake_and_frames_are_accepted() {
     let p = pki();
-    let (addr, server) = serve_one(&p, ServerOptions::default()).await;
+    // A server of ours supporting features answers an upstream edge as upstream does.
+    let opts = ServerOptions { features: vec!["inventory".into(), "lease-renew".into()], ..Default::default() };
+    let (addr, server) = serve_one(&p, opts).await;
     let (cert, key) = edge_cert(&p.ca, "edge-capture");
     let tls = Arc::new(client_tls(p.ca.cert_der(), &cert, &key).unwrap());
     let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -180,6 +250,7 @@ async fn an_upstream_v1_15_handshake_and_frames_are_accepted() {
     let n = s.read(&mut buf).await.unwrap();
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("x-kubeedge-rs-features"), "no features header: {head}");
 
     // The edge's frames as it wrote them (text, trailing newline).
     let transcript =

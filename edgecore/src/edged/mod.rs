@@ -18,11 +18,12 @@ use std::time::Duration;
 use kubeedge_beehive::Bus;
 use kubeedge_model::Message;
 use kubeedge_model::constants::module as modules;
-use kubeedge_model::protocol::{ReplyError, edge, objects, reply};
+use kubeedge_model::protocol::{ReplyError, edge, lease, objects, reply};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::edgehub::LinkFeatures;
 use node::{HostInfo, NodeSpec};
 
 /// How long one request through MetaManager may take.
@@ -62,6 +63,9 @@ pub struct NodeAgent {
     pub namespace: String,
     /// How often.
     pub timings: Timings,
+    /// What the session with CloudHub agreed on: with `lease-renew` (a cloud of ours) the
+    /// lease is renewed with the compact `renew`, else with upstream's full `update`.
+    pub link: LinkFeatures,
 }
 
 /// Why the node agent's request failed.
@@ -143,8 +147,28 @@ impl NodeAgent {
         reply::object_of(&reply).map_err(|e| AgentError::refused("node status patch", &e))
     }
 
-    /// Creates or renews the lease; returns the stored Lease (with its resourceVersion).
+    /// Creates or renews the lease; returns the stored Lease (with its resourceVersion), or
+    /// after a compact renewal the copy it had, made unconditional (the cloud's has moved on).
     pub async fn renew_lease(&self, current: Option<Value>, node_uid: &str) -> Result<Value, AgentError> {
+        if self.link.has(lease::FEATURE) {
+            // A cloud of ours: renewed by the cloud's clock, without sending the Lease. An
+            // existing Lease after a restart is renewed at once; a missing one is created.
+            let reply = self.request(lease::renew(&self.spec.name)).await?;
+            match lease::renew_result(&reply) {
+                Ok(()) => {
+                    debug!(node = %self.spec.name, "Renewed the node lease (compact).");
+                    return Ok(current.map(unconditional).unwrap_or(Value::Null));
+                }
+                Err(e) if e.is_not_found() => return self.write_lease(None, node_uid).await,
+                Err(e) => return Err(AgentError::refused("lease renew", &e)),
+            }
+        }
+        self.write_lease(current, node_uid).await
+    }
+
+    /// Upstream's renewal: `update` of the whole Lease, or `insert` when there is none.
+    async fn write_lease(&self, current: Option<Value>, node_uid: &str) -> Result<Value, AgentError> {
+        let current = current.filter(Value::is_object);
         let (_, micro) = node::now_strings();
         let secs = i32::try_from(self.timings.lease_duration.as_secs()).unwrap_or(40);
         let name = &self.spec.name;
@@ -163,7 +187,7 @@ impl NodeAgent {
                 let existing = reply::object_of(&reply).map_err(|e| AgentError::refused("reading the lease", &e))?;
                 // The copy read may be MetaManager's and older than the cloud's: renew it
                 // unconditionally (the node owns its lease).
-                Box::pin(self.renew_lease(Some(unconditional(reply::first_stored(existing))), node_uid)).await
+                Box::pin(self.write_lease(Some(unconditional(reply::first_stored(existing))), node_uid)).await
             }
             Err(e) => Err(AgentError::refused(format!("lease {op}"), &e)),
         }
@@ -225,7 +249,87 @@ impl NodeAgent {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError, Registry, RestartPolicy};
+    use kubeedge_model::{Content, Operation};
+    use parking_lot::Mutex;
+
     use super::*;
+    use crate::edgehub::LinkFeaturesWriter;
+
+    /// Stands in for MetaManager and the cloud behind it: records each request's operation and
+    /// answers as a cloud of ours would, the lease existing once inserted.
+    struct FakeMeta {
+        seen: Arc<Mutex<Vec<String>>>,
+        lease: bool,
+    }
+
+    impl Module for FakeMeta {
+        fn name(&self) -> &'static str {
+            modules::METAMANAGER
+        }
+        fn group(&self) -> &'static str {
+            "meta"
+        }
+        fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
+            Box::pin(async move {
+                while let Some(m) = ctx.recv().await {
+                    self.seen.lock().push(m.router.operation.clone());
+                    let lease = serde_json::json!({"metadata": {"name": "e", "resourceVersion": "7"}});
+                    let content = match m.operation() {
+                        Operation::Renew if self.lease => reply::ok(),
+                        Operation::Renew => Content::from_value(
+                            &kubeedge_model::protocol::StatusError::not_found("lease", "coordination.k8s.io", "e")
+                                .to_value(),
+                        ),
+                        _ => {
+                            self.lease = true;
+                            reply::object_resp(Some(lease), None)
+                        }
+                    };
+                    ctx.bus.send_resp(Message::response_to(&m, content));
+                }
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lease_is_renewed_compactly_while_the_cloud_agreed_to_it() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut reg = Registry::new();
+        reg.register(Box::new(FakeMeta { seen: seen.clone(), lease: false })).unwrap();
+        let sup = reg.start(RestartPolicy::default());
+        let writer = LinkFeaturesWriter::default();
+        let agent = NodeAgent {
+            bus: sup.bus(),
+            spec: NodeSpec {
+                name: "e".into(),
+                node_ip: "192.0.2.1".into(),
+                labels: Default::default(),
+                max_pods: 110,
+                runtime_version: String::new(),
+                schedulable: true,
+            },
+            namespace: "default".into(),
+            timings: Timings::default(),
+            link: writer.reader(),
+        };
+        writer.set(&[lease::FEATURE.to_owned()]);
+        // No lease yet: the renewal's 404 sends the full insert.
+        let first = agent.renew_lease(None, "uid-1").await.unwrap();
+        assert_eq!(first["metadata"]["resourceVersion"], "7");
+        // Then renewals only, keeping an unconditional copy for an upstream cloud.
+        let kept = agent.renew_lease(Some(first), "uid-1").await.unwrap();
+        assert!(kept["metadata"].get("resourceVersion").is_none(), "{kept}");
+        assert_eq!(*seen.lock(), ["renew", "insert", "renew"]);
+        // The session now agreed on nothing (an upstream cloud): the whole Lease again.
+        writer.set(&[]);
+        agent.renew_lease(Some(kept), "uid-1").await.unwrap();
+        assert_eq!(seen.lock().last().map(String::as_str), Some("update"));
+        sup.shutdown(Duration::from_secs(5)).await;
+    }
 
     #[test]
     fn agent_errors_say_what_the_lease_loop_needs() {

@@ -123,6 +123,8 @@ pub struct EdgedModule {
     server_listener: Option<tokio::net::TcpListener>,
     static_pods: Option<(PathBuf, Duration, String)>,
     node: Option<(super::node::NodeSpec, String, super::Timings)>,
+    /// What EdgeHub's session agreed on (the node agent's lease renewal reads it).
+    link: crate::edgehub::LinkFeatures,
 }
 
 impl EdgedModule {
@@ -159,7 +161,15 @@ impl EdgedModule {
             server_listener: None,
             static_pods: None,
             node: None,
+            link: crate::edgehub::LinkFeatures::default(),
         }
+    }
+
+    /// Reads what EdgeHub's session agreed on (`EdgeHubModule::link_features`): the node's
+    /// lease is then renewed compactly while a cloud of ours agreed to it.
+    pub fn with_link(mut self, link: crate::edgehub::LinkFeatures) -> Self {
+        self.link = link;
+        self
     }
 
     /// The first crash-loop backoff (kubelet's 10 s; tests use less).
@@ -566,7 +576,8 @@ impl Module for EdgedModule {
                 ctx.spawn(super::server::run(listener, runtime.cri.clone(), node, probe_metrics.clone(), stop.clone()));
             }
             if let Some((spec, namespace, timings)) = self.node.take() {
-                self.agent = Some(NodeAgent { bus: ctx.bus.clone(), spec, namespace, timings });
+                let link = self.link.clone();
+                self.agent = Some(NodeAgent { bus: ctx.bus.clone(), spec, namespace, timings, link });
             }
             if let Some(mut agent) = self.agent.take() {
                 agent.bus = ctx.bus.clone();

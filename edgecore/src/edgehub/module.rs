@@ -4,6 +4,12 @@
 //! - Keepalive: a `keepalive` message (content `ping`) at once and every `heartbeat`, plus a
 //!   WebSocket ping; the cloud's pongs count as activity, so a silent partition is noticed after
 //!   two heartbeats without any frame (upstream noticed only at its next failed write).
+//! - Features of ours (`X-KubeEdge-Rs-Features`): the handshake announces `lease-renew`, and
+//!   `inventory` when MetaManager runs; what CloudHub agreed to is published to the other
+//!   modules ([`EdgeHubModule::link_features`]). With `lease-renew` agreed (CloudHub is ours and
+//!   counts every message as a sign of life) the `keepalive` message is sent only after a
+//!   heartbeat without any other message; the WebSocket ping keeps its period. An upstream
+//!   cloud answers no features: the keepalive is then upstream's.
 //! - Reconnect: jittered exponential backoff, 2 s doubling to 30 s, reset once a session has
 //!   lasted a minute. While CloudHub is unreachable (partition, cloudcore restarting) a TCP probe
 //!   every second cuts the wait short the moment it answers again.
@@ -22,13 +28,14 @@ use std::time::Duration;
 use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError};
 use kubeedge_config::edgecore::EdgeHub;
 use kubeedge_model::constants::{group, module};
-use kubeedge_model::protocol::edge;
+use kubeedge_model::protocol::{edge, lease};
 use kubeedge_model::{Message, Operation};
 use kubeedge_viaduct::ClientOptions;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::certs::{self, CertPaths};
+use super::{LinkFeatures, LinkFeaturesWriter};
 
 /// Groups told about connection changes.
 const NOTIFY_GROUPS: [&str; 4] = [group::TWIN, group::META, group::BUS, group::TASKMANAGER];
@@ -56,6 +63,8 @@ pub struct EdgeHubModule {
     cfg: EdgeHub,
     node: String,
     connected: Option<prometheus::IntGauge>,
+    /// What the current session agreed on, for the other modules.
+    link: LinkFeaturesWriter,
 }
 
 /// The gauge saying whether the edge has a session with CloudHub (1) or not (0): what
@@ -65,7 +74,13 @@ pub const CONNECTED_METRIC: &str = "kubeedge_edgehub_connected";
 impl EdgeHubModule {
     /// A module for `node` with this config.
     pub fn new(cfg: EdgeHub, node: String) -> Self {
-        Self { cfg, node, connected: None }
+        Self { cfg, node, connected: None, link: LinkFeaturesWriter::default() }
+    }
+
+    /// What each session with CloudHub agrees on beyond upstream's protocol, as sessions come
+    /// and go (Edged renews its lease compactly while it holds `lease-renew`).
+    pub fn link_features(&self) -> LinkFeatures {
+        self.link.reader()
     }
 
     /// Registers [`CONNECTED_METRIC`] in `registry` and keeps it current.
@@ -188,6 +203,16 @@ async fn notify(bus: &Bus, connected: bool, gauge: Option<&prometheus::IntGauge>
     }
 }
 
+/// The features EdgeHub announces: the compact lease renewal (with keepalives left out while
+/// other messages flow) always, and the inventory answer when MetaManager runs.
+fn announced(metamanager: bool) -> Vec<String> {
+    let mut features = vec![lease::FEATURE.to_owned()];
+    if metamanager {
+        features.push(kubeedge_model::protocol::inventory::FEATURE.to_owned());
+    }
+    features
+}
+
 /// Where a cloud message goes on the edge (upstream EdgeHub's dispatch).
 fn route(bus: &Bus, msg: Message) {
     let target = match msg.router.group.as_str() {
@@ -247,12 +272,7 @@ impl Module for EdgeHubModule {
                         handshake_timeout: Duration::from_secs(
                             u64::try_from(self.cfg.websocket.handshake_timeout).unwrap_or(30).max(1),
                         ),
-                        // MetaManager answers the inventory question.
-                        features: if ctx.bus.has_module(module::METAMANAGER) {
-                            vec![kubeedge_model::protocol::inventory::FEATURE.to_owned()]
-                        } else {
-                            Vec::new()
-                        },
+                        features: announced(ctx.bus.has_module(module::METAMANAGER)),
                     };
                     Ok(kubeedge_viaduct::connect(&opts, tls).await?)
                 };
@@ -271,9 +291,20 @@ impl Module for EdgeHubModule {
                         }
                     },
                 };
-                info!(server = %self.cfg.websocket.server, node = %self.node, "Connected to CloudHub.");
+                info!(
+                    server = %self.cfg.websocket.server,
+                    node = %self.node,
+                    features = %conn.features().join(","),
+                    "Connected to CloudHub."
+                );
                 let connected_at = Instant::now();
+                self.link.set(conn.features());
                 notify(&ctx.bus, true, self.connected.as_ref()).await;
+                // Between ours the keepalive message waits for a heartbeat without any other
+                // message (CloudHub of ours hears from the edge at least every heartbeat
+                // either way); upstream's goes with every ping.
+                let compact_keepalive = conn.has_feature(lease::FEATURE);
+                let mut last_sent = Instant::now();
                 let mut tick = tokio::time::interval(heartbeat);
                 let rotation = rotate_when_due(&self.cfg.http_server, &self.node, &paths);
                 tokio::pin!(rotation);
@@ -284,6 +315,7 @@ impl Module for EdgeHubModule {
                     tokio::select! {
                         _ = shutdown.cancelled() => {
                             let _ = conn.close().await;
+                            self.link.set(&[]);
                             notify(&ctx.bus, false, self.connected.as_ref()).await;
                             return Ok(());
                         }
@@ -294,14 +326,24 @@ impl Module for EdgeHubModule {
                         }
                         () = &mut rotation, if rotate => break ROTATED,
                         _ = tick.tick() => {
-                            if conn.send(&edge::keepalive()).await.is_err() || conn.ping().await.is_err() {
+                            if !compact_keepalive && conn.send(&edge::keepalive()).await.is_err() {
                                 break "write failed";
                             }
+                            if conn.ping().await.is_err() {
+                                break "write failed";
+                            }
+                        }
+                        _ = tokio::time::sleep_until(last_sent + heartbeat), if compact_keepalive => {
+                            if conn.send(&edge::keepalive()).await.is_err() {
+                                break "write failed";
+                            }
+                            last_sent = Instant::now();
                         }
                         out = ctx.recv() => {
                             let Some(msg) = out else {
                                 // Shutdown: say goodbye properly.
                                 let _ = conn.close().await;
+                                self.link.set(&[]);
                                 notify(&ctx.bus, false, self.connected.as_ref()).await;
                                 return Ok(());
                             };
@@ -309,6 +351,7 @@ impl Module for EdgeHubModule {
                             if conn.send(&msg).await.is_err() {
                                 break "write failed";
                             }
+                            last_sent = Instant::now();
                         }
                         incoming = conn.recv() => match incoming {
                             Ok(Some(msg)) => {
@@ -327,6 +370,7 @@ impl Module for EdgeHubModule {
                         },
                     }
                 };
+                self.link.set(&[]);
                 notify(&ctx.bus, false, self.connected.as_ref()).await;
                 if reason == ROTATED {
                     // Reconnect at once with the new certificate.
@@ -365,6 +409,12 @@ mod tests {
         std::fs::write(&file, "\n").unwrap();
         assert_eq!(resolve_token("", &file).await, None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_handshake_announces_the_renewal_and_inventory_with_metamanager() {
+        assert_eq!(announced(true), ["lease-renew", "inventory"]);
+        assert_eq!(announced(false), ["lease-renew"]);
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //!   (node, pod, lease) go to the cloud and the reply's object is stored. Patches (podpatch,
 //!   nodepatch) are stored and sent up under the same message id, so the cloud's answer
 //!   reaches edged directly; offline they fail at once. Deletes and events go up as they are.
+//!   Edged's compact lease renewal (`renew`, only while EdgeHub and a cloud of ours agreed on
+//!   it) goes to the cloud and its answer back, nothing stored.
 //! - Connection notices from EdgeHub (`node/connection`) say whether the cloud is reachable.
 
 use std::sync::Arc;
@@ -606,6 +608,10 @@ impl Module for MetaManagerModule {
                         }
                     }
                     Operation::Patch => w.patch(msg).await,
+                    Operation::Renew => {
+                        let w = w.clone();
+                        ctx.spawn(async move { w.remote(msg, false).await });
+                    }
                     // Offline, the sender hears so at once (Edged retries its deletes).
                     Operation::Delete if !w.connected.load(Ordering::Relaxed) => {
                         let _ = w.bus.send_resp(error_to(&msg, "the cloud is not reachable"));

@@ -183,11 +183,21 @@ pub struct CloudHubEdgeMessages {
     /// message is dropped) and a warning says so.
     #[serde(rename = "inFlightMemoryMiB")]
     pub in_flight_memory_mib: i32,
+    /// Reliable messages sent to one node and not yet acknowledged, at most (default 16): the
+    /// delivery window. Messages about one object still go one at a time, in order.
+    pub delivery_window: i32,
 }
 
 impl Default for CloudHubEdgeMessages {
     fn default() -> Self {
-        Self { message_qps: 30, message_burst: 60, node_in_flight: 64, max_message_mib: 8, in_flight_memory_mib: 256 }
+        Self {
+            message_qps: 30,
+            message_burst: 60,
+            node_in_flight: 64,
+            max_message_mib: 8,
+            in_flight_memory_mib: 256,
+            delivery_window: 16,
+        }
     }
 }
 
@@ -202,8 +212,18 @@ impl CloudHubEdgeMessages {
         usize::try_from(self.in_flight_memory_mib.max(1)).unwrap_or(1) << 20
     }
 
+    /// `deliveryWindow` as a count.
+    pub fn delivery_window(&self) -> usize {
+        usize::try_from(self.delivery_window.max(1)).unwrap_or(1)
+    }
+
     fn validate(&self, c: &mut Checker, at: &str) {
         c.positive(&format!("{at}.messageQPS"), self.message_qps.into());
+        c.check(
+            (1..=256).contains(&self.delivery_window),
+            &format!("{at}.deliveryWindow"),
+            "must be between 1 and 256",
+        );
         c.positive(&format!("{at}.messageBurst"), self.message_burst.into());
         // The controllers' per-node queues hold 1024 (cloudcore's `inflight::MAX_PER_KEY`).
         c.check((1..=1024).contains(&self.node_in_flight), &format!("{at}.nodeInFlight"), "must be between 1 and 1024");

@@ -12,7 +12,19 @@
 //!    connections, and the fleet's own per-kind message counters;
 //! 4. restart: SIGKILL cloudcore, start it again, time until every node is connected again.
 //!
-//! Run through `hack/bench-scale.sh [nodes] [pods-per-node]` (release build, raised fd limit).
+//! With `--replicas N` (N ≥ 2) N cloudcores run against the one apiserver-lite, with haproxy
+//! in front of them (TCP mode, `balance leastconn`, `kubeedge_testkit::replicas`): the fleet
+//! connects through it, and each phase reports per-replica node counts and the replicas'
+//! summed CPU and RSS. Instead of the restart, `--kill-replica` SIGKILLs the replica with the
+//! most nodes after the idle phase (with pods being created at that moment) and reports the
+//! time until every node is connected to the others, and whether anything was lost or
+//! duplicated: every node must run exactly its pods and hold an ObjectSync for each, and the
+//! `--observers` edges (an in-process `ack_fleet`, counting every message) must hold exactly
+//! what the API says and have received no object version twice since the kill, but what the
+//! killed replica sent without recording its ACK (`ack_fleet::Tally::failover`).
+//!
+//! Run through `hack/bench-scale.sh [nodes] [pods-per-node] [flags…]` (release build, raised
+//! fd limit), e.g. `hack/bench-scale.sh 9000 1 --replicas 3 --kill-replica`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,14 +36,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::runtime::watcher;
-use kubeedge_testkit::link::{self, Cloud};
-use kubeedge_testkit::{Process, field, free_port, http_get, set_yaml_path};
+use kubeedge_hollow::ack_fleet::{Holdings, Tally, connect_fleet};
+use kubeedge_testkit::haproxy::Haproxy;
+use kubeedge_testkit::replicas::{Replica, Replicas, Spec, start_replicas};
+use kubeedge_testkit::{Process, field, free_port, http_get};
 use parking_lot::Mutex;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Clone)]
 #[command(about = "Scale harness: hollow edge nodes against cloudcore")]
@@ -60,6 +75,17 @@ struct Flags {
     /// Worker threads of the fleet process.
     #[arg(long, default_value_t = 2)]
     fleet_workers: usize,
+    /// cloudcore replicas; from 2 on, behind haproxy (the fleet connects through it).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// With replicas: SIGKILL the busiest one after the idle phase (instead of the restart)
+    /// and report the failover.
+    #[arg(long)]
+    kill_replica: bool,
+    /// Edges that count every message they get (`ack_fleet`), for the failover's lost and
+    /// duplicated check; 0: 1 % of the nodes, at least 10 and at most 100.
+    #[arg(long, default_value_t = 0)]
+    observers: usize,
 }
 
 fn bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -147,9 +173,10 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> anyho
 }
 
 /// Prints what cloudcore warned about so far, grouped by message.
-fn warnings(cloud: &mut Process) {
+fn warnings(clouds: &mut [Replica]) {
     let mut counts: HashMap<String, usize> = HashMap::new();
-    for line in cloud.log().lines().filter(|l| l.contains(" WARN ")) {
+    let log: String = clouds.iter_mut().filter_map(|r| r.proc.as_mut()).map(|p| p.log() + "\n").collect();
+    for line in log.lines().filter(|l| l.contains(" WARN ")) {
         let after = line.split_once(" WARN ").map(|(_, r)| r).unwrap_or(line);
         // The message and the module it concerns; other fields vary per line.
         let msg: Vec<&str> = after
@@ -162,6 +189,285 @@ fn warnings(cloud: &mut Process) {
     v.sort_by_key(|e| std::cmp::Reverse(e.1));
     let top: Vec<String> = v.iter().take(5).map(|(m, n)| format!("{n}× {m}")).collect();
     println!("cloudcore warnings so far: {}", if top.is_empty() { "none".to_owned() } else { top.join("; ") });
+}
+
+/// The replicas' summed (RSS KiB, CPU seconds); a killed one counts no more.
+fn cloud_usage(clouds: &[Replica]) -> (u64, f64) {
+    clouds.iter().filter_map(|r| r.proc.as_ref()).map(|p| usage(p.pid())).fold((0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// Each replica's connected nodes (0 for a killed one).
+fn per_replica(clouds: &[Replica]) -> Vec<i64> {
+    clouds.iter().map(|r| if r.proc.is_some() { r.connected_nodes().unwrap_or(0) } else { 0 }).collect()
+}
+
+/// What the kill-replica phase needs from the rest of the bench.
+struct KillCtx<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    client: &'a kube::Client,
+    ca: &'a kubeedge_pki::Ca,
+    /// The fleet's metrics.
+    maddr: SocketAddr,
+    /// Hollow nodes.
+    n: usize,
+    observers: usize,
+    pods_per_node: usize,
+}
+
+/// The ObjectSyncs: (node, uid) → (kind, recorded version).
+async fn object_syncs(client: &kube::Client) -> anyhow::Result<HashMap<(String, String), (String, u64)>> {
+    let ar = ApiResource {
+        group: "reliablesyncs.kubeedge.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "reliablesyncs.kubeedge.io/v1alpha1".into(),
+        kind: "ObjectSync".into(),
+        plural: "objectsyncs".into(),
+    };
+    let list = Api::<DynamicObject>::all_with(client.clone(), &ar).list(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|o| {
+            let (node, uid) = o.metadata.name.as_deref()?.rsplit_once('.')?;
+            let kind = o.data.pointer("/spec/objectKind").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            let rv = o.data.pointer("/status/objectResourceVersion").and_then(|v| v.as_str()?.parse().ok());
+            Some(((node.to_owned(), uid.to_owned()), (kind, rv.unwrap_or(0))))
+        })
+        .collect())
+}
+
+/// What the pods matching `labels` put on their nodes: node → holdings (the pods, and the
+/// configmaps their volumes use, projected ones too).
+async fn desired(client: &kube::Client, labels: &str) -> anyhow::Result<HashMap<String, Holdings>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), "default").list(&ListParams::default().labels(labels)).await?;
+    let cms: HashMap<String, (String, String)> = Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|c| {
+            let m = c.metadata;
+            (m.name.unwrap_or_default(), (m.uid.unwrap_or_default(), m.resource_version.unwrap_or_default()))
+        })
+        .collect();
+    let mut out: HashMap<String, Holdings> = HashMap::new();
+    for p in pods.items {
+        let spec = p.spec.unwrap_or_default();
+        let Some(node) = spec.node_name else { continue };
+        let held = out.entry(node).or_default();
+        let m = p.metadata;
+        let name = m.name.unwrap_or_default();
+        held.insert(format!("default/pod/{name}"), (m.uid.unwrap_or_default(), m.resource_version.unwrap_or_default()));
+        for v in spec.volumes.into_iter().flatten() {
+            let projected = v.projected.and_then(|p| p.sources).into_iter().flatten();
+            let used =
+                v.config_map.map(|c| c.name).into_iter().chain(projected.filter_map(|s| s.config_map).map(|c| c.name));
+            for cm in used {
+                if let Some(o) = cms.get(&cm) {
+                    held.insert(format!("default/configmap/{cm}"), o.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A pod on `node` labelled `bench={label}`.
+fn bench_pod(name: &str, node: &str, label: &str) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"bench": label}},
+        "spec": {"nodeName": node, "containers": [{"name": "pause", "image": "localhost/pause:busybox"}]}}))?)
+}
+
+/// Creates `pods` ((name, node)) labelled `bench={label}`, 64 calls at a time.
+async fn create_pods(client: &kube::Client, pods: Vec<(String, String)>, label: &str) -> anyhow::Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    futures::stream::iter(pods)
+        .map(|(name, node)| {
+            let api = api.clone();
+            async move {
+                let pod = bench_pod(&name, &node, label)?;
+                api.create(&PostParams::default(), &pod).await.with_context(|| format!("creating {name}"))?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Deletes pods by name at once (grace 0), 64 calls at a time.
+async fn delete_pods(client: &kube::Client, names: Vec<String>) -> anyhow::Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let now = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+    futures::stream::iter(names)
+        .map(|name| {
+            let (api, now) = (api.clone(), now.clone());
+            async move {
+                api.delete(&name, &now).await.with_context(|| format!("deleting {name}"))?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// The kill-replica phase: observers join; pods are being created as the busiest replica is
+/// SIGKILLed; the time until every node is connected to the others; then pods replaced, and
+/// the check that nothing was lost (every node runs or holds exactly its pods, each with its
+/// ObjectSync) or duplicated (the observers' tally).
+fn kill_replica(ctx: &KillCtx<'_>, clouds: &mut [Replica], lb: Option<&Haproxy>) -> anyhow::Result<()> {
+    let KillCtx { rt, client, n, observers, pods_per_node, maddr, .. } = *ctx;
+    let server = lb.context("no load balancer")?.addr(kubeedge_testkit::replicas::WS).to_string();
+    let names: Vec<String> = (0..observers).map(|i| format!("observer-{i:05}")).collect();
+    let nodes: Api<Node> = Api::all(client.clone());
+    rt.block_on(async {
+        for name in &names {
+            let node: Node = serde_json::from_value(
+                json!({"metadata": {"name": name, "labels": {"node-role.kubernetes.io/edge": ""}}}),
+            )?;
+            nodes.create(&PostParams::default(), &node).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    let tally: Arc<Mutex<Tally>> = Arc::default();
+    let stop = CancellationToken::new();
+    let mut events = rt.block_on(connect_fleet(ctx.ca, &server, &names, 16, stop.clone()));
+    {
+        let tally = tally.clone();
+        rt.spawn(async move {
+            while let Some(ev) = events.recv().await {
+                tally.lock().on(ev);
+            }
+        });
+    }
+    wait_until("the observers connected", Duration::from_secs(120), || tally.lock().connected() == observers)?;
+    let pods: Vec<(String, String)> = (0..observers)
+        .flat_map(|i| {
+            (0..pods_per_node.max(1)).map(move |k| (format!("observer-pod-{i}-{k}"), format!("observer-{i:05}")))
+        })
+        .collect();
+    rt.block_on(create_pods(client, pods, "observer"))?;
+    let observers_hold = || -> anyhow::Result<Vec<String>> {
+        let want = rt.block_on(desired(client, "bench=observer"))?;
+        let t = tally.lock();
+        let empty = Holdings::new();
+        Ok(names
+            .iter()
+            .filter(|name| t.holds(name).unwrap_or(&empty) != want.get(*name).unwrap_or(&empty))
+            .map(|name| format!("{name} holds {:?}, want {:?}", t.holds(name), want.get(name)))
+            .collect())
+    };
+    wait_until("the observers hold their pods", Duration::from_secs(120), || {
+        observers_hold().is_ok_and(|b| b.is_empty())
+    })?;
+    // The ObjectSyncs of all that settle (a few seconds of writes at most).
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Pods created on every 20th node as the busiest replica dies.
+    let before = per_replica(clouds);
+    let victim = (0..clouds.len()).max_by_key(|i| before[*i]).unwrap_or(0);
+    let churn: Vec<(String, String)> =
+        (0..n).step_by(20).map(|i| (format!("churn-{i:05}"), format!("hollow-{i:05}"))).collect();
+    let churning = {
+        let (client, churn) = (client.clone(), churn.clone());
+        rt.spawn(async move { create_pods(&client, churn, "churn").await })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    tally.lock().mark_kill();
+    clouds[victim].kill();
+    let killed_at = Instant::now();
+    // What the killed replica recorded is all it ever will.
+    let recorded: HashMap<(String, String), u64> =
+        rt.block_on(object_syncs(client))?.into_iter().map(|(k, (_, rv))| (k, rv)).collect();
+    let total = (n + observers) as i64;
+    let limit = Duration::from_secs(120) + Duration::from_millis(20 * n as u64);
+    wait_until("every node connected to the other replicas", limit, || {
+        per_replica(clouds).iter().sum::<i64>() == total
+            && m(&metrics(maddr), "hollow_connected") as usize == n
+            && tally.lock().connected() == observers
+    })?;
+    let reconnect = killed_at.elapsed();
+    println!(
+        "kill-replica: replica {victim} of {} SIGKILLed with {} of {total} nodes (pods being created meanwhile): every node connected to the others {:.2} s later; nodes per replica before {before:?}, after {:?}",
+        clouds.len(),
+        before[victim],
+        reconnect.as_secs_f64(),
+        per_replica(clouds)
+    );
+    rt.block_on(churning)??;
+
+    // After the failover: the churn pods deleted, a new pod on every 20th node (another set),
+    // each observer's first pod replaced.
+    let t0 = Instant::now();
+    let post: Vec<(String, String)> =
+        (10..n).step_by(20).map(|i| (format!("post-{i:05}"), format!("hollow-{i:05}"))).collect();
+    rt.block_on(async {
+        delete_pods(client, churn.iter().map(|(p, _)| p.clone()).collect()).await?;
+        create_pods(client, post.clone(), "post").await?;
+        delete_pods(client, (0..observers).map(|i| format!("observer-pod-{i}-0")).collect()).await?;
+        let again = (0..observers).map(|i| (format!("observer-pod-{i}-again"), format!("observer-{i:05}"))).collect();
+        create_pods(client, again, "observer").await
+    })?;
+    let hollow_pods = n * pods_per_node + post.len();
+    let lost = || -> anyhow::Result<Vec<String>> {
+        let mut out = observers_hold()?;
+        let held = m(&metrics(maddr), "hollow_pods") as usize;
+        if held != hollow_pods {
+            out.push(format!("the fleet runs {held} pods, want {hollow_pods}"));
+        }
+        let (list, syncs) = rt.block_on(async {
+            let pods = Api::<Pod>::namespaced(client.clone(), "default").list(&ListParams::default()).await?;
+            anyhow::Ok((pods, object_syncs(client).await?))
+        })?;
+        let mut want = std::collections::HashSet::new();
+        for p in &list.items {
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            if node.starts_with("hollow-") && !running {
+                out.push(format!("pod {:?} on {node} is not Running", p.metadata.name));
+            }
+            if !syncs.contains_key(&(node.clone(), uid.clone())) {
+                out.push(format!("no ObjectSync for pod {:?} on {node}", p.metadata.name));
+            }
+            want.insert((node, uid));
+        }
+        for (key, (kind, _)) in &syncs {
+            if kind == "Pod" && !want.contains(key) {
+                out.push(format!("an ObjectSync of a deleted pod is left: {key:?}"));
+            }
+        }
+        Ok(out)
+    };
+    let converged = wait_until("every node converged after the failover", Duration::from_secs(180), || {
+        lost().is_ok_and(|l| l.is_empty())
+    });
+    let problems = lost()?;
+    let f = tally.lock().failover(&recorded);
+    println!(
+        "kill-replica: after the failover {} pods deleted and {} created: {} ({:.1} s); lost: {}; observers: {} of {observers} moved, {} versions in flight at the kill sent once more, duplicated: {} ({} sent twice before the kill)",
+        churn.len() + observers,
+        post.len() + observers,
+        if converged.is_ok() { "every node converged" } else { "NOT converged" },
+        t0.elapsed().as_secs_f64(),
+        problems.len(),
+        f.moved,
+        f.resent,
+        f.duplicates.len(),
+        f.before
+    );
+    for p in problems.iter().take(5).chain(f.duplicates.iter().take(5)) {
+        println!("  {p}");
+    }
+    stop.cancel();
+    if !problems.is_empty() || !f.duplicates.is_empty() {
+        bail!("the failover lost {} and duplicated {} objects", problems.len(), f.duplicates.len());
+    }
+    Ok(())
 }
 
 struct Child(std::process::Child);
@@ -203,27 +509,57 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?)
     })?;
 
-    // cloudcore, with the CA the fleet signs its nodes' certificates with.
+    // cloudcore (or its replicas behind haproxy), with the CA the fleet signs its nodes'
+    // certificates with.
+    if flags.kill_replica && flags.replicas < 2 {
+        bail!("--kill-replica needs --replicas 2 or more");
+    }
+    let observers = match flags.observers {
+        0 => (n / 100).clamp(10, 100),
+        k => k,
+    };
     let ca = kubeedge_pki::Ca::generate()?;
-    std::fs::create_dir_all(dir.path().join("cloud"))?;
-    let (ca_crt, ca_key) = (dir.path().join("cloud/ca.crt"), dir.path().join("cloud/ca.key"));
+    let (ca_crt, ca_key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+    let ca_key_pem = kubeedge_pki::pem("EC PRIVATE KEY", ca.key_sec1());
     std::fs::write(&ca_crt, ca.cert_pem())?;
-    std::fs::write(&ca_key, kubeedge_pki::pem("EC PRIVATE KEY", ca.key_sec1()))?;
-    let (ws_port, https_port) = (free_port(), free_port());
+    std::fs::write(&ca_key, &ca_key_pem)?;
     let cloudcore = bin("cloudcore")?;
-    let cfg = link::cloudcore(
-        &cloudcore,
-        dir.path(),
-        &Cloud { kubeconfig: &kubeconfig, ip: "127.0.0.1", ws_port, https_port },
-    );
-    let yaml = std::fs::read_to_string(&cfg)?;
-    let yaml = set_yaml_path(&yaml, &["modules", "cloudHub", "nodeLimit"], &(n + 10).to_string());
-    std::fs::write(&cfg, yaml)?;
-    let cfg_arg = cfg.to_str().context("utf-8 path")?.to_owned();
-    let mut cloud = Process::spawn(&cloudcore, &["--config", &cfg_arg])?;
-    cloud.wait_for_line("Loaded what edge nodes have acknowledged.");
+    // Each replica may have to take every node (the others killed).
+    let node_limit = (n + observers + 10).to_string();
+    let settings: Vec<(&[&str], String)> = vec![(&["modules", "cloudHub", "nodeLimit"], node_limit)];
+    let spec = Spec {
+        bin: &cloudcore,
+        dir: dir.path(),
+        kubeconfig: &kubeconfig,
+        count: flags.replicas.max(1),
+        ca_pem: (&ca.cert_pem(), &ca_key_pem),
+        settings: &settings,
+        // Sessions (each holds two descriptors in haproxy, which must fit the hard limit).
+        maxconn: n + observers + 200,
+    };
+    let (mut clouds, lb) = if flags.replicas > 1 {
+        let r = Replicas::start(&spec)?;
+        (r.replicas, Some(r.lb))
+    } else {
+        (start_replicas(&spec)?, None)
+    };
+    for r in clouds.iter_mut().filter_map(|r| r.proc.as_mut()) {
+        r.wait_for_line("Loaded what edge nodes have acknowledged.");
+    }
+    // Where the fleet connects: haproxy, or the one cloudcore.
+    let fleet_port = match &lb {
+        Some(lb) => lb.addr(kubeedge_testkit::replicas::WS).port(),
+        None => clouds[0].ws_port,
+    };
+    if let Some(lb) = &lb {
+        println!(
+            "replicas: {} cloudcores behind haproxy (pid {}, balance leastconn) on 127.0.0.1:{fleet_port}",
+            clouds.len(),
+            lb.pid()
+        );
+    }
     std::thread::sleep(Duration::from_secs(1));
-    let (rss0, _) = usage(cloud.pid());
+    let (rss0, _) = cloud_usage(&clouds);
 
     // The fleet.
     let start = Instant::now();
@@ -231,7 +567,7 @@ fn main() -> anyhow::Result<()> {
         &bin("hollow-edge")?,
         &[
             "--server",
-            &format!("127.0.0.1:{ws_port}"),
+            &format!("127.0.0.1:{fleet_port}"),
             "--ca",
             ca_crt.to_str().context("utf-8")?,
             "--ca-key",
@@ -254,7 +590,7 @@ fn main() -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("{e}; metrics: {:?}", metrics(maddr)))?;
     let connect_secs = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(3));
-    let (rss1, _) = usage(cloud.pid());
+    let (rss1, _) = cloud_usage(&clouds);
     let (frss, _) = usage(fleet.pid());
     #[allow(clippy::cast_precision_loss)]
     let per_node = (rss1.saturating_sub(rss0)) as f64 / nf;
@@ -265,6 +601,13 @@ fn main() -> anyhow::Result<()> {
         rss0 as f64 / 1024.0,
         frss as f64 / 1024.0
     );
+    if clouds.len() > 1 {
+        println!(
+            "connect: nodes per replica {:?} (cloudcore RSS and CPU here are the {} replicas' sums)",
+            per_replica(&clouds),
+            clouds.len()
+        );
+    }
 
     // Density.
     let total = n * flags.pods_per_node;
@@ -298,7 +641,7 @@ fn main() -> anyhow::Result<()> {
     listed_rx.recv_timeout(Duration::from_secs(60)).context("the pod watch did not start")?;
     let names: Vec<String> = (0..n).map(|i| format!("hollow-{i:05}")).collect();
     let before = metrics(maddr);
-    let (_, cpu0) = usage(cloud.pid());
+    let (_, cpu0) = cloud_usage(&clouds);
     let (_, fcpu0) = usage(fleet.pid());
     let t0 = Instant::now();
     let created: Vec<(String, Instant)> = rt.block_on(async {
@@ -332,7 +675,7 @@ fn main() -> anyhow::Result<()> {
     })?;
     let all_running = t0.elapsed().as_secs_f64();
     let after = metrics(maddr);
-    let (rss2, cpu1) = usage(cloud.pid());
+    let (rss2, cpu1) = cloud_usage(&clouds);
     let (frss2, fcpu1) = usage(fleet.pid());
     watch.abort();
     let run = running.lock().clone();
@@ -368,13 +711,13 @@ fn main() -> anyhow::Result<()> {
         frss2 as f64 / 1024.0
     );
 
-    warnings(&mut cloud);
+    warnings(&mut clouds);
 
     // Idle.
     std::thread::sleep(Duration::from_secs(5));
-    let (s0, m0, (_, c0), i0) = (socket_bytes(ws_port), metrics(maddr), usage(cloud.pid()), Instant::now());
+    let (s0, m0, (_, c0), i0) = (socket_bytes(fleet_port), metrics(maddr), cloud_usage(&clouds), Instant::now());
     std::thread::sleep(Duration::from_secs(flags.idle_secs));
-    let (s1, m1, (rss3, c1), secs) = (socket_bytes(ws_port), metrics(maddr), usage(cloud.pid()), i0.elapsed());
+    let (s1, m1, (rss3, c1), secs) = (socket_bytes(fleet_port), metrics(maddr), cloud_usage(&clouds), i0.elapsed());
     let secs = secs.as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
     let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / nf / secs;
@@ -403,14 +746,17 @@ fn main() -> anyhow::Result<()> {
         .collect();
     println!("idle uplink per node, message JSON before framing: {}", parts.join("; "));
 
-    // Restart.
-    if !flags.no_restart {
-        cloud.signal("KILL");
-        let _ = cloud.wait_exit(Duration::from_secs(30));
+    if flags.kill_replica {
+        let ctx =
+            KillCtx { rt: &rt, client: &client, ca: &ca, maddr, n, observers, pods_per_node: flags.pods_per_node };
+        kill_replica(&ctx, &mut clouds, lb.as_ref())?;
+    } else if !flags.no_restart && clouds.len() == 1 {
+        // Restart.
+        let cloud = &mut clouds[0];
+        cloud.kill();
         wait_until("every node to notice", Duration::from_secs(60), || m(&metrics(maddr), "hollow_connected") == 0)?;
         let start = Instant::now();
-        let mut cloud2 = Process::spawn(&cloudcore, &["--config", &cfg_arg])?;
-        cloud2.wait_for_line("CloudHub WebSocket server listening");
+        cloud.restart(&cloudcore)?;
         let listening = start.elapsed();
         let limit = Duration::from_secs(120) + Duration::from_millis(20 * n as u64);
         let took =
@@ -421,13 +767,12 @@ fn main() -> anyhow::Result<()> {
             took.as_secs_f64()
         );
         std::thread::sleep(Duration::from_secs(3));
-        let (rss4, _) = usage(cloud2.pid());
+        let (rss4, _) = cloud_usage(&clouds);
         println!("after restart: cloudcore RSS {:.1} MB", rss4 as f64 / 1024.0);
-        cloud2.signal("TERM");
-        let _ = cloud2.wait_exit(Duration::from_secs(30));
-    } else {
-        cloud.signal("TERM");
-        let _ = cloud.wait_exit(Duration::from_secs(30));
+    }
+    for r in clouds.iter_mut().filter_map(|r| r.proc.as_mut()) {
+        r.signal("TERM");
+        let _ = r.wait_exit(Duration::from_secs(30));
     }
     fleet.signal("TERM");
     let _ = fleet.wait_exit(Duration::from_secs(30));

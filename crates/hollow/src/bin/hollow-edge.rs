@@ -59,6 +59,10 @@ struct Flags {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Behave like upstream edges: announce no features (the whole Lease at every renewal, a
+    /// keepalive with every heartbeat), whatever the cloud supports.
+    #[arg(long)]
+    upstream_edge: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -95,6 +99,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             ..Timings::default()
         },
         record_acks: false,
+        upstream_edge: flags.upstream_edge,
     };
     let listener = tokio::net::TcpListener::bind(flags.metrics).await.context("binding the metrics address")?;
     let fleet = Fleet::start(ca, cfg);

@@ -9,6 +9,7 @@
 //! - [`objects`]: the content of those requests: the Node and Lease an edge registers, the
 //!   status heartbeat patch.
 //! - [`inventory`]: the anti-entropy question the cloud asks an edge of ours, and its answer.
+//! - [`lease`]: the compact lease renewal between an edge and a cloud that are both ours.
 //! - [`reply`]: the cloud's answers: `"OK"`, ObjectResp (`{"Object","Err"}`) and Go's
 //!   `StatusError` (`{"ErrStatus"}`), built (cloud) and parsed (edge).
 //!
@@ -17,6 +18,7 @@
 
 pub mod edge;
 pub mod inventory;
+pub mod lease;
 pub mod objects;
 pub mod reply;
 
