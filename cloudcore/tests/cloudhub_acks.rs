@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use cloudcore::delivery::acks;
 use common::{PATIENCE, pod_message, setup_with, until_connected};
@@ -26,8 +25,13 @@ async fn a_saturated_synccontroller_loses_no_ack_and_nothing_acked_is_resent() {
     let mut events = connect_fleet(&s.ca, &s.addr, &nodes, 16, s.stop.clone()).await;
     until_connected(&s.hub, EDGES).await;
 
-    // Every version of every pod, in order per pod: insert v1, then updates.
+    // Every version of every pod, in order per pod: insert v1, then updates, each round
+    // delivered before the next is dispatched. The edges receive each version at most once:
+    // nothing ACKed comes again.
     let mut sent = 0;
+    let mut received: HashSet<(String, String, String)> = HashSet::new();
+    let mut latest: HashMap<(String, String), u64> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     for v in 1..=VERSIONS {
         for (n, node) in nodes.iter().enumerate() {
             for p in 0..PODS {
@@ -37,29 +41,20 @@ async fn a_saturated_synccontroller_loses_no_ack_and_nothing_acked_is_resent() {
                 sent += 1;
             }
         }
-        // Let the sessions take this round (each inbox holds 1,024).
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
-    // The edges receive each version at most once: nothing ACKed comes again.
-    let mut received: HashSet<(String, String, String)> = HashSet::new();
-    let mut latest: HashMap<(String, String), u64> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    // Versions superseded while queued are skipped, so fewer than `sent` may arrive: wait until
-    // every pod's last version did.
-    while latest.values().filter(|v| **v == VERSIONS * 10).count() < EDGES * PODS {
-        let ev = tokio::time::timeout_at(deadline, events.recv()).await.expect("every last version arrives");
-        match ev {
-            Some(FleetEvent::Received(node, msg)) => {
-                let uid = cloudcore::cloudhub::queue::key_of(&msg);
-                let rv = msg.header.resource_version.clone();
-                assert!(received.insert((node.clone(), uid.clone(), rv.clone())), "{node} got {uid} v{rv} twice");
-                let v = latest.entry((node, uid)).or_default();
-                *v = (*v).max(rv.parse().unwrap());
+        while latest.values().filter(|got| **got == v * 10).count() < EDGES * PODS {
+            let ev = tokio::time::timeout_at(deadline, events.recv()).await.expect("every version arrives");
+            match ev {
+                Some(FleetEvent::Received(node, msg)) => {
+                    let uid = cloudcore::cloudhub::queue::key_of(&msg);
+                    let rv = msg.header.resource_version.clone();
+                    assert!(received.insert((node.clone(), uid.clone(), rv.clone())), "{node} got {uid} v{rv} twice");
+                    let got = latest.entry((node, uid)).or_default();
+                    *got = (*got).max(rv.parse().unwrap());
+                }
+                Some(FleetEvent::Connected(_)) => {}
+                Some(FleetEvent::Disconnected(n)) => panic!("{n} lost its session"),
+                None => panic!("the fleet stopped"),
             }
-            Some(FleetEvent::Connected(_)) => {}
-            Some(FleetEvent::Disconnected(n)) => panic!("{n} lost its session"),
-            None => panic!("the fleet stopped"),
         }
     }
     assert!(received.len() <= sent);

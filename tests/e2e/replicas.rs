@@ -81,40 +81,7 @@ fn pod(name: &str, node: &str, cm: &str) -> Pod {
 type Holdings = HashMap<String, kubeedge_hollow::ack_fleet::Holdings>;
 
 async fn desired(client: &kube::Client) -> Holdings {
-    let pods: Vec<Pod> = Api::<Pod>::namespaced(client.clone(), NS).list(&ListParams::default()).await.unwrap().items;
-    let cms: HashMap<String, (String, String)> = Api::<ConfigMap>::namespaced(client.clone(), NS)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|c| {
-            let m = c.metadata;
-            (m.name.unwrap_or_default(), (m.uid.unwrap_or_default(), m.resource_version.unwrap_or_default()))
-        })
-        .collect();
-    let mut out = Holdings::new();
-    for p in pods {
-        let spec = p.spec.unwrap_or_default();
-        let Some(node) = spec.node_name else { continue };
-        let held = out.entry(node).or_default();
-        let m = p.metadata;
-        let name = m.name.unwrap_or_default();
-        held.insert(format!("{NS}/pod/{name}"), (m.uid.unwrap_or_default(), m.resource_version.unwrap_or_default()));
-        // Its configmap volume, and the API server's `kube-root-ca.crt` in the projected
-        // service account token volume apiserver-lite adds, as kube-apiserver does.
-        let volumes = spec.volumes.into_iter().flatten();
-        let used = volumes.flat_map(|v| {
-            let projected = v.projected.and_then(|p| p.sources).into_iter().flatten();
-            v.config_map.map(|c| c.name).into_iter().chain(projected.filter_map(|s| s.config_map).map(|c| c.name))
-        });
-        for name in used {
-            if let Some(o) = cms.get(&name) {
-                held.insert(format!("{NS}/configmap/{name}"), o.clone());
-            }
-        }
-    }
-    out
+    kubeedge_hollow::ack_fleet::desired(client, NS, None).await.unwrap()
 }
 
 /// The ObjectSyncs: (node, uid) → (`ns/type/name`, recorded version).

@@ -112,6 +112,53 @@ pub async fn connect_fleet(
 /// What an edge holds: `ns/type/name` → (uid, resourceVersion).
 pub type Holdings = BTreeMap<String, (String, String)>;
 
+/// What the pods of namespace `ns` (those matching `labels`, all when `None`) put on their
+/// nodes: node → holdings — the pods, and the configmaps their volumes use, projected ones too
+/// (the `kube-root-ca.crt` of the service-account token volume the API server adds).
+pub async fn desired(
+    client: &kube::Client,
+    ns: &str,
+    labels: Option<&str>,
+) -> Result<HashMap<String, Holdings>, kube::Error> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    use kube::Api;
+    use kube::api::ListParams;
+    let mut lp = ListParams::default();
+    if let Some(l) = labels {
+        lp = lp.labels(l);
+    }
+    let pods = Api::<Pod>::namespaced(client.clone(), ns).list(&lp).await?;
+    let cms: HashMap<String, (String, String)> = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|c| {
+            let m = c.metadata;
+            (m.name.unwrap_or_default(), (m.uid.unwrap_or_default(), m.resource_version.unwrap_or_default()))
+        })
+        .collect();
+    let mut out: HashMap<String, Holdings> = HashMap::new();
+    for p in pods.items {
+        let spec = p.spec.unwrap_or_default();
+        let Some(node) = spec.node_name else { continue };
+        let held = out.entry(node).or_default();
+        let m = p.metadata;
+        let name = m.name.unwrap_or_default();
+        held.insert(format!("{ns}/pod/{name}"), (m.uid.unwrap_or_default(), m.resource_version.unwrap_or_default()));
+        let used = spec.volumes.into_iter().flatten().flat_map(|v| {
+            let projected = v.projected.and_then(|p| p.sources).into_iter().flatten();
+            v.config_map.map(|c| c.name).into_iter().chain(projected.filter_map(|s| s.config_map).map(|c| c.name))
+        });
+        for cm in used {
+            if let Some(o) = cms.get(&cm) {
+                held.insert(format!("{ns}/configmap/{cm}"), o.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// One delivery of an object version to an edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {

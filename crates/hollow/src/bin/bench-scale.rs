@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::runtime::watcher;
@@ -236,42 +236,6 @@ async fn object_syncs(client: &kube::Client) -> anyhow::Result<HashMap<(String, 
         .collect())
 }
 
-/// What the pods matching `labels` put on their nodes: node → holdings (the pods, and the
-/// configmaps their volumes use, projected ones too).
-async fn desired(client: &kube::Client, labels: &str) -> anyhow::Result<HashMap<String, Holdings>> {
-    let pods = Api::<Pod>::namespaced(client.clone(), "default").list(&ListParams::default().labels(labels)).await?;
-    let cms: HashMap<String, (String, String)> = Api::<ConfigMap>::namespaced(client.clone(), "default")
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .map(|c| {
-            let m = c.metadata;
-            (m.name.unwrap_or_default(), (m.uid.unwrap_or_default(), m.resource_version.unwrap_or_default()))
-        })
-        .collect();
-    let mut out: HashMap<String, Holdings> = HashMap::new();
-    for p in pods.items {
-        let spec = p.spec.unwrap_or_default();
-        let Some(node) = spec.node_name else { continue };
-        let held = out.entry(node).or_default();
-        let m = p.metadata;
-        let name = m.name.unwrap_or_default();
-        held.insert(format!("default/pod/{name}"), (m.uid.unwrap_or_default(), m.resource_version.unwrap_or_default()));
-        for v in spec.volumes.into_iter().flatten() {
-            let projected = v.projected.and_then(|p| p.sources).into_iter().flatten();
-            let used =
-                v.config_map.map(|c| c.name).into_iter().chain(projected.filter_map(|s| s.config_map).map(|c| c.name));
-            for cm in used {
-                if let Some(o) = cms.get(&cm) {
-                    held.insert(format!("default/configmap/{cm}"), o.clone());
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// A pod on `node` labelled `bench={label}`.
 fn bench_pod(name: &str, node: &str, label: &str) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(json!({
@@ -352,7 +316,7 @@ fn kill_replica(ctx: &KillCtx<'_>, clouds: &mut [Replica], lb: Option<&Haproxy>)
         .collect();
     rt.block_on(create_pods(client, pods, "observer"))?;
     let observers_hold = || -> anyhow::Result<Vec<String>> {
-        let want = rt.block_on(desired(client, "bench=observer"))?;
+        let want = rt.block_on(kubeedge_hollow::ack_fleet::desired(client, "default", Some("bench=observer")))?;
         let t = tally.lock();
         let empty = Holdings::new();
         Ok(names
@@ -364,8 +328,17 @@ fn kill_replica(ctx: &KillCtx<'_>, clouds: &mut [Replica], lb: Option<&Haproxy>)
     wait_until("the observers hold their pods", Duration::from_secs(120), || {
         observers_hold().is_ok_and(|b| b.is_empty())
     })?;
-    // The ObjectSyncs of all that settle (a few seconds of writes at most).
-    std::thread::sleep(Duration::from_secs(3));
+    // The ObjectSyncs of all that settle (a few seconds of writes at most): every version an
+    // observer holds is recorded.
+    wait_until("the observers' ObjectSyncs", Duration::from_secs(60), || {
+        let Ok(recorded) = rt.block_on(object_syncs(client)) else { return false };
+        let t = tally.lock();
+        names.iter().all(|name| {
+            t.holds(name).into_iter().flatten().all(|(_, (uid, rv))| {
+                recorded.get(&(name.clone(), uid.clone())).is_some_and(|(_, r)| r.to_string() == *rv)
+            })
+        })
+    })?;
 
     // Pods created on every 20th node as the busiest replica dies.
     let before = per_replica(clouds);
@@ -376,7 +349,12 @@ fn kill_replica(ctx: &KillCtx<'_>, clouds: &mut [Replica], lb: Option<&Haproxy>)
         let (client, churn) = (client.clone(), churn.clone());
         rt.spawn(async move { create_pods(&client, churn, "churn").await })
     };
-    std::thread::sleep(Duration::from_millis(200));
+    // Killed once the first of them are in.
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    wait_until("the churn to start", Duration::from_secs(60), || {
+        rt.block_on(pods_api.list_metadata(&ListParams::default().labels("bench=churn")))
+            .is_ok_and(|l| !l.items.is_empty())
+    })?;
     tally.lock().mark_kill();
     clouds[victim].kill();
     let killed_at = Instant::now();
