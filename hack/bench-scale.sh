@@ -4,6 +4,7 @@
 #
 #   hack/bench-scale.sh [nodes=100] [pods-per-node=10] [extra bench-scale flags…]
 #   hack/bench-scale.sh 9000 1 --replicas 3 --kill-replica   # 3 cloudcores behind haproxy, one killed
+#   hack/bench-scale.sh 100 10 --upstream-edge               # nodes that behave as upstream edgecores
 #
 # Builds apiserver-lite, cloudcore and the fleet (release), raises the open-file limit (each
 # connected node is one socket in cloudcore and one in the fleet), and runs `bench-scale`:

@@ -6,6 +6,7 @@
 //!   a configmap it uses follows; updates and the delete propagate; the delete ACK removes
 //!   the ObjectSync;
 //! - a pod status patch and a configmap query from the edge reach the API and are answered;
+//!   the status-only version the patch made is recorded, not sent back;
 //! - while the edge is away the pod changes; when it reconnects the update comes at once
 //!   (not at the next 5 s loop);
 //! - garbage content is dropped and the session lives on;
@@ -89,14 +90,7 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
     let syncs: Api<ObjectSync> = Api::namespaced(client.clone(), "default");
     let os_name = format!("edge-1.{uid}");
     let rv = msg.header.resource_version.clone();
-    until("the ObjectSync to record the ACK", || {
-        let (syncs, os_name, rv) = (syncs.clone(), os_name.clone(), rv.clone());
-        async move {
-            syncs.get_opt(&os_name).await.ok().flatten().and_then(|o| o.status).map(|s| s.object_resource_version)
-                == Some(rv)
-        }
-    })
-    .await;
+    recorded("the ObjectSync to record the ACK", &syncs, &os_name, &rv).await;
     let os = syncs.get(&os_name).await.unwrap();
     assert_eq!((os.spec.object_kind.as_str(), os.spec.object_name.as_str()), ("Pod", "web"));
 
@@ -114,6 +108,10 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
     let body: serde_json::Value = reply.content.decode().unwrap();
     assert_eq!(body["Object"]["status"]["phase"], "Running", "{body}");
     assert_eq!(pods.get("web").await.unwrap().status.unwrap().phase.as_deref(), Some("Running"));
+    // Only the status changed: the record moves to the new version and nothing is sent (the
+    // edge reported that status itself).
+    let status_rv = body["Object"]["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    recorded("the ObjectSync to record the status-only version", &syncs, &os_name, &status_rv).await;
 
     // A query, answered with the object.
     let query = upstream("default/configmap/web-config", "query", Content::null());
@@ -158,6 +156,10 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
         .await
         .unwrap_or_else(|e| panic!("{e}\ncloudcore log:\n{}", cloud.log()));
     assert_eq!(msg.router.operation, "update");
+    assert!(
+        !edge.backlog.iter().any(|m| m.router.resource == "default/pod/web" && m.header.resource_version == status_rv),
+        "the status-only version was sent"
+    );
 
     // Away: the pod changes; back: the change arrives at once.
     let mark = cloud.mark();
@@ -209,4 +211,16 @@ async fn pods_and_configmaps_reach_the_edge_and_its_reports_reach_the_api() {
     cloud.signal("TERM");
     assert!(cloud.wait_exit(PATIENCE).is_some_and(|s| s.success()), "{}", cloud.log());
     api.shutdown().await;
+}
+
+/// Waits until the ObjectSync `name` records `rv`.
+async fn recorded(what: &str, syncs: &Api<ObjectSync>, name: &str, rv: &str) {
+    until(what, || {
+        let (syncs, name, rv) = (syncs.clone(), name.to_owned(), rv.to_owned());
+        async move {
+            syncs.get_opt(&name).await.ok().flatten().and_then(|o| o.status).map(|s| s.object_resource_version)
+                == Some(rv)
+        }
+    })
+    .await;
 }

@@ -144,7 +144,10 @@ fn converged(
                     None => got == Some(rv),
                 };
                 c.expect(ok, || format!("{node} ACKed {res} at {got:?}; the API has {rv}"));
-                c.expect(recorded.is_some() && recorded == got, || {
+                // A pod's record may be at the API's version when only the node's own status
+                // report changed it since what the node ACKed (recorded as held, not sent).
+                let status_only = res.contains("/pod/") && recorded == Some(rv);
+                c.expect(recorded.is_some() && (recorded == got || status_only), || {
                     format!("{node}: the ObjectSync of {res} says {recorded:?}, the node ACKed {got:?}")
                 });
             } else {

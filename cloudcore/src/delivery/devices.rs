@@ -261,6 +261,7 @@ mod tests {
         Obj {
             uid: format!("uid-{name}"),
             rv,
+            since: rv,
             namespace: "default".into(),
             name: name.into(),
             ty,

@@ -20,6 +20,10 @@ pub struct Obj {
     pub uid: String,
     /// `metadata.resourceVersion`, parsed.
     pub rv: u64,
+    /// The version of the latest change edges need: for a pod, the latest version whose
+    /// metadata or spec changed (later versions changed only its status, which the edge itself
+    /// reports, and are not sent); for everything else, `rv`.
+    pub since: u64,
     /// The namespace.
     pub namespace: String,
     /// The name.
@@ -39,7 +43,7 @@ impl Obj {
         let namespace = o.metadata.namespace.clone().unwrap_or_default();
         let name = o.metadata.name.clone()?;
         let content = Content::json(&o).ok()?;
-        Some(Self { uid, rv, namespace, name, ty, content })
+        Some(Self { uid, rv, since: rv, namespace, name, ty, content })
     }
 
     /// The Kubernetes kind of this object's type.
@@ -90,6 +94,8 @@ struct Inner {
     pending: HashMap<String, HashMap<String, PodEntry>>,
     /// The last message sent for each edge node's own Node object.
     node_messages: HashMap<String, kubeedge_model::Message>,
+    /// Edge nodes with a pod whose status alone changed since SyncController last asked.
+    status_only: HashSet<String>,
 }
 
 /// The watches the view is built from; it is complete once each has listed once.
@@ -146,6 +152,12 @@ impl View {
     /// A configmap or secret by key.
     pub fn object(&self, key: &Ref) -> Option<Obj> {
         self.0.read().objects.get(key).cloned()
+    }
+
+    /// The edge nodes with a pod whose status alone changed since the last call: SyncController
+    /// moves their records forward without sending anything (see [`Obj::since`]).
+    pub fn take_status_only(&self) -> Vec<String> {
+        self.0.write().status_only.drain().collect()
     }
 
     /// Everything `node` should have: its pods, then the configmaps and secrets they use.
@@ -255,6 +267,17 @@ impl ViewWriter {
 
     /// Records a pod bound to `node` (empty when unscheduled) and says what to send.
     pub fn apply_pod(&mut self, obj: Obj, node: &str, hash: u64, refs: Vec<Ref>) -> PodChange {
+        self.apply_pod_seen(obj, node, hash, refs, false)
+    }
+
+    /// [`ViewWriter::apply_pod`] for a pod from a (re-)list: versions between the one the view
+    /// had and this one may have gone unseen (a metadata or spec change and its undoing), so a
+    /// new version is taken as needed by edges even when its hash is the same.
+    pub fn apply_listed_pod(&mut self, obj: Obj, node: &str, hash: u64, refs: Vec<Ref>) -> PodChange {
+        self.apply_pod_seen(obj, node, hash, refs, true)
+    }
+
+    fn apply_pod_seen(&mut self, obj: Obj, node: &str, hash: u64, refs: Vec<Ref>, listed: bool) -> PodChange {
         let mut g = self.0.0.write();
         let on_edge = !node.is_empty() && g.edge_nodes.contains(node);
         let uid = obj.uid.clone();
@@ -279,6 +302,15 @@ impl ViewWriter {
             Some(p) if p.hash != hash => PodChange::Updated,
             Some(_) => PodChange::Unchanged,
         };
+        let mut obj = obj;
+        if let Some(p) = previous.as_ref().filter(|_| change == PodChange::Unchanged) {
+            if obj.rv == p.obj.rv || !listed {
+                obj.since = p.obj.since.min(obj.rv);
+            }
+            if obj.rv != p.obj.rv && obj.since < obj.rv {
+                g.status_only.insert(node.to_owned());
+            }
+        }
         g.link(&uid, node, &refs);
         g.pods.insert(uid, PodEntry { obj, node: node.to_owned(), hash, refs });
         change
@@ -357,6 +389,7 @@ mod tests {
         Obj {
             uid: uid.into(),
             rv,
+            since: rv,
             namespace: "default".into(),
             name: format!("p-{uid}"),
             ty: resource_type::POD,
@@ -390,5 +423,35 @@ mod tests {
         assert_eq!(v.apply_pod(pod("b", 1), "e1", 1, vec![]), PodChange::Added);
         v.set_edge_node("e1", false);
         assert_eq!(v.apply_pod(pod("b", 2), "e1", 1, vec![]), PodChange::Left { from: "e1".into() });
+    }
+
+    #[test]
+    fn a_status_only_version_keeps_the_version_edges_need() {
+        let mut v = ViewWriter::new(View::default());
+        v.set_edge_node("e1", true);
+        assert_eq!(v.apply_pod(pod("a", 3), "e1", 1, vec![]), PodChange::Added);
+        assert!(v.view().take_status_only().is_empty());
+        // The edge's status patch: same metadata and spec.
+        assert_eq!(v.apply_pod(pod("a", 5), "e1", 1, vec![]), PodChange::Unchanged);
+        let a = &v.view().desired("e1")[0];
+        assert_eq!((a.rv, a.since), (5, 3));
+        assert_eq!(v.view().take_status_only(), ["e1"]);
+        assert!(v.view().take_status_only().is_empty(), "drained");
+        // The same version again (a re-list) is no change at all.
+        v.apply_pod(pod("a", 5), "e1", 1, vec![]);
+        assert!(v.view().take_status_only().is_empty());
+        // A spec change is needed from its own version on.
+        assert_eq!(v.apply_pod(pod("a", 8), "e1", 2, vec![]), PodChange::Updated);
+        assert_eq!(v.apply_pod(pod("a", 9), "e1", 2, vec![]), PodChange::Unchanged);
+        let a = &v.view().desired("e1")[0];
+        assert_eq!((a.rv, a.since), (9, 8));
+        assert_eq!(v.view().take_status_only(), ["e1"]);
+        // A re-list may have skipped versions (a spec change and its undoing): a new version
+        // with the same hash is needed as it is; the same version keeps what was known.
+        assert_eq!(v.apply_listed_pod(pod("a", 9), "e1", 2, vec![]), PodChange::Unchanged);
+        assert_eq!(v.view().desired("e1")[0].since, 8);
+        assert_eq!(v.apply_listed_pod(pod("a", 12), "e1", 2, vec![]), PodChange::Unchanged);
+        assert_eq!(v.view().desired("e1")[0].since, 12);
+        assert!(v.view().take_status_only().is_empty());
     }
 }

@@ -199,11 +199,16 @@ impl Store {
     fn on_pod(&mut self, ev: WatchEvent<DynamicObject>) {
         match ev {
             Ok(Event::Init) => self.seen.pods.clear(),
-            Ok(Event::InitApply(p) | Event::Apply(p)) => {
+            Ok(ev @ (Event::InitApply(_) | Event::Apply(_))) => {
+                let (listed, p) = match ev {
+                    Event::InitApply(p) => (true, p),
+                    Event::Apply(p) => (false, p),
+                    _ => return,
+                };
                 if let Some(uid) = &p.metadata.uid {
                     self.seen.pods.insert(uid.clone());
                 }
-                self.apply_pod(p);
+                self.apply_pod(p, listed);
             }
             Ok(Event::Delete(p)) => {
                 let Some(obj) = Obj::from_dynamic(p, resource_type::POD, "v1", "Pod") else { return };
@@ -225,7 +230,8 @@ impl Store {
         }
     }
 
-    fn apply_pod(&mut self, p: DynamicObject) {
+    /// `listed`: from a (re-)list, which may have skipped versions.
+    fn apply_pod(&mut self, p: DynamicObject, listed: bool) {
         let node = p.data.pointer("/spec/nodeName").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
         let terminating = p.metadata.deletion_timestamp.is_some();
         let namespace = p.metadata.namespace.clone().unwrap_or_default();
@@ -237,7 +243,11 @@ impl Store {
         let mut p = p;
         p.metadata.managed_fields = None;
         let Some(obj) = Obj::from_dynamic(p, resource_type::POD, "v1", "Pod") else { return };
-        let change = self.view.apply_pod(obj.clone(), &node, hash, refs.clone());
+        let change = if listed {
+            self.view.apply_listed_pod(obj.clone(), &node, hash, refs.clone())
+        } else {
+            self.view.apply_pod(obj.clone(), &node, hash, refs.clone())
+        };
         let sends_pod = change == PodChange::Added || change == PodChange::Updated;
         match change {
             PodChange::Added if terminating => self.tx.object(&node, &obj, Operation::Update),

@@ -110,7 +110,7 @@ pub fn plan(node: &str, inv: &Inventory, types: &[&str], k: &Known<'_>) -> Plan 
         }
         match wanted.get(&(ty, ns, name)) {
             Some(obj) if obj.uid == uid => {
-                if rv < obj.rv {
+                if rv < obj.since {
                     p.sends.push(object_message(node, obj, Operation::Update));
                     p.updates += 1;
                     repairs += 1;
@@ -191,7 +191,15 @@ mod tests {
     const TYPES: [&str; 3] = [resource_type::POD, resource_type::CONFIGMAP, resource_type::SECRET];
 
     fn obj(ty: &'static str, name: &str, uid: &str, rv: u64) -> Obj {
-        Obj { uid: uid.into(), rv, namespace: "default".into(), name: name.into(), ty, content: Content::null() }
+        Obj {
+            uid: uid.into(),
+            rv,
+            since: rv,
+            namespace: "default".into(),
+            name: name.into(),
+            ty,
+            content: Content::null(),
+        }
     }
 
     fn what(p: &Plan) -> Vec<String> {
@@ -300,6 +308,10 @@ mod tests {
         let p = plan("e1", &inv(&[("pod", "a", "p1", 10)]), &TYPES, &known(&desired, &syncs, &view, &none));
         assert_eq!(what(&p), ["update default/pod/a"]);
         assert!(p.records.is_empty());
+        // Version 12 changed only the pod's status (the edge's own report): 10 is enough.
+        let desired = vec![Obj { since: 10, ..obj(resource_type::POD, "a", "p1", 12) }];
+        let p = plan("e1", &inv(&[("pod", "a", "p1", 10)]), &TYPES, &known(&desired, &syncs, &view, &none));
+        assert!(p.is_empty());
         // Recorded but gone from the view: deleted at once (the records know it).
         let p = plan("e1", &inv(&[("pod", "a", "p1", 12)]), &TYPES, &known(&[], &syncs, &view, &none));
         assert_eq!(what(&p), ["delete default/pod/a"]);

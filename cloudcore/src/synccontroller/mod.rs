@@ -397,6 +397,12 @@ impl Controller {
                 self.queue.push(node);
             }
         }
+        // Pods whose status alone changed: their records move forward (nothing is sent).
+        for node in self.view.take_status_only() {
+            if self.connected.contains(&node) {
+                self.queue.push(&node);
+            }
+        }
         self.ask_due();
     }
 
@@ -553,24 +559,40 @@ impl Controller {
     }
 
     /// Brings `node` to what it should have.
-    async fn reconcile(&self, node: &str) {
+    async fn reconcile(&mut self, node: &str) {
         if !self.view.is_synced() {
             return;
         }
         // Devices are reconciled once DeviceController's view is complete; their records are
         // left alone before that (and when DeviceController does not run).
-        let devices = self.devices.as_ref().filter(|d| d.is_synced());
+        let devices = self.devices.clone().filter(DeviceView::is_synced);
+        let devices = devices.as_ref();
         let mut desired = self.view.desired(node);
         if let Some(d) = devices {
             desired.extend(d.desired(node));
         }
         let mut present: HashSet<String> = HashSet::new();
-        let (mut sent, mut deleted) = (0, 0);
+        let (mut sent, mut deleted, mut advanced) = (0, 0, 0);
         for obj in &desired {
             present.insert(obj.uid.clone());
             let op = match self.syncs.syncs().get(node, &obj.uid) {
                 None => Operation::Insert,
-                Some(s) if s.rv < obj.rv => Operation::Update,
+                Some(s) if s.rv < obj.since => Operation::Update,
+                Some(s) if s.rv < obj.rv => {
+                    // Only the pod's status changed since what the node holds, and the edge
+                    // reports that itself: the record moves forward, nothing is sent (as
+                    // EdgeController sends nothing for a status-only change).
+                    let note = AckNote {
+                        uid: obj.uid.clone(),
+                        ty: obj.ty.to_owned(),
+                        namespace: obj.namespace.clone(),
+                        name: obj.name.clone(),
+                        rv: Some(obj.rv),
+                    };
+                    self.record_ack(node, note).await;
+                    advanced += 1;
+                    continue;
+                }
                 Some(_) => continue,
             };
             if obj.ty == resource_type::DEVICE && op == Operation::Insert {
@@ -614,7 +636,9 @@ impl Controller {
             deleted += 1;
         }
         if sent + deleted > 0 {
-            info!(node, sent, deleted, "Reconciled an edge node.");
+            info!(node, sent, deleted, advanced, "Reconciled an edge node.");
+        } else if advanced > 0 {
+            debug!(node, advanced, "Recorded status-only pod versions of an edge node.");
         }
     }
 }

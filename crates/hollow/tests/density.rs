@@ -141,13 +141,14 @@ async fn every_pod_on_fifty_hollow_nodes_runs_and_every_object_is_acked() {
                 .filter_map(|o| Some((o.metadata.name?, o.status?.object_resource_version)))
                 .collect();
             // Every object recorded (pods, and the configmap their service account volume
-            // uses) at the version its node ACKed.
+            // uses) at the version its node ACKed; a pod's record may be at a later version
+            // that changed only its status (below).
             for o in &all_syncs {
                 let (node, _) = o.metadata.name.as_deref().unwrap_or_default().split_once('.').unwrap_or_default();
                 let res = format!("default/{}/{}", o.spec.object_kind.to_lowercase(), o.spec.object_name);
                 let acked = acked.get(&(node.to_owned(), res.clone()));
                 let recorded = o.status.as_ref().map(|s| &s.object_resource_version);
-                if acked.is_none() || acked != recorded {
+                if acked.is_none() || (acked != recorded && o.spec.object_kind != "Pod") {
                     return Err(format!("{node} ACKed {res} at {acked:?}, its ObjectSync says {recorded:?}"));
                 }
             }
@@ -158,9 +159,12 @@ async fn every_pod_on_fifty_hollow_nodes_runs_and_every_object_is_acked() {
                     return Err(format!("{node} has not ACKed {name}"));
                 };
                 let os = format!("{node}.{}", p.metadata.uid.clone().unwrap_or_default());
+                // The version ACKed (the insert), or the pod's version now, which only the
+                // node's own status report changed since: recorded as held, not sent back.
+                let now = p.metadata.resource_version.as_deref().unwrap_or_default();
                 match recorded.get(&os) {
-                    Some(r) if r == rv => {}
-                    other => return Err(format!("ObjectSync {os}: {other:?}, ACKed {rv}")),
+                    Some(r) if r == rv || (r == now && rv.parse::<u64>().ok() < now.parse().ok()) => {}
+                    other => return Err(format!("ObjectSync {os}: {other:?}, ACKed {rv}, the pod is at {now}")),
                 }
             }
             Ok(())

@@ -86,6 +86,10 @@ struct Flags {
     /// duplicated check; 0: 1 % of the nodes, at least 10 and at most 100.
     #[arg(long, default_value_t = 0)]
     observers: usize,
+    /// Fleet nodes behave as upstream edgecores (no `lease-renew` feature: a full Lease
+    /// update every 10 s and a keepalive every 15 s), for the upstream-peer figures.
+    #[arg(long)]
+    upstream_edge: bool,
 }
 
 fn bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -189,6 +193,24 @@ fn warnings(clouds: &mut [Replica]) {
     v.sort_by_key(|e| std::cmp::Reverse(e.1));
     let top: Vec<String> = v.iter().take(5).map(|(m, n)| format!("{n}× {m}")).collect();
     println!("cloudcore warnings so far: {}", if top.is_empty() { "none".to_owned() } else { top.join("; ") });
+}
+
+/// What cloudcore resent on its own so far, from its log: reconciles that sent something
+/// (count, objects sent or deleted) and anti-entropy repairs, with the latest such line.
+fn resends(clouds: &mut [Replica]) -> (usize, u64, usize, Option<String>) {
+    let log: String = clouds.iter_mut().filter_map(|r| r.proc.as_mut()).map(|p| p.log() + "\n").collect();
+    let (mut n, mut objects, mut repairs, mut last) = (0, 0, 0, None);
+    for line in log.lines() {
+        if line.contains("Reconciled an edge node.") {
+            n += 1;
+            objects += ["sent", "deleted"].iter().map(|k| field(line, k).parse::<u64>().unwrap_or(0)).sum::<u64>();
+            last = Some(line.to_owned());
+        } else if line.contains("Anti-entropy repaired an edge node.") {
+            repairs += 1;
+            last = Some(line.to_owned());
+        }
+    }
+    (n, objects, repairs, last)
 }
 
 /// The replicas' summed (RSS KiB, CPU seconds); a killed one counts no more.
@@ -541,23 +563,26 @@ fn main() -> anyhow::Result<()> {
 
     // The fleet.
     let start = Instant::now();
-    let mut fleet = Process::spawn(
-        &bin("hollow-edge")?,
-        &[
-            "--server",
-            &format!("127.0.0.1:{fleet_port}"),
-            "--ca",
-            ca_crt.to_str().context("utf-8")?,
-            "--ca-key",
-            ca_key.to_str().context("utf-8")?,
-            "--nodes",
-            &n.to_string(),
-            "--parallel",
-            &flags.parallel.to_string(),
-            "--workers",
-            &flags.fleet_workers.to_string(),
-        ],
-    )?;
+    let (server, nodes, parallel, workers) =
+        (format!("127.0.0.1:{fleet_port}"), n.to_string(), flags.parallel.to_string(), flags.fleet_workers.to_string());
+    let mut args = vec![
+        "--server",
+        &server,
+        "--ca",
+        ca_crt.to_str().context("utf-8")?,
+        "--ca-key",
+        ca_key.to_str().context("utf-8")?,
+        "--nodes",
+        &nodes,
+        "--parallel",
+        &parallel,
+        "--workers",
+        &workers,
+    ];
+    if flags.upstream_edge {
+        args.push("--upstream-edge");
+    }
+    let mut fleet = Process::spawn(&bin("hollow-edge")?, &args)?;
     let line = fleet.wait_for_line("Metrics server listening.");
     let maddr: SocketAddr = field(&line, "address").parse()?;
     let limit = Duration::from_secs(120) + Duration::from_millis(20 * n as u64);
@@ -693,6 +718,7 @@ fn main() -> anyhow::Result<()> {
 
     // Idle.
     std::thread::sleep(Duration::from_secs(5));
+    let r0 = resends(&mut clouds);
     let (s0, m0, (_, c0), i0) = (socket_bytes(fleet_port), metrics(maddr), cloud_usage(&clouds), Instant::now());
     std::thread::sleep(Duration::from_secs(flags.idle_secs));
     let (s1, m1, (rss3, c1), secs) = (socket_bytes(fleet_port), metrics(maddr), cloud_usage(&clouds), i0.elapsed());
@@ -723,6 +749,16 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     println!("idle uplink per node, message JSON before framing: {}", parts.join("; "));
+    let r1 = resends(&mut clouds);
+    println!(
+        "idle: cloudcore resent {} objects in {} reconciles and made {} anti-entropy repairs ({} objects in {} reconciles before the idle phase){}",
+        r1.1 - r0.1,
+        r1.0 - r0.0,
+        r1.2 - r0.2,
+        r0.1,
+        r0.0,
+        r1.3.filter(|_| r1.0 + r1.2 > r0.0 + r0.2).map(|l| format!("; the latest: {l}")).unwrap_or_default()
+    );
 
     if flags.kill_replica {
         let ctx =
