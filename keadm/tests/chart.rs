@@ -126,6 +126,8 @@ fn chart_crds_are_the_generated_ones() {
         ("devices", "devices_v1beta1_device.yaml"),
         ("devices", "devices_v1beta1_devicemodel.yaml"),
         ("devices", "devices_v1beta1_devicestatus.yaml"),
+        ("router", "router_v1_rule.yaml"),
+        ("router", "router_v1_ruleEndpoint.yaml"),
     ];
     for (dir, name) in files {
         let generated = std::fs::read_to_string(repo().join("manifests/crds").join(dir).join(name)).unwrap();

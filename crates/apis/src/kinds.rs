@@ -57,6 +57,7 @@ mod tests {
             ("Service", "services"),
             ("Node", "nodes"),
             ("EndpointSlice", "endpointslices"),
+            ("Rule", "rules"),
             ("RuleEndpoint", "ruleendpoints"),
             ("CustomResourceDefinition", "customresourcedefinitions"),
             // Upstream's own test cases.

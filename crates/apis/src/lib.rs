@@ -11,13 +11,14 @@
 //! `manifests/crds/` is generated from [`crd_manifests`]; a test fails if it is stale (rerun it
 //! with `UPDATE_CRDS=1` to rewrite the files).
 //!
-//! Layout: one module per API group ([`reliablesyncs`], [`devices`]), one sub-module per version, plus
+//! Layout: one module per API group ([`reliablesyncs`], [`devices`], [`rules`]), one sub-module per version, plus
 //! [`unsafe_kind_to_resource`], the kind→resource guess that controllers use to resolve a
 //! recorded kind.
 
 pub mod devices;
 mod kinds;
 pub mod reliablesyncs;
+pub mod rules;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube_core::CustomResourceExt;
@@ -37,6 +38,7 @@ pub struct CrdManifest {
 pub fn crd_manifests() -> Vec<CrdManifest> {
     use devices::v1beta1::{Device, DeviceModel, DeviceStatus};
     use reliablesyncs::v1alpha1::{ClusterObjectSync, ObjectSync};
+    use rules::v1::{Rule, RuleEndpoint};
     vec![
         CrdManifest::new("reliablesyncs/objectsync_v1alpha1.yaml", ObjectSync::crd()),
         CrdManifest::new("reliablesyncs/cluster_objectsync_v1alpha1.yaml", ClusterObjectSync::crd()),
@@ -45,6 +47,9 @@ pub fn crd_manifests() -> Vec<CrdManifest> {
         CrdManifest::new("devices/devices_v1beta1_device.yaml", without_subresources(Device::crd())),
         CrdManifest::new("devices/devices_v1beta1_devicemodel.yaml", DeviceModel::crd()),
         CrdManifest::new("devices/devices_v1beta1_devicestatus.yaml", without_subresources(DeviceStatus::crd())),
+        // Nor has upstream's Rule: its counters are patched into the main resource.
+        CrdManifest::new("router/router_v1_rule.yaml", without_subresources(Rule::crd())),
+        CrdManifest::new("router/router_v1_ruleEndpoint.yaml", RuleEndpoint::crd()),
     ]
 }
 

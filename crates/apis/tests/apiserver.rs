@@ -219,3 +219,52 @@ async fn device_status_merge_patch_and_owner() {
     .await
     .expect("likely deadlocked");
 }
+
+/// Upstream's samples through the API server: endpoints and a rule created, the counters merge-
+/// patched into the Rule itself (no status subresource). (apiserver-lite does not enforce the
+/// CRD's `enum`, so the refusal of an unknown endpoint type is checked in `tests/crds.rs` only.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_are_stored_and_counted() {
+    use kubeedge_apis::rules::v1::{Rule, RuleEndpoint, RuleEndpointType, RuleStatus};
+    tokio::time::timeout(PATIENCE, async {
+        let (server, client) = start().await;
+        register_crds(&client).await;
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for name in [Rule::crd_name(), RuleEndpoint::crd_name()] {
+            await_condition(crds.clone(), name, conditions::is_crd_established()).await.unwrap();
+        }
+        let endpoints: Api<RuleEndpoint> = Api::namespaced(client.clone(), "default");
+        for (name, kind, properties) in
+            [("my-rest", "rest", json!({})), ("my-servicebus", "servicebus", json!({"service_port": "6666"}))]
+        {
+            let endpoint: RuleEndpoint = serde_json::from_value(json!({
+                "apiVersion": "rules.kubeedge.io/v1", "kind": "RuleEndpoint", "metadata": {"name": name},
+                "spec": {"ruleEndpointType": kind, "properties": properties}
+            }))
+            .unwrap();
+            endpoints.create(&PostParams::default(), &endpoint).await.unwrap();
+        }
+        let servicebus = endpoints.get("my-servicebus").await.unwrap();
+        assert_eq!(servicebus.spec.rule_endpoint_type, RuleEndpointType::ServiceBus);
+        assert_eq!(servicebus.spec.properties["service_port"], "6666");
+
+        let rules: Api<Rule> = Api::namespaced(client.clone(), "default");
+        let rule: Rule = serde_json::from_value(json!({
+            "apiVersion": "rules.kubeedge.io/v1", "kind": "Rule", "metadata": {"name": "my-rule-rest-servicebus"},
+            "spec": {"source": "my-rest", "sourceResource": {"path": "/source"},
+                     "target": "my-servicebus", "targetResource": {"path": "/target"}}
+        }))
+        .unwrap();
+        let created = rules.create(&PostParams::default(), &rule).await.unwrap();
+        assert_eq!(created.spec, rule.spec);
+        assert_eq!(created.status, None);
+
+        let patch = json!({"status": {"successMessages": 1, "failMessages": 1, "errors": ["timeout"]}});
+        let patched = rules.patch("my-rule-rest-servicebus", &PatchParams::default(), &Patch::Merge(&patch)).await;
+        let status = patched.unwrap().status.unwrap();
+        assert_eq!(status, RuleStatus { success_messages: 1, fail_messages: 1, errors: vec!["timeout".into()] });
+        server.shutdown().await;
+    })
+    .await
+    .expect("likely deadlocked");
+}

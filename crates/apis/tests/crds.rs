@@ -129,18 +129,7 @@ fn device_crds_are_named_as_upstream() {
         ("DeviceModel", "devicemodels", "devicemodel"),
         ("DeviceStatus", "devicestatuses", "devicestatus"),
     ] {
-        let name = format!("{plural}.devices.kubeedge.io");
-        let crd = all.iter().find(|c| c.metadata.name.as_deref() == Some(&*name)).unwrap_or_else(|| panic!("{name}"));
-        let spec = &crd.spec;
-        assert_eq!(spec.scope, "Namespaced");
-        assert_eq!(spec.names.kind, kind);
-        assert_eq!(spec.names.plural, plural);
-        assert_eq!(spec.names.singular.as_deref(), Some(singular));
-        assert_eq!(spec.names.list_kind, Some(format!("{kind}List")));
-        assert_eq!(spec.versions.len(), 1);
-        let v = &spec.versions[0];
-        assert_eq!((v.name.as_str(), v.served, v.storage), ("v1beta1", true, true));
-        assert!(v.subresources.is_none(), "{name} has no subresources upstream");
+        namespaced_one_version(&all, "devices.kubeedge.io", (kind, plural, singular), "v1beta1");
     }
     let status = all.iter().find(|c| c.spec.names.kind == "DeviceStatus").unwrap();
     let schema =
@@ -159,4 +148,74 @@ fn device_crds_are_named_as_upstream() {
         assert!(spec.get(key).is_some(), "spec.{key}: {spec}");
     }
     assert_eq!(spec["protocol"]["properties"]["configData"]["x-kubernetes-preserve-unknown-fields"], true);
+}
+
+/// Names, group, scope, short names and validation as in upstream's `build/crds/router/`: no
+/// subresources, no printer columns, `re` for RuleEndpoints only, the four Rule spec fields and
+/// the endpoint type required, the endpoint type limited to upstream's three values.
+#[test]
+fn rules_crds_are_named_as_upstream() {
+    let all: Vec<_> = crds().into_iter().filter(|c| c.spec.group == "rules.kubeedge.io").collect();
+    assert_eq!(all.len(), 2);
+    let mut schemas = Vec::new();
+    for (kind, plural, singular, short_names) in [
+        ("Rule", "rules", "rule", None),
+        ("RuleEndpoint", "ruleendpoints", "ruleendpoint", Some(vec!["re".to_owned()])),
+    ] {
+        let crd = namespaced_one_version(&all, "rules.kubeedge.io", (kind, plural, singular), "v1");
+        let (spec, name) = (&crd.spec, format!("{plural}.rules.kubeedge.io"));
+        assert_eq!(spec.names.short_names, short_names, "{name}");
+        assert_eq!(spec.names.categories, None);
+        let v = &spec.versions[0];
+        assert!(v.additional_printer_columns.is_none(), "{name} has no printer columns upstream");
+        schemas.push(serde_json::to_value(v.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap());
+    }
+
+    let rule = &schemas[0]["properties"];
+    let spec = &rule["spec"];
+    assert_eq!(spec["required"], serde_json::json!(["source", "sourceResource", "target", "targetResource"]));
+    for key in ["source", "target"] {
+        assert_eq!(spec["properties"][key]["type"], "string", "spec.{key}");
+    }
+    for key in ["sourceResource", "targetResource"] {
+        assert_eq!(spec["properties"][key]["type"], "object", "spec.{key}");
+        assert_eq!(spec["properties"][key]["additionalProperties"]["type"], "string", "spec.{key}");
+    }
+    let status = &rule["status"]["properties"];
+    assert_eq!(status["successMessages"]["type"], "integer");
+    assert_eq!(status["failMessages"]["type"], "integer");
+    assert_eq!(status["errors"]["type"], "array");
+    assert_eq!(status["errors"]["items"]["type"], "string");
+    assert!(rule["status"].get("required").is_none(), "upstream requires no status field");
+
+    let spec = &schemas[1]["properties"]["spec"];
+    assert_eq!(spec["required"], serde_json::json!(["ruleEndpointType"]));
+    assert_eq!(spec["properties"]["ruleEndpointType"]["type"], "string");
+    assert_eq!(spec["properties"]["ruleEndpointType"]["enum"], serde_json::json!(["rest", "eventbus", "servicebus"]));
+    assert_eq!(spec["properties"]["properties"]["type"], "object");
+    assert_eq!(spec["properties"]["properties"]["additionalProperties"]["type"], "string");
+    assert!(schemas[1]["properties"].get("status").is_none(), "RuleEndpoint has no status");
+}
+
+/// The CRD `{plural}.{group}` in `all`, checked to be namespaced with upstream's names, one
+/// served and stored `version`, and no subresources (as upstream has none for these kinds).
+fn namespaced_one_version<'a>(
+    all: &'a [CustomResourceDefinition],
+    group: &str,
+    (kind, plural, singular): (&str, &str, &str),
+    version: &str,
+) -> &'a CustomResourceDefinition {
+    let name = format!("{plural}.{group}");
+    let crd = all.iter().find(|c| c.metadata.name.as_deref() == Some(&*name)).unwrap_or_else(|| panic!("{name}"));
+    let spec = &crd.spec;
+    assert_eq!(spec.scope, "Namespaced");
+    assert_eq!(spec.names.kind, kind);
+    assert_eq!(spec.names.plural, plural);
+    assert_eq!(spec.names.singular.as_deref(), Some(singular));
+    assert_eq!(spec.names.list_kind, Some(format!("{kind}List")));
+    assert_eq!(spec.versions.len(), 1);
+    let v = &spec.versions[0];
+    assert_eq!((v.name.as_str(), v.served, v.storage), (version, true, true));
+    assert!(v.subresources.is_none(), "{name} has no subresources upstream");
+    crd
 }

@@ -37,6 +37,11 @@ const EMBEDDED: &[(&str, &str)] = &[
         "crds/objectsync_v1alpha1.yaml",
         include_str!("../../../manifests/charts/cloudcore/crds/objectsync_v1alpha1.yaml"),
     ),
+    ("crds/router_v1_rule.yaml", include_str!("../../../manifests/charts/cloudcore/crds/router_v1_rule.yaml")),
+    (
+        "crds/router_v1_ruleEndpoint.yaml",
+        include_str!("../../../manifests/charts/cloudcore/crds/router_v1_ruleEndpoint.yaml"),
+    ),
     ("templates/_helpers.tpl", include_str!("../../../manifests/charts/cloudcore/templates/_helpers.tpl")),
     (
         "templates/configmap_cloudcore.yaml",
