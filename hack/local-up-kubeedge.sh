@@ -14,7 +14,8 @@
 # simulated Modbus TCP thermometer, modbus-sim), MODBUS_MAPPER_HTTP_PORT 7777 (the modbus
 # mapper's REST API; the mapper registers with edgecore over DMI, on $LOCAL_UP_DIR/edge/dmi.sock),
 # STREAM_PORT 10003 and TUNNEL_PORT 10004 (CloudStream: the stream server the API server reaches,
-# the tunnel EdgeStream dials). cloudcore's iptables manager adds the nat chain TUNNEL-PORT to
+# the tunnel EdgeStream dials), ROUTER_PORT 9443 (the Router's REST listener; its bearer token
+# in $LOCAL_UP_DIR/router.token), SERVICEBUS_PORT 9060 (the edge's ServiceBus). cloudcore's iptables manager adds the nat chain TUNNEL-PORT to
 # this host (a DNAT of its negotiated tunnel port, 10351 on any address, to the stream server),
 # and removes it when cloudcore stops: that is how `kubectl logs/exec/port-forward` reach Edged.
 # EDGE_NODE_NAME names the edge node (default: edge-local). POD_CIDR is the pod network
@@ -24,6 +25,7 @@
 # Streams: kubectl logs -f web; kubectl exec -it web -- sh; kubectl port-forward pod/web 8080
 # Devices: kubectl apply -f examples/devices/; mosquitto_pub/mosquitto_sub on MQTT_PORT (README).
 # A Modbus device: kubectl apply -f examples/devices/modbus/ (modbus-sim on MODBUS_PORT, 5020).
+# Cloud ↔ edge apps: kubectl apply -f examples/router/ (README: Router).
 set -euo pipefail
 # Job control: each daemon gets its own process group, so Ctrl-C reaches only this script,
 # which then stops the daemons in order (edge, cloud, API server) with one SIGTERM each.
@@ -47,6 +49,8 @@ MODBUS_PORT=${MODBUS_PORT:-5020}
 MAPPER_HTTP_PORT=${MODBUS_MAPPER_HTTP_PORT:-7777}
 STREAM_PORT=${STREAM_PORT:-10003}
 TUNNEL_PORT=${TUNNEL_PORT:-10004}
+ROUTER_PORT=${ROUTER_PORT:-9443}
+SERVICEBUS_PORT=${SERVICEBUS_PORT:-9060}
 BRIDGE=kelocal0
 
 bash hack/install-deps.sh
@@ -168,7 +172,10 @@ modules:
   syncController: {enable: true}
   cloudStream: {enable: true, streamPort: $STREAM_PORT, tunnelPort: $TUNNEL_PORT}
   iptablesManager: {enable: true, mode: internal}
+  router: {enable: true, address: 127.0.0.1, port: $ROUTER_PORT, tokenFile: $OUT/router.token}
 YAML
+# The Router's REST listener wants a bearer token (examples/router/).
+[ -s "$OUT/router.token" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$OUT/router.token"
 "$BIN/cloudcore" --config "$OUT/cloudcore.yaml" 2> "$OUT/cloudcore.log" & pids+=($!)
 wait_for "cloudcore" curl -fsS "http://$CLOUD_MON/readyz"
 
@@ -214,6 +221,7 @@ modules:
     enable: true
     metaServer: {enable: true, server: "127.0.0.1:$META_PORT"}
   deviceTwin: {enable: true, dmiSockPath: $OUT/edge/}
+  serviceBus: {enable: true, server: 127.0.0.1, port: $SERVICEBUS_PORT}
   edgeStream:
     enable: true
     server: 127.0.0.1:$TUNNEL_PORT
@@ -252,6 +260,7 @@ echo "local-up: node stats: kubectl get --raw /api/v1/nodes/$NODE/proxy/stats/su
 echo "local-up: the edge's local Kubernetes API (MetaServer): kubectl --server http://127.0.0.1:$META_PORT get pods -A"
 echo "local-up: devices: kubectl apply -f examples/devices/ && mosquitto_sub -p $MQTT_PORT -t '\$hw/events/device/#' -v (README: Devices)"
 echo "local-up: a Modbus device: kubectl apply -f examples/devices/modbus/ && kubectl get devicestatus thermostat-1 -o yaml"
+echo "local-up: cloud ↔ edge apps: kubectl apply -f examples/router/ (README: Router); REST on http://127.0.0.1:$ROUTER_PORT with the token in $OUT/router.token"
 echo "local-up: KUBECONFIG=$KUBECONFIG; configs, certificates and logs in $OUT; Ctrl-C stops everything"
 wait -n "${pids[@]}" "$ctrd_pid" || true
 echo "local-up: a process exited on its own; see $OUT/*.log" >&2

@@ -6,7 +6,8 @@
 //! edge sessions on :10000 with upstream's ACK queues; EdgeController (pods, configmaps,
 //! secrets and nodes to edges, their reports back); DeviceController (Devices and DeviceModels
 //! to edges, twin and state reports into DeviceStatuses); SyncController (ObjectSync records
-//! and the reconcile loop); the node authorizer every edge request passes ([`authz`]).
+//! and the reconcile loop); the node authorizer every edge request passes ([`authz`]); the
+//! Router (Rules between cloud and edge applications, [`router`]).
 
 pub mod authz;
 pub mod cloudhub;
@@ -18,4 +19,5 @@ pub mod edgecontroller;
 pub mod inflight;
 pub mod iptables;
 pub mod kubeclient;
+pub mod router;
 pub mod synccontroller;

@@ -29,6 +29,7 @@ const AVAILABLE_MODULES: &[&str] = &[
     "dynamicController",
     "cloudStream",
     "iptablesManager",
+    "router",
 ];
 
 #[cfg(feature = "mimalloc")]
@@ -50,6 +51,10 @@ fn main() -> ExitCode {
         // What nodes acknowledged: CloudHub's sessions report it to SyncController.
         let (ack_feed, ack_inbox) = cloudcore::delivery::acks::channel();
         let (ec, sc) = (&cfg.modules.edge_controller, &cfg.modules.sync_controller);
+        let rt = &cfg.modules.router;
+        if rt.enable && !hub.enable {
+            return Err("modules.router needs modules.cloudHub: it reaches edges through CloudHub's sessions".into());
+        }
         if hub.enable {
             let mut module = CloudHubModule::new(hub.clone(), cfg.kube_api_config.clone(), Some(metrics.registry()))
                 .map_err(|e| e.to_string())?;
@@ -57,6 +62,17 @@ fn main() -> ExitCode {
                 module = module.with_acks(ack_feed);
             }
             admission = Some(module.admission());
+            if rt.enable {
+                let links = cloudcore::router::Links::new(module.links());
+                let router = cloudcore::router::RouterModule::new(
+                    rt.clone(),
+                    cfg.kube_api_config.clone(),
+                    links,
+                    Some(metrics.registry()),
+                )
+                .map_err(|e| e.to_string())?;
+                registry.register(Box::new(router)).map_err(|e| e.to_string())?;
+            }
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
         }
         let completion = |group: &'static str| admission.as_ref().map(|a| a.completion(group));

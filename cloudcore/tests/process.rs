@@ -13,7 +13,7 @@ fn spec() -> Spec {
         monitor_default: "127.0.0.1:9091",
         link_module: "cloudHub",
         numeric_key: "nodeLimit",
-        unbuilt_module: "router",
+        unbuilt_module: "taskManager",
         upstream_config: Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../crates/config/tests/fixtures/upstream-cloudcore.yaml"),
     }
@@ -90,4 +90,33 @@ fn a_taken_cloudhub_port_stops_the_start() {
         yaml
     };
     kubeedge_testkit::daemon::refuses_a_taken_port(bin, dir.path(), yaml, "modules.cloudHub.websocket.port");
+}
+
+/// The Router's REST port in use: a start-up error naming it.
+#[test]
+fn a_taken_router_port_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_cloudcore"));
+    let cfg = kubeedge_testkit::daemon::test_config(bin, dir.path(), "cloudcore");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let (ws, https) = (kubeedge_testkit::free_port().to_string(), kubeedge_testkit::free_port().to_string());
+    let yaml = |port: u16| {
+        let port = port.to_string();
+        let mut yaml = base.clone();
+        for (path, value) in [
+            (&["modules", "cloudHub", "enable"][..], "true"),
+            (&["modules", "cloudHub", "websocket", "address"][..], "127.0.0.1"),
+            (&["modules", "cloudHub", "websocket", "port"][..], ws.as_str()),
+            (&["modules", "cloudHub", "https", "address"][..], "127.0.0.1"),
+            (&["modules", "cloudHub", "https", "port"][..], https.as_str()),
+            (&["modules", "router", "enable"][..], "true"),
+            (&["modules", "router", "address"][..], "127.0.0.1"),
+            (&["modules", "router", "port"][..], port.as_str()),
+            (&["modules", "router", "allowUnauthenticated"][..], "true"),
+        ] {
+            yaml = kubeedge_testkit::set_yaml_path(&yaml, path, value);
+        }
+        yaml
+    };
+    kubeedge_testkit::daemon::refuses_a_taken_port(bin, dir.path(), yaml, "modules.router.port");
 }

@@ -10,3 +10,4 @@ pub mod edgehub;
 pub mod edgestream;
 pub mod eventbus;
 pub mod metamanager;
+pub mod servicebus;

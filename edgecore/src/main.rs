@@ -18,12 +18,14 @@ use edgecore::edged::pods::GcPolicy;
 use edgecore::edgehub::module::EdgeHubModule;
 use edgecore::eventbus::EventBusModule;
 use edgecore::metamanager::module::MetaManagerModule;
+use edgecore::servicebus::ServiceBusModule;
 use kubeedge_beehive::RestartPolicy;
 use kubeedge_config::edgecore::EdgeCoreConfig;
 use kubeedge_daemon::Daemon;
 
 /// Config keys (under `modules`) of the modules this build implements.
-const AVAILABLE_MODULES: &[&str] = &["edgeHub", "metaManager", "edged", "eventBus", "deviceTwin", "edgeStream"];
+const AVAILABLE_MODULES: &[&str] =
+    &["edgeHub", "metaManager", "edged", "eventBus", "serviceBus", "deviceTwin", "edgeStream"];
 
 fn main() -> ExitCode {
     let daemon = Daemon {
@@ -48,6 +50,10 @@ fn main() -> ExitCode {
         if (bus_cfg.enable || twin_cfg.enable) && !meta.enable {
             return Err(SetupError::DevicesWithoutMetaManager.into());
         }
+        let service_bus = &cfg.modules.service_bus;
+        if service_bus.enable && !meta.enable {
+            return Err(SetupError::ServiceBusWithoutMetaManager.into());
+        }
         if meta.enable {
             let path = std::path::Path::new(&cfg.database.data_source);
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -58,7 +64,7 @@ fn main() -> ExitCode {
             let tables = kubeedge_metastore::Tables {
                 device_twin: twin_cfg.enable,
                 event_bus: bus_cfg.enable,
-                ..Default::default()
+                service_bus: service_bus.enable,
             };
             let opts = kubeedge_metastore::Options { tables, ..Default::default() };
             let store = kubeedge_metastore::Store::open(path, opts)
@@ -66,6 +72,12 @@ fn main() -> ExitCode {
             let node = &cfg.modules.edged.hostname_override;
             if bus_cfg.enable {
                 let module = EventBusModule::new(bus_cfg.clone(), node.clone(), store.clone())
+                    .with_metrics(metrics.registry())
+                    .map_err(|e| e.to_string())?;
+                registry.register(Box::new(module))?;
+            }
+            if service_bus.enable {
+                let module = ServiceBusModule::new(service_bus.clone(), store.clone())
                     .with_metrics(metrics.registry())
                     .map_err(|e| e.to_string())?;
                 registry.register(Box::new(module))?;
@@ -200,6 +212,8 @@ enum SetupError {
         "modules.eventBus.enable, modules.deviceTwin.enable: they need modules.metaManager (its database holds their tables)"
     )]
     DevicesWithoutMetaManager,
+    #[error("modules.serviceBus.enable: ServiceBus needs modules.metaManager (its database holds target_urls)")]
+    ServiceBusWithoutMetaManager,
 
     #[error("modules.edged.tailoredKubeletConfig.containerRuntimeEndpoint: must be unix:///path/to.sock, got {0:?}")]
     RuntimeEndpoint(String),

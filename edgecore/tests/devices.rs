@@ -17,26 +17,6 @@ use serde_json::{Value, json};
 mod support;
 use support::*;
 
-/// A private mosquitto on `port`.
-fn mosquitto(dir: &Path, port: u16) -> std::process::Child {
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
-    let child = std::process::Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mosquitto (hack/install-deps.sh installs it)");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
 /// What the mapper received: (topic, payload).
 type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
@@ -206,7 +186,7 @@ async fn scenario(mode: u8) {
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::start(dir.path()).await;
     let (internal_port, external_port) = (free_port(), free_port());
-    let mut broker = (mode >= 1).then(|| mosquitto(dir.path(), external_port));
+    let mut broker = (mode >= 1).then(|| start_mosquitto(dir.path(), external_port));
     let config = edgecore_config(dir.path(), cloud.port, Some(mode), internal_port, external_port);
     let mut edge = spawn_edgecore(&config);
     cloud.wait_for("a keepalive", |m| m.router.operation == "keepalive").await;
@@ -358,19 +338,19 @@ async fn scenario(mode: u8) {
     }
 
     // The external broker restarts: EventBus reconnects and keeps working.
-    if let Some(b) = broker.as_mut() {
-        b.kill().unwrap();
-        b.wait().unwrap();
-        broker = Some(mosquitto(dir.path(), external_port));
+    if broker.is_some() {
+        drop(broker.take());
+        broker = Some(start_mosquitto(dir.path(), external_port));
         let again = r#"{"event_id":"e4","timestamp":1,"twin":{"temperature":{"actual":{"value":"23"}}}}"#;
         mapper.publish_until(t1, again, r1, |v| v["event_id"] == "e4").await;
     }
     edge.signal("TERM");
     assert!(edge.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", edge.log());
-    if let Some(mut b) = broker {
-        let _ = b.kill();
-        let _ = b.wait();
-    }
+    drop(broker);
+}
+
+fn start_mosquitto(dir: &Path, port: u16) -> kubeedge_testkit::Mosquitto {
+    kubeedge_testkit::Mosquitto::start(dir, port).expect("mosquitto (hack/install-deps.sh installs it)")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,9 +13,9 @@ fn spec() -> Spec {
         monitor_default: "127.0.0.1:9092",
         link_module: "edgeHub",
         numeric_key: "heartbeat",
-        // Upstream enables every module edgecore has (eventBus and deviceTwin too); serviceBus
+        // Upstream enables every module edgecore has (eventBus and deviceTwin too); taskManager
         // is off there and not built here.
-        unbuilt_module: "serviceBus",
+        unbuilt_module: "taskManager",
         upstream_config: Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../crates/config/tests/fixtures/upstream-edgecore.yaml"),
     }
@@ -42,7 +42,7 @@ fn wrong_types_and_broken_yaml_exit_64() {
 }
 
 /// Upstream's default edgecore.yaml (eventBus and deviceTwin enabled) is refused for no
-/// module; a module not built yet (serviceBus) is refused by name.
+/// module; a module not built yet (taskManager) is refused by name.
 #[test]
 fn upstream_defaults_refuse_no_module_and_unbuilt_modules_are_refused_by_name() {
     let s = spec();
@@ -67,12 +67,12 @@ fn upstream_defaults_refuse_no_module_and_unbuilt_modules_are_refused_by_name() 
     let path = dir.path().join("upstream.yaml");
     std::fs::write(&path, &y).unwrap();
     kubeedge_testkit::daemon::serves_and_stops_on(Path::new(s.bin), &path, "edgecore", "TERM");
-    let with_sb = kubeedge_testkit::set_yaml_path(&upstream, &["modules", "serviceBus", "enable"], "true");
+    let with_tm = kubeedge_testkit::set_yaml_path(&upstream, &["modules", "taskManager", "enable"], "true");
     kubeedge_testkit::daemon::refuses_config(
         Path::new(s.bin),
         dir.path(),
-        &with_sb,
-        &["serviceBus", "not available in this build yet"],
+        &with_tm,
+        &["taskManager", "not available in this build yet"],
     );
 }
 
@@ -117,4 +117,22 @@ fn a_taken_metaserver_port_stops_the_start() {
         kubeedge_testkit::set_yaml_path(&y, &["modules", "metaManager", "metaServer", "server"], &server)
     };
     kubeedge_testkit::daemon::refuses_a_taken_port(bin, dir.path(), yaml, "modules.metaManager.metaServer.server");
+}
+
+/// ServiceBus binds its server at start: a taken port stops edgecore naming the key; a free
+/// one serves, and edgecore stops cleanly.
+#[test]
+fn service_bus_binds_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let cfg = kubeedge_testkit::daemon::test_config(bin, dir.path(), "edgecore");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let yaml = |port: u16| {
+        let y = kubeedge_testkit::set_yaml_path(&base, &["modules", "serviceBus", "enable"], "true");
+        kubeedge_testkit::set_yaml_path(&y, &["modules", "serviceBus", "port"], &port.to_string())
+    };
+    kubeedge_testkit::daemon::refuses_a_taken_port(bin, dir.path(), yaml, "modules.serviceBus.port");
+    let path = dir.path().join("servicebus.yaml");
+    std::fs::write(&path, yaml(kubeedge_testkit::free_port())).unwrap();
+    kubeedge_testkit::daemon::serves_and_stops_on(bin, &path, "edgecore", "TERM");
 }

@@ -8,44 +8,16 @@
 //! - with the cloud down, twin updates are kept on the edge and the last one reaches the API
 //!   when cloudcore is back.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kubeedge_e2e::{CloudSide, device_resource, wait_until};
+use kubeedge_e2e::{CloudSide, Mosquitto, device_resource, wait_until};
 use kubeedge_testkit::link;
 use kubeedge_testkit::{Process, free_port, until};
 use serde_json::{Value, json};
 
 const NODE: &str = "edge-dev";
-
-/// A private mosquitto on `port`, stopped on drop.
-struct Mosquitto(std::process::Child);
-
-impl Mosquitto {
-    fn start(dir: &Path, port: u16) -> Option<Self> {
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
-        let child = std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let m = Self(child);
-        until("mosquitto to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop));
-        Some(m)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The mapper: an MQTT client subscribed to the device's topics, collecting what it gets.
 struct Mapper {

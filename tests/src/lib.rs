@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+pub mod httpapp;
 pub mod measure;
 pub mod netstreams;
 
@@ -127,3 +128,5 @@ pub fn device_apis(
     let devices = kube::Api::namespaced_with(client.clone(), "default", &device_resource("Device", "devices"));
     (models, devices)
 }
+
+pub use kubeedge_testkit::Mosquitto;

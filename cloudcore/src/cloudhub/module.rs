@@ -30,6 +30,8 @@ pub struct CloudHubModule {
     listeners: (Option<TcpListener>, Option<TcpListener>),
     /// Where sessions report what nodes acknowledged (SyncController's inbox), when it runs.
     acks: Option<AckFeed>,
+    /// The running hub, for modules that hand messages to sessions themselves (the Router).
+    links: tokio::sync::watch::Sender<Option<Arc<Hub>>>,
 }
 
 impl CloudHubModule {
@@ -46,7 +48,14 @@ impl CloudHubModule {
             memory: em.in_flight_memory_bytes(),
         };
         let admission = Admission::new(limits, registry)?;
-        Ok(Self { cfg, kube, metrics, admission, listeners: (None, None), acks: None })
+        let links = tokio::sync::watch::Sender::new(None);
+        Ok(Self { cfg, kube, metrics, admission, listeners: (None, None), acks: None, links })
+    }
+
+    /// The sessions of the running hub (none while CloudHub is not running): the Router hands
+    /// its messages to them directly, to tell a caller at once when a node is not connected.
+    pub fn links(&self) -> tokio::sync::watch::Receiver<Option<Arc<Hub>>> {
+        self.links.subscribe()
     }
 
     /// Reports what nodes acknowledged to SyncController through `acks`.
@@ -188,6 +197,8 @@ impl Module for CloudHubModule {
                 };
                 sessions = Some(ctx.spawn(hub.clone().serve(listener, tls, opts, shutdown.clone())));
             }
+            // Published once everything that can fail has: the Router never holds a dead hub.
+            self.links.send_replace(Some(hub.clone()));
             while let Some(msg) = ctx.recv().await {
                 if is_sessions_query(&msg) {
                     // Not awaited here: SyncController may be waiting on this inbox meanwhile.
@@ -197,6 +208,7 @@ impl Module for CloudHubModule {
                 }
                 hub.dispatch(msg);
             }
+            self.links.send_replace(None);
             // Shutting down: the sessions send their close frames before the module ends.
             if let Some(s) = sessions {
                 let _ = s.await;

@@ -588,6 +588,17 @@ impl Hub {
     /// The content is the session's id, so a late notice of an old session can be told from
     /// the current one, followed by ` inventory` when the edge answers inventory questions.
     async fn notify_sync(&self, node: &str, op: Operation, session: u64, inventory: bool) {
+        if op == Operation::Connected && self.bus.has_module(module::ROUTER) {
+            // The Router tells a node that connects which topics and URLs its rules need.
+            let notice = Message::build(
+                module::CLOUDHUB,
+                module::ROUTER,
+                CloudResource::node_notice(node),
+                &op,
+                Content::null(),
+            );
+            let _ = self.bus.try_send(module::ROUTER, notice);
+        }
         if self.bus.group_members(module::SYNCCONTROLLER).is_empty() {
             return;
         }
@@ -637,6 +648,14 @@ impl Hub {
                 // Not an ACK of ours: a reply to a cloud request, for a waiting module.
                 if let Err(m) = self.bus.try_send_resp(msg) {
                     debug!(node, msg.parent_id = %m.header.parent_id, "A response answers nothing waiting.");
+                }
+                return None;
+            }
+            // ServiceBus answers the Router's calls with `upload` (errors, upstream: with no
+            // operation, or `error`): a reply all the same.
+            _ if is_user_reply(&msg) => {
+                if let Err(m) = self.bus.try_send_resp(msg) {
+                    debug!(node, msg.parent_id = %m.header.parent_id, "A reply answers nothing waiting.");
                 }
                 return None;
             }
@@ -706,11 +725,18 @@ const HELD_MAX: usize = 16;
 const HELD_BYTES: usize = 1 << 20;
 
 /// What a session handles at once even while a request waits: keepalives, ACKs and replies
-/// (`response` with a parent id), error reports and the empty shutdown frame.
+/// (`response` with a parent id, and ServiceBus's answers), error reports and the empty
+/// shutdown frame.
 fn is_control(msg: &Message) -> bool {
     msg.is_empty_frame()
         || matches!(msg.operation(), Operation::Keepalive | Operation::Error)
         || (msg.operation() == Operation::Response && msg.parent_id().is_some())
+        || is_user_reply(msg)
+}
+
+/// A reply to the Router (group `user` with a parent id): ServiceBus answers a call.
+fn is_user_reply(msg: &Message) -> bool {
+    msg.router.group == group::USER && msg.parent_id().is_some()
 }
 
 /// A request on its way from a session to the controllers ([`Hub::hand_over`]).

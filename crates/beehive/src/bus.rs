@@ -133,6 +133,30 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
+/// A reply expected through [`Bus::send_resp`] (see [`Bus::expect_reply`]).
+pub struct PendingReply {
+    inner: Arc<Inner>,
+    id: String,
+    rx: oneshot::Receiver<Message>,
+}
+
+impl PendingReply {
+    /// Waits up to `timeout` for the reply.
+    pub async fn wait(mut self, timeout: Duration) -> Result<Message, BusError> {
+        match tokio::time::timeout(timeout, &mut self.rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(BusError::Closed("bus".to_owned())),
+            Err(_) => Err(BusError::Timeout { msg_id: self.id.clone(), timeout, received: 0, expected: 1 }),
+        }
+    }
+}
+
+impl Drop for PendingReply {
+    fn drop(&mut self) {
+        self.inner.waiters.lock().remove(&self.id);
+    }
+}
+
 /// A handle on the bus. Cheap to clone. A handle given to a module counts that module's sends.
 #[derive(Clone)]
 pub struct Bus {
@@ -212,6 +236,20 @@ impl Bus {
             Ok(result) => result,
             Err(_) => Err(BusError::Timeout { msg_id: id, timeout, received: 0, expected: 1 }),
         }
+    }
+
+    /// Registers a waiter for the reply to `id` without sending anything: for a request that
+    /// leaves the bus another way (the Router hands its calls to CloudHub's sessions itself, to
+    /// learn at once whether the node is connected). The waiter goes when the [`PendingReply`]
+    /// does.
+    pub fn expect_reply(&self, id: &str) -> Result<PendingReply, BusError> {
+        let (tx, rx) = oneshot::channel();
+        let mut waiters = self.inner.waiters.lock();
+        if waiters.contains_key(id) {
+            return Err(BusError::DuplicateRequest(id.to_owned()));
+        }
+        waiters.insert(id.to_owned(), Waiter::One(tx));
+        Ok(PendingReply { inner: self.inner.clone(), id: id.to_owned(), rx })
     }
 
     /// Delivers a copy to every module of `group`. Members with room get it at once; the others

@@ -25,6 +25,6 @@ mod bus;
 mod module;
 mod supervisor;
 
-pub use bus::{Bus, BusError, CHANNEL_CAPACITY, DEFAULT_SYNC_TIMEOUT, ModuleStats, StatsSnapshot};
+pub use bus::{Bus, BusError, CHANNEL_CAPACITY, DEFAULT_SYNC_TIMEOUT, ModuleStats, PendingReply, StatsSnapshot};
 pub use module::{BoxFuture, Module, ModuleContext, ModuleError, Spawner};
 pub use supervisor::{Health, ModuleState, Registry, RestartPolicy, ShutdownReport, Supervisor};

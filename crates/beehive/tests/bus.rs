@@ -356,3 +356,31 @@ async fn module_tasks_are_tracked() {
     let report = sup.shutdown(Duration::from_secs(5)).await;
     assert_eq!(report.not_stopped, vec!["spawning"], "a task that ignores shutdown is named");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_expected_reply_arrives_times_out_and_never_leaks() {
+    let mut reg = Registry::new();
+    let (s, _rx, _) = sink("silent", 0);
+    reg.register(Box::new(s)).unwrap();
+    let sup = reg.start(RestartPolicy::default());
+    let bus = sup.bus();
+
+    let request = msg("a/b/c");
+    let pending = bus.expect_reply(request.id()).unwrap();
+    assert!(matches!(bus.expect_reply(request.id()), Err(BusError::DuplicateRequest(_))));
+    assert!(bus.send_resp(Message::response_to(&request, Content::string("done"))));
+    let reply = pending.wait(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(reply.header.parent_id, request.header.id);
+    assert_eq!(bus.pending_requests(), 0);
+
+    // Nobody answers: a timeout, and the waiter is gone.
+    let other = msg("a/b/d");
+    let pending = bus.expect_reply(other.id()).unwrap();
+    assert!(matches!(pending.wait(Duration::from_secs(1)).await, Err(BusError::Timeout { .. })));
+    assert_eq!(bus.pending_requests(), 0);
+    // Dropped unanswered: gone too, and a late reply answers nothing.
+    drop(bus.expect_reply(other.id()).unwrap());
+    assert_eq!(bus.pending_requests(), 0);
+    assert!(!bus.send_resp(Message::response_to(&other, Content::null())));
+    let _ = sup.shutdown(Duration::from_secs(5)).await;
+}

@@ -386,3 +386,24 @@ fn cloud_hub_edge_message_limits_default_and_validate() {
         assert!(errs.has_path(&path), "{path} missing from:\n{errs}");
     }
 }
+
+#[test]
+fn service_bus_tls_needs_both_files() {
+    let mut c = EdgeCoreConfig::default();
+    c.modules.service_bus.enable = true;
+    c.validate().expect("plain HTTP");
+    c.modules.service_bus.tls_cert_file = "/etc/kubeedge/certs/sb.crt".into();
+    let errs = c.validate().expect_err("cert without key");
+    assert!(errs.has_path("modules.serviceBus.tlsPrivateKeyFile"), "{errs}");
+    c.modules.service_bus.tls_cert_file.clear();
+    c.modules.service_bus.tls_private_key_file = "/etc/kubeedge/certs/sb.key".into();
+    let errs = c.validate().expect_err("key without cert");
+    assert!(errs.has_path("modules.serviceBus.tlsCertFile"), "{errs}");
+    c.modules.service_bus.tls_cert_file = "/etc/kubeedge/certs/sb.crt".into();
+    c.validate().expect("both");
+    let yaml = yaml_serde::to_string(&c.modules.service_bus).unwrap();
+    assert!(yaml.contains("tlsCertFile: /etc/kubeedge/certs/sb.crt"), "{yaml}");
+    // Empty, they are left out, as upstream's `omitempty`.
+    let default = yaml_serde::to_string(&kubeedge_config::edgecore::ServiceBus::default()).unwrap();
+    assert!(!default.contains("tls"), "{default}");
+}

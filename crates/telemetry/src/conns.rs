@@ -374,6 +374,74 @@ impl Drop for Busy {
     }
 }
 
+/// A listener's accept loop with its registry, as every server of ours runs it: accept
+/// (backing off on errors; out of file descriptors, the connection idle longest is shed),
+/// sweep the registry now and then, and give each connection a slot of the cap before it is
+/// served.
+pub struct Acceptor {
+    listener: tokio::net::TcpListener,
+    slots: Arc<Semaphore>,
+    registry: Connections,
+    backoff: crate::AcceptBackoff,
+    sweep: tokio::time::Interval,
+}
+
+impl Acceptor {
+    /// An accept loop for `server` (its name in logs and counters) on `listener`.
+    pub fn new(listener: tokio::net::TcpListener, server: &'static str, limits: Limits) -> Self {
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            listener,
+            slots: Arc::new(Semaphore::new(limits.cap.max(1))),
+            registry: Connections::new(server, limits),
+            backoff: crate::AcceptBackoff::new(server),
+            sweep,
+        }
+    }
+
+    /// The registry each served connection registers with ([`Connections::register`]).
+    pub fn registry(&self) -> &Connections {
+        &self.registry
+    }
+
+    /// The next connection and its slot (held for as long as it is served); `None` once
+    /// `stop` is cancelled. The connection is accepted first, then its slot taken: at the cap
+    /// the connection idle longest makes room at once; with all busy, this waits for one to
+    /// end.
+    pub async fn next(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> Option<(tokio::net::TcpStream, std::net::SocketAddr, OwnedSemaphorePermit)> {
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return None,
+                _ = self.sweep.tick() => {
+                    self.registry.sweep();
+                    continue;
+                }
+                a = self.listener.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => {
+                    self.backoff.succeeded();
+                    a
+                }
+                Err(e) => {
+                    self.registry.on_accept_error(&e);
+                    self.backoff.failed(&e).await;
+                    continue;
+                }
+            };
+            let permit = tokio::select! {
+                () = stop.cancelled() => return None,
+                p = self.registry.admit(&self.slots) => p.ok()?,
+            };
+            return Some((stream, peer, permit));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

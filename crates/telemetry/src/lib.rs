@@ -14,7 +14,7 @@ pub mod ratelimit;
 mod server;
 
 pub use accept::{AcceptBackoff, is_out_of_fds};
-pub use conns::{Conn, Connections};
+pub use conns::{Acceptor, Conn, Connections};
 pub use logging::{LogFormat, init_logging, parse_filter};
 pub use metrics::Metrics;
 pub use ratelimit::LogLimiter;

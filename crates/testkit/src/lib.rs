@@ -225,34 +225,66 @@ pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
 
 /// A minimal HTTP/1.1 GET: returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, "GET", path, &[], b"").map(|(status, _, body)| (status, body))
+}
+
+/// A minimal HTTP/1.1 request with `headers` and `body`: returns (status, head, body).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
     s.set_read_timeout(Some(patience()))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let status = buf
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method != "GET" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    s.set_nodelay(true)?;
+    // Head and body in one write (two small writes would wait on the peer's delayed ACK). A
+    // server may answer (413) before taking the whole body: what it read is enough.
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body);
+    let _ = s.write_all(&out);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n");
+    let (head, body) = match split {
+        Some(at) => (&raw[..at], &raw[at + 4..]),
+        None => (&raw[..], &[][..]),
+    };
+    let head = String::from_utf8_lossy(head).into_owned();
+    let status = head
         .get(9..12)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad response: {buf:?}")))?;
-    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((buf.as_str(), ""));
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {head:?}")))?;
     let chunked = head.lines().any(|l| {
         l.split_once(':').is_some_and(|(k, v)| {
             k.trim().eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked")
         })
     });
-    Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
+    let body = if chunked { dechunk(body) } else { body.to_vec() };
+    Ok((status, head, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// The payload of a chunked HTTP/1.1 body.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
+/// The payload of a chunked HTTP/1.1 body (bytes: a chunk may end inside a character).
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..eol]);
         let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else { break };
+        let rest = &body[eol + 2..];
         if n == 0 || rest.len() < n {
             break;
         }
-        out.push_str(&rest[..n]);
-        body = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+        out.extend_from_slice(&rest[..n]);
+        body = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
     }
     out
 }
@@ -636,5 +668,34 @@ pub mod link {
         ];
         settings.extend(extra.iter().cloned());
         write(bin, dir, "edgecore.yaml", &settings)
+    }
+}
+
+/// A private mosquitto on `port` (loopback, anonymous, no persistence), stopped on drop;
+/// `None` when mosquitto is not installed (hack/install-deps.sh installs it).
+pub struct Mosquitto(std::process::Child);
+
+impl Mosquitto {
+    /// Starts it with its config in `dir` and waits until it listens.
+    pub fn start(dir: &Path, port: u16) -> Option<Self> {
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).ok()?;
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let m = Self(child);
+        until("mosquitto to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop));
+        Some(m)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

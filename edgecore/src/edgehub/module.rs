@@ -17,7 +17,8 @@
 //!   one is requested with the current one as credentials; the session then reconnects with it.
 //! - Upstream messages from modules are paced by `messageQPS`/`messageBurst`.
 //! - Cloud messages: a reply to a waiting request goes to it; the rest go by group as upstream
-//!   routes them (`resource`, `func` → meta; `twin` → twin; `user` → bus).
+//!   routes them (`resource`, `func` → meta; `twin` → twin; `user` → `servicebus` from the
+//!   Router's ServiceBus side, else `eventbus`, and a late reply in `user` nowhere).
 //! - Connection changes are announced to the twin, meta, bus and taskmanager groups
 //!   (resource `node/connection`, content `connected` / `disconnected`).
 
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError};
 use kubeedge_config::edgecore::EdgeHub;
-use kubeedge_model::constants::{group, module};
+use kubeedge_model::constants::{group, module, source};
 use kubeedge_model::protocol::{edge, lease};
 use kubeedge_model::{Message, Operation};
 use kubeedge_viaduct::ClientOptions;
@@ -213,17 +214,47 @@ fn announced(metamanager: bool) -> Vec<String> {
     features
 }
 
-/// Where a cloud message goes on the edge (upstream EdgeHub's dispatch).
+/// Where a cloud message goes on the edge.
+#[derive(Debug, PartialEq, Eq)]
+enum Destination<'a> {
+    /// Every module of the group.
+    Group(&'a str),
+    /// One module.
+    Module(&'static str),
+    /// Nowhere: a reply nobody waits for any more.
+    Drop,
+}
+
+/// Upstream EdgeHub's dispatch, for a message that is not a reply a request is waiting for:
+/// `resource`, `func` → meta; `twin` → twin; `user` (handler_bus.go) → ServiceBus for the
+/// Router's ServiceBus messages, EventBus for the rest, and a late reply (upstream's
+/// `SendResp` with no waiter) nowhere; other groups to the group of that name.
+fn destination(msg: &Message) -> Destination<'_> {
+    match msg.router.group.as_str() {
+        group::RESOURCE | group::FUNC => Destination::Group(group::META),
+        group::TWIN => Destination::Group(group::TWIN),
+        group::USER if msg.parent_id().is_some() => Destination::Drop,
+        group::USER if msg.router.source == source::ROUTER_SERVICEBUS => Destination::Module(module::SERVICEBUS),
+        group::USER => Destination::Module(module::EVENTBUS),
+        other => Destination::Group(other),
+    }
+}
+
+/// Hands a cloud message to the module(s) it is for; none registered ⇒ logged and dropped.
 fn route(bus: &Bus, msg: Message) {
-    let target = match msg.router.group.as_str() {
-        group::RESOURCE | group::FUNC => group::META,
-        group::TWIN => group::TWIN,
-        group::USER => group::BUS,
-        other => other,
+    let members = match destination(&msg) {
+        Destination::Group(g) => bus.group_members(g),
+        Destination::Module(m) if bus.has_module(m) => vec![m],
+        Destination::Module(_) => Vec::new(),
+        Destination::Drop => {
+            debug!(msg.parent_id = %msg.header.parent_id, resource = %msg.router.resource,
+                "A reply from the cloud that nobody waits for; dropped.");
+            return;
+        }
     };
-    let members = bus.group_members(target);
     if members.is_empty() {
-        debug!(group = target, resource = %msg.router.resource, "No module for a cloud message; dropped.");
+        debug!(group = %msg.router.group, source = %msg.router.source, resource = %msg.router.resource,
+            "No module for a cloud message; dropped.");
         return;
     }
     for m in members {
@@ -415,6 +446,21 @@ mod tests {
     fn the_handshake_announces_the_renewal_and_inventory_with_metamanager() {
         assert_eq!(announced(true), ["lease-renew", "inventory"]);
         assert_eq!(announced(false), ["lease-renew"]);
+    }
+
+    #[test]
+    fn user_messages_go_to_one_bus_module_as_upstream() {
+        let user = |source: &str| Message::build(source, group::USER, "9000:/url", "GET", Default::default());
+        assert_eq!(destination(&user("router_servicebus")), Destination::Module("servicebus"));
+        assert_eq!(destination(&user("router_eventbus")), Destination::Module("eventbus"));
+        assert_eq!(destination(&user("anything")), Destination::Module("eventbus"));
+        let mut late = user("router_servicebus");
+        late.header.parent_id = "gone".into();
+        assert_eq!(destination(&late), Destination::Drop);
+        let pod = Message::build("edgecontroller", group::RESOURCE, "default/pod/p", "insert", Default::default());
+        assert_eq!(destination(&pod), Destination::Group("meta"));
+        let twin = Message::build("devicecontroller", group::TWIN, "device/d", "updated", Default::default());
+        assert_eq!(destination(&twin), Destination::Group("twin"));
     }
 
     #[test]

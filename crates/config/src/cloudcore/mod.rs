@@ -282,6 +282,30 @@ mod tests {
     }
 
     #[test]
+    fn an_enabled_router_needs_credentials_and_whole_tls() {
+        let mut c = CloudCoreConfig::default();
+        c.modules.cloud_hub.advertise_address = vec!["10.0.0.1".into()];
+        c.validate().unwrap();
+        c.modules.router.enable = true;
+        let e = c.validate().unwrap_err();
+        assert!(e.has_path("modules.router.tokenFile"), "{e}");
+        c.modules.router.allow_unauthenticated = true;
+        c.validate().unwrap();
+        c.modules.router.allow_unauthenticated = false;
+        c.modules.router.tls_ca_file = "/ca.crt".into();
+        let e = c.validate().unwrap_err();
+        assert!(e.has_path("modules.router.tlsCAFile") && !e.has_path("modules.router.tokenFile"), "{e}");
+        c.modules.router.tls_cert_file = "/tls.crt".into();
+        let e = c.validate().unwrap_err();
+        assert!(e.has_path("modules.router.tlsPrivateKeyFile"), "{e}");
+        c.modules.router.tls_private_key_file = "/tls.key".into();
+        c.validate().unwrap();
+        // Upstream's keys only, as upstream writes them: the new ones stay out of the YAML.
+        let yaml = yaml_serde::to_string(&CloudCoreConfig::default()).unwrap();
+        assert!(!yaml.contains("tokenFile") && !yaml.contains("allowUnauthenticated"), "{yaml}");
+    }
+
+    #[test]
     fn duration_accessors() {
         let h = CloudHub::default();
         assert_eq!(h.keepalive_interval(), Duration::from_secs(30));

@@ -86,6 +86,21 @@ impl Modules {
             c.ip("modules.router.address", &r.address);
             c.port("modules.router.port", r.port.into());
             c.positive("modules.router.restTimeout", r.rest_timeout.into());
+            let tls = !r.tls_cert_file.is_empty() || !r.tls_private_key_file.is_empty();
+            if tls {
+                c.non_empty("modules.router.tlsCertFile", &r.tls_cert_file);
+                c.non_empty("modules.router.tlsPrivateKeyFile", &r.tls_private_key_file);
+            }
+            if !r.tls_ca_file.is_empty() && !tls {
+                c.error("modules.router.tlsCAFile", "client certificates need tlsCertFile and tlsPrivateKeyFile");
+            }
+            if r.token_file.is_empty() && r.tls_ca_file.is_empty() && !r.allow_unauthenticated {
+                c.error(
+                    "modules.router.tokenFile",
+                    "the REST listener needs credentials: set tokenFile (a bearer token) or tlsCAFile (client \
+                     certificates), or allowUnauthenticated: true to serve anyone as upstream does",
+                );
+            }
         }
 
         let im = &self.iptables_manager;
@@ -275,11 +290,37 @@ pub struct Router {
     pub port: u32,
     /// REST timeout in seconds (default 60).
     pub rest_timeout: u32,
+    /// Ours: the listener's certificate (PEM); with `tlsPrivateKeyFile`, the listener speaks
+    /// HTTPS. Upstream's listener is plain HTTP only.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tls_cert_file: String,
+    /// Ours: the key of `tlsCertFile` (PEM).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tls_private_key_file: String,
+    /// Ours: a CA (PEM) whose client certificates are accepted as credentials (needs TLS).
+    #[serde(rename = "tlsCAFile", skip_serializing_if = "String::is_empty")]
+    pub tls_ca_file: String,
+    /// Ours: a file holding the bearer token callers must present (`Authorization: Bearer …`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub token_file: String,
+    /// Ours: serve callers without credentials, as upstream does. Off unless set.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for Router {
     fn default() -> Self {
-        Self { enable: false, address: "0.0.0.0".to_owned(), port: 9443, rest_timeout: 60 }
+        Self {
+            enable: false,
+            address: "0.0.0.0".to_owned(),
+            port: 9443,
+            rest_timeout: 60,
+            tls_cert_file: String::new(),
+            tls_private_key_file: String::new(),
+            tls_ca_file: String::new(),
+            token_file: String::new(),
+            allow_unauthenticated: false,
+        }
     }
 }
 

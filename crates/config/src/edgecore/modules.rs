@@ -46,6 +46,16 @@ impl Modules {
             c.ip("modules.serviceBus.server", &sb.server);
             c.port("modules.serviceBus.port", sb.port.into());
             c.positive("modules.serviceBus.timeout", sb.timeout.into());
+            // TLS needs both files; one alone is a typo, not a request for plain HTTP.
+            let (cert, key) = (sb.tls_cert_file.trim().is_empty(), sb.tls_private_key_file.trim().is_empty());
+            if cert != key {
+                let (missing, given) =
+                    if cert { ("tlsCertFile", "tlsPrivateKeyFile") } else { ("tlsPrivateKeyFile", "tlsCertFile") };
+                c.error(
+                    format!("modules.serviceBus.{missing}"),
+                    format!("must be set when {given} is (TLS needs both)"),
+                );
+            }
         }
 
         let dt = &self.device_twin;
@@ -76,11 +86,24 @@ pub struct ServiceBus {
     pub port: i32,
     /// Request timeout in seconds (default 60).
     pub timeout: i32,
+    /// Serving certificate (PEM) for HTTPS; empty (the default) serves plain HTTP.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tls_cert_file: String,
+    /// Its private key (PEM); set together with `tlsCertFile`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tls_private_key_file: String,
 }
 
 impl Default for ServiceBus {
     fn default() -> Self {
-        Self { enable: false, server: "127.0.0.1".to_owned(), port: 9060, timeout: 60 }
+        Self {
+            enable: false,
+            server: "127.0.0.1".to_owned(),
+            port: 9060,
+            timeout: 60,
+            tls_cert_file: String::new(),
+            tls_private_key_file: String::new(),
+        }
     }
 }
 

@@ -10,6 +10,8 @@
 //!   status heartbeat patch.
 //! - [`inventory`]: the anti-entropy question the cloud asks an edge of ours, and its answer.
 //! - [`lease`]: the compact lease renewal between an edge and a cloud that are both ours.
+//! - [`servicebus`]: the Router's messages to an edge (publish, subscribe, allow-list, HTTP
+//!   calls) and ServiceBus's replies, with upstream's `HTTPRequest` / `HTTPResponse`.
 //! - [`reply`]: the cloud's answers: `"OK"`, ObjectResp (`{"Object","Err"}`) and Go's
 //!   `StatusError` (`{"ErrStatus"}`), built (cloud) and parsed (edge).
 //!
@@ -21,6 +23,7 @@ pub mod inventory;
 pub mod lease;
 pub mod objects;
 pub mod reply;
+pub mod servicebus;
 
 pub use reply::{ReplyError, StatusError};
 

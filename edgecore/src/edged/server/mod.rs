@@ -66,10 +66,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use kubeedge_cri::v1::{self, ContainerState};
 use kubeedge_cri::{Cri, Error as CriError};
 use kubeedge_kube_serve::request::{percent_decode, query_pairs};
-use kubeedge_telemetry::conns::{self, Busy, Conn, Connections, Limits};
+use kubeedge_telemetry::conns::{self, Acceptor, Busy, Conn, Limits};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -169,44 +169,11 @@ pub async fn run(listener: TcpListener, cri: Cri, node: String, probes: ProbeMet
         stop: stop.clone(),
         tasks: tasks.clone(),
     });
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let registry = Connections::new("edged-kubelet-server", Limits::with_cap(MAX_CONNECTIONS));
-    let mut backoff = kubeedge_telemetry::AcceptBackoff::new("edged-kubelet-server");
-    let mut sweep = tokio::time::interval(conns::SWEEP_EVERY);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = sweep.tick() => {
-                registry.sweep();
-                continue;
-            }
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => {
-                backoff.succeeded();
-                a
-            }
-            Err(e) => {
-                // Out of file descriptors: the connection idle longest gives its one back.
-                registry.on_accept_error(&e);
-                backoff.failed(&e).await;
-                continue;
-            }
-        };
-        // The connection first, then its slot: at the cap, the connection idle longest makes
-        // room at once; with all busy, this waits for one to end. Cancel-safe.
-        let permit = tokio::select! {
-            _ = stop.cancelled() => break,
-            p = registry.admit(&slots) => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        tasks.spawn(connection(stream, peer, shared.clone(), Arc::new(permit), registry.register()));
+    let mut acceptor = Acceptor::new(listener, "edged-kubelet-server", Limits::with_cap(MAX_CONNECTIONS));
+    while let Some((stream, peer, permit)) = acceptor.next(&stop).await {
+        tasks.spawn(connection(stream, peer, shared.clone(), Arc::new(permit), acceptor.registry().register()));
     }
-    drop(listener);
+    drop(acceptor);
     tasks.close();
     // Every task ends by itself within the grace period after `stop`; this only reports.
     if tokio::time::timeout(SHUTDOWN_GRACE * 2, tasks.wait()).await.is_err() {

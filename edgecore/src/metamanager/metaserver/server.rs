@@ -28,10 +28,9 @@ use kubeedge_kube_serve::status::ApiError;
 use kubeedge_kube_serve::table::{self, AcceptKind};
 use kubeedge_kube_serve::time;
 use kubeedge_metastore::Store;
-use kubeedge_telemetry::conns::{self, Busy, Conn, Connections, Limits};
+use kubeedge_telemetry::conns::{self, Acceptor, Busy, Conn, Limits};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -76,44 +75,12 @@ pub(crate) struct Shared {
 pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut connections = JoinSet::new();
     let cap = shared.opts.max_connections.max(1);
-    let slots = Arc::new(Semaphore::new(cap));
-    let registry = Connections::new("metaserver", Limits::with_cap(cap));
-    let mut backoff = kubeedge_telemetry::AcceptBackoff::new("metaserver");
-    let mut sweep = tokio::time::interval(conns::SWEEP_EVERY);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut acceptor = Acceptor::new(listener, "metaserver", Limits::with_cap(cap));
     loop {
-        // Every wait here is cancel-safe, so losing a race loses nothing.
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            _ = sweep.tick() => {
-                registry.sweep();
-                continue;
-            }
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => {
-                backoff.succeeded();
-                a
-            }
-            Err(e) => {
-                // Out of file descriptors: the connection idle longest gives its one back.
-                registry.on_accept_error(&e);
-                backoff.failed(&e).await;
-                continue;
-            }
-        };
-        // The connection first, then its slot: at the cap, the connection idle longest makes
-        // room at once; with all busy (watches), this waits for one to end.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = registry.admit(&slots) => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let registered = registry.register();
+        // Finished connections are reaped as new ones come.
+        while connections.try_join_next().is_some() {}
+        let Some((stream, peer, permit)) = acceptor.next(&shutdown).await else { break };
+        let registered = acceptor.registry().register();
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
