@@ -1,8 +1,9 @@
 //! edgecore's modules. The binary (`main.rs`) wires them into the daemon; integration tests use
 //! them directly.
 //!
-//! Built so far: EdgeHub — joining with the token alone, and the session to CloudHub
-//! (keepalive, liveness deadline, reconnect with backoff, routing by group).
+//! Built: EdgeHub (joining with the token alone, the session to CloudHub, routing by group),
+//! MetaManager with MetaServer, Edged (a kubelet on CRI), EventBus and DeviceTwin (MQTT, DMI),
+//! EdgeStream (the stream tunnel) and ServiceBus (HTTP between the Router and edge apps).
 
 pub mod devicetwin;
 pub mod edged;

@@ -100,7 +100,8 @@ pub async fn reset(kube_config: &Path) -> Result<(), Error> {
         "[reset] cloudcore is removed. The CustomResourceDefinitions stay; remove them with:\n  \
          kubectl delete crd objectsyncs.reliablesyncs.kubeedge.io clusterobjectsyncs.reliablesyncs.kubeedge.io \
          devices.devices.kubeedge.io devicemodels.devices.kubeedge.io devicestatuses.devices.kubeedge.io \
-         rules.rules.kubeedge.io ruleendpoints.rules.kubeedge.io"
+         rules.rules.kubeedge.io ruleendpoints.rules.kubeedge.io nodeupgradejobs.operations.kubeedge.io \
+         imageprepulljobs.operations.kubeedge.io configupdatejobs.operations.kubeedge.io"
     );
     Ok(())
 }

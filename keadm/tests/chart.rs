@@ -128,6 +128,9 @@ fn chart_crds_are_the_generated_ones() {
         ("devices", "devices_v1beta1_devicestatus.yaml"),
         ("router", "router_v1_rule.yaml"),
         ("router", "router_v1_ruleEndpoint.yaml"),
+        ("operations", "operations_v1alpha2_nodeupgradejob.yaml"),
+        ("operations", "operations_v1alpha2_imageprepulljob.yaml"),
+        ("operations", "operations_v1alpha2_configupdatejob.yaml"),
     ];
     for (dir, name) in files {
         let generated = std::fs::read_to_string(repo().join("manifests/crds").join(dir).join(name)).unwrap();

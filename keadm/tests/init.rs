@@ -81,7 +81,7 @@ fn init_applies_what_the_chart_renders_and_reset_removes_it() {
         None => with("manifest", &[]).1,
     };
     let rendered = docs(&rendered);
-    assert_eq!(rendered.len(), 15, "7 CRDs, SA, ConfigMap, 4 RBAC objects, Service, Deployment");
+    assert_eq!(rendered.len(), 18, "10 CRDs, SA, ConfigMap, 4 RBAC objects, Service, Deployment");
     for want in &rendered {
         let path = path_of(want);
         let have = c.get(&path).unwrap_or_else(|| panic!("{path} was not created"));
@@ -102,6 +102,9 @@ fn init_applies_what_the_chart_renders_and_reset_removes_it() {
         "devicestatuses.devices.kubeedge.io",
         "rules.rules.kubeedge.io",
         "ruleendpoints.rules.kubeedge.io",
+        "nodeupgradejobs.operations.kubeedge.io",
+        "imageprepulljobs.operations.kubeedge.io",
+        "configupdatejobs.operations.kubeedge.io",
     ] {
         let have = c.get(&format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}")).unwrap();
         let conditions = have["status"]["conditions"].as_array().unwrap();

@@ -331,3 +331,89 @@ fn rules_route_between_cloud_and_edge_apps() {
     });
     cloud.stop();
 }
+
+/// One request over TLS to `addr`, with a client certificate or none: the status code.
+fn tls_status(rt: &tokio::runtime::Runtime, addr: SocketAddr, tls: rustls::ClientConfig, headers: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let mut s = tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, tcp).await.unwrap();
+        let req = format!("POST /{NODE}/default/nothing HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}Content-Length: 0\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+    })
+}
+
+/// HTTPS with client certificates: a certificate the configured CA signed is a credential, as
+/// is the token; neither is 401; plain HTTP gets no answer.
+#[test]
+fn tls_client_certificates_are_credentials() {
+    use kubeedge_pki::{Ca, ExtKeyUsage, pem};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::generate().unwrap();
+    let server = ca.issue_server(&["127.0.0.1".parse().unwrap()], &[]).unwrap();
+    let (csr, client_key) = kubeedge_pki::csr_with_subject(&[("CN", "cloud-app")]).unwrap();
+    let client_cert = ca.sign_csr(&csr, 1, &[ExtKeyUsage::ClientAuth]).unwrap();
+    let other_ca = Ca::generate().unwrap();
+    let (csr, stranger_key) = kubeedge_pki::csr_with_subject(&[("CN", "stranger")]).unwrap();
+    let stranger_cert = other_ca.sign_csr(&csr, 1, &[ExtKeyUsage::ClientAuth]).unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        format!("\"{}\"", p.display())
+    };
+    let (crt, key, ca_file) = (
+        write("router.crt", pem("CERTIFICATE", &server.cert_der)),
+        write("router.key", pem("EC PRIVATE KEY", &server.key_sec1)),
+        write("ca.crt", ca.cert_pem()),
+    );
+    let token = write("router.token", TOKEN.to_owned());
+    let port = free_port();
+    let mut cloud = CloudSide::start_with(
+        dir.path(),
+        &[
+            (&["modules", "router", "enable"], "true".into()),
+            (&["modules", "router", "address"], "127.0.0.1".into()),
+            (&["modules", "router", "port"], port.to_string()),
+            (&["modules", "router", "tlsCertFile"], crt),
+            (&["modules", "router", "tlsPrivateKeyFile"], key),
+            (&["modules", "router", "tlsCAFile"], ca_file),
+            (&["modules", "router", "tokenFile"], token),
+        ],
+    );
+    cloud.proc.wait_for_line("Router REST listener serving.");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let roots = || {
+        let mut r = rustls::RootCertStore::empty();
+        r.add(rustls::pki_types::CertificateDer::from(ca.cert_der().to_vec())).unwrap();
+        r
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let anonymous = || {
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots())
+            .with_no_client_auth()
+    };
+    let with_cert = |cert: &[u8], key: &[u8]| {
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots())
+            .with_client_auth_cert(vec![cert.to_vec().into()], kubeedge_pki::rustls_key(key))
+            .unwrap()
+    };
+    // Past authentication, the path has no rule: 404.
+    assert_eq!(tls_status(&cloud.rt, addr, with_cert(&client_cert, &client_key), ""), 404);
+    assert_eq!(tls_status(&cloud.rt, addr, anonymous(), &format!("Authorization: Bearer {TOKEN}\r\n")), 404);
+    assert_eq!(tls_status(&cloud.rt, addr, anonymous(), ""), 401);
+    // Another CA's certificate fails the handshake: no HTTP status at all.
+    assert_eq!(tls_status(&cloud.rt, addr, with_cert(&stranger_cert, &stranger_key), ""), 0);
+    // Plain HTTP to the TLS listener gets no HTTP answer.
+    assert!(http_request(addr, "POST", &format!("/{NODE}/default/nothing"), &[], b"").is_err());
+    cloud.stop();
+}

@@ -201,9 +201,11 @@ impl RouterModule {
                 .with_single_cert(certs, kubeedge_pki::rustls_key(&key))
                 .map_err(|e| tls(&e))?
         } else {
-            let ca = kubeedge_pki::parse_pem(&Self::read("tlsCAFile", &c.tls_ca_file)?).map_err(|e| tls(&e))?.1;
+            // Every CA of the file (a bundle) is trusted.
             let mut roots = rustls::RootCertStore::empty();
-            roots.add(rustls::pki_types::CertificateDer::from(ca)).map_err(|e| tls(&e))?;
+            for ca in pem_chain(&Self::read("tlsCAFile", &c.tls_ca_file)?).map_err(|e| tls(&e))? {
+                roots.add(ca).map_err(|e| tls(&e))?;
+            }
             // A caller without a certificate may still present the token.
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .allow_unauthenticated()
@@ -317,7 +319,8 @@ impl Module for RouterModule {
     }
 }
 
-/// Every certificate of a PEM file (the serving certificate, then its intermediates).
+/// Every certificate of a PEM file (the serving certificate then its intermediates, or a CA
+/// bundle).
 fn pem_chain(text: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, kubeedge_pki::Error> {
     let mut out = Vec::new();
     let mut rest = text;
@@ -331,7 +334,7 @@ fn pem_chain(text: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static
         }
     }
     if out.is_empty() {
-        return kubeedge_pki::parse_pem(text).map(|(_, der)| vec![der.into()]);
+        return Err(kubeedge_pki::Error::Pem("no CERTIFICATE block".into()));
     }
     Ok(out)
 }

@@ -162,11 +162,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A node name as Kubernetes allows (a DNS-1123 subdomain).
+/// A node name as Kubernetes allows (a DNS-1123 subdomain: dot-separated labels of lower-case
+/// letters, digits and `-`, each starting and ending with a letter or digit).
 fn valid_node(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    let label = |l: &str| {
+        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        !l.is_empty()
+            && l.bytes().all(|b| alnum(b) || b == b'-')
+            && l.bytes().next().is_some_and(alnum)
+            && l.bytes().last().is_some_and(alnum)
+    };
+    name.len() <= 253 && name.split('.').all(label)
 }
 
 async fn handle(shared: &Shared, req: Request<Incoming>, client_cert: bool) -> Response<Body> {
@@ -399,6 +405,7 @@ mod tests {
             constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"ab", b"abc")
         );
         assert!(valid_node("edge-1.example") && !valid_node("Edge") && !valid_node("a/b") && !valid_node(""));
+        assert!(!valid_node("..") && !valid_node(".") && !valid_node("-a") && !valid_node("a..b") && !valid_node("a-"));
         assert!(has_encoded_separator("a%2E%2e") && has_encoded_separator("x%2Fy") && !has_encoded_separator("a%20b"));
     }
 }

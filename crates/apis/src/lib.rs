@@ -11,12 +11,13 @@
 //! `manifests/crds/` is generated from [`crd_manifests`]; a test fails if it is stale (rerun it
 //! with `UPDATE_CRDS=1` to rewrite the files).
 //!
-//! Layout: one module per API group ([`reliablesyncs`], [`devices`], [`rules`]), one sub-module per version, plus
+//! Layout: one module per API group ([`reliablesyncs`], [`devices`], [`rules`], [`operations`]), one sub-module per version, plus
 //! [`unsafe_kind_to_resource`], the kind→resource guess that controllers use to resolve a
 //! recorded kind.
 
 pub mod devices;
 mod kinds;
+pub mod operations;
 pub mod reliablesyncs;
 pub mod rules;
 
@@ -37,6 +38,7 @@ pub struct CrdManifest {
 /// Every CRD this crate defines, with the manifest file each one is published in.
 pub fn crd_manifests() -> Vec<CrdManifest> {
     use devices::v1beta1::{Device, DeviceModel, DeviceStatus};
+    use operations::v1alpha2::{ConfigUpdateJob, ImagePrePullJob, NodeUpgradeJob};
     use reliablesyncs::v1alpha1::{ClusterObjectSync, ObjectSync};
     use rules::v1::{Rule, RuleEndpoint};
     vec![
@@ -50,6 +52,9 @@ pub fn crd_manifests() -> Vec<CrdManifest> {
         // Nor has upstream's Rule: its counters are patched into the main resource.
         CrdManifest::new("router/router_v1_rule.yaml", without_subresources(Rule::crd())),
         CrdManifest::new("router/router_v1_ruleEndpoint.yaml", RuleEndpoint::crd()),
+        CrdManifest::new("operations/operations_v1alpha2_nodeupgradejob.yaml", NodeUpgradeJob::crd()),
+        CrdManifest::new("operations/operations_v1alpha2_imageprepulljob.yaml", ImagePrePullJob::crd()),
+        CrdManifest::new("operations/operations_v1alpha2_configupdatejob.yaml", ConfigUpdateJob::crd()),
     ]
 }
 

@@ -219,3 +219,60 @@ fn namespaced_one_version<'a>(
     assert!(v.subresources.is_none(), "{name} has no subresources upstream");
     crd
 }
+
+/// Names, scope and subresources as in upstream's `build/crds/operations/` (v1alpha2): cluster
+/// scope, a status subresource, no short names or printer columns, upstream's spec keys
+/// (`imageDigestGatter`, `imageSecrets`), `updateFields` required.
+#[test]
+fn operations_crds_are_named_as_upstream() {
+    let all: Vec<_> = crds().into_iter().filter(|c| c.spec.group == "operations.kubeedge.io").collect();
+    assert_eq!(all.len(), 3);
+    let mut schemas = Vec::new();
+    for (kind, plural) in [
+        ("NodeUpgradeJob", "nodeupgradejobs"),
+        ("ImagePrePullJob", "imageprepulljobs"),
+        ("ConfigUpdateJob", "configupdatejobs"),
+    ] {
+        let name = format!("{plural}.operations.kubeedge.io");
+        let crd = all.iter().find(|c| c.metadata.name.as_deref() == Some(name.as_str())).expect("the CRD");
+        let spec = &crd.spec;
+        assert_eq!(spec.scope, "Cluster", "{name}");
+        assert_eq!((spec.names.kind.as_str(), spec.names.plural.as_str()), (kind, plural));
+        assert_eq!(spec.names.singular.as_deref(), Some(kind.to_lowercase().as_str()));
+        assert_eq!(spec.names.short_names, None, "{name}");
+        assert_eq!(spec.versions.len(), 1);
+        let v = &spec.versions[0];
+        assert_eq!((v.name.as_str(), v.served, v.storage), ("v1alpha2", true, true));
+        assert!(v.subresources.as_ref().is_some_and(|s| s.status.is_some()), "{name} has a status subresource");
+        assert!(v.additional_printer_columns.is_none(), "{name}");
+        schemas.push(serde_json::to_value(v.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap());
+    }
+    let upgrade = &schemas[0]["properties"]["spec"]["properties"];
+    for key in [
+        "version",
+        "image",
+        "imageDigestGatter",
+        "nodeNames",
+        "labelSelector",
+        "concurrency",
+        "timeoutSeconds",
+        "checkItems",
+        "failureTolerate",
+        "requireConfirmation",
+    ] {
+        assert!(upgrade.get(key).is_some(), "NodeUpgradeJob spec.{key}");
+    }
+    assert_eq!(upgrade["failureTolerate"]["type"], "string");
+    let template = &schemas[1]["properties"]["spec"]["properties"]["imagePrePullTemplate"]["properties"];
+    for key in ["images", "imageSecrets", "retryTimes", "nodeNames", "labelSelector", "checkItems"] {
+        assert!(template.get(key).is_some(), "ImagePrePullJob spec.imagePrePullTemplate.{key}");
+    }
+    let update = &schemas[2]["properties"]["spec"];
+    assert_eq!(update["required"], serde_json::json!(["updateFields"]));
+    for s in &schemas {
+        let node = &s["properties"]["status"]["properties"]["nodeStatus"]["items"]["properties"];
+        for key in ["nodeName", "phase", "reason", "actionFlow"] {
+            assert!(node.get(key).is_some(), "status.nodeStatus[].{key}");
+        }
+    }
+}

@@ -408,7 +408,8 @@ impl Acceptor {
     /// The next connection and its slot (held for as long as it is served); `None` once
     /// `stop` is cancelled. The connection is accepted first, then its slot taken: at the cap
     /// the connection idle longest makes room at once; with all busy, this waits for one to
-    /// end.
+    /// end. Not cancel-safe once a connection is accepted (dropped, it closes that
+    /// connection): call it in a loop, not in a race.
     pub async fn next(
         &mut self,
         stop: &CancellationToken,

@@ -253,13 +253,25 @@ pub fn http_request(
     out.extend_from_slice(body);
     let _ = s.write_all(&out);
     let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
+    let read = s.read_to_end(&mut raw);
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n");
     let (head, body) = match split {
         Some(at) => (&raw[..at], &raw[at + 4..]),
         None => (&raw[..], &[][..]),
     };
     let head = String::from_utf8_lossy(head).into_owned();
+    // A reset after the whole answer (a server closing on an unread body) is fine; one that
+    // cut the answer short is an error.
+    if let Err(e) = read {
+        let declared = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
+        });
+        let whole = split.is_some() && (declared.is_some_and(|n| body.len() >= n) || body.ends_with(b"0\r\n\r\n"));
+        if !whole {
+            return Err(e);
+        }
+    }
     let status = head
         .get(9..12)
         .and_then(|c| c.parse().ok())

@@ -223,7 +223,10 @@ impl NodeAgent {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = renew.tick() => match self.renew_lease(lease.clone(), &uid).await {
+                _ = renew.tick() => match tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = self.renew_lease(lease.clone(), &uid) => r,
+                } {
                     Ok(l) => lease = Some(l),
                     Err(e) => {
                         warn!(error = %e, "Renewing the node lease failed.");
@@ -238,7 +241,12 @@ impl NodeAgent {
                 },
                 _ = report.tick() => {
                     let (now, _) = node::now_strings();
-                    if let Err(e) = self.patch_status(&objects::heartbeat_patch(&now)).await {
+                    let patch = objects::heartbeat_patch(&now);
+                    let sent = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = self.patch_status(&patch) => r,
+                    };
+                    if let Err(e) = sent {
                         warn!(error = %e, "Node status heartbeat failed.");
                     }
                 }

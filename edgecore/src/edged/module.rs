@@ -615,7 +615,12 @@ impl Module for EdgedModule {
                     () = stop.cancelled() => break Ok(()),
                     _ = file_tick.tick(), if static_dir.is_some() => {
                         if let Some((dir, _, node)) = &static_dir {
-                            router.sync_static(dir, node).await;
+                            // Nor does a slow read of the manifests (the blocking pool may be
+                            // busy).
+                            tokio::select! {
+                                () = stop.cancelled() => break Ok(()),
+                                () = router.sync_static(dir, node) => {}
+                            }
                         }
                     }
                     // A slow runtime (the snapshot may take its whole timeout) does not hold

@@ -181,14 +181,17 @@ where
     let svc = service_fn({
         let registered = registered.clone();
         move |req| {
-            // Busy from the complete request head until the answer is built; the answer is a
-            // small full body, written right after.
+            // Busy from the complete request head until the answer is written.
             let busy = registered.request();
             let handler = handler.clone();
             async move {
                 let resp = handler.handle(req).await;
-                drop(busy);
-                Ok::<_, Infallible>(resp)
+                Ok::<_, Infallible>(resp.map(|body| {
+                    body.map_frame(move |frame| {
+                        let _busy = &busy;
+                        frame
+                    })
+                }))
             }
         }
     });

@@ -37,6 +37,18 @@ const EMBEDDED: &[(&str, &str)] = &[
         "crds/objectsync_v1alpha1.yaml",
         include_str!("../../../manifests/charts/cloudcore/crds/objectsync_v1alpha1.yaml"),
     ),
+    (
+        "crds/operations_v1alpha2_configupdatejob.yaml",
+        include_str!("../../../manifests/charts/cloudcore/crds/operations_v1alpha2_configupdatejob.yaml"),
+    ),
+    (
+        "crds/operations_v1alpha2_imageprepulljob.yaml",
+        include_str!("../../../manifests/charts/cloudcore/crds/operations_v1alpha2_imageprepulljob.yaml"),
+    ),
+    (
+        "crds/operations_v1alpha2_nodeupgradejob.yaml",
+        include_str!("../../../manifests/charts/cloudcore/crds/operations_v1alpha2_nodeupgradejob.yaml"),
+    ),
     ("crds/router_v1_rule.yaml", include_str!("../../../manifests/charts/cloudcore/crds/router_v1_rule.yaml")),
     (
         "crds/router_v1_ruleEndpoint.yaml",

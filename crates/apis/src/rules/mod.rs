@@ -7,7 +7,7 @@
 //! a target endpoint by name, with the source's and the target's resource (a REST path, an MQTT
 //! topic and node, a URL), and counts in its status the messages it delivered and failed to.
 //!
-//! Only the types and their CRDs live here; cloudcore has no Router reading them yet.
+//! Only the types and their CRDs live here; cloudcore's Router (`cloudcore::router`) reads them.
 
 pub mod v1;
 
