@@ -283,15 +283,11 @@ async fn an_app_that_never_answers_is_a_504_and_holds_up_no_other_call() {
 /// Waits until ServiceBus no longer answers `target` with 403 (the `start` is applied) and
 /// returns that answer.
 async fn when_allowed(addr: SocketAddr, target: &str) -> (u16, EdgeReply) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    kubeedge_testkit::until_async(&format!("{target} to be allowed"), async || {
         let got = post(addr, edge_request(target)).await;
-        if got.0 != 403 {
-            return got;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{target} never allowed: {got:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (got.0 != 403).then_some(got)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -304,14 +300,11 @@ async fn an_allowed_edge_call_goes_up_and_the_cloud_answer_comes_back() {
     let (status, answer) = when_allowed(edge.addr, echo).await;
     assert_eq!((status, answer.code), (503, 503), "{answer:?}");
     edge.bus.send("servicebus", edge::connection_notice(group::BUS, true)).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let (status, answer) = loop {
+    let (status, answer) = kubeedge_testkit::until_async("ServiceBus to see the link up", async || {
         let got = post(edge.addr, edge_request(echo)).await;
-        if got.0 != 503 || tokio::time::Instant::now() > deadline {
-            break got;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (got.0 != 503).then_some(got)
+    })
+    .await;
     assert_eq!(status, 200);
     assert_eq!(answer, EdgeReply { code: 200, msg: REPLY_OK.to_owned(), body: "Hello World".to_owned() });
     // It went up as upstream's upload: the target URL as resource, the request's bytes as content.
@@ -412,11 +405,10 @@ async fn start_and_stop_change_the_allow_list_and_survive_a_restart() {
     let mut foreign = at_edge(wire::allow(NODE, "http://127.0.0.1:9000/c", true));
     foreign.router.source = "router_eventbus".into();
     edge.bus.send("servicebus", foreign).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while post(edge.addr, edge_request(a)).await.0 != 403 {
-        assert!(tokio::time::Instant::now() < deadline, "{a} still allowed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    kubeedge_testkit::eventually_async(&format!("{a} to be refused"), async || {
+        post(edge.addr, edge_request(a)).await.0 == 403
+    })
+    .await;
     assert!(edge.sup.shutdown(WAIT).await.is_clean());
 
     // A new edgecore on the same file: b is allowed, a and c are not.
@@ -500,13 +492,16 @@ async fn with_tls_files_the_server_speaks_https_and_follows_a_renewed_certificat
     assert!(!read_answer(&mut tcp).await.starts_with("HTTP/1.1"));
 
     // A renewed pair (another CA here) is served to the next connections.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     let second_ca = write_serving_pair(&cert, &key);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tls_connect(addr, &second_ca).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the renewed certificate is never served");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Their modification time moves on whatever the file system's clock granularity.
+    let later = std::time::SystemTime::now() + Duration::from_secs(2);
+    for p in [&cert, &key] {
+        std::fs::File::options().write(true).open(p).unwrap().set_modified(later).unwrap();
     }
+    kubeedge_testkit::eventually_async("the renewed certificate to be served", async || {
+        tls_connect(addr, &second_ca).await.is_ok()
+    })
+    .await;
     assert!(tls_connect(addr, &first_ca).await.is_err(), "the old certificate is no longer served");
     sup.shutdown(WAIT).await;
 }

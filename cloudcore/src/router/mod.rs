@@ -319,30 +319,15 @@ impl Module for RouterModule {
     }
 }
 
-/// Every certificate of a PEM file (the serving certificate then its intermediates, or a CA
-/// bundle).
+/// Every certificate of a PEM file, for rustls.
 fn pem_chain(text: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, kubeedge_pki::Error> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("-----BEGIN ") {
-        let (label, der) = kubeedge_pki::parse_pem(&rest[at..])?;
-        let end = format!("-----END {label}-----");
-        let skip = rest[at..].find(&end).map_or(rest.len() - at, |e| e + end.len());
-        rest = &rest[at + skip..];
-        if label == "CERTIFICATE" {
-            out.push(rustls::pki_types::CertificateDer::from(der));
-        }
-    }
-    if out.is_empty() {
-        return Err(kubeedge_pki::Error::Pem("no CERTIFICATE block".into()));
-    }
-    Ok(out)
+    Ok(kubeedge_pki::parse_pem_certificates(text)?.into_iter().map(Into::into).collect())
 }
 
 /// An edge upload: a message from the node's broker or an edge app's call.
 async fn upload(shared: &Shared, msg: Message) {
     let Some(node) = CloudResource::node_of(&msg.router.resource).map(str::to_owned) else { return };
-    let what = msg.router.resource[("node/".len() + node.len())..].trim_start_matches('/').to_owned();
+    let what = kubeedge_model::trim_node_prefix(&msg.router.resource).to_owned();
     let table = shared.tables.borrow().clone();
     if msg.router.source == servicebus::SERVICEBUS {
         let Some(route) = table.match_target_url(&node, &what) else {
@@ -389,7 +374,7 @@ async fn busy(shared: &Shared, msg: &Message) {
     let why = format!("the Router is handling {CONCURRENT_UPLOADS} edge messages; try again");
     debug!(source = %msg.router.source, resource = %msg.router.resource, "{why}");
     let Some(node) = CloudResource::node_of(&msg.router.resource) else { return };
-    let what = msg.router.resource[("node/".len() + node.len())..].trim_start_matches('/');
+    let what = kubeedge_model::trim_node_prefix(&msg.router.resource);
     let table = shared.tables.borrow().clone();
     let (route, label) = if msg.router.source == servicebus::SERVICEBUS {
         reply_error(shared, msg, &why);

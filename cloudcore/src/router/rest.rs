@@ -162,19 +162,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A node name as Kubernetes allows (a DNS-1123 subdomain: dot-separated labels of lower-case
-/// letters, digits and `-`, each starting and ending with a letter or digit).
-fn valid_node(name: &str) -> bool {
-    let label = |l: &str| {
-        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-        !l.is_empty()
-            && l.bytes().all(|b| alnum(b) || b == b'-')
-            && l.bytes().next().is_some_and(alnum)
-            && l.bytes().last().is_some_and(alnum)
-    };
-    name.len() <= 253 && name.split('.').all(label)
-}
-
 async fn handle(shared: &Shared, req: Request<Incoming>, client_cert: bool) -> Response<Body> {
     if !authenticated(shared, req.headers(), client_cert) {
         shared.metrics.requests.with_label_values(&["rest", "unauthorized"]).inc();
@@ -191,7 +178,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>, client_cert: bool) -> R
             format!("url format incorrect: {uri} (want /{{node}}/{{namespace}}/{{path}})"),
         );
     }
-    if !valid_node(node) {
+    if !kubeedge_model::valid_node_name(node) {
         return text(StatusCode::BAD_REQUEST, format!("invalid node name {node:?}"));
     }
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -404,8 +391,9 @@ mod tests {
         assert!(
             constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"ab", b"abc")
         );
-        assert!(valid_node("edge-1.example") && !valid_node("Edge") && !valid_node("a/b") && !valid_node(""));
-        assert!(!valid_node("..") && !valid_node(".") && !valid_node("-a") && !valid_node("a..b") && !valid_node("a-"));
+        let valid = kubeedge_model::valid_node_name;
+        assert!(valid("edge-1.example") && !valid("Edge") && !valid("a/b") && !valid(""));
+        assert!(!valid("..") && !valid(".") && !valid("-a") && !valid("a..b") && !valid("a-"));
         assert!(has_encoded_separator("a%2E%2e") && has_encoded_separator("x%2Fy") && !has_encoded_separator("a%20b"));
     }
 }

@@ -151,14 +151,17 @@ pub fn trim_node_prefix(resource: &str) -> &str {
     }
 }
 
-/// Whether `name` is a valid node name: a DNS-1123 subdomain (lowercase alphanumerics, `-` and
-/// `.`, starting and ending alphanumeric, at most 253 characters).
+/// Whether `name` is a valid node name: a DNS-1123 subdomain (at most 253 characters of
+/// dot-separated labels of lowercase alphanumerics and `-`, each starting and ending
+/// alphanumeric).
 pub fn valid_node_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    name.len() <= 253
+        && name.split('.').all(|l| {
+            l.bytes().all(|b| alnum(b) || b == b'-')
+                && l.bytes().next().is_some_and(alnum)
+                && l.bytes().last().is_some_and(alnum)
+        })
 }
 
 #[cfg(test)]

@@ -547,6 +547,25 @@ pub fn parse_pem(text: &str) -> Result<(String, Vec<u8>)> {
     Ok((label, der))
 }
 
+/// Every `CERTIFICATE` block of a PEM text, in order (a serving certificate then its
+/// intermediates, or a CA bundle); blocks with other labels are skipped. None is an error.
+pub fn parse_pem_certificates(text: &str) -> Result<Vec<Vec<u8>>> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(END) {
+        let (label, der) = parse_pem(&rest[..i + END.len()])?;
+        if label == "CERTIFICATE" {
+            out.push(der);
+        }
+        rest = &rest[i + END.len()..];
+    }
+    if out.is_empty() {
+        return Err(Error::Pem("no CERTIFICATE block".into()));
+    }
+    Ok(out)
+}
+
 /// Reads a P-256 private key from PEM as SEC1 DER. Accepts `EC PRIVATE KEY` (SEC1), upstream's
 /// SEC1 bytes mislabelled `PRIVATE KEY`, and real PKCS#8 under `PRIVATE KEY`.
 pub fn key_from_pem(text: &str) -> Result<Vec<u8>> {

@@ -74,7 +74,11 @@ async fn build(cert_path: &str, key_path: &str) -> Result<rustls::ServerConfig, 
         let path = path.to_owned();
         async move { tokio::fs::read_to_string(&path).await.map_err(|e| err(field, &path, format!("cannot be read: {e}"))) }
     };
-    let chain = certificates(&read(CERT_FIELD, cert_path).await?).map_err(|e| err(CERT_FIELD, cert_path, e))?;
+    let chain: Vec<CertificateDer<'static>> = kubeedge_pki::parse_pem_certificates(&read(CERT_FIELD, cert_path).await?)
+        .map_err(|e| err(CERT_FIELD, cert_path, e.to_string()))?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     let leaf = kubeedge_pki::cert_info(&chain[0]).map_err(|e| err(CERT_FIELD, cert_path, e.to_string()))?;
     if !leaf.server_auth {
         return Err(err(CERT_FIELD, cert_path, "is not a serving certificate (no serverAuth usage)".into()));
@@ -87,24 +91,6 @@ async fn build(cert_path: &str, key_path: &str) -> Result<rustls::ServerConfig, 
         .map_err(|e| err(KEY_FIELD, key_path, format!("does not go with {CERT_FIELD}: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Every `CERTIFICATE` block of a PEM file, in order.
-fn certificates(text: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    const END: &str = "-----END CERTIFICATE-----";
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(i) = rest.find(END) {
-        let (label, der) = kubeedge_pki::parse_pem(&rest[..i + END.len()]).map_err(|e| e.to_string())?;
-        if label == "CERTIFICATE" {
-            out.push(CertificateDer::from(der));
-        }
-        rest = &rest[i + END.len()..];
-    }
-    if out.is_empty() {
-        return Err("holds no CERTIFICATE block".into());
-    }
-    Ok(out)
 }
 
 /// The key: EC through the house reader (which also takes upstream's SEC1 labelled `PRIVATE
