@@ -4,9 +4,10 @@
 //! ([`ConfigUpdateJob`](v1alpha2::ConfigUpdateJob)). Each picks nodes by name or label, runs
 //! with a concurrency and a failure tolerance, and reports per-node status.
 //!
-//! Only the types and their CRDs live here: no cloudcore or edgecore module runs the jobs yet
-//! (`modules.taskManager` is refused at start).
+//! [`task`] is the protocol cloudcore's TaskManager, edgecore's task manager and keadm speak
+//! about them, and the checks of everything a node would execute.
 
+pub mod task;
 pub mod v1alpha2;
 
 /// The API group.
