@@ -61,8 +61,11 @@ pub struct Daemon {
 /// type, boxed (this is the edge of the process, where any error is only printed).
 pub type RegisterError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The version string printed by `--version` and exported as `kubeedge_build_info`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version string printed by `--version` and exported as `kubeedge_build_info`: the
+/// crate's, or what the binary was stamped with ([`kubeedge_model::version`]).
+pub fn version() -> &'static str {
+    kubeedge_model::version::version()
+}
 
 impl Daemon {
     /// Runs the daemon: parses the command line, then either prints and exits or loads the
@@ -73,7 +76,7 @@ impl Daemon {
     ) -> ExitCode {
         let flags = Flags::parse();
         if flags.version {
-            println!("{} {VERSION} (kubeedge-rs, wire-compatible with KubeEdge v1.23)", self.name);
+            println!("{} {} (kubeedge-rs, wire-compatible with KubeEdge v1.23)", self.name, version());
             return ExitCode::SUCCESS;
         }
         if flags.default_config {
@@ -163,7 +166,7 @@ impl Daemon {
     ) -> ExitCode {
         raise_open_file_limit();
         let mut signals = signal::Signals::install();
-        let metrics = match Metrics::new(self.name, VERSION) {
+        let metrics = match Metrics::new(self.name, version()) {
             Ok(m) => m,
             Err(e) => return fail(&e),
         };
@@ -194,7 +197,7 @@ impl Daemon {
         let stop_monitor = CancellationToken::new();
         let monitor =
             tokio::spawn(kubeedge_telemetry::serve(listener, metrics, Some(supervisor.health()), stop_monitor.clone()));
-        info!(daemon = self.name, version = VERSION, modules = ?modules, "Started.");
+        info!(daemon = self.name, version = version(), modules = ?modules, "Started.");
 
         let signal = signals.recv().await;
         info!(signal, "Shutting down.");

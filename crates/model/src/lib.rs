@@ -19,6 +19,7 @@ mod operation;
 pub mod protocol;
 mod resource;
 pub mod twin;
+pub mod version;
 
 pub use content::Content;
 pub use message::{DecodeError, Header, MAX_MESSAGE_SIZE, Message, Route, now_millis};

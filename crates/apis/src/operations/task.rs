@@ -466,7 +466,8 @@ pub fn config_set_argument(fields: &std::collections::BTreeMap<String, String>) 
     let mut out = Vec::with_capacity(fields.len());
     for (k, v) in fields {
         let key_ok = !k.is_empty()
-            && k.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+            && k.split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
         if !key_ok {
             return Err(err(format!("updateFields key {k:?} is not a dotted path of letters, digits, '_' and '-'")));
         }
@@ -535,7 +536,8 @@ mod tests {
         for ok in ["v1.21.0", "v1.22.2-rc.1", "v0.0.1-a_b-c.d"] {
             check_version(ok).unwrap();
         }
-        for bad in ["1.21.0", "v1.21", "v1.21.0; touch /tmp/pwned", "v1.21.0-", "v1.21.0 --image x", "v1.2.3-$(id)", ""] {
+        for bad in ["1.21.0", "v1.21", "v1.21.0; touch /tmp/pwned", "v1.21.0-", "v1.21.0 --image x", "v1.2.3-$(id)", ""]
+        {
             assert!(check_version(bad).is_err(), "{bad}");
         }
     }

@@ -56,7 +56,7 @@ pub struct NodeFacts {
 /// The version an edge reports as `kubeletVersion`, upstream's form
 /// `v{kubernetes}-kubeedge-v{ours}`.
 pub fn kubelet_version() -> String {
-    format!("v1.30.0-kubeedge-v{}", env!("CARGO_PKG_VERSION"))
+    format!("v1.30.0-kubeedge-v{}", crate::version::version())
 }
 
 fn condition(kind: &str, status: &str, reason: &str, message: &str, now: &str) -> Value {
@@ -103,7 +103,7 @@ pub fn node_status(facts: &NodeFacts, now: &str) -> Value {
             "machineID": host.machine_id, "systemUUID": host.system_uuid, "bootID": host.boot_id,
             "kernelVersion": host.kernel_version, "osImage": host.os_image,
             "containerRuntimeVersion": facts.runtime_version, "kubeletVersion": kubelet_version(),
-            "kubeProxyVersion": format!("v{}", env!("CARGO_PKG_VERSION")),
+            "kubeProxyVersion": format!("v{}", crate::version::version()),
             "operatingSystem": "linux", "architecture": host.architecture,
         },
     })
