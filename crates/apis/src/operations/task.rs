@@ -134,12 +134,14 @@ impl Step {
         if succ { self.on_success.is_none() } else { self.on_failure.is_none() }
     }
 
-    /// The node's phase after this action reported `succ` (upstream: a final report decides,
-    /// anything else keeps the task in progress; a successful rollback is Successful).
+    /// The node's phase after this action reported `succ`: a final report decides, anything
+    /// else keeps the task in progress. A rollback always ends in Failure — the upgrade or
+    /// update did not happen — where upstream calls a successful rollback Successful.
     pub fn node_phase(&self, succ: bool) -> &'static str {
         use super::v1alpha2::node_phase;
         match (self.is_final(succ), succ) {
             (false, _) => node_phase::IN_PROGRESS,
+            (true, _) if self.action == action::ROLL_BACK => node_phase::FAILURE,
             (true, true) => node_phase::SUCCESSFUL,
             (true, false) => node_phase::FAILURE,
         }
@@ -508,7 +510,7 @@ mod tests {
         assert_eq!(up.step("Check").unwrap().node_phase(false), "Failure");
         assert_eq!(up.step("Upgrade").unwrap().node_phase(true), "Successful");
         assert_eq!(up.step("Upgrade").unwrap().node_phase(false), "InProgress");
-        assert_eq!(up.step("RollBack").unwrap().node_phase(true), "Successful");
+        assert_eq!(up.step("RollBack").unwrap().node_phase(true), "Failure");
         assert_eq!(up.step("RollBack").unwrap().node_phase(false), "Failure");
         assert_eq!(TaskType::ImagePrePull.step("Pull").unwrap().node_phase(false), "Failure");
         assert!(TaskType::ImagePrePull.step("Upgrade").is_none());
