@@ -7,7 +7,8 @@
 //! secrets and nodes to edges, their reports back); DeviceController (Devices and DeviceModels
 //! to edges, twin and state reports into DeviceStatuses); SyncController (ObjectSync records
 //! and the reconcile loop); the node authorizer every edge request passes ([`authz`]); the
-//! Router (Rules between cloud and edge applications, [`router`]).
+//! Router (Rules between cloud and edge applications, [`router`]); the TaskManager (node
+//! upgrade, image prepull and config update jobs, [`taskmanager`]).
 
 pub mod authz;
 pub mod cloudhub;
@@ -21,3 +22,4 @@ pub mod iptables;
 pub mod kubeclient;
 pub mod router;
 pub mod synccontroller;
+pub mod taskmanager;

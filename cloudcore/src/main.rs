@@ -30,6 +30,7 @@ const AVAILABLE_MODULES: &[&str] = &[
     "cloudStream",
     "iptablesManager",
     "router",
+    "taskManager",
 ];
 
 #[cfg(feature = "mimalloc")]
@@ -55,6 +56,12 @@ fn main() -> ExitCode {
         if rt.enable && !hub.enable {
             return Err("modules.router needs modules.cloudHub: it reaches edges through CloudHub's sessions".into());
         }
+        let tm = &cfg.modules.task_manager;
+        if tm.enable && !hub.enable {
+            return Err(
+                "modules.taskManager needs modules.cloudHub: it reaches edges through CloudHub's sessions".into()
+            );
+        }
         if hub.enable {
             let mut module = CloudHubModule::new(hub.clone(), cfg.kube_api_config.clone(), Some(metrics.registry()))
                 .map_err(|e| e.to_string())?;
@@ -72,6 +79,16 @@ fn main() -> ExitCode {
                 )
                 .map_err(|e| e.to_string())?;
                 registry.register(Box::new(router)).map_err(|e| e.to_string())?;
+            }
+            if tm.enable {
+                let links = cloudcore::router::Links::new(module.links());
+                let tasks = cloudcore::taskmanager::TaskManagerModule::new(
+                    cfg.kube_api_config.clone(),
+                    links,
+                    Some(metrics.registry()),
+                )
+                .map_err(|e| e.to_string())?;
+                registry.register(Box::new(tasks)).map_err(|e| e.to_string())?;
             }
             registry.register(Box::new(module)).map_err(|e| e.to_string())?;
         }

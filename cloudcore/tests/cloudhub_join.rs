@@ -65,7 +65,8 @@ async fn join_api(permissive: bool) -> Join {
     let ca = Arc::new(pki.ca);
     let sup = kubeedge_beehive::Registry::new().start(Default::default());
     let hub = cloudcore::cloudhub::session::Hub::new(sup.bus(), 10, Duration::from_secs(30), None);
-    let api = Arc::new(JoinApi { ca: ca.clone(), signing_days: 365, permissive, client: client.clone(), hub });
+    let api =
+        Arc::new(JoinApi { ca: ca.clone(), signing_days: 365, permissive, client: client.clone(), hub, bus: None });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let stop = CancellationToken::new();

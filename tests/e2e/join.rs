@@ -28,7 +28,14 @@ async fn joins_with_the_token_only() {
     let ca = Arc::new(pki.ca);
     let sup = kubeedge_beehive::Registry::new().start(Default::default());
     let hub = cloudcore::cloudhub::session::Hub::new(sup.bus(), 10, Duration::from_secs(30), None);
-    let api = Arc::new(JoinApi { ca: ca.clone(), signing_days: 365, permissive: false, client: client.clone(), hub });
+    let api = Arc::new(JoinApi {
+        ca: ca.clone(),
+        signing_days: 365,
+        permissive: false,
+        client: client.clone(),
+        hub,
+        bus: None,
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();

@@ -6,6 +6,8 @@
 //!   `Authorization: Bearer {jwt}` (first join) or the node's current client certificate
 //!   (rotation) → the node's certificate, DER.
 //! - `GET /node/{name}` → 200 `Node found` or 404 `Node not found` (what `keadm join` checks).
+//! - `POST /task/{type}/name/{job}/node/{node}/status` → a node's report on its task, with
+//!   the node's client certificate ([`super::task_report`]).
 //!
 //! Unlike upstream:
 //! - the certificate is **built, not copied**: only the CSR's public key is used; it says
@@ -66,6 +68,8 @@ pub struct JoinApi {
     pub client: kube::Client,
     /// The connected nodes.
     pub hub: Arc<Hub>,
+    /// Where node task reports go (the TaskManager's inbox); `None` in tests without one.
+    pub bus: Option<kubeedge_beehive::Bus>,
 }
 
 /// The TLS config of :10002: the serving certificate, TLS ≥ 1.2, a client certificate
@@ -186,9 +190,9 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, api: Arc<Jo
     }
 }
 
-type Body = Full<Bytes>;
+pub(super) type Body = Full<Bytes>;
 
-fn text(code: StatusCode, body: &str) -> Response<Body> {
+pub(super) fn text(code: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
     *r.status_mut() = code;
     r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -202,10 +206,16 @@ fn der(body: Vec<u8>) -> Response<Body> {
 }
 
 async fn handle(api: &JoinApi, req: Request<Incoming>, client_cert: Option<&[u8]>, peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    if super::task_report::is_task_path(&path) {
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        }
+        return super::task_report::handle(api, req, client_cert).await;
+    }
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
-    let path = req.uri().path().to_owned();
     match path.as_str() {
         "/ca.crt" => der(api.ca.cert_der().to_vec()),
         "/edge.crt" => match sign(api, req, client_cert).await {

@@ -178,6 +178,7 @@ impl Module for CloudHubModule {
                     permissive,
                     client: client.clone(),
                     hub: hub.clone(),
+                    bus: Some(ctx.bus.clone()),
                 });
                 ctx.spawn(https::serve(listener, tls, api, shutdown.clone()));
             }

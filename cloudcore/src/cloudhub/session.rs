@@ -6,7 +6,8 @@
 //!
 //! Upstream (edge → cloud) messages get the `node/{node}/` prefix from the authenticated
 //! connection — never from the message — and go to the bus group upstream's dispatcher picks:
-//! `twin` → devicecontroller, `metaserver` → dynamiccontroller, everything else → edgecontroller.
+//! `twin` → devicecontroller, `metaserver` → dynamiccontroller, node task reports
+//! (`UpdateNodeActionStatus`) → taskmanager, everything else → edgecontroller.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -588,16 +589,14 @@ impl Hub {
     /// The content is the session's id, so a late notice of an old session can be told from
     /// the current one, followed by ` inventory` when the edge answers inventory questions.
     async fn notify_sync(&self, node: &str, op: Operation, session: u64, inventory: bool) {
-        if op == Operation::Connected && self.bus.has_module(module::ROUTER) {
-            // The Router tells a node that connects which topics and URLs its rules need.
-            let notice = Message::build(
-                module::CLOUDHUB,
-                module::ROUTER,
-                CloudResource::node_notice(node),
-                &op,
-                Content::null(),
-            );
-            let _ = self.bus.try_send(module::ROUTER, notice);
+        // The Router tells a node that connects which topics and URLs its rules need; the
+        // TaskManager resends the node's tasks in progress.
+        for m in [module::ROUTER, module::TASKMANAGER] {
+            if op == Operation::Connected && self.bus.has_module(m) {
+                let notice =
+                    Message::build(module::CLOUDHUB, m, CloudResource::node_notice(node), &op, Content::null());
+                let _ = self.bus.try_send(m, notice);
+            }
         }
         if self.bus.group_members(module::SYNCCONTROLLER).is_empty() {
             return;
@@ -674,6 +673,14 @@ impl Hub {
         };
         if msg.operation() == Operation::Upload && msg.router.group == group::USER {
             let _ = self.bus.try_send(module::ROUTER, msg);
+            return None;
+        }
+        // A node task's report (upstream's dispatcher: `UpdateNodeActionStatus` → taskmanager).
+        // A full inbox drops it: the TaskManager asks again, and the edge reports again.
+        if msg.router.operation == kubeedge_apis::operations::task::UPDATE_NODE_ACTION_STATUS {
+            if self.bus.try_send(module::TASKMANAGER, msg).is_err() {
+                debug!(node, "No room (or no TaskManager) for a node task report; dropped.");
+            }
             return None;
         }
         if self.bus.group_members(group).is_empty() {

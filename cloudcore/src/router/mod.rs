@@ -61,6 +61,11 @@ impl Links {
         let hub = self.0.borrow().clone();
         hub.is_some_and(|h| h.dispatch(msg))
     }
+
+    /// Whether `node` has a session on this cloudcore now.
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.0.borrow().as_ref().is_some_and(|h| h.is_connected(node))
+    }
 }
 
 /// Who may call the REST listener.

@@ -473,7 +473,7 @@ pub mod daemon {
         /// A numeric key of the link module, for a wrong-type test.
         pub numeric_key: &'static str,
         /// A module of upstream's config that this build does not have (switched on in
-        /// upstream's default config for the refusal test).
+        /// upstream's default config for the refusal test); empty when every one is built.
         pub unbuilt_module: &'static str,
         /// Upstream's default config (fixture).
         pub upstream_config: PathBuf,
