@@ -19,18 +19,19 @@ use edgecore::edgehub::module::EdgeHubModule;
 use edgecore::eventbus::EventBusModule;
 use edgecore::metamanager::module::MetaManagerModule;
 use edgecore::servicebus::ServiceBusModule;
+use edgecore::taskmanager::TaskManagerModule;
 use kubeedge_beehive::RestartPolicy;
 use kubeedge_config::edgecore::EdgeCoreConfig;
 use kubeedge_daemon::Daemon;
 
 /// Config keys (under `modules`) of the modules this build implements.
 const AVAILABLE_MODULES: &[&str] =
-    &["edgeHub", "metaManager", "edged", "eventBus", "serviceBus", "deviceTwin", "edgeStream"];
+    &["edgeHub", "metaManager", "edged", "eventBus", "serviceBus", "deviceTwin", "edgeStream", "taskManager"];
 
 fn main() -> ExitCode {
     let daemon = Daemon {
         name: "edgecore",
-        default_config_path: "/etc/kubeedge/config/edgecore.yaml",
+        default_config_path: DEFAULT_CONFIG_PATH,
         available_modules: AVAILABLE_MODULES,
         restart_policy: RestartPolicy::default,
     };
@@ -53,6 +54,10 @@ fn main() -> ExitCode {
         let service_bus = &cfg.modules.service_bus;
         if service_bus.enable && !meta.enable {
             return Err(SetupError::ServiceBusWithoutMetaManager.into());
+        }
+        let task_manager = &cfg.modules.task_manager;
+        if task_manager.enable && !meta.enable {
+            return Err(SetupError::TaskManagerWithoutMetaManager.into());
         }
         if meta.enable {
             let path = std::path::Path::new(&cfg.database.data_source);
@@ -86,6 +91,9 @@ fn main() -> ExitCode {
                 let socket = edgecore::devicetwin::dmi::socket_path(&twin_cfg.dmi_sock_path);
                 registry.register(Box::new(DeviceTwinModule::new(store.clone(), node.clone()).with_dmi(socket)))?;
             }
+            if task_manager.enable {
+                registry.register(Box::new(TaskManagerModule::new(task_settings(cfg), store.clone())))?;
+            }
             let server = meta.meta_server.enable.then(|| meta.meta_server.clone());
             let node = cfg.modules.edged.hostname_override.clone();
             let module = MetaManagerModule::new(store, node, meta.remote_query_timeout(), server);
@@ -104,6 +112,38 @@ fn main() -> ExitCode {
         Ok(())
     })
 }
+
+/// Where the task manager finds keadm, this edgecore's config and the container runtime.
+fn task_settings(cfg: &EdgeCoreConfig) -> edgecore::taskmanager::Settings {
+    let endpoint = &cfg.modules.edged.tailored_kubelet_config.container_runtime_endpoint;
+    let socket = endpoint.strip_prefix("unix://").filter(|p| p.starts_with('/')).map(std::path::PathBuf::from);
+    edgecore::taskmanager::Settings::new(
+        cfg.modules.edged.hostname_override.clone(),
+        cfg.modules.task_manager.keadm_path.clone(),
+        config_path(),
+        socket,
+    )
+}
+
+/// The config file this edgecore runs with, absolute (keadm runs it from elsewhere): `--config`
+/// as the daemon reads it, else the default.
+fn config_path() -> std::path::PathBuf {
+    let mut args = std::env::args_os().skip(1);
+    let mut path = None;
+    while let Some(a) = args.next() {
+        let a = a.to_string_lossy().into_owned();
+        if a == "--config" {
+            path = args.next().map(std::path::PathBuf::from);
+        } else if let Some(p) = a.strip_prefix("--config=") {
+            path = Some(p.into());
+        }
+    }
+    let path = path.unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+    std::path::absolute(&path).unwrap_or(path)
+}
+
+/// Where the config is read from without `--config` (upstream's path).
+const DEFAULT_CONFIG_PATH: &str = "/etc/kubeedge/config/edgecore.yaml";
 
 /// The node's internal IP: `modules.edged.nodeIP`, or the address this host reaches the cloud
 /// from.
@@ -214,6 +254,10 @@ enum SetupError {
     DevicesWithoutMetaManager,
     #[error("modules.serviceBus.enable: ServiceBus needs modules.metaManager (its database holds target_urls)")]
     ServiceBusWithoutMetaManager,
+    #[error(
+        "modules.taskManager.enable: the task manager needs modules.metaManager (its database holds the task records and pull secrets)"
+    )]
+    TaskManagerWithoutMetaManager,
 
     #[error("modules.edged.tailoredKubeletConfig.containerRuntimeEndpoint: must be unix:///path/to.sock, got {0:?}")]
     RuntimeEndpoint(String),

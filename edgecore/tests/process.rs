@@ -14,8 +14,8 @@ fn spec() -> Spec {
         link_module: "edgeHub",
         numeric_key: "heartbeat",
         // Upstream enables every module edgecore has (eventBus and deviceTwin too); taskManager
-        // is off there and not built here.
-        unbuilt_module: "taskManager",
+        // is off there; dbTest is not built here.
+        unbuilt_module: "dbTest",
         upstream_config: Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../crates/config/tests/fixtures/upstream-edgecore.yaml"),
     }
@@ -42,7 +42,7 @@ fn wrong_types_and_broken_yaml_exit_64() {
 }
 
 /// Upstream's default edgecore.yaml (eventBus and deviceTwin enabled) is refused for no
-/// module; a module not built yet (taskManager) is refused by name.
+/// module; a module not built yet (dbTest) is refused by name.
 #[test]
 fn upstream_defaults_refuse_no_module_and_unbuilt_modules_are_refused_by_name() {
     let s = spec();
@@ -67,13 +67,7 @@ fn upstream_defaults_refuse_no_module_and_unbuilt_modules_are_refused_by_name() 
     let path = dir.path().join("upstream.yaml");
     std::fs::write(&path, &y).unwrap();
     kubeedge_testkit::daemon::serves_and_stops_on(Path::new(s.bin), &path, "edgecore", "TERM");
-    let with_tm = kubeedge_testkit::set_yaml_path(&upstream, &["modules", "taskManager", "enable"], "true");
-    kubeedge_testkit::daemon::refuses_config(
-        Path::new(s.bin),
-        dir.path(),
-        &with_tm,
-        &["taskManager", "not available in this build yet"],
-    );
+    s.refuses_unbuilt_modules_by_name();
 }
 
 #[test]

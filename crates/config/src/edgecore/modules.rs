@@ -71,6 +71,11 @@ impl Modules {
             c.positive(&format!("{at}.readDeadline"), es.read_deadline.into());
             c.positive(&format!("{at}.writeDeadline"), es.write_deadline.into());
         }
+
+        let tm = &self.task_manager;
+        if tm.enable {
+            c.non_empty("modules.taskManager.keadmPath", &tm.keadm_path);
+        }
     }
 }
 
@@ -184,10 +189,50 @@ impl EdgeStream {
     }
 }
 
-/// `modules.taskManager`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// `modules.taskManager`: node upgrade, image pre-pull and config update jobs on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct TaskManager {
     /// Run the module (default false).
     pub enable: bool,
+    /// Ours: the keadm the module runs for backups, upgrades, rollbacks and config updates
+    /// (default `keadm`, found on `PATH`). Written only when it differs from the default, so
+    /// upstream's file round-trips unchanged.
+    #[serde(skip_serializing_if = "TaskManager::is_default_keadm")]
+    pub keadm_path: String,
+}
+
+/// Default of `modules.taskManager.keadmPath`.
+pub const DEFAULT_KEADM_PATH: &str = "keadm";
+
+impl Default for TaskManager {
+    fn default() -> Self {
+        Self { enable: false, keadm_path: DEFAULT_KEADM_PATH.to_owned() }
+    }
+}
+
+impl TaskManager {
+    fn is_default_keadm(path: &str) -> bool {
+        path == DEFAULT_KEADM_PATH
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::edgecore::EdgeCoreConfig;
+
+    #[test]
+    fn task_manager_keadm_path_defaults_round_trips_and_must_not_be_empty() {
+        let c = EdgeCoreConfig::default();
+        assert_eq!(c.modules.task_manager.keadm_path, "keadm");
+        assert!(!c.to_yaml().contains("keadmPath"), "the default is not written");
+        let yaml = "modules:\n  taskManager:\n    enable: true\n    keadmPath: /opt/kubeedge/keadm\n";
+        let loaded = crate::load::<EdgeCoreConfig>(yaml).expect("loads");
+        assert!(loaded.unknown_keys.is_empty());
+        assert_eq!(loaded.config.modules.task_manager.keadm_path, "/opt/kubeedge/keadm");
+        assert!(loaded.config.to_yaml().contains("keadmPath: /opt/kubeedge/keadm"));
+        let empty = "modules:\n  taskManager:\n    enable: true\n    keadmPath: \" \"\n";
+        let err = crate::load::<EdgeCoreConfig>(empty).unwrap().config.validate().unwrap_err();
+        assert!(err.to_string().contains("modules.taskManager.keadmPath"), "{err}");
+    }
 }

@@ -25,7 +25,9 @@
 //! pass-through of discovery to the cloud; no watch applications registered with the cloud; no
 //! authentication (upstream's default, without the `requireAuthorization` feature gate), hence
 //! loopback only unless configured otherwise. Not served: `pods/log`, `pods/exec` and the
-//! special `POST` paths (restart, unhold-upgrade, confirm-upgrade).
+//! special `POST` paths restart and unhold-upgrade. `POST /api/v1/taskupgrade/confirm-upgrade`
+//! (`keadm ctl confirm`) is handed to the task manager over the bus
+//! ([`crate::taskmanager::confirm`]).
 //!
 //! ```no_run
 //! # async fn demo(

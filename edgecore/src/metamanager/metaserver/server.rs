@@ -211,6 +211,9 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
     let method = req.method().clone();
     let accept_raw = header_str(req.headers(), header::ACCEPT).to_owned();
     let accept = table::parse_accept_no_protobuf(&accept_raw);
+    if path.trim_end_matches('/') == CONFIRM_UPGRADE_PATH {
+        return confirm_upgrade(shared, &method).await;
+    }
     let parsed = parse_path(&path);
     let is_get = method == Method::GET || method == Method::HEAD;
     if !matches!(parsed, ApiPath::Resource(_)) && !is_get {
@@ -255,6 +258,32 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
             let content_type = header_str(req.headers(), header::CONTENT_TYPE).to_owned();
             let ctx = Req { shared, method: &method, accept, query: &query, content_type: &content_type };
             resource(ctx, r, req).await
+        }
+    }
+}
+
+/// `keadm ctl confirm`'s request (upstream's `ConfirmUpgrade`).
+pub(crate) const CONFIRM_UPGRADE_PATH: &str = "/api/v1/taskupgrade/confirm-upgrade";
+
+/// How long a confirmation waits for the task manager.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `POST /api/v1/taskupgrade/confirm-upgrade`: the task manager continues the upgrade that
+/// waits for confirmation (200), or there is none (400, upstream's text). It is asked over the
+/// bus, so this handler only waits for its answer.
+async fn confirm_upgrade(shared: &Shared, method: &Method) -> Result<Response<Body>, ApiError> {
+    if method != Method::POST {
+        return Err(ApiError::method_not_allowed(format!("{method} is not supported on {CONFIRM_UPGRADE_PATH}")));
+    }
+    let text = "text/plain; charset=utf-8";
+    match crate::taskmanager::confirm(&shared.remote.bus, CONFIRM_TIMEOUT).await {
+        Ok(()) => Ok(bytes_response(StatusCode::OK, text, b"ok".to_vec())),
+        Err(crate::taskmanager::ConfirmError::Nothing(why)) => {
+            Ok(bytes_response(StatusCode::BAD_REQUEST, text, why.into_bytes()))
+        }
+        Err(e) => {
+            warn!(error = %e, "A confirmation of an upgrade got no answer.");
+            Ok(bytes_response(StatusCode::GATEWAY_TIMEOUT, text, e.to_string().into_bytes()))
         }
     }
 }
