@@ -5,8 +5,12 @@
 //! init|reset` (cloudcore on the host), `keadm version`, and on an edge node `keadm ctl`
 //! (this node's pods through edgecore's local servers: get, describe, logs, exec, restart; works
 //! with the cloud down) and `keadm debug` (get from edgecore.db, check the host, diagnose the
-//! node or a pod, collect a redacted tarball). Devices and node upgrade tasks are not built, so
-//! `keadm ctl` refuses their subcommands by name (exit 64).
+//! node or a pod, collect a redacted tarball, `ctl confirm` a waiting upgrade), and the node-task
+//! commands an edge runs for NodeUpgradeJob and ConfigUpdateJob (`upgrade`): `keadm backup
+//! edge`, `keadm upgrade edge` (from `--image` in containerd or `--binary`, with rollback when
+//! the new edgecore does not connect), `keadm rollback edge` and `keadm config-update`. Devices
+//! and `keadm upgrade cloud` are not built, so `keadm ctl` refuses `edit`/`unhold-upgrade` and
+//! device kinds, and `keadm upgrade cloud` says so (exit 64).
 
 mod chart;
 mod ctl;
@@ -24,6 +28,7 @@ mod reset;
 mod reset_cloud;
 mod reset_edge;
 mod systemd;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -55,6 +60,15 @@ enum Command {
     Debug(debug::Args),
     /// Cloudcore on this host as a systemd service (init, reset).
     Deprecated(deprecated::Args),
+    /// Upgrades edgecore on this edge node (`upgrade edge`), with rollback on failure.
+    Upgrade(upgrade::UpgradeArgs),
+    /// Backs up edgecore's database, config and binary (`backup edge`).
+    Backup(upgrade::BackupArgs),
+    /// Restores edgecore from a backup (`rollback edge`).
+    Rollback(upgrade::RollbackArgs),
+    /// Sets edgecore.yaml values and restarts edgecore (restoring the old file if it fails).
+    #[command(name = "config-update")]
+    ConfigUpdate(upgrade::ConfigUpdateArgs),
     /// Prints keadm's version.
     Version,
 }
@@ -70,6 +84,10 @@ fn main() -> ExitCode {
         Command::Ctl(args) => ctl::main(&args),
         Command::Debug(args) => debug::main(&args),
         Command::Deprecated(args) => deprecated::main(&args),
+        Command::Upgrade(args) => upgrade::upgrade_main(&args),
+        Command::Backup(args) => upgrade::backup_main(&args),
+        Command::Rollback(args) => upgrade::rollback_main(&args),
+        Command::ConfigUpdate(args) => upgrade::config_update_main(&args),
         Command::Version => {
             println!("keadm {} (kubeedge-rs, wire-compatible with KubeEdge v1.23)", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

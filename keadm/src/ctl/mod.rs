@@ -11,11 +11,15 @@
 //!   (`containerRuntimeEndpoint`), as upstream's MetaServer `pods/restart` does; Edged then starts
 //!   them again as their restart policy says.
 //!
-//! Devices (`get|describe|edit device`) and node tasks (`unhold-upgrade`, `confirm`) are refused
-//! by name: those modules are not built yet. Every address comes from edgecore.yaml (`--config`,
+//! - `confirm` lets a node upgrade waiting for confirmation go on (MetaServer's
+//!   `POST /api/v1/taskupgrade/confirm-upgrade`).
+//!
+//! Devices (`get|describe|edit device`) and `unhold-upgrade` are refused by name: those
+//! modules are not built yet. Every address comes from edgecore.yaml (`--config`,
 //! or inside `--root` as `keadm join --root` wrote it).
 
 pub mod client;
+mod confirm;
 pub mod describe;
 pub mod edge;
 mod exec;
@@ -57,8 +61,8 @@ enum Command {
     Edit(Unbuilt),
     /// Releases a held node upgrade (not built yet).
     UnholdUpgrade(Unbuilt),
-    /// Confirms a node upgrade (not built yet).
-    Confirm(Unbuilt),
+    /// Confirms a node upgrade that waits for confirmation (through MetaServer).
+    Confirm(confirm::Args),
 }
 
 /// Arguments of a subcommand not built yet.
@@ -228,9 +232,7 @@ pub fn main(args: &Args) -> ExitCode {
             Command::UnholdUpgrade(_) => {
                 Err(Error::Unbuilt("keadm ctl unhold-upgrade".into(), "node upgrade tasks are a later issue"))
             }
-            Command::Confirm(_) => {
-                Err(Error::Unbuilt("keadm ctl confirm".into(), "node upgrade tasks are a later issue"))
-            }
+            Command::Confirm(_) => confirm::run(&load()?).await,
         }
     });
     match result {
