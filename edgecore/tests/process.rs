@@ -130,3 +130,25 @@ fn service_bus_binds_at_start() {
     std::fs::write(&path, yaml(kubeedge_testkit::free_port())).unwrap();
     kubeedge_testkit::daemon::serves_and_stops_on(bin, &path, "edgecore", "TERM");
 }
+
+/// The task manager runs with MetaManager (its records and pull secrets are in its database)
+/// and is refused at start without it, naming the key.
+#[test]
+fn task_manager_starts_with_metamanager_and_is_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_edgecore"));
+    let cfg = kubeedge_testkit::daemon::test_config(bin, dir.path(), "edgecore");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let with_tm = kubeedge_testkit::set_yaml_path(&base, &["modules", "taskManager", "enable"], "true");
+    std::fs::write(&cfg, &with_tm).unwrap();
+    kubeedge_testkit::daemon::serves_and_stops_on(bin, &cfg, "edgecore", "TERM");
+
+    let mut alone = kubeedge_testkit::set_yaml_path(&with_tm, &["modules", "metaManager", "enable"], "false");
+    for module in ["eventBus", "deviceTwin", "serviceBus", "edged"] {
+        alone = kubeedge_testkit::set_yaml_path(&alone, &["modules", module, "enable"], "false");
+    }
+    std::fs::write(&cfg, &alone).unwrap();
+    let (status, out, err) = kubeedge_testkit::run(bin, &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(format!("{out}{err}").contains("modules.taskManager.enable"), "{out}{err}");
+}

@@ -1,0 +1,373 @@
+//! The task manager on a real bus, a real SQLite file, a real MetaServer and (for pulls) a
+//! private containerd: a stand-in for EdgeHub (`websocket`, group `hub`) records what goes to
+//! the cloud. keadm and systemd-run are small scripts written by the tests that record their
+//! argv (NUL-separated) and write keadm's report file as the real ones do.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edgecore::metamanager::metaserver::{self, Remote};
+use edgecore::taskmanager::{Settings, TaskManagerModule};
+use kubeedge_apis::operations::task::UpstreamMessage;
+use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError, Registry, RestartPolicy, Supervisor};
+use kubeedge_metastore::{Options, Store};
+use kubeedge_model::constants::group;
+use kubeedge_model::protocol::edge;
+use kubeedge_model::{Content, Message};
+use kubeedge_testkit::containerd::{self, PrivateContainerd};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const NODE: &str = "edge-1";
+const WAIT: Duration = Duration::from_secs(60);
+/// How long a test waits to be sure nothing more comes.
+const QUIET: Duration = Duration::from_millis(1500);
+
+/// EdgeHub: records what the task manager sends to the cloud.
+struct Hub {
+    seen: mpsc::UnboundedSender<Message>,
+}
+
+impl Module for Hub {
+    fn name(&self) -> &'static str {
+        "websocket"
+    }
+    fn group(&self) -> &'static str {
+        "hub"
+    }
+    fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            while let Some(m) = ctx.recv().await {
+                let _ = self.seen.send(m);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The node's folder: database, report file, scripts and what they record.
+struct Node {
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn new() -> Self {
+        let node = Self { dir: tempfile::tempdir().unwrap() };
+        node.write_scripts();
+        node
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn report_file(&self) -> PathBuf {
+        self.path("upgrade_report.json")
+    }
+
+    /// keadm: records each command's argv in `keadm-{command}.argv`; `backup` and
+    /// `config-update` write their report (as after success), `upgrade` does not (it would
+    /// have stopped edgecore).
+    fn write_scripts(&self) {
+        let report = self.report_file();
+        let keadm = format!(
+            "#!/bin/sh\nprintf '%s\\0' \"$@\" > '{dir}/keadm-'\"$1\"'.argv'\ncase \"$1\" in\n\
+             backup) printf '{{\"event\":\"Backup\",\"success\":true,\"fromVersion\":\"\",\"toVersion\":\"v0.1.0\"}}' > '{report}' ;;\n\
+             config-update) printf '{{\"event\":\"ConfigUpdate\",\"success\":true}}' > '{report}' ;;\n\
+             esac\n",
+            dir = self.dir.path().display(),
+            report = report.display(),
+        );
+        // systemd-run: records its argv and runs what follows `--` (the real one starts a unit
+        // and returns).
+        let systemd_run = format!(
+            "#!/bin/sh\nprintf '%s\\0' \"$@\" > '{dir}/systemd-run.argv'\n\
+             while [ \"$1\" != \"--\" ]; do shift; done\nshift\nexec \"$@\"\n",
+            dir = self.dir.path().display()
+        );
+        for (name, text) in [("keadm", keadm), ("systemd-run", systemd_run)] {
+            let path = self.path(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        std::fs::create_dir(self.path("systemd")).unwrap();
+    }
+
+    /// The argv a script recorded for `name` (`keadm-backup`, `systemd-run`…), if it ran.
+    fn argv(&self, name: &str) -> Option<Vec<String>> {
+        let raw = std::fs::read(self.path(&format!("{name}.argv"))).ok()?;
+        Some(
+            raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect(),
+        )
+    }
+
+    fn settings(&self, cri: Option<&Path>) -> Settings {
+        let mut s = Settings::new(NODE, self.path("keadm"), self.path("edgecore.yaml"), cri.map(Path::to_owned));
+        s.report_file = self.report_file();
+        s.systemd_dir = self.path("systemd");
+        s.systemd_run = self.path("systemd-run");
+        s.report_poll = Duration::from_millis(100);
+        s
+    }
+
+    fn store(&self) -> Store {
+        Store::open(self.path("edgecore.db"), Options::default()).unwrap()
+    }
+}
+
+/// The task manager, EdgeHub's stand-in and MetaServer, running.
+struct Edge {
+    sup: Supervisor,
+    bus: Bus,
+    hub: mpsc::UnboundedReceiver<Message>,
+    metaserver: std::net::SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Edge {
+    async fn start(settings: Settings, store: Store) -> Edge {
+        let (seen, hub) = mpsc::unbounded_channel();
+        let mut reg = Registry::new();
+        reg.register(Box::new(TaskManagerModule::new(settings, store.clone()))).unwrap();
+        reg.register(Box::new(Hub { seen })).unwrap();
+        reg.prepare().await.unwrap();
+        let sup = reg.start(RestartPolicy::default());
+        let bus = sup.bus();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metaserver = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let remote = Remote::new(bus.clone(), Default::default(), NODE);
+        let changes = tokio::sync::broadcast::channel(16).0;
+        tokio::spawn(metaserver::serve(listener, store, changes, remote, stop.clone()));
+        Edge { sup, bus, hub, metaserver, stop }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let report = self.sup.shutdown(Duration::from_secs(10)).await;
+        assert!(report.is_clean(), "the modules stopped");
+    }
+
+    /// The cloud's task message.
+    async fn send_task(&self, ty: &str, job: &str, node: &str, spec: serde_json::Value) {
+        let resource = format!("operations.kubeedge.io/v1alpha2/{ty}/{job}/node/{node}");
+        let msg = Message::build("taskmanager", "taskmanager", resource, "Check", Content::json(&spec).unwrap());
+        self.bus.send("taskmanager", msg).await.unwrap();
+    }
+
+    /// The next report to the cloud: (resource, report).
+    async fn report(&mut self) -> (String, UpstreamMessage) {
+        let m = tokio::time::timeout(WAIT, self.hub.recv()).await.expect("a report in time").expect("the hub runs");
+        assert_eq!((m.router.source.as_str(), m.router.group.as_str()), ("taskmanager", "hub"));
+        assert_eq!(m.router.operation, "UpdateNodeActionStatus");
+        (m.router.resource.clone(), m.content.decode().unwrap())
+    }
+
+    /// Nothing more reaches the cloud for a while.
+    async fn quiet(&mut self) {
+        if let Ok(Some(m)) = tokio::time::timeout(QUIET, self.hub.recv()).await {
+            panic!("unexpected message to the cloud: {} {}", m.router.resource, m.content.raw());
+        }
+    }
+
+    /// `keadm ctl confirm`'s request: (status, body).
+    async fn confirm(&self) -> (u16, String) {
+        let addr = self.metaserver;
+        tokio::task::spawn_blocking(move || {
+            let (status, _, body) =
+                kubeedge_testkit::http_request(addr, "POST", "/api/v1/taskupgrade/confirm-upgrade", &[], b"").unwrap();
+            (status, body)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn actions(reports: &[UpstreamMessage]) -> Vec<(&str, bool)> {
+    reports.iter().map(|m| (m.action.as_str(), m.succ)).collect()
+}
+
+#[test]
+fn prepull_pulls_through_cri_reports_each_image_and_answers_duplicates_from_its_record() {
+    if let Some(why) = containerd::unavailable() {
+        eprintln!("SKIPPED prepull test: {why}");
+        return;
+    }
+    let ctrd = PrivateContainerd::start().unwrap_or_else(|e| panic!("private containerd: {e}"));
+    let node = Node::new();
+    runtime().block_on(async {
+        let mut edge = Edge::start(node.settings(Some(ctrd.socket())), node.store()).await;
+        let busybox = ctrd.busybox_image().to_owned();
+        let spec = json!({"imagePrePullTemplate": {"images": [busybox], "retryTimes": 1}});
+        edge.send_task("imageprepulljob", "pull-1", NODE, spec).await;
+        let (resource, check) = edge.report().await;
+        assert_eq!(resource, "operations.kubeedge.io/v1alpha2/imageprepulljob/pull-1/node/edge-1");
+        assert_eq!((check.action.as_str(), check.succ), ("Check", true), "{check:?}");
+        let (_, pull) = edge.report().await;
+        assert_eq!((pull.action.as_str(), pull.succ), ("Pull", true), "{pull:?}");
+        assert!(!pull.finish_time.is_empty());
+        let statuses: serde_json::Value = serde_json::from_str(&pull.extend).unwrap();
+        assert_eq!(statuses, json!([{"image": busybox, "status": "True"}]));
+
+        // The cloud resends the task: the final report again, nothing run again.
+        edge.send_task("imageprepulljob", "pull-1", NODE, json!({"imagePrePullTemplate": {"images": [busybox]}})).await;
+        let (_, again) = edge.report().await;
+        assert_eq!(again, pull, "the same report, finish time and all");
+        edge.quiet().await;
+
+        // A missing image fails alone, after its retry.
+        let missing = format!("127.0.0.1:{}/missing/image:v1", kubeedge_testkit::free_port());
+        let spec = json!({"imagePrePullTemplate": {"images": [busybox, missing], "retryTimes": 1}});
+        edge.send_task("imageprepulljob", "pull-2", NODE, spec).await;
+        let reports = [edge.report().await.1, edge.report().await.1];
+        assert_eq!(actions(&reports), [("Check", true), ("Pull", false)], "{reports:?}");
+        assert_eq!(reports[1].reason, "there were some failures when pulling images");
+        let statuses: Vec<serde_json::Value> = serde_json::from_str(&reports[1].extend).unwrap();
+        assert_eq!(statuses[0], json!({"image": busybox, "status": "True"}));
+        assert_eq!(
+            (statuses[1]["image"].as_str(), statuses[1]["status"].as_str()),
+            (Some(missing.as_str()), Some("False"))
+        );
+        assert!(statuses[1]["reason"].as_str().unwrap().contains("pulling"), "{statuses:?}");
+
+        // A pull secret that is not on the node fails the pull with a reason.
+        let spec = json!({"imagePrePullTemplate": {"images": [busybox], "imageSecrets": "kubeedge/regcred"}});
+        edge.send_task("imageprepulljob", "pull-3", NODE, spec).await;
+        let reports = [edge.report().await.1, edge.report().await.1];
+        assert_eq!(actions(&reports), [("Check", true), ("Pull", false)]);
+        assert!(reports[1].reason.contains("kubeedge/regcred is not on this node"), "{:?}", reports[1]);
+        edge.stop().await;
+    });
+}
+
+#[test]
+fn an_injected_version_fails_check_and_runs_nothing_and_other_nodes_tasks_are_dropped() {
+    let node = Node::new();
+    let pwned = Path::new("/tmp/pwned");
+    let _ = std::fs::remove_file(pwned);
+    runtime().block_on(async {
+        let mut edge = Edge::start(node.settings(None), node.store()).await;
+        let spec = json!({"version": "v1.21.0; touch /tmp/pwned", "image": "kubeedge/installation-package"});
+        edge.send_task("nodeupgradejob", "up-1", NODE, spec).await;
+        let (_, check) = edge.report().await;
+        assert_eq!((check.action.as_str(), check.succ), ("Check", false));
+        assert!(check.reason.contains("invalid version"), "{check:?}");
+        edge.quiet().await;
+        assert!(!pwned.exists(), "nothing was executed");
+        assert_eq!(node.argv("keadm-upgrade"), None);
+        assert_eq!(node.argv("systemd-run"), None);
+
+        // A task for another node is dropped without a word.
+        edge.send_task("nodeupgradejob", "up-2", "edge-2", json!({"version": "v1.21.0"})).await;
+        edge.quiet().await;
+
+        // Nothing waits for confirmation.
+        assert_eq!(edge.confirm().await, (400, "there are no valid upgrade tasks to execute".to_owned()));
+        edge.stop().await;
+    });
+}
+
+#[test]
+fn config_update_passes_values_as_single_arguments_and_ends_from_keadms_report() {
+    let node = Node::new();
+    runtime().block_on(async {
+        let mut edge = Edge::start(node.settings(None), node.store()).await;
+        let value = "x; touch /tmp/pwned $(id) `id` & | > <";
+        let spec = json!({"updateFields": {"modules.edgeHub.token": value, "modules.edged.maxPods": "50"}});
+        edge.send_task("configupdatejob", "cfg-1", NODE, spec).await;
+        let mut reports = Vec::new();
+        for _ in 0..3 {
+            reports.push(edge.report().await.1);
+        }
+        assert_eq!(actions(&reports), [("Check", true), ("BackUp", true), ("Update", true)], "{reports:?}");
+        edge.quiet().await;
+        let cfg = node.path("edgecore.yaml").display().to_string();
+        assert_eq!(node.argv("keadm-backup").unwrap(), ["backup", "edge", "--config", &cfg]);
+        let set = format!("modules.edgeHub.token={value},modules.edged.maxPods=50");
+        assert_eq!(node.argv("keadm-config-update").unwrap(), ["config-update", "--set", &set, "--config", &cfg]);
+        let keadm = node.path("keadm").display().to_string();
+        let run = node.argv("systemd-run").unwrap();
+        assert_eq!(run[..6], ["--unit", "kubeedge-task-cfg-1", "--collect", "--quiet", "--", keadm.as_str()]);
+        assert!(!node.report_file().exists(), "the report file is consumed");
+        assert!(!Path::new("/tmp/pwned").exists());
+        edge.stop().await;
+    });
+}
+
+#[test]
+fn a_confirmed_upgrade_runs_keadm_detached_and_ends_from_the_report_after_a_restart() {
+    let node = Node::new();
+    runtime().block_on(async {
+        let mut edge = Edge::start(node.settings(None), node.store()).await;
+        let spec = json!({"version": "v1.21.0", "requireConfirmation": true, "timeoutSeconds": 300});
+        edge.send_task("nodeupgradejob", "up-1", NODE, spec.clone()).await;
+        let reports = [edge.report().await.1, edge.report().await.1];
+        assert_eq!(actions(&reports), [("Check", true), ("WaitingConfirmation", true)]);
+        edge.quiet().await;
+        assert_eq!(node.argv("keadm-backup"), None, "nothing before the confirmation");
+
+        assert_eq!(edge.confirm().await.0, 200);
+        let (_, backup) = edge.report().await;
+        assert_eq!((backup.action.as_str(), backup.succ, backup.extend.as_str()), ("BackUp", true, ",v0.1.0"));
+        // keadm upgrade runs (detached); it stops edgecore before any report.
+        kubeedge_testkit::until_async("keadm upgrade to run", async || node.argv("keadm-upgrade")).await;
+        let cfg = node.path("edgecore.yaml").display().to_string();
+        assert_eq!(
+            node.argv("keadm-upgrade").unwrap(),
+            ["upgrade", "edge", "--force", "--toVersion", "v1.21.0", "--connect-timeout", "150", "--config", &cfg]
+        );
+        edge.quiet().await;
+        assert_eq!(edge.confirm().await.0, 400, "nothing waits any more");
+        // The cloud resends: the latest report again.
+        edge.send_task("nodeupgradejob", "up-1", NODE, spec.clone()).await;
+        assert_eq!(edge.report().await.1, backup);
+        edge.stop().await;
+
+        // keadm swapped the binary, started the new edgecore and reported.
+        let report = json!({"event": "Upgrade", "success": true, "fromVersion": "v0.1.0", "toVersion": "v1.21.0"});
+        std::fs::write(node.report_file(), report.to_string()).unwrap();
+        let mut edge = Edge::start(node.settings(None), node.store()).await;
+        let (resource, upgrade) = edge.report().await;
+        assert_eq!(resource, "operations.kubeedge.io/v1alpha2/nodeupgradejob/up-1/node/edge-1");
+        assert_eq!(
+            (upgrade.action.as_str(), upgrade.succ, upgrade.extend.as_str()),
+            ("Upgrade", true, "v0.1.0,v1.21.0")
+        );
+        assert!(!node.report_file().exists());
+        // A connected notice finds nothing more to do; a resent task gets the final report.
+        edge.bus.send("taskmanager", edge::connection_notice(group::TASKMANAGER, true)).await.unwrap();
+        edge.quiet().await;
+        edge.send_task("nodeupgradejob", "up-1", NODE, spec).await;
+        assert_eq!(edge.report().await.1, upgrade);
+        edge.stop().await;
+    });
+}
+
+#[test]
+fn without_systemd_an_upgrade_ends_with_a_clear_reason_and_nothing_changed() {
+    let node = Node::new();
+    runtime().block_on(async {
+        let mut settings = node.settings(None);
+        settings.systemd_dir = node.path("no-systemd");
+        let mut edge = Edge::start(settings, node.store()).await;
+        edge.send_task("nodeupgradejob", "up-1", NODE, json!({"version": "v1.21.0"})).await;
+        let mut reports = Vec::new();
+        for _ in 0..5 {
+            reports.push(edge.report().await.1);
+        }
+        assert_eq!(
+            actions(&reports),
+            [("Check", true), ("WaitingConfirmation", true), ("BackUp", true), ("Upgrade", false), ("RollBack", true)]
+        );
+        assert!(reports[3].reason.contains("systemd is not running"), "{:?}", reports[3]);
+        assert!(reports[4].reason.starts_with("nothing was changed: systemd is not running"));
+        assert_eq!(node.argv("keadm-upgrade"), None);
+        edge.quiet().await;
+        edge.stop().await;
+    });
+}
