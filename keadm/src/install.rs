@@ -2,7 +2,7 @@
 //! over an existing file, and everything this run created (files, directories, an enabled
 //! unit) is undone in reverse order if it does not [`commit`](Tx::commit).
 
-use std::io::Write;
+use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -82,31 +82,7 @@ impl<'a> Tx<'a> {
         if target.exists() {
             return Err(Error::Exists(target));
         }
-        let tmp = target.with_file_name(format!(
-            ".{}.keadm-tmp",
-            target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-        ));
-        let io = |what, source| Error::Io { what, path: tmp.clone(), source };
-        let result = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&tmp)
-                .map_err(|e| io("creating", e))?;
-            f.write_all(data).map_err(|e| io("writing", e))?;
-            f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| io("chmod", e))?;
-            f.sync_all().map_err(|e| io("syncing", e))?;
-            std::fs::rename(&tmp, &target).map_err(|source| Error::Io {
-                what: "renaming to",
-                path: target.clone(),
-                source,
-            })
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result?;
+        write_beside(&target, &mut { data }, mode)?;
         self.undo.push(Undo::File(target.clone()));
         Ok(target)
     }
@@ -173,6 +149,40 @@ impl Drop for Tx<'_> {
             let _ = systemctl.daemon_reload();
         }
     }
+}
+
+/// Writes `data` to `target` atomically: into `.{name}.keadm-tmp` beside it with `mode`,
+/// synced, then renamed over it (and the directory synced), so a crash leaves the old file or
+/// the new one, never a mix. The temporary file is removed on failure.
+pub fn write_beside(target: &Path, data: &mut dyn Read, mode: u32) -> Result<(), Error> {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = target.with_file_name(format!(".{name}.keadm-tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let io = |what, source| Error::Io { what, path: tmp.clone(), source };
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| io("creating", e))?;
+        std::io::copy(data, &mut f).map_err(|e| io("writing", e))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| io("chmod", e))?;
+        f.sync_all().map_err(|e| io("syncing", e))?;
+        std::fs::rename(&tmp, target).map_err(|source| Error::Io {
+            what: "renaming to",
+            path: target.to_owned(),
+            source,
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return result;
+    }
+    if let Some(dir) = target.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

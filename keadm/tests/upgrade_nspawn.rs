@@ -111,6 +111,33 @@ fn wait_kubelet_version(cloud: &kubeedge_e2e::CloudSide, node: &str, version: &s
     });
 }
 
+/// `keadm upgrade edge` in a machine whose edge is node `node` of `cloud`.
+struct Upgrade<'a> {
+    machine: &'a Machine,
+    cloud: &'a kubeedge_e2e::CloudSide,
+    node: &'a str,
+    keadm: &'a str,
+}
+
+impl Upgrade<'_> {
+    /// Upgrades from `from` to `to` with `extra` flags; checks the service, the report and the
+    /// node's kubeletVersion, and prints how long it took.
+    fn succeeds(&self, from: &str, to: &str, extra: &[&str], what: &str) {
+        let mut argv = vec![self.keadm, "upgrade", "edge", "--toVersion", to, "--force"];
+        argv.extend_from_slice(extra);
+        let t = Instant::now();
+        let o = self.machine.exec(&argv);
+        let took = t.elapsed();
+        assert!(o.status.success(), "{argv:?}:\n{}\njournal:\n{}", out(&o), self.machine.journal("edgecore.service"));
+        eprintln!("MEASURED keadm upgrade edge {what}: {:.2} s", took.as_secs_f64());
+        let says = installed(self.machine);
+        assert!(says.starts_with(&format!("edgecore {}", &to[1..])), "{says}");
+        let want = json!({"event": "Upgrade", "success": true, "fromVersion": from, "toVersion": to});
+        assert_eq!(report(self.machine), want);
+        wait_kubelet_version(self.cloud, self.node, to);
+    }
+}
+
 #[test]
 fn upgrade_rollback_backup_and_config_update_under_systemd() {
     if let Some(why) = skip_reason() {
@@ -176,28 +203,10 @@ fn upgrade_rollback_backup_and_config_update_under_systemd() {
     let journal = || machine.journal("edgecore.service");
 
     // (a) A local binary.
-    let t = Instant::now();
-    let o = machine.exec(&[
-        keadm,
-        "upgrade",
-        "edge",
-        "--toVersion",
-        "v1.99.0",
-        "--binary",
-        v199.to_str().unwrap(),
-        "--force",
-    ]);
-    let took = t.elapsed();
-    assert!(o.status.success(), "upgrade --binary:\n{}\njournal:\n{}", out(&o), journal());
-    eprintln!("MEASURED keadm upgrade edge --binary (stop, swap, start, connected): {:.2} s", took.as_secs_f64());
-    assert!(installed(&machine).starts_with("edgecore 1.99.0"), "{}", installed(&machine));
-    assert_eq!(
-        report(&machine),
-        json!({"event": "Upgrade", "success": true, "fromVersion": original, "toVersion": "v1.99.0"})
-    );
+    let up = Upgrade { machine: &machine, cloud: &cloud, node, keadm };
+    up.succeeds(&original, "v1.99.0", &["--binary", v199.to_str().unwrap()], "--binary (stop, swap, start, connected)");
     assert_eq!(machine.systemctl(&["is-active", "edgecore.service"]), "active");
     assert!(connected(&machine, &monitor));
-    wait_kubelet_version(&cloud, node, "v1.99.0");
     for f in ["edgecore.db", "edgecore.yaml", "edgecore"] {
         let p = format!("/etc/kubeedge/backup/{original}/{f}");
         assert!(machine.exec(&["test", "-s", &p]).status.success(), "{p} missing");
@@ -205,26 +214,8 @@ fn upgrade_rollback_backup_and_config_update_under_systemd() {
     assert!(!machine.exec(&["test", "-e", "/etc/kubeedge/idempotency_record"]).status.success());
 
     // (b) From an image in containerd.
-    let t = Instant::now();
-    let o = machine.exec(&[
-        keadm,
-        "upgrade",
-        "edge",
-        "--toVersion",
-        "v1.98.0",
-        "--image",
-        "localhost/kubeedge/edgecore",
-        "--force",
-    ]);
-    let took = t.elapsed();
-    assert!(o.status.success(), "upgrade --image:\n{}\njournal:\n{}", out(&o), journal());
-    eprintln!("MEASURED keadm upgrade edge --image (export, extract, swap, connected): {:.2} s", took.as_secs_f64());
-    assert!(installed(&machine).starts_with("edgecore 1.98.0"), "{}", installed(&machine));
-    assert_eq!(
-        report(&machine),
-        json!({"event": "Upgrade", "success": true, "fromVersion": "v1.99.0", "toVersion": "v1.98.0"})
-    );
-    wait_kubelet_version(&cloud, node, "v1.98.0");
+    let image_args = ["--image", "localhost/kubeedge/edgecore"];
+    up.succeeds("v1.99.0", "v1.98.0", &image_args, "--image (export, extract, swap, connected)");
     assert!(!machine.exec(&["test", "-e", "/etc/kubeedge/upgrade/v1.98.0"]).status.success(), "work dir left");
 
     // (c) A binary that exits at once: rolled back to 1.98.0.
