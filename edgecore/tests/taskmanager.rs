@@ -184,6 +184,11 @@ impl Edge {
     }
 }
 
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
@@ -201,10 +206,23 @@ fn prepull_pulls_through_cri_reports_each_image_and_answers_duplicates_from_its_
     let ctrd = PrivateContainerd::start().unwrap_or_else(|e| panic!("private containerd: {e}"));
     let node = Node::new();
     runtime().block_on(async {
-        let mut edge = Edge::start(node.settings(Some(ctrd.socket())), node.store()).await;
+        // Pull secrets as MetaManager keeps them: the Secret JSON the cloud sent, in `meta`.
+        let store = node.store();
+        let config = json!({"auths": {"localhost": {"auth": "dXNlcjpwYXNz"}}}).to_string();
+        let good = json!({"kind": "Secret", "data": {".dockerconfigjson": base64_of(&config)}});
+        let broken = json!({"kind": "Secret", "data": {".dockerconfigjson": "not base64!"}});
+        for (name, secret) in [("regcred", good), ("broken", broken)] {
+            let row = kubeedge_metastore::MetaRow {
+                key: format!("kubeedge/secret/{name}"),
+                ty: "secret".into(),
+                value: secret.to_string(),
+            };
+            store.apply(vec![kubeedge_metastore::Op::UpsertMeta(row)]).await.unwrap();
+        }
+        let mut edge = Edge::start(node.settings(Some(ctrd.socket())), store).await;
         let busybox = ctrd.busybox_image().to_owned();
         let spec = json!({"imagePrePullTemplate": {"images": [busybox], "retryTimes": 1}});
-        edge.send_task("imageprepulljob", "pull-1", NODE, spec).await;
+        edge.send_task("imageprepulljob", "pull-1", NODE, spec.clone()).await;
         let (resource, check) = edge.report().await;
         assert_eq!(resource, "operations.kubeedge.io/v1alpha2/imageprepulljob/pull-1/node/edge-1");
         assert_eq!((check.action.as_str(), check.succ), ("Check", true), "{check:?}");
@@ -215,7 +233,7 @@ fn prepull_pulls_through_cri_reports_each_image_and_answers_duplicates_from_its_
         assert_eq!(statuses, json!([{"image": busybox, "status": "True"}]));
 
         // The cloud resends the task: the final report again, nothing run again.
-        edge.send_task("imageprepulljob", "pull-1", NODE, json!({"imagePrePullTemplate": {"images": [busybox]}})).await;
+        edge.send_task("imageprepulljob", "pull-1", NODE, spec).await;
         let (_, again) = edge.report().await;
         assert_eq!(again, pull, "the same report, finish time and all");
         edge.quiet().await;
@@ -235,12 +253,23 @@ fn prepull_pulls_through_cri_reports_each_image_and_answers_duplicates_from_its_
         );
         assert!(statuses[1]["reason"].as_str().unwrap().contains("pulling"), "{statuses:?}");
 
-        // A pull secret that is not on the node fails the pull with a reason.
+        // With a pull secret from the node's store; a malformed one fails the pull.
         let spec = json!({"imagePrePullTemplate": {"images": [busybox], "imageSecrets": "kubeedge/regcred"}});
+        edge.send_task("imageprepulljob", "pull-4", NODE, spec).await;
+        let reports = [edge.report().await.1, edge.report().await.1];
+        assert_eq!(actions(&reports), [("Check", true), ("Pull", true)], "{reports:?}");
+        let spec = json!({"imagePrePullTemplate": {"images": [busybox], "imageSecrets": "kubeedge/broken"}});
+        edge.send_task("imageprepulljob", "pull-5", NODE, spec).await;
+        let reports = [edge.report().await.1, edge.report().await.1];
+        assert_eq!(actions(&reports), [("Check", true), ("Pull", false)]);
+        assert!(reports[1].reason.contains("not base64"), "{:?}", reports[1]);
+
+        // A pull secret that is not on the node fails the pull with a reason.
+        let spec = json!({"imagePrePullTemplate": {"images": [busybox], "imageSecrets": "kubeedge/absent"}});
         edge.send_task("imageprepulljob", "pull-3", NODE, spec).await;
         let reports = [edge.report().await.1, edge.report().await.1];
         assert_eq!(actions(&reports), [("Check", true), ("Pull", false)]);
-        assert!(reports[1].reason.contains("kubeedge/regcred is not on this node"), "{:?}", reports[1]);
+        assert!(reports[1].reason.contains("kubeedge/absent is not on this node"), "{:?}", reports[1]);
         edge.stop().await;
     });
 }
@@ -261,6 +290,16 @@ fn an_injected_version_fails_check_and_runs_nothing_and_other_nodes_tasks_are_dr
         assert!(!pwned.exists(), "nothing was executed");
         assert_eq!(node.argv("keadm-upgrade"), None);
         assert_eq!(node.argv("systemd-run"), None);
+
+        // The same job name again with the same spec is the cloud resending: the same report.
+        let spec = json!({"version": "v1.21.0; touch /tmp/pwned", "image": "kubeedge/installation-package"});
+        edge.send_task("nodeupgradejob", "up-1", NODE, spec).await;
+        assert_eq!(edge.report().await.1, check);
+        // With another spec it is a new job of that name: it runs.
+        edge.send_task("nodeupgradejob", "up-1", NODE, json!({"version": "1.21"})).await;
+        let (_, rerun) = edge.report().await;
+        assert_eq!((rerun.action.as_str(), rerun.succ), ("Check", false));
+        assert!(rerun.reason.contains("\"1.21\""), "{rerun:?}");
 
         // A task for another node is dropped without a word.
         edge.send_task("nodeupgradejob", "up-2", "edge-2", json!({"version": "v1.21.0"})).await;
@@ -289,7 +328,10 @@ fn config_update_passes_values_as_single_arguments_and_ends_from_keadms_report()
         let cfg = node.path("edgecore.yaml").display().to_string();
         assert_eq!(node.argv("keadm-backup").unwrap(), ["backup", "edge", "--config", &cfg]);
         let set = format!("modules.edgeHub.token={value},modules.edged.maxPods=50");
-        assert_eq!(node.argv("keadm-config-update").unwrap(), ["config-update", "--set", &set, "--config", &cfg]);
+        assert_eq!(
+            node.argv("keadm-config-update").unwrap(),
+            ["config-update", "--set", &set, "--connect-timeout", "120", "--config", &cfg]
+        );
         let keadm = node.path("keadm").display().to_string();
         let run = node.argv("systemd-run").unwrap();
         assert_eq!(run[..6], ["--unit", "kubeedge-task-cfg-1", "--collect", "--quiet", "--", keadm.as_str()]);

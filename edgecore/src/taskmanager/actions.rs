@@ -346,7 +346,8 @@ async fn config_update(env: &Env, job: &str, spec: &ConfigUpdateJobSpec, act: &'
                 Ok(s) => s,
                 Err(e) => return not_started(act, e),
             };
-            match keadm::launch_detached(&env.settings, job, keadm::config_update_args(&env.settings, &set)).await {
+            let args = keadm::config_update_args(&env.settings, &set, keadm::connect_timeout(spec.timeout_seconds));
+            match keadm::launch_detached(&env.settings, job, args).await {
                 Ok(()) => ActionResult { reports: Vec::new(), then: Then::Pending(action::UPDATE) },
                 Err(e) => not_started(act, e),
             }

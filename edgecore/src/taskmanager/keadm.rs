@@ -15,7 +15,7 @@ const SYSTEMD_RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of a command's stderr a reason quotes.
 const STDERR_QUOTE: usize = 512;
 
-/// The `--connect-timeout` of `keadm upgrade edge`: half the job's `timeoutSeconds` (the rest
+/// The `--connect-timeout` of `keadm upgrade edge` and `keadm config-update`: half the job's `timeoutSeconds` (the rest
 /// is for the backup, the swap and a rollback), at least 30 s; 120 s without one.
 pub fn connect_timeout(timeout_seconds: Option<u32>) -> u32 {
     timeout_seconds.map_or(120, |t| (t / 2).max(30))
@@ -37,9 +37,16 @@ pub fn rollback_args(s: &Settings) -> Vec<OsString> {
     with_config(s, vec!["rollback".into(), "edge".into()])
 }
 
-/// `keadm config-update --set k=v,… --config C`.
-pub fn config_update_args(s: &Settings, set: &str) -> Vec<OsString> {
-    with_config(s, vec!["config-update".into(), "--set".into(), set.into()])
+/// `keadm config-update --set k=v,… --connect-timeout N --config C`.
+pub fn config_update_args(s: &Settings, set: &str, connect_timeout: u32) -> Vec<OsString> {
+    let args = vec![
+        "config-update".into(),
+        "--set".into(),
+        set.into(),
+        "--connect-timeout".into(),
+        connect_timeout.to_string().into(),
+    ];
+    with_config(s, args)
 }
 
 /// `keadm backup edge --config C`.
@@ -147,7 +154,7 @@ mod tests {
         assert_eq!(args, want.map(OsString::from));
         assert!(!upgrade_args(&s, "v1.21.0", "", 120).contains(&OsString::from("--image")));
         let set = "a.b=x; touch /tmp/pwned $(id)";
-        assert_eq!(config_update_args(&s, set)[2], OsString::from(set));
+        assert_eq!(config_update_args(&s, set, 120)[2], OsString::from(set));
         let run = systemd_run_args(&s, "job-1", rollback_args(&s));
         assert_eq!(
             run[..6],

@@ -7,7 +7,9 @@
 //!   task for another node is dropped. Every action's result goes to the cloud as an
 //!   `UpdateNodeActionStatus` report through EdgeHub.
 //! - Idempotent: each task has a [`record::Record`] in `meta_v2` (upstream's key form). A task
-//!   the node already knows is never run again: its latest report is sent again.
+//!   the node already knows is never run again: its latest report is sent again. (A finished
+//!   task that comes with a different spec is a job deleted and created again under the same
+//!   name: it runs as a new task.)
 //! - Check runs the pre-checks ([`precheck`]) and validates what will be executed; for an
 //!   upgrade with an image it fetches `image:version` through CRI. Pull pulls through CRI with
 //!   the job's pull secret ([`secret`]). BackUp runs `keadm backup edge` and waits for it.
@@ -249,6 +251,13 @@ impl State {
             return;
         }
         let key = record::key(resource.task_type.resource(), &resource.job, &resource.node);
+        let spec: serde_json::Value = serde_json::from_slice(&msg.content.data()).unwrap_or(serde_json::Value::Null);
+        // A finished task sent with another spec is a new job of the same name (the old one
+        // was deleted and created again): it runs. The same spec is the cloud resending.
+        if self.tasks.get(&key).is_some_and(|known| known.phase == Phase::Done && known.spec != spec) {
+            info!("A finished task's job came again with another spec; running it as a new task.");
+            self.tasks.remove(&key);
+        }
         if let Some(known) = self.tasks.get(&key) {
             // Idempotent: nothing runs again; the cloud hears where the task stands.
             match &known.report {
@@ -264,7 +273,6 @@ impl State {
             warn!(operation = %msg.router.operation, "Dropped a task starting at an unknown action.");
             return;
         };
-        let spec: serde_json::Value = serde_json::from_slice(&msg.content.data()).unwrap_or(serde_json::Value::Null);
         let record = Record::new(&resource, spec, step.action);
         if let Err(e) = self.records.save(&record).await {
             // Without a record the task could run twice; the cloud sends it again.
