@@ -54,8 +54,8 @@ SERVICEBUS_PORT=${SERVICEBUS_PORT:-9060}
 BRIDGE=kelocal0
 
 bash hack/install-deps.sh
-echo "local-up: building apiserver-lite, cloudcore, edgecore, the modbus mapper and its simulator ($PROFILE)"
-PKGS=(-p cloudcore -p edgecore -p apiserver-lite -p kubeedge-mapper-modbus -p kubeedge-modbus-sim)
+echo "local-up: building apiserver-lite, cloudcore, edgecore, keadm, the modbus mapper and its simulator ($PROFILE)"
+PKGS=(-p cloudcore -p edgecore -p keadm -p apiserver-lite -p kubeedge-mapper-modbus -p kubeedge-modbus-sim)
 if [ "$PROFILE" = release ]; then cargo build --release --locked "${PKGS[@]}"; else cargo build --locked "${PKGS[@]}"; fi
 BIN=target/$PROFILE
 rm -rf "$OUT"
@@ -173,6 +173,7 @@ modules:
   cloudStream: {enable: true, streamPort: $STREAM_PORT, tunnelPort: $TUNNEL_PORT}
   iptablesManager: {enable: true, mode: internal}
   router: {enable: true, address: 127.0.0.1, port: $ROUTER_PORT, tokenFile: $OUT/router.token}
+  taskManager: {enable: true}
 YAML
 # The Router's REST listener wants a bearer token (examples/router/).
 [ -s "$OUT/router.token" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$OUT/router.token"
@@ -222,6 +223,9 @@ modules:
     metaServer: {enable: true, server: "127.0.0.1:$META_PORT"}
   deviceTwin: {enable: true, dmiSockPath: $OUT/edge/}
   serviceBus: {enable: true, server: 127.0.0.1, port: $SERVICEBUS_PORT}
+  # Node tasks: prepulls run here; upgrades and config updates need edgecore.service under
+  # systemd (docs/node-tasks.md), which local-up does not use.
+  taskManager: {enable: true, keadmPath: $PWD/$BIN/keadm}
   edgeStream:
     enable: true
     server: 127.0.0.1:$TUNNEL_PORT

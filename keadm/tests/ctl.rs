@@ -171,21 +171,6 @@ fn ctl_reads_pods_with_the_cloud_down_and_debug_reads_the_db_with_edgecore_down(
     assert!(out.starts_with("NAMESPACE"), "{out}");
 }
 
-fn edged_settings(ctrd: &PrivateContainerd, dir: &Path, kubelet_port: u16) -> Vec<(&'static [&'static str], String)> {
-    let q = |p: &Path| format!("\"{}\"", p.display());
-    vec![
-        (&["modules", "edged", "enable"], "true".into()),
-        (&["modules", "edged", "nodeIP"], "127.0.0.1".into()),
-        (&["modules", "edged", "rootDirectory"], q(&dir.join("edge/kubelet"))),
-        (
-            &["modules", "edged", "tailoredKubeletConfig", "containerRuntimeEndpoint"],
-            format!("\"unix://{}\"", ctrd.socket().display()),
-        ),
-        (&["modules", "edged", "tailoredKubeletConfig", "podLogsDir"], q(&ctrd.pod_log_root())),
-        (&["modules", "edged", "tailoredKubeletConfig", "readOnlyPort"], kubelet_port.to_string()),
-    ]
-}
-
 #[test]
 fn logs_exec_and_restart_go_through_edged_and_the_runtime_with_the_cloud_down() {
     if let Some(why) = containerd::unavailable() {
@@ -194,7 +179,7 @@ fn logs_exec_and_restart_go_through_edged_and_the_runtime_with_the_cloud_down() 
     }
     let ctrd = PrivateContainerd::start().unwrap_or_else(|e| panic!("private containerd: {e}"));
     let dir = tempfile::tempdir().unwrap();
-    let settings = edged_settings(&ctrd, dir.path(), free_port());
+    let settings = ctrd.edged_settings(dir.path(), free_port());
     let mut s = Stack::start(dir.path(), "edge-x", false, settings);
     s.create_pod(
         json!({"metadata": {"name": "shell"}, "spec": {"nodeName": "edge-x", "terminationGracePeriodSeconds": 1,

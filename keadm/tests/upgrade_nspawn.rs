@@ -14,102 +14,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod nspawn_edge;
+
 use kubeedge_testkit::nspawn::{Bind, Machine};
-use kubeedge_testkit::{TempDir, free_port, until};
-use serde_json::{Value, json};
-
-fn skip_reason() -> Option<String> {
-    kubeedge_testkit::nspawn::unavailable().or_else(kubeedge_testkit::containerd::unavailable)
-}
-
-fn out(o: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn bin_dir() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_keadm")).parent().unwrap()
-}
-
-fn sha256(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data).as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// edgecore stamped as `version`, written to `to` (0755).
-fn stamped(version: &str, to: &Path) -> Vec<u8> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let original = std::fs::read(bin_dir().join("edgecore")).unwrap();
-    let bin = kubeedge_model::version::stamp(&original, version).unwrap();
-    std::fs::write(to, &bin).unwrap();
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
-    bin
-}
-
-/// A docker-archive image `reference` whose one layer holds `usr/local/bin/edgecore`.
-fn image_tar(reference: &str, edgecore: &[u8], to: &Path) {
-    let mut layer = tar::Builder::new(Vec::new());
-    for d in ["usr/", "usr/local/", "usr/local/bin/"] {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_size(0);
-        layer.append_data(&mut h, d, std::io::empty()).unwrap();
-    }
-    let mut h = tar::Header::new_gnu();
-    h.set_mode(0o755);
-    h.set_size(edgecore.len() as u64);
-    layer.append_data(&mut h, "usr/local/bin/edgecore", edgecore).unwrap();
-    let layer = layer.into_inner().unwrap();
-    let layer_sha = sha256(&layer);
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": ["/usr/local/bin/edgecore"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_sha}")]},
-    }))
-    .unwrap();
-    let config_name = format!("{}.json", sha256(&config));
-    let manifest = serde_json::to_vec(
-        &json!([{"Config": config_name, "RepoTags": [reference], "Layers": [format!("{layer_sha}.tar")]}]),
-    )
-    .unwrap();
-    let mut b = tar::Builder::new(std::fs::File::create(to).unwrap());
-    for (name, data) in
-        [("manifest.json", &manifest), (config_name.as_str(), &config), (&format!("{layer_sha}.tar"), &layer)]
-    {
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, name, data.as_slice()).unwrap();
-    }
-    b.finish().unwrap();
-}
-
-fn report(m: &Machine) -> Value {
-    let o = m.exec(&["cat", "/etc/kubeedge/upgrade_report.json"]);
-    assert!(o.status.success(), "no report: {}", out(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn installed(m: &Machine) -> String {
-    String::from_utf8_lossy(&m.exec(&["/usr/local/bin/edgecore", "--version"]).stdout).trim().to_owned()
-}
-
-fn connected(m: &Machine, monitor: &str) -> bool {
-    let o = m.exec(&["curl", "-fsS", &format!("http://{monitor}/metrics")]);
-    String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "kubeedge_edgehub_connected 1")
-}
-
-fn kubelet_version(cloud: &kubeedge_e2e::CloudSide, name: &str) -> Option<String> {
-    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(cloud.client());
-    let node = cloud.rt.block_on(nodes.get_opt(name)).ok()??;
-    Some(node.status?.node_info?.kubelet_version)
-}
-
-fn wait_kubelet_version(cloud: &kubeedge_e2e::CloudSide, node: &str, version: &str) {
-    let suffix = format!("-kubeedge-{version}");
-    until(&format!("kubeletVersion ending with {suffix}"), || {
-        kubelet_version(cloud, node).filter(|v| v.ends_with(&suffix)).map(drop)
-    });
-}
+use kubeedge_testkit::{TempDir, until};
+use nspawn_edge::*;
+use serde_json::json;
 
 /// `keadm upgrade edge` in a machine whose edge is node `node` of `cloud`.
 struct Upgrade<'a> {
@@ -157,23 +67,12 @@ fn upgrade_rollback_backup_and_config_update_under_systemd() {
     image_tar("localhost/kubeedge/edgecore:v1.98.0", &v198, &image);
     drop(v198);
     let broken = art.join("edgecore-broken");
-    std::fs::write(
-        &broken,
-        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'edgecore 1.97.0 (kubeedge-rs, broken on purpose)'; exit 0; fi\nexit 1\n",
-    )
-    .unwrap();
+    std::fs::write(&broken, broken_edgecore("1.97.0")).unwrap();
     std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 
     let cloud = kubeedge_e2e::CloudSide::start(dir.path());
     let containerd = kubeedge_testkit::containerd::PrivateContainerd::start().unwrap();
-    let o = std::process::Command::new("ctr")
-        .arg("--address")
-        .arg(containerd.socket())
-        .args(["--namespace", "k8s.io", "images", "import"])
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "ctr images import: {}", out(&o));
+    import(containerd.socket(), &image);
     let usr_local_bin = dir.path().join("usr-local-bin");
     std::fs::create_dir(&usr_local_bin).unwrap();
     let machine = Machine::boot(&[
@@ -185,20 +84,9 @@ fn upgrade_rollback_backup_and_config_update_under_systemd() {
     .unwrap();
 
     let keadm = Path::new(env!("CARGO_BIN_EXE_keadm")).to_str().unwrap();
-    let (ws, https) = (format!("127.0.0.1:{}", cloud.ws_port), cloud.https_port.to_string());
-    let token = cloud.token();
     let endpoint = format!("unix://{}", containerd.socket().display());
-    let monitor = format!("127.0.0.1:{}", free_port());
-    let sets = format!(
-        "modules.edged.tailoredKubeletConfig.readOnlyPort={},commonConfig.monitorServer.bindAddress={monitor},\
-         modules.metaManager.metaServer.enable=true,modules.metaManager.metaServer.server=127.0.0.1:{}",
-        free_port(),
-        free_port()
-    );
     let node = "edge-up";
-    let o = machine
-        .exec(&[keadm, "join", "-e", &ws, "-s", &https, "-t", &token, "-i", node, "-p", &endpoint, "--set", &sets]);
-    assert!(o.status.success(), "keadm join failed:\n{}\njournal:\n{}", out(&o), machine.journal("edgecore.service"));
+    let monitor = join(&machine, &cloud, &endpoint, node, "");
     assert!(installed(&machine).contains(&original[1..]), "{}", installed(&machine));
     let journal = || machine.journal("edgecore.service");
 

@@ -33,19 +33,12 @@ const NODE: &str = "edge-d";
 
 fn edge_settings(ctrd: &PrivateContainerd, dir: &Path, kubelet_port: u16) -> Vec<(&'static [&'static str], String)> {
     let q = |p: &Path| format!("\"{}\"", p.display());
-    vec![
-        (&["modules", "edged", "enable"], "true".into()),
-        (&["modules", "edged", "nodeIP"], "127.0.0.1".into()),
-        (&["modules", "edged", "rootDirectory"], q(&dir.join("edge/kubelet"))),
-        (
-            &["modules", "edged", "tailoredKubeletConfig", "containerRuntimeEndpoint"],
-            format!("\"unix://{}\"", ctrd.socket().display()),
-        ),
-        (&["modules", "edged", "tailoredKubeletConfig", "podLogsDir"], q(&ctrd.pod_log_root())),
-        (&["modules", "edged", "tailoredKubeletConfig", "staticPodPath"], q(&dir.join("edge/manifests"))),
+    let mut settings = ctrd.edged_settings(dir, kubelet_port);
+    settings.extend([
+        (&["modules", "edged", "tailoredKubeletConfig", "staticPodPath"][..], q(&dir.join("edge/manifests"))),
         (&["modules", "edged", "tailoredKubeletConfig", "fileCheckFrequency"], "\"1s\"".into()),
-        (&["modules", "edged", "tailoredKubeletConfig", "readOnlyPort"], kubelet_port.to_string()),
-    ]
+    ]);
+    settings
 }
 
 fn pod(v: serde_json::Value) -> Pod {

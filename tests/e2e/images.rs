@@ -19,18 +19,6 @@ const NONROOT: u32 = 65532;
 /// Where the chart mounts cloudcore's ConfigMap, and the image's default `--config` dir.
 const CONFIG_DIR: &str = "/etc/kubeedge/config";
 
-fn ctr(cd: &PrivateContainerd, args: &[&str]) -> String {
-    let out = Command::new("ctr")
-        .arg("--address")
-        .arg(cd.socket())
-        .args(["--namespace", K8S_NAMESPACE])
-        .args(args)
-        .output()
-        .expect("run ctr");
-    assert!(out.status.success(), "ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Builds both images from the binaries this test run uses (no cargo run, debug profile) into
 /// `out` and imports them into `cd`; returns the images' names as containerd lists them.
 fn build_images(cd: &PrivateContainerd, out: &Path) -> (String, String) {
@@ -52,7 +40,7 @@ fn build_images(cd: &PrivateContainerd, out: &Path) -> (String, String) {
     let env = std::fs::read_to_string(out.join("daemons.env")).unwrap();
     let named = |var: &str| env.lines().find_map(|l| l.strip_prefix(var)).expect(var).to_owned();
     let (cloud, edge) = (named("CLOUDCORE_IMAGE="), named("EDGECORE_IMAGE="));
-    let images = ctr(cd, &["images", "ls", "-q"]);
+    let images = cd.ctr(&["images", "ls", "-q"]);
     let find = |short: &str| {
         images
             .lines()
@@ -74,7 +62,7 @@ fn the_cloudcore_image_serves_an_edge_and_the_edgecore_image_runs() {
     let (cloud_image, edge_image) = build_images(&cd, &dir.path().join("images"));
 
     // edgecore's image: the binary and the libraries it links are all there.
-    let version = ctr(&cd, &["run", "--rm", &edge_image, "edgecore-version", "/usr/local/bin/edgecore", "--version"]);
+    let version = cd.ctr(&["run", "--rm", &edge_image, "edgecore-version", "/usr/local/bin/edgecore", "--version"]);
     assert!(
         version.contains("edgecore") && version.contains("kubeedge-rs"),
         "edgecore --version in its image printed {version:?}"
@@ -127,7 +115,7 @@ fn the_cloudcore_image_serves_an_edge_and_the_edgecore_image_runs() {
     wait_until("cloudcore in its image to be ready", || http_get(monitor, "/readyz").is_ok_and(|(s, _)| s == 200));
 
     // It runs as nonroot: the task's process, seen from the host.
-    let tasks = ctr(&cd, &["tasks", "ls"]);
+    let tasks = cd.ctr(&["tasks", "ls"]);
     let pid = tasks
         .lines()
         .find(|l| l.starts_with(&name))
@@ -159,7 +147,7 @@ fn the_cloudcore_image_serves_an_edge_and_the_edgecore_image_runs() {
     edge.signal("TERM");
     assert!(edge.wait_exit(kubeedge_testkit::patience()).is_some_and(|s| s.success()), "{}", edge.log());
     // SIGTERM to the task: cloudcore stops cleanly and `ctr run --rm` exits with its status.
-    ctr(&cd, &["tasks", "kill", "--signal", "SIGTERM", &name]);
+    cd.ctr(&["tasks", "kill", "--signal", "SIGTERM", &name]);
     let exit = cloudcore.wait_exit(kubeedge_testkit::patience());
     assert!(exit.is_some_and(|s| s.success()), "cloudcore in its image: {exit:?}\n{}", cloudcore.log());
     rt.block_on(api.shutdown());

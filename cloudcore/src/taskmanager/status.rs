@@ -115,10 +115,10 @@ pub fn apply_report(
         reason: if report.succ { String::new() } else { report.reason.clone() },
         time,
     };
-    // The edge says again what it said (the cloud asked again): nothing new.
-    if entry.action_flow.last().is_some_and(|last| {
-        last.action == action.action && last.status == action.status && last.reason == action.reason
-    }) {
+    // Each action happens once in a node's flow: a report of one already recorded is the edge
+    // saying again what it said (the cloud asked again, or a stale report crossed a newer
+    // one), nothing new.
+    if entry.action_flow.iter().any(|a| a.action == action.action) {
         return Ok(Applied::Ignored);
     }
     entry.action_flow.push(action);
@@ -242,6 +242,8 @@ mod tests {
         apply_report(ty, &mut st, "n0", &report("BackUp", true, "", "v0.1.0,v0.1.0"), now).unwrap();
         let done = apply_report(ty, &mut st, "n0", &report("Upgrade", true, "", "v0.1.0,v1.99.0"), now).unwrap();
         assert_eq!(done, Applied::Recorded { done: true });
+        // A stale report of an earlier action changes nothing.
+        assert_eq!(apply_report(ty, &mut st, "n0", &report("BackUp", true, "", ""), now), Ok(Applied::Ignored));
         let n = &st.node_status[0];
         assert_eq!(n.phase, "Successful");
         assert_eq!(n.action_flow.len(), 4);

@@ -206,6 +206,37 @@ impl PrivateContainerd {
         self.child.id()
     }
 
+    /// `ctr --address {socket} --namespace k8s.io {args}`: its stdout; panics (with ctr's
+    /// stderr) when it fails.
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", K8S_NAMESPACE])
+            .args(args)
+            .output()
+            .expect("run ctr");
+        assert!(out.status.success(), "ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// edgecore.yaml settings for an Edged on this containerd, its state under `dir/edge/` and
+    /// its kubelet-style server on `kubelet_port` (for [`crate::link::edgecore`]'s `extra`).
+    pub fn edged_settings(&self, dir: &Path, kubelet_port: u16) -> Vec<(&'static [&'static str], String)> {
+        let q = |p: &Path| format!("\"{}\"", p.display());
+        vec![
+            (&["modules", "edged", "enable"], "true".into()),
+            (&["modules", "edged", "nodeIP"], "127.0.0.1".into()),
+            (&["modules", "edged", "rootDirectory"], q(&dir.join("edge/kubelet"))),
+            (
+                &["modules", "edged", "tailoredKubeletConfig", "containerRuntimeEndpoint"],
+                format!("\"unix://{}\"", self.socket.display()),
+            ),
+            (&["modules", "edged", "tailoredKubeletConfig", "podLogsDir"], q(&self.pod_log_root())),
+            (&["modules", "edged", "tailoredKubeletConfig", "readOnlyPort"], kubelet_port.to_string()),
+        ]
+    }
+
     /// containerd's log so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
@@ -260,7 +291,7 @@ impl PrivateContainerd {
             .ok_or_else(|| Error::NoBusybox(out.join("images.env")))
     }
 
-    fn ctr(&self, args: &[&str]) -> Option<String> {
+    fn try_ctr(&self, args: &[&str]) -> Option<String> {
         let out = Command::new("ctr")
             .arg("--address")
             .arg(&self.socket)
@@ -276,9 +307,9 @@ impl PrivateContainerd {
     /// Kills every task and collects the pod network namespaces, while containerd still runs.
     fn kill_tasks(&self) -> Vec<String> {
         let mut netns = Vec::new();
-        let containers = self.ctr(&["containers", "ls", "-q"]).unwrap_or_default();
+        let containers = self.try_ctr(&["containers", "ls", "-q"]).unwrap_or_default();
         for id in containers.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            if let Some(info) = self.ctr(&["containers", "info", id]) {
+            if let Some(info) = self.try_ctr(&["containers", "info", id]) {
                 // The spec names the sandbox's netns: "path": "/var/run/netns/cni-<uuid>".
                 for part in info.split('"').filter(|p| p.starts_with("/var/run/netns/cni-")) {
                     if !netns.iter().any(|n| n == part) {
@@ -286,7 +317,7 @@ impl PrivateContainerd {
                     }
                 }
             }
-            let _ = self.ctr(&["tasks", "delete", "--force", id]);
+            let _ = self.try_ctr(&["tasks", "delete", "--force", id]);
         }
         netns
     }
