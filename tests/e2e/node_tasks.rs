@@ -7,6 +7,7 @@
 //! - Bad input, each a clear error in the job's status and nothing sent: a version with shell
 //!   metacharacters, an image reference with path traversal, a node that does not exist (that
 //!   node Failure, the others run), both nodeNames and labelSelector.
+//! - A node held at WaitingConfirmation goes silent: Unknown after `timeoutSeconds`.
 //! - A report on another node's task over HTTPS with node A's own certificate → 403; with no
 //!   certificate → 401.
 
@@ -206,6 +207,26 @@ fn prepull_jobs_bad_input_and_foreign_reports() {
     assert_eq!(node_entry(&st, "no-such-node")["reason"], "failed to get node, err: nodes \"no-such-node\" not found");
     assert_eq!(node_entry(&st, "task-a")["phase"], "Successful", "{st}");
     assert_eq!(st["phase"], "Completed", "{st}");
+
+    // A node that goes silent (an upgrade held for a confirmation that never comes) is Unknown
+    // after timeoutSeconds, though the edge repeats its last report whenever asked.
+    let t = Instant::now();
+    create(
+        &cloud,
+        TaskType::NodeUpgrade,
+        "held",
+        json!({"version": "v1.99.0", "nodeNames": ["task-b"], "requireConfirmation": true, "timeoutSeconds": 3}),
+    );
+    let st = wait_phase(&cloud, TaskType::NodeUpgrade, "held", &["Completed", "Failure"]);
+    eprintln!("MEASURED a silent node timed out (timeoutSeconds 3): {:.2} s", t.elapsed().as_secs_f64());
+    let nb = node_entry(&st, "task-b");
+    assert_eq!(
+        (nb["phase"].as_str(), nb["reason"].as_str()),
+        (Some("Unknown"), Some("The node task has timed out")),
+        "{st}"
+    );
+    let flow: Vec<&str> = nb["actionFlow"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(flow, ["Check", "WaitingConfirmation"], "{st}");
 
     // A report on B's task with A's certificate: 403; none: 401; A's own: accepted.
     assert_eq!(post_report(&cloud, &a, "/task/imageprepulljob/name/ghost/node/task-b/status", true), 403);

@@ -12,9 +12,10 @@
 //! their latest report. A node that stays silent longer than the job's `timeoutSeconds` is
 //! Unknown ("The node task has timed out").
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DynamicObject, PostParams};
 use kubeedge_apis::operations::task::{self, TaskResource, TaskType, UpstreamMessage};
 use kubeedge_apis::operations::v1alpha2::{job_phase, node_phase};
@@ -95,13 +96,19 @@ impl Runner {
             }
             Event::Deleted(ty, name) => {
                 info!(kind = ty.kind(), job = %name, "Job deleted; its tasks are no longer followed.");
-                self.jobs.remove(&(ty, name.clone()));
-                let gone = |k: &NodeKey| k.0 == ty && k.1 == name;
-                self.heard.retain(|k, _| !gone(k));
-                self.sent.retain(|k, _| !gone(k));
-                self.waiting.retain(|k, _| !gone(k));
+                let key = (ty, name);
+                self.jobs.remove(&key);
+                self.forget(&key);
             }
         }
+    }
+
+    /// Drops what is kept per node of a job that is over or gone.
+    fn forget(&mut self, key: &JobKey) {
+        let gone = |k: &NodeKey| k.0 == key.0 && k.1 == key.1;
+        self.heard.retain(|k, _| !gone(k));
+        self.sent.retain(|k, _| !gone(k));
+        self.waiting.retain(|k, _| !gone(k));
     }
 
     /// Every job still running is looked at again (timeouts, resends, nodes now connected).
@@ -151,15 +158,17 @@ impl Runner {
             debug!(node = sender, job = %res.job, "A report for a job that does not exist (any more).");
             return;
         }
-        self.heard.insert((res.task_type, res.job.clone(), res.node.clone()), Instant::now());
         let now = now_rfc3339();
+        let heard_key = (res.task_type, res.job.clone(), res.node.clone());
         let outcome = self
             .update(&key, |this, params, st| match status::apply_report(res.task_type, st, &res.node, &report, &now) {
                 Ok(Applied::Recorded { done }) => {
+                    // Only news counts against the timeout: a repeated report is not progress.
+                    this.heard.insert(heard_key.clone(), Instant::now());
                     if !status::is_final(&st.phase)
                         && let Ok(p) = params
                     {
-                        let sends = this.plan(&key, p, st);
+                        let sends = this.plan(&key, p, st, &BTreeSet::new());
                         return (Ok(Some(done)), sends);
                     }
                     (Ok(Some(done)), Vec::new())
@@ -195,9 +204,13 @@ impl Runner {
         }
         // Decide on the cached object first: most ticks change nothing and write nothing.
         let params = job::params(key.0, &obj);
+        let offline = match &params {
+            Ok(p) => self.offline_nodes(key, p, &st).await,
+            Err(_) => BTreeSet::new(),
+        };
         let mut next = st.clone();
         let sends = match &params {
-            Ok(p) => self.plan(key, p, &mut next),
+            Ok(p) => self.plan(key, p, &mut next, &offline),
             Err(_) => Vec::new(),
         };
         if next == st && params.is_ok() {
@@ -206,7 +219,7 @@ impl Runner {
         }
         let _ = self
             .update(key, |this, params, st| match params {
-                Ok(p) => (Ok(()), this.plan(key, p, st)),
+                Ok(p) => (Ok(()), this.plan(key, p, st, &offline)),
                 Err(e) => {
                     st.phase = job_phase::FAILURE.into();
                     st.reason = e.clone();
@@ -239,30 +252,59 @@ impl Runner {
             .await;
     }
 
+    /// The job's pending nodes that waited longer than its timeout for a connection here and
+    /// are not Ready either (so no other cloudcore serves them); a Ready one waits again.
+    async fn offline_nodes(&mut self, key: &JobKey, p: &Params, st: &Status) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let Some(t) = p.timeout_secs.map(|t| Duration::from_secs(t.into())) else { return out };
+        let now = Instant::now();
+        let api: Api<Node> = Api::all(self.client.clone());
+        for n in st.node_status.iter().filter(|n| n.phase == node_phase::PENDING) {
+            let k = (key.0, key.1.clone(), n.node_name.clone());
+            let waited = self.waiting.get(&k).is_some_and(|since| now.duration_since(*since) > t);
+            if !waited || self.links.is_connected(&n.node_name) {
+                continue;
+            }
+            match api.get_opt(&n.node_name).await {
+                Ok(Some(node)) if nodes::verify(&n.node_name, &node).phase == node_phase::PENDING => {
+                    self.waiting.insert(k, now);
+                }
+                Ok(_) => {
+                    out.insert(n.node_name.clone());
+                }
+                Err(e) => debug!(node = %n.node_name, error = %e, "Reading a pending node failed; it waits."),
+            }
+        }
+        out
+    }
+
     /// Times out, starts and resends; sets the job's phase. Returns the nodes to send the task.
-    fn plan(&mut self, key: &JobKey, p: &Params, st: &mut Status) -> Vec<String> {
+    /// `offline`: pending nodes to give up on ([`Runner::offline_nodes`]).
+    fn plan(&mut self, key: &JobKey, p: &Params, st: &mut Status, offline: &BTreeSet<String>) -> Vec<String> {
         let now = Instant::now();
         let nk = |n: &NodeTask| (key.0, key.1.clone(), n.node_name.clone());
         if st.phase == job_phase::INIT {
             st.phase = job_phase::IN_PROGRESS.into();
         }
         if let Some(t) = p.timeout_secs.map(|t| Duration::from_secs(t.into())) {
+            let wall = k8s_openapi::jiff::Timestamp::now();
             for n in &mut st.node_status {
-                let since = match n.phase.as_str() {
-                    node_phase::IN_PROGRESS => *self.heard.entry(nk(n)).or_insert(now),
-                    node_phase::PENDING => match self.waiting.get(&nk(n)) {
-                        Some(s) => *s,
-                        None => continue,
-                    },
-                    _ => continue,
-                };
-                if now.duration_since(since) > t {
-                    n.reason = if n.phase == node_phase::PENDING {
-                        format!("the node was not connected to this cloudcore for {}s", t.as_secs())
-                    } else {
-                        "The node task has timed out".into()
-                    };
+                if n.phase == node_phase::IN_PROGRESS {
+                    let local = now.duration_since(*self.heard.entry(nk(n)).or_insert(now));
+                    // Another cloudcore may have heard from the node: its last recorded action
+                    // counts too (upstream times out from it alone).
+                    let recorded = n
+                        .action_flow
+                        .last()
+                        .and_then(|a| a.time.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                        .map(|at| Duration::try_from(wall.duration_since(at)).unwrap_or(Duration::ZERO));
+                    if recorded.map_or(local, |r| r.min(local)) > t {
+                        n.phase = node_phase::UNKNOWN.into();
+                        n.reason = "The node task has timed out".into();
+                    }
+                } else if n.phase == node_phase::PENDING && offline.contains(&n.node_name) {
                     n.phase = node_phase::UNKNOWN.into();
+                    n.reason = format!("the node was not connected to any cloudcore for {}s", t.as_secs());
                 }
             }
         }
@@ -276,22 +318,19 @@ impl Runner {
         }
         let mut sends = Vec::new();
         let mut running = st.node_status.iter().filter(|n| n.phase == node_phase::IN_PROGRESS).count();
-        for n in &mut st.node_status {
-            if running >= p.concurrency {
-                break;
-            }
-            if n.phase != node_phase::PENDING {
+        for n in st.node_status.iter_mut().filter(|n| n.phase == node_phase::PENDING) {
+            if !self.links.is_connected(&n.node_name) {
+                self.waiting.entry(nk(n)).or_insert(now);
                 continue;
             }
-            if self.links.is_connected(&n.node_name) {
+            // Connected here: it waits for a slot, not for a connection.
+            self.waiting.remove(&nk(n));
+            if running < p.concurrency {
                 n.phase = node_phase::IN_PROGRESS.into();
                 n.reason.clear();
-                self.waiting.remove(&nk(n));
                 self.heard.insert(nk(n), now);
                 self.sent.remove(&nk(n));
                 running += 1;
-            } else {
-                self.waiting.entry(nk(n)).or_insert(now);
             }
         }
         for n in st.node_status.iter().filter(|n| n.phase == node_phase::IN_PROGRESS) {
@@ -343,6 +382,10 @@ impl Runner {
                 Ok(written) => {
                     self.jobs.insert(key.clone(), written);
                     self.send(key, &sends, obj.data.get("spec").cloned().unwrap_or_default());
+                    if status::is_final(&st.phase) {
+                        info!(kind = key.0.kind(), job = %key.1, phase = %st.phase, reason = %st.reason, "Job done.");
+                        self.forget(key);
+                    }
                     return Some(out);
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {

@@ -458,6 +458,10 @@ pub fn check_image_reference(image: &str) -> Result<(), TaskError> {
     check_upgrade_image(repo)
 }
 
+/// Config keys (prefixes) a config update may not change: the task manager's own settings (what
+/// it executes) and the database.
+pub const PROTECTED_CONFIG_KEYS: [&str; 2] = ["modules.taskManager.", "database."];
+
 /// `updateFields` of a ConfigUpdateJob as keadm's `--set` argument (`k=v` sorted by key,
 /// joined by `,`). A key or value holding `,` or `=` (keys), or a control character, would
 /// change what keadm sets, so it is refused.
@@ -472,6 +476,11 @@ pub fn config_set_argument(fields: &std::collections::BTreeMap<String, String>) 
                 .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
         if !key_ok {
             return Err(err(format!("updateFields key {k:?} is not a dotted path of letters, digits, '_' and '-'")));
+        }
+        // What the edge executes (`modules.taskManager.keadmPath`) and where it keeps its state
+        // are not a job's to change.
+        if let Some(p) = PROTECTED_CONFIG_KEYS.iter().find(|p| k.starts_with(*p)) {
+            return Err(err(format!("updateFields key {k:?} may not be changed by a config update ({p}*)")));
         }
         if v.contains(',') || v.chars().any(char::is_control) {
             return Err(err(format!("updateFields.{k}: a value may not hold ',' or control characters")));
@@ -571,5 +580,10 @@ mod tests {
         let mut g = std::collections::BTreeMap::new();
         g.insert("a=b".to_owned(), "1".to_owned());
         assert!(config_set_argument(&g).is_err());
+        for key in ["modules.taskManager.keadmPath", "database.dataSource"] {
+            let mut h = std::collections::BTreeMap::new();
+            h.insert(key.to_owned(), "/tmp/x".to_owned());
+            assert!(config_set_argument(&h).unwrap_err().0.contains("may not be changed"), "{key}");
+        }
     }
 }
