@@ -1,14 +1,17 @@
 //! The task manager on a real bus, a real SQLite file, a real MetaServer and (for pulls) a
 //! private containerd: a stand-in for EdgeHub (`websocket`, group `hub`) records what goes to
 //! the cloud. keadm and systemd-run are small scripts written by the tests that record their
-//! argv (NUL-separated) and write keadm's report file as the real ones do.
+//! argv (NUL-separated) and write keadm's report file as the real ones do. Some tests edit
+//! the stored task records between runs (a database `keadm rollback edge` restored, a clock
+//! moved past a deadline).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edgecore::metamanager::metaserver::{self, Remote};
+use edgecore::taskmanager::record::{Phase, Record, Records, Wait};
 use edgecore::taskmanager::{Settings, TaskManagerModule};
-use kubeedge_apis::operations::task::UpstreamMessage;
+use kubeedge_apis::operations::task::{TaskResource, TaskType, UpstreamMessage};
 use kubeedge_beehive::{BoxFuture, Bus, Module, ModuleContext, ModuleError, Registry, RestartPolicy, Supervisor};
 use kubeedge_metastore::{Options, Store};
 use kubeedge_model::constants::group;
@@ -68,12 +71,13 @@ impl Node {
 
     /// keadm: records each command's argv in `keadm-{command}.argv`; `backup` and
     /// `config-update` write their report (as after success), `upgrade` does not (it would
-    /// have stopped edgecore).
+    /// have stopped edgecore). `backup` first sleeps 30 s when the file `slow-backup` exists.
     fn write_scripts(&self) {
         let report = self.report_file();
         let keadm = format!(
             "#!/bin/sh\nprintf '%s\\0' \"$@\" > '{dir}/keadm-'\"$1\"'.argv'\ncase \"$1\" in\n\
-             backup) printf '{{\"event\":\"Backup\",\"success\":true,\"fromVersion\":\"\",\"toVersion\":\"v0.1.0\"}}' > '{report}' ;;\n\
+             backup) if [ -e '{dir}/slow-backup' ]; then sleep 30; fi\n\
+             printf '{{\"event\":\"Backup\",\"success\":true,\"fromVersion\":\"\",\"toVersion\":\"v0.1.0\"}}' > '{report}' ;;\n\
              config-update) printf '{{\"event\":\"ConfigUpdate\",\"success\":true}}' > '{report}' ;;\n\
              esac\n",
             dir = self.dir.path().display(),
@@ -100,6 +104,24 @@ impl Node {
         Some(
             raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect(),
         )
+    }
+
+    /// keadm's report, written as keadm does (beside, then renamed).
+    fn write_report(&self, report: serde_json::Value) {
+        let beside = self.path("upgrade_report.json.new");
+        std::fs::write(&beside, report.to_string()).unwrap();
+        std::fs::rename(beside, self.report_file()).unwrap();
+    }
+
+    /// The stored task record of `job`.
+    async fn record(&self, ty: TaskType, job: &str) -> Record {
+        let key = edgecore::taskmanager::record::key(ty.resource(), job, NODE);
+        let all = Records::new(self.store()).load().await.unwrap();
+        all.into_iter().find(|r| r.key() == key).unwrap_or_else(|| panic!("no record of {job}"))
+    }
+
+    async fn save_record(&self, r: &Record) {
+        Records::new(self.store()).save(r).await.unwrap();
     }
 
     fn settings(&self, cri: Option<&Path>) -> Settings {
@@ -410,6 +432,222 @@ fn without_systemd_an_upgrade_ends_with_a_clear_reason_and_nothing_changed() {
         assert!(reports[4].reason.starts_with("nothing was changed: systemd is not running"));
         assert_eq!(node.argv("keadm-upgrade"), None);
         edge.quiet().await;
+        edge.stop().await;
+    });
+}
+
+fn resource_of(ty: &str, job: &str) -> String {
+    format!("operations.kubeedge.io/v1alpha2/{ty}/{job}/node/{NODE}")
+}
+
+/// Runs an upgrade through BackUp to a launched `keadm upgrade` that reports nothing.
+async fn upgrade_until_launched(edge: &mut Edge, node: &Node, job: &str, spec: serde_json::Value) {
+    edge.send_task("nodeupgradejob", job, NODE, spec).await;
+    let reports = [edge.report().await.1, edge.report().await.1, edge.report().await.1];
+    assert_eq!(actions(&reports), [("Check", true), ("WaitingConfirmation", true), ("BackUp", true)]);
+    kubeedge_testkit::until_async("keadm upgrade to run", async || node.argv("keadm-upgrade")).await;
+}
+
+#[test]
+fn a_backup_interrupted_by_a_restart_fails_and_no_upgrade_follows() {
+    let node = Node::new();
+    runtime().block_on(async {
+        std::fs::write(node.path("slow-backup"), "").unwrap();
+        let mut edge = Edge::start(node.settings(None), node.store()).await;
+        let spec = json!({"version": "v1.21.0"});
+        edge.send_task("nodeupgradejob", "up-1", NODE, spec.clone()).await;
+        let reports = [edge.report().await.1, edge.report().await.1];
+        assert_eq!(actions(&reports), [("Check", true), ("WaitingConfirmation", true)]);
+        kubeedge_testkit::until_async("keadm backup to start", async || node.argv("keadm-backup")).await;
+        // Stopping does not wait for the 30 s backup: it is killed.
+        let stopping = std::time::Instant::now();
+        edge.stop().await;
+        assert!(stopping.elapsed() < Duration::from_secs(5), "stopped after {:?}", stopping.elapsed());
+        let stored = node.record(TaskType::NodeUpgrade, "up-1").await;
+        assert_eq!((stored.action.as_str(), stored.phase), ("BackUp", Phase::Running));
+
+        // As after `keadm rollback edge` restored a database backed up during that BackUp: the
+        // record says "running BackUp", and the rollback left its report.
+        let rollback = json!({"event": "Rollback", "success": true, "fromVersion": "v1.21.0", "toVersion": "v0.1.0"});
+        node.write_report(rollback);
+        let mut edge = Edge::start(node.settings(None), node.store()).await;
+        let (resource, backup) = edge.report().await;
+        assert_eq!(resource, resource_of("nodeupgradejob", "up-1"));
+        assert_eq!((backup.action.as_str(), backup.succ), ("BackUp", false));
+        assert!(backup.reason.contains("interrupted by an edgecore restart"), "{backup:?}");
+        edge.quiet().await;
+        assert_eq!(node.argv("keadm-upgrade"), None, "the upgrade is not launched again");
+        assert_eq!(node.argv("systemd-run"), None);
+        assert!(node.report_file().exists(), "no task waits for the rollback's report");
+        edge.send_task("nodeupgradejob", "up-1", NODE, spec).await;
+        assert_eq!(edge.report().await.1, backup);
+        edge.stop().await;
+    });
+}
+
+#[test]
+fn a_launch_keadm_never_reports_on_fails_at_its_deadline_kept_across_restarts() {
+    let node = Node::new();
+    runtime().block_on(async {
+        let spec = json!({"version": "v1.21.0", "timeoutSeconds": 60});
+        let mut edge = Edge::start(node.settings(None), node.store()).await;
+        upgrade_until_launched(&mut edge, &node, "up-1", spec.clone()).await;
+        let argv = node.argv("keadm-upgrade").unwrap();
+        assert!(argv.windows(2).any(|w| w == ["--connect-timeout", "30"]), "{argv:?}");
+        edge.quiet().await;
+        edge.stop().await;
+        // The connect-timeout handed to keadm and two minutes, from the launch.
+        let stored = node.record(TaskType::NodeUpgrade, "up-1").await;
+        assert_eq!(stored.phase, Phase::Pending);
+        let wait = stored.wait.clone().expect("a pending record has a deadline");
+        assert_eq!(wait.seconds, 150);
+
+        // Restarted within the deadline: still waiting, from the same launch.
+        let mut edge = Edge::start(node.settings(None), node.store()).await;
+        edge.send_task("nodeupgradejob", "up-1", NODE, spec.clone()).await;
+        assert_eq!(edge.report().await.1.action, "BackUp");
+        edge.quiet().await;
+        edge.stop().await;
+        let mut stored = node.record(TaskType::NodeUpgrade, "up-1").await;
+        assert_eq!(stored.wait.as_ref(), Some(&wait));
+
+        // The node was down past the deadline and keadm never reported.
+        let launched = kubeedge_kube_serve::time::now_unix() - 151;
+        stored.wait = Some(Wait { launched: kubeedge_kube_serve::time::format_unix(launched), seconds: 150 });
+        node.save_record(&stored).await;
+        let mut edge = Edge::start(node.settings(None), node.store()).await;
+        let reports = [edge.report().await.1, edge.report().await.1];
+        assert_eq!(actions(&reports), [("Upgrade", false), ("RollBack", false)]);
+        let why = "keadm did not report within 150s; see journalctl -u kubeedge-task-up-1";
+        assert_eq!(reports[0].reason, why);
+        assert_eq!(reports[1].reason, format!("nothing known to be changed: {why}"));
+        edge.quiet().await;
+        // The task is over: a late report is nobody's, a resend gets the final report.
+        node.write_report(
+            json!({"event": "Upgrade", "success": true, "fromVersion": "v0.1.0", "toVersion": "v1.21.0"}),
+        );
+        edge.quiet().await;
+        assert!(node.report_file().exists());
+        edge.send_task("nodeupgradejob", "up-1", NODE, spec).await;
+        assert_eq!(edge.report().await.1, reports[1]);
+        edge.stop().await;
+    });
+}
+
+#[test]
+fn keadm_runs_for_one_task_at_a_time_and_reports_go_to_the_action_they_answer() {
+    let node = Node::new();
+    runtime().block_on(async {
+        let mut edge = Edge::start(node.settings(None), node.store()).await;
+        let up = json!({"version": "v1.21.0"});
+        upgrade_until_launched(&mut edge, &node, "up-1", up.clone()).await;
+        std::fs::remove_file(node.path("keadm-backup.argv")).unwrap();
+
+        // A config update's backup would run keadm while the upgrade waits for its report.
+        let cfg = json!({"updateFields": {"modules.edged.maxPods": "50"}});
+        edge.send_task("configupdatejob", "cfg-1", NODE, cfg).await;
+        let reports = [edge.report().await, edge.report().await];
+        assert_eq!(reports[1].0, resource_of("configupdatejob", "cfg-1"));
+        let reports = reports.map(|(_, m)| m);
+        assert_eq!(actions(&reports), [("Check", true), ("BackUp", false)]);
+        assert_eq!(reports[1].reason, "another node task is running keadm: nodeupgradejob/up-1");
+        // So would a confirmed upgrade's: the confirmation says why.
+        edge.send_task("nodeupgradejob", "up-2", NODE, json!({"version": "v1.22.0", "requireConfirmation": true}))
+            .await;
+        let reports = [edge.report().await.1, edge.report().await.1];
+        assert_eq!(actions(&reports), [("Check", true), ("WaitingConfirmation", true)]);
+        assert_eq!(edge.confirm().await, (400, "another node task is running keadm: nodeupgradejob/up-1".to_owned()));
+        let (resource, refused) = edge.report().await;
+        assert_eq!(resource, resource_of("nodeupgradejob", "up-2"));
+        assert_eq!((refused.action.as_str(), refused.succ), ("BackUp", false));
+        edge.quiet().await;
+        assert_eq!(node.argv("keadm-backup"), None, "keadm was not run");
+
+        // A config update's report (keadm run by hand) is not the upgrade's: dropped.
+        node.write_report(json!({"event": "ConfigUpdate", "success": true}));
+        kubeedge_testkit::until_async("the report to be dropped", async || {
+            (!node.report_file().exists()).then_some(())
+        })
+        .await;
+        edge.quiet().await;
+        edge.send_task("nodeupgradejob", "up-1", NODE, up.clone()).await;
+        assert_eq!(edge.report().await.1.action, "BackUp", "the upgrade still waits");
+
+        // Its own report ends it, and keadm is free for the next task.
+        node.write_report(
+            json!({"event": "Upgrade", "success": true, "fromVersion": "v0.1.0", "toVersion": "v1.21.0"}),
+        );
+        let (resource, upgrade) = edge.report().await;
+        assert_eq!(resource, resource_of("nodeupgradejob", "up-1"));
+        assert_eq!((upgrade.action.as_str(), upgrade.succ), ("Upgrade", true));
+        let cfg = json!({"updateFields": {"modules.edged.maxPods": "60"}});
+        edge.send_task("configupdatejob", "cfg-2", NODE, cfg).await;
+        let reports = [edge.report().await.1, edge.report().await.1, edge.report().await.1];
+        assert_eq!(actions(&reports), [("Check", true), ("BackUp", true), ("Update", true)]);
+        edge.quiet().await;
+        edge.stop().await;
+    });
+}
+
+#[test]
+fn a_newer_upgrade_supersedes_those_waiting_and_confirm_continues_only_the_newest() {
+    let node = Node::new();
+    runtime().block_on(async {
+        // Left from jobs deleted since: two upgrades waiting for confirmation.
+        for (job, version, updated) in
+            [("old-1", "v1.19.0", "2026-01-01T00:00:00Z"), ("old-2", "v1.20.0", "2026-01-01T00:01:00Z")]
+        {
+            let resource = TaskResource { task_type: TaskType::NodeUpgrade, job: job.into(), node: NODE.into() };
+            let mut r =
+                Record::new(&resource, json!({"version": version, "requireConfirmation": true}), "WaitingConfirmation");
+            r.phase = Phase::WaitingConfirmation;
+            r.updated = updated.into();
+            node.save_record(&r).await;
+        }
+        let mut edge = Edge::start(node.settings(None), node.store()).await;
+        edge.quiet().await;
+        assert_eq!(edge.confirm().await.0, 200);
+        let (resource, superseded) = edge.report().await;
+        assert_eq!(resource, resource_of("nodeupgradejob", "old-1"));
+        assert_eq!((superseded.action.as_str(), superseded.succ), ("WaitingConfirmation", false));
+        assert_eq!(superseded.reason, "superseded by job old-2");
+        let (resource, backup) = edge.report().await;
+        assert_eq!(
+            (resource, backup.action.as_str(), backup.succ),
+            (resource_of("nodeupgradejob", "old-2"), "BackUp", true)
+        );
+        kubeedge_testkit::until_async("keadm upgrade to run", async || node.argv("keadm-upgrade")).await;
+        assert!(node.argv("keadm-upgrade").unwrap().contains(&"v1.20.0".to_owned()));
+        node.write_report(
+            json!({"event": "Upgrade", "success": true, "fromVersion": "v0.1.0", "toVersion": "v1.20.0"}),
+        );
+        assert_eq!(edge.report().await.1.action, "Upgrade");
+        std::fs::remove_file(node.path("keadm-upgrade.argv")).unwrap();
+
+        // A new upgrade job supersedes the one waiting at once.
+        let first = json!({"version": "v1.21.0", "requireConfirmation": true});
+        edge.send_task("nodeupgradejob", "up-1", NODE, first.clone()).await;
+        let reports = [edge.report().await.1, edge.report().await.1];
+        assert_eq!(actions(&reports), [("Check", true), ("WaitingConfirmation", true)]);
+        edge.send_task("nodeupgradejob", "up-2", NODE, json!({"version": "v1.22.0", "requireConfirmation": true}))
+            .await;
+        let (resource, superseded) = edge.report().await;
+        assert_eq!(resource, resource_of("nodeupgradejob", "up-1"));
+        assert_eq!((superseded.action.as_str(), superseded.succ), ("WaitingConfirmation", false));
+        assert_eq!(superseded.reason, "superseded by job up-2");
+        let reports = [edge.report().await, edge.report().await];
+        assert!(reports.iter().all(|(r, _)| *r == resource_of("nodeupgradejob", "up-2")));
+        assert_eq!(actions(&reports.map(|(_, m)| m)), [("Check", true), ("WaitingConfirmation", true)]);
+
+        assert_eq!(edge.confirm().await.0, 200);
+        let (resource, backup) = edge.report().await;
+        assert_eq!((resource, backup.action.as_str()), (resource_of("nodeupgradejob", "up-2"), "BackUp"));
+        kubeedge_testkit::until_async("keadm upgrade to run", async || node.argv("keadm-upgrade")).await;
+        assert!(node.argv("keadm-upgrade").unwrap().contains(&"v1.22.0".to_owned()), "only the newest goes on");
+        edge.quiet().await;
+        assert_eq!(edge.confirm().await.0, 400, "nothing waits any more");
+        edge.send_task("nodeupgradejob", "up-1", NODE, first).await;
+        assert_eq!(edge.report().await.1, superseded);
         edge.stop().await;
     });
 }

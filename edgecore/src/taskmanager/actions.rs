@@ -22,6 +22,9 @@ use super::{Settings, keadm, precheck, secret};
 const PULL_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// The most `retryTimes` honoured.
 const MAX_PULL_RETRIES: i32 = 10;
+/// How long keadm's report of a detached action may take beyond the `--connect-timeout` it
+/// was given (stopping and starting edgecore, a rollback, writing the report).
+pub const REPORT_GRACE_SECS: u64 = 120;
 
 /// Where a task goes after an action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +33,13 @@ pub enum Then {
     Next(&'static str),
     /// Stop until `keadm ctl confirm`.
     WaitConfirmation,
-    /// keadm runs this action detached; its report file will tell.
-    Pending(&'static str),
+    /// keadm runs this action detached; its report file will tell within `seconds`.
+    Pending {
+        /// The action.
+        action: &'static str,
+        /// How long its report is waited for.
+        seconds: u64,
+    },
     /// The task ended.
     Done,
 }
@@ -81,6 +89,35 @@ fn not_started(action: &'static str, why: String) -> ActionResult {
     let mut rb = report(action::ROLL_BACK, &rollback);
     rb.reason = format!("nothing was changed: {why}");
     ActionResult { reports: vec![report(action, &Err(why)), rb], then: Then::Done }
+}
+
+/// An action that was not run, or not run to its end, for `why`: its failure, and the task
+/// ends (an Upgrade or Update as [`not_started`], for nothing was changed).
+pub fn not_run(action: &'static str, why: String) -> ActionResult {
+    match action {
+        action::UPGRADE | action::UPDATE => not_started(action, why),
+        _ => ActionResult { reports: vec![report(action, &Err(why))], then: Then::Done },
+    }
+}
+
+/// How long keadm's report of a detached action of a job given `timeout_seconds` is waited
+/// for: the `--connect-timeout` handed to keadm and [`REPORT_GRACE_SECS`].
+pub fn report_wait(timeout_seconds: Option<u32>) -> u64 {
+    u64::from(keadm::connect_timeout(timeout_seconds)) + REPORT_GRACE_SECS
+}
+
+/// [`report_wait`] for a task of type `ty` with `spec`.
+pub fn report_wait_for(ty: TaskType, spec: &serde_json::Value) -> u64 {
+    let timeout = match ty {
+        TaskType::NodeUpgrade => {
+            serde_json::from_value::<NodeUpgradeJobSpec>(spec.clone()).ok().and_then(|s| s.timeout_seconds)
+        }
+        TaskType::ConfigUpdate => {
+            serde_json::from_value::<ConfigUpdateJobSpec>(spec.clone()).ok().and_then(|s| s.timeout_seconds)
+        }
+        TaskType::ImagePrePull => None,
+    };
+    report_wait(timeout)
 }
 
 /// Runs `action` of a task of type `ty` for `job` with its `spec`.
@@ -144,12 +181,9 @@ async fn upgrade(env: &Env, job: &str, spec: &NodeUpgradeJobSpec, act: &'static 
                 &spec.image,
                 keadm::connect_timeout(spec.timeout_seconds),
             );
-            match keadm::launch_detached(&env.settings, job, args).await {
-                Ok(()) => ActionResult { reports: Vec::new(), then: Then::Pending(action::UPGRADE) },
-                Err(e) => not_started(act, e),
-            }
+            launch(env, job, args, act, spec.timeout_seconds).await
         }
-        action::ROLL_BACK => rollback(env, job, ty).await,
+        action::ROLL_BACK => rollback(env, job, ty, spec.timeout_seconds).await,
         other => simple(ty, act, Err(format!("{other} is not an action of {}", ty.kind()))),
     }
 }
@@ -181,9 +215,27 @@ async fn fetch_upgrade_image(env: &Env, spec: &NodeUpgradeJobSpec) -> Result<(),
     Ok(())
 }
 
-async fn rollback(env: &Env, job: &str, ty: TaskType) -> ActionResult {
+/// Upgrade or Update: keadm launched detached, or the action failed with nothing changed.
+async fn launch(
+    env: &Env,
+    job: &str,
+    args: Vec<std::ffi::OsString>,
+    act: &'static str,
+    timeout_seconds: Option<u32>,
+) -> ActionResult {
+    match keadm::launch_detached(&env.settings, job, args).await {
+        Ok(()) => pending(act, timeout_seconds),
+        Err(e) => not_started(act, e),
+    }
+}
+
+fn pending(action: &'static str, timeout_seconds: Option<u32>) -> ActionResult {
+    ActionResult { reports: Vec::new(), then: Then::Pending { action, seconds: report_wait(timeout_seconds) } }
+}
+
+async fn rollback(env: &Env, job: &str, ty: TaskType, timeout_seconds: Option<u32>) -> ActionResult {
     match keadm::launch_detached(&env.settings, job, keadm::rollback_args(&env.settings)).await {
-        Ok(()) => ActionResult { reports: Vec::new(), then: Then::Pending(action::ROLL_BACK) },
+        Ok(()) => pending(action::ROLL_BACK, timeout_seconds),
         Err(e) => simple(ty, action::ROLL_BACK, Err(e)),
     }
 }
@@ -199,16 +251,21 @@ async fn backup(s: &Settings) -> Result<String, String> {
     }
 }
 
-/// Reads and removes the report file (`None` when there is none).
+/// Reads and removes the report file (`None` when there is none). At most
+/// [`task::MAX_REPORT_BYTES`] are read: a larger file is refused without being read whole.
 pub async fn read_report(s: &Settings) -> Result<Option<UpgradeReport>, String> {
-    let bytes = match tokio::fs::read(&s.report_file).await {
-        Ok(b) => b,
+    use tokio::io::AsyncReadExt;
+    let file = match tokio::fs::File::open(&s.report_file).await {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("reading {}: {e}", s.report_file.display())),
     };
+    let mut bytes = Vec::new();
+    let read = file.take(task::MAX_REPORT_BYTES as u64 + 1).read_to_end(&mut bytes).await;
     if let Err(e) = tokio::fs::remove_file(&s.report_file).await {
         warn!(path = %s.report_file.display(), error = %e, "Could not remove keadm's report file.");
     }
+    read.map_err(|e| format!("reading {}: {e}", s.report_file.display()))?;
     if bytes.len() > task::MAX_REPORT_BYTES {
         return Err(format!("{} is over {} bytes", s.report_file.display(), task::MAX_REPORT_BYTES));
     }
@@ -347,12 +404,9 @@ async fn config_update(env: &Env, job: &str, spec: &ConfigUpdateJobSpec, act: &'
                 Err(e) => return not_started(act, e),
             };
             let args = keadm::config_update_args(&env.settings, &set, keadm::connect_timeout(spec.timeout_seconds));
-            match keadm::launch_detached(&env.settings, job, args).await {
-                Ok(()) => ActionResult { reports: Vec::new(), then: Then::Pending(action::UPDATE) },
-                Err(e) => not_started(act, e),
-            }
+            launch(env, job, args, act, spec.timeout_seconds).await
         }
-        action::ROLL_BACK => rollback(env, job, ty).await,
+        action::ROLL_BACK => rollback(env, job, ty, spec.timeout_seconds).await,
         other => simple(ty, act, Err(format!("{other} is not an action of {}", ty.kind()))),
     }
 }
@@ -374,5 +428,42 @@ mod tests {
             [("Upgrade", false), ("RollBack", true)]
         );
         assert_eq!(r.reports[1].reason, "nothing was changed: no systemd");
+    }
+
+    #[test]
+    fn an_action_not_run_ends_the_task() {
+        let rows = |r: ActionResult| {
+            assert_eq!(r.then, Then::Done);
+            r.reports.into_iter().map(|m| (m.action, m.succ)).collect::<Vec<_>>()
+        };
+        assert_eq!(rows(not_run(action::BACK_UP, "busy".into())), [("BackUp".to_owned(), false)]);
+        assert_eq!(rows(not_run(action::ROLL_BACK, "busy".into())), [("RollBack".to_owned(), false)]);
+        assert_eq!(
+            rows(not_run(action::UPDATE, "busy".into())),
+            [("Update".to_owned(), false), ("RollBack".to_owned(), true)]
+        );
+        assert_eq!(report_wait(None), 240);
+        assert_eq!(report_wait(Some(600)), 420);
+        assert_eq!(
+            report_wait_for(TaskType::ConfigUpdate, &serde_json::json!({"timeoutSeconds": 60, "updateFields": {}})),
+            150
+        );
+        assert_eq!(report_wait_for(TaskType::NodeUpgrade, &serde_json::json!({"version": 3})), 240);
+    }
+
+    #[tokio::test]
+    async fn a_report_file_is_read_once_and_only_up_to_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::new("edge-1", "keadm", "edgecore.yaml", None);
+        s.report_file = dir.path().join("upgrade_report.json");
+        assert_eq!(read_report(&s).await, Ok(None));
+        std::fs::write(&s.report_file, r#"{"event":"Upgrade","success":true}"#).unwrap();
+        assert_eq!(read_report(&s).await.unwrap().unwrap().event, "Upgrade");
+        assert!(!s.report_file.exists());
+        std::fs::write(&s.report_file, vec![b' '; task::MAX_REPORT_BYTES + 10]).unwrap();
+        assert!(read_report(&s).await.unwrap_err().contains("is over 65536 bytes"));
+        assert!(!s.report_file.exists());
+        std::fs::write(&s.report_file, vec![b' '; task::MAX_REPORT_BYTES]).unwrap();
+        assert!(read_report(&s).await.unwrap_err().contains("is not a report"));
     }
 }

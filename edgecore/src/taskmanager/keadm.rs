@@ -75,7 +75,9 @@ pub fn systemd_run_args(s: &Settings, job: &str, keadm_args: Vec<OsString>) -> V
     argv
 }
 
-/// Starts keadm outside edgecore's cgroup and returns once systemd has started it.
+/// Starts keadm outside edgecore's cgroup and returns once systemd has started it. When the
+/// caller is dropped (edgecore stopping) `systemd-run` is left to finish: the unit it starts
+/// is meant to outlive edgecore, and a launch half made must not become a launch unknown.
 pub async fn launch_detached(s: &Settings, job: &str, keadm_args: Vec<OsString>) -> Result<(), String> {
     let systemd = tokio::fs::metadata(&s.systemd_dir).await.is_ok_and(|m| m.is_dir());
     if !systemd {
@@ -87,32 +89,56 @@ pub async fn launch_detached(s: &Settings, job: &str, keadm_args: Vec<OsString>)
     }
     let mut cmd = tokio::process::Command::new(&s.systemd_run);
     cmd.args(systemd_run_args(s, job, keadm_args));
-    let out = run(cmd, SYSTEMD_RUN_TIMEOUT).await.map_err(|e| format!("systemd-run: {e}"))?;
+    let out = run(cmd, SYSTEMD_RUN_TIMEOUT, false).await.map_err(|e| format!("systemd-run: {e}"))?;
     if !out.status.success() {
         return Err(format!("systemd-run failed ({}): {}", out.status, quote(&out.stderr)));
     }
     Ok(())
 }
 
-/// Runs `keadm backup edge` and waits for it (at most `s.backup_timeout`).
+/// Runs `keadm backup edge` and waits for it (at most `s.backup_timeout`); killed when the
+/// caller is dropped (the task manager stopping).
 pub async fn backup(s: &Settings) -> Result<(), String> {
     let mut cmd = tokio::process::Command::new(&s.keadm);
     cmd.args(backup_args(s));
-    let out = run(cmd, s.backup_timeout).await.map_err(|e| format!("keadm backup failed, err: {e}"))?;
+    let out = run(cmd, s.backup_timeout, true).await.map_err(|e| format!("keadm backup failed, err: {e}"))?;
     if !out.status.success() {
         return Err(format!("keadm backup failed, err: {}: {}", out.status, quote(&out.stderr)));
     }
     Ok(())
 }
 
-/// Runs `cmd` with no stdin, its output captured, killed when it outlives `timeout`.
-async fn run(mut cmd: tokio::process::Command, timeout: Duration) -> Result<std::process::Output, String> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let child = cmd.spawn().map_err(|e| format!("cannot start {:?}: {e}", cmd.as_std().get_program()))?;
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+/// Runs `cmd` with no stdin, its output captured. Killed when it outlives `timeout`, and, if
+/// `kill_on_drop`, when the returned future is dropped (otherwise it runs on, unwatched).
+async fn run(
+    mut cmd: tokio::process::Command,
+    timeout: Duration,
+    kill_on_drop: bool,
+) -> Result<std::process::Output, String> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(kill_on_drop);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {:?}: {e}", cmd.as_std().get_program()))?;
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let output = async {
+        let (stdout, stderr) = tokio::join!(read_all(stdout), read_all(stderr));
+        let status = child.wait().await?;
+        Ok::<_, std::io::Error>(std::process::Output { status, stdout: stdout?, stderr: stderr? })
+    };
+    let finished = tokio::time::timeout(timeout, output).await;
+    match finished {
         Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("did not finish within {}s", timeout.as_secs())),
+        Err(_) => {
+            let _ = child.start_kill();
+            Err(format!("did not finish within {}s", timeout.as_secs()))
+        }
     }
+}
+
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if let Some(mut pipe) = pipe {
+        tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut buf).await?;
+    }
+    Ok(buf)
 }
 
 /// The last line of a command's stderr, shortened.

@@ -8,7 +8,7 @@
 //! for all three task types, and keeps finished tasks (the newest [`MAX_FINISHED`]) so a resent
 //! task is answered with its final report.
 
-use kubeedge_apis::operations::task::{TaskResource, TaskType, UpstreamMessage};
+use kubeedge_apis::operations::task::{TaskResource, TaskType, UpstreamMessage, action};
 use kubeedge_apis::operations::v1alpha2::API_VERSION;
 use kubeedge_metastore::{MetaV2Row, Op, Store};
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,7 @@ pub enum Phase {
     /// WaitingConfirmation succeeded and the job requires `keadm ctl confirm`.
     WaitingConfirmation,
     /// keadm was started detached for `action` (Upgrade, Update, RollBack); its result comes
-    /// through the report file.
+    /// through the report file, or the task fails once [`Record::wait`] has passed.
     Pending,
     /// The task ended; `report` is its final report.
     Done,
@@ -53,6 +53,35 @@ pub struct Record {
     /// When the record last changed (RFC 3339), for pruning finished ones.
     #[serde(default)]
     pub updated: String,
+    /// While [`Phase::Pending`]: how long keadm's report is waited for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Wait>,
+}
+
+/// How long a pending action waits for keadm's report, kept in the record so a restart (or a
+/// reboot) does not start the wait again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wait {
+    /// When keadm was launched (RFC 3339); for a launch an earlier edgecore may or may not have
+    /// made, when this edgecore found it.
+    pub launched: String,
+    /// How long after `launched` the report may come.
+    pub seconds: u64,
+}
+
+impl Wait {
+    /// A wait of `seconds` from now.
+    pub fn from_now(seconds: u64) -> Self {
+        Self { launched: kubeedge_kube_serve::time::now(), seconds }
+    }
+
+    /// Whether the report is overdue at `now` (Unix seconds). A launch time that does not
+    /// parse counts as overdue: nobody knows how long that keadm has run.
+    pub fn is_over(&self, now: i64) -> bool {
+        let launched = kubeedge_kube_serve::time::parse_unix(&self.launched);
+        launched.is_none_or(|t| now >= t.saturating_add_unsigned(self.seconds))
+    }
 }
 
 impl Record {
@@ -67,6 +96,17 @@ impl Record {
             phase: Phase::Running,
             report: None,
             updated: kubeedge_kube_serve::time::now(),
+            wait: None,
+        }
+    }
+
+    /// Whether the task has keadm working for it: an action that runs keadm being run, or
+    /// launched and not yet reported.
+    pub fn holds_keadm(&self) -> bool {
+        match self.phase {
+            Phase::Pending => true,
+            Phase::Running => runs_keadm(&self.action),
+            Phase::WaitingConfirmation | Phase::Done => false,
         }
     }
 
@@ -84,6 +124,12 @@ impl Record {
     pub fn key(&self) -> String {
         key(&self.task_type, &self.job, &self.node)
     }
+}
+
+/// Whether `action` runs keadm (which takes the node's one lock and writes the node's one
+/// report file).
+pub fn runs_keadm(action: &str) -> bool {
+    matches!(action, action::BACK_UP | action::UPGRADE | action::UPDATE | action::ROLL_BACK)
 }
 
 /// `{type}specs`: the resource column of a task type's records (upstream's
@@ -182,6 +228,32 @@ mod tests {
         assert_eq!(r.resource(), Some(resource(TaskType::NodeUpgrade, "up1")));
     }
 
+    #[test]
+    fn a_wait_is_over_at_its_deadline() {
+        let w = Wait { launched: "2026-01-01T00:00:00Z".into(), seconds: 150 };
+        let launched = kubeedge_kube_serve::time::parse_unix(&w.launched).unwrap();
+        assert!(!w.is_over(launched + 149));
+        assert!(w.is_over(launched + 150));
+        assert!(Wait { launched: "yesterday".into(), seconds: 150 }.is_over(launched));
+        assert!(!Wait::from_now(60).is_over(kubeedge_kube_serve::time::now_unix()));
+    }
+
+    #[test]
+    fn keadm_is_held_by_its_actions_running_or_pending() {
+        let mut r = Record::new(&resource(TaskType::NodeUpgrade, "u1"), serde_json::json!({}), "Check");
+        assert!(!r.holds_keadm());
+        r.action = "BackUp".into();
+        assert!(r.holds_keadm());
+        r.phase = Phase::Done;
+        assert!(!r.holds_keadm());
+        r.phase = Phase::Pending;
+        r.action = "RollBack".into();
+        assert!(r.holds_keadm());
+        r.action = "WaitingConfirmation".into();
+        r.phase = Phase::WaitingConfirmation;
+        assert!(!r.holds_keadm());
+    }
+
     #[tokio::test]
     async fn records_survive_reopening_and_prune_the_oldest_finished() {
         let dir = tempfile::tempdir().unwrap();
@@ -193,6 +265,7 @@ mod tests {
         records.save(&pull).await.unwrap();
         let mut up = Record::new(&resource(TaskType::NodeUpgrade, "u1"), serde_json::json!({}), "Upgrade");
         up.phase = Phase::Pending;
+        up.wait = Some(Wait::from_now(270));
         records.save(&up).await.unwrap();
         // Something MetaServer stores is not a task.
         let other = MetaV2Row {

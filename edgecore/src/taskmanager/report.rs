@@ -11,19 +11,15 @@
 //! | Update    | ConfigUpdate / false | Update ✗ reason, RollBack ✓ (keadm keeps or restores the old file) |
 //! | Update    | Rollback / x         | Update ✗ reason, RollBack x                               |
 //!
-//! Every row ends the task. A `Backup` report is a leftover (backups are read as they finish)
-//! and is ignored; any other event is the pending action's failure.
+//! Every row ends the task. A report goes to the task whose pending action it can answer
+//! ([`answers`]): an `Upgrade` one to the upgrade, a `ConfigUpdate` one to the config update, a
+//! `Rollback` one to either; a `Backup` report is a leftover (backups are read as they finish)
+//! and is ignored. An event the pending action does not expect (an `Upgrade` report while the
+//! upgrade's RollBack is pending, or an event keadm does not write) is its failure.
+//!
+//! A pending action whose report does not come in time ends as [`overdue`] says.
 
-use kubeedge_apis::operations::task::{UpgradeReport, UpstreamMessage, action, report_event, upgrade_extend};
-
-/// What to do with a report file while `pending` waits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// A leftover: delete the file, keep waiting.
-    Ignore,
-    /// Send these reports (the last is final), delete the file, end the task.
-    Finish(Vec<UpstreamMessage>),
-}
+use kubeedge_apis::operations::task::{TaskType, UpgradeReport, UpstreamMessage, action, report_event, upgrade_extend};
 
 fn msg(action: &str, succ: bool, reason: &str, extend: String) -> UpstreamMessage {
     UpstreamMessage {
@@ -35,16 +31,13 @@ fn msg(action: &str, succ: bool, reason: &str, extend: String) -> UpstreamMessag
     }
 }
 
-/// The reports for `pending` (Upgrade, Update or RollBack) from keadm's `report`.
-pub fn outcome(pending: &str, report: &UpgradeReport) -> Outcome {
+/// The reports for `pending` (Upgrade, Update or RollBack) from keadm's `report`, one that
+/// [`answers`] it; the last is final.
+pub fn outcome(pending: &str, report: &UpgradeReport) -> Vec<UpstreamMessage> {
     let err = report.error_message.as_str();
     let (ok, why) = (report.success, if report.success { "" } else { err });
     let versions = upgrade_extend(&report.from_version, &report.to_version);
-    let event = report.event.as_str();
-    if event == report_event::BACKUP {
-        return Outcome::Ignore;
-    }
-    let reports = match (pending, event) {
+    match (pending, report.event.as_str()) {
         (action::UPGRADE, report_event::UPGRADE) if ok => vec![msg(action::UPGRADE, true, "", versions)],
         (action::UPGRADE, report_event::UPGRADE) => vec![
             msg(action::UPGRADE, false, err, versions.clone()),
@@ -70,8 +63,32 @@ pub fn outcome(pending: &str, report: &UpgradeReport) -> Outcome {
             let reason = format!("keadm reported {other:?} (success {ok}) while {pending} was expected: {err}");
             vec![msg(pending, false, &reason, String::new())]
         }
-    };
-    Outcome::Finish(reports)
+    }
+}
+
+/// Whether a report of `event` is for `pending`, an action of a task of type `ty` that keadm
+/// runs detached. An event keadm does not write is for any (it fails the action).
+pub fn answers(event: &str, ty: TaskType, pending: &str) -> bool {
+    let upgrade = ty == TaskType::NodeUpgrade && matches!(pending, action::UPGRADE | action::ROLL_BACK);
+    let update = ty == TaskType::ConfigUpdate && matches!(pending, action::UPDATE | action::ROLL_BACK);
+    match event {
+        report_event::BACKUP => false,
+        report_event::UPGRADE => upgrade,
+        report_event::CONFIG_UPDATE => update,
+        _ => upgrade || update,
+    }
+}
+
+/// The reports when keadm did not report `pending` of `job` within `seconds`: the action
+/// failed, and (after an Upgrade or Update) a failed RollBack, for nobody knows what keadm
+/// changed; the cloud sees a final Failure either way.
+pub fn overdue(pending: &str, job: &str, seconds: u64) -> Vec<UpstreamMessage> {
+    let why = format!("keadm did not report within {seconds}s; see journalctl -u kubeedge-task-{job}");
+    let mut reports = vec![msg(pending, false, &why, String::new())];
+    if pending != action::ROLL_BACK {
+        reports.push(msg(action::ROLL_BACK, false, &format!("nothing known to be changed: {why}"), String::new()));
+    }
+    reports
 }
 
 /// The reports when the report file cannot be read as an [`UpgradeReport`].
@@ -93,8 +110,7 @@ mod tests {
         }
     }
 
-    fn finish(o: Outcome) -> Vec<(String, bool, String, String)> {
-        let Outcome::Finish(v) = o else { panic!("not finished: {o:?}") };
+    fn finish(v: Vec<UpstreamMessage>) -> Vec<(String, bool, String, String)> {
         v.into_iter().map(|m| (m.action, m.succ, m.reason, m.extend)).collect()
     }
 
@@ -142,12 +158,39 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_are_ignored_and_strangers_fail_the_pending_action() {
-        assert_eq!(outcome("Upgrade", &report("Backup", true, "", "v1.0.0", "")), Outcome::Ignore);
+    fn strangers_fail_the_pending_action() {
         let odd = finish(outcome("Update", &report("Upgrade", true, "v1", "v2", "")));
         assert_eq!(odd.len(), 1);
         assert_eq!((odd[0].0.as_str(), odd[0].1), ("Update", false));
         assert!(odd[0].2.contains("\"Upgrade\""));
         assert!(!unreadable("Upgrade", "eof")[0].succ);
+    }
+
+    #[test]
+    fn a_report_goes_to_the_task_it_can_answer() {
+        use TaskType::*;
+        assert!(answers("Upgrade", NodeUpgrade, "Upgrade") && answers("Upgrade", NodeUpgrade, "RollBack"));
+        assert!(!answers("Upgrade", ConfigUpdate, "Update"));
+        assert!(answers("ConfigUpdate", ConfigUpdate, "Update") && answers("ConfigUpdate", ConfigUpdate, "RollBack"));
+        assert!(!answers("ConfigUpdate", NodeUpgrade, "Upgrade") && !answers("ConfigUpdate", NodeUpgrade, "RollBack"));
+        assert!(answers("Rollback", NodeUpgrade, "Upgrade") && answers("Rollback", ConfigUpdate, "Update"));
+        assert!(!answers("Rollback", ImagePrePull, "Pull"));
+        assert!(!answers("Backup", NodeUpgrade, "Upgrade") && !answers("Backup", ConfigUpdate, "Update"));
+        assert!(answers("Other", ConfigUpdate, "Update"));
+    }
+
+    #[test]
+    fn an_overdue_report_fails_the_action_and_its_rollback() {
+        let why = "keadm did not report within 150s; see journalctl -u kubeedge-task-up-1";
+        let rows: Vec<_> = overdue("Upgrade", "up-1", 150).into_iter().map(|m| (m.action, m.succ, m.reason)).collect();
+        assert_eq!(
+            rows,
+            [
+                ("Upgrade".to_owned(), false, why.to_owned()),
+                ("RollBack".to_owned(), false, format!("nothing known to be changed: {why}"))
+            ]
+        );
+        let rb = overdue("RollBack", "up-1", 150);
+        assert_eq!((rb.len(), rb[0].action.as_str(), rb[0].succ), (1, "RollBack", false));
     }
 }
