@@ -13,6 +13,23 @@ use super::Error;
 use super::client::{Endpoint, Tls};
 use crate::paths::{self, Root};
 
+/// The largest edgecore.yaml read (upstream's default file is about 10 KiB).
+pub const MAX_CONFIG: u64 = 1024 * 1024;
+
+/// The text of the config file at `path`, at most [`MAX_CONFIG`] bytes.
+pub fn read_config(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(MAX_CONFIG + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the file is larger than {MAX_CONFIG} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 /// edgecore.yaml, loaded.
 pub struct Edge {
     /// The file read.
@@ -27,8 +44,10 @@ impl Edge {
     pub fn load(config: Option<&Path>, root: Option<&Path>) -> Result<Self, Error> {
         let root = Root::new(root);
         let path = config.map_or_else(|| root.at(paths::EDGECORE_YAML), Path::to_owned);
-        let loaded = kubeedge_config::load_file::<EdgeCoreConfig>(&path)
-            .map_err(|source| Error::Config { path: path.clone(), source })?;
+        let config_error = |source| Error::Config { path: path.clone(), source };
+        let text = read_config(&path)
+            .map_err(|source| config_error(kubeedge_config::Error::Read { path: path.clone(), source }))?;
+        let loaded = kubeedge_config::load::<EdgeCoreConfig>(&text).map_err(config_error)?;
         Ok(Self { path, config: loaded.config, root })
     }
 

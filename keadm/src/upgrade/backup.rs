@@ -2,6 +2,9 @@
 //! `/etc/kubeedge/backup/vA/` (vA = what the installed `edgecore --version` says). The database
 //! is copied with SQLite's `VACUUM INTO`, a consistent snapshot taken while edgecore runs (a
 //! plain file copy could catch a half-written page or miss the WAL). edgecore is not stopped.
+//!
+//! edgecore.db holds the node's secrets (its certificates' keys, the pods' secrets), so the
+//! backups are root's alone: the directories 0700, the database and config copies 0600.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,7 +52,8 @@ pub fn dir(node: &Node, version: &str) -> PathBuf {
 pub fn save(node: &Node, version: &str, all: bool) -> Result<PathBuf, Error> {
     let edge = node.edge()?;
     let dir = dir(node, version);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    private_dir(&node.layout.backups())?;
+    private_dir(&dir)?;
     let missing = |name: &str| all || !dir.join(name).is_file();
     if missing(DB) {
         copy_db(&edge.database(), &dir.join(DB))?;
@@ -63,7 +67,22 @@ pub fn save(node: &Node, version: &str, all: bool) -> Result<PathBuf, Error> {
     Ok(dir)
 }
 
-/// A consistent copy of the SQLite database `from` at `to` (replaced atomically).
+/// Creates `dir` (its parents as usual) and makes it 0700, also when it exists: an older
+/// keadm made backup directories 0755.
+fn private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => return Err(Error::io("creating", dir, e)),
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io("chmod", dir, e))
+}
+
+/// A consistent copy of the SQLite database `from` at `to` (replaced atomically), mode 0600.
 pub fn copy_db(from: &Path, to: &Path) -> Result<(), Error> {
     use rusqlite::OpenFlags;
     let fail = |e: rusqlite::Error| {
@@ -80,9 +99,31 @@ pub fn copy_db(from: &Path, to: &Path) -> Result<(), Error> {
     let tmp = to.with_file_name(format!(".{DB}.keadm-tmp"));
     let _ = std::fs::remove_file(&tmp);
     let tmp_str = tmp.to_str().ok_or_else(|| Error::Failed(format!("{} is not UTF-8", tmp.display())))?;
-    conn.execute("VACUUM INTO ?1", [tmp_str]).map_err(fail)?;
+    // SQLite would create the target 0644: it is made empty and 0600 first (VACUUM INTO
+    // accepts an empty file), so the copy is never readable by others, not even briefly.
+    let made = private_file(&tmp).and_then(|()| conn.execute("VACUUM INTO ?1", [tmp_str]).map(drop).map_err(fail));
     drop(conn);
-    std::fs::rename(&tmp, to).map_err(|e| Error::io("renaming to", to, e))
+    let result = made.and_then(|()| {
+        let f = std::fs::File::open(&tmp).map_err(|e| Error::io("opening", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
+        std::fs::rename(&tmp, to).map_err(|e| Error::io("renaming to", to, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Creates the empty file `path` with mode 0600 (whatever the umask).
+pub fn private_file(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io("creating", path, e))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| Error::io("chmod", path, e))
 }
 
 #[cfg(test)]
@@ -105,5 +146,44 @@ mod tests {
         drop(conn);
         let e = copy_db(&dir.path().join("missing.db"), &out).unwrap_err();
         assert!(e.to_string().contains("missing.db (database.dataSource)"), "{e}");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Regression (#21 review): SQLite made the copy 0644 in 0755 directories, and edgecore.db
+    /// holds the node's secrets.
+    #[test]
+    fn a_backup_is_readable_by_root_alone() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::for_test(dir.path());
+        let live = node.edge().unwrap().database();
+        std::fs::create_dir_all(live.parent().unwrap()).unwrap();
+        let conn = rusqlite::Connection::open(&live).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+        std::fs::create_dir_all(node.layout.binary().parent().unwrap()).unwrap();
+        std::fs::write(node.layout.binary(), "#!/bin/sh\n").unwrap();
+        // Left by an older keadm: open to all.
+        let old = node.layout.backups().join("v1.0.0");
+        std::fs::create_dir_all(&old).unwrap();
+        for d in [node.layout.backups(), old] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let saved = save(&node, "v1.1.0", true).unwrap();
+        assert_eq!(mode(&node.layout.backups()), 0o700);
+        assert_eq!(mode(&saved), 0o700);
+        assert_eq!(mode(&saved.join(DB)), 0o600);
+        assert_eq!(mode(&saved.join(CONFIG)), 0o600);
+        assert_eq!(mode(&saved.join(BINARY)), 0o755);
+        let names: Vec<_> = std::fs::read_dir(&saved).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        // A backup of a version that has one keeps it, and makes it private too.
+        std::fs::set_permissions(&saved, std::fs::Permissions::from_mode(0o755)).unwrap();
+        save(&node, "v1.1.0", false).unwrap();
+        assert_eq!(mode(&saved), 0o700);
+        drop(conn);
     }
 }

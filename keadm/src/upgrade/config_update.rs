@@ -6,18 +6,20 @@
 //! mode, edgecore.service restarted, and a wait for EdgeHub to connect; if it does not, the
 //! old file is put back and edgecore restarted again. The file is rewritten from its parsed
 //! form, so YAML comments are not kept (they are in `.bak`).
+//!
+//! Keys under `modules.taskManager.` and `database.` (and the keys holding them, `modules`,
+//! `database`) are refused, as the cloud refuses them in a ConfigUpdateJob
+//! ([`PROTECTED_CONFIG_KEYS`]): `keadmPath` is what the edge executes as root, and the
+//! database is the node's state. keadm is also run by hand, and from jobs of older clouds.
 
 use std::path::Path;
 use std::time::Duration;
 
-use kubeedge_apis::operations::task::{UpgradeReport, report_event};
+use kubeedge_apis::operations::task::{PROTECTED_CONFIG_KEYS, UpgradeReport, report_event};
 use kubeedge_config::edgecore::EdgeCoreConfig;
 
 use super::{Base, DEFAULT_CONNECT_TIMEOUT, Error, Node, files, service};
 use crate::join::config as join_config;
-
-/// The largest edgecore.yaml read.
-const MAX_CONFIG: u64 = 1024 * 1024;
 
 /// `keadm config-update` flags.
 #[derive(clap::Args, Debug)]
@@ -73,15 +75,10 @@ fn update(path: &Path, sets: &[String], timeout: Duration) -> Result<(), Error> 
 
 /// The file's text (bounded) and its permission bits.
 fn read(path: &Path) -> Result<(String, u32), Error> {
-    use std::io::Read as _;
     use std::os::unix::fs::PermissionsExt as _;
-    let f = std::fs::File::open(path).map_err(|e| Error::io("reading --config", path, e))?;
-    let mode = f.metadata().map_err(|e| Error::io("reading --config", path, e))?.permissions().mode() & 0o7777;
-    let mut text = String::new();
-    f.take(MAX_CONFIG + 1).read_to_string(&mut text).map_err(|e| Error::io("reading --config", path, e))?;
-    if text.len() as u64 > MAX_CONFIG {
-        return Err(Error::Failed(format!("{} is larger than {MAX_CONFIG} bytes", path.display())));
-    }
+    let mode =
+        std::fs::metadata(path).map_err(|e| Error::io("reading --config", path, e))?.permissions().mode() & 0o7777;
+    let text = crate::ctl::edge::read_config(path).map_err(|e| Error::io("reading --config", path, e))?;
     Ok((text, mode))
 }
 
@@ -89,9 +86,11 @@ fn read(path: &Path) -> Result<(String, u32), Error> {
 fn plan(old: &str, sets: &[String]) -> Result<String, Error> {
     let field = |e: join_config::Error| Error::Usage(format!("--set: {e}"));
     let sets = join_config::parse_sets(sets).map_err(field)?;
+    for (key, _) in &sets {
+        refuse_protected(key)?;
+    }
     let before = kubeedge_config::load::<EdgeCoreConfig>(old)
-        .map_err(|e| Error::Failed(format!("the current edgecore.yaml does not load: {e}")))?
-        .unknown_keys;
+        .map_err(|e| Error::Failed(format!("the current edgecore.yaml does not load: {e}")))?;
     let mut doc: yaml_serde::Value =
         yaml_serde::from_str(old).map_err(|e| Error::Failed(format!("the current edgecore.yaml: {e}")))?;
     for (key, raw) in &sets {
@@ -100,11 +99,29 @@ fn plan(old: &str, sets: &[String]) -> Result<String, Error> {
     let text = yaml_serde::to_string(&doc).map_err(|e| Error::Failed(format!("writing edgecore.yaml: {e}")))?;
     let loaded = kubeedge_config::load::<EdgeCoreConfig>(&text).map_err(|e| Error::Usage(format!("--set: {e}")))?;
     // Keys unknown before (a config written for a newer edgecore) are left alone; new ones are typos.
-    if let Some(k) = loaded.unknown_keys.iter().find(|k| !before.contains(k)) {
+    if let Some(k) = loaded.unknown_keys.iter().find(|k| !before.unknown_keys.contains(k)) {
         return Err(Error::Usage(format!("--set: unknown key {k} in edgecore.yaml")));
+    }
+    // Whatever path a value took (a YAML merge key, say), the protected settings are as they were.
+    let (old_config, new_config) = (&before.config, &loaded.config);
+    if new_config.modules.task_manager != old_config.modules.task_manager || new_config.database != old_config.database
+    {
+        return Err(Error::Usage(format!(
+            "--set: the result changes {}, which may not be changed by config-update",
+            PROTECTED_CONFIG_KEYS.map(|p| format!("{p}*")).join(" or ")
+        )));
     }
     loaded.config.validate().map_err(|e| Error::Usage(format!("--set: {e}")))?;
     Ok(text)
+}
+
+/// Refuses a key under a protected prefix, or one holding such keys (`database`, `modules`).
+fn refuse_protected(key: &str) -> Result<(), Error> {
+    let Some(prefix) = PROTECTED_CONFIG_KEYS.iter().find(|p| key.starts_with(*p) || p.starts_with(&format!("{key}.")))
+    else {
+        return Ok(());
+    };
+    Err(Error::Usage(format!("--set: the key {key} may not be changed by config-update (it is or holds {prefix}*)")))
 }
 
 #[cfg(test)]
@@ -113,6 +130,16 @@ mod tests {
 
     fn current() -> String {
         EdgeCoreConfig::default_for(&kubeedge_config::HostInfo::placeholder()).to_yaml()
+    }
+
+    /// A directory holding edgecore.yaml with upstream defaults: the directory, the file and
+    /// its bytes.
+    fn config_file() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edgecore.yaml");
+        std::fs::write(&path, current()).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        (dir, path, before)
     }
 
     fn load(text: &str) -> EdgeCoreConfig {
@@ -130,10 +157,7 @@ mod tests {
 
     #[test]
     fn an_unknown_key_or_a_bad_value_is_named_and_the_file_is_untouched() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("edgecore.yaml");
-        std::fs::write(&path, current()).unwrap();
-        let before = std::fs::read(&path).unwrap();
+        let (dir, path, before) = config_file();
         let e = update(&path, &["modules.edgeHub.heartbeatt=20".into()], Duration::from_secs(1)).unwrap_err();
         assert!(e.to_string().contains("unknown key modules.edgeHub.heartbeatt"), "{e}");
         let e = update(&path, &["modules.edgeHub.heartbeat=0".into()], Duration::from_secs(1)).unwrap_err();
@@ -142,6 +166,33 @@ mod tests {
         assert!(e.to_string().contains("modules.edgeHub.heartbeat"), "{e}");
         assert_eq!(std::fs::read(&path).unwrap(), before);
         assert!(!dir.path().join("edgecore.yaml.bak").exists());
+    }
+
+    /// Regression (#21 review): a ConfigUpdateJob (or a hand-run `--set`) could point
+    /// `keadmPath` at any executable, which the edge then runs as root, or move the database.
+    #[test]
+    fn the_task_managers_settings_and_the_database_may_not_be_set() {
+        let (dir, path, before) = config_file();
+        for (set, key) in [
+            ("modules.taskManager.keadmPath=/tmp/evil", "modules.taskManager.keadmPath"),
+            ("modules.taskManager.enable=true", "modules.taskManager.enable"),
+            ("database.dataSource=/tmp/x.db", "database.dataSource"),
+            // A key holding protected ones, with a mapping as its value.
+            ("modules.taskManager={keadmPath: /tmp/evil}", "modules.taskManager"),
+            ("database={dataSource: /tmp/x.db}", "database"),
+            ("modules={taskManager: {keadmPath: /tmp/evil}}", "modules"),
+            ("modules.edgeHub.heartbeat=20,database.dataSource=/tmp/x.db", "database.dataSource"),
+        ] {
+            let e = update(&path, &[set.into()], Duration::from_secs(1)).unwrap_err();
+            let want = format!("the key {key} may not be changed by config-update");
+            assert!(e.to_string().contains(&want), "{set}: {e}");
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(!dir.path().join("edgecore.yaml.bak").exists());
+        // Keys that merely look alike are others' and allowed.
+        assert!(plan(&current(), &["modules.edgeHub.heartbeat=20".into()]).is_ok());
+        refuse_protected("databases.x").unwrap();
+        refuse_protected("modules.taskManagerX").unwrap();
     }
 
     #[test]

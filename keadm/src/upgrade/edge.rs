@@ -3,7 +3,8 @@
 //! current files backed up if `backup/vA/` lacks them, then under systemd: stop, swap the
 //! binary atomically, start, and wait for EdgeHub to connect. Not connected in time (or the
 //! new binary exits) → vA's binary is restored and started, and the report says Rollback.
-//! Anything that fails before the swap leaves edgecore as it was (running).
+//! Anything that fails before edgecore is stopped leaves it as it was (running); once it was
+//! stopped it is always started again, whatever failed, and the error says whether it runs.
 
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::path::PathBuf;
@@ -38,7 +39,8 @@ pub struct Args {
 
 /// How an upgrade failed.
 enum Failure {
-    /// Before the binary was swapped: edgecore is as it was.
+    /// Before the binary was swapped: the binary is as it was (the error says whether
+    /// edgecore was stopped and started again).
     Unchanged(Error),
     /// After: the reason, for the rollback.
     Swapped(String),
@@ -123,12 +125,17 @@ fn swap(
     let dir = backup::save(node, from, false)?;
     println!("[upgrade] edgecore {from} is backed up in {}.", dir.display());
     let monitor = node.edge()?.monitor();
-    service::stop()?;
+    if let Err(e) = service::stop() {
+        // Perhaps stopped, perhaps not: started, to be sure it runs.
+        let why = format!("stopping {} failed: {e}; the binary was not replaced", service::UNIT);
+        return Err(service::start_after(why).into());
+    }
     let installed = node.layout.binary();
     if let Err(e) = files::copy_atomic(&new, &installed, 0o755) {
-        // Nothing was replaced: the old edgecore runs again.
-        let _ = service::start();
-        return Err(e.into());
+        // Nothing was replaced: the old edgecore is started again.
+        return Err(
+            service::start_after(format!("installing edgecore {to} failed: {e}; the binary was not replaced")).into()
+        );
     }
     println!("[upgrade] Installed edgecore {to} as {}.", installed.display());
     service::start().map_err(|e| Failure::Swapped(e.to_string()))?;
@@ -141,9 +148,18 @@ fn roll_back(node: &Node, from: &str, to: &str, why: &str, timeout: Duration) ->
     println!("[upgrade] edgecore {to} failed: {why}; rolling back to {from}.");
     let started = Instant::now();
     let saved = backup::dir(node, from).join(backup::BINARY);
-    let restored = service::stop()
-        .and_then(|()| files::copy_atomic(&saved, &node.layout.binary(), 0o755))
-        .and_then(|()| service::start());
+    let restored = match service::stop() {
+        Err(e) => Err(service::start_after(format!(
+            "stopping {} failed: {e}; {from}'s binary was not restored",
+            service::UNIT
+        ))),
+        Ok(()) => match files::copy_atomic(&saved, &node.layout.binary(), 0o755) {
+            Err(e) => {
+                Err(service::start_after(format!("restoring {from}'s binary failed: {e}; {to} is still installed")))
+            }
+            Ok(()) => service::start(),
+        },
+    };
     let error_message = match &restored {
         Ok(()) => format!("upgrade to {to} failed: {why}; rolled back to {from}"),
         Err(e) => format!("upgrade to {to} failed: {why}; rolling back to {from} failed: {e}"),

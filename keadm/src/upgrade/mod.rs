@@ -16,6 +16,7 @@
 
 mod backup;
 mod config_update;
+mod database;
 mod edge;
 mod files;
 mod image;
@@ -201,6 +202,25 @@ pub struct Node {
 impl Node {
     fn edge(&self) -> Result<&Edge, Error> {
         self.edge.as_ref().map_err(|e| Error::Failed(e.clone()))
+    }
+}
+
+#[cfg(test)]
+impl Node {
+    /// A node inside the directory `root`: upstream's default edgecore.yaml, every path in it
+    /// taken inside `root`.
+    fn for_test(root: &Path) -> Self {
+        use kubeedge_config::edgecore::EdgeCoreConfig;
+        let inside = Root::new(Some(root));
+        let config_path = inside.at(paths::EDGECORE_YAML);
+        std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();
+        let yaml = EdgeCoreConfig::default_for(&kubeedge_config::HostInfo::placeholder()).to_yaml();
+        std::fs::write(&config_path, yaml).unwrap();
+        let edge = Edge::load(Some(&config_path), Some(root)).map_err(|e| crate::ctl::chain(&e));
+        if let Err(e) = &edge {
+            panic!("{e}");
+        }
+        Self { layout: Layout { root: inside }, config_path, edge }
     }
 }
 

@@ -11,6 +11,10 @@
 //! path, or a parent replaced by a non-directory, is refused. Entry names with `..` or a
 //! leading `/` never match anything, so they are ignored: no entry name is ever turned into a
 //! path on this machine.
+//!
+//! Everything read is capped: index and manifests at [`MAX_JSON`], the binary at
+//! [`MAX_BINARY`], a layer's data at [`MAX_LAYER_DATA`], and each tar extension header (a GNU
+//! long name, PAX records) at [`MAX_TAR_EXTENSION`] ([`for_each_entry`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -29,6 +33,9 @@ pub const MAX_BINARY: u64 = 512 * 1024 * 1024;
 const MAX_JSON: u64 = 4 * 1024 * 1024;
 /// The most uncompressed layer data scanned (a decompression bomb stops here).
 const MAX_LAYER_DATA: u64 = 16 * 1024 * 1024 * 1024;
+/// The largest tar extension header read (a GNU long name or PAX records; a path is at most
+/// 4 KiB, xattrs 64 KiB each).
+const MAX_TAR_EXTENSION: u64 = 1024 * 1024;
 
 /// Where each blob of interest sits in the archive file.
 struct Blobs {
@@ -38,22 +45,22 @@ struct Blobs {
 
 impl Blobs {
     fn scan(archive: &Path) -> Result<Self, Error> {
-        let bad = |why: String| Error::Failed(format!("image archive {}: {why}", archive.display()));
         let file = File::open(archive).map_err(|e| Error::io("opening", archive, e))?;
         let mut at = HashMap::new();
         let mut tar = tar::Archive::new(file.try_clone().map_err(|e| Error::io("opening", archive, e))?);
-        for entry in tar.entries().map_err(|e| bad(e.to_string()))? {
-            let entry = entry.map_err(|e| bad(e.to_string()))?;
+        let what = format!("image archive {}", archive.display());
+        for_each_entry(&mut tar, &what, |name, entry| {
             if entry.header().entry_type() != tar::EntryType::Regular {
-                continue;
+                return Ok(());
             }
-            let name = String::from_utf8_lossy(&entry.path_bytes()).trim_start_matches("./").to_owned();
+            let name = String::from_utf8_lossy(name).trim_start_matches("./").to_owned();
             let wanted =
                 name == "index.json" || name.strip_prefix("blobs/sha256/").is_some_and(|h| h.len() == 64 && is_hex(h));
             if wanted {
                 at.insert(name, (entry.raw_file_position(), entry.size()));
             }
-        }
+            Ok(())
+        })?;
         Ok(Self { file, at })
     }
 
@@ -244,9 +251,8 @@ fn scan_layer(blobs: &Blobs, name: &str, digest: &str, sink: &mut Sink<'_>) -> R
     let mut other: Option<String> = None;
     let mut hidden = false;
     let mut tar = tar::Archive::new(data);
-    for entry in tar.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
-        let Some(path) = clean(&entry.path_bytes()) else { continue };
+    for_each_entry(&mut tar, &format!("reading {name}"), |entry_name, entry| {
+        let Some(path) = clean(entry_name) else { return Ok(()) };
         let kind = entry.header().entry_type();
         let (dir, base) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
         if let Some(gone) = base.strip_prefix(".wh.") {
@@ -261,7 +267,7 @@ fn scan_layer(blobs: &Blobs, name: &str, digest: &str, sink: &mut Sink<'_>) -> R
                 if size > MAX_BINARY {
                     return Err(Error::Failed(format!("/{TARGET} is {size} bytes, more than {MAX_BINARY}")));
                 }
-                found = Found::File(sink.write(&mut entry, size)?);
+                found = Found::File(sink.write(entry, size)?);
                 other = None;
             } else {
                 other = Some(format!("/{TARGET} is a {kind:?} entry, not a regular file"));
@@ -270,7 +276,8 @@ fn scan_layer(blobs: &Blobs, name: &str, digest: &str, sink: &mut Sink<'_>) -> R
         } else if TARGET.starts_with(&format!("{path}/")) && kind != tar::EntryType::Directory {
             other = Some(format!("/{path} is a {kind:?} entry, not a directory"));
         }
-    }
+        Ok(())
+    })?;
     // The whole blob is read, so its digest can be checked.
     drop(tar);
     std::io::copy(&mut buffered, &mut std::io::sink()).map_err(bad)?;
@@ -284,6 +291,73 @@ fn scan_layer(blobs: &Blobs, name: &str, digest: &str, sink: &mut Sink<'_>) -> R
         Found::Nothing if hidden => Found::Hidden,
         f => f,
     })
+}
+
+/// Calls `each` with every entry of `tar` but the extension headers, and the entry's name as
+/// a GNU long name or a PAX `path` record gives it (the tar crate's rule: the long name first).
+///
+/// The tar crate would read those headers itself, each into memory whatever size it claims,
+/// so one header in a layer could make keadm allocate gigabytes: they are read here instead,
+/// in raw mode, up to [`MAX_TAR_EXTENSION`]. Raw mode frames entries by their headers' sizes,
+/// so what would change the framing (a PAX `size` other than the header's, a GNU sparse
+/// entry with extension blocks) is refused rather than misread; image layers have neither.
+fn for_each_entry<R: Read>(
+    tar: &mut tar::Archive<R>,
+    what: &str,
+    mut each: impl FnMut(&[u8], &mut tar::Entry<'_, R>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let bad = |why: String| Error::Failed(format!("{what}: {why}"));
+    let mut long_name: Option<Vec<u8>> = None;
+    let mut pax: Option<Vec<u8>> = None;
+    for entry in tar.entries().map_err(|e| bad(e.to_string()))?.raw(true) {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        let kind = entry.header().entry_type();
+        if kind.is_gnu_longname() || kind.is_pax_local_extensions() {
+            let size = entry.size();
+            if size > MAX_TAR_EXTENSION {
+                return Err(bad(format!("a {kind:?} header of {size} bytes (at most {MAX_TAR_EXTENSION})")));
+            }
+            let slot = if kind.is_gnu_longname() { &mut long_name } else { &mut pax };
+            if slot.is_some() {
+                return Err(bad(format!("two {kind:?} headers describe one entry")));
+            }
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).map_err(|e| bad(e.to_string()))?;
+            *slot = Some(data);
+            continue;
+        }
+        if kind.is_gnu_longlink() || kind.is_pax_global_extensions() {
+            // Link targets are never followed and global records name no entry: skipped unread.
+            continue;
+        }
+        if kind.is_gnu_sparse() && entry.header().as_gnu().is_some_and(tar::GnuHeader::is_extended) {
+            return Err(bad("GNU sparse entries with extension blocks are not supported".into()));
+        }
+        let mut pax_path = None;
+        if let Some(records) = pax.take() {
+            for record in tar::PaxExtensions::new(&records) {
+                let record = record.map_err(|e| bad(format!("a PAX header: {e}")))?;
+                match record.key_bytes() {
+                    b"path" => pax_path = Some(record.value_bytes().to_vec()),
+                    b"size" if record.value().ok().and_then(|v| v.parse::<u64>().ok()) != Some(entry.size()) => {
+                        return Err(bad("a PAX size record other than the header's size is not supported".into()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let name = match long_name.take() {
+            Some(mut n) => {
+                while n.last() == Some(&0) {
+                    n.pop();
+                }
+                n
+            }
+            None => pax_path.unwrap_or_else(|| entry.header().path_bytes().into_owned()),
+        };
+        each(&name, &mut entry)?;
+    }
+    Ok(())
 }
 
 fn join(dir: &str, name: &str) -> String {

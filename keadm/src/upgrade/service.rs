@@ -52,6 +52,16 @@ pub fn start() -> Result<(), Error> {
     systemctl(&["start", UNIT]).map(drop)
 }
 
+/// After `what` failed with edgecore stopped (or perhaps stopped: a failed stop): starts it
+/// again, and says what failed and whether it runs. A command never leaves edgecore stopped
+/// on purpose: a stopped edge cannot be reached to repair it.
+pub fn start_after(what: impl std::fmt::Display) -> Error {
+    Error::Failed(match start() {
+        Ok(()) => format!("{what}; {UNIT} is started again"),
+        Err(e) => format!("{what}; starting {UNIT} again failed too, so edgecore may be stopped: {e}"),
+    })
+}
+
 /// `systemctl restart edgecore.service`.
 pub fn restart() -> Result<(), Error> {
     println!("[upgrade] Restarting {UNIT}.");

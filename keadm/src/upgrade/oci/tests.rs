@@ -197,3 +197,60 @@ fn a_blob_that_does_not_match_its_digest_is_refused() {
     let e = extract_edgecore(&image, &dir.path().join("out")).unwrap_err();
     assert!(e.to_string().contains("does not match its digest"), "{e}");
 }
+
+/// A PAX record: `"{len} {key}={value}\n"`, `len` counting the whole record.
+fn pax(key: &str, value: &str) -> Vec<u8> {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while format!("{len}{body}").len() != len {
+        len += 1;
+    }
+    format!("{len}{body}").into_bytes()
+}
+
+#[test]
+fn long_names_and_pax_paths_name_the_entry_that_follows() {
+    // GNU tar's form: an `L` entry holding the name, then the entry under a cut name.
+    let gnu =
+        layer(&[E(b"././@LongLink", EntryType::GNULongName, b"usr/local/bin/edgecore\0"), E(b"cut", REG, b"GNU")]);
+    assert_eq!(extract(&[gnu]).0.unwrap(), b"GNU");
+    let pax_path = pax("path", "usr/local/bin/edgecore");
+    let posix = layer(&[E(b"PaxHeaders/x", EntryType::XHeader, &pax_path), E(b"cut", REG, b"PAX")]);
+    assert_eq!(extract(&[posix]).0.unwrap(), b"PAX");
+    // A PAX size that agrees with the header is fine; one that does not is refused.
+    let size = pax("size", "4");
+    let same = layer(&[E(b"PaxHeaders/x", EntryType::XHeader, &size), E(b"usr/local/bin/edgecore", REG, b"SAME")]);
+    assert_eq!(extract(&[same]).0.unwrap(), b"SAME");
+    let size = pax("size", "9000000000");
+    let other = layer(&[E(b"PaxHeaders/x", EntryType::XHeader, &size), E(b"usr/local/bin/edgecore", REG, b"SAME")]);
+    assert!(extract(&[other]).0.unwrap_err().contains("PAX size"));
+    // A long name of another file (the tar crate's own writer) does not disturb the walk.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    b.append_data(&mut h, format!("usr/share/{}", "d".repeat(200)), &b"x"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_mode(0o755);
+    b.append_data(&mut h, TARGET, &b"REAL"[..]).unwrap();
+    assert_eq!(extract(&[b.into_inner().unwrap()]).0.unwrap(), b"REAL");
+}
+
+/// Regression (#21 review): the tar crate reads a long-name or PAX header whole into memory,
+/// whatever size it claims, so one header could make keadm allocate gigabytes.
+#[test]
+fn an_extension_header_larger_than_the_cap_is_refused_before_it_is_read() {
+    for kind in [EntryType::GNULongName, EntryType::XHeader] {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("././@LongLink").unwrap();
+        h.set_size(4 * 1024 * 1024 * 1024);
+        h.set_entry_type(kind);
+        h.set_cksum();
+        let mut raw = h.as_bytes().to_vec();
+        raw.extend_from_slice(&[0u8; 1024]);
+        let (got, left) = extract(&[raw]);
+        let e = got.unwrap_err();
+        assert!(e.contains(&format!("header of 4294967296 bytes (at most {MAX_TAR_EXTENSION})")), "{e}");
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
