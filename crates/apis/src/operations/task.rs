@@ -479,7 +479,9 @@ pub fn config_set_argument(fields: &std::collections::BTreeMap<String, String>) 
         }
         // What the edge executes (`modules.taskManager.keadmPath`) and where it keeps its state
         // are not a job's to change.
-        if let Some(p) = PROTECTED_CONFIG_KEYS.iter().find(|p| k.starts_with(*p)) {
+        // A parent of them (`database`, `modules.taskManager`, `modules`) would replace them too.
+        let parent = format!("{k}.");
+        if let Some(p) = PROTECTED_CONFIG_KEYS.iter().find(|p| k.starts_with(*p) || p.starts_with(&parent)) {
             return Err(err(format!("updateFields key {k:?} may not be changed by a config update ({p}*)")));
         }
         if v.contains(',') || v.chars().any(char::is_control) {
@@ -580,7 +582,9 @@ mod tests {
         let mut g = std::collections::BTreeMap::new();
         g.insert("a=b".to_owned(), "1".to_owned());
         assert!(config_set_argument(&g).is_err());
-        for key in ["modules.taskManager.keadmPath", "database.dataSource"] {
+        for key in
+            ["modules.taskManager.keadmPath", "database.dataSource", "database", "modules.taskManager", "modules"]
+        {
             let mut h = std::collections::BTreeMap::new();
             h.insert(key.to_owned(), "/tmp/x".to_owned());
             assert!(config_set_argument(&h).unwrap_err().0.contains("may not be changed"), "{key}");
