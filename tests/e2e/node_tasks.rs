@@ -1,9 +1,10 @@
 //! Node tasks end to end (issue #21): a cloudcore with the TaskManager, two real edgecores with
 //! the task manager, each with its own private containerd.
 //!
-//! - An ImagePrePullJob for both nodes, one at a time: the image both have is pulled (present)
-//!   on each; an image only node A's containerd holds fails on B only (its imageStatus says
-//!   which), and within `failureTolerate: "0.5"` the job is Completed.
+//! - An ImagePrePullJob for both nodes, one at a time: an image from the test's own registry
+//!   (`kubeedge_e2e::registry`, on loopback) is in both containerds afterwards, the image both
+//!   have counts as pulled; an image only node A's containerd holds fails on B only (its
+//!   imageStatus says which), and within `failureTolerate: "0.5"` the job is Completed.
 //! - Bad input, each a clear error in the job's status and nothing sent: a version with shell
 //!   metacharacters, an image reference with path traversal, a node that does not exist (that
 //!   node Failure, the others run), both nodeNames and labelSelector.
@@ -141,6 +142,12 @@ fn prepull_jobs_bad_input_and_foreign_reports() {
     }
     let busybox = a.ctrd.busybox_image().to_owned();
     a.ctrd.ctr(&["images", "tag", &busybox, ONLY_ON_A]);
+    // An image neither node has, from the test's own registry.
+    let registry = kubeedge_e2e::registry::Registry::start();
+    let hello = registry.add("kubeedge/hello", "v1", &[("hello.txt", b"hello from the registry\n")]);
+    for e in [&a, &b] {
+        assert!(!e.ctrd.ctr(&["images", "ls", "-q"]).lines().any(|l| l == hello), "{hello} already on {}", e.name);
+    }
 
     // Both nodes, one at a time; B lacks one image.
     let t = Instant::now();
@@ -148,7 +155,7 @@ fn prepull_jobs_bad_input_and_foreign_reports() {
         &cloud,
         TaskType::ImagePrePull,
         "prepull",
-        json!({"imagePrePullTemplate": {"images": [busybox, ONLY_ON_A], "nodeNames": ["task-a", "task-b"],
+        json!({"imagePrePullTemplate": {"images": [busybox, hello, ONLY_ON_A], "nodeNames": ["task-a", "task-b"],
             "concurrency": 1, "failureTolerate": "0.5", "checkItems": ["mem"]}}),
     );
     let st = wait_phase(&cloud, TaskType::ImagePrePull, "prepull", &["Completed", "Failure"]);
@@ -167,7 +174,13 @@ fn prepull_jobs_bad_input_and_foreign_reports() {
     let images = nb["imageStatus"].as_array().unwrap_or_else(|| panic!("{st}"));
     let of = |img: &str| images.iter().find(|i| i["image"] == img).unwrap_or_else(|| panic!("{st}"))["status"].clone();
     assert_eq!(of(&busybox), "True", "{st}");
+    assert_eq!(of(&hello), "True", "{st}");
     assert_eq!(of(ONLY_ON_A), "False", "{st}");
+    // Pulled into each node's containerd, once each.
+    for e in [&a, &b] {
+        assert!(e.ctrd.ctr(&["images", "ls", "-q"]).lines().any(|l| l == hello), "{hello} not on {}", e.name);
+    }
+    assert_eq!(registry.pulls("kubeedge/hello"), 2, "one pull per node");
 
     // Bad input: failed before any node sees it.
     create(

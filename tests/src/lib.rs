@@ -6,6 +6,7 @@ use std::path::Path;
 pub mod httpapp;
 pub mod measure;
 pub mod netstreams;
+pub mod registry;
 
 use kubeedge_testkit::link::{self, Cloud};
 use kubeedge_testkit::{Process, free_port, http_get, workspace_bin};

@@ -91,8 +91,14 @@ impl Runner {
         match ev {
             Event::Applied(ty, obj) => {
                 let key = (ty, name_of(&obj));
+                // Done, perhaps by another cloudcore: nothing of it is followed any more.
+                let done = status::is_final(&status_of(&obj).phase);
                 self.jobs.insert(key.clone(), *obj);
-                self.reconcile(&key).await;
+                if done {
+                    self.forget(&key);
+                } else {
+                    self.reconcile(&key).await;
+                }
             }
             Event::Deleted(ty, name) => {
                 info!(kind = ty.kind(), job = %name, "Job deleted; its tasks are no longer followed.");
@@ -297,7 +303,8 @@ impl Runner {
                         .action_flow
                         .last()
                         .and_then(|a| a.time.parse::<k8s_openapi::jiff::Timestamp>().ok())
-                        .map(|at| Duration::try_from(wall.duration_since(at)).unwrap_or(Duration::ZERO));
+                        // A time ahead of ours (the edge's clock, or a made-up one) says nothing.
+                        .and_then(|at| Duration::try_from(wall.duration_since(at)).ok());
                     if recorded.map_or(local, |r| r.min(local)) > t {
                         n.phase = node_phase::UNKNOWN.into();
                         n.reason = "The node task has timed out".into();

@@ -22,9 +22,10 @@ use super::{Settings, keadm, precheck, secret};
 const PULL_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// The most `retryTimes` honoured.
 const MAX_PULL_RETRIES: i32 = 10;
-/// How long keadm's report of a detached action may take beyond the `--connect-timeout` it
-/// was given (stopping and starting edgecore, a rollback, writing the report).
-pub const REPORT_GRACE_SECS: u64 = 120;
+/// How long keadm's report of a detached action may take beyond twice the `--connect-timeout`
+/// it was given (keadm waits that long for the new edgecore, and again for the old one after a
+/// rollback): two `systemctl stop`s of up to 90 s each, starts, and writing the report.
+pub const REPORT_GRACE_SECS: u64 = 300;
 
 /// Where a task goes after an action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,9 +102,10 @@ pub fn not_run(action: &'static str, why: String) -> ActionResult {
 }
 
 /// How long keadm's report of a detached action of a job given `timeout_seconds` is waited
-/// for: the `--connect-timeout` handed to keadm and [`REPORT_GRACE_SECS`].
+/// for: keadm's worst case, twice the `--connect-timeout` handed to it, and
+/// [`REPORT_GRACE_SECS`].
 pub fn report_wait(timeout_seconds: Option<u32>) -> u64 {
-    u64::from(keadm::connect_timeout(timeout_seconds)) + REPORT_GRACE_SECS
+    2 * u64::from(keadm::connect_timeout(timeout_seconds)) + REPORT_GRACE_SECS
 }
 
 /// [`report_wait`] for a task of type `ty` with `spec`.

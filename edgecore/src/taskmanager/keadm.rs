@@ -87,6 +87,15 @@ pub async fn launch_detached(s: &Settings, job: &str, keadm_args: Vec<OsString>)
             s.systemd_dir.display()
         ));
     }
+    // One keadm action runs at a time on a node: a report still on disk is stale (one whose
+    // task was given up on) and must not be taken for this launch's.
+    match tokio::fs::remove_file(&s.report_file).await {
+        Ok(()) => {
+            tracing::warn!(path = %s.report_file.display(), "Removed a stale keadm report before launching keadm.")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("removing the stale report {}: {e}", s.report_file.display())),
+    }
     let mut cmd = tokio::process::Command::new(&s.systemd_run);
     cmd.args(systemd_run_args(s, job, keadm_args));
     let out = run(cmd, SYSTEMD_RUN_TIMEOUT, false).await.map_err(|e| format!("systemd-run: {e}"))?;

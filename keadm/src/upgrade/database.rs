@@ -43,9 +43,16 @@ pub struct Staged {
 }
 
 /// Builds the restored database from `backup` and the task rows of `live` (which may be
-/// missing: then there are none). Nothing at `live` is changed.
+/// missing or unreadable: then there are none). Nothing at `live` is changed.
 pub fn stage(backup: &Path, live: &Path) -> Result<Staged, Error> {
-    let rows = task_rows(live)?;
+    // A live database that cannot be read is a reason to roll back, not to refuse: the backup
+    // is restored without any node-task record then, so nothing resumes.
+    let rows = task_rows(live).unwrap_or_else(|e| {
+        eprintln!(
+            "keadm: the live database's node-task records cannot be read ({e}); restoring the backup without any"
+        );
+        Vec::new()
+    });
     let name = live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let staged = Staged { tmp: live.with_file_name(format!(".{name}.keadm-restore")), live: live.to_owned() };
     staged.remove_tmp();
@@ -266,6 +273,17 @@ mod tests {
         let backup = dir.path().join("backup.db");
         drop(db(&backup, &[(UPGRADE, "running BackUp"), (POD, "pod")]));
         let live = dir.path().join("edgecore.db");
+        stage(&backup, &live).unwrap().install().unwrap();
+        assert_eq!(rows(&live), [(POD.to_owned(), "pod".to_owned())]);
+    }
+
+    #[test]
+    fn an_unreadable_live_database_is_replaced_without_any_task_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = dir.path().join("backup.db");
+        drop(db(&backup, &[(UPGRADE, "running BackUp"), (POD, "pod")]));
+        let live = dir.path().join("edgecore.db");
+        std::fs::write(&live, "corrupt, not sqlite").unwrap();
         stage(&backup, &live).unwrap().install().unwrap();
         assert_eq!(rows(&live), [(POD.to_owned(), "pod".to_owned())]);
     }
