@@ -444,13 +444,15 @@ mod tests {
             rows(not_run(action::UPDATE, "busy".into())),
             [("Update".to_owned(), false), ("RollBack".to_owned(), true)]
         );
-        assert_eq!(report_wait(None), 240);
-        assert_eq!(report_wait(Some(600)), 420);
+        // Twice keadm's connect-timeout (120 s by default, half the job's timeout, at least
+        // 30 s) and five minutes.
+        assert_eq!(report_wait(None), 540);
+        assert_eq!(report_wait(Some(600)), 900);
         assert_eq!(
             report_wait_for(TaskType::ConfigUpdate, &serde_json::json!({"timeoutSeconds": 60, "updateFields": {}})),
-            150
+            360
         );
-        assert_eq!(report_wait_for(TaskType::NodeUpgrade, &serde_json::json!({"version": 3})), 240);
+        assert_eq!(report_wait_for(TaskType::NodeUpgrade, &serde_json::json!({"version": 3})), 540);
     }
 
     #[tokio::test]
