@@ -30,6 +30,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use kube::api::{Api, DynamicObject};
+use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kubeedge_apis::operations::task::{TaskType, UPDATE_NODE_ACTION_STATUS};
 use kubeedge_beehive::{Module, ModuleContext, ModuleError};
@@ -108,7 +109,8 @@ impl TaskManagerModule {
 /// Watches one kind and hands its events to the owner.
 async fn watch(client: kube::Client, ty: TaskType, tx: mpsc::Sender<Event>, stop: CancellationToken) {
     let api: Api<DynamicObject> = Api::all_with(client, &job::api_resource(ty));
-    let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
+    // Errors back off inside the stream (as the Router's watches), never in this loop.
+    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
     loop {
         let ev = tokio::select! {
             () = stop.cancelled() => return,
@@ -121,7 +123,6 @@ async fn watch(client: kube::Client, ty: TaskType, tx: mpsc::Sender<Event>, stop
             Some(Ok(_)) => continue,
             Some(Err(e)) => {
                 debug!(kind = ty.kind(), error = %e, "Job watch error; the watcher retries.");
-                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };

@@ -396,8 +396,8 @@ impl Runner {
                     return Some(out);
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {
+                    // The next attempt reads the newer version: nothing to wait for.
                     debug!(job = %key.1, "The job changed meanwhile; deciding again on the newer version.");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => return None,
                 Err(e) => {

@@ -137,9 +137,12 @@ mod tests {
     fn the_newest_version_directory_is_chosen() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(newest(&dir.path().join("none")).unwrap(), None);
-        for v in ["v1.0.0", "not-a-version", "v1.1.0"] {
+        // Modification times one second apart, oldest first (set, not waited for).
+        let base = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        for (i, v) in (0u64..).zip(["v1.0.0", "not-a-version", "v1.1.0"]) {
             std::fs::create_dir(dir.path().join(v)).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            let at = base + std::time::Duration::from_secs(i);
+            std::fs::File::open(dir.path().join(v)).unwrap().set_modified(at).unwrap();
         }
         std::fs::write(dir.path().join("v9.9.9"), "a file").unwrap();
         assert_eq!(newest(dir.path()).unwrap().as_deref(), Some("v1.1.0"));
