@@ -6,4 +6,5 @@
 
 pub mod downstream;
 pub mod module;
+pub mod renewer;
 pub mod upstream;

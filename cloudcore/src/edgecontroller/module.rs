@@ -7,17 +7,19 @@
 use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
 use kubeedge_config::cloudcore::KubeApiConfig;
 use kubeedge_model::constants::module;
-use kubeedge_model::{CloudResource, Message};
+use kubeedge_model::{CloudResource, Message, Operation};
 use tracing::info;
 
 use super::downstream::{self, Sender};
+use super::renewer::{self, Renewal};
 use super::upstream::Upstream;
 use crate::authz::{AuthzMetrics, NodeAuthorizer};
 use crate::delivery::syncs::Syncs;
 use crate::delivery::view::{View, ViewWriter};
 use crate::inflight::fair::FairQueue;
 use crate::inflight::{Completion, Ticket};
-use crate::kubeclient::kube_client;
+use crate::kubeclient::kube_config;
+use crate::kubeclient::lean::LeanClient;
 
 /// Upstream workers, shared by all nodes in turn. Each waits on one API call at a time: at
 /// 10,000 nodes (1,000 lease renewals a second, plus pod status) 8 were a queue seconds long.
@@ -70,7 +72,8 @@ impl Module for EdgeControllerModule {
 
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, Result<(), ModuleError>> {
         Box::pin(async move {
-            let client = kube_client(&self.kube).await?;
+            let config = kube_config(&self.kube).await?;
+            let client = kube::Client::try_from(config.clone())?;
             let stop = ctx.shutdown().child_token();
             let _guard = stop.clone().drop_guard();
             let tx = Sender { bus: ctx.bus.clone(), syncs: self.syncs.clone() };
@@ -84,6 +87,19 @@ impl Module for EdgeControllerModule {
                 module::EDGECONTROLLER,
             );
             let up = Upstream { client, tx, authz };
+            // Compact lease renewals on their own HTTP/2 connection, when it applies.
+            let renewals = match LeanClient::from_config(&config) {
+                Ok(lean) => {
+                    info!("Lease renewals of edges of ours go over their own HTTP/2 connection to the API server.");
+                    let (tx, rx) = tokio::sync::mpsc::channel(renewer::QUEUE);
+                    ctx.spawn(renewer::run(rx, lean, up.clone(), stop.clone()));
+                    Some(tx)
+                }
+                Err(why) => {
+                    info!(%why, "Lease renewals go through the Kubernetes client: the HTTP/2 path does not apply.");
+                    None
+                }
+            };
             // Per node, in arrival order.
             let queue = self.queue.clone();
             for _ in 0..WORKERS {
@@ -99,6 +115,18 @@ impl Module for EdgeControllerModule {
             info!(workers = WORKERS, "EdgeController started.");
             while let Some(msg) = ctx.recv().await {
                 let ticket = self.completion.as_ref().map(|c| c.ticket(&msg));
+                // A renewal goes to the renewer; when it is not one, or the renewer has no room,
+                // it is the workers'.
+                let (msg, ticket) = match &renewals {
+                    Some(tx) if msg.operation() == Operation::Renew => match Renewal::of(&msg) {
+                        Some(target) => match tx.try_send(Renewal::new(msg, ticket, target)) {
+                            Ok(()) => continue,
+                            Err(e) => e.into_inner().into_parts(),
+                        },
+                        None => (msg, ticket),
+                    },
+                    _ => (msg, ticket),
+                };
                 let node = CloudResource::node_of(&msg.router.resource).unwrap_or_default().to_owned();
                 queue.push(&node, (msg, ticket)).await;
             }

@@ -41,7 +41,7 @@ pub struct Upstream {
 
 /// A Kubernetes error as Go's `StatusError` marshals: `{"ErrStatus": <Status>}`, with the
 /// API server's `details` (name, group, kind) when it gave them.
-fn status_error(e: &kube::Error) -> Value {
+pub(super) fn status_error(e: &kube::Error) -> Value {
     let (code, reason, message, details) = match e {
         kube::Error::Api(s) => (i32::from(s.code), s.reason.clone(), s.message.clone(), s.details.clone()),
         other => (500, "InternalError".to_owned(), other.to_string(), None),
@@ -188,7 +188,7 @@ fn edge_node_metadata(node: &mut Value) {
     }
 }
 
-fn or_lease_ns(ns: &str) -> &str {
+pub(super) fn or_lease_ns(ns: &str) -> &str {
     if ns.is_empty() { "kube-node-lease" } else { ns }
 }
 
@@ -371,22 +371,26 @@ impl Upstream {
         if ns.is_none() {
             keep_kubelet_endpoint(&mut patch);
         }
-        let pp = PatchParams::default();
-        let result = match ns {
-            None => {
-                let api: Api<Node> = Api::all(self.client.clone());
-                api.patch_status(name, &pp, &Patch::Strategic(patch)).await.map(|o| serde_json::to_value(o).ok())
-            }
-            Some(ns) => {
-                let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-                api.patch_status(name, &pp, &Patch::Strategic(patch)).await.map(|o| serde_json::to_value(o).ok())
-            }
+        // The patched object is read once, as JSON, and goes into the reply as it came (each
+        // node's status heartbeat is answered with its whole Node).
+        let path = match ns {
+            None => "/api/v1/nodes".to_owned(),
+            Some(ns) => format!("/api/v1/namespaces/{ns}/pods"),
+        };
+        let request = kube::core::Request::new(path)
+            .patch_subresource("status", name, &PatchParams::default(), &Patch::Strategic(patch))
+            .map_err(kube::Error::BuildRequest);
+        let result = match request {
+            Ok(r) => self.client.request::<Value>(r).await,
+            Err(e) => Err(e),
         };
         match result {
             Ok(obj) => {
+                let obj = Some(obj);
                 // Upstream's patch replies carry the patched object's version in the header.
-                let mut r = reply::response(msg, reply::object_resp(obj.clone(), None));
-                r.header.resource_version = resource_version(&obj);
+                let version = resource_version(&obj);
+                let mut r = reply::response(msg, reply::object_resp(obj, None));
+                r.header.resource_version = version;
                 r
             }
             Err(e) => {
@@ -570,6 +574,21 @@ impl Upstream {
     /// The compact renewal of an edge of ours: `spec.renewTime` set to the cloud's time by a
     /// merge patch (no resourceVersion, so no conflict with anything), answered `"OK"` or with
     /// the error (a 404 tells the edge to create its lease).
+    /// Authorizes a compact renewal taken off the workers' path ([`super::renewer`]) as
+    /// [`Upstream::handle`] does; a refusal is answered here.
+    pub(super) async fn authorize_renewal(&self, msg: &Message, node: &str, ns: &str, name: &str) -> bool {
+        let Some(attrs) = attributes(node, resource_type::LEASE, &Operation::Renew, ns, name, None) else {
+            return false;
+        };
+        match self.authz.authorize(&attrs, None).await {
+            Ok(_) => true,
+            Err(denied) => {
+                self.tx.raw(reply::response(msg, Content::from_value(&denied.status_error()))).await;
+                false
+            }
+        }
+    }
+
     async fn lease_renew(&self, msg: &Message, ns: &str, name: &str) -> Message {
         let patch = RenewPatch { spec: RenewSpec { renew_time: MicroTime(k8s_openapi::jiff::Timestamp::now()) } };
         // The patched Lease the API answers with is not needed: it is skipped, not decoded
@@ -631,6 +650,12 @@ impl Upstream {
             debug!(error = %e, "Recording an event from the edge failed.");
         }
     }
+}
+
+/// The merge patch of a compact renewal, now: `{"spec":{"renewTime":"…"}}`.
+pub(super) fn renew_patch() -> Vec<u8> {
+    let patch = RenewPatch { spec: RenewSpec { renew_time: MicroTime(k8s_openapi::jiff::Timestamp::now()) } };
+    serde_json::to_vec(&patch).unwrap_or_default()
 }
 
 /// The merge patch of a compact renewal: `{"spec":{"renewTime":"…"}}`.

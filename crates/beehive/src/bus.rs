@@ -259,9 +259,12 @@ impl Bus {
         let members = self.members(group)?;
         let mut waiting = Vec::new();
         let mut delivered = 0;
-        for &member in members {
+        // The last member gets the message itself: a group of one costs no copy.
+        let mut msg = Some(msg);
+        for (i, &member) in members.iter().enumerate() {
             let ep = &self.inner.modules[member];
-            match ep.tx.try_send(msg.clone()) {
+            let Some(copy) = (if i + 1 == members.len() { msg.take() } else { msg.clone() }) else { break };
+            match ep.tx.try_send(copy) {
                 Ok(()) => {
                     self.count_sent();
                     delivered += 1;

@@ -107,6 +107,9 @@ struct Node {
     compact: bool,
     /// When this session last sent a message.
     last_sent: Instant,
+    /// When this session last pinged (between ours: only after a heartbeat without a frame
+    /// from the cloud, as EdgeHub does).
+    last_ping: Instant,
 }
 
 /// Why a session ended.
@@ -142,6 +145,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ca: Arc<Ca>, index: usize) {
         next_ip: 0,
         compact: false,
         last_sent: Instant::now(),
+        last_ping: Instant::now(),
     };
     if node.registered {
         shared.stats.registered.fetch_add(1, Ordering::Relaxed);
@@ -228,6 +232,7 @@ impl Node {
         self.pending.clear();
         self.compact = conn.has_feature(lease::FEATURE);
         self.last_sent = Instant::now();
+        self.last_ping = Instant::now();
         if !self.registered && !self.register(&mut conn).await {
             return End::Lost;
         }
@@ -239,8 +244,9 @@ impl Node {
                 return End::Lost;
             }
         }
-        // EdgeHub sends its first keepalive (upstream's; a ping only between ours) at once.
-        if !self.keepalive(&mut conn).await {
+        // EdgeHub sends its first keepalive and ping at once (upstream's; between ours the
+        // ping waits for a heartbeat without a frame from the cloud).
+        if !self.compact && !self.keepalive(&mut conn).await {
             return End::Lost;
         }
         let mut keepalive = phased(t.keepalive, salt);
@@ -253,7 +259,12 @@ impl Node {
                     let _ = conn.close().await;
                     return End::Stop;
                 }
-                _ = keepalive.tick() => self.keepalive(&mut conn).await,
+                _ = keepalive.tick(), if !self.compact => self.keepalive(&mut conn).await,
+                _ = tokio::time::sleep_until(Instant::from_std(conn.last_activity()).max(self.last_ping) + t.keepalive), if self.compact => {
+                    self.last_ping = Instant::now();
+                    self.shared.stats.count(Kind::Ping, 0);
+                    conn.ping().await.is_ok()
+                }
                 // Between ours, the keepalive message after a heartbeat without any other.
                 _ = tokio::time::sleep_until(self.last_sent + t.keepalive), if self.compact => {
                     self.send(&mut conn, edge::keepalive(), Kind::Keepalive, None).await
@@ -297,10 +308,9 @@ impl Node {
         self.send(conn, msg, Kind::NodeStatus, Some(Pending::NodeStatus)).await
     }
 
-    /// A heartbeat: the WebSocket ping, with upstream's keepalive message unless this session
-    /// agreed on `lease-renew` (then the message goes only when the node is otherwise idle).
+    /// Upstream's heartbeat: the keepalive message and the WebSocket ping.
     async fn keepalive(&mut self, conn: &mut Conn) -> bool {
-        if !self.compact && !self.send(conn, edge::keepalive(), Kind::Keepalive, None).await {
+        if !self.send(conn, edge::keepalive(), Kind::Keepalive, None).await {
             return false;
         }
         self.shared.stats.count(Kind::Ping, 0);

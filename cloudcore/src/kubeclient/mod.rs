@@ -4,9 +4,16 @@
 use kubeedge_beehive::ModuleError;
 use kubeedge_config::cloudcore::KubeApiConfig;
 
+pub mod lean;
+
 /// A Kubernetes client from `kubeAPIConfig`: the kubeconfig file when set (with `master`
 /// overriding its server), else the in-cluster or default configuration.
 pub async fn kube_client(cfg: &KubeApiConfig) -> Result<kube::Client, ModuleError> {
+    Ok(kube::Client::try_from(kube_config(cfg).await?)?)
+}
+
+/// The client configuration [`kube_client`] builds from `kubeAPIConfig`.
+pub async fn kube_config(cfg: &KubeApiConfig) -> Result<kube::Config, ModuleError> {
     let mut config = if cfg.kube_config.is_empty() {
         kube::Config::infer().await?
     } else {
@@ -16,7 +23,7 @@ pub async fn kube_client(cfg: &KubeApiConfig) -> Result<kube::Client, ModuleErro
     if !cfg.master.is_empty() {
         config.cluster_url = cfg.master.parse()?;
     }
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }
 
 /// Creates the CRDs of API group `group` (of [`kubeedge_apis::crds`]) that are missing (keadm

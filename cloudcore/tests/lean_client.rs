@@ -1,0 +1,215 @@
+//! Issue #19: the lean HTTP/2 path the node Lease renewals take (`cloudcore::kubeclient::lean`),
+//! against an HTTP/2 server with real TLS that records what it gets: requests started together
+//! share one connection, carry kube-rs's URL, authentication and headers, an API error comes
+//! back as the API's `Status`, and a closed connection is noticed and made again.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cloudcore::kubeclient::lean::{LeanClient, LeanError, Payload};
+use http::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+
+/// What the server saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    connection: usize,
+    method: Method,
+    path: String,
+    authorization: String,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// An HTTP/2 server on loopback (TLS with ALPN `h2`): a path ending in `/gone` gets a 404
+/// `Status`, `/close` ends the connection without an answer, anything else `{}`.
+async fn server(ca: &kubeedge_pki::Ca) -> (u16, Arc<Mutex<Vec<Seen>>>) {
+    let mut cfg = server_tls(ca);
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        for connection in 0.. {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, log) = (acceptor.clone(), log.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut h2) = h2::server::handshake(tls).await else { return };
+                while let Some(Ok((req, mut respond))) = h2.accept().await {
+                    let (head, mut body) = req.into_parts();
+                    let mut bytes = Vec::new();
+                    while let Some(Ok(chunk)) = body.data().await {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        bytes.extend_from_slice(&chunk);
+                    }
+                    let header = |n: &str| {
+                        head.headers.get(n).map(|v| v.to_str().unwrap_or_default().to_owned()).unwrap_or_default()
+                    };
+                    let path = head.uri.path().to_owned();
+                    log.lock().unwrap().push(Seen {
+                        connection,
+                        method: head.method.clone(),
+                        path: path.clone(),
+                        authorization: header("authorization"),
+                        content_type: header("content-type"),
+                        body: bytes,
+                    });
+                    if path.ends_with("/close") {
+                        return;
+                    }
+                    let (status, answer) = if path.ends_with("/gone") {
+                        let s = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"leases.coordination.k8s.io \"gone\" not found","reason":"NotFound","details":{"name":"gone","group":"coordination.k8s.io","kind":"leases"},"code":404}"#;
+                        (StatusCode::NOT_FOUND, s)
+                    } else {
+                        (StatusCode::OK, "{}")
+                    };
+                    let Ok(mut send) =
+                        respond.send_response(Response::builder().status(status).body(()).unwrap(), false)
+                    else {
+                        return;
+                    };
+                    let _ = send.send_data(Bytes::from_static(answer.as_bytes()), true);
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// TLS for 127.0.0.1 with a certificate of `ca`.
+fn server_tls(ca: &kubeedge_pki::Ca) -> rustls::ServerConfig {
+    let leaf = ca.issue_server(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], &[]).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Sec1(leaf.key_sec1.clone().into());
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.cert_der.clone().into()], key)
+        .unwrap()
+}
+
+fn config(port: u16, ca: &kubeedge_pki::Ca) -> kube::Config {
+    let mut c = kube::Config::new(format!("https://127.0.0.1:{port}").parse().unwrap());
+    c.root_cert = Some(vec![ca.cert_der().to_vec()]);
+    c.auth_info.token = Some("the-token".to_owned().into());
+    c
+}
+
+fn patch(name: &str) -> Request<Payload> {
+    Request::builder()
+        .method(Method::PATCH)
+        .uri(format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"))
+        .header("content-type", "application/merge-patch+json")
+        .body(Payload(Bytes::from_static(br#"{"spec":{"renewTime":"2026-12-04T12:00:00.000000Z"}}"#)))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn requests_share_one_http2_connection_and_a_closed_one_is_made_again() {
+    let ca = kubeedge_pki::Ca::generate().unwrap();
+    let (port, seen) = server(&ca).await;
+    let lean = LeanClient::from_config(&config(port, &ca)).unwrap();
+    let mut conn = lean.connect().await.unwrap();
+
+    // Three renewals and one of a Lease that is gone, started together.
+    let mut answers = Vec::new();
+    for name in ["edge-1", "edge-2", "edge-3", "gone"] {
+        assert!(conn.has_room().unwrap());
+        answers.push(conn.request(patch(name), Duration::from_secs(10)));
+    }
+    let all = futures::future::join_all(answers);
+    let results = tokio::select! {
+        r = all => r,
+        why = conn.drive() => panic!("the connection ended: {why}"),
+    };
+    for r in &results[..3] {
+        assert_eq!(r.as_ref().unwrap(), &StatusCode::OK);
+    }
+    match &results[3] {
+        Err(LeanError::Api(s)) => {
+            assert_eq!((s.code, s.reason.as_str()), (404, "NotFound"));
+            assert_eq!(s.details.as_ref().map(|d| d.name.as_str()), Some("gone"));
+        }
+        other => panic!("expected the API's 404: {other:?}"),
+    }
+    // kube-rs's 404 as the callers see it.
+    let err = results.into_iter().nth(3).unwrap().unwrap_err().into_kube();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 404), "{err:?}");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 4);
+        for s in seen.iter() {
+            assert_eq!(s.connection, 0, "one connection for all: {seen:?}");
+            assert_eq!(s.method, Method::PATCH);
+            assert!(
+                s.path.starts_with("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/"),
+                "{}",
+                s.path
+            );
+            assert_eq!(s.authorization, "Bearer the-token");
+            assert_eq!(s.content_type, "application/merge-patch+json");
+            assert_eq!(s.body, br#"{"spec":{"renewTime":"2026-12-04T12:00:00.000000Z"}}"#);
+        }
+    }
+
+    // The server drops the connection: the owner sees it end, and the open request fails at
+    // once (not at its timeout).
+    let lost = conn.request(patch("close"), Duration::from_secs(30));
+    tokio::pin!(lost);
+    let why = tokio::select! {
+        biased;
+        why = conn.drive() => why,
+        r = &mut lost => panic!("answered on a dropped connection: {r:?}"),
+        _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("the end of the connection went unnoticed"),
+    };
+    assert!(conn.is_closed(), "{why}");
+    let lost = tokio::time::timeout(Duration::from_secs(2), lost).await.expect("failed at once");
+    assert!(matches!(lost, Err(LeanError::Transport(_))), "{lost:?}");
+
+    // A new connection serves the next renewal.
+    let mut again = lean.connect().await.unwrap();
+    assert!(again.has_room().unwrap());
+    let answer = again.request(patch("edge-1"), Duration::from_secs(10));
+    let status = tokio::select! {
+        r = answer => r.unwrap(),
+        why = again.drive() => panic!("the connection ended: {why}"),
+    };
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(seen.lock().unwrap().last().map(|s| s.connection), Some(1));
+}
+
+#[tokio::test]
+async fn what_the_lean_path_does_not_serve_stays_with_kube_rs() {
+    let ca = kubeedge_pki::Ca::generate().unwrap();
+    let plain = kube::Config::new("http://127.0.0.1:8080".parse().unwrap());
+    let why = LeanClient::from_config(&plain).err().expect("plain HTTP is refused");
+    assert!(why.contains("not HTTPS"), "{why}");
+    let mut proxied = config(6443, &ca);
+    proxied.proxy_url = Some("http://proxy:3128".parse().unwrap());
+    assert!(LeanClient::from_config(&proxied).err().expect("a proxy is refused").contains("proxy"));
+
+    // A server that does not speak HTTP/2: a clear error, not a hang.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut cfg = server_tls(&ca);
+    // No ALPN at all (an HTTP/1.1-only server): the handshake succeeds, HTTP/2 was not agreed.
+    cfg.alpn_protocols = Vec::new();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _tls = acceptor.accept(tcp).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let lean = LeanClient::from_config(&config(port, &ca)).unwrap();
+    let err = lean.connect().await.err().expect("HTTP/1.1 only is refused");
+    assert!(err.to_string().contains("HTTP/2"), "{err}");
+}
