@@ -326,12 +326,33 @@ async fn fixture_messages_for_another_node_are_all_refused() {
 /// Issue #19: CloudHub agrees to `lease-renew` in the handshake; a node then renews its own
 /// lease by the cloud's clock (`"OK"`, nothing else of the Lease changed), never another
 /// node's (403, that lease untouched), and a missing lease is a 404 (the edge then creates it).
+/// The renewals go over EdgeController's own HTTP/2 connection to the API server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_renews_only_its_own_lease_compactly() {
+    let mut c = Cluster::start(&[]).await;
+    renewals(&c).await;
+    let log = c.cloud.log();
+    assert!(log.contains("go over their own HTTP/2 connection"), "{log}");
+    assert!(!log.contains("through the Kubernetes client until"), "{log}");
+    c.stop().await;
+}
+
+/// The same against an API server that offers HTTP/1.1 only (as behind an HTTP/1.1 proxy):
+/// the renewals go through kube-rs's client, and nothing an edge sees changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_need_no_http2_from_the_api_server() {
+    let mut c = Cluster::start_with(&[], apiserver_lite::Options { http1_only: true, ..Default::default() }).await;
+    renewals(&c).await;
+    let log = c.cloud.log();
+    assert!(log.contains("Lease renewals go through the Kubernetes client until"), "{log}");
+    assert!(log.contains("HTTP/2"), "{log}");
+    c.stop().await;
+}
+
+async fn renewals(c: &Cluster) {
     use k8s_openapi::api::coordination::v1::Lease;
     use kubeedge_model::protocol::lease;
 
-    let c = Cluster::start(&[]).await;
     let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
     let long_ago = "2020-01-01T00:00:00.000000Z";
     for node in ["edge-a", "edge-b"] {
@@ -373,7 +394,6 @@ async fn a_node_renews_only_its_own_lease_compactly() {
     let reply = a.ask(&lease::renew("edge-a")).await.unwrap();
     assert_eq!(error_code(&reply), Some(404), "{:?}", reply.content);
     assert!(lease::renew_result(&reply).unwrap_err().is_not_found());
-    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

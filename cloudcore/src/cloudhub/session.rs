@@ -683,12 +683,36 @@ impl Hub {
             }
             return None;
         }
-        if self.bus.group_members(group).is_empty() {
+        if self.bus.group_len(group) == 0 {
             debug!(node, group, "No module for an upstream message; dropped.");
             return None;
         }
         let not_before = bucket.and_then(|b| b.take(Instant::now()));
+        if not_before.is_none() {
+            msg = match self.try_hand_over(node, group, msg) {
+                Ok(()) => return None,
+                Err(m) => m,
+            };
+        }
         Some(Box::pin(self.clone().hand_over(node.to_owned(), group, msg, not_before)))
+    }
+
+    /// [`Hub::hand_over`] at once, when nothing has to wait (the usual case: an idle fleet's
+    /// lease renewals): the node has room in flight, the budget has room, and the group's one
+    /// module has room in its inbox. Otherwise the message comes back untouched for the
+    /// waiting path.
+    #[allow(clippy::result_large_err)] // Handing the message back is the point; no copy is made.
+    fn try_hand_over(&self, node: &str, group: &'static str, msg: Message) -> Result<(), Message> {
+        let Some(limits) = &self.limits else { return self.bus.try_send_to_sole(group, msg) };
+        let Some(admitted) = limits.admission.try_admit(node, crate::inflight::weight(&msg)) else {
+            return Err(msg);
+        };
+        // Not taken: `admitted` is released as it drops.
+        self.bus.try_send_to_sole(group, msg)?;
+        if limits.admission.completes(group) {
+            admitted.handed_over();
+        }
+        Ok(())
     }
 
     /// Waits for the node's pace (`not_before`) and its room in flight, then gives `msg` to
@@ -714,7 +738,7 @@ impl Hub {
         let admitted = limits.admission.admit(&node, crate::inflight::weight(&msg)).await;
         waited.extend_from_slice(&admitted.waited);
         // A ticket per member would release the message twice: hand over to a sole member only.
-        let completes = limits.admission.completes(group) && self.bus.group_members(group).len() == 1;
+        let completes = limits.admission.completes(group) && self.bus.group_len(group) == 1;
         // Delivered to no one (an inbox closing at shutdown): no ticket will come back.
         if matches!(self.bus.send_to_group(group, msg).await, Ok(n) if n > 0) && completes {
             admitted.handed_over();

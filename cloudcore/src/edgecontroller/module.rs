@@ -1,8 +1,10 @@
 //! The EdgeController module (`edgecontroller`): runs the watches and handles upstream
 //! messages with a pool of workers taking nodes in turn ([`FairQueue`], one message of a node
 //! at a time, so each node's messages stay in order and a flooding node holds one worker at
-//! most). Each message's [`Ticket`] is dropped once it is handled: CloudHub then lets its node
-//! have another in flight.
+//! most). The compact lease renewals of edges of ours are the exception: they go to the
+//! renewer ([`renewer`], idempotent, so outside that order) while it has room. Each message's
+//! [`Ticket`] is dropped once it is handled: CloudHub then lets its node have another in
+//! flight.
 
 use kubeedge_beehive::{BoxFuture, Module, ModuleContext, ModuleError};
 use kubeedge_config::cloudcore::KubeApiConfig;
@@ -90,7 +92,10 @@ impl Module for EdgeControllerModule {
             // Compact lease renewals on their own HTTP/2 connection, when it applies.
             let renewals = match LeanClient::from_config(&config) {
                 Ok(lean) => {
-                    info!("Lease renewals of edges of ours go over their own HTTP/2 connection to the API server.");
+                    info!(
+                        "Lease renewals of edges of ours go over their own HTTP/2 connection to the API server \
+                         (through the Kubernetes client while it cannot be made)."
+                    );
                     let (tx, rx) = tokio::sync::mpsc::channel(renewer::QUEUE);
                     ctx.spawn(renewer::run(rx, lean, up.clone(), stop.clone()));
                     Some(tx)

@@ -10,10 +10,16 @@
 //! as before: `"OK"`, or the API's error as Go's `StatusError` (a `NotFound` makes the edge
 //! create its Lease again). A renewal's [`Ticket`] is let go with its answer.
 //!
-//! Renewals are idempotent and an edge sends its next only after the answer to the last, so
-//! they leave the per-node order of the workers' queue without changing what the API ends
-//! with. A connection that fails is made again (at most once a second); renewals waiting
-//! meanwhile are answered with the error, and the edge renews again at its next interval.
+//! The HTTP/2 path never costs a renewal: while there is no connection (the server does not
+//! agree to HTTP/2, it cannot be reached, or the last attempt failed) renewals go through
+//! kube-rs's client, as every other request does, and a renewal whose request failed on the
+//! connection (no answer within [`ANSWER_TIMEOUT`], the connection lost) is sent again that
+//! way. Such a failure retires the connection; the next is tried after a pause that doubles
+//! from 1 s to [`MAX_RECONNECT_PAUSE`] while failures follow each other, and an answer on the
+//! connection resets it. A connection is also retired before its HTTP/2 stream ids run out.
+//!
+//! Renewals are idempotent and set the time of the moment they are written, so they leave the
+//! per-node order of the workers' queue without changing what the API ends with.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -30,22 +36,26 @@ use kubeedge_model::{CloudResource, Content, Message};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use super::upstream::{Upstream, or_lease_ns, renew_patch, status_error};
+use super::upstream::{Upstream, or_lease_ns, renew_lease, renew_patch, status_error};
 use crate::inflight::Ticket;
 use crate::kubeclient::lean::{LeanClient, LeanConn, LeanError, Payload};
 
 /// How long a renewal waits for others to leave with it.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
-/// Renewals open on the connection at most (below any API server's stream limit).
+/// Renewals open at most (on the connection, or through kube-rs's client without one).
 const MAX_OPEN: usize = 100;
-/// Renewals accepted and not answered yet, at most; beyond, EdgeController's workers take them.
+/// Renewals this task holds (waiting or open) at most; as many more wait in its channel, and
+/// beyond those EdgeController's workers take them.
 pub const QUEUE: usize = 2048;
-/// How long a renewal waits for its answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-/// The least time between two connection attempts.
-const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// How long a renewal waits for its answer on the connection.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest pause between connection attempts while they fail.
+const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(60);
+/// Requests after which a connection is replaced (HTTP/2 stream ids end at 2³¹, odd ones
+/// the client's).
+const RETIRE_AFTER: u64 = 1 << 29;
 
 /// One compact renewal: the edge's message, the Lease it names, and its ticket.
 pub struct Renewal {
@@ -80,15 +90,19 @@ impl Renewal {
         (self.msg, self.ticket)
     }
 
-    fn request(&self, body: Bytes) -> Request<Payload> {
+    /// The merge patch `body` of this Lease (its path must make a URI: names are checked
+    /// by the authorizer to be the node's, which cannot hold a `/` or a space).
+    fn request(&self, body: Bytes) -> Result<Request<Payload>, String> {
         let path = format!("/apis/coordination.k8s.io/v1/namespaces/{}/leases/{}", self.namespace, self.name);
+        let uri =
+            http::Uri::try_from(path.as_str()).map_err(|e| format!("lease {}/{}: {e}", self.namespace, self.name))?;
         let mut req = Request::new(Payload(body));
         *req.method_mut() = Method::PATCH;
-        *req.uri_mut() = path.parse().unwrap_or_default();
+        *req.uri_mut() = uri;
         let h = req.headers_mut();
         h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/merge-patch+json"));
         h.insert(header::ACCEPT, header::HeaderValue::from_static("application/json"));
-        req
+        Ok(req)
     }
 }
 
@@ -99,66 +113,126 @@ pub struct Target {
     name: String,
 }
 
-type Answer = Pin<Box<dyn Future<Output = (Renewal, Result<StatusCode, LeanError>)> + Send>>;
+/// How a renewal went: on connection `conn`, or through kube-rs's client.
+enum Outcome {
+    Lean { conn: u64, result: Result<StatusCode, LeanError> },
+    Kube(Result<(), kube::Error>),
+}
+
+type Answer = Pin<Box<dyn Future<Output = (Renewal, Outcome)> + Send>>;
 type Connecting<'a> = Pin<Box<dyn Future<Output = Result<LeanConn, LeanError>> + Send + 'a>>;
+
+/// The connection and its attempts.
+struct Link<'a> {
+    lean: &'a LeanClient,
+    conn: Option<LeanConn>,
+    /// The current connection's number (answers of an older one do not retire it).
+    id: u64,
+    connecting: Option<Connecting<'a>>,
+    /// Failures in a row (connecting, or requests on the connection).
+    failures: u32,
+    next_attempt: Instant,
+}
+
+impl<'a> Link<'a> {
+    fn live(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| !c.is_closed())
+    }
+
+    /// Starts connecting if no attempt runs and the pause after failures is over.
+    fn connect(&mut self) {
+        if self.connecting.is_none() && !self.live() && Instant::now() >= self.next_attempt {
+            let lean = self.lean;
+            self.connecting = Some(Box::pin(lean.connect()));
+        }
+    }
+
+    /// A failure: the connection (if it is `conn`'s) is retired, and the next attempt paced.
+    fn failed(&mut self, conn: Option<u64>, why: &dyn std::fmt::Display) {
+        // Counted once per connection: its other open requests fail with it.
+        if conn.is_some_and(|c| c != self.id || self.conn.is_none()) {
+            return;
+        }
+        self.conn = None;
+        self.failures += 1;
+        let pause = Duration::from_secs(1u64 << (self.failures - 1).min(6)).min(MAX_RECONNECT_PAUSE);
+        self.next_attempt = Instant::now() + pause;
+        if self.failures == 1 {
+            warn!(error = %why, retry_in = ?pause, "Lease renewals go through the Kubernetes client until their HTTP/2 connection to the API server works again.");
+        } else {
+            debug!(error = %why, failures = self.failures, retry_in = ?pause, "The lease renewals' HTTP/2 connection failed again.");
+        }
+    }
+
+    fn answered(&mut self) {
+        if self.failures > 0 {
+            info!("Lease renewals are back on their HTTP/2 connection to the API server.");
+            self.failures = 0;
+        }
+    }
+}
 
 /// Serves renewals from `rx` until `stop`.
 pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream, stop: CancellationToken) {
-    let mut conn: Option<LeanConn> = None;
-    let mut connecting: Option<Connecting<'_>> = None;
-    let mut next_connect = Instant::now();
+    let mut link = Link { lean: &lean, conn: None, id: 0, connecting: None, failures: 0, next_attempt: Instant::now() };
     let mut waiting: VecDeque<Renewal> = VecDeque::new();
     let mut open: FuturesUnordered<Answer> = FuturesUnordered::new();
     let mut batch_at: Option<Instant> = None;
+    link.connect();
     loop {
-        let live = conn.as_ref().is_some_and(|c| !c.is_closed());
+        let live = link.live();
         tokio::select! {
             _ = stop.cancelled() => return,
-            why = async { match conn.as_mut() { Some(c) => c.drive().await, None => std::future::pending().await } }, if live => {
-                debug!(reason = %why, "The lease renewals' API connection ended; connecting again for the next renewal.");
+            why = async { match link.conn.as_mut() { Some(c) => c.drive().await, None => std::future::pending().await } }, if live => {
+                debug!(reason = %why, "The lease renewals' HTTP/2 connection ended.");
+                link.conn = None;
                 if !waiting.is_empty() {
                     batch_at.get_or_insert_with(Instant::now);
                 }
             }
-            made = async { match connecting.as_mut() { Some(c) => c.await, None => std::future::pending().await } }, if connecting.is_some() => {
-                connecting = None;
+            made = async { match link.connecting.as_mut() { Some(c) => c.await, None => std::future::pending().await } }, if link.connecting.is_some() => {
+                link.connecting = None;
                 match made {
                     Ok(c) => {
-                        conn = Some(c);
-                        batch_at = Some(Instant::now());
+                        link.id += 1;
+                        link.conn = Some(c);
                     }
-                    Err(e) => {
-                        warn!(error = %e, waiting = waiting.len(), "Could not connect to the API server for lease renewals.");
-                        for r in waiting.drain(..) {
-                            answer(&up, r, Err(LeanError::Transport(e.to_string()))).await;
-                        }
-                    }
+                    Err(e) => link.failed(None, &e),
+                }
+                if !waiting.is_empty() {
+                    batch_at = Some(Instant::now());
                 }
             }
-            Some((r, result)) = open.next(), if !open.is_empty() => {
-                answer(&up, r, result).await;
+            Some((r, outcome)) = open.next(), if !open.is_empty() => {
+                match outcome {
+                    Outcome::Lean { conn, result: Err(LeanError::Transport(why)) } => {
+                        // Not the renewal's fault: it goes again through kube-rs's client.
+                        link.failed(Some(conn), &why);
+                        open.push(through_kube(&up, r));
+                    }
+                    Outcome::Lean { result, .. } => {
+                        link.answered();
+                        answer(&up, r, result.map(|_| ()).map_err(LeanError::into_kube)).await;
+                    }
+                    Outcome::Kube(result) => answer(&up, r, result).await,
+                }
                 if !waiting.is_empty() && batch_at.is_none() {
                     batch_at = Some(Instant::now());
                 }
             }
             _ = async { match batch_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } }, if batch_at.is_some() => {
                 batch_at = None;
-                if conn.as_ref().is_none_or(LeanConn::is_closed) {
-                    if connecting.is_none() {
-                        // Paced: a server that is down is not asked 50 times a second.
-                        let at = next_connect;
-                        next_connect = Instant::now().max(at) + RECONNECT_PAUSE;
-                        let lean = &lean;
-                        connecting = Some(Box::pin(async move {
-                            tokio::time::sleep_until(at).await;
-                            lean.connect().await
-                        }));
+                link.connect();
+                if link.live() {
+                    start(&mut link, &mut waiting, &mut open);
+                }
+                if !link.live() && (link.connecting.is_none() || link.failures > 0) {
+                    // No connection to wait for (or it failed last time): kube-rs's client.
+                    while open.len() < MAX_OPEN && let Some(r) = waiting.pop_front() {
+                        open.push(through_kube(&up, r));
                     }
-                    continue;
                 }
-                if let Some(c) = conn.as_mut() {
-                    start(c, &mut waiting, &mut open);
-                }
+                // Else the first connection is being made: its outcome starts the batch.
             }
             got = rx.recv(), if waiting.len() + open.len() < QUEUE => {
                 let Some(r) = got else { return };
@@ -172,32 +246,59 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
 }
 
 /// Starts the waiting renewals the connection has room for.
-fn start(conn: &mut LeanConn, waiting: &mut VecDeque<Renewal>, open: &mut FuturesUnordered<Answer>) {
+fn start(link: &mut Link<'_>, waiting: &mut VecDeque<Renewal>, open: &mut FuturesUnordered<Answer>) {
     let body = Bytes::from(renew_patch());
+    let id = link.id;
     while open.len() < MAX_OPEN && !waiting.is_empty() {
+        let Some(conn) = link.conn.as_mut() else { return };
+        if conn.started() >= RETIRE_AFTER {
+            info!(
+                requests = conn.started(),
+                "Replacing the lease renewals' HTTP/2 connection before its stream ids run out."
+            );
+            link.conn = None;
+            link.connect();
+            return;
+        }
         match conn.has_room() {
             Ok(true) => {}
             // Again when an open one ends.
             Ok(false) => return,
             Err(e) => {
-                debug!(error = %e, "The lease renewals' API connection refused a request.");
+                link.failed(Some(id), &e);
                 return;
             }
         }
         let Some(r) = waiting.pop_front() else { return };
-        let answer = conn.request(r.request(body.clone()), ANSWER_TIMEOUT);
-        open.push(Box::pin(async move { (r, answer.await) }));
+        let req = match r.request(body.clone()) {
+            Ok(req) => req,
+            Err(why) => {
+                open.push(Box::pin(async move {
+                    let status = kube::core::Status::failure(&why, "BadRequest").with_code(400);
+                    (r, Outcome::Kube(Err(kube::Error::Api(Box::new(status)))))
+                }));
+                continue;
+            }
+        };
+        let answer = conn.request(req, ANSWER_TIMEOUT);
+        open.push(Box::pin(async move { (r, Outcome::Lean { conn: id, result: answer.await }) }));
     }
 }
 
+/// The renewal through kube-rs's client, as EdgeController's workers send it.
+fn through_kube(up: &Upstream, r: Renewal) -> Answer {
+    let (client, namespace, name) = (up.client.clone(), r.namespace.clone(), r.name.clone());
+    Box::pin(async move { (r, Outcome::Kube(renew_lease(client, namespace, name).await)) })
+}
+
 /// The edge's answer: `"OK"`, or the error as Go's `StatusError`.
-async fn answer(up: &Upstream, r: Renewal, result: Result<StatusCode, LeanError>) {
+async fn answer(up: &Upstream, r: Renewal, result: Result<(), kube::Error>) {
     let content = match result {
-        Ok(_) => {
+        Ok(()) => {
             debug!(lease = r.name, "Renewed a node lease.");
             reply::ok()
         }
-        Err(e) => Content::from_value(&status_error(&e.into_kube())),
+        Err(e) => Content::from_value(&status_error(&e)),
     };
     up.tx.raw(reply::response(&r.msg, content)).await;
     drop(r.ticket);

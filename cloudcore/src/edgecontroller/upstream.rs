@@ -571,9 +571,6 @@ impl Upstream {
         }
     }
 
-    /// The compact renewal of an edge of ours: `spec.renewTime` set to the cloud's time by a
-    /// merge patch (no resourceVersion, so no conflict with anything), answered `"OK"` or with
-    /// the error (a 404 tells the edge to create its lease).
     /// Authorizes a compact renewal taken off the workers' path ([`super::renewer`]) as
     /// [`Upstream::handle`] does; a refusal is answered here.
     pub(super) async fn authorize_renewal(&self, msg: &Message, node: &str, ns: &str, name: &str) -> bool {
@@ -589,20 +586,12 @@ impl Upstream {
         }
     }
 
+    /// The compact renewal of an edge of ours: `spec.renewTime` set to the cloud's time by a
+    /// merge patch (no resourceVersion, so no conflict with anything), answered `"OK"` or with
+    /// the error (a 404 tells the edge to create its lease).
     async fn lease_renew(&self, msg: &Message, ns: &str, name: &str) -> Message {
-        let patch = RenewPatch { spec: RenewSpec { renew_time: MicroTime(k8s_openapi::jiff::Timestamp::now()) } };
-        // The patched Lease the API answers with is not needed: it is skipped, not decoded
-        // (10,000 nodes renew 1,000 times a second).
-        let path = format!("/apis/coordination.k8s.io/v1/namespaces/{}/leases", or_lease_ns(ns));
-        let request = kube::core::Request::new(path)
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .map_err(kube::Error::BuildRequest);
-        let result = match request {
-            Ok(r) => self.client.request::<serde::de::IgnoredAny>(r).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(_) => {
+        match renew_lease(self.client.clone(), or_lease_ns(ns).to_owned(), name.to_owned()).await {
+            Ok(()) => {
                 debug!(lease = name, "Renewed a node lease.");
                 reply::response(msg, reply::ok())
             }
@@ -650,6 +639,18 @@ impl Upstream {
             debug!(error = %e, "Recording an event from the edge failed.");
         }
     }
+}
+
+/// Sets Lease `namespace/name`'s `renewTime` to now through kube-rs's client (a merge patch:
+/// no resourceVersion, so no conflicts). The patched Lease the API answers with is skipped, not
+/// decoded.
+pub(super) async fn renew_lease(client: kube::Client, namespace: String, name: String) -> Result<(), kube::Error> {
+    let path = format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases");
+    let patch = RenewPatch { spec: RenewSpec { renew_time: MicroTime(k8s_openapi::jiff::Timestamp::now()) } };
+    let request = kube::core::Request::new(path)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .map_err(kube::Error::BuildRequest)?;
+    client.request::<serde::de::IgnoredAny>(request).await.map(|_| ())
 }
 
 /// The merge patch of a compact renewal, now: `{"spec":{"renewTime":"…"}}`.

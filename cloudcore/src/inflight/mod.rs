@@ -261,6 +261,35 @@ impl Admission {
         self.0.budget.available_permits()
     }
 
+    /// [`Admission::admit`] when it needs no wait: `None` when `node` has its most in flight
+    /// or the memory budget has no room now (nothing is counted then).
+    pub fn try_admit(&self, node: &str, weight: usize) -> Option<Admitted> {
+        let inner = &self.0;
+        {
+            let mut nodes = inner.nodes.lock();
+            let (messages, bytes, held) = nodes.get(node).map_or((0, 0, 0), |s| (s.messages, s.bytes, s.held_kib));
+            if messages >= inner.limits.node_in_flight {
+                return None;
+            }
+            let need = budget_kib(bytes + weight).saturating_sub(held);
+            if need > 0 {
+                inner.budget.try_acquire_many(u32::try_from(need).ok()?).ok()?.forget();
+            }
+            let slot = match nodes.get_mut(node) {
+                Some(slot) => slot,
+                None => nodes.entry(node.to_owned()).or_default(),
+            };
+            slot.held_kib += need;
+            slot.messages += 1;
+            slot.bytes += weight;
+        }
+        if let Some(m) = &inner.metrics {
+            m.messages.inc();
+            m.bytes.add(i64::try_from(weight).unwrap_or(i64::MAX));
+        }
+        Some(Admitted { inner: Some(inner.clone()), node: node.to_owned(), weight, waited: Vec::new() })
+    }
+
     /// Waits until `node` may have one more message of `weight` bytes in flight, and counts it.
     /// The waits it made are in [`Admitted::waited`].
     pub async fn admit(&self, node: &str, weight: usize) -> Admitted {

@@ -11,8 +11,9 @@
 //! The server's URL, authentication (a token file that rotates is read again, as kube-rs does)
 //! and the extra headers (impersonation) are kube-rs's own layers over the same
 //! [`kube::Config`], and TLS is its `rustls` configuration with ALPN `h2`. A configuration this
-//! path does not serve (a plain `http://` server, a proxy) gets `None` from
-//! [`LeanClient::from_config`]: the caller keeps using kube-rs's client.
+//! path does not serve (a plain `http://` server, a proxy) gets the reason from
+//! [`LeanClient::from_config`], and a server that does not agree to HTTP/2 fails
+//! [`LeanClient::connect`]: the caller keeps using kube-rs's client then.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +33,9 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tower::util::BoxService;
 use tower::{BoxError, Layer, Service};
+
+/// The longest a connection may take (shorter than kube-rs's: renewals wait for it).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most of an error's body read (a `Status` is a few hundred bytes).
 const MAX_ERROR_BODY: usize = 64 << 10;
@@ -95,7 +99,7 @@ impl LeanClient {
             server_name,
             host,
             port,
-            connect_timeout: config.connect_timeout.unwrap_or(Duration::from_secs(30)),
+            connect_timeout: config.connect_timeout.unwrap_or(CONNECT_TIMEOUT).min(CONNECT_TIMEOUT),
         })
     }
 
@@ -120,7 +124,7 @@ impl LeanClient {
             Some(auth) => BoxService::new(auth.layer(svc)),
             None => BoxService::new(svc),
         };
-        Ok(LeanConn { svc, driver: Box::pin(conn), closed: false })
+        Ok(LeanConn { svc, driver: Box::pin(conn), closed: false, started: 0 })
     }
 }
 
@@ -130,9 +134,15 @@ pub struct LeanConn {
     svc: BoxService<Request<Payload>, Response<RecvStream>, BoxError>,
     driver: Pin<Box<Connection<TlsStream<TcpStream>, Bytes>>>,
     closed: bool,
+    started: u64,
 }
 
 impl LeanConn {
+    /// Requests started on this connection (HTTP/2 stream ids run out after 2³⁰).
+    pub fn started(&self) -> u64 {
+        self.started
+    }
+
     /// Whether the connection has ended (the owner connects again).
     pub fn is_closed(&self) -> bool {
         self.closed
@@ -151,8 +161,11 @@ impl LeanConn {
         why
     }
 
-    /// Whether another request may start now (the server's limit of concurrent streams).
-    /// Not ready: try again when one of the open requests has ended.
+    /// Whether another request may start now: not while a stream the server's limit of
+    /// concurrent streams holds back waits to open (with kube-rs's refreshable token the
+    /// request opens its stream when its future first runs, and the limit shows there instead:
+    /// the caller bounds what it has open). Not ready: try again when an open request ended.
+    /// An error means the connection cannot take requests any more.
     pub fn has_room(&mut self) -> Result<bool, LeanError> {
         let waker = futures::task::noop_waker();
         match self.svc.poll_ready(&mut Context::from_waker(&waker)) {
@@ -170,6 +183,7 @@ impl LeanConn {
         req: Request<Payload>,
         timeout: Duration,
     ) -> impl Future<Output = Result<StatusCode, LeanError>> + Send + 'static {
+        self.started += 1;
         let call = self.svc.call(req);
         async move {
             let answer = async {

@@ -144,10 +144,15 @@ pub struct Cluster {
 impl Cluster {
     /// Starts everything; `settings` are extra cloudcore.yaml paths and values.
     pub async fn start(settings: &[(&[&str], &str)]) -> Self {
+        Self::start_with(settings, Default::default()).await
+    }
+
+    /// [`Cluster::start`] with the API server's options.
+    pub async fn start_with(settings: &[(&[&str], &str)], api: apiserver_lite::Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let api = {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            apiserver_lite::ApiServer::start(l, Default::default()).await.unwrap()
+            apiserver_lite::ApiServer::start(l, api).await.unwrap()
         };
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();

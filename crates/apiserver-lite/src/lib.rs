@@ -64,11 +64,19 @@ pub struct Options {
     pub history_bytes: usize,
     /// Extra subject alternative names for the serving certificate (IPs or DNS names).
     pub extra_sans: Vec<String>,
+    /// Offer HTTP/1.1 only in TLS (ALPN), as a kube-apiserver behind an HTTP/1.1 proxy or with
+    /// HTTP/2 turned off: clients that need HTTP/2 cannot agree on it.
+    pub http1_only: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { history: store::DEFAULT_HISTORY, history_bytes: store::DEFAULT_HISTORY_BYTES, extra_sans: Vec::new() }
+        Self {
+            history: store::DEFAULT_HISTORY,
+            history_bytes: store::DEFAULT_HISTORY_BYTES,
+            extra_sans: Vec::new(),
+            http1_only: false,
+        }
     }
 }
 
@@ -99,7 +107,10 @@ impl ApiServer {
         sans.extend(opts.extra_sans.iter().cloned());
         sans.dedup();
         let san_refs: Vec<&str> = sans.iter().map(String::as_str).collect();
-        let (_, tls_config) = pki.issue_server(&san_refs)?;
+        let (_, mut tls_config) = pki.issue_server(&san_refs)?;
+        if opts.http1_only {
+            tls_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
         let admin = pki.issue_client("kubernetes-admin", &["system:masters"])?;
         // What kube-apiserver presents to kubelets (`--kubelet-client-certificate`).
         let kubelet_client = pki.issue_client(proxy::KUBELET_CLIENT_CN, &[proxy::KUBELET_CLIENT_GROUP])?;

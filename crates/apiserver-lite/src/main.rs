@@ -25,6 +25,9 @@ struct Flags {
     /// About how many bytes of objects the watch histories keep in all (oldest events go first).
     #[arg(long, value_name = "BYTES", default_value_t = apiserver_lite::store::DEFAULT_HISTORY_BYTES)]
     history_bytes: usize,
+    /// Offer HTTP/1.1 only (no `h2` in TLS ALPN), as an API server behind an HTTP/1.1 proxy.
+    #[arg(long)]
+    http1_only: bool,
 }
 
 #[tokio::main]
@@ -41,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
         history: flags.history,
         history_bytes: flags.history_bytes,
         extra_sans: flags.tls_san,
+        http1_only: flags.http1_only,
     };
     let server = apiserver_lite::ApiServer::start(listener, opts).await?;
     if let Some(path) = &flags.kubeconfig_out {

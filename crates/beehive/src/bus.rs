@@ -379,6 +379,27 @@ impl Bus {
         self.inner.groups.get(group).cloned().unwrap_or_default()
     }
 
+    /// How many modules `group` has (without a copy of their names: for per-message checks).
+    pub fn group_len(&self, group: &str) -> usize {
+        self.inner.groups.get(group).map_or(0, Vec::len)
+    }
+
+    /// Gives `msg` to the only member of `group` if its inbox has room now. Otherwise (a group
+    /// of several or none, a full or closed inbox) hands it back, nothing counted or logged:
+    /// the caller then takes the waiting path ([`Bus::send_to_group`]).
+    #[allow(clippy::result_large_err)] // Handing the message back is the point; no copy is made.
+    pub fn try_send_to_sole(&self, group: &str, msg: Message) -> Result<(), Message> {
+        let Some(&[member]) = self.inner.groups.get(group).map(Vec::as_slice) else { return Err(msg) };
+        let Some(ep) = self.inner.modules.get(member) else { return Err(msg) };
+        match ep.tx.try_send(msg) {
+            Ok(()) => {
+                self.count_sent();
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => Err(m),
+        }
+    }
+
     /// Requests currently waiting for a reply.
     pub fn pending_requests(&self) -> usize {
         self.inner.waiters.lock().len()

@@ -11,7 +11,8 @@
 //!   `X-KubeEdge-Rs-Features` as an edgecore of ours does (unless [`Config::upstream_edge`]),
 //!   sends a `keepalive` (content `ping`) and a WebSocket ping every heartbeat (15 s) — when a
 //!   cloud of ours agreed to `lease-renew`, the keepalive only after a heartbeat without any
-//!   other message — and reconnects about every second (±20 %) while the cloud is away;
+//!   other message and the ping only after a heartbeat without any frame from the cloud — and
+//!   reconnects about every second (±20 %) while the cloud is away;
 //! - MetaManager: ACKs every cloud message (`response`, content `"OK"`) once it is "stored";
 //! - Edged: registers the node (`insert` of the Node, then a full status `nodepatch`), renews
 //!   its Lease every quarter of the lease duration (insert, then `update` of the stored Lease;
