@@ -24,7 +24,8 @@ struct Seen {
 }
 
 /// An HTTP/2 server on loopback (TLS with ALPN `h2`): a path ending in `/gone` gets a 404
-/// `Status`, `/close` ends the connection without an answer, anything else `{}`.
+/// `Status`, `/close` ends the connection without an answer, `/goaway` is answered and the
+/// connection then closed gracefully (GOAWAY), anything else gets `{}`.
 async fn server(ca: &kubeedge_pki::Ca) -> (u16, Arc<Mutex<Vec<Seen>>>) {
     let mut cfg = server_tls(ca);
     cfg.alpn_protocols = vec![b"h2".to_vec()];
@@ -61,6 +62,10 @@ async fn server(ca: &kubeedge_pki::Ca) -> (u16, Arc<Mutex<Vec<Seen>>>) {
                     });
                     if path.ends_with("/close") {
                         return;
+                    }
+                    if path.ends_with("/goaway") {
+                        // As kube-apiserver's --goaway-chance: this request is answered, no more.
+                        h2.graceful_shutdown();
                     }
                     let (status, answer) = if path.ends_with("/gone") {
                         let s = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"leases.coordination.k8s.io \"gone\" not found","reason":"NotFound","details":{"name":"gone","group":"coordination.k8s.io","kind":"leases"},"code":404}"#;
@@ -125,7 +130,7 @@ async fn requests_share_one_http2_connection_and_a_closed_one_is_made_again() {
     let all = futures::future::join_all(answers);
     let results = tokio::select! {
         r = all => r,
-        why = conn.drive() => panic!("the connection ended: {why}"),
+        why = conn.drive() => panic!("the connection ended: {why:?}"),
     };
     for r in &results[..3] {
         assert_eq!(r.as_ref().unwrap(), &StatusCode::OK);
@@ -159,6 +164,7 @@ async fn requests_share_one_http2_connection_and_a_closed_one_is_made_again() {
 
     // The server drops the connection: the owner sees it end, and the open request fails at
     // once (not at its timeout).
+    assert!(conn.has_room().unwrap());
     let lost = conn.request(patch("close"), Duration::from_secs(30));
     tokio::pin!(lost);
     let why = tokio::select! {
@@ -167,20 +173,46 @@ async fn requests_share_one_http2_connection_and_a_closed_one_is_made_again() {
         r = &mut lost => panic!("answered on a dropped connection: {r:?}"),
         _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("the end of the connection went unnoticed"),
     };
-    assert!(conn.is_closed(), "{why}");
+    assert!(conn.is_closed(), "{why:?}");
+    assert!(why.is_err(), "a connection lost is a failure");
     let lost = tokio::time::timeout(Duration::from_secs(2), lost).await.expect("failed at once");
     assert!(matches!(lost, Err(LeanError::Transport(_))), "{lost:?}");
 
     // A new connection serves the next renewal.
     let mut again = lean.connect().await.unwrap();
     assert!(again.has_room().unwrap());
+    assert!(again.has_room().unwrap());
     let answer = again.request(patch("edge-1"), Duration::from_secs(10));
     let status = tokio::select! {
         r = answer => r.unwrap(),
-        why = again.drive() => panic!("the connection ended: {why}"),
+        why = again.drive() => panic!("the connection ended: {why:?}"),
     };
     assert_eq!(status, StatusCode::OK);
     assert_eq!(seen.lock().unwrap().last().map(|s| s.connection), Some(1));
+
+    // The server closes gracefully after answering (GOAWAY): the answer arrives, the end is no
+    // failure, and the connection then says it is going away rather than failing.
+    assert!(again.has_room().unwrap());
+    let answer = again.request(patch("goaway"), Duration::from_secs(10));
+    tokio::pin!(answer);
+    let status = tokio::select! {
+        r = &mut answer => r.unwrap(),
+        _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("no answer"),
+        // Driving may end first; the answer is there then.
+        ended = again.drive() => {
+            assert_eq!(ended, Ok(()), "a GOAWAY is a graceful end");
+            tokio::time::timeout(Duration::from_secs(2), answer).await.expect("answered").unwrap()
+        }
+    };
+    assert_eq!(status, StatusCode::OK);
+    if !again.is_closed() {
+        let ended = tokio::time::timeout(Duration::from_secs(10), again.drive()).await.expect("the connection ends");
+        assert_eq!(ended, Ok(()), "a GOAWAY is a graceful end");
+    }
+    match again.has_room() {
+        Err(LeanError::GoingAway(_)) => {}
+        other => panic!("after a GOAWAY the connection is going away: {other:?}"),
+    }
 }
 
 #[tokio::test]

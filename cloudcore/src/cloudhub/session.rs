@@ -704,6 +704,9 @@ impl Hub {
     #[allow(clippy::result_large_err)] // Handing the message back is the point; no copy is made.
     fn try_hand_over(&self, node: &str, group: &'static str, msg: Message) -> Result<(), Message> {
         let Some(limits) = &self.limits else { return self.bus.try_send_to_sole(group, msg) };
+        if self.bus.group_len(group) != 1 {
+            return Err(msg);
+        }
         let Some(admitted) = limits.admission.try_admit(node, crate::inflight::weight(&msg)) else {
             return Err(msg);
         };

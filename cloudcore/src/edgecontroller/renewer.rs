@@ -30,7 +30,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use http::{Method, Request, StatusCode, header};
-use kubeedge_model::constants::resource_type;
+use kubeedge_model::constants::{module, resource_type};
 use kubeedge_model::protocol::reply;
 use kubeedge_model::{CloudResource, Content, Message};
 use tokio::sync::mpsc;
@@ -129,6 +129,9 @@ struct Link<'a> {
     /// The current connection's number (answers of an older one do not retire it).
     id: u64,
     connecting: Option<Connecting<'a>>,
+    /// A connection the server is closing gracefully (GOAWAY): driven until its open requests
+    /// are answered, no new ones started on it.
+    draining: Option<LeanConn>,
     /// Failures in a row (connecting, or requests on the connection).
     failures: u32,
     next_attempt: Instant,
@@ -164,8 +167,19 @@ impl<'a> Link<'a> {
         }
     }
 
-    fn answered(&mut self) {
-        if self.failures > 0 {
+    /// The server is closing connection `conn` gracefully: no failure; its open requests
+    /// finish on it while the next connection is made at once.
+    fn drain(&mut self, conn: u64) {
+        if conn == self.id && self.conn.is_some() {
+            debug!("The API server is closing the lease renewals' HTTP/2 connection (GOAWAY); making another.");
+            self.draining = self.conn.take();
+            self.connect();
+        }
+    }
+
+    /// An answer came on connection `conn`.
+    fn answered(&mut self, conn: u64) {
+        if conn == self.id && self.conn.is_some() && self.failures > 0 {
             info!("Lease renewals are back on their HTTP/2 connection to the API server.");
             self.failures = 0;
         }
@@ -174,21 +188,51 @@ impl<'a> Link<'a> {
 
 /// Serves renewals from `rx` until `stop`.
 pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream, stop: CancellationToken) {
-    let mut link = Link { lean: &lean, conn: None, id: 0, connecting: None, failures: 0, next_attempt: Instant::now() };
+    let mut link = Link {
+        lean: &lean,
+        conn: None,
+        id: 0,
+        connecting: None,
+        draining: None,
+        failures: 0,
+        next_attempt: Instant::now(),
+    };
     let mut waiting: VecDeque<Renewal> = VecDeque::new();
     let mut open: FuturesUnordered<Answer> = FuturesUnordered::new();
     let mut batch_at: Option<Instant> = None;
+    // Answers CloudHub's inbox had no room for, sent in order without holding the loop (the
+    // connection must be driven meanwhile).
+    let mut replies: VecDeque<Message> = VecDeque::new();
+    let mut sending: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
     link.connect();
     loop {
+        if sending.is_none()
+            && let Some(m) = replies.pop_front()
+        {
+            let tx = up.tx.clone();
+            sending = Some(Box::pin(async move { tx.raw(m).await }));
+        }
         let live = link.live();
+        let draining = link.draining.as_ref().is_some_and(|c| !c.is_closed());
         tokio::select! {
             _ = stop.cancelled() => return,
-            why = async { match link.conn.as_mut() { Some(c) => c.drive().await, None => std::future::pending().await } }, if live => {
-                debug!(reason = %why, "The lease renewals' HTTP/2 connection ended.");
-                link.conn = None;
+            ended = async { match link.conn.as_mut() { Some(c) => c.drive().await, None => std::future::pending().await } }, if live => {
+                match ended {
+                    Ok(()) => {
+                        debug!("The API server closed the lease renewals' HTTP/2 connection.");
+                        link.conn = None;
+                    }
+                    Err(why) => link.failed(Some(link.id), &why),
+                }
                 if !waiting.is_empty() {
                     batch_at.get_or_insert_with(Instant::now);
                 }
+            }
+            _ = async { match link.draining.as_mut() { Some(c) => c.drive().await, None => std::future::pending().await } }, if draining => {
+                link.draining = None;
+            }
+            () = async { match sending.as_mut() { Some(s) => s.await, None => std::future::pending().await } }, if sending.is_some() => {
+                sending = None;
             }
             made = async { match link.connecting.as_mut() { Some(c) => c.await, None => std::future::pending().await } }, if link.connecting.is_some() => {
                 link.connecting = None;
@@ -210,11 +254,16 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
                         link.failed(Some(conn), &why);
                         open.push(through_kube(&up, r));
                     }
-                    Outcome::Lean { result, .. } => {
-                        link.answered();
-                        answer(&up, r, result.map(|_| ()).map_err(LeanError::into_kube)).await;
+                    Outcome::Lean { conn, result: Err(LeanError::GoingAway(_)) } => {
+                        // Not handled by the server: again, on the next connection.
+                        link.drain(conn);
+                        waiting.push_front(r);
                     }
-                    Outcome::Kube(result) => answer(&up, r, result).await,
+                    Outcome::Lean { conn, result } => {
+                        link.answered(conn);
+                        answer(&up, &mut replies, r, result.map(|_| ()).map_err(LeanError::into_kube));
+                    }
+                    Outcome::Kube(result) => answer(&up, &mut replies, r, result),
                 }
                 if !waiting.is_empty() && batch_at.is_none() {
                     batch_at = Some(Instant::now());
@@ -232,9 +281,10 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
                         open.push(through_kube(&up, r));
                     }
                 }
-                // Else the first connection is being made: its outcome starts the batch.
+                // Else a connection is being made after none failed: its outcome starts the
+                // batch (within the connect timeout).
             }
-            got = rx.recv(), if waiting.len() + open.len() < QUEUE => {
+            got = rx.recv(), if waiting.len() + open.len() + replies.len() < QUEUE => {
                 let Some(r) = got else { return };
                 if up.authorize_renewal(&r.msg, &r.node, &r.namespace, &r.name).await {
                     waiting.push_back(r);
@@ -264,6 +314,10 @@ fn start(link: &mut Link<'_>, waiting: &mut VecDeque<Renewal>, open: &mut Future
             Ok(true) => {}
             // Again when an open one ends.
             Ok(false) => return,
+            Err(LeanError::GoingAway(_)) => {
+                link.drain(id);
+                return;
+            }
             Err(e) => {
                 link.failed(Some(id), &e);
                 return;
@@ -291,8 +345,9 @@ fn through_kube(up: &Upstream, r: Renewal) -> Answer {
     Box::pin(async move { (r, Outcome::Kube(renew_lease(client, namespace, name).await)) })
 }
 
-/// The edge's answer: `"OK"`, or the error as Go's `StatusError`.
-async fn answer(up: &Upstream, r: Renewal, result: Result<(), kube::Error>) {
+/// The edge's answer, `"OK"` or the error as Go's `StatusError`, handed to CloudHub (or queued
+/// in `replies` while its inbox is full).
+fn answer(up: &Upstream, replies: &mut VecDeque<Message>, r: Renewal, result: Result<(), kube::Error>) {
     let content = match result {
         Ok(()) => {
             debug!(lease = r.name, "Renewed a node lease.");
@@ -300,6 +355,11 @@ async fn answer(up: &Upstream, r: Renewal, result: Result<(), kube::Error>) {
         }
         Err(e) => Content::from_value(&status_error(&e)),
     };
-    up.tx.raw(reply::response(&r.msg, content)).await;
+    let reply = reply::response(&r.msg, content);
+    if !replies.is_empty() {
+        replies.push_back(reply);
+    } else if let Err(m) = up.tx.bus.try_send_to_sole(module::CLOUDHUB, reply) {
+        replies.push_back(m);
+    }
     drop(r.ticket);
 }

@@ -49,6 +49,11 @@ pub enum LeanError {
     /// No answer: connecting, TLS, HTTP/2 or authentication failed, or the time ran out.
     #[error("{0}")]
     Transport(String),
+    /// The server is closing the connection gracefully (HTTP/2 GOAWAY without an error, as
+    /// kube-apiserver's `--goaway-chance` or a restart sends): the request was not handled
+    /// and may go again on a new connection.
+    #[error("the API server is closing the connection: {0}")]
+    GoingAway(String),
 }
 
 impl LeanError {
@@ -56,8 +61,26 @@ impl LeanError {
     pub fn into_kube(self) -> kube::Error {
         match self {
             Self::Api(s) => kube::Error::Api(s),
-            Self::Transport(why) => kube::Error::Service(why.into()),
+            other => kube::Error::Service(other.to_string().into()),
         }
+    }
+
+    /// An error of the HTTP/2 stack (or a layer over it), told apart: a graceful GOAWAY or a
+    /// refused stream is [`LeanError::GoingAway`], anything else [`LeanError::Transport`].
+    fn of(e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut cause = Some(e);
+        while let Some(c) = cause {
+            if let Some(h2) = c.downcast_ref::<h2::Error>() {
+                let graceful = (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
+                    || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+                if graceful {
+                    return Self::GoingAway(h2.to_string());
+                }
+                break;
+            }
+            cause = c.source();
+        }
+        Self::Transport(e.to_string())
     }
 }
 
@@ -148,17 +171,22 @@ impl LeanConn {
         self.closed
     }
 
-    /// Runs the connection until it ends; returns why. Poll it while requests are open.
-    pub async fn drive(&mut self) -> String {
+    /// Runs the connection until it ends: `Ok` when it was closed gracefully (by either end,
+    /// or by the server's GOAWAY without an error), else why it failed. Poll it while
+    /// requests are open.
+    pub async fn drive(&mut self) -> Result<(), String> {
         if self.closed {
             return std::future::pending().await;
         }
-        let why = match self.driver.as_mut().await {
-            Ok(()) => "the API server closed the connection".to_owned(),
-            Err(e) => e.to_string(),
+        let ended = match self.driver.as_mut().await {
+            Ok(()) => Ok(()),
+            Err(e) => match LeanError::of(&e) {
+                LeanError::GoingAway(_) => Ok(()),
+                other => Err(other.to_string()),
+            },
         };
         self.closed = true;
-        why
+        ended
     }
 
     /// Whether another request may start now: not while a stream the server's limit of
@@ -170,7 +198,7 @@ impl LeanConn {
         let waker = futures::task::noop_waker();
         match self.svc.poll_ready(&mut Context::from_waker(&waker)) {
             Poll::Ready(Ok(())) => Ok(true),
-            Poll::Ready(Err(e)) => Err(LeanError::Transport(e.to_string())),
+            Poll::Ready(Err(e)) => Err(LeanError::of(&*e)),
             Poll::Pending => Ok(false),
         }
     }
@@ -187,7 +215,7 @@ impl LeanConn {
         let call = self.svc.call(req);
         async move {
             let answer = async {
-                let response = call.await.map_err(|e| LeanError::Transport(e.to_string()))?;
+                let response = call.await.map_err(|e| LeanError::of(&*e))?;
                 read(response).await
             };
             tokio::time::timeout(timeout, answer)
@@ -204,7 +232,7 @@ async fn read(response: Response<RecvStream>) -> Result<StatusCode, LeanError> {
     let mut body = response.into_body();
     let mut kept = Vec::new();
     while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(|e| LeanError::Transport(e.to_string()))?;
+        let chunk = chunk.map_err(|e| LeanError::of(&e))?;
         let _ = body.flow_control().release_capacity(chunk.len());
         if !status.is_success() && kept.len() < MAX_ERROR_BODY {
             kept.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR_BODY - kept.len())]);
