@@ -100,7 +100,7 @@ async fn renewals_share_the_connection_and_one_lost_with_it_is_still_answered() 
     let task = tokio::spawn(renewer::run(rx, lean, up, stop.clone()));
     let send = |m: &Message| {
         let target = Renewal::of(m).expect("a lease renewal");
-        renewals.try_send(Renewal::new(m.clone(), None, target)).ok().expect("room");
+        assert!(renewals.try_send(Renewal::new(m.clone(), None, target)).is_ok(), "room for a renewal");
     };
 
     // Three nodes renew together: one connection, each answered "OK".
