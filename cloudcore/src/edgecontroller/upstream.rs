@@ -574,6 +574,12 @@ impl Upstream {
     /// Authorizes a compact renewal taken off the workers' path ([`super::renewer`]) as
     /// [`Upstream::handle`] does; a refusal is answered here.
     pub(super) async fn authorize_renewal(&self, msg: &Message, node: &str, ns: &str, name: &str) -> bool {
+        // The node authorizer's rule for leases (`authz`): a node patches its own Lease in
+        // kube-node-lease. Decided here without building the request's attributes (a thousand
+        // a second); anything else goes to the authorizer, which refuses it and says so.
+        if ns == "kube-node-lease" && name == node {
+            return true;
+        }
         let Some(attrs) = attributes(node, resource_type::LEASE, &Operation::Renew, ns, name, None) else {
             return false;
         };

@@ -8,8 +8,8 @@
 //! too) and drives it itself ([`LeanConn::drive`]): the requests it starts together leave in
 //! one write and their answers come back to the same task, with no task spawned per request.
 //!
-//! The server's URL, authentication (a token file that rotates is read again, as kube-rs does)
-//! and the extra headers (impersonation) are kube-rs's own layers over the same
+//! Authentication (a token file that rotates is read again, as kube-rs does) and the extra
+//! headers (impersonation) are kube-rs's own layers over the same
 //! [`kube::Config`], and TLS is its `rustls` configuration with ALPN `h2`. A configuration this
 //! path does not serve (a plain `http://` server, a proxy) gets the reason from
 //! [`LeanClient::from_config`], and a server that does not agree to HTTP/2 fails
@@ -26,7 +26,7 @@ use h2::RecvStream;
 use h2::client::{Connection, SendRequest};
 use http::{Request, Response, StatusCode};
 use kube::client::ConfigExt;
-use kube::client::middleware::{AuthLayer, BaseUriLayer, ExtraHeadersLayer};
+use kube::client::middleware::{AuthLayer, ExtraHeadersLayer};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -86,7 +86,8 @@ impl LeanError {
 
 /// What a connection needs, built once from the client configuration.
 pub struct LeanClient {
-    base: BaseUriLayer,
+    /// The server's URL without a trailing `/` (its path, if any, prefixes every request's).
+    base: String,
     auth: Option<AuthLayer>,
     extra: ExtraHeadersLayer,
     tls: TlsConnector,
@@ -115,7 +116,7 @@ impl LeanClient {
         let mut tls = config.rustls_client_config().map_err(|e| format!("TLS: {e}"))?;
         tls.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
-            base: config.base_uri_layer(),
+            base: url.to_string().trim_end_matches('/').to_owned(),
             auth: config.auth_layer().map_err(|e| format!("authentication: {e}"))?,
             extra: config.extra_headers_layer().map_err(|e| format!("headers: {e}"))?,
             tls: TlsConnector::from(Arc::new(tls)),
@@ -142,12 +143,12 @@ impl LeanClient {
             .await
             .map_err(|_| transport(&format!("no connection within {:?}", self.connect_timeout)))??;
         let h2 = H2 { send };
-        let svc = self.base.layer(self.extra.layer(h2));
+        let svc = self.extra.layer(h2);
         let svc: BoxService<Request<Payload>, Response<RecvStream>, BoxError> = match &self.auth {
             Some(auth) => BoxService::new(auth.layer(svc)),
             None => BoxService::new(svc),
         };
-        Ok(LeanConn { svc, driver: Box::pin(conn), closed: false, started: 0 })
+        Ok(LeanConn { svc, driver: Box::pin(conn), closed: false, started: 0, base: self.base.clone() })
     }
 }
 
@@ -158,6 +159,7 @@ pub struct LeanConn {
     driver: Pin<Box<Connection<TlsStream<TcpStream>, Bytes>>>,
     closed: bool,
     started: u64,
+    base: String,
 }
 
 impl LeanConn {
@@ -212,10 +214,18 @@ impl LeanConn {
         timeout: Duration,
     ) -> impl Future<Output = Result<StatusCode, LeanError>> + Send + 'static {
         self.started += 1;
-        let call = self.svc.call(req);
+        let (mut head, body) = req.into_parts();
+        let full = format!("{}{}", self.base, head.uri.path_and_query().map_or("/", |p| p.as_str()));
+        let call = match http::Uri::try_from(full) {
+            Ok(uri) => {
+                head.uri = uri;
+                Ok(self.svc.call(Request::from_parts(head, body)))
+            }
+            Err(e) => Err(LeanError::Transport(format!("request URL: {e}"))),
+        };
         async move {
             let answer = async {
-                let response = call.await.map_err(|e| LeanError::of(&*e))?;
+                let response = call?.await.map_err(|e| LeanError::of(&*e))?;
                 read(response).await
             };
             tokio::time::timeout(timeout, answer)

@@ -435,10 +435,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Sends one message as a text frame. `header.sync` is cleared, as upstream's writer does.
     pub async fn send(&mut self, msg: &Message) -> Result<(), Error> {
-        let mut out = msg.clone();
-        out.header.sync = false;
-        let text = String::from_utf8(out.encode()).map_err(|e| Error::Refused(e.to_string()))?;
-        self.ws.send(Frame::text(text)).await?;
+        self.ws.send(text_frame(msg)?).await?;
         Ok(())
     }
 
@@ -446,10 +443,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// and system calls (a window of messages to an edge goes out at once).
     pub async fn send_all(&mut self, msgs: &[Message]) -> Result<(), Error> {
         for msg in msgs {
-            let mut out = msg.clone();
-            out.header.sync = false;
-            let text = String::from_utf8(out.encode()).map_err(|e| Error::Refused(e.to_string()))?;
-            self.ws.feed(Frame::text(text)).await?;
+            self.ws.feed(text_frame(msg)?).await?;
         }
         self.ws.flush().await?;
         Ok(())
@@ -480,6 +474,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.ws.close(None).await?;
         Ok(())
     }
+}
+
+/// `msg` as the text frame upstream's writer sends: `header.sync` cleared (a copy is made only
+/// when it is set).
+fn text_frame(msg: &Message) -> Result<Frame, Error> {
+    let json = if msg.header.sync {
+        let mut out = msg.clone();
+        out.header.sync = false;
+        out.encode()
+    } else {
+        msg.encode()
+    };
+    let text = String::from_utf8(json).map_err(|e| Error::Refused(e.to_string()))?;
+    Ok(Frame::text(text))
 }
 
 pub use tokio_tungstenite::tungstenite::Message as RawFrame;
