@@ -1,6 +1,6 @@
 //! Issue #19: the lean HTTP/2 path the node Lease renewals take (`cloudcore::kubeclient::lean`),
 //! against an HTTP/2 server with real TLS that records what it gets: requests started together
-//! share one connection, carry kube-rs's URL, authentication and headers, an API error comes
+//! share one connection, carry the server's URL and kube-rs's authentication and headers, an API error comes
 //! back as the API's `Status`, and a closed connection is noticed and made again.
 
 mod fake_h2;
@@ -122,6 +122,29 @@ async fn requests_share_one_http2_connection_and_a_closed_one_is_made_again() {
         Err(LeanError::GoingAway(_)) => {}
         other => panic!("after a GOAWAY the connection is going away: {other:?}"),
     }
+}
+
+/// A server URL with a path (a proxy's prefix), a trailing `/` and a query: requests go under
+/// the path, without the query, as kube-rs's own client sends them.
+#[tokio::test]
+async fn the_server_urls_path_prefixes_every_request() {
+    let ca = kubeedge_pki::Ca::generate().unwrap();
+    let (port, seen) = server(&ca).await;
+    let mut cfg = config(port, &ca);
+    cfg.cluster_url = format!("https://127.0.0.1:{port}/k8s/clusters/c-1/?x=1").parse().unwrap();
+    let lean = LeanClient::from_config(&cfg).unwrap();
+    let mut conn = lean.connect().await.unwrap();
+    assert!(conn.has_room().unwrap());
+    let answer = conn.request(patch("edge-1"), Duration::from_secs(10));
+    let status = tokio::select! {
+        r = answer => r.unwrap(),
+        why = conn.drive() => panic!("the connection ended: {why:?}"),
+    };
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        seen.lock().unwrap()[0].path,
+        "/k8s/clusters/c-1/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/edge-1"
+    );
 }
 
 #[tokio::test]

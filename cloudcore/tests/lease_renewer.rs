@@ -2,8 +2,9 @@
 //! renewals of edges of ours on an HTTP/2 connection of their own. The connection goes to a
 //! server the test controls (`fake_h2`); kube-rs's client, the renewer's fallback, goes to
 //! apiserver-lite. Renewals arriving together share the connection; a renewal whose connection
-//! is lost goes again through kube-rs's client and is answered; after a GOAWAY the next ones go
-//! on a new connection; a renewal of another node's lease is refused and never sent.
+//! is lost, or that the API answers 503, goes again through kube-rs's client and is answered;
+//! after a GOAWAY the next ones go on a new connection at once; a renewal of another node's
+//! lease is refused and never sent.
 
 mod fake_h2;
 
@@ -77,7 +78,7 @@ async fn renewals_share_the_connection_and_one_lost_with_it_is_still_answered() 
         kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap();
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let long_ago = "2020-01-01T00:00:00.000000Z";
-    for node in ["edge-1", "edge-2", "edge-3", "close", "goaway"] {
+    for node in ["edge-1", "edge-2", "edge-3", "close", "goaway", "busy"] {
         let l = serde_json::json!({"metadata": {"name": node},
             "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": long_ago}});
         leases.create(&PostParams::default(), &serde_json::from_value(l).unwrap()).await.unwrap();
@@ -133,10 +134,21 @@ async fn renewals_share_the_connection_and_one_lost_with_it_is_still_answered() 
     let a = answer_to(&mut answers, &last).await;
     assert!(lease::renew_result(&a).is_ok(), "{:?}", a.content);
     let next = renewal("edge-3", "edge-3");
+    let asked = std::time::Instant::now();
     send(&next);
     let a = answer_to(&mut answers, &next).await;
     assert!(lease::renew_result(&a).is_ok(), "{:?}", a.content);
+    assert!(asked.elapsed() < Duration::from_millis(900), "no pause after a GOAWAY: {:?}", asked.elapsed());
     assert_eq!(seen.lock().unwrap().last().map(|s| (s.connection, s.path.ends_with("/edge-3"))), Some((1, true)));
+
+    // The API is unavailable for a moment (503): the renewal goes through kube-rs's client,
+    // which retries such answers, and is answered "OK" (apiserver-lite moved the Lease).
+    let busy = renewal("busy", "busy");
+    send(&busy);
+    let a = answer_to(&mut answers, &busy).await;
+    assert!(lease::renew_result(&a).is_ok(), "{:?}", a.content);
+    let renewed = leases.get("busy").await.unwrap().spec.and_then(|s| s.renew_time).unwrap().0.to_string();
+    assert!(renewed.as_str() > "2020-01-01", "renewed through kube-rs's client: {renewed}");
 
     // The server drops the connection with a renewal open: it goes again through kube-rs's
     // client (apiserver-lite moves that Lease), and is answered "OK".

@@ -10,13 +10,19 @@
 //! as before: `"OK"`, or the API's error as Go's `StatusError` (a `NotFound` makes the edge
 //! create its Lease again). A renewal's [`Ticket`] is let go with its answer.
 //!
-//! The HTTP/2 path never costs a renewal: while there is no connection (the server does not
+//! The HTTP/2 path does not cost a renewal: while there is no connection (the server does not
 //! agree to HTTP/2, it cannot be reached, or the last attempt failed) renewals go through
-//! kube-rs's client, as every other request does, and a renewal whose request failed on the
-//! connection (no answer within [`ANSWER_TIMEOUT`], the connection lost) is sent again that
-//! way. Such a failure retires the connection; the next is tried after a pause that doubles
-//! from 1 s to [`MAX_RECONNECT_PAUSE`] while failures follow each other, and an answer on the
-//! connection resets it. A connection is also retired before its HTTP/2 stream ids run out.
+//! kube-rs's client, as every other request does, and so does a renewal whose request failed
+//! on the connection (no answer within [`ANSWER_TIMEOUT`], the connection lost) or that the API
+//! answered 429, 503 or 504 (kube-rs's client retries those, after `Retry-After`). A failure
+//! retires the connection; the next is tried after a pause that doubles from 1 s to
+//! [`MAX_RECONNECT_PAUSE`] while failures follow each other (a connection that ends or is sent
+//! away before answering anything counts too), and an answer on the connection resets it. A
+//! graceful GOAWAY is no failure: the connection finishes its open renewals while the next is
+//! made, and a renewal the server did not take (GOAWAY, a refused stream) goes once more on
+//! the connection, then through kube-rs's client. A connection is also replaced before its
+//! HTTP/2 stream ids run out. At shutdown, renewals not answered yet are dropped with their
+//! tickets; the edge renews again after its request times out.
 //!
 //! Renewals are idempotent and set the time of the moment they are written, so they leave the
 //! per-node order of the workers' queue without changing what the API ends with.
@@ -64,6 +70,8 @@ pub struct Renewal {
     namespace: String,
     name: String,
     ticket: Option<Ticket>,
+    /// Sent once more already after the server did not take it (GOAWAY, refused stream).
+    again: bool,
 }
 
 impl Renewal {
@@ -82,7 +90,7 @@ impl Renewal {
     /// The renewal of `target` that `msg` asks for.
     pub fn new(msg: Message, ticket: Option<Ticket>, target: Target) -> Self {
         let Target { node, namespace, name } = target;
-        Self { msg, node, namespace, name, ticket }
+        Self { msg, node, namespace, name, ticket, again: false }
     }
 
     /// The message and ticket, for the workers' path.
@@ -132,6 +140,11 @@ struct Link<'a> {
     /// A connection the server is closing gracefully (GOAWAY): driven until its open requests
     /// are answered, no new ones started on it.
     draining: Option<LeanConn>,
+    /// Whether the current connection answered anything: one that ends or goes away before
+    /// it did counts as a failure (the next attempt is paced).
+    answered_any: bool,
+    /// The last connection whose failure was counted (its other open requests fail with it).
+    counted: u64,
     /// Failures in a row (connecting, or requests on the connection).
     failures: u32,
     next_attempt: Instant,
@@ -150,13 +163,37 @@ impl<'a> Link<'a> {
         }
     }
 
-    /// A failure: the connection (if it is `conn`'s) is retired, and the next attempt paced.
+    /// A new connection, now the current one.
+    fn connected(&mut self, conn: LeanConn) {
+        self.id += 1;
+        self.conn = Some(conn);
+        self.answered_any = false;
+    }
+
+    /// A failure of connection `conn` (the current one, counted once: its other open requests
+    /// fail with it), or of an attempt to connect (`None`): the connection is retired and the
+    /// next attempt paced.
     fn failed(&mut self, conn: Option<u64>, why: &dyn std::fmt::Display) {
-        // Counted once per connection: its other open requests fail with it.
-        if conn.is_some_and(|c| c != self.id || self.conn.is_none()) {
-            return;
+        if let Some(c) = conn {
+            if c != self.id || self.counted == c {
+                return;
+            }
+            self.counted = c;
         }
         self.conn = None;
+        self.count(why);
+    }
+
+    /// The current connection ended gracefully: a failure only if it never answered.
+    fn ended(&mut self) {
+        self.conn = None;
+        if !self.answered_any && self.counted != self.id {
+            self.counted = self.id;
+            self.count(&"the API server closed the connection before answering anything");
+        }
+    }
+
+    fn count(&mut self, why: &dyn std::fmt::Display) {
         self.failures += 1;
         let pause = Duration::from_secs(1u64 << (self.failures - 1).min(6)).min(MAX_RECONNECT_PAUSE);
         self.next_attempt = Instant::now() + pause;
@@ -173,13 +210,22 @@ impl<'a> Link<'a> {
         if conn == self.id && self.conn.is_some() {
             debug!("The API server is closing the lease renewals' HTTP/2 connection (GOAWAY); making another.");
             self.draining = self.conn.take();
+            if !self.answered_any && self.counted != conn {
+                // A server that sends every new connection away is not asked again at once.
+                self.counted = conn;
+                self.count(&"the API server sent a new connection away before answering anything");
+            }
             self.connect();
         }
     }
 
     /// An answer came on connection `conn`.
     fn answered(&mut self, conn: u64) {
-        if conn == self.id && self.conn.is_some() && self.failures > 0 {
+        if conn != self.id {
+            return;
+        }
+        self.answered_any = true;
+        if self.conn.is_some() && self.failures > 0 {
             info!("Lease renewals are back on their HTTP/2 connection to the API server.");
             self.failures = 0;
         }
@@ -194,24 +240,18 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
         id: 0,
         connecting: None,
         draining: None,
+        answered_any: false,
+        counted: 0,
         failures: 0,
         next_attempt: Instant::now(),
     };
     let mut waiting: VecDeque<Renewal> = VecDeque::new();
     let mut open: FuturesUnordered<Answer> = FuturesUnordered::new();
     let mut batch_at: Option<Instant> = None;
-    // Answers CloudHub's inbox had no room for, sent in order without holding the loop (the
-    // connection must be driven meanwhile).
-    let mut replies: VecDeque<Message> = VecDeque::new();
-    let mut sending: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+    let mut outbox = Outbox::default();
     link.connect();
     loop {
-        if sending.is_none()
-            && let Some(m) = replies.pop_front()
-        {
-            let tx = up.tx.clone();
-            sending = Some(Box::pin(async move { tx.raw(m).await }));
-        }
+        outbox.next(&up);
         let live = link.live();
         let draining = link.draining.as_ref().is_some_and(|c| !c.is_closed());
         tokio::select! {
@@ -220,7 +260,7 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
                 match ended {
                     Ok(()) => {
                         debug!("The API server closed the lease renewals' HTTP/2 connection.");
-                        link.conn = None;
+                        link.ended();
                     }
                     Err(why) => link.failed(Some(link.id), &why),
                 }
@@ -231,16 +271,13 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
             _ = async { match link.draining.as_mut() { Some(c) => c.drive().await, None => std::future::pending().await } }, if draining => {
                 link.draining = None;
             }
-            () = async { match sending.as_mut() { Some(s) => s.await, None => std::future::pending().await } }, if sending.is_some() => {
-                sending = None;
+            () = async { match outbox.sending.as_mut() { Some(s) => s.await, None => std::future::pending().await } }, if outbox.sending.is_some() => {
+                outbox.sending = None;
             }
             made = async { match link.connecting.as_mut() { Some(c) => c.await, None => std::future::pending().await } }, if link.connecting.is_some() => {
                 link.connecting = None;
                 match made {
-                    Ok(c) => {
-                        link.id += 1;
-                        link.conn = Some(c);
-                    }
+                    Ok(c) => link.connected(c),
                     Err(e) => link.failed(None, &e),
                 }
                 if !waiting.is_empty() {
@@ -254,16 +291,30 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
                         link.failed(Some(conn), &why);
                         open.push(through_kube(&up, r));
                     }
-                    Outcome::Lean { conn, result: Err(LeanError::GoingAway(_)) } => {
-                        // Not handled by the server: again, on the next connection.
-                        link.drain(conn);
-                        waiting.push_front(r);
+                    Outcome::Lean { conn, result: Err(e @ (LeanError::GoingAway(_) | LeanError::Refused(_))) } => {
+                        // Not handled by the server: once more on the connection (the next
+                        // one after a GOAWAY), then through kube-rs's client.
+                        if matches!(e, LeanError::GoingAway(_)) {
+                            link.drain(conn);
+                        }
+                        if r.again {
+                            open.push(through_kube(&up, r));
+                        } else {
+                            let mut r = r;
+                            r.again = true;
+                            waiting.push_front(r);
+                        }
+                    }
+                    Outcome::Lean { conn, result: Err(LeanError::Api(s)) } if matches!(s.code, 429 | 503 | 504) => {
+                        // Throttled or unavailable: kube-rs's client retries these (Retry-After).
+                        link.answered(conn);
+                        open.push(through_kube(&up, r));
                     }
                     Outcome::Lean { conn, result } => {
                         link.answered(conn);
-                        answer(&up, &mut replies, r, result.map(|_| ()).map_err(LeanError::into_kube));
+                        outbox.answer(&up, r, result.map(|_| ()).map_err(LeanError::into_kube));
                     }
-                    Outcome::Kube(result) => answer(&up, &mut replies, r, result),
+                    Outcome::Kube(result) => outbox.answer(&up, r, result),
                 }
                 if !waiting.is_empty() && batch_at.is_none() {
                     batch_at = Some(Instant::now());
@@ -284,11 +335,14 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
                 // Else a connection is being made after none failed: its outcome starts the
                 // batch (within the connect timeout).
             }
-            got = rx.recv(), if waiting.len() + open.len() + replies.len() < QUEUE => {
+            got = rx.recv(), if waiting.len() + open.len() + outbox.len() < QUEUE => {
                 let Some(r) = got else { return };
-                if up.authorize_renewal(&r.msg, &r.node, &r.namespace, &r.name).await {
-                    waiting.push_back(r);
-                    batch_at.get_or_insert_with(|| Instant::now() + BATCH_WINDOW);
+                match up.authorize_renewal(&r.msg, &r.node, &r.namespace, &r.name).await {
+                    Ok(()) => {
+                        waiting.push_back(r);
+                        batch_at.get_or_insert_with(|| Instant::now() + BATCH_WINDOW);
+                    }
+                    Err(refusal) => outbox.push(&up, refusal, r.ticket),
                 }
             }
         }
@@ -306,7 +360,8 @@ fn start(link: &mut Link<'_>, waiting: &mut VecDeque<Renewal>, open: &mut Future
                 requests = conn.started(),
                 "Replacing the lease renewals' HTTP/2 connection before its stream ids run out."
             );
-            link.conn = None;
+            // Its open requests finish on it.
+            link.draining = link.conn.take();
             link.connect();
             return;
         }
@@ -314,7 +369,7 @@ fn start(link: &mut Link<'_>, waiting: &mut VecDeque<Renewal>, open: &mut Future
             Ok(true) => {}
             // Again when an open one ends.
             Ok(false) => return,
-            Err(LeanError::GoingAway(_)) => {
+            Err(LeanError::GoingAway(_) | LeanError::Refused(_)) => {
                 link.drain(id);
                 return;
             }
@@ -345,21 +400,53 @@ fn through_kube(up: &Upstream, r: Renewal) -> Answer {
     Box::pin(async move { (r, Outcome::Kube(renew_lease(client, namespace, name).await)) })
 }
 
-/// The edge's answer, `"OK"` or the error as Go's `StatusError`, handed to CloudHub (or queued
-/// in `replies` while its inbox is full).
-fn answer(up: &Upstream, replies: &mut VecDeque<Message>, r: Renewal, result: Result<(), kube::Error>) {
-    let content = match result {
-        Ok(()) => {
-            debug!(lease = r.name, "Renewed a node lease.");
-            reply::ok()
-        }
-        Err(e) => Content::from_value(&status_error(&e)),
-    };
-    let reply = reply::response(&r.msg, content);
-    if !replies.is_empty() {
-        replies.push_back(reply);
-    } else if let Err(m) = up.tx.bus.try_send_to_sole(module::CLOUDHUB, reply) {
-        replies.push_back(m);
+/// The answers, handed to CloudHub at once while its inbox has room, else queued and sent in
+/// order without holding the loop (the connection must be driven meanwhile). A renewal's
+/// ticket goes with its answer.
+#[derive(Default)]
+struct Outbox {
+    queued: VecDeque<(Message, Option<Ticket>)>,
+    sending: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Outbox {
+    fn len(&self) -> usize {
+        self.queued.len() + usize::from(self.sending.is_some())
     }
-    drop(r.ticket);
+
+    /// The edge's answer to `r`: `"OK"`, or the error as Go's `StatusError`.
+    fn answer(&mut self, up: &Upstream, r: Renewal, result: Result<(), kube::Error>) {
+        let content = match result {
+            Ok(()) => {
+                debug!(lease = r.name, "Renewed a node lease.");
+                reply::ok()
+            }
+            Err(e) => Content::from_value(&status_error(&e)),
+        };
+        self.push(up, reply::response(&r.msg, content), r.ticket);
+    }
+
+    fn push(&mut self, up: &Upstream, reply: Message, ticket: Option<Ticket>) {
+        if self.queued.is_empty() && self.sending.is_none() {
+            match up.tx.bus.try_send_to_sole(module::CLOUDHUB, reply) {
+                Ok(()) => drop(ticket),
+                Err(m) => self.queued.push_back((m, ticket)),
+            }
+        } else {
+            self.queued.push_back((reply, ticket));
+        }
+    }
+
+    /// Starts sending the next queued answer when none is on its way.
+    fn next(&mut self, up: &Upstream) {
+        if self.sending.is_none()
+            && let Some((m, ticket)) = self.queued.pop_front()
+        {
+            let tx = up.tx.clone();
+            self.sending = Some(Box::pin(async move {
+                tx.raw(m).await;
+                drop(ticket);
+            }));
+        }
+    }
 }

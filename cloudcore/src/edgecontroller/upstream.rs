@@ -572,23 +572,25 @@ impl Upstream {
     }
 
     /// Authorizes a compact renewal taken off the workers' path ([`super::renewer`]) as
-    /// [`Upstream::handle`] does; a refusal is answered here.
-    pub(super) async fn authorize_renewal(&self, msg: &Message, node: &str, ns: &str, name: &str) -> bool {
+    /// [`Upstream::handle`] does; a refusal comes back as its answer (a 403).
+    pub(super) async fn authorize_renewal(
+        &self,
+        msg: &Message,
+        node: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), Message> {
         // The node authorizer's rule for leases (`authz`): a node patches its own Lease in
         // kube-node-lease. Decided here without building the request's attributes (a thousand
         // a second); anything else goes to the authorizer, which refuses it and says so.
         if ns == "kube-node-lease" && name == node {
-            return true;
+            return Ok(());
         }
-        let Some(attrs) = attributes(node, resource_type::LEASE, &Operation::Renew, ns, name, None) else {
-            return false;
-        };
+        // As `attributes` puts a renewal.
+        let attrs = Attributes::new(node, "patch", "coordination.k8s.io", "leases", or_lease_ns(ns), name);
         match self.authz.authorize(&attrs, None).await {
-            Ok(_) => true,
-            Err(denied) => {
-                self.tx.raw(reply::response(msg, Content::from_value(&denied.status_error()))).await;
-                false
-            }
+            Ok(_) => Ok(()),
+            Err(denied) => Err(reply::response(msg, Content::from_value(&denied.status_error()))),
         }
     }
 

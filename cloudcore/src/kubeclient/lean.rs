@@ -54,6 +54,9 @@ pub enum LeanError {
     /// and may go again on a new connection.
     #[error("the API server is closing the connection: {0}")]
     GoingAway(String),
+    /// The server refused this one stream (`REFUSED_STREAM`): not handled, may go again.
+    #[error("the API server refused the request before handling it: {0}")]
+    Refused(String),
 }
 
 impl LeanError {
@@ -65,16 +68,18 @@ impl LeanError {
         }
     }
 
-    /// An error of the HTTP/2 stack (or a layer over it), told apart: a graceful GOAWAY or a
-    /// refused stream is [`LeanError::GoingAway`], anything else [`LeanError::Transport`].
+    /// An error of the HTTP/2 stack (or a layer over it), told apart: a graceful GOAWAY is
+    /// [`LeanError::GoingAway`], a refused stream [`LeanError::Refused`], anything else
+    /// [`LeanError::Transport`].
     fn of(e: &(dyn std::error::Error + 'static)) -> Self {
         let mut cause = Some(e);
         while let Some(c) = cause {
             if let Some(h2) = c.downcast_ref::<h2::Error>() {
-                let graceful = (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
-                    || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-                if graceful {
+                if h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR) {
                     return Self::GoingAway(h2.to_string());
+                }
+                if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                    return Self::Refused(h2.to_string());
                 }
                 break;
             }
@@ -116,7 +121,8 @@ impl LeanClient {
         let mut tls = config.rustls_client_config().map_err(|e| format!("TLS: {e}"))?;
         tls.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
-            base: url.to_string().trim_end_matches('/').to_owned(),
+            // As kube-rs's BaseUri: scheme, authority and path (no query), no trailing `/`.
+            base: format!("https://{}{}", url.authority().map_or("", |a| a.as_str()), url.path().trim_end_matches('/')),
             auth: config.auth_layer().map_err(|e| format!("authentication: {e}"))?,
             extra: config.extra_headers_layer().map_err(|e| format!("headers: {e}"))?,
             tls: TlsConnector::from(Arc::new(tls)),
@@ -183,7 +189,7 @@ impl LeanConn {
         let ended = match self.driver.as_mut().await {
             Ok(()) => Ok(()),
             Err(e) => match LeanError::of(&e) {
-                LeanError::GoingAway(_) => Ok(()),
+                LeanError::GoingAway(_) | LeanError::Refused(_) => Ok(()),
                 other => Err(other.to_string()),
             },
         };

@@ -22,7 +22,7 @@ pub struct Seen {
 }
 
 /// An HTTP/2 server on loopback (TLS with ALPN `h2`): a path ending in `/gone` gets a 404
-/// `Status`, `/close` ends the connection without an answer, `/goaway` is answered and the
+/// `Status`, `/busy` a 503, `/close` ends the connection without an answer, `/goaway` is answered and the
 /// connection then closed gracefully (GOAWAY), anything else gets `{}`.
 pub async fn server(ca: &kubeedge_pki::Ca) -> (u16, Arc<Mutex<Vec<Seen>>>) {
     let mut cfg = server_tls(ca);
@@ -49,7 +49,7 @@ pub async fn server(ca: &kubeedge_pki::Ca) -> (u16, Arc<Mutex<Vec<Seen>>>) {
                     let header = |n: &str| {
                         head.headers.get(n).map(|v| v.to_str().unwrap_or_default().to_owned()).unwrap_or_default()
                     };
-                    let path = head.uri.path().to_owned();
+                    let path = head.uri.path_and_query().map_or(head.uri.path(), |p| p.as_str()).to_owned();
                     log.lock().unwrap().push(Seen {
                         connection,
                         method: head.method.clone(),
@@ -65,7 +65,10 @@ pub async fn server(ca: &kubeedge_pki::Ca) -> (u16, Arc<Mutex<Vec<Seen>>>) {
                         // As kube-apiserver's --goaway-chance: this request is answered, no more.
                         h2.graceful_shutdown();
                     }
-                    let (status, answer) = if path.ends_with("/gone") {
+                    let (status, answer) = if path.ends_with("/busy") {
+                        let s = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the server is busy","reason":"ServiceUnavailable","code":503}"#;
+                        (StatusCode::SERVICE_UNAVAILABLE, s)
+                    } else if path.ends_with("/gone") {
                         let s = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"leases.coordination.k8s.io \"gone\" not found","reason":"NotFound","details":{"name":"gone","group":"coordination.k8s.io","kind":"leases"},"code":404}"#;
                         (StatusCode::NOT_FOUND, s)
                     } else {

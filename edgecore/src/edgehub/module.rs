@@ -140,17 +140,17 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
-/// Waits before the next attempt. A reachable server that ended or refused the session gets
-/// the full backoff `wait`. An unreachable one (partition, cloudcore restarting) is probed with a
-/// TCP connect every second instead, and the next attempt starts as soon as it answers: a node
-/// is connected again within seconds of the link healing, not at the end of a 30 s backoff or
-/// of a TCP connect stuck in SYN retransmits. Probes are one SYN each and log nothing.
 /// When the session last heard from the cloud or pinged it, whichever is later: the next
 /// ping (between ours) is due a heartbeat after.
 fn quiet_since(last_activity: std::time::Instant, last_ping: Instant) -> Instant {
     Instant::from_std(last_activity).max(last_ping)
 }
 
+/// Waits before the next attempt. A reachable server that ended or refused the session gets
+/// the full backoff `wait`. An unreachable one (partition, cloudcore restarting) is probed with a
+/// TCP connect every second instead, and the next attempt starts as soon as it answers: a node
+/// is connected again within seconds of the link healing, not at the end of a 30 s backoff or
+/// of a TCP connect stuck in SYN retransmits. Probes are one SYN each and log nothing.
 async fn pause_before_retry(server: &str, wait: Duration) {
     let until = Instant::now() + wait;
     if reachable(server).await {
