@@ -31,12 +31,20 @@ use crate::delivery::view::{Ref, View};
 use kubeedge_apis::devices::GROUP as DEVICES_GROUP;
 use kubeedge_apis::devices::v1beta1::Device;
 use kubeedge_model::constants::resource_type;
+use kubeedge_model::protocol::LEASE_NAMESPACE;
 use kubeedge_model::protocol::StatusError;
 
 /// The namespace of KubeEdge's own secrets.
 pub const KUBEEDGE_NAMESPACE: &str = "kubeedge";
 /// Secrets in [`KUBEEDGE_NAMESPACE`] that hold keys: never readable by an edge.
 pub const PROTECTED_SECRETS: [&str; 3] = ["casecret", "cloudcoresecret", "tokensecret"];
+
+/// NodeRestriction's rule for leases: a node may use only its own Lease, in `kube-node-lease`.
+/// The one place it is decided (EdgeController's renewer asks it before building a request's
+/// attributes).
+pub fn own_lease(node: &str, namespace: &str, name: &str) -> bool {
+    namespace == LEASE_NAMESPACE && name == node
+}
 
 /// Whether `(namespace, secret)` holds KubeEdge's keys.
 pub fn is_protected_secret(namespace: &str, name: &str) -> bool {
@@ -249,7 +257,7 @@ impl NodeAuthorizer {
             ("", "nodes") if own => self.node_restrictions(a, body).await.map(|()| Grant::default()),
             ("", "nodes") => deny(format!("node '{}' may only access its own Node object", a.node)),
             ("coordination.k8s.io", "leases") => {
-                if a.namespace == "kube-node-lease" && own {
+                if own_lease(&a.node, &a.namespace, &a.name) {
                     ok()
                 } else {
                     deny(format!("node '{}' may only use its own lease kube-node-lease/{}", a.node, a.node))

@@ -580,10 +580,9 @@ impl Upstream {
         ns: &str,
         name: &str,
     ) -> Result<(), Message> {
-        // The node authorizer's rule for leases (`authz`): a node patches its own Lease in
-        // kube-node-lease. Decided here without building the request's attributes (a thousand
+        // The node's own Lease is asked without building the request's attributes (a thousand
         // a second); anything else goes to the authorizer, which refuses it and says so.
-        if ns == "kube-node-lease" && name == node {
+        if crate::authz::own_lease(node, ns, name) {
             return Ok(());
         }
         // As `attributes` puts a renewal.
@@ -654,23 +653,28 @@ impl Upstream {
 /// decoded.
 pub(super) async fn renew_lease(client: kube::Client, namespace: String, name: String) -> Result<(), kube::Error> {
     let path = format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases");
-    let patch = RenewPatch { spec: RenewSpec { renew_time: MicroTime(k8s_openapi::jiff::Timestamp::now()) } };
     let request = kube::core::Request::new(path)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&RenewPatch::now()))
         .map_err(kube::Error::BuildRequest)?;
     client.request::<serde::de::IgnoredAny>(request).await.map(|_| ())
 }
 
 /// The merge patch of a compact renewal, now: `{"spec":{"renewTime":"…"}}`.
 pub(super) fn renew_patch() -> Vec<u8> {
-    let patch = RenewPatch { spec: RenewSpec { renew_time: MicroTime(k8s_openapi::jiff::Timestamp::now()) } };
-    serde_json::to_vec(&patch).unwrap_or_default()
+    serde_json::to_vec(&RenewPatch::now()).unwrap_or_default()
 }
 
 /// The merge patch of a compact renewal: `{"spec":{"renewTime":"…"}}`.
 #[derive(Debug, Serialize)]
 struct RenewPatch {
     spec: RenewSpec,
+}
+
+impl RenewPatch {
+    /// The patch setting `renewTime` to now.
+    fn now() -> Self {
+        Self { spec: RenewSpec { renew_time: MicroTime(k8s_openapi::jiff::Timestamp::now()) } }
+    }
 }
 
 #[derive(Debug, Serialize)]
