@@ -18,7 +18,9 @@
 //! retires the connection; the next is tried after a pause that doubles from 1 s to
 //! [`MAX_RECONNECT_PAUSE`] while failures follow each other (a connection that ends or is sent
 //! away before answering anything counts too), and an answer on the connection resets it. A
-//! graceful GOAWAY is no failure: the connection finishes its open renewals while the next is
+//! connection that ends, even with an error, is a failure only through the requests that
+//! were open on it (a server closing after its GOAWAY may reset it while h2 writes its last
+//! frames, after every answer came). A graceful GOAWAY is no failure either: the connection finishes its open renewals while the next is
 //! made, and a renewal the server did not take (GOAWAY, a refused stream) goes once more on
 //! the connection, then through kube-rs's client. A connection is also replaced before its
 //! HTTP/2 stream ids run out. At shutdown, renewals not answered yet are dropped with their
@@ -184,7 +186,8 @@ impl<'a> Link<'a> {
         self.count(why);
     }
 
-    /// The current connection ended gracefully: a failure only if it never answered.
+    /// The current connection ended: a failure only if it never answered (requests that
+    /// were open on it count theirs, see [`Link::failed`]).
     fn ended(&mut self) {
         self.conn = None;
         if !self.answered_any && self.counted != self.id {
@@ -257,13 +260,15 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
         tokio::select! {
             _ = stop.cancelled() => return,
             ended = async { match link.conn.as_mut() { Some(c) => c.drive().await, None => std::future::pending().await } }, if live => {
+                // Not a failure by itself: h2 may see a connection the server closes after its
+                // GOAWAY reset (its own last frames meet a closed socket) just before the last
+                // answers on it are taken. Requests open on it fail with it (a transport
+                // error), and count the failure then.
                 match ended {
-                    Ok(()) => {
-                        debug!("The API server closed the lease renewals' HTTP/2 connection.");
-                        link.ended();
-                    }
-                    Err(why) => link.failed(Some(link.id), &why),
+                    Ok(()) => debug!("The API server closed the lease renewals' HTTP/2 connection."),
+                    Err(why) => debug!(error = %why, "The lease renewals' HTTP/2 connection ended."),
                 }
+                link.ended();
                 if !waiting.is_empty() {
                     batch_at.get_or_insert_with(Instant::now);
                 }
