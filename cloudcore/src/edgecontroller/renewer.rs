@@ -16,11 +16,12 @@
 //! on the connection (no answer within [`ANSWER_TIMEOUT`], the connection lost) or that the API
 //! answered 429, 503 or 504 (kube-rs's client retries those, after `Retry-After`). A failure
 //! retires the connection; the next is tried after a pause that doubles from 1 s to
-//! [`MAX_RECONNECT_PAUSE`] while failures follow each other (a connection that ends or is sent
-//! away before answering anything counts too), and an answer on the connection resets it. A
-//! connection that ends, even with an error, is a failure only through the requests that
-//! were open on it (a server closing after its GOAWAY may reset it while h2 writes its last
-//! frames, after every answer came). A graceful GOAWAY is no failure either: the connection finishes its open renewals while the next is
+//! [`MAX_RECONNECT_PAUSE`] while failures follow each other, and an answer on the connection
+//! resets it. A connection that ends, even with an error, fails through the requests it had
+//! not answered yet (a server closing after its GOAWAY may reset the socket while h2 writes
+//! its last frames, after every answer came: no failure then); one that ends or is sent away
+//! before answering anything counts too, unless an answer of it is taken after all. A
+//! graceful GOAWAY is no failure: the connection finishes its open renewals while the next is
 //! made, and a renewal the server did not take (GOAWAY, a refused stream) goes once more on
 //! the connection, then through kube-rs's client. A connection is also replaced before its
 //! HTTP/2 stream ids run out. At shutdown, renewals not answered yet are dropped with their
@@ -147,6 +148,16 @@ struct Link<'a> {
     answered_any: bool,
     /// The last connection whose failure was counted (its other open requests fail with it).
     counted: u64,
+    /// Requests started on the current connection whose outcome was not taken yet.
+    open_here: usize,
+    /// The current connection ended or went away before an answer of it was taken, with
+    /// requests still open on it (h2 may end a connection in the same poll that brings its
+    /// first answers): their outcomes decide whether that was a failure. No connection is
+    /// made meanwhile.
+    judging: bool,
+    /// Why the current connection ended, if with an error (what a failure of its requests
+    /// reports: theirs only repeats it).
+    ended_with: Option<String>,
     /// Failures in a row (connecting, or requests on the connection).
     failures: u32,
     next_attempt: Instant,
@@ -159,7 +170,7 @@ impl<'a> Link<'a> {
 
     /// Starts connecting if no attempt runs and the pause after failures is over.
     fn connect(&mut self) {
-        if self.connecting.is_none() && !self.live() && Instant::now() >= self.next_attempt {
+        if self.connecting.is_none() && !self.live() && !self.judging && Instant::now() >= self.next_attempt {
             let lean = self.lean;
             self.connecting = Some(Box::pin(lean.connect()));
         }
@@ -170,6 +181,9 @@ impl<'a> Link<'a> {
         self.id += 1;
         self.conn = Some(conn);
         self.answered_any = false;
+        self.ended_with = None;
+        self.open_here = 0;
+        self.judging = false;
     }
 
     /// A failure of connection `conn` (the current one, counted once: its other open requests
@@ -183,16 +197,48 @@ impl<'a> Link<'a> {
             self.counted = c;
         }
         self.conn = None;
-        self.count(why);
+        match conn.and_then(|_| self.ended_with.take()) {
+            Some(e) => self.count(&e),
+            None => self.count(why),
+        }
     }
 
-    /// The current connection ended: a failure only if it never answered (requests that
-    /// were open on it count theirs, see [`Link::failed`]).
-    fn ended(&mut self) {
+    /// The current connection ended (`why`, if with an error): no failure by itself unless
+    /// no answer of it was taken yet; requests it had not answered fail with it (a transport
+    /// error) and count the failure then ([`Link::failed`]).
+    fn ended(&mut self, why: Option<String>) {
         self.conn = None;
-        if !self.answered_any && self.counted != self.id {
+        self.ended_with = why;
+        self.judge(&"the API server closed the connection before answering anything");
+    }
+
+    /// The current connection ended or went away: a failure if it answered nothing, decided
+    /// now, or when the outcomes of its open requests are taken ([`Link::settled`]).
+    fn judge(&mut self, why: &dyn std::fmt::Display) {
+        if self.answered_any || self.counted == self.id {
+            return;
+        }
+        if self.open_here > 0 {
+            self.judging = true;
+        } else {
             self.counted = self.id;
-            self.count(&"the API server closed the connection before answering anything");
+            self.count(why);
+        }
+    }
+
+    /// The outcome of a request started on connection `conn` was taken (after [`Link::answered`]
+    /// or [`Link::failed`] saw it).
+    fn settled(&mut self, conn: u64) {
+        if conn != self.id {
+            return;
+        }
+        self.open_here = self.open_here.saturating_sub(1);
+        if self.judging && (self.answered_any || self.counted == conn || self.open_here == 0) {
+            self.judging = false;
+            if !self.answered_any && self.counted != conn {
+                self.counted = conn;
+                self.count(&"the API server closed or sent away the connection before answering anything");
+            }
         }
     }
 
@@ -213,11 +259,8 @@ impl<'a> Link<'a> {
         if conn == self.id && self.conn.is_some() {
             debug!("The API server is closing the lease renewals' HTTP/2 connection (GOAWAY); making another.");
             self.draining = self.conn.take();
-            if !self.answered_any && self.counted != conn {
-                // A server that sends every new connection away is not asked again at once.
-                self.counted = conn;
-                self.count(&"the API server sent a new connection away before answering anything");
-            }
+            // A server that sends every new connection away is not asked again at once.
+            self.judge(&"the API server sent a new connection away before answering anything");
             self.connect();
         }
     }
@@ -245,6 +288,9 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
         draining: None,
         answered_any: false,
         counted: 0,
+        open_here: 0,
+        judging: false,
+        ended_with: None,
         failures: 0,
         next_attempt: Instant::now(),
     };
@@ -260,15 +306,14 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
         tokio::select! {
             _ = stop.cancelled() => return,
             ended = async { match link.conn.as_mut() { Some(c) => c.drive().await, None => std::future::pending().await } }, if live => {
-                // Not a failure by itself: h2 may see a connection the server closes after its
-                // GOAWAY reset (its own last frames meet a closed socket) just before the last
-                // answers on it are taken. Requests open on it fail with it (a transport
-                // error), and count the failure then.
-                match ended {
+                // An error is no failure by itself: when the server closes the connection after
+                // its GOAWAY, h2's last frames may meet a closed socket after every answer came.
+                // Requests not answered yet fail with it and count the failure (`Link::ended`).
+                match &ended {
                     Ok(()) => debug!("The API server closed the lease renewals' HTTP/2 connection."),
                     Err(why) => debug!(error = %why, "The lease renewals' HTTP/2 connection ended."),
                 }
-                link.ended();
+                link.ended(ended.err());
                 if !waiting.is_empty() {
                     batch_at.get_or_insert_with(Instant::now);
                 }
@@ -290,6 +335,10 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
                 }
             }
             Some((r, outcome)) = open.next(), if !open.is_empty() => {
+                let on = match &outcome {
+                    Outcome::Lean { conn, .. } => Some(*conn),
+                    Outcome::Kube(_) => None,
+                };
                 match outcome {
                     Outcome::Lean { conn, result: Err(LeanError::Transport(why)) } => {
                         // Not the renewal's fault: it goes again through kube-rs's client.
@@ -320,6 +369,9 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
                         outbox.answer(&up, r, result.map(|_| ()).map_err(LeanError::into_kube));
                     }
                     Outcome::Kube(result) => outbox.answer(&up, r, result),
+                }
+                if let Some(conn) = on {
+                    link.settled(conn);
                 }
                 if !waiting.is_empty() && batch_at.is_none() {
                     batch_at = Some(Instant::now());
@@ -395,6 +447,7 @@ fn start(link: &mut Link<'_>, waiting: &mut VecDeque<Renewal>, open: &mut Future
             }
         };
         let answer = conn.request(req, ANSWER_TIMEOUT);
+        link.open_here += 1;
         open.push(Box::pin(async move { (r, Outcome::Lean { conn: id, result: answer.await }) }));
     }
 }
