@@ -152,9 +152,9 @@ struct Link<'a> {
     open_here: usize,
     /// The current connection ended or went away before an answer of it was taken, with
     /// requests still open on it (h2 may end a connection in the same poll that brings its
-    /// first answers): their outcomes decide whether that was a failure. No connection is
-    /// made meanwhile.
-    judging: bool,
+    /// first answers): their outcomes decide whether that was a failure (this one, if so). No
+    /// connection is made meanwhile.
+    judging: Option<&'static str>,
     /// Why the current connection ended, if with an error (what a failure of its requests
     /// reports: theirs only repeats it).
     ended_with: Option<String>,
@@ -170,7 +170,7 @@ impl<'a> Link<'a> {
 
     /// Starts connecting if no attempt runs and the pause after failures is over.
     fn connect(&mut self) {
-        if self.connecting.is_none() && !self.live() && !self.judging && Instant::now() >= self.next_attempt {
+        if self.connecting.is_none() && !self.live() && self.judging.is_none() && Instant::now() >= self.next_attempt {
             let lean = self.lean;
             self.connecting = Some(Box::pin(lean.connect()));
         }
@@ -183,7 +183,7 @@ impl<'a> Link<'a> {
         self.answered_any = false;
         self.ended_with = None;
         self.open_here = 0;
-        self.judging = false;
+        self.judging = None;
     }
 
     /// A failure of connection `conn` (the current one, counted once: its other open requests
@@ -209,35 +209,45 @@ impl<'a> Link<'a> {
     fn ended(&mut self, why: Option<String>) {
         self.conn = None;
         self.ended_with = why;
-        self.judge(&"the API server closed the connection before answering anything");
+        self.judge("the API server closed the connection before answering anything");
     }
 
-    /// The current connection ended or went away: a failure if it answered nothing, decided
-    /// now, or when the outcomes of its open requests are taken ([`Link::settled`]).
-    fn judge(&mut self, why: &dyn std::fmt::Display) {
+    /// The current connection ended or went away: a failure (`why`, or the connection's own
+    /// error) if it answered nothing, decided now, or when the outcomes of its open requests
+    /// are taken ([`Link::settled`]).
+    fn judge(&mut self, why: &'static str) {
         if self.answered_any || self.counted == self.id {
             return;
         }
         if self.open_here > 0 {
-            self.judging = true;
+            self.judging = Some(why);
         } else {
-            self.counted = self.id;
-            self.count(why);
+            self.unanswered(why);
         }
     }
 
-    /// The outcome of a request started on connection `conn` was taken (after [`Link::answered`]
-    /// or [`Link::failed`] saw it).
+    fn unanswered(&mut self, why: &str) {
+        self.counted = self.id;
+        match self.ended_with.take() {
+            Some(e) => self.count(&e),
+            None => self.count(&why),
+        }
+    }
+
+    /// The outcome of a request started on connection `conn` was taken (after the outcome's
+    /// arm: [`Link::answered`], [`Link::failed`], [`Link::drain`] or none of them saw it).
     fn settled(&mut self, conn: u64) {
         if conn != self.id {
             return;
         }
+        debug_assert!(self.open_here > 0, "a request settled that was not counted open");
         self.open_here = self.open_here.saturating_sub(1);
-        if self.judging && (self.answered_any || self.counted == conn || self.open_here == 0) {
-            self.judging = false;
+        if let Some(why) = self.judging
+            && (self.answered_any || self.counted == conn || self.open_here == 0)
+        {
+            self.judging = None;
             if !self.answered_any && self.counted != conn {
-                self.counted = conn;
-                self.count(&"the API server closed or sent away the connection before answering anything");
+                self.unanswered(why);
             }
         }
     }
@@ -260,7 +270,7 @@ impl<'a> Link<'a> {
             debug!("The API server is closing the lease renewals' HTTP/2 connection (GOAWAY); making another.");
             self.draining = self.conn.take();
             // A server that sends every new connection away is not asked again at once.
-            self.judge(&"the API server sent a new connection away before answering anything");
+            self.judge("the API server sent a new connection away before answering anything");
             self.connect();
         }
     }
@@ -271,7 +281,8 @@ impl<'a> Link<'a> {
             return;
         }
         self.answered_any = true;
-        if self.conn.is_some() && self.failures > 0 {
+        // Not after a failure of this connection was counted (a late answer of it).
+        if self.counted != conn && self.failures > 0 {
             info!("Lease renewals are back on their HTTP/2 connection to the API server.");
             self.failures = 0;
         }
@@ -289,7 +300,7 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
         answered_any: false,
         counted: 0,
         open_here: 0,
-        judging: false,
+        judging: None,
         ended_with: None,
         failures: 0,
         next_attempt: Instant::now(),
@@ -308,7 +319,7 @@ pub async fn run(mut rx: mpsc::Receiver<Renewal>, lean: LeanClient, up: Upstream
             ended = async { match link.conn.as_mut() { Some(c) => c.drive().await, None => std::future::pending().await } }, if live => {
                 // An error is no failure by itself: when the server closes the connection after
                 // its GOAWAY, h2's last frames may meet a closed socket after every answer came.
-                // Requests not answered yet fail with it and count the failure (`Link::ended`).
+                // Requests not answered yet fail with it and count the failure (`Link::failed`).
                 match &ended {
                     Ok(()) => debug!("The API server closed the lease renewals' HTTP/2 connection."),
                     Err(why) => debug!(error = %why, "The lease renewals' HTTP/2 connection ended."),
