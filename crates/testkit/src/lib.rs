@@ -202,12 +202,6 @@ pub fn workspace_root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A free TCP port on 127.0.0.1 for a daemon config (bound once and released: for daemons
-/// whose peers must be told the port before they start).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 /// Runs a binary to completion and returns (exit status, stdout, stderr).
 pub fn run(bin: &Path, args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(bin).args(args).env_remove("RUST_LOG").stdin(Stdio::null()).output().expect("run binary");
@@ -378,6 +372,8 @@ pub mod containerd;
 pub mod haproxy;
 pub mod netns;
 pub mod nspawn;
+mod ports;
+pub use ports::free_port;
 pub mod replicas;
 
 /// Scenarios every daemon must pass, shared by the cloudcore and edgecore process tests.

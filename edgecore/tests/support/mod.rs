@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kubeedge_model::{Content, Message};
+pub use kubeedge_testkit::free_port;
 use kubeedge_testkit::{Process, set_yaml_path};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -15,9 +16,6 @@ use tokio::sync::mpsc;
 
 pub const NODE: &str = "edge-1";
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// The scripted cloud: accepts the edge, records what it sends, confirms reports while
 /// `confirm` is set, and sends what the test pushes.

@@ -210,9 +210,8 @@ pub fn temp_paths(dir: &Path) -> (PathBuf, PathBuf) {
 
 // === The mapper process ===
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+/// A port for the mapper's config (outside the ephemeral range: `kubeedge_testkit`).
+pub use kubeedge_testkit::free_port;
 
 /// The mapper, killed if the test fails before stopping it.
 pub struct Reap(pub Child);

@@ -1,0 +1,119 @@
+//! Ports for daemons that a test must name in a config before the daemon binds them.
+//!
+//! A port the kernel hands out for `bind(…:0)` comes from its ephemeral range, the same range
+//! every outgoing connection on the machine takes its local port from: released, it can be
+//! taken by another test's connection before the daemon binds it ("Address already in use").
+//! So a port here comes from below that range (above it when the range starts too low), where
+//! the kernel never puts a connection: only a listener that names the port can take it. It
+//! is checked free, chosen at random (other test processes choose theirs the same way), and
+//! handed out once per process.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
+use std::net::TcpListener;
+use std::ops::RangeInclusive;
+use std::sync::{Mutex, PoisonError};
+
+/// Where ports are chosen when the ephemeral range leaves room: above the ports daemons and
+/// services use by default (KubeEdge's 10000–10550, mosquitto's 1883, …).
+const LOWEST: u16 = 20_000;
+/// The fewest ports a range must hold to be used.
+const ENOUGH: u16 = 2_000;
+/// Random ports tried before the kernel is asked for one.
+const TRIES: usize = 200;
+
+/// A free TCP port on 127.0.0.1 for a daemon config (checked free and released: for daemons
+/// whose peers must be told the port before they start).
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let given = given.get_or_insert_with(HashSet::new);
+    if let Some(range) = outside_ephemeral(&ephemeral_range()) {
+        let span = u64::from(range.end() - range.start()) + 1;
+        for _ in 0..TRIES {
+            let port = range.start() + u16::try_from(random() % span).unwrap_or(0);
+            if !given.contains(&port) && free(port) {
+                given.insert(port);
+                return port;
+            }
+        }
+    }
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+        if given.insert(port) {
+            return port;
+        }
+    }
+}
+
+/// The kernel's ephemeral port range (Linux's default when it cannot be read).
+fn ephemeral_range() -> RangeInclusive<u16> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut bounds = text.split_whitespace().filter_map(|n| n.parse::<u16>().ok());
+    match (bounds.next(), bounds.next()) {
+        (Some(low), Some(high)) if low <= high => low..=high,
+        _ => 32_768..=60_999,
+    }
+}
+
+/// The ports to choose from outside `ephemeral`: from [`LOWEST`] up to it, else above it;
+/// `None` when neither holds [`ENOUGH`] ports.
+fn outside_ephemeral(ephemeral: &RangeInclusive<u16>) -> Option<RangeInclusive<u16>> {
+    let below = ephemeral.start().checked_sub(1).filter(|&high| high >= LOWEST + ENOUGH).map(|high| LOWEST..=high);
+    let above = || {
+        let low = ephemeral.end().checked_add(1)?.max(LOWEST);
+        (u16::MAX - low >= ENOUGH).then_some(low..=u16::MAX)
+    };
+    below.or_else(above)
+}
+
+/// Whether nothing listens on `port`, on loopback or on every address.
+fn free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok()
+}
+
+/// A random number (std's per-process random hash keys, the time and a counter).
+fn random() -> u64 {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u64(COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_come_from_outside_the_ephemeral_range_and_once_each() {
+        let ephemeral = ephemeral_range();
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        let distinct: HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        if outside_ephemeral(&ephemeral).is_some() {
+            assert!(ports.iter().all(|p| !ephemeral.contains(p) && *p >= LOWEST), "{ports:?} vs {ephemeral:?}");
+        }
+        for p in ports {
+            assert!(TcpListener::bind(("127.0.0.1", p)).is_ok(), "port {p} is free");
+        }
+    }
+
+    #[test]
+    fn the_range_is_below_the_ephemeral_one_else_above_else_none() {
+        assert_eq!(outside_ephemeral(&(32_768..=60_999)), Some(LOWEST..=32_767));
+        assert_eq!(outside_ephemeral(&(1_024..=40_000)), Some(40_001..=u16::MAX));
+        assert_eq!(outside_ephemeral(&(10_000..=50_000)), Some(50_001..=u16::MAX));
+        assert_eq!(outside_ephemeral(&(1_024..=u16::MAX)), None);
+        assert_eq!(outside_ephemeral(&(21_000..=65_000)), None);
+    }
+
+    #[test]
+    fn a_port_with_a_listener_is_not_free() {
+        let held = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = held.local_addr().unwrap().port();
+        assert!(!free(port));
+        drop(held);
+    }
+}
