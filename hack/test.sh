@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: unit, property, fixture and process tests (the process tests
-# start the real cloudcore and edgecore binaries on ephemeral loopback ports), then a short run
+# start the real cloudcore and edgecore binaries on free loopback ports each test picks), then a short run
 # of every fuzz target. Ends with one line totalling all test binaries and fuzz targets:
 # "summary: N passed, N failed".
 set -uo pipefail

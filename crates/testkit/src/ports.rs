@@ -38,12 +38,21 @@ pub fn free_port() -> u16 {
             }
         }
     }
-    loop {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        eprintln!(
+            "free_port: no free port outside the ephemeral range {:?}; asking the OS for one (another test's \
+             connection may take it before the daemon binds it)",
+            ephemeral_range()
+        );
+    });
+    for _ in 0..TRIES {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
         if given.insert(port) {
             return port;
         }
     }
+    panic!("free_port: the OS gave only ports this test process was given already");
 }
 
 /// The kernel's ephemeral port range (Linux's default when it cannot be read).
@@ -67,9 +76,14 @@ fn outside_ephemeral(ephemeral: &RangeInclusive<u16>) -> Option<RangeInclusive<u
     below.or_else(above)
 }
 
-/// Whether nothing listens on `port`, on loopback or on every address.
+/// Whether nothing listens on `port`, on loopback or on every address (IPv4, and IPv6 where
+/// the machine has it).
 fn free(port: u16) -> bool {
-    TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok()
+    let v6 = || match TcpListener::bind(("::", port)) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::AddrInUse,
+    };
+    TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok() && v6()
 }
 
 /// A random number (std's per-process random hash keys, the time and a counter).

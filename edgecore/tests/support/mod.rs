@@ -16,7 +16,6 @@ use tokio::sync::mpsc;
 
 pub const NODE: &str = "edge-1";
 
-
 /// The scripted cloud: accepts the edge, records what it sends, confirms reports while
 /// `confirm` is set, and sends what the test pushes.
 pub struct Cloud {
