@@ -222,15 +222,7 @@ impl<'a> Link<'a> {
         if self.open_here > 0 {
             self.judging = Some(why);
         } else {
-            self.unanswered(why);
-        }
-    }
-
-    fn unanswered(&mut self, why: &str) {
-        self.counted = self.id;
-        match self.ended_with.take() {
-            Some(e) => self.count(&e),
-            None => self.count(&why),
+            self.failed(Some(self.id), &why);
         }
     }
 
@@ -246,8 +238,8 @@ impl<'a> Link<'a> {
             && (self.answered_any || self.counted == conn || self.open_here == 0)
         {
             self.judging = None;
-            if !self.answered_any && self.counted != conn {
-                self.unanswered(why);
+            if !self.answered_any {
+                self.failed(Some(conn), &why);
             }
         }
     }

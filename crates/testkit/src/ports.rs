@@ -8,8 +8,7 @@
 //! is checked free, chosen at random (other test processes choose theirs the same way), and
 //! handed out once per process.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasher, Hasher};
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::ops::RangeInclusive;
 use std::sync::{Mutex, PoisonError};
@@ -25,13 +24,11 @@ const TRIES: usize = 200;
 /// A free TCP port on 127.0.0.1 for a daemon config (checked free and released: for daemons
 /// whose peers must be told the port before they start).
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
-    let given = given.get_or_insert_with(HashSet::new);
     if let Some(range) = outside_ephemeral(&ephemeral_range()) {
-        let span = u64::from(range.end() - range.start()) + 1;
         for _ in 0..TRIES {
-            let port = range.start() + u16::try_from(random() % span).unwrap_or(0);
+            let port = rand::random_range(range.clone());
             if !given.contains(&port) && free(port) {
                 given.insert(port);
                 return port;
@@ -86,16 +83,6 @@ fn free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok() && v6()
 }
 
-/// A random number (std's per-process random hash keys, the time and a counter).
-fn random() -> u64 {
-    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut h = std::hash::RandomState::new().build_hasher();
-    h.write_u64(COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,7 +91,7 @@ mod tests {
     fn ports_come_from_outside_the_ephemeral_range_and_once_each() {
         let ephemeral = ephemeral_range();
         let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
-        let distinct: HashSet<u16> = ports.iter().copied().collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
         assert_eq!(distinct.len(), ports.len(), "{ports:?}");
         if outside_ephemeral(&ephemeral).is_some() {
             assert!(ports.iter().all(|p| !ephemeral.contains(p) && *p >= LOWEST), "{ports:?} vs {ephemeral:?}");
